@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the system pieces onnx-graft's tests and CLI need on Debian 12 / Ubuntu:
+# a Vulkan software driver new enough for Dawn (Mesa lavapipe from bookworm-backports)
+# and ONNX's conformance data. Idempotent: does nothing when both are present.
+set -euo pipefail
+
+need_vulkan=1
+need_testdata=1
+if ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 && dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | grep -qv '^22\.'; then
+  need_vulkan=0
+fi
+[ -d /usr/share/libonnx-testdata/data/node ] && need_testdata=0
+[ "${GRAFT_SKIP_TESTDATA:-0}" = 1 ] && need_testdata=0
+if [ $need_vulkan = 0 ] && [ $need_testdata = 0 ]; then exit 0; fi
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null; then SUDO=sudo; else
+    echo "setup-system: run as root (or install sudo): it needs apt-get" >&2; exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+. /etc/os-release
+if [ $need_vulkan = 1 ]; then
+  if [ "${ID:-}" = debian ] && [ "${VERSION_CODENAME:-}" = bookworm ]; then
+    # Debian 12's own Mesa 22.3 is refused by Dawn; backports carries Mesa 25.
+    if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      echo 'deb http://deb.debian.org/debian bookworm-backports main' | $SUDO tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
+    fi
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq -t bookworm-backports mesa-vulkan-drivers libvulkan1 >/dev/null
+  else
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+  fi
+fi
+if [ $need_testdata = 1 ]; then
+  [ $need_vulkan = 1 ] || $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq libonnx-testdata >/dev/null || echo "setup-system: libonnx-testdata not available from apt; conformance tests will say so" >&2
+fi

@@ -1,0 +1,52 @@
+// graft inspect <model.onnx> [--json] [--batch N]: a per-node table and parameter totals.
+import { loadModelFile } from '../../node/files.ts';
+import { summarizeGraph, type GraphSummary } from '../../graph/summary.ts';
+import type { Dim } from '../../graph/ir.ts';
+import { parseArgs, type CommandSpec } from '../args.ts';
+
+export const inspectCommand: CommandSpec = {
+  name: 'inspect',
+  usage: 'graft inspect <model.onnx> [--json] [--input name=1x3x224x224]',
+  summary: 'per-node table (name, op, output shape, parameters, trainable) and totals',
+  run(argv) {
+    const args = parseArgs(argv, { flags: ['json'], options: ['input'], positional: 1, usage: this.usage });
+    const inputShapes = args.options.input ? parseInputShape(args.options.input) : undefined;
+    const graph = loadModelFile(args.positional[0], { inputShapes });
+    const summary = summarizeGraph(graph);
+    const extra = (this as { extras?: (g: typeof graph) => Record<string, unknown> }).extras?.(graph) ?? {};
+    if (args.flags.json) {
+      process.stdout.write(JSON.stringify({ ...summary, ...extra }, null, 2) + '\n');
+    } else {
+      process.stdout.write(formatSummary(summary));
+    }
+    return 0;
+  },
+};
+
+function parseInputShape(text: string): Record<string, number[]> {
+  const [name, dims] = text.split('=');
+  if (!name || !dims || !/^\d+(x\d+)*$/.test(dims)) throw new Error(`--input expects name=DxDxD (e.g. data_0=8x3x224x224), got '${text}'`);
+  return { [name]: dims.split('x').map(Number) };
+}
+
+const shapeText = (s: Dim[] | undefined) => (s ? `[${s.map((d) => (d === null ? '?' : d)).join(', ')}]` : '?');
+const count = (n: number) => n.toLocaleString('en-US');
+
+export function formatSummary(s: GraphSummary): string {
+  const rows = s.nodes.map((n, i) => [String(i), n.name || '(unnamed)', n.opType, n.outputShapes.map(shapeText).join(' '), n.parameters ? count(n.parameters) : '', n.trainable]);
+  const header = ['#', 'name', 'op', 'output shape', 'parameters', 'trainable'];
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
+  const line = (r: string[]) => r.map((cell, c) => (c === 4 ? cell.padStart(widths[c]) : cell.padEnd(widths[c]))).join('  ').trimEnd();
+  const out = [
+    `model: ${s.source ?? '(in memory)'}  (opset ${s.opset})`,
+    ...s.inputs.map((i) => `input:  ${i.name} ${i.dtype ?? ''} ${shapeText(i.shape)}`),
+    ...s.outputs.map((o) => `output: ${o.name} ${o.dtype ?? ''} ${shapeText(o.shape)}`),
+    '',
+    line(header),
+    line(widths.map((w) => '-'.repeat(w))),
+    ...rows.map(line),
+    '',
+    `parameters: ${count(s.parameters)} (trainable ${count(s.trainableParameters)}, non-trainable ${count(s.nonTrainableParameters)})`,
+  ];
+  return out.join('\n') + '\n';
+}

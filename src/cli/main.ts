@@ -1,0 +1,33 @@
+#!/usr/bin/env node
+// The `graft` command. Each subcommand lives in commands/; this file only dispatches and turns
+// errors into one clear line and an exit code.
+import { ModelError } from '../graph/errors.ts';
+import { UsageError, type CommandSpec } from './args.ts';
+import { inspectCommand } from './commands/inspect.ts';
+
+const COMMANDS: CommandSpec[] = [inspectCommand];
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  const command = COMMANDS.find((c) => c.name === name);
+  if (!command) {
+    const list = COMMANDS.map((c) => `  ${c.usage}\n      ${c.summary}`).join('\n');
+    process.stderr.write(`${name && name !== '--help' ? `unknown command '${name}'\n` : ''}usage:\n${list}\n`);
+    return name && name !== '--help' ? 2 : 0;
+  }
+  try {
+    return await command.run(rest);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`graft ${command.name}: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof ModelError || (e instanceof Error && e.name.endsWith('Error') && !(e instanceof TypeError) && !(e instanceof RangeError))) {
+      process.stderr.write(`graft ${command.name}: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

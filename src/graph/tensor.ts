@@ -1,0 +1,145 @@
+// Host-side tensors: the dtype names, the typed arrays behind them, and ONNX's data_type codes.
+
+export type DataType =
+  | 'float32' | 'float64' | 'float16' | 'bfloat16'
+  | 'int8' | 'int16' | 'int32' | 'int64'
+  | 'uint8' | 'uint16' | 'uint32' | 'uint64'
+  | 'bool' | 'string' | 'complex64' | 'complex128'
+  | 'float8e4m3fn' | 'float8e4m3fnuz' | 'float8e5m2' | 'float8e5m2fnuz' | 'uint4' | 'int4';
+
+/** float16/bfloat16 keep their raw bits in a Uint16Array; bool is a Uint8Array of 0/1;
+ * string tensors hold their byte strings; complex and 8/4-bit types keep raw bytes. */
+export type TensorData =
+  | Float32Array | Float64Array | Int8Array | Int16Array | Int32Array | BigInt64Array
+  | Uint8Array | Uint16Array | Uint32Array | BigUint64Array | Uint8Array[];
+
+export interface TensorValue {
+  dtype: DataType;
+  dims: number[];
+  data: TensorData;
+}
+
+const CODES: [number, DataType][] = [
+  [1, 'float32'], [2, 'uint8'], [3, 'int8'], [4, 'uint16'], [5, 'int16'], [6, 'int32'],
+  [7, 'int64'], [8, 'string'], [9, 'bool'], [10, 'float16'], [11, 'float64'], [12, 'uint32'],
+  [13, 'uint64'], [14, 'complex64'], [15, 'complex128'], [16, 'bfloat16'], [17, 'float8e4m3fn'],
+  [18, 'float8e4m3fnuz'], [19, 'float8e5m2'], [20, 'float8e5m2fnuz'], [21, 'uint4'], [22, 'int4'],
+];
+const BY_CODE = new Map(CODES);
+const BY_NAME = new Map(CODES.map(([c, n]) => [n, c]));
+
+export function dataTypeFromOnnx(code: number): DataType | undefined {
+  return BY_CODE.get(code);
+}
+
+export function dataTypeToOnnx(dtype: DataType): number {
+  return BY_NAME.get(dtype)!;
+}
+
+/** Bytes per element, for the types stored byte-aligned (undefined for string and 4-bit). */
+export function bytesPerElement(dtype: DataType): number | undefined {
+  switch (dtype) {
+    case 'float64': case 'int64': case 'uint64': case 'complex64': return 8;
+    case 'complex128': return 16;
+    case 'float32': case 'int32': case 'uint32': return 4;
+    case 'float16': case 'bfloat16': case 'int16': case 'uint16': return 2;
+    case 'int8': case 'uint8': case 'bool':
+    case 'float8e4m3fn': case 'float8e4m3fnuz': case 'float8e5m2': case 'float8e5m2fnuz': return 1;
+    default: return undefined;
+  }
+}
+
+export function isFloatType(dtype: DataType): boolean {
+  return dtype === 'float32' || dtype === 'float64' || dtype === 'float16' || dtype === 'bfloat16';
+}
+
+export function sizeOf(dims: readonly number[]): number {
+  let n = 1;
+  for (const d of dims) n *= d;
+  return n;
+}
+
+/** A typed array of `length` elements for a byte-aligned dtype, viewing (not copying) `bytes`
+ * when they are suitably aligned. */
+export function typedArrayFromBytes(dtype: DataType, bytes: Uint8Array, length: number): TensorData {
+  const width = bytesPerElement(dtype);
+  if (width === undefined) throw new Error(`no raw-byte layout for dtype ${dtype}`);
+  const byteLength = length * width;
+  // Copy into a fresh buffer: the source may be a view into a larger shared pool, unaligned, or
+  // a protobuf read buffer we must not keep alive.
+  const copy = new Uint8Array(byteLength);
+  copy.set(bytes.subarray(0, byteLength));
+  const buf = copy.buffer;
+  switch (dtype) {
+    case 'float32': return new Float32Array(buf);
+    case 'float64': return new Float64Array(buf);
+    case 'int32': return new Int32Array(buf);
+    case 'uint32': return new Uint32Array(buf);
+    case 'int64': return new BigInt64Array(buf);
+    case 'uint64': return new BigUint64Array(buf);
+    case 'int16': return new Int16Array(buf);
+    case 'uint16': case 'float16': case 'bfloat16': return new Uint16Array(buf);
+    case 'int8': return new Int8Array(buf);
+    default: return copy; // uint8, bool, complex and 8-bit floats keep raw bytes
+  }
+}
+
+/** An empty typed array of `length` elements of `dtype`. */
+export function allocate(dtype: DataType, length: number): TensorData {
+  if (dtype === 'string') return Array.from({ length }, () => new Uint8Array(0));
+  const width = bytesPerElement(dtype);
+  if (width === undefined) throw new Error(`cannot allocate dtype ${dtype}`);
+  return typedArrayFromBytes(dtype, new Uint8Array(length * width), length);
+}
+
+/** The tensor's bytes in little-endian order (string tensors excluded). */
+export function tensorBytes(t: TensorValue): Uint8Array {
+  if (Array.isArray(t.data)) throw new Error('string tensors have no raw bytes');
+  const d = t.data as Exclude<TensorData, Uint8Array[]>;
+  return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+}
+
+/** Elements as JavaScript numbers (int64 converted; precision beyond 2^53 is lost). */
+export function toNumbers(t: TensorValue): number[] {
+  if (Array.isArray(t.data)) throw new Error('string tensor has no numbers');
+  if (t.dtype === 'float16') return Array.from(t.data as Uint16Array, halfToFloat);
+  if (t.dtype === 'bfloat16') return Array.from(t.data as Uint16Array, (b) => new Float32Array(new Uint32Array([b << 16]).buffer)[0]);
+  const out: number[] = new Array(t.data.length);
+  for (let i = 0; i < t.data.length; i++) out[i] = Number((t.data as ArrayLike<number | bigint>)[i]);
+  return out;
+}
+
+/** Builds a tensor of `dtype` from JavaScript numbers (the inverse of toNumbers for the
+ * numeric types the folder produces). */
+export function fromNumbers(dtype: DataType, dims: number[], values: ArrayLike<number>): TensorValue {
+  const data = allocate(dtype, values.length);
+  if (data instanceof BigInt64Array) {
+    // Clamp: 2^63 - 1 (INT64_MAX, torch's "to the end") rounds up to 2^63 as a double.
+    for (let i = 0; i < values.length; i++) data[i] = clampInt64(values[i]);
+  } else if (data instanceof BigUint64Array) {
+    for (let i = 0; i < values.length; i++) data[i] = BigInt(Math.max(0, Math.trunc(values[i])));
+  } else if (dtype === 'float16' || dtype === 'bfloat16') {
+    throw new Error(`cannot build ${dtype} tensors from numbers`);
+  } else {
+    (data as Float32Array).set(Array.from(values, (v) => (dtype === 'bool' ? (v ? 1 : 0) : v)));
+  }
+  return { dtype, dims: [...dims], data };
+}
+
+export function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * 2 ** -14 * (frac / 1024);
+  if (exp === 31) return frac ? NaN : sign * Infinity;
+  return sign * 2 ** (exp - 15) * (1 + frac / 1024);
+}
+
+const INT64_MAX = (1n << 63n) - 1n;
+const INT64_MIN = -(1n << 63n);
+
+function clampInt64(v: number): bigint {
+  if (v >= 9223372036854775807) return INT64_MAX;
+  if (v <= -9223372036854775808) return INT64_MIN;
+  return BigInt(Math.trunc(v));
+}

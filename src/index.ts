@@ -1,0 +1,12 @@
+// onnx-graft's engine API: runs anywhere WebGPU does (Node via src/node, browsers, edge).
+// Node-only helpers (files, Dawn) live in 'onnx-graft/node'.
+export { Graph, type Node, type Initializer, type ValueInfo, type Attribute, type Dim } from './graph/ir.ts';
+export { decodeModel, encodeModel, type DecodeOptions, type EncodeOptions, type ExternalDataReader } from './graph/codec.ts';
+export { loadModel, prepareGraph, MAX_SUPPORTED_OPSET, MIN_SUPPORTED_OPSET, type PrepareOptions } from './graph/load.ts';
+export { ModelError } from './graph/errors.ts';
+export { SUPPORTED_OPS } from './graph/shape-inference.ts';
+export { summarizeGraph, type GraphSummary, type NodeSummary } from './graph/summary.ts';
+export { GraphBuilder } from './graph/builder.ts';
+export type { DataType, TensorValue } from './graph/tensor.ts';
+export { GpuContext, type AdapterReport, type GpuContextOptions } from './kernels/gpu-context.ts';
+export * from './kernels/errors.ts';

@@ -1,0 +1,89 @@
+// Node entry: supplies WebGPU from dawn.node (the `webgpu` package) to the engine's GpuContext.
+// Everything Node-specific about the GPU lives here: globals, the Dawn instance, env defaults.
+
+import { create, globals } from 'webgpu';
+import { GpuContext, type GpuContextOptions } from '../kernels/gpu-context.ts';
+import { GpuAdapterError, GpuError } from '../kernels/errors.ts';
+
+export { GpuContext } from '../kernels/gpu-context.ts';
+export type { AdapterReport, GpuContextOptions, DeviceLoss } from '../kernels/gpu-context.ts';
+export * from '../kernels/errors.ts';
+
+export interface NodeGpuContextOptions {
+  /** Case-insensitive substring of the adapter's vendor/architecture/device/description. Default: $GRAFT_ADAPTER. */
+  adapterName?: string;
+  /** Options for dawn.node's create(), e.g. ['backend=vulkan'] or ['enable-dawn-features=dump_shaders']. */
+  dawnOptions?: string[];
+  requiredLimits?: Partial<Record<string, number>>;
+  powerPreference?: GPUPowerPreference;
+}
+
+const NO_ADAPTER_FIX =
+  'no WebGPU adapter: install a Vulkan driver, e.g. `sudo bash scripts/setup-system.sh` (Mesa lavapipe from bookworm-backports)';
+
+export async function createNodeGpuContext(opts: NodeGpuContextOptions = {}): Promise<GpuContext> {
+  installWebGpuGlobals();
+  const adapterName = opts.adapterName ?? (process.env.GRAFT_ADAPTER?.trim() || undefined);
+  const dawnOptions = opts.dawnOptions ?? [];
+  const common = { adapterName, requiredLimits: opts.requiredLimits, powerPreference: opts.powerPreference };
+
+  try {
+    return await openOnDawn(dawnOptions, common);
+  } catch (error) {
+    const retryByDawnName =
+      error instanceof GpuAdapterError &&
+      error.problem === 'name-mismatch' &&
+      adapterName !== undefined &&
+      !dawnOptions.some((o) => o.startsWith('adapter='));
+    if (!retryByDawnName) throw withNodeAdvice(error);
+    // Dawn hands back only its preferred adapter; its own `adapter=` option (a case-sensitive
+    // substring of the driver's adapter name) reaches the others.
+    try {
+      return await openOnDawn([...dawnOptions, `adapter=${adapterName}`], common);
+    } catch (second) {
+      throw new GpuAdapterError(
+        'name-mismatch',
+        `${error.detail}; Dawn's adapter=${adapterName} found none either: ${messageOf(second)}`,
+        { cause: second },
+      );
+    }
+  }
+}
+
+async function openOnDawn(dawnOptions: string[], opts: Omit<GpuContextOptions, 'gpu' | 'keepAlive'>): Promise<GpuContext> {
+  const dawnInstance = create(dawnOptions);
+  // The context owns the instance: if V8 collects it while the device lives, Dawn crashes the process.
+  return GpuContext.create({ ...opts, gpu: dawnInstance, keepAlive: dawnInstance });
+}
+
+let globalsInstalled = false;
+
+/** Dawn's objects expect GPUBufferUsage, GPUMapMode, ... as globals, as in a browser. */
+function installWebGpuGlobals(): void {
+  if (globalsInstalled) return;
+  const target = globalThis as Record<string, unknown>;
+  for (const [name, value] of Object.entries(globals as Record<string, unknown>)) {
+    if (!(name in target)) target[name] = value;
+  }
+  globalsInstalled = true;
+}
+
+function withNodeAdvice(error: unknown): unknown {
+  if (!(error instanceof GpuAdapterError)) return error;
+  if (error.problem === 'no-adapter') return new GpuAdapterError('no-adapter', NO_ADAPTER_FIX, { cause: error });
+  if (error.problem === 'null-backend') {
+    return new GpuAdapterError(
+      'null-backend',
+      `${error.detail}. If this machine has no real adapter: ${NO_ADAPTER_FIX}`,
+      { cause: error },
+    );
+  }
+  return error;
+}
+
+function messageOf(error: unknown): string {
+  if (error instanceof GpuError) return error.detail;
+  return error instanceof Error ? error.message : String(error);
+}
+
+export { loadModelFile, decodeModelFile, saveModelFile, writeFileAtomic, externalDataReader, readBytes } from './files.ts';
