@@ -4,21 +4,18 @@
 //   b. onnxruntime-node runs the re-encoded bytes and produces bit-identical outputs to the
 //      original file on the same inputs (test_data_set_0, or seeded random inputs for the light
 //      model-zoo networks, which ship no test data).
-// Models: ../shared/models/light/*.onnx and libonnx-testdata's data/simple and data/node.
+// Models: models-onnx/light/*.onnx and libonnx-testdata's data/simple and data/node.
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { decodeModel, encodeModel } from '../src/graph/codec.ts';
 import type { Graph } from '../src/graph/ir.ts';
 import type { DataType, TensorValue } from '../src/graph/tensor.ts';
 import { describeGraphDifference } from './helpers/graph-equal.ts';
+import { LIGHT_DIR } from './helpers/models.ts';
 import { listCases, readBytes, readTestDataSets } from './helpers/onnx-testdata.ts';
 
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-/** CI checks shared/ out beside the clone, as on the development machines. */
-const LIGHT_DIR = path.resolve(REPO_ROOT, '../shared/models/light');
 
 /** Models the codec is expected to refuse, by id ('light/…', 'simple/…', 'node/…'), each with
  * the reason. A listed model that starts decoding fails the test (so the list stays honest);
@@ -44,7 +41,7 @@ function collectModels(): { models: ModelEntry[]; problems: string[] } {
       models.push({ id: `light/${f.slice(0, -5)}`, file: path.join(LIGHT_DIR, f) });
     }
   } else {
-    problems.push(`the light models are missing: expected ${LIGHT_DIR} (shared/ checked out beside the repository)`);
+    problems.push(`the light models are missing: expected ${LIGHT_DIR} (the embedded light models)`);
   }
   for (const suite of ['simple', 'node'] as const) {
     try {

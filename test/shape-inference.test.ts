@@ -3,8 +3,9 @@
 // expected outputs of ONNX's conformance cases for the supported ops.
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { encodeModel } from '../src/graph/codec.ts';
-import type { Graph } from '../src/graph/ir.ts';
+import { GraphBuilder } from '../src/graph/builder.ts';
+import { decodeModel, encodeModel } from '../src/graph/codec.ts';
+import { Graph } from '../src/graph/ir.ts';
 import { prepareGraph } from '../src/graph/load.ts';
 import { SUPPORTED_OPS } from '../src/graph/shape-inference.ts';
 import { toNumbers, type TensorValue } from '../src/graph/tensor.ts';
@@ -116,3 +117,45 @@ function compareOutputs(graph: Graph, expected: TensorValue[]): string | undefin
   }
   return undefined;
 }
+
+describe("torch's shape-computation chain with a symbolic batch", () => {
+  /** input [batch, 3, 8, 8] → Conv → Shape → Gather(0) → Unsqueeze → Concat([-1]) → Reshape →
+   * Gemm, as torch.onnx.export writes x.view(x.size(0), -1) followed by a Linear (opset 13). */
+  function torchStyle(): Graph {
+    const g = new Graph();
+    g.opsetImports = [{ domain: '', version: 13 }];
+    g.inputs = [{ name: 'input', dtype: 'float32', shape: ['batch', 3, 8, 8] }];
+    g.values.set('input', { ...g.inputs[0] });
+    const b = new GraphBuilder(g, 5);
+    const conv = b.op('Conv', ['input', b.weight('conv.weight', [4, 3, 3, 3], 'he'), b.weight('conv.bias', [4], 'he')], { kernel_shape: [3, 3] }, '/conv/Conv');
+    const shape = b.op('Shape', [conv], {}, '/Shape');
+    const first = b.op('Gather', [shape, b.int64('/Constant_output_0', [0])], { axis: 0 }, '/Gather');
+    const unsq = b.op('Unsqueeze', [first, b.int64('/Constant_1_output_0', [0])], {}, '/Unsqueeze');
+    const target = b.op('Concat', [unsq, b.int64('/Constant_2_output_0', [-1])], { axis: 0 }, '/Concat');
+    const flat = b.op('Reshape', [conv, target], {}, '/Reshape');
+    const fc = b.node('Gemm', [flat, b.weight('fc.weight', [5, 144], 'glorot'), b.weight('fc.bias', [5], 'he')], { transB: 1 }, { name: '/fc/Gemm', outputs: ['output'] })[0];
+    g.outputs = [{ name: fc, dtype: 'float32', shape: ['batch', 5] }];
+    // Gather's index is a scalar, as torch emits.
+    g.initializers.get('/Constant_output_0')!.value = { dtype: 'int64', dims: [], data: new BigInt64Array([0n]) };
+    return g;
+  }
+
+  it('folds once the batch is bound, and agrees with onnxruntime', async () => {
+    const g = torchStyle();
+    const bytes = encodeModel(g);
+    const prepared = prepareGraph(decodeModel(bytes, { file: 'torch-style.onnx' }), { inputShapes: { input: [3, 3, 8, 8] } });
+    expect(prepared.nodes.map((n) => n.opType)).toEqual(['Conv', 'Reshape', 'Gemm']);
+    expect(toNumbers(prepared.initializers.get(prepared.nodes[1].inputs[1])!.value)).toEqual([3, -1]);
+    expect(prepared.values.get(prepared.nodes[1].outputs[0])?.shape).toEqual([3, 144]);
+    expect(prepared.values.get('output')?.shape).toEqual([3, 5]);
+    const session = await ort.InferenceSession.create(Buffer.from(bytes), { executionProviders: ['cpu'] });
+    const result = await session.run({ input: new ort.Tensor('float32', randomFloat32Array(3 * 3 * 8 * 8, 4), [3, 3, 8, 8]) });
+    expect([...result.output.dims]).toEqual([3, 5]);
+    await session.release();
+  });
+
+  it('without a bound batch, says which input to bind', () => {
+    const g = torchStyle();
+    expect(() => prepareGraph(decodeModel(encodeModel(g), { file: 'torch-style.onnx' }))).toThrow(/torch-style\.onnx: node '\/Reshape' \(Reshape\): the target shape .* must be a constant.*input 'input' has symbolic dimensions \[batch, 3, 8, 8\]: bind them/);
+  });
+});

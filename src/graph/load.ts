@@ -41,11 +41,12 @@ export function prepareGraph(graph: Graph, options: PrepareOptions = {}): Graph 
   // Initializers are constants, also those listed as graph inputs (IR < 4 lists every
   // initializer there): the engine does not let a run override a weight.
   const constant = (name: string): TensorValue | undefined => graph.initializers.get(name)?.value;
+  const staticShapeOnly = staticShapeOnlyFor(graph);
   const kept: Node[] = [];
   for (const node of graph.nodes) {
     const ctx = new ShapeContext(graph, node, opset, constant);
     if (isFoldable(node.opType)) {
-      const folded = foldNode(ctx, node.inputs.map((i) => (i ? constant(i) : undefined)));
+      const folded = foldNode(ctx, node.inputs.map((i) => (i ? constant(i) ?? staticShapeOnly(node, i) : undefined)));
       if (folded) {
         node.outputs.forEach((o, i) => graph.setInitializer(o, folded[i]));
         continue;
@@ -68,6 +69,17 @@ export function prepareGraph(graph: Graph, options: PrepareOptions = {}): Graph 
     if (!v?.shape) throw new ModelError(`cannot infer the shape of graph output '${out.name}'`, { file });
   }
   return graph;
+}
+
+/** Shape reads only its input's dims: a value whose shape is fully known folds like a constant
+ * (its data left empty, never read). */
+function staticShapeOnlyFor(graph: Graph) {
+  return (node: Node, name: string): TensorValue | undefined => {
+    if (node.opType !== 'Shape') return undefined;
+    const v = graph.values.get(name);
+    if (!v?.dtype || !v.shape || v.shape.some((d) => typeof d !== 'number')) return undefined;
+    return { dtype: v.dtype, dims: v.shape as number[], data: new Float32Array(0) };
+  };
 }
 
 function bindInputShapes(graph: Graph, shapes: Record<string, number[]> | undefined): void {

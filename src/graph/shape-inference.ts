@@ -66,7 +66,11 @@ export class ShapeContext {
   /** The values of a constant integer input, or an error saying the op needs it constant. */
   constantInts(i: number, what: string): number[] {
     const c = this.constant(i);
-    if (!c) throw this.error(`${what} (input ${i}, '${this.node.inputs[i]}') must be a constant (an initializer or foldable from one) so that the output shape is known`);
+    if (!c) {
+      const symbolic = this.graph.feedInputs.find((v) => v.shape?.some((d) => typeof d !== 'number'));
+      const hint = symbolic ? `; input '${symbolic.name}' has symbolic dimensions ${showShape(symbolic.shape!)}: bind them with inputShapes (graft inspect --input)` : '';
+      throw this.error(`${what} (input ${i}, '${this.node.inputs[i]}') must be a constant (an initializer or foldable from one) so that the output shape is known${hint}`);
+    }
     return toNumbers(c);
   }
 

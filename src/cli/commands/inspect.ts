@@ -1,5 +1,6 @@
 // graft inspect <model.onnx> [--json] [--batch N]: a per-node table and parameter totals.
-import { loadModelFile } from '../../node/files.ts';
+import { decodeModelFile } from '../../node/files.ts';
+import { prepareGraph } from '../../graph/load.ts';
 import { summarizeGraph, type GraphSummary } from '../../graph/summary.ts';
 import type { Dim } from '../../graph/ir.ts';
 import { parseArgs, type CommandSpec } from '../args.ts';
@@ -10,12 +11,19 @@ export const inspectCommand: CommandSpec = {
   summary: 'per-node table (name, op, output shape, parameters, trainable) and totals',
   run(argv) {
     const args = parseArgs(argv, { flags: ['json'], options: ['input'], positional: 1, usage: this.usage });
-    const inputShapes = args.options.input ? parseInputShape(args.options.input) : undefined;
-    const graph = loadModelFile(args.positional[0], { inputShapes });
+    const graph = decodeModelFile(args.positional[0]);
+    const inputShapes = args.options.input ? parseInputShape(args.options.input) : {};
+    // Symbolic dimensions (a dynamic batch, say) are bound to 1 unless --input says otherwise,
+    // so that torch's shape-computation chains fold and every shape is a number.
+    for (const input of graph.feedInputs) {
+      if (inputShapes[input.name] || !input.shape?.some((d) => typeof d !== 'number')) continue;
+      inputShapes[input.name] = input.shape.map((d) => (typeof d === 'number' ? d : 1));
+      process.stderr.write(`note: input '${input.name}' has symbolic dimensions [${input.shape.join(', ')}]; inspecting with [${inputShapes[input.name].join(', ')}] (choose with --input ${input.name}=${inputShapes[input.name].join('x')})\n`);
+    }
+    prepareGraph(graph, { inputShapes });
     const summary = summarizeGraph(graph);
-    const extra = (this as { extras?: (g: typeof graph) => Record<string, unknown> }).extras?.(graph) ?? {};
     if (args.flags.json) {
-      process.stdout.write(JSON.stringify({ ...summary, ...extra }, null, 2) + '\n');
+      process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
     } else {
       process.stdout.write(formatSummary(summary));
     }
