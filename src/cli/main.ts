@@ -3,9 +3,10 @@
 // errors into one clear line and an exit code.
 import { ModelError } from '../graph/errors.ts';
 import { UsageError, type CommandSpec } from './args.ts';
+import { buildCommand } from './commands/build.ts';
 import { inspectCommand } from './commands/inspect.ts';
 
-const COMMANDS: CommandSpec[] = [inspectCommand];
+const COMMANDS: CommandSpec[] = [inspectCommand, buildCommand];
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
