@@ -15,7 +15,6 @@ import { TESTDATA_ROOT, listCases, readBytes, readTensorProto, readTestDataSets,
 
 const ModelProto = onnxModelType();
 const TensorProto = ModelProto.root.lookupType('onnx.TensorProto');
-const Long = protobuf.util.Long!;
 const FILE = 'unit.onnx';
 
 type Fields = Record<string, unknown>;

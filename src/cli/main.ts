@@ -5,8 +5,9 @@ import { ModelError } from '../graph/errors.ts';
 import { UsageError, type CommandSpec } from './args.ts';
 import { buildCommand } from './commands/build.ts';
 import { inspectCommand } from './commands/inspect.ts';
+import { rewriteCommand } from './commands/rewrite.ts';
 
-const COMMANDS: CommandSpec[] = [inspectCommand, buildCommand];
+const COMMANDS: CommandSpec[] = [inspectCommand, buildCommand, rewriteCommand];
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;

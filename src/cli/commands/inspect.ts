@@ -1,6 +1,7 @@
 // graft inspect <model.onnx> [--json] [--batch N]: a per-node table and parameter totals.
 import { decodeModelFile } from '../../node/files.ts';
 import { prepareGraph } from '../../graph/load.ts';
+import { cutPoints, formatCutPoints } from '../../graph/surgery/index.ts';
 import { summarizeGraph, type GraphSummary } from '../../graph/summary.ts';
 import type { Dim } from '../../graph/ir.ts';
 import { parseArgs, type CommandSpec } from '../args.ts';
@@ -23,9 +24,9 @@ export const inspectCommand: CommandSpec = {
     prepareGraph(graph, { inputShapes });
     const summary = summarizeGraph(graph);
     if (args.flags.json) {
-      process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
+      process.stdout.write(JSON.stringify({ ...summary, cutPoints: cutPoints(graph) }, null, 2) + '\n');
     } else {
-      process.stdout.write(formatSummary(summary));
+      process.stdout.write(formatSummary(summary) + '\n' + formatCutPoints(cutPoints(graph)));
     }
     return 0;
   },
