@@ -17,6 +17,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`${name && name !== '--help' ? `unknown command '${name}'\n` : ''}usage:\n${list}\n`);
     return name && name !== '--help' ? 2 : 0;
   }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(`usage: ${command.usage}\n  ${command.summary}\n`);
+    return 0;
+  }
   try {
     return await command.run(rest);
   } catch (e) {
