@@ -11,7 +11,12 @@ import { fileURLToPath } from 'node:url';
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 const forTests = process.argv.includes('--tests');
 const SETUP_COMMAND = 'sudo bash scripts/setup-system.sh';
-const TESTDATA_DIR = '/usr/share/libonnx-testdata/data';
+/** What the tests read from the system: ONNX conformance cases, Fashion-MNIST, sample photos. */
+const TEST_DATA = [
+  ['/usr/share/libonnx-testdata/data', 'Debian package libonnx-testdata'],
+  ['/usr/share/datasets/fashion-mnist', 'Debian package dataset-fashion-mnist'],
+  ['/usr/share/darknet/data/dog.jpg', "darknet's sample photographs (unpacked from Debian's darknet .deb)"],
+];
 
 // Runs in a child: a crash or hang inside Dawn must not take this script down with it.
 const ADAPTER_PROBE = `
@@ -51,11 +56,12 @@ function main() {
     }
   }
 
-  if (forTests && !existsSync(TESTDATA_DIR)) {
-    console.error(`ensure-platform: ${TESTDATA_DIR} is missing; installing libonnx-testdata with scripts/setup-system.sh`);
+  const missing = () => TEST_DATA.filter(([path]) => !existsSync(path));
+  if (forTests && missing().length) {
+    console.error(`ensure-platform: test data missing (${missing().map(([p]) => p).join(', ')}); installing with scripts/setup-system.sh`);
     runSetup({ skipTestdata: false });
-    if (!existsSync(TESTDATA_DIR)) {
-      fail(`${TESTDATA_DIR} is missing (Debian package libonnx-testdata). Install it with:\n  ${SETUP_COMMAND}`);
+    if (missing().length) {
+      fail(`test data still missing: ${missing().map(([p, what]) => `${p} (${what})`).join('; ')}. Install it with:\n  ${SETUP_COMMAND}`);
     }
   }
 

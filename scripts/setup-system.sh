@@ -9,7 +9,9 @@ need_testdata=1
 if ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 && dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | grep -qv '^22\.'; then
   need_vulkan=0
 fi
-[ -d /usr/share/libonnx-testdata/data/node ] && need_testdata=0
+# Test data: ONNX's conformance cases, Fashion-MNIST, and darknet's sample photographs.
+[ -d /usr/share/libonnx-testdata/data/node ] && [ -d /usr/share/datasets/fashion-mnist ] \
+  && [ -f /usr/share/darknet/data/dog.jpg ] && need_testdata=0
 [ "${GRAFT_SKIP_TESTDATA:-0}" = 1 ] && need_testdata=0
 if [ $need_vulkan = 0 ] && [ $need_testdata = 0 ]; then exit 0; fi
 
@@ -37,5 +39,17 @@ if [ $need_vulkan = 1 ]; then
 fi
 if [ $need_testdata = 1 ]; then
   [ $need_vulkan = 1 ] || $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq libonnx-testdata >/dev/null || echo "setup-system: libonnx-testdata not available from apt; conformance tests will say so" >&2
+  $SUDO apt-get install -y -qq libonnx-testdata dataset-fashion-mnist >/dev/null \
+    || echo "setup-system: libonnx-testdata or dataset-fashion-mnist not available from apt; the tests will say what is missing" >&2
+  if [ ! -f /usr/share/darknet/data/dog.jpg ]; then
+    # Only darknet's sample JPEGs are wanted; installing the package would pull in ~340
+    # packages (OpenCV, Qt, GDAL), so unpack just those files from its .deb.
+    tmp=$(mktemp -d)
+    if (cd "$tmp" && apt-get download darknet >/dev/null 2>&1); then
+      dpkg-deb --fsys-tarfile "$tmp"/darknet_*.deb | $SUDO tar -x -C / --wildcards './usr/share/darknet/data/*.jpg'
+    else
+      echo "setup-system: could not download darknet's sample photographs; the decode tests will say so" >&2
+    fi
+    rm -rf "$tmp"
+  fi
 fi

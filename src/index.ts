@@ -10,3 +10,6 @@ export { GraphBuilder } from './graph/builder.ts';
 export type { DataType, TensorValue } from './graph/tensor.ts';
 export { GpuContext, type AdapterReport, type GpuContextOptions } from './kernels/gpu-context.ts';
 export * from './kernels/errors.ts';
+export * as data from './data/index.ts';
+export * as surgery from './graph/surgery/index.ts';
+export { buildArchitecture, ARCHITECTURES, type ArchitectureName, type BuildOptions } from './graph/architectures/index.ts';

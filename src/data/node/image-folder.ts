@@ -1,0 +1,105 @@
+// torchvision's ImageFolder layout: root/<class>/**/<image>, labels by sorted class folder name.
+// Files are listed up front and decoded on get(). Node-only.
+
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { extname, join } from 'node:path';
+import { inflateSync } from 'node:zlib';
+import { checkIndex, type Dataset, type Sample } from '../datasets.ts';
+import { decodeImage } from '../decode.ts';
+import type { ByteImage } from '../tensor-image.ts';
+
+export const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png'];
+
+export interface ImageFolderDataset extends Dataset {
+  readonly root: string;
+  readonly classes: readonly string[];
+  /** Every image path, in label-then-path order; files[i] is sample i. */
+  readonly files: readonly string[];
+  readonly labels: Uint32Array;
+}
+
+export interface ImageFolderOptions {
+  /** Lower-case, with the dot; default .jpg .jpeg .png. Other files are skipped. */
+  readonly extensions?: readonly string[];
+}
+
+/**
+ * Lists root/<class>/… (class folders sorted by code point, as Python's sorted(); files found
+ * recursively, sorted; hidden entries skipped). Throws when root has no class folders or a
+ * class folder holds no images; get(i) throws naming the file when it does not decode.
+ */
+export function imageFolder(root: string, options: ImageFolderOptions = {}): ImageFolderDataset {
+  const extensions = new Set((options.extensions ?? IMAGE_EXTENSIONS).map((e) => e.toLowerCase()));
+  let rootStat;
+  try {
+    rootStat = statSync(root);
+  } catch {
+    throw new Error(`imageFolder: ${root} does not exist; expected a folder of class folders (root/<class>/<image>)`);
+  }
+  if (!rootStat.isDirectory()) throw new Error(`imageFolder: ${root} is not a folder`);
+  const classes = listEntries(root).filter((e) => e.isDirectory).map((e) => e.name);
+  if (classes.length === 0) {
+    throw new Error(`imageFolder: ${root} has no class folders; expected root/<class>/<image>`);
+  }
+  const files: string[] = [];
+  const labels: number[] = [];
+  classes.forEach((cls, label) => {
+    const dir = join(root, cls);
+    const found: string[] = [];
+    let skipped = 0;
+    walk(dir, (path) => {
+      if (extensions.has(extname(path).toLowerCase())) found.push(path);
+      else skipped++;
+    });
+    if (found.length === 0) {
+      throw new Error(
+        `imageFolder: class folder ${dir} holds no images (${skipped} other files); accepted extensions: ${[...extensions].join(' ')}`,
+      );
+    }
+    for (const f of found) {
+      files.push(f);
+      labels.push(label);
+    }
+  });
+  const labelArray = Uint32Array.from(labels);
+  return {
+    root,
+    classes,
+    files,
+    labels: labelArray,
+    length: files.length,
+    get(index): Sample {
+      checkIndex(index, files.length, `imageFolder(${root})`);
+      return { image: readImageFile(files[index]), label: labelArray[index] };
+    },
+  };
+}
+
+/** Reads and decodes one JPEG or PNG to RGB; errors name the path. */
+export function readImageFile(path: string): ByteImage {
+  return decodeImage(readFileSync(path), { name: path, inflate: (b) => inflateSync(b) });
+}
+
+interface Entry {
+  name: string;
+  isDirectory: boolean;
+}
+
+function listEntries(dir: string): Entry[] {
+  return readdirSync(dir)
+    .filter((name) => !name.startsWith('.'))
+    .sort(byCodePoint)
+    .map((name) => ({ name, isDirectory: statSync(join(dir, name)).isDirectory() }));
+}
+
+function walk(dir: string, visit: (path: string) => void): void {
+  for (const e of listEntries(dir)) {
+    const path = join(dir, e.name);
+    if (e.isDirectory) walk(path, visit);
+    else visit(path);
+  }
+}
+
+function byCodePoint(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
