@@ -11,7 +11,7 @@ if ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 && dpkg-query -W -f=
 fi
 # Test data: ONNX's conformance cases, Fashion-MNIST, and darknet's sample photographs.
 [ -d /usr/share/libonnx-testdata/data/node ] && [ -d /usr/share/datasets/fashion-mnist ] \
-  && [ -f /usr/share/darknet/data/dog.jpg ] && need_testdata=0
+  && [ -f /usr/share/darknet/data/dog.jpg ] && command -v gdk-pixbuf-csource >/dev/null && need_testdata=0
 [ "${GRAFT_SKIP_TESTDATA:-0}" = 1 ] && need_testdata=0
 if [ $need_vulkan = 0 ] && [ $need_testdata = 0 ]; then exit 0; fi
 
@@ -39,7 +39,8 @@ if [ $need_vulkan = 1 ]; then
 fi
 if [ $need_testdata = 1 ]; then
   [ $need_vulkan = 1 ] || $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq libonnx-testdata dataset-fashion-mnist >/dev/null \
+  # libgdk-pixbuf2.0-bin: libjpeg-turbo, the independent JPEG decoder the decode test compares with.
+  $SUDO apt-get install -y -qq libonnx-testdata dataset-fashion-mnist libgdk-pixbuf2.0-bin >/dev/null \
     || echo "setup-system: libonnx-testdata or dataset-fashion-mnist not available from apt; the tests will say what is missing" >&2
   if [ ! -f /usr/share/darknet/data/dog.jpg ]; then
     # Only darknet's sample JPEGs are wanted; installing the package would pull in ~340
