@@ -13,3 +13,5 @@ export * from './kernels/errors.ts';
 export * as data from './data/index.ts';
 export * as surgery from './graph/surgery/index.ts';
 export { buildArchitecture, ARCHITECTURES, type ArchitectureName, type BuildOptions } from './graph/architectures/index.ts';
+export { Session, type SessionOptions, type Tensor } from './runtime/session.ts';
+export * as train from './train/index.ts';

@@ -1,0 +1,11 @@
+// npm run bench -- <suite>: runs one benchmark suite (a table printed, JSON under bench/results/).
+const SUITES: Record<string, string> = {
+  inference: './inference.ts',
+};
+
+const suite = process.argv[2];
+if (!suite || !(suite in SUITES)) {
+  process.stderr.write(`usage: npm run bench -- <${Object.keys(SUITES).join('|')}>\n`);
+  process.exit(2);
+}
+await import(SUITES[suite]);

@@ -1,0 +1,552 @@
+// The one GEMM core: C[b] = act(alpha · op(A[b]) · op(B[b]) + beta · bias), fp32, generated as
+// WGSL from the problem's shapes and layouts and from a variant (tile sizes, memory strategy).
+// Conv (implicit GEMM, im2col addressing inside the A load), Gemm and MatMul all run on it.
+//
+// Variants (platform.md, "What makes WGSL fast on lavapipe"):
+//  - 'register': no workgroup memory; each invocation keeps a tileM×tileN block of C in vec4
+//    registers and reads A and B straight from storage (B, and A when laid out k-major, as vec4).
+//    Fastest on CPU implementations, where a workgroup is one thread and barriers are costly.
+//  - 'shared': classic workgroup-memory tiling (BM×BK and BK×BN tiles staged cooperatively,
+//    barrier, register-blocked inner product). What real GPUs want.
+//
+// Sizes, strides and epilogue constants travel in a uniform block, not in the WGSL: only the
+// structure (variant, layouts, alignment facts, which epilogue) selects the pipeline, so the
+// 50 convolutions of a ResNet share a handful of compiles.
+import { activationKey, ceilDiv, NO_ACTIVATION, ParamBlock, u32, type Activation, type KernelProgram } from './program.ts';
+
+export type GemmVariant =
+  | { kind: 'register'; tileM: number; tileN: 4 | 8; wgX: number; wgY: number }
+  | { kind: 'shared'; tileM: number; tileN: number; wgX: number; wgY: number; tileK: number };
+
+/** The implicit im2col matrix of a 2-D convolution over an NCHW input. Row m = (image, oh, ow),
+ * column k = (kh, kw, ci) within the group (kernel position outer, channel inner); the GEMM
+ * batch index is the group. */
+export interface Im2col {
+  images: number;
+  channels: number;
+  height: number;
+  width: number;
+  /** Input channels per group (K = groupChannels · kernelH · kernelW). */
+  groupChannels: number;
+  kernelH: number;
+  kernelW: number;
+  strideH: number;
+  strideW: number;
+  padTop: number;
+  padLeft: number;
+  dilationH: number;
+  dilationW: number;
+  outH: number;
+  outW: number;
+}
+
+export type GemmA =
+  /** 'mk': A[b][m][k] (row stride ld, default K); 'km': A[b][k][m] (row stride ld, default M). */
+  | { kind: 'matrix'; layout: 'mk' | 'km'; batchStride: number; offset?: number; ld?: number }
+  | { kind: 'im2col'; conv: Im2col };
+
+export interface GemmB {
+  /** 'kn': B[b][k][n] (row stride ld ≥ N); 'nk': B[b][n][k] (row stride ld ≥ K). */
+  layout: 'kn' | 'nk';
+  batchStride: number;
+  ld: number;
+  /** 'kn' only: columns up to ld exist and are readable (packed weights), so no clamping. */
+  padded?: boolean;
+}
+
+export type GemmC =
+  /** C[b·batchStride + m·strideM + (nOffset+n)·strideN + offset] */
+  | { kind: 'matrix'; batchStride: number; strideM: number; strideN: number; offset?: number }
+  /** Conv output: m = (image, p), p in [0, spatial); channel = batch·batchChannelStride + nOffset + n. */
+  | { kind: 'nchw'; spatial: number; imageStride: number; batchChannelStride: number };
+
+/** bias[b·batchStride + m·strideM + (nOffset+n)·strideN] · beta, added before the activation. */
+export interface GemmBias {
+  batchStride: number;
+  strideM: number;
+  strideN: number;
+  beta?: number;
+}
+
+export interface GemmProblem {
+  label?: string;
+  batch: number;
+  M: number;
+  N: number;
+  K: number;
+  a: GemmA;
+  b: GemmB;
+  c: GemmC;
+  alpha?: number;
+  bias?: GemmBias;
+  activation?: Activation;
+  /** Global column of this problem's column 0 (C and bias only): a chunk of a wider GEMM. */
+  nOffset?: number;
+  /** Compute only rows [offset, offset + count) (all of A and C stay addressable): how a GEMM
+   * with more row tiles than one dispatch dimension allows is split (gemmPrograms). */
+  rows?: { offset: number; count: number };
+}
+
+/** Bindings: a, b, c, then bias when the problem has one, then the params uniform. */
+export function gemmProgram(problem: GemmProblem, variant: GemmVariant): KernelProgram {
+  checkProblem(problem, variant);
+  const s = structureOf(problem, variant);
+  const params = gemmParams(problem, variant, s);
+  const paramBinding = problem.bias ? 4 : 3;
+  const wgsl = variant.kind === 'register' ? registerKernel(s, variant, params.wgsl(paramBinding)) : sharedKernel(s, variant, params.wgsl(paramBinding));
+  const bindings: KernelProgram['bindings'] = [
+    { name: 'a', access: 'read' },
+    { name: 'b', access: 'read' },
+    { name: 'c', access: 'read_write' },
+  ];
+  if (problem.bias) bindings.push({ name: 'bias', access: 'read' });
+  bindings.push({ name: 'params', access: 'uniform' });
+  return {
+    label: problem.label ?? `gemm ${problem.batch}×${problem.M}×${problem.N}×${problem.K}`,
+    key: gemmKey(problem, variant),
+    wgsl,
+    dispatch: gemmDispatch(problem, variant),
+    bindings,
+    params: params.bytes(),
+  };
+}
+
+export function gemmDispatch(p: GemmProblem, v: GemmVariant): [number, number, number] {
+  const rowsPerGroup = v.tileM * v.wgY;
+  const colsPerGroup = v.tileN * v.wgX;
+  return [ceilDiv(p.N, colsPerGroup), ceilDiv(p.rows?.count ?? p.M, rowsPerGroup), p.batch];
+}
+
+/**
+ * The problem as one program, or as several over row ranges when its row tiles exceed the
+ * per-dimension workgroup limit (a batch-16 VGG conv1 has 100 352 rows of 8).
+ */
+export function gemmPrograms(problem: GemmProblem, variant: GemmVariant, maxWorkgroupsPerDimension = 65535): KernelProgram[] {
+  const rowsPerGroup = variant.tileM * variant.wgY;
+  if (ceilDiv(problem.N, variant.tileN * variant.wgX) > maxWorkgroupsPerDimension || problem.batch > maxWorkgroupsPerDimension) {
+    throw new Error(`gemm ${problem.label ?? ''}: N = ${problem.N} or batch = ${problem.batch} needs more than ${maxWorkgroupsPerDimension} workgroups in one dimension`);
+  }
+  const span = maxWorkgroupsPerDimension * rowsPerGroup;
+  if (problem.M <= span) return [gemmProgram(problem, variant)];
+  const programs: KernelProgram[] = [];
+  for (let offset = 0; offset < problem.M; offset += span) {
+    programs.push(gemmProgram({ ...problem, rows: { offset, count: Math.min(span, problem.M - offset) } }, variant));
+  }
+  return programs;
+}
+
+export function variantKey(v: GemmVariant): string {
+  return v.kind === 'register'
+    ? `reg${v.tileM}x${v.tileN}@${v.wgX}x${v.wgY}`
+    : `shm${v.tileM}x${v.tileN}@${v.wgX}x${v.wgY}k${v.tileK}`;
+}
+
+/** The pipeline key: everything that changes the WGSL, nothing that only changes params. */
+export function gemmKey(p: GemmProblem, v: GemmVariant): string {
+  const s = structureOf(p, v);
+  return `gemm|${variantKey(v)}|${Object.entries(s).map(([k, x]) => `${k}=${x}`).join(',')}`;
+}
+
+/** Floating-point operations of the problem (2·batch·M·N·K). */
+export function gemmFlops(p: Pick<GemmProblem, 'batch' | 'M' | 'N' | 'K'>): number {
+  return 2 * p.batch * p.M * p.N * p.K;
+}
+
+/** Every variant the engine ships; tests run each of them against the reference. */
+export const GEMM_VARIANTS: readonly GemmVariant[] = [
+  { kind: 'register', tileM: 8, tileN: 8, wgX: 8, wgY: 1 },
+  { kind: 'register', tileM: 16, tileN: 8, wgX: 8, wgY: 1 },
+  { kind: 'register', tileM: 4, tileN: 8, wgX: 8, wgY: 1 },
+  { kind: 'register', tileM: 1, tileN: 8, wgX: 32, wgY: 1 },
+  { kind: 'register', tileM: 8, tileN: 8, wgX: 8, wgY: 8 },
+  { kind: 'shared', tileM: 4, tileN: 4, wgX: 16, wgY: 16, tileK: 16 },
+  { kind: 'shared', tileM: 8, tileN: 8, wgX: 16, wgY: 16, tileK: 8 },
+];
+
+const [REG8, REG16, REG4, REG1, REG8_WG8, SHM4, SHM8] = GEMM_VARIANTS;
+
+/** The variants the autotuner times for a problem of M rows on this kind of adapter. */
+export function candidateVariants(software: boolean, M: number): GemmVariant[] {
+  if (M <= 4) return software ? [REG1, REG4] : [REG1, SHM4];
+  if (software) return M <= 32 ? [REG4, REG8, REG1] : [REG8, REG16, REG4, REG8_WG8];
+  return [SHM4, SHM8, REG8];
+}
+
+/** A sensible variant without measuring: register blocking on CPU adapters, shared tiles on GPUs. */
+export function defaultVariant(p: Pick<GemmProblem, 'M' | 'N'>, software: boolean): GemmVariant {
+  if (p.M <= 4) return REG1; // a row per invocation: GEMV-like problems (batch-1 FC layers)
+  if (!software) return SHM4;
+  // Measured on lavapipe (bench/inference.ts): 16-row tiles win on tall problems, 8-row tiles
+  // waste less on the 7×7 and 14×14 maps of a ResNet's last stages.
+  return p.M <= 32 ? REG4 : p.M >= 1024 ? REG16 : REG8;
+}
+
+// ---- checks ----
+
+function checkProblem(p: GemmProblem, v: GemmVariant): void {
+  for (const [name, value] of [['batch', p.batch], ['M', p.M], ['N', p.N], ['K', p.K]] as const) {
+    if (!Number.isInteger(value) || value < 1) throw new Error(`gemm: ${name} must be a positive integer, got ${value}`);
+  }
+  if (v.kind === 'register' && v.tileN !== 4 && v.tileN !== 8) throw new Error(`gemm: register tileN must be 4 or 8, got ${v.tileN}`);
+  if (v.kind === 'register' && v.tileM >= 4 && v.tileM % 4 !== 0) throw new Error(`gemm: register tileM must be 1, 2 or a multiple of 4, got ${v.tileM}`);
+  if (p.b.layout === 'kn' && p.b.ld < p.N) throw new Error(`gemm: B ld ${p.b.ld} < N ${p.N}`);
+  if (p.b.layout === 'nk' && p.b.ld < p.K) throw new Error(`gemm: B ld ${p.b.ld} < K ${p.K}`);
+  if (p.a.kind === 'im2col') {
+    const g = p.a.conv;
+    if (p.M !== g.images * g.outH * g.outW) throw new Error(`gemm: im2col M ${p.M} ≠ images·outH·outW`);
+    if (p.K !== g.groupChannels * g.kernelH * g.kernelW) throw new Error(`gemm: im2col K ${p.K} ≠ groupChannels·kernelH·kernelW`);
+  }
+}
+
+// ---- structure (what selects the WGSL) and params (what fills the uniform block) ----
+
+interface Structure {
+  a: 'mk' | 'km' | 'im2col';
+  /** A rows loaded as vec4 (k-major, aligned). */
+  aVec: boolean;
+  /** im2col windows may reach into padding: loads are masked. */
+  aPad: boolean;
+  b: 'kn' | 'nk';
+  bVec: boolean;
+  /** B rows readable up to the tile's last column: no clamping. */
+  bPadded: boolean;
+  c: 'matrix' | 'nchw';
+  bias: boolean;
+  act: Activation['kind'];
+}
+
+function structureOf(p: GemmProblem, v: GemmVariant): Structure {
+  const TM = v.tileM;
+  const TN = v.tileN;
+  const a = p.a;
+  const register = v.kind === 'register';
+  const bVec = register && p.b.layout === 'kn' && p.b.ld % 4 === 0 && p.b.batchStride % 4 === 0;
+  return {
+    a: a.kind === 'im2col' ? 'im2col' : a.layout,
+    aVec: register && a.kind === 'matrix' && a.layout === 'km' && TM % 4 === 0 && p.M % 4 === 0 &&
+      (a.ld ?? p.M) % 4 === 0 && a.batchStride % 4 === 0 && (a.offset ?? 0) % 4 === 0,
+    aPad: a.kind === 'im2col' && needsBoundsChecks(a.conv),
+    b: p.b.layout,
+    bVec,
+    bPadded: bVec && p.b.padded === true && p.b.ld >= roundUp(p.N, TN),
+    c: p.c.kind,
+    bias: p.bias !== undefined,
+    act: (p.activation ?? NO_ACTIVATION).kind,
+  };
+}
+
+function gemmParams(p: GemmProblem, v: GemmVariant, s: Structure): ParamBlock {
+  const P = new ParamBlock();
+  const TN = v.tileN;
+  P.u32('M', p.M).u32('N', p.N).u32('K', p.K).u32('nOffset', p.nOffset ?? 0).u32('mOffset', p.rows?.offset ?? 0);
+  P.u32('lastRow', p.M - 1).u32('lastCol', p.N - 1);
+  const a = p.a;
+  if (a.kind === 'matrix') {
+    const ld = a.ld ?? (a.layout === 'mk' ? p.K : p.M);
+    P.u32('aBatch', s.aVec ? a.batchStride / 4 : a.batchStride).u32('aOffset', s.aVec ? (a.offset ?? 0) / 4 : a.offset ?? 0);
+    P.u32('aLd', s.aVec ? ld / 4 : ld).u32('lastRowVec', s.aVec ? (p.M - 4) / 4 : 0);
+  } else {
+    const g = a.conv;
+    P.u32('spatial', g.outH * g.outW).u32('outW', g.outW).u32('imageSize', g.channels * g.height * g.width);
+    P.u32('groupSize', g.groupChannels * g.height * g.width).u32('groupChannels', g.groupChannels).u32('plane', g.height * g.width);
+    P.u32('height', g.height).u32('width', g.width).u32('kernelH', g.kernelH).u32('kernelW', g.kernelW);
+    P.u32('kernelSize', g.kernelH * g.kernelW).u32('strideH', g.strideH).u32('strideW', g.strideW);
+    P.i32('padTop', g.padTop).i32('padLeft', g.padLeft).i32('dilationH', g.dilationH).i32('dilationW', g.dilationW);
+    P.i32('rowStep', g.dilationH * g.width);
+  }
+  P.u32('bBatch', s.bVec ? p.b.batchStride / 4 : p.b.batchStride).u32('bLd', s.bVec ? p.b.ld / 4 : p.b.ld);
+  P.u32('lastColBlock', s.bPadded ? (roundUp(p.N, TN) - TN) / 4 : 0).u32('lastColVec', Math.ceil(p.N / 4) - 1);
+  const c = p.c;
+  if (c.kind === 'matrix') {
+    P.u32('cBatch', c.batchStride).u32('cOffset', c.offset ?? 0).u32('cStrideM', c.strideM).u32('cStrideN', c.strideN);
+  } else {
+    P.u32('cSpatial', c.spatial).u32('cImage', c.imageStride).u32('cBatchChannels', c.batchChannelStride);
+  }
+  if (p.bias) {
+    P.u32('biasBatch', p.bias.batchStride).u32('biasStrideM', p.bias.strideM).u32('biasStrideN', p.bias.strideN).f32('beta', p.bias.beta ?? 1);
+  }
+  P.f32('alpha', p.alpha ?? 1);
+  const act = p.activation ?? NO_ACTIVATION;
+  P.f32('act0', act.kind === 'clip' ? act.min : act.kind === 'leakyRelu' ? act.alpha : 0);
+  P.f32('act1', act.kind === 'clip' ? act.max : 0);
+  return P;
+}
+
+/** WGSL applying the activation (its constants in params act0/act1) to scalar `v`. */
+function activationWgsl(kind: Activation['kind'], v: string): string {
+  switch (kind) {
+    case 'none':
+      return v;
+    case 'relu':
+      return `max(${v}, 0.0)`;
+    case 'leakyRelu':
+      return `select(${v} * P.act0, ${v}, ${v} >= 0.0)`;
+    case 'clip':
+      return `clamp(${v}, P.act0, P.act1)`;
+    case 'sigmoid':
+      return `(1.0 / (1.0 + exp(-${v})))`;
+  }
+}
+
+/** Whether some window of the conv can reach outside the input (then loads are masked). */
+function needsBoundsChecks(g: Im2col): boolean {
+  const lastH = (g.outH - 1) * g.strideH - g.padTop + (g.kernelH - 1) * g.dilationH;
+  const lastW = (g.outW - 1) * g.strideW - g.padLeft + (g.kernelW - 1) * g.dilationW;
+  return g.padTop > 0 || g.padLeft > 0 || lastH >= g.height || lastW >= g.width;
+}
+
+// ---- the register-blocked kernel ----
+
+function registerKernel(s: Structure, v: Extract<GemmVariant, { kind: 'register' }>, paramsWgsl: string): string {
+  const TM = v.tileM;
+  const TN = v.tileN;
+  const TN4 = TN / 4;
+  const rows = range(TM);
+  const cols = range(TN4);
+
+  const L: string[] = [];
+  L.push(`@group(0) @binding(0) var<storage, read> a: array<${s.aVec ? 'vec4f' : 'f32'}>;`);
+  L.push(`@group(0) @binding(1) var<storage, read> b: array<${s.bVec ? 'vec4f' : 'f32'}>;`);
+  L.push(`@group(0) @binding(2) var<storage, read_write> c: array<f32>;`);
+  if (s.bias) L.push(`@group(0) @binding(3) var<storage, read> bias: array<f32>;`);
+  L.push(paramsWgsl);
+  L.push('');
+  L.push(...storeFunction(s));
+  L.push('');
+  L.push(`@compute @workgroup_size(${v.wgX}, ${v.wgY}, 1)`);
+  L.push(`fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: vec3u) {`);
+  // Rows from the workgroup id alone (wgY = 1) make every A address uniform across the SIMD
+  // lanes: llvmpipe then loads A once per workgroup instead of gathering per lane. Nothing
+  // returns early on a lane-varying condition, for the same reason (uniform control flow).
+  L.push(`  let col0 = gid.x * ${u32(TN)};`);
+  L.push(v.wgY === 1 ? `  let row0 = wid.y * ${u32(TM)} + P.mOffset;` : `  let row0 = gid.y * ${u32(TM)} + P.mOffset;`);
+  L.push(`  let batch = wid.z;`);
+  L.push(`  if (row0 >= P.M) { return; }`);
+  for (const i of rows) for (const j of cols) L.push(`  var acc${i}_${j} = vec4f(0.0);`);
+
+  // B addressing: per column block, a base index; per k, + k·ld.
+  let bLoad: (k: string) => string[];
+  if (s.bVec) {
+    L.push(`  let bBase = batch * P.bBatch;`);
+    if (s.bPadded) {
+      L.push(`  let colBlock = min(col0 / 4u, P.lastColBlock);`);
+      for (const j of cols) L.push(`  let bCol${j} = bBase + colBlock + ${u32(j)};`);
+    } else {
+      for (const j of cols) L.push(`  let bCol${j} = bBase + min(col0 / 4u + ${u32(j)}, P.lastColVec);`);
+    }
+    bLoad = (k) => cols.map((j) => `let b${j} = b[bCol${j} + ${k} * P.bLd];`);
+  } else {
+    L.push(`  let bBase = batch * P.bBatch;`);
+    for (const j of cols) {
+      for (let e = 0; e < 4; e++) {
+        const col = `min(col0 + ${u32(4 * j + e)}, P.lastCol)`;
+        L.push(s.b === 'kn' ? `  let bCol${j}_${e} = bBase + ${col};` : `  let bCol${j}_${e} = bBase + ${col} * P.bLd;`);
+      }
+    }
+    const kTerm = (k: string) => (s.b === 'kn' ? `${k} * P.bLd` : k);
+    bLoad = (k) => cols.map((j) => `let b${j} = vec4f(${[0, 1, 2, 3].map((e) => `b[bCol${j}_${e} + ${kTerm(k)}]`).join(', ')});`);
+  }
+  const fmas = () => {
+    const out: string[] = [];
+    for (const i of rows) for (const j of cols) out.push(`acc${i}_${j} = fma(vec4f(a${i}), b${j}, acc${i}_${j});`);
+    return out;
+  };
+
+  if (s.a === 'im2col') {
+    L.push(...im2colRegisterLoop(s, TM, bLoad, fmas));
+  } else {
+    L.push(`  let aBase = batch * P.aBatch + P.aOffset;`);
+    if (s.aVec) {
+      for (let q = 0; q < TM / 4; q++) L.push(`  let aRow${q} = aBase + min(row0 / 4u + ${u32(q)}, P.lastRowVec);`);
+      L.push(`  for (var k = 0u; k < P.K; k++) {`);
+      for (let q = 0; q < TM / 4; q++) L.push(`    let av${q} = a[aRow${q} + k * P.aLd];`);
+      for (const i of rows) L.push(`    let a${i} = av${Math.floor(i / 4)}[${i % 4}];`);
+    } else if (s.a === 'mk') {
+      for (const i of rows) L.push(`  let aRow${i} = aBase + min(row0 + ${u32(i)}, P.lastRow) * P.aLd;`);
+      L.push(`  for (var k = 0u; k < P.K; k++) {`);
+      for (const i of rows) L.push(`    let a${i} = a[aRow${i} + k];`);
+    } else {
+      for (const i of rows) L.push(`  let aRow${i} = aBase + min(row0 + ${u32(i)}, P.lastRow);`);
+      L.push(`  for (var k = 0u; k < P.K; k++) {`);
+      for (const i of rows) L.push(`    let a${i} = a[aRow${i} + k * P.aLd];`);
+    }
+    for (const x of bLoad('k')) L.push(`    ${x}`);
+    for (const x of fmas()) L.push(`    ${x}`);
+    L.push(`  }`);
+  }
+
+  // Epilogue: accumulators into an array, then a loop of storeC calls. Loops, not unrolled
+  // code, and a lane-dependent trip count so that nothing unrolls them: LLVM's compile time on
+  // lavapipe grows fast with straight-line code (an unrolled 8×8 epilogue costs seconds).
+  L.push(`  var tile: array<vec4f, ${TM * TN4}>;`);
+  for (const i of rows) for (const j of cols) L.push(`  tile[${i * TN4 + j}] = acc${i}_${j};`);
+  L.push(`  let rowCount = min(${u32(TM)}, P.M - row0);`);
+  L.push(`  let colCount = min(${u32(TN)}, max(P.N, col0) - col0);`);
+  L.push(`  for (var i = 0u; i < rowCount; i++) {`);
+  L.push(`    for (var j = 0u; j < colCount; j++) {`);
+  L.push(`      storeC(batch, row0 + i, col0 + j, tile[i * ${u32(TN4)} + j / 4u][j % 4u]);`);
+  L.push(`    }`);
+  L.push(`  }`);
+  L.push(`}`);
+  return L.join('\n');
+}
+
+/**
+ * The K loop of an implicit-GEMM conv. K runs in (kh, kw, ci) order (packConvWeights lays B out
+ * the same way): per kernel position the window origin and padding mask of each row are fixed,
+ * so the innermost loop over input channels is as lean as a plain GEMM's: one load per row, no
+ * index arithmetic beyond a stride, B rows read in order.
+ */
+function im2colRegisterLoop(s: Structure, TM: number, bLoad: (k: string) => string[], fmas: () => string[]): string[] {
+  const L: string[] = [];
+  const rows = range(TM);
+  for (const i of rows) {
+    L.push(`  let m${i} = min(row0 + ${u32(i)}, P.lastRow);`);
+    L.push(`  let p${i} = m${i} % P.spatial;`);
+    L.push(`  let ih0_${i} = i32((p${i} / P.outW) * P.strideH) - P.padTop;`);
+    L.push(`  let iw0_${i} = i32((p${i} % P.outW) * P.strideW) - P.padLeft;`);
+    L.push(`  let xb${i} = i32((m${i} / P.spatial) * P.imageSize + batch * P.groupSize);`);
+  }
+  L.push(`  var kk = 0u;`);
+  L.push(`  for (var kh = 0; kh < i32(P.kernelH); kh++) {`);
+  L.push(`    let dh = kh * P.dilationH;`);
+  L.push(`    for (var kw = 0; kw < i32(P.kernelW); kw++) {`);
+  L.push(`      let dw = kw * P.dilationW;`);
+  for (const i of rows) {
+    L.push(`      let ih${i} = ih0_${i} + dh;`);
+    L.push(`      let iw${i} = iw0_${i} + dw;`);
+    if (s.aPad) {
+      L.push(`      let ok${i} = u32(ih${i}) < P.height && u32(iw${i}) < P.width;`);
+      L.push(`      let at${i} = u32(select(0, xb${i} + ih${i} * i32(P.width) + iw${i}, ok${i}));`);
+    } else {
+      L.push(`      let at${i} = u32(xb${i} + ih${i} * i32(P.width) + iw${i});`);
+    }
+  }
+  L.push(`      for (var ci = 0u; ci < P.groupChannels; ci++) {`);
+  L.push(`        let cOff = ci * P.plane;`);
+  for (const i of rows) {
+    L.push(s.aPad ? `        let a${i} = select(0.0, a[at${i} + cOff], ok${i});` : `        let a${i} = a[at${i} + cOff];`);
+  }
+  for (const x of bLoad('kk')) L.push(`        ${x}`);
+  for (const x of fmas()) L.push(`        ${x}`);
+  L.push(`        kk++;`);
+  L.push(`      }`);
+  L.push(`    }`);
+  L.push(`  }`);
+  return L;
+}
+
+/** storeC(batch, row, col, value): scale, bias, activation and the store of one element. */
+function storeFunction(s: Structure): string[] {
+  const L: string[] = [];
+  L.push(`fn storeC(batch: u32, row: u32, col: u32, acc: f32) {`);
+  let value = 'acc * P.alpha';
+  if (s.bias) value += ` + bias[batch * P.biasBatch + row * P.biasStrideM + (col + P.nOffset) * P.biasStrideN] * P.beta`;
+  L.push(`  let v = ${value};`);
+  const cIdx = s.c === 'matrix'
+    ? `batch * P.cBatch + P.cOffset + row * P.cStrideM + (col + P.nOffset) * P.cStrideN`
+    : `(row / P.cSpatial) * P.cImage + row % P.cSpatial + (batch * P.cBatchChannels + P.nOffset + col) * P.cSpatial`;
+  L.push(`  c[${cIdx}] = ${activationWgsl(s.act, 'v')};`);
+  L.push(`}`);
+  return L;
+}
+
+// ---- the workgroup-memory kernel ----
+
+function sharedKernel(s: Structure, v: Extract<GemmVariant, { kind: 'shared' }>, paramsWgsl: string): string {
+  const TM = v.tileM;
+  const TN = v.tileN;
+  const BM = TM * v.wgY;
+  const BN = TN * v.wgX;
+  const BK = v.tileK;
+  const NT = v.wgX * v.wgY;
+  const L: string[] = [];
+  L.push(`@group(0) @binding(0) var<storage, read> a: array<f32>;`);
+  L.push(`@group(0) @binding(1) var<storage, read> b: array<f32>;`);
+  L.push(`@group(0) @binding(2) var<storage, read_write> c: array<f32>;`);
+  if (s.bias) L.push(`@group(0) @binding(3) var<storage, read> bias: array<f32>;`);
+  L.push(paramsWgsl);
+  L.push(`var<workgroup> tileA: array<f32, ${BK * BM}>;`);
+  L.push(`var<workgroup> tileB: array<f32, ${BK * BN}>;`);
+  L.push('');
+  L.push(...sharedLoadA(s));
+  L.push(...sharedLoadB(s));
+  L.push(...storeFunction(s));
+  L.push('');
+  L.push(`@compute @workgroup_size(${v.wgX}, ${v.wgY}, 1)`);
+  L.push(`fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {`);
+  L.push(`  let batch = wid.z;`);
+  L.push(`  let m0 = wid.y * ${u32(BM)} + P.mOffset;`);
+  L.push(`  let n0 = wid.x * ${u32(BN)};`);
+  for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) L.push(`  var acc${i}_${j} = 0.0;`);
+  L.push(`  for (var k0 = 0u; k0 < P.K; k0 += ${u32(BK)}) {`);
+  L.push(`    for (var e = li; e < ${u32(BM * BK)}; e += ${u32(NT)}) {`);
+  L.push(`      tileA[e] = loadA(batch, m0 + e % ${u32(BM)}, k0 + e / ${u32(BM)});`);
+  L.push(`    }`);
+  L.push(`    for (var e = li; e < ${u32(BK * BN)}; e += ${u32(NT)}) {`);
+  L.push(`      tileB[e] = loadB(batch, k0 + e / ${u32(BN)}, n0 + e % ${u32(BN)});`);
+  L.push(`    }`);
+  L.push(`    workgroupBarrier();`);
+  L.push(`    for (var kk = 0u; kk < ${u32(BK)}; kk++) {`);
+  for (let i = 0; i < TM; i++) L.push(`      let a${i} = tileA[kk * ${u32(BM)} + lid.y + ${u32(i * v.wgY)}];`);
+  for (let j = 0; j < TN; j++) L.push(`      let b${j} = tileB[kk * ${u32(BN)} + lid.x + ${u32(j * v.wgX)}];`);
+  for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) L.push(`      acc${i}_${j} = fma(a${i}, b${j}, acc${i}_${j});`);
+  L.push(`    }`);
+  L.push(`    workgroupBarrier();`);
+  L.push(`  }`);
+  // Rows m0 + lid.y + i·wgY, columns n0 + lid.x + j·wgX: interleaved, so tile reads are conflict-free.
+  L.push(`  var tile: array<f32, ${TM * TN}>;`);
+  for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) L.push(`  tile[${i * TN + j}] = acc${i}_${j};`);
+  L.push(`  for (var i = 0u; i < ${u32(TM)}; i++) {`);
+  L.push(`    let row = m0 + lid.y + i * ${u32(v.wgY)};`);
+  L.push(`    if (row >= P.M) { break; }`);
+  L.push(`    for (var j = 0u; j < ${u32(TN)}; j++) {`);
+  L.push(`      let col = n0 + lid.x + j * ${u32(v.wgX)};`);
+  L.push(`      if (col < P.N) { storeC(batch, row, col, tile[i * ${u32(TN)} + j]); }`);
+  L.push(`    }`);
+  L.push(`  }`);
+  L.push(`}`);
+  return L.join('\n');
+}
+
+/** loadA(batch, m, k) → f32, zero outside the M×K matrix (and in a conv's padding). */
+function sharedLoadA(s: Structure): string[] {
+  const L: string[] = [`fn loadA(batch: u32, m: u32, k: u32) -> f32 {`];
+  L.push(`  if (m >= P.M || k >= P.K) { return 0.0; }`);
+  if (s.a === 'mk') {
+    L.push(`  return a[batch * P.aBatch + P.aOffset + m * P.aLd + k];`);
+  } else if (s.a === 'km') {
+    L.push(`  return a[batch * P.aBatch + P.aOffset + k * P.aLd + m];`);
+  } else {
+    // K in (kh, kw, ci) order, as packConvWeights lays out B.
+    L.push(`  let pos = m % P.spatial;`);
+    L.push(`  let r = k / P.groupChannels;`);
+    L.push(`  let ci = k % P.groupChannels;`);
+    L.push(`  let ih = i32((pos / P.outW) * P.strideH) - P.padTop + i32(r / P.kernelW) * P.dilationH;`);
+    L.push(`  let iw = i32((pos % P.outW) * P.strideW) - P.padLeft + i32(r % P.kernelW) * P.dilationW;`);
+    L.push(`  if (u32(ih) >= P.height || u32(iw) >= P.width) { return 0.0; }`);
+    L.push(`  return a[(m / P.spatial) * P.imageSize + batch * P.groupSize + ci * P.plane + u32(ih) * P.width + u32(iw)];`);
+  }
+  L.push(`}`);
+  return L;
+}
+
+function sharedLoadB(s: Structure): string[] {
+  const L: string[] = [`fn loadB(batch: u32, k: u32, n: u32) -> f32 {`];
+  L.push(`  if (k >= P.K || n >= P.N) { return 0.0; }`);
+  L.push(
+    s.b === 'kn'
+      ? `  return b[batch * P.bBatch + k * P.bLd + n];`
+      : `  return b[batch * P.bBatch + n * P.bLd + k];`,
+  );
+  L.push(`}`);
+  return L;
+}
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
+
+export function roundUp(x: number, multiple: number): number {
+  return Math.ceil(x / multiple) * multiple;
+}

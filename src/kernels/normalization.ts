@@ -1,0 +1,117 @@
+// BatchNormalization (inference: running statistics) and LRN (across channels), over NC… data.
+// When a BatchNormalization follows a Conv the runtime folds it into the Conv's weights and
+// bias instead (foldBatchNormIntoConv), and this kernel does not run at all.
+import { LINEAR_INDEX, linearDispatch, ParamBlock, type KernelProgram } from './program.ts';
+
+/**
+ * y = (x − mean[c]) / √(var[c] + ε) · scale[c] + bias[c] for x [N, C, spatial…].
+ * Bindings: x, scale, bias, mean, var, y, params.
+ */
+export function batchNormProgram(images: number, channels: number, spatial: number, epsilon: number): KernelProgram {
+  const total = images * channels * spatial;
+  const { dispatch, rowSize } = linearDispatch(total);
+  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize).u32('channels', channels).u32('spatial', spatial).f32('epsilon', epsilon);
+  const wgsl = `
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> scale: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read> mean: array<f32>;
+@group(0) @binding(4) var<storage, read> variance: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+${P.wgsl(6)}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let idx = ${LINEAR_INDEX};
+  if (idx >= P.size) { return; }
+  let c = (idx / P.spatial) % P.channels;
+  y[idx] = (x[idx] - mean[c]) * inverseSqrt(variance[c] + P.epsilon) * scale[c] + bias[c];
+}`;
+  return {
+    label: `batchnorm ${images}×${channels}×${spatial}`,
+    key: 'batchnorm',
+    wgsl,
+    dispatch,
+    bindings: [
+      { name: 'x', access: 'read' },
+      { name: 'scale', access: 'read' },
+      { name: 'bias', access: 'read' },
+      { name: 'mean', access: 'read' },
+      { name: 'var', access: 'read' },
+      { name: 'y', access: 'read_write' },
+      { name: 'params', access: 'uniform' },
+    ],
+    params: P.bytes(),
+  };
+}
+
+/**
+ * Folds y = BN(conv(x)) into the conv: w'[co] = w[co]·s, b'[co] = (b[co] − mean)·s + beta with
+ * s = scale/√(var + ε). Computed in float64, rounded once.
+ */
+export function foldBatchNormIntoConv(
+  weights: Float32Array,
+  bias: Float32Array | undefined,
+  outChannels: number,
+  bn: { scale: ArrayLike<number>; bias: ArrayLike<number>; mean: ArrayLike<number>; variance: ArrayLike<number>; epsilon: number },
+): { weights: Float32Array; bias: Float32Array } {
+  const per = weights.length / outChannels;
+  const w = new Float32Array(weights.length);
+  const b = new Float32Array(outChannels);
+  for (let c = 0; c < outChannels; c++) {
+    const s = bn.scale[c] / Math.sqrt(bn.variance[c] + bn.epsilon);
+    for (let i = 0; i < per; i++) w[c * per + i] = weights[c * per + i] * s;
+    b[c] = ((bias ? bias[c] : 0) - bn.mean[c]) * s + bn.bias[c];
+  }
+  return { weights: w, bias: b };
+}
+
+export interface LrnParams {
+  images: number;
+  channels: number;
+  spatial: number;
+  size: number;
+  alpha: number;
+  beta: number;
+  bias: number;
+}
+
+/**
+ * LRN: y = x / (bias + α/size · Σ x²)^β, the sum over channels c − ⌊(size−1)/2⌋ … c + ⌈(size−1)/2⌉.
+ * Bindings: x, y, params.
+ */
+export function lrnProgram(p: LrnParams): KernelProgram {
+  const total = p.images * p.channels * p.spatial;
+  const { dispatch, rowSize } = linearDispatch(total);
+  const P = new ParamBlock()
+    .u32('size', total).u32('rowSize', rowSize).u32('channels', p.channels).u32('spatial', p.spatial)
+    .i32('below', Math.floor((p.size - 1) / 2)).i32('above', Math.ceil((p.size - 1) / 2))
+    .f32('alphaOverSize', p.alpha / p.size).f32('beta', p.beta).f32('bias', p.bias);
+  const wgsl = `
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+${P.wgsl(2)}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let idx = ${LINEAR_INDEX};
+  if (idx >= P.size) { return; }
+  let pos = idx % P.spatial;
+  let c = i32((idx / P.spatial) % P.channels);
+  let base = (idx / (P.spatial * P.channels)) * P.channels * P.spatial + pos;
+  let first = max(c - P.below, 0);
+  let last = min(c + P.above, i32(P.channels) - 1);
+  var sum = 0.0;
+  for (var j = first; j <= last; j++) {
+    let v = x[base + u32(j) * P.spatial];
+    sum += v * v;
+  }
+  y[idx] = x[idx] / pow(P.bias + P.alphaOverSize * sum, P.beta);
+}`;
+  return {
+    label: `lrn ${p.size} ${p.images}×${p.channels}×${p.spatial}`,
+    key: 'lrn',
+    wgsl,
+    dispatch,
+    bindings: [{ name: 'x', access: 'read' }, { name: 'y', access: 'read_write' }, { name: 'params', access: 'uniform' }],
+    params: P.bytes(),
+  };
+}

@@ -1,0 +1,213 @@
+// Inference sessions: a Graph (or ONNX bytes) compiled into a Plan per input shape, run with
+// one submit per call. Everything the runtime cannot do is refused at create time (naming the
+// node and op); every wrong feed is refused before anything is submitted.
+import { decodeModel } from '../graph/codec.ts';
+import { ModelError } from '../graph/errors.ts';
+import type { Dim, Graph } from '../graph/ir.ts';
+import { prepareGraph } from '../graph/load.ts';
+import { Autotuner } from '../kernels/autotune.ts';
+import { defaultVariant, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
+import type { GpuContext } from '../kernels/gpu-context.ts';
+import { checkGraph, lowerGraph } from './lower.ts';
+import { ConstantStore, Plan } from './plan.ts';
+
+export interface Tensor {
+  dims: number[];
+  data: Float32Array;
+}
+
+export interface SessionOptions {
+  gpu: GpuContext;
+  /** Shown in error messages when the model is given as bytes. */
+  file?: string;
+  /** Concrete shapes for inputs with symbolic dims (a batch size, say): the first plan's shapes. */
+  inputShapes?: Record<string, number[]>;
+  /**
+   * How GEMM variants are picked: 'default' (a fixed choice per adapter kind and shape, no
+   * timing), 'tune' (the autotuner times candidates once per shape class and adapter), or one
+   * variant for every GEMM.
+   */
+  gemm?: 'default' | 'tune' | GemmVariant;
+  /** The autotuner for gemm: 'tune' (default: one shared per context, remembered in memory). */
+  tuner?: Autotuner;
+}
+
+export class Session {
+  readonly #gpu: GpuContext;
+  readonly #options: SessionOptions;
+  /** A fresh copy of the model as given (bytes decoded, or a Graph cloned), to prepare per shape. */
+  readonly #source: () => Graph;
+  /** The model prepared for the first shapes: names, declared shapes, outputs. */
+  readonly #graph: Graph;
+  /** Input shapes as the model declares them (symbolic dims are names). */
+  readonly #declared: Map<string, Dim[] | undefined>;
+  readonly #constants: ConstantStore;
+  readonly #plans = new Map<string, Promise<Plan>>();
+  #current: Plan | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+  #disposed = false;
+
+  private constructor(gpu: GpuContext, options: SessionOptions, source: () => Graph, graph: Graph, declared: Map<string, Dim[] | undefined>) {
+    this.#gpu = gpu;
+    this.#options = options;
+    this.#source = source;
+    this.#graph = graph;
+    this.#declared = declared;
+    this.#constants = new ConstantStore(gpu);
+  }
+
+  /**
+   * Prepares (for bytes), checks and compiles the model for its input shapes. Throws a
+   * ModelError naming node and op for anything the runtime does not run.
+   */
+  static async create(model: Graph | Uint8Array, options: SessionOptions): Promise<Session> {
+    let source: () => Graph;
+    if (model instanceof Uint8Array) {
+      source = () => decodeModel(model, { file: options.file });
+    } else {
+      // Preparing is idempotent, so a Graph from loadModel and one from decodeModel both work;
+      // the copy keeps later edits of the caller's Graph out of this session.
+      const own = model.clone();
+      source = () => own.clone();
+    }
+    const fresh = source();
+    const declared = new Map(fresh.feedInputs.map((i) => [i.name, i.shape && [...i.shape]]));
+    const graph = prepareGraph(fresh, { inputShapes: options.inputShapes });
+    checkGraph(graph);
+    const session = new Session(options.gpu, options, source, graph, declared);
+    if (graph.feedInputs.every((i) => i.shape?.every((d) => typeof d === 'number'))) {
+      session.#current = await session.#planFor(graph.feedInputs.map((i) => i.shape as number[]), graph);
+    }
+    return session;
+  }
+
+  get inputNames(): string[] {
+    return this.#graph.feedInputs.map((i) => i.name);
+  }
+
+  get outputNames(): string[] {
+    return this.#graph.outputs.map((o) => o.name);
+  }
+
+  /** Declared input shapes (symbolic dims as names, unknown as null). */
+  get inputShapes(): Record<string, Dim[]> {
+    return Object.fromEntries(this.#graph.feedInputs.map((i) => [i.name, [...(i.shape ?? [])]]));
+  }
+
+  /** GPU bytes of activation buffers (pooled by liveness, plus inputs and outputs) of the latest plan. */
+  get peakActivationBytes(): number {
+    return this.#current?.peakActivationBytes ?? 0;
+  }
+
+  /** The most activation bytes alive at one time in the latest plan (what perfect reuse would need). */
+  get peakLiveBytes(): number {
+    return this.#current?.peakLiveBytes ?? 0;
+  }
+
+  /** Bytes of uploaded constants (packed weights and biases). */
+  get weightBytes(): number {
+    return this.#constants.bytes;
+  }
+
+  /** Steps and distinct pipelines of the latest plan. */
+  get planStats(): { steps: number; pipelines: number } {
+    return { steps: this.#current?.steps.length ?? 0, pipelines: this.#current?.pipelines ?? 0 };
+  }
+
+  async run(feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
+    if (this.#disposed) throw new Error('session disposed');
+    const dims = this.#checkFeeds(feeds);
+    const job = this.#queue.then(async () => {
+      const plan = await this.#planFor(dims);
+      this.#current = plan;
+      const data = new Map(this.inputNames.map((name) => [name, feeds[name].data]));
+      const results = await plan.execute(data);
+      const out: Record<string, Tensor> = {};
+      for (const o of plan.outputs) out[o.name] = { dims: [...o.dims], data: results.get(o.name)! };
+      return out;
+    });
+    this.#queue = job.catch(() => undefined);
+    return job;
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const p of this.#plans.values()) p.then((plan) => plan.dispose(), () => undefined);
+    this.#plans.clear();
+    this.#constants.dispose();
+  }
+
+  /** Every feed named, float32, of the declared rank and fixed dims, with matching data length. */
+  #checkFeeds(feeds: Record<string, Tensor>): number[][] {
+    const where = this.#graph.source ?? this.#options.file;
+    const prefix = where ? `${where}: ` : '';
+    const expected = this.#graph.feedInputs;
+    for (const name of Object.keys(feeds)) {
+      if (!expected.some((i) => i.name === name)) {
+        throw new ModelError(`${prefix}'${name}' is not an input of the model; inputs: ${expected.map((i) => `'${i.name}'`).join(', ')}`);
+      }
+    }
+    return expected.map((input) => {
+      const feed = feeds[input.name];
+      if (!feed) throw new ModelError(`${prefix}input '${input.name}' is missing; give every input: ${expected.map((i) => `'${i.name}'`).join(', ')}`);
+      if (!(feed.data instanceof Float32Array)) {
+        const kind = (feed.data as object | undefined)?.constructor?.name ?? typeof feed.data;
+        throw new ModelError(`${prefix}input '${input.name}' must be float32 data (a Float32Array), got ${kind}`);
+      }
+      const declared = this.#declared.get(input.name) ?? input.shape ?? [];
+      const shape = `[${declared.map((d) => (d === null ? '?' : String(d))).join(', ')}]`;
+      if (!Array.isArray(feed.dims) || feed.dims.some((d) => !Number.isInteger(d) || d < 1)) {
+        throw new ModelError(`${prefix}input '${input.name}' has dims [${feed.dims}]; dims must be positive integers (declared ${shape})`);
+      }
+      if (declared.length && feed.dims.length !== declared.length) {
+        throw new ModelError(`${prefix}input '${input.name}' has rank ${feed.dims.length} ([${feed.dims}]); the model declares rank ${declared.length} ${shape}`);
+      }
+      const own = this.#declared.get(input.name) ?? [];
+      own.forEach((d, k) => {
+        if (typeof d === 'number' && feed.dims[k] !== d) {
+          throw new ModelError(`${prefix}input '${input.name}' has dims [${feed.dims}]; the model expects [${own.map((x) => (x === null ? '?' : String(x))).join(', ')}]`);
+        }
+      });
+      const size = feed.dims.reduce((a, b) => a * b, 1);
+      if (feed.data.length !== size) {
+        throw new ModelError(`${prefix}input '${input.name}' has ${feed.data.length} values but dims [${feed.dims}] need ${size}`);
+      }
+      return [...feed.dims];
+    });
+  }
+
+  /** The plan for these input dims: compiled once, reused after. */
+  #planFor(dims: number[][], prepared?: Graph): Promise<Plan> {
+    const key = JSON.stringify(dims);
+    let plan = this.#plans.get(key);
+    if (!plan) {
+      plan = this.#compile(dims, prepared);
+      this.#plans.set(key, plan);
+      plan.catch(() => this.#plans.delete(key));
+    }
+    return plan;
+  }
+
+  async #compile(dims: number[][], prepared?: Graph): Promise<Plan> {
+    let graph = prepared;
+    if (!graph) {
+      const inputShapes = Object.fromEntries(this.#graph.feedInputs.map((i, k) => [i.name, dims[k]]));
+      graph = prepareGraph(this.#source(), { inputShapes });
+      checkGraph(graph);
+    }
+    const gpu = this.#gpu;
+    const software = gpu.info.isSoftware;
+    const mode = this.#options.gemm ?? 'default';
+    const tuner = mode === 'tune' ? (this.#options.tuner ?? Autotuner.shared(gpu)) : undefined;
+    const chooseVariant = async (problem: GemmProblem, kind: 'gemm' | 'conv'): Promise<GemmVariant> => {
+      if (typeof mode === 'object') return mode;
+      if (tuner) return tuner.choose({ kind, M: problem.M, N: problem.N, K: problem.K });
+      return defaultVariant(problem, software);
+    };
+    const limits = gpu.device.limits;
+    const lowered = await lowerGraph(graph, { chooseVariant, maxBindingBytes: limits.maxStorageBufferBindingSize, maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension });
+    return Plan.compile(gpu, graph, lowered, this.#constants);
+  }
+}
+

@@ -1,0 +1,50 @@
+// Training's public pieces: the loss (its kernels live in kernels/loss.ts), optimizers as fused
+// GPU updates, learning-rate schedules and checkpoints. File I/O for checkpoints is Node-only:
+// saveCheckpoint/loadCheckpoint come from the node entry (src/node/checkpoint-files.ts).
+export {
+  checkLossStats,
+  crossEntropyReduceProgram,
+  crossEntropyRowsProgram,
+  decodeLossStats,
+  LabelOutOfRangeError,
+  LOSS_STATS_BYTES,
+  NonFiniteLossError,
+  prepareCrossEntropy,
+  type CrossEntropyBuffers,
+  type CrossEntropyOptions,
+  type CrossEntropyStep,
+  type LossStats,
+} from '../kernels/loss.ts';
+export {
+  createOptimizer,
+  OptimizerError,
+  resolveConfig as resolveOptimizerConfig,
+  type GradNormReport,
+  type Optimizer,
+  type OptimizerConfig,
+  type OptimizerState,
+  type OptimizerType,
+  type ParamBinding,
+  type ResolvedOptimizerConfig,
+  type SlotName,
+} from './optimizers.ts';
+export type { UpdateRule } from '../kernels/optimizer-kernels.ts';
+export { createSchedule, scheduleFromJson, ScheduleError, type Schedule, type ScheduleSpec, type WarmupSpec } from './schedules.ts';
+export {
+  architectureFingerprint,
+  CHECKPOINT_MAGIC,
+  CHECKPOINT_VERSION,
+  CheckpointError,
+  checkFingerprint,
+  crc32,
+  deserializeCheckpoint,
+  graphWeights,
+  restoreGraphWeights,
+  serializeCheckpoint,
+  type ArchitectureFingerprint,
+  type Checkpoint,
+  type CheckpointProblem,
+  type CheckpointTensor,
+  type DeserializeOptions,
+  type JsonValue,
+} from './checkpoint.ts';

@@ -1,0 +1,171 @@
+// The GEMM core: every variant against the float64 reference on odd shapes, both layouts of each
+// operand, bias broadcasts, fused activations, batches and column chunks.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createNodeGpuContext } from '../src/node/index.ts';
+import type { GpuContext } from '../src/kernels/gpu-context.ts';
+import { GEMM_VARIANTS, gemmProgram, gemmPrograms, roundUp, variantKey, type GemmProblem, type GemmVariant } from '../src/kernels/gemm.ts';
+import { runProgram, type Activation } from '../src/kernels/program.ts';
+import { Autotuner, memoryTuningStore } from '../src/kernels/autotune.ts';
+import { randomFloat32Array } from './helpers/random.ts';
+import { gemmRef, relL2 } from './helpers/reference-ops.ts';
+
+interface Case {
+  name: string;
+  batch?: number;
+  M: number;
+  N: number;
+  K: number;
+  transA?: boolean;
+  transB?: boolean;
+  /** Pack B as [K][roundUp(N, 8)] with zero columns (how conv weights are stored). */
+  padB?: boolean;
+  alpha?: number;
+  bias?: { dims: [number, number]; beta?: number };
+  act?: Activation;
+}
+
+// Cases are grouped so that those of one structure (layouts, bias, activation: what selects
+// the WGSL; sizes travel as uniforms) share a pipeline: lavapipe compiles each in 0.2–1 s.
+const CASES: Case[] = [
+  // A[m][k] · B[k][n] + bias, relu
+  { name: '1×1×1 bias relu', M: 1, N: 1, K: 1, bias: { dims: [1, 1] }, act: { kind: 'relu' } },
+  { name: '7×13×5 bias[N] relu', M: 7, N: 13, K: 5, bias: { dims: [1, 13] }, act: { kind: 'relu' } },
+  { name: '65×33×129 bias[M,N] relu', M: 65, N: 33, K: 129, bias: { dims: [65, 33] }, act: { kind: 'relu' } },
+  { name: 'batch 3, 9×20×17 bias[M,N] relu', batch: 3, M: 9, N: 20, K: 17, bias: { dims: [9, 20] }, act: { kind: 'relu' } },
+  // Aᵀ · Bᵀ, alpha, beta·bias, clip
+  { name: '7×13×5 AᵀBᵀ bias[M,1] clip α β', M: 7, N: 13, K: 5, transA: true, transB: true, alpha: 0.5, bias: { dims: [7, 1], beta: -2 }, act: { kind: 'clip', min: -0.5, max: 1.5 } },
+  { name: '65×33×129 AᵀBᵀ bias[1,N] clip α β', M: 65, N: 33, K: 129, transA: true, transB: true, alpha: 1.5, bias: { dims: [1, 33], beta: 0.25 }, act: { kind: 'clip', min: -1, max: 1 } },
+  { name: '3×40×300 (GEMV-like) AᵀBᵀ bias[1,1] clip', M: 3, N: 40, K: 300, transA: true, transB: true, bias: { dims: [1, 1], beta: 3 }, act: { kind: 'clip', min: -2, max: 2 } },
+  // A · Bᵀ and Aᵀ · B, no bias, no activation
+  { name: '7×13×5 Bᵀ', M: 7, N: 13, K: 5, transB: true },
+  { name: '65×33×129 Bᵀ', M: 65, N: 33, K: 129, transB: true },
+  { name: '7×13×5 Aᵀ', M: 7, N: 13, K: 5, transA: true },
+  { name: '65×33×129 Aᵀ', M: 65, N: 33, K: 129, transA: true },
+  // Aᵀ with M % 4 = 0 (vec4 A loads) and packed B [K][roundUp(N, 8)], leaky relu
+  { name: '64×61×32 Aᵀ (vec4 A) packed B, leaky relu', M: 64, N: 61, K: 32, transA: true, padB: true, bias: { dims: [64, 61] }, act: { kind: 'leakyRelu', alpha: 0.1 } },
+  { name: 'batch 2, 20×8×9 Aᵀ (vec4 A) packed B, leaky relu', batch: 2, M: 20, N: 8, K: 9, transA: true, padB: true, bias: { dims: [1, 8] }, act: { kind: 'leakyRelu', alpha: 0.3 } },
+];
+
+describe('GEMM core', () => {
+  let gpu: GpuContext;
+  beforeAll(async () => {
+    gpu = await createNodeGpuContext();
+  });
+  afterAll(() => gpu?.dispose());
+
+  for (const variant of GEMM_VARIANTS) {
+    describe(variantKey(variant), () => {
+      for (const c of CASES) {
+        it(c.name, async () => {
+          const err = await runCase(gpu, c, variant);
+          expect(err).toBeLessThan(1e-5);
+        });
+      }
+    });
+  }
+
+  it('computes a wide GEMM in column chunks (nOffset), as the runtime does for weights over the binding limit', async () => {
+    const M = 5, K = 70, N = 45, chunk = 16;
+    const a = randomFloat32Array(M * K, 11);
+    const b = randomFloat32Array(N * K, 12); // [N][K], transB
+    const bias = randomFloat32Array(N, 13);
+    const want = gemmRef(a, b, { M, N, K, transB: true, c: { data: bias, dims: [N] } });
+    const got = new Float32Array(M * N);
+    for (let n0 = 0; n0 < N; n0 += chunk) {
+      const nc = Math.min(chunk, N - n0);
+      const problem: GemmProblem = {
+        batch: 1, M, N: nc, K,
+        a: { kind: 'matrix', layout: 'mk', batchStride: 0 },
+        b: { layout: 'nk', batchStride: 0, ld: K },
+        c: { kind: 'matrix', batchStride: 0, strideM: N, strideN: 1 },
+        bias: { batchStride: 0, strideM: 0, strideN: 1 },
+        nOffset: n0,
+      };
+      const program = gemmProgram(problem, GEMM_VARIANTS[0]);
+      const res = await runProgram(gpu, program, { a, b: b.slice(n0 * K, (n0 + nc) * K), bias }, { c: M * N });
+      for (let m = 0; m < M; m++) for (let n = n0; n < n0 + nc; n++) got[m * N + n] = res.c[m * N + n];
+    }
+    expect(relL2(got, want)).toBeLessThan(1e-5);
+  });
+
+  for (const variant of [GEMM_VARIANTS[0], GEMM_VARIANTS[5]]) {
+    it(`splits rows over several dispatches past the workgroup limit [${variantKey(variant)}]`, async () => {
+      const M = 70, N = 20, K = 9;
+      const a = randomFloat32Array(M * K, 21);
+      const b = randomFloat32Array(K * N, 22);
+      const problem: GemmProblem = {
+        batch: 1, M, N, K,
+        a: { kind: 'matrix', layout: 'mk', batchStride: 0 },
+        b: { layout: 'kn', batchStride: 0, ld: N },
+        c: { kind: 'matrix', batchStride: 0, strideM: N, strideN: 1 },
+        activation: { kind: 'relu' },
+      };
+      const programs = gemmPrograms(problem, variant, 1); // one workgroup per dimension
+      expect(programs.length).toBeGreaterThan(1);
+      const got = await runProgram(gpu, programs, { a, b }, { c: M * N });
+      expect(relL2(got.c, gemmRef(a, b, { M, N, K, act: { kind: 'relu' } }))).toBeLessThan(1e-5);
+    });
+  }
+
+  it('autotuner picks a variant once per shape class and remembers it in the store', async () => {
+    const store = memoryTuningStore();
+    const tuner = new Autotuner(gpu, { store, repetitions: 1, maxRepresentative: 64 });
+    const first = await tuner.choose({ kind: 'gemm', M: 40, N: 24, K: 50 });
+    expect(GEMM_VARIANTS.map(variantKey)).toContain(variantKey(first));
+    expect(tuner.measurements).toBeGreaterThan(1);
+    const measured = tuner.measurements;
+    // Same class (same buckets): no new measurement.
+    const again = await tuner.choose({ kind: 'gemm', M: 60, N: 30, K: 40 });
+    expect(variantKey(again)).toBe(variantKey(first));
+    expect(tuner.measurements).toBe(measured);
+    // A new tuner on the same store reads the choice back without measuring.
+    const fresh = new Autotuner(gpu, { store, repetitions: 1, maxRepresentative: 64 });
+    const restored = await fresh.choose({ kind: 'gemm', M: 40, N: 24, K: 50 });
+    expect(variantKey(restored)).toBe(variantKey(first));
+    expect(fresh.measurements).toBe(0);
+  });
+});
+
+async function runCase(gpu: GpuContext, c: Case, variant: GemmVariant): Promise<number> {
+  const batch = c.batch ?? 1;
+  const { M, N, K } = c;
+  const seed = M * 1000 + N * 10 + K;
+  const a = randomFloat32Array(batch * M * K, seed);
+  const b = randomFloat32Array(batch * K * N, seed + 1);
+  const biasData = c.bias ? randomFloat32Array(batch * c.bias.dims[0] * c.bias.dims[1], seed + 2) : undefined;
+  const ldB = c.padB ? roundUp(N, 8) : c.transB ? K : N;
+  let bStored = b;
+  if (c.padB) {
+    if (c.transB) throw new Error('padB is for [K][N] packing');
+    bStored = new Float32Array(batch * K * ldB);
+    for (let i = 0; i < batch * K; i++) bStored.set(b.subarray(i * N, (i + 1) * N), i * ldB);
+  }
+  const problem: GemmProblem = {
+    batch, M, N, K,
+    a: { kind: 'matrix', layout: c.transA ? 'km' : 'mk', batchStride: M * K },
+    b: { layout: c.transB ? 'nk' : 'kn', batchStride: K * ldB, ld: ldB, padded: c.padB },
+    c: { kind: 'matrix', batchStride: M * N, strideM: N, strideN: 1 },
+    alpha: c.alpha,
+    bias: c.bias && {
+      batchStride: c.bias.dims[0] * c.bias.dims[1],
+      strideM: c.bias.dims[0] === 1 ? 0 : c.bias.dims[1],
+      strideN: c.bias.dims[1] === 1 ? 0 : 1,
+      beta: c.bias.beta,
+    },
+    activation: c.act,
+  };
+  const inputs: Record<string, Float32Array> = { a, b: bStored };
+  if (biasData) inputs.bias = biasData;
+  const got = (await runProgram(gpu, gemmProgram(problem, variant), inputs, { c: batch * M * N })).c;
+  const want = new Float64Array(batch * M * N);
+  for (let i = 0; i < batch; i++) {
+    const biasDims = c.bias?.dims;
+    const y = gemmRef(a.subarray(i * M * K, (i + 1) * M * K), b.subarray(i * K * N, (i + 1) * K * N), {
+      M, N, K, transA: c.transA, transB: c.transB, alpha: c.alpha, beta: c.bias?.beta,
+      c: biasData && biasDims ? { data: biasData.subarray(i * biasDims[0] * biasDims[1], (i + 1) * biasDims[0] * biasDims[1]), dims: biasDims } : undefined,
+      act: c.act && c.act.kind !== 'sigmoid' ? c.act : undefined,
+    });
+    want.set(y, i * M * N);
+  }
+  return relL2(got, want);
+}
