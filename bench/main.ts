@@ -1,4 +1,5 @@
 // npm run bench -- <suite>: runs one benchmark suite (a table printed, JSON under bench/results/).
+export {};
 const SUITES: Record<string, string> = {
   inference: './inference.ts',
 };
