@@ -1,0 +1,180 @@
+// Backward of the data-movement family (forward: ../transform.ts) and of the shape-only ops.
+// Each kernel gathers: one invocation per element of the gradient it writes.
+//
+// Flatten, Reshape, Squeeze, Unsqueeze and Identity need no kernel: their input and output
+// share one buffer layout (row-major, same element order), so dx IS dy with the input's dims.
+// Autodiff binds dy's buffer as dx (or, where dx must be accumulated into, adds dy with
+// elementwise Add). They save nothing.
+import { MAX_RANK } from '../transform.ts';
+import { LINEAR_INDEX, linearDispatch, ParamBlock, type KernelProgram } from '../program.ts';
+import { accKey, bindingDecls, bindingList, storeGrad, type GradOptions } from './common.ts';
+
+/**
+ * Concat backward for one input: dx[o, i] = dy[o, offset + i] for o < outer, i < inputInner,
+ * where inputInner = ∏ input dims[axis:], outputInner = ∏ output dims[axis:], and offset is the
+ * sum of inputInner over the inputs before this one (concatCopyProgram's geometry).
+ * Needs saved: nothing (shapes). Bindings: dy, dx, params.
+ */
+export function concatBackwardProgram(outer: number, inputInner: number, outputInner: number, offset: number, o?: GradOptions): KernelProgram {
+  const total = outer * inputInner;
+  const { dispatch, rowSize } = linearDispatch(total);
+  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize).u32('inner', inputInner).u32('outInner', outputInner).u32('offset', offset);
+  const { decls, paramsBinding } = bindingDecls(['dy'], ['dx']);
+  const wgsl = `
+${decls}
+${P.wgsl(paramsBinding)}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let idx = ${LINEAR_INDEX};
+  if (idx >= P.size) { return; }
+  let g = dy[(idx / P.inner) * P.outInner + P.offset + idx % P.inner];
+  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}
+}`;
+  return {
+    label: `concat backward ${outer}×${outputInner}@${offset}→${inputInner}`,
+    key: `concat-bwd|${accKey(o)}`,
+    wgsl,
+    dispatch,
+    bindings: bindingList(['dy'], ['dx']),
+    params: P.bytes(),
+  };
+}
+
+/**
+ * The gradients of every input of Concat along `axis`, one program each (in input order).
+ * Bindings of each: dy, dx, params.
+ */
+export function concatBackwardPrograms(inputDims: number[][], axis: number, o?: GradOptions): KernelProgram[] {
+  const rank = inputDims[0].length;
+  const a = axis < 0 ? axis + rank : axis;
+  const outer = product(inputDims[0].slice(0, a));
+  const inners = inputDims.map((d) => product(d.slice(a)));
+  const outputInner = inners.reduce((s, v) => s + v, 0);
+  let offset = 0;
+  return inners.map((inner) => {
+    const program = concatBackwardProgram(outer, inner, outputInner, offset, o);
+    offset += inner;
+    return program;
+  });
+}
+
+/**
+ * Transpose backward: dx = transpose(dy, inverse perm), i.e. dx[i] = dy[j] where j is i's
+ * position in the output (output dim d is input dim perm[d]). `dims` are the FORWARD input's.
+ * Needs saved: nothing. Bindings: dy, dx, params.
+ */
+export function transposeBackwardProgram(dims: number[], perm: number[], o?: GradOptions): KernelProgram {
+  const rank = dims.length;
+  if (perm.length !== rank || [...perm].sort((a, b) => a - b).some((p, i) => p !== i)) {
+    throw new Error(`transpose backward: perm (${perm}) is not a permutation of 0…${rank - 1}`);
+  }
+  const outDims = perm.map((p) => dims[p]);
+  const outStrides = stridesOf(outDims);
+  // For input dim k, the stride in dy of its coordinate: output dim d with perm[d] = k.
+  const dyStride = new Array(rank).fill(0);
+  perm.forEach((p, d) => (dyStride[p] = outStrides[d]));
+  // Size-1 dims move nothing; adjacent input dims that stay adjacent in dy merge.
+  let ds: number[] = [];
+  let ss: number[] = [];
+  for (let k = 0; k < rank; k++) {
+    if (dims[k] === 1) continue;
+    ds.push(dims[k]);
+    ss.push(dyStride[k]);
+  }
+  if (ds.length === 0) {
+    ds = [1];
+    ss = [0];
+  }
+  for (let d = ds.length - 2; d >= 0; d--) {
+    if (ss[d] === ss[d + 1] * ds[d + 1]) {
+      ds = [...ds.slice(0, d), ds[d] * ds[d + 1], ...ds.slice(d + 2)];
+      ss = [...ss.slice(0, d), ss[d + 1], ...ss.slice(d + 2)];
+    }
+  }
+  if (ds.length > MAX_RANK) throw new Error(`transpose backward: rank ${ds.length} > ${MAX_RANK}`);
+  const total = product(dims);
+  const { dispatch, rowSize } = linearDispatch(total);
+  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize);
+  ds.forEach((d, k) => P.u32(`d${k}`, d).u32(`s${k}`, ss[k]));
+  const L = ['  var rem = idx;', '  var src = 0u;'];
+  for (let k = ds.length - 1; k >= 0; k--) L.push(k > 0 ? `  src += (rem % P.d${k}) * P.s${k}; rem = rem / P.d${k};` : `  src += rem * P.s${k};`);
+  const { decls, paramsBinding } = bindingDecls(['dy'], ['dx']);
+  const wgsl = `
+${decls}
+${P.wgsl(paramsBinding)}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let idx = ${LINEAR_INDEX};
+  if (idx >= P.size) { return; }
+${L.join('\n')}
+  ${storeGrad('dx', 'idx', 'dy[src]', o?.accumulate)}
+}`;
+  return {
+    label: `transpose backward [${dims}] (${perm})`,
+    key: `transpose-bwd|r${ds.length}|${accKey(o)}`,
+    wgsl,
+    dispatch,
+    bindings: bindingList(['dy'], ['dx']),
+    params: P.bytes(),
+  };
+}
+
+/**
+ * Pad backward (constant mode): crop, dx[i] = dy[i + begin] per axis, with `dims` the FORWARD
+ * input's and pads = [begin_0 … begin_{r−1}, end_0 … end_{r−1}]; where a negative pad cropped
+ * the input, the cropped elements get 0. Needs saved: nothing. Bindings: dy, dx, params.
+ */
+export function padBackwardProgram(dims: number[], pads: number[], o?: GradOptions): KernelProgram {
+  const rank = dims.length;
+  if (rank > MAX_RANK) throw new Error(`pad backward: rank ${rank} > ${MAX_RANK}`);
+  if (pads.length !== 2 * rank) throw new Error(`pad backward: ${pads.length} pads for rank ${rank}; 2·rank = ${2 * rank} accepted`);
+  const outDims = dims.map((d, i) => d + pads[i] + pads[i + rank]);
+  const total = product(dims);
+  const { dispatch, rowSize } = linearDispatch(total);
+  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize);
+  for (let d = 0; d < rank; d++) P.u32(`i${d}`, dims[d]).u32(`o${d}`, outDims[d]).i32(`b${d}`, pads[d]);
+  const L = ['  var rem = idx;', '  var src = 0u;', '  var inside = true;', '  var stride = 1u;'];
+  for (let d = rank - 1; d >= 0; d--) {
+    L.push(`  { let c = i32(rem % P.i${d}) + P.b${d}; rem = rem / P.i${d};`);
+    L.push(`    inside = inside && u32(c) < P.o${d}; src += u32(c) * stride; stride *= P.o${d}; }`);
+  }
+  const { decls, paramsBinding } = bindingDecls(['dy'], ['dx']);
+  const wgsl = `
+${decls}
+${P.wgsl(paramsBinding)}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let idx = ${LINEAR_INDEX};
+  if (idx >= P.size) { return; }
+${L.join('\n')}
+  let g = select(0.0, dy[select(0u, src, inside)], inside);
+  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}
+}`;
+  return {
+    label: `pad backward [${dims}] (${pads})`,
+    key: `pad-bwd|r${rank}|${accKey(o)}`,
+    wgsl,
+    dispatch,
+    bindings: bindingList(['dy'], ['dx']),
+    params: P.bytes(),
+  };
+}
+
+// ---- helpers ----
+
+function product(dims: readonly number[]): number {
+  return dims.reduce((a, b) => a * b, 1);
+}
+
+function stridesOf(dims: number[]): number[] {
+  const s = new Array(dims.length).fill(1);
+  for (let i = dims.length - 2; i >= 0; i--) s[i] = s[i + 1] * dims[i + 1];
+  return s;
+}
+
+/**
+ * ONNX ops whose backward is the identity on the buffer (dx = dy viewed with the input's dims):
+ * no kernel runs and nothing is saved. Autodiff aliases dy as dx, or adds it where dx
+ * accumulates several contributions.
+ */
+export const IDENTITY_GRADIENT_OPS: readonly string[] = ['Flatten', 'Reshape', 'Squeeze', 'Unsqueeze', 'Identity'];

@@ -1,0 +1,353 @@
+// Backward of the elementwise family (forward: ../elementwise.ts): unary activations, the
+// broadcasting binary ops (gradient reduced over the broadcast axes by one generic
+// reduce-to-shape kernel, with the op's local derivative fused in), and Dropout in training
+// mode with a counter-based mask that the backward recomputes instead of storing.
+import { dispatch1d, LINEAR_INDEX, linearDispatch, ParamBlock, type KernelProgram } from '../program.ts';
+import { accKey, bindingDecls, bindingList, storeGrad, type GradOptions } from './common.ts';
+
+export type UnaryBackwardOp =
+  | { kind: 'relu' }
+  | { kind: 'leakyRelu'; alpha: number }
+  | { kind: 'clip'; min: number; max: number }
+  | { kind: 'sigmoid' }
+  | { kind: 'tanh' };
+
+/**
+ * dx = dy · f'(·) over `size` elements:
+ * - Relu: dy·[x > 0]. Needs saved: x (or y: y > 0 exactly where x > 0, so y may be bound instead).
+ * - LeakyRelu: dy·(x ≥ 0 ? 1 : alpha). Needs saved: x.
+ * - Clip: dy·[min ≤ x ≤ max] (0 outside the range, 1 on its bounds, as PyTorch). Needs saved: x.
+ * - Sigmoid: dy·y·(1 − y). Needs saved: y (the forward output).
+ * - Tanh: dy·(1 − y²). Needs saved: y.
+ * Bindings: Relu, LeakyRelu, Clip: x, dy, dx, params; Sigmoid, Tanh: y, dy, dx, params.
+ */
+export function unaryBackwardProgram(op: UnaryBackwardOp, size: number, o?: GradOptions): KernelProgram {
+  const { dispatch, rowSize } = linearDispatch(size);
+  const P = new ParamBlock().u32('size', size).u32('rowSize', rowSize);
+  const fromOutput = op.kind === 'sigmoid' || op.kind === 'tanh';
+  const saved = fromOutput ? 'y' : 'x';
+  let expr: string;
+  switch (op.kind) {
+    case 'relu':
+      expr = 'select(0.0, g, v > 0.0)';
+      break;
+    case 'leakyRelu':
+      P.f32('alpha', op.alpha);
+      expr = 'select(g * P.alpha, g, v >= 0.0)';
+      break;
+    case 'clip':
+      // Uniform values may be ±Infinity (only WGSL literals may not): an open bound just passes.
+      P.f32('lo', op.min).f32('hi', op.max);
+      expr = 'select(0.0, g, v >= P.lo && v <= P.hi)';
+      break;
+    case 'sigmoid':
+      expr = 'g * v * (1.0 - v)';
+      break;
+    case 'tanh':
+      expr = 'g * (1.0 - v * v)';
+      break;
+  }
+  const { decls, paramsBinding } = bindingDecls([saved, 'dy'], ['dx']);
+  const wgsl = `
+${decls}
+${P.wgsl(paramsBinding)}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let i = ${LINEAR_INDEX};
+  if (i >= P.size) { return; }
+  let v = ${saved}[i];
+  let g = dy[i];
+  ${storeGrad('dx', 'i', expr, o?.accumulate)}
+}`;
+  return {
+    label: `${op.kind} backward ${size}`,
+    key: `unary-bwd|${op.kind}|${accKey(o)}`,
+    wgsl,
+    dispatch,
+    bindings: bindingList([saved, 'dy'], ['dx']),
+    params: P.bytes(),
+  };
+}
+
+export type BroadcastBackwardOp = 'add' | 'sub' | 'mul' | 'div';
+
+/**
+ * The gradient of input `which` of a broadcasting binary op y = x0 op x1 (numpy rules; Sum of
+ * n inputs: 'add' per input, which = 0 with that input's dims first, or reduceToShapeProgram):
+ *   add: dx_w = R(dy);  sub: dx0 = R(dy), dx1 = −R(dy);  mul: dx0 = R(dy·x1), dx1 = R(dy·x0);
+ *   div: dx0 = R(dy/x1), dx1 = −R(dy·x0/x1²),
+ * R summing over the axes where x_which was broadcast (size 1 or missing) to y's dims.
+ * Needs saved: add/sub nothing; mul the other input; div x1, and x0 for dx1.
+ * Bindings: dy, then x0 and/or x1 when needed (in that order), dx, params.
+ * Targets that reduce ≥ 64 output elements each run one workgroup per target element with a
+ * tree reduction; the others one invocation per target element.
+ */
+export function broadcastBackwardProgram(op: BroadcastBackwardOp, inputDims: [number[], number[]], which: 0 | 1, outDims: number[], o?: GradOptions): KernelProgram {
+  const needs: (0 | 1)[] = op === 'mul' ? [which === 0 ? 1 : 0] : op === 'div' ? (which === 0 ? [1] : [0, 1]) : [];
+  const term = {
+    add: 'g',
+    sub: which === 0 ? 'g' : '-g',
+    mul: which === 0 ? 'g * x1[o1]' : 'g * x0[o0]',
+    div: which === 0 ? 'g / x1[o1]' : '-g * x0[o0] / (x1[o1] * x1[o1])',
+  }[op];
+  return reduceGrad(`${op}${which}`, term, inputDims[which], needs.map((i) => ({ name: `x${i}`, dims: inputDims[i], offset: `o${i}` })), outDims, o);
+}
+
+/**
+ * dx = dy summed over the axes where `toDims` was broadcast to `fromDims` (numpy rules): the
+ * gradient of any broadcast (Add, Sum, Expand, a bias). Needs saved: nothing.
+ * Bindings: dy, dx, params.
+ */
+export function reduceToShapeProgram(fromDims: number[], toDims: number[], o?: GradOptions): KernelProgram {
+  return reduceGrad('reduce', 'g', toDims, [], fromDims, o);
+}
+
+/**
+ * Dropout, training mode: keep element i iff hash(seed, i) ≥ ratio·2³² (dropoutKeep), then
+ * y = x·keep/(1 − ratio); with `writeMask`, mask = 1.0 where kept, else 0.0 (ONNX's mask
+ * output, as f32). The seed lives in the params block: a new seed per step shares the pipeline.
+ * Bindings: x, y, [mask,] params.
+ */
+export function dropoutForwardProgram(size: number, ratio: number, seed: number, writeMask = false): KernelProgram {
+  const P = dropoutParams(size, ratio, seed);
+  const writes = writeMask ? ['y', 'mask'] : ['y'];
+  const { decls, paramsBinding } = bindingDecls(['x'], writes);
+  const wgsl = `
+${decls}
+${P.block.wgsl(paramsBinding)}
+${HASH_WGSL}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let i = ${LINEAR_INDEX};
+  if (i >= P.size) { return; }
+  let keep = dropoutHash(P.seed, i) >= P.threshold;
+  y[i] = select(0.0, x[i] * P.scale, keep);
+  ${writeMask ? 'mask[i] = select(0.0, 1.0, keep);' : ''}
+}`;
+  return {
+    label: `dropout ${ratio} ${size}`,
+    key: `dropout-fwd|${writeMask ? 'mask' : 'nomask'}`,
+    wgsl,
+    dispatch: P.dispatch,
+    bindings: bindingList(['x'], writes),
+    params: P.block.bytes(),
+  };
+}
+
+/**
+ * Dropout backward: dx = dy·keep/(1 − ratio), keep recomputed from (seed, index) exactly as the
+ * forward drew it. Needs saved: the seed and ratio only (no mask tensor).
+ * Bindings: dy, dx, params.
+ */
+export function dropoutBackwardProgram(size: number, ratio: number, seed: number, o?: GradOptions): KernelProgram {
+  const P = dropoutParams(size, ratio, seed);
+  const { decls, paramsBinding } = bindingDecls(['dy'], ['dx']);
+  const wgsl = `
+${decls}
+${P.block.wgsl(paramsBinding)}
+${HASH_WGSL}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let i = ${LINEAR_INDEX};
+  if (i >= P.size) { return; }
+  let g = select(0.0, dy[i] * P.scale, dropoutHash(P.seed, i) >= P.threshold);
+  ${storeGrad('dx', 'i', 'g', o?.accumulate)}
+}`;
+  return {
+    label: `dropout backward ${ratio} ${size}`,
+    key: `dropout-bwd|${accKey(o)}`,
+    wgsl,
+    dispatch: P.dispatch,
+    bindings: bindingList(['dy'], ['dx']),
+    params: P.block.bytes(),
+  };
+}
+
+/** Whether Dropout keeps element `index` under `seed` and `ratio`: the kernels' rule, on the host. */
+export function dropoutKeep(seed: number, index: number, ratio: number): boolean {
+  return dropoutHash(seed >>> 0, index >>> 0) >= dropoutThreshold(ratio);
+}
+
+// ---- helpers ----
+
+interface Operand {
+  name: string;
+  dims: number[];
+  /** The WGSL variable holding its flat index. */
+  offset: string;
+}
+
+/** Reductions at least this long get a workgroup per target element. */
+const WG_REDUCE_MIN = 64;
+const WG = 64;
+
+/**
+ * dx[t] = Σ over the output positions that broadcast from target element t of `term`, where
+ * `term` reads g = dy[o] and operands at their own broadcast offsets.
+ */
+function reduceGrad(name: string, term: string, targetDims: number[], operands: Operand[], outDims: number[], opts: GradOptions | undefined): KernelProgram {
+  const rank = outDims.length;
+  if (targetDims.length > rank) throw new Error(`${name} backward: input [${targetDims}] has more dims than the output [${outDims}]`);
+  const outStrides = stridesOf(outDims);
+  const operandStrides = operands.map((op) => broadcastStrides(op.dims, outDims, name));
+  const target = [...new Array(rank - targetDims.length).fill(1), ...targetDims];
+  // Axes of y, each kept (the target has it) or reduced (the target broadcasts over it);
+  // neighbours of one class that stay contiguous in y and in every operand merge into one.
+  interface Axis { reduced: boolean; dim: number; out: number; ops: number[] }
+  const axes: Axis[] = [];
+  for (let d = 0; d < rank; d++) {
+    if (outDims[d] === 1) continue;
+    if (target[d] !== outDims[d] && target[d] !== 1) throw new Error(`${name} backward: input [${targetDims}] does not broadcast to [${outDims}]`);
+    const axis: Axis = { reduced: target[d] !== outDims[d], dim: outDims[d], out: outStrides[d], ops: operandStrides.map((st) => st[d]) };
+    const last = axes[axes.length - 1];
+    if (last && last.reduced === axis.reduced && last.out === axis.out * axis.dim && last.ops.every((v, i) => v === axis.ops[i] * axis.dim)) {
+      last.dim *= axis.dim;
+      last.out = axis.out;
+      last.ops = axis.ops;
+    } else axes.push(axis);
+  }
+  const kept = axes.filter((a) => !a.reduced);
+  const reduced = axes.filter((a) => a.reduced);
+  const targets = kept.reduce((n, a) => n * a.dim, 1);
+  const count = reduced.reduce((n, a) => n * a.dim, 1);
+  const byWorkgroup = count >= WG_REDUCE_MIN;
+
+  const P = new ParamBlock().u32('size', targets).u32('count', count);
+  let dispatch: [number, number, number];
+  if (byWorkgroup) {
+    dispatch = dispatch1d(targets);
+    P.u32('rowSize', dispatch[0]);
+  } else {
+    const d = linearDispatch(targets);
+    dispatch = d.dispatch;
+    P.u32('rowSize', d.rowSize);
+  }
+  kept.forEach((a, k) => {
+    P.u32(`kd${k}`, a.dim).u32(`ko${k}`, a.out);
+    a.ops.forEach((v, i) => P.u32(`k${i}_${k}`, v));
+  });
+  reduced.forEach((a, r) => {
+    P.u32(`rd${r}`, a.dim).u32(`ro${r}`, a.out);
+    a.ops.forEach((v, i) => P.u32(`r${i}_${r}`, v));
+  });
+
+  const base: string[] = ['  var rem = t;', '  var ob = 0u;', ...operands.map((_, i) => `  var b${i} = 0u;`)];
+  for (let k = kept.length - 1; k >= 0; k--) {
+    base.push(`  { let c = rem % P.kd${k}; rem = rem / P.kd${k}; ob += c * P.ko${k};${operands.map((_, i) => ` b${i} += c * P.k${i}_${k};`).join('')} }`);
+  }
+  const inner: string[] = ['    var rr = r;', '    var o = ob;', ...operands.map((op, i) => `    var ${op.offset} = b${i};`)];
+  for (let k = reduced.length - 1; k >= 0; k--) {
+    inner.push(`    { let c = rr % P.rd${k}; rr = rr / P.rd${k}; o += c * P.ro${k};${operands.map((op, i) => ` ${op.offset} += c * P.r${i}_${k};`).join('')} }`);
+  }
+  inner.push('    let g = dy[o];', `    acc += ${term};`);
+
+  const reads = ['dy', ...operands.map((op) => op.name)];
+  const { decls, paramsBinding } = bindingDecls(reads, ['dx']);
+  const wgsl = byWorkgroup
+    ? `
+${decls}
+${P.wgsl(paramsBinding)}
+var<workgroup> partial: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let t = wid.x + wid.y * P.rowSize;
+  var acc = 0.0;
+  if (t < P.size) {
+${base.join('\n')}
+    for (var r = lid; r < P.count; r += ${WG}u) {
+${inner.join('\n')}
+    }
+  }
+  partial[lid] = acc;
+  workgroupBarrier();
+  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
+    if (lid < s) { partial[lid] += partial[lid + s]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u && t < P.size) {
+    let total = partial[0];
+    ${storeGrad('dx', 't', 'total', opts?.accumulate)}
+  }
+}`
+    : `
+${decls}
+${P.wgsl(paramsBinding)}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let t = ${LINEAR_INDEX};
+  if (t >= P.size) { return; }
+  var acc = 0.0;
+${base.join('\n')}
+  for (var r = 0u; r < P.count; r++) {
+${inner.join('\n')}
+  }
+  ${storeGrad('dx', 't', 'acc', opts?.accumulate)}
+}`;
+  return {
+    label: `${name} backward [${outDims}]→[${targetDims}]`,
+    key: `broadcast-bwd|${name}|k${kept.length}|r${reduced.length}|${byWorkgroup ? 'wg' : 'th'}|${accKey(opts)}`,
+    wgsl,
+    dispatch,
+    bindings: bindingList(reads, ['dx']),
+    params: P.bytes(),
+  };
+}
+
+function stridesOf(dims: number[]): number[] {
+  const s = new Array(dims.length).fill(1);
+  for (let i = dims.length - 2; i >= 0; i--) s[i] = s[i + 1] * dims[i + 1];
+  return s;
+}
+
+/** Strides of `dims` over the output's coordinates: 0 on broadcast axes. */
+function broadcastStrides(dims: number[], outDims: number[], name: string): number[] {
+  const rank = outDims.length;
+  if (dims.length > rank) throw new Error(`${name} backward: input [${dims}] has more dims than the output [${outDims}]`);
+  const padded = [...new Array(rank - dims.length).fill(1), ...dims];
+  const s = new Array(rank).fill(0);
+  let acc = 1;
+  for (let d = rank - 1; d >= 0; d--) {
+    if (padded[d] !== 1 && padded[d] !== outDims[d]) throw new Error(`${name} backward: input [${dims}] does not broadcast to [${outDims}]`);
+    s[d] = padded[d] === 1 ? 0 : acc;
+    acc *= padded[d];
+  }
+  return s;
+}
+
+function dropoutThreshold(ratio: number): number {
+  if (!(ratio >= 0 && ratio < 1)) throw new Error(`Dropout ratio ${ratio}: a value in [0, 1) is accepted`);
+  return Math.min(0xffffffff, Math.round(ratio * 4294967296));
+}
+
+function dropoutParams(size: number, ratio: number, seed: number): { block: ParamBlock; dispatch: [number, number, number] } {
+  const { dispatch, rowSize } = linearDispatch(size);
+  const block = new ParamBlock()
+    .u32('size', size).u32('rowSize', rowSize).u32('seed', seed >>> 0)
+    .u32('threshold', dropoutThreshold(ratio)).f32('scale', 1 / (1 - ratio));
+  return { block, dispatch };
+}
+
+// A counter-based hash (two rounds of the "lowbias32" integer mix): the same (seed, index)
+// gives the same bits on every device, with nothing stored between forward and backward.
+const HASH_WGSL = `
+fn mix32(v: u32) -> u32 {
+  var h = v;
+  h ^= h >> 16u; h *= 0x7feb352du;
+  h ^= h >> 15u; h *= 0x846ca68bu;
+  h ^= h >> 16u;
+  return h;
+}
+fn dropoutHash(seed: u32, i: u32) -> u32 {
+  return mix32(mix32(seed ^ 0x9e3779b9u) + i);
+}`;
+
+function mix32(v: number): number {
+  let h = v >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
+  h = Math.imul(h ^ (h >>> 15), 0x846ca68b) >>> 0;
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+function dropoutHash(seed: number, i: number): number {
+  return mix32((mix32((seed ^ 0x9e3779b9) >>> 0) + i) >>> 0);
+}
