@@ -28,6 +28,15 @@ export class ConstantStore {
     return buffer;
   }
 
+  /** Drops an uploaded tensor (its next get() uploads afresh): new host weights for a key. */
+  forget(key: string): void {
+    const buffer = this.#buffers.get(key);
+    if (!buffer) return;
+    this.#buffers.delete(key);
+    this.bytes -= buffer.size;
+    buffer.destroy();
+  }
+
   dispose(): void {
     for (const b of this.#buffers.values()) b.destroy();
     this.#buffers.clear();
@@ -49,7 +58,19 @@ export interface PlanOutput {
   staging?: GPUBuffer;
 }
 
+/** Training's additions to a plan (all optional; inference passes none). */
+export interface PlanCompileOptions {
+  /** Values written outside the plan's steps before they run (a loss gradient): buffers live
+   * from the start to the end, like feeds, but are not fed by execute(). */
+  external?: string[];
+  /** Values kept alive to the end without a readback (parameter gradients for the optimizer,
+   * saved activations a check pass reads). */
+  keep?: string[];
+}
+
 export class Plan {
+  #buffers: (name: string) => GPUBuffer | undefined = () => undefined;
+
   private constructor(
     readonly gpu: GpuContext,
     readonly inputs: PlanInput[],
@@ -63,7 +84,7 @@ export class Plan {
     readonly ownedBuffers: GPUBuffer[],
   ) {}
 
-  static async compile(gpu: GpuContext, graph: Graph, lowered: Lowered, constants: ConstantStore): Promise<Plan> {
+  static async compile(gpu: GpuContext, graph: Graph, lowered: Lowered, constants: ConstantStore, options: PlanCompileOptions = {}): Promise<Plan> {
     const root = (name: string): string => {
       let n = name;
       for (let guard = 0; lowered.aliases.has(n) && guard < 10000; guard++) n = lowered.aliases.get(n)!;
@@ -80,6 +101,7 @@ export class Plan {
     const def = new Map<string, number>();
     const last = new Map<string, number>();
     for (const name of feedNames) def.set(name, -1);
+    for (const name of options.external ?? []) def.set(root(name), -1);
     const accessOf = (s: StepSpec) => s.program.bindings.filter((b) => b.name !== 'params');
     lowered.steps.forEach((step, i) => {
       const access = accessOf(step);
@@ -97,6 +119,10 @@ export class Plan {
     const end = lowered.steps.length;
     for (const out of graph.outputs) {
       const v = root(out.name);
+      if (def.has(v)) last.set(v, end);
+    }
+    for (const name of [...(options.external ?? []), ...(options.keep ?? [])]) {
+      const v = root(name);
       if (def.has(v)) last.set(v, end);
     }
     for (const name of feedNames) if (!last.has(name)) last.set(name, -1);
@@ -169,7 +195,15 @@ export class Plan {
       return { name: o.name, dims, source: { buffer: range(o.name).buffer, bytes: roundUp(bytes, 4) }, staging };
     });
     owned.push(...pool.all());
-    return new Plan(gpu, inputs, outputs, steps, pool.totalBytes, peakLive, keys.size, owned);
+    const plan = new Plan(gpu, inputs, outputs, steps, pool.totalBytes, peakLive, keys.size, owned);
+    plan.#buffers = (name) => assigned.get(root(name));
+    return plan;
+  }
+
+  /** The pooled buffer holding a value (after aliases), or undefined when it has none. Only
+   * values alive at the point of interest hold their data: feeds, outputs, external and keep. */
+  bufferOf(name: string): GPUBuffer | undefined {
+    return this.#buffers(name);
   }
 
   /** Uploads feeds, runs every step in one pass, reads the outputs back: one submit. */

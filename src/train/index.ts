@@ -48,3 +48,19 @@ export {
   type DeserializeOptions,
   type JsonValue,
 } from './checkpoint.ts';
+export { differentiate, logitsOf, partitionGraph, type GraphPartition, type TrainableParameter, type TrainingLowered } from './autodiff.ts';
+export { TrainingPlan, type TrainingPlanOptions } from './training-plan.ts';
+export {
+  fit,
+  Trainer,
+  TrainingDivergedError,
+  type BatchSource,
+  type EpochMetrics,
+  type EvaluateResult,
+  type FitOptions,
+  type FitResult,
+  type TrainBatch,
+  type TrainerCallbacks,
+  type TrainerOptions,
+} from './trainer.ts';
+export { differentiableOps, gradientRule, registerGradientRule, type GradientRule, type RuleContext, type RuleStep } from '../kernels/gradients.ts';

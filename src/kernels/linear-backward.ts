@@ -1,0 +1,199 @@
+// Backward of ONNX Gemm and MatMul on the shared GEMM core. For Y = alpha·op(A)·op(B) + beta·C:
+//   dA = alpha·dY·op(B)ᵀ (transA: alpha·op(B)·dYᵀ),  dB = alpha·op(A)ᵀ·dY (transB: alpha·dYᵀ·op(A)),
+//   dC = beta · dY summed over the dims C is broadcast along.
+// Each transposition is a layout choice ('mk'/'km' for A, 'kn'/'nk' for B): nothing is copied.
+import { gemmPrograms, type GemmProblem, type GemmVariant } from './gemm.ts';
+import { LINEAR_INDEX, linearDispatch, ParamBlock, type KernelProgram } from './program.ts';
+import type { GemmOpParams } from './linear.ts';
+
+/** dA (the shape of A as given: [M, K], or [K, M] when transA). Bindings: dy, b, da. */
+export function gemmBackwardAProblem(p: GemmOpParams): GemmProblem {
+  const { M, N, K } = p;
+  if (!p.transA) {
+    // dA[M][K] = dY[M][N] · op(B)ᵀ; op(B)ᵀ[n][k] is B[k][n] ('nk', ld N) or B[n][k] ('kn', ld K).
+    return {
+      label: `gemm dA ${M}×${K}`, batch: 1, M, N: K, K: N, alpha: p.alpha,
+      a: { kind: 'matrix', layout: 'mk', batchStride: 0, ld: N },
+      b: p.transB ? { layout: 'kn', batchStride: 0, ld: K } : { layout: 'nk', batchStride: 0, ld: N },
+      c: { kind: 'matrix', batchStride: 0, strideM: K, strideN: 1 },
+    };
+  }
+  // dA[K][M] = op(B)[K][N] · dYᵀ.
+  return {
+    label: `gemm dAᵀ ${K}×${M}`, batch: 1, M: K, N: M, K: N, alpha: p.alpha,
+    a: p.transB ? { kind: 'matrix', layout: 'km', batchStride: 0, ld: K } : { kind: 'matrix', layout: 'mk', batchStride: 0, ld: N },
+    b: { layout: 'nk', batchStride: 0, ld: N },
+    c: { kind: 'matrix', batchStride: 0, strideM: M, strideN: 1 },
+  };
+}
+
+/** dB (the shape of B as given: [K, N], or [N, K] when transB). Bindings: a, dy, db. */
+export function gemmBackwardBProblem(p: GemmOpParams): GemmProblem {
+  const { M, N, K } = p;
+  if (!p.transB) {
+    // dB[K][N] = op(A)ᵀ[K][M] · dY[M][N].
+    return {
+      label: `gemm dB ${K}×${N}`, batch: 1, M: K, N, K: M, alpha: p.alpha,
+      a: p.transA ? { kind: 'matrix', layout: 'mk', batchStride: 0, ld: M } : { kind: 'matrix', layout: 'km', batchStride: 0, ld: K },
+      b: { layout: 'kn', batchStride: 0, ld: N },
+      c: { kind: 'matrix', batchStride: 0, strideM: N, strideN: 1 },
+    };
+  }
+  // dB[N][K] = dYᵀ[N][M] · op(A)[M][K].
+  return {
+    label: `gemm dBᵀ ${N}×${K}`, batch: 1, M: N, N: K, K: M, alpha: p.alpha,
+    a: { kind: 'matrix', layout: 'km', batchStride: 0, ld: N },
+    b: p.transA ? { layout: 'nk', batchStride: 0, ld: M } : { layout: 'kn', batchStride: 0, ld: K },
+    c: { kind: 'matrix', batchStride: 0, strideM: K, strideN: 1 },
+  };
+}
+
+export function gemmBackwardAPrograms(p: GemmOpParams, variant: GemmVariant, maxPerDim?: number): KernelProgram[] {
+  const problem = gemmBackwardAProblem(p);
+  // op(A)'s gradient GEMM reads (dY, B) when !transA and (B, dY) when transA.
+  const names = p.transA ? { a: 'b', b: 'dy', c: 'da' } : { a: 'dy', b: 'b', c: 'da' };
+  return rename(gemmPrograms(problem, variant, maxPerDim), names, 'gemm-dA');
+}
+
+export function gemmBackwardBPrograms(p: GemmOpParams, variant: GemmVariant, maxPerDim?: number): KernelProgram[] {
+  const problem = gemmBackwardBProblem(p);
+  const names = p.transB ? { a: 'dy', b: 'a', c: 'db' } : { a: 'a', b: 'dy', c: 'db' };
+  return rename(gemmPrograms(problem, variant, maxPerDim), names, 'gemm-dB');
+}
+
+/**
+ * The training forward of Gemm with B unpacked (a parameter buffer in ONNX layout).
+ * Bindings: a, b, y, [bias].
+ */
+export function gemmTrainForwardProblem(p: GemmOpParams): GemmProblem {
+  return {
+    label: `gemm train ${p.M}×${p.N}×${p.K}`, batch: 1, M: p.M, N: p.N, K: p.K, alpha: p.alpha,
+    a: { kind: 'matrix', layout: p.transA ? 'km' : 'mk', batchStride: 0, ld: p.transA ? p.M : p.K },
+    b: { layout: p.transB ? 'nk' : 'kn', batchStride: 0, ld: p.transB ? p.K : p.N },
+    c: { kind: 'matrix', batchStride: 0, strideM: p.N, strideN: 1 },
+    bias: p.cDims ? { ...broadcastStrides(p.cDims, p.M, p.N), batchStride: 0, beta: p.beta } : undefined,
+  };
+}
+
+export function gemmTrainForwardPrograms(p: GemmOpParams, variant: GemmVariant, maxPerDim?: number): KernelProgram[] {
+  return rename(gemmPrograms(gemmTrainForwardProblem(p), variant, maxPerDim), { a: 'a', b: 'b', c: 'y' }, 'gemm-train');
+}
+
+/**
+ * dC[i][j] = scale · Σ dY over the rows (cols) C is broadcast along, for C of dims (rank ≤ 2)
+ * broadcast to [M, N]. Bindings: dy, dc, params.
+ */
+export function reduceToBroadcastProgram(cDims: number[], M: number, N: number, scale = 1): KernelProgram {
+  const d = [...new Array(2 - cDims.length).fill(1), ...cDims];
+  const rows = d[0];
+  const cols = d[1];
+  const total = rows * cols;
+  const { dispatch, rowSize } = linearDispatch(total, 64);
+  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize).u32('M', M).u32('N', N)
+    .u32('cRows', rows).u32('cCols', cols).f32('scale', scale);
+  const wgsl = `
+@group(0) @binding(0) var<storage, read> dy: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dc: array<f32>;
+${P.wgsl(2)}
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let idx = ${LINEAR_INDEX};
+  if (idx >= P.size) { return; }
+  let i = idx / P.cCols;
+  let j = idx % P.cCols;
+  let m0 = select(0u, i, P.cRows != 1u);
+  let m1 = select(P.M, i + 1u, P.cRows != 1u);
+  let n0 = select(0u, j, P.cCols != 1u);
+  let n1 = select(P.N, j + 1u, P.cCols != 1u);
+  var acc = 0.0;
+  for (var m = m0; m < m1; m++) {
+    for (var n = n0; n < n1; n++) { acc += dy[m * P.N + n]; }
+  }
+  dc[idx] = acc * P.scale;
+}`;
+  return {
+    label: `reduce [${M}, ${N}] → [${cDims}]`,
+    key: 'reduce-to-broadcast',
+    wgsl,
+    dispatch,
+    bindings: [{ name: 'dy', access: 'read' }, { name: 'dc', access: 'read_write' }, { name: 'params', access: 'uniform' }],
+    params: P.bytes(),
+  };
+}
+
+/** Shapes of a MatMul that the backward supports: rank ≥ 2 operands; batches equal or B shared. */
+export interface MatMulShape {
+  batch: number;
+  M: number;
+  K: number;
+  N: number;
+  /** B has no batch (a weight shared by every batch of A): rows of A fold into one GEMM. */
+  bShared: boolean;
+}
+
+export function matmulShape(aDims: number[], bDims: number[]): MatMulShape {
+  if (aDims.length < 2 || bDims.length < 2) throw new Error(`matmul backward: 1-D operands ([${aDims}] × [${bDims}]) are not supported; accepted: rank ≥ 2`);
+  const M = aDims[aDims.length - 2];
+  const K = aDims[aDims.length - 1];
+  const N = bDims[bDims.length - 1];
+  const batchA = aDims.slice(0, -2).reduce((x, y) => x * y, 1);
+  const batchB = bDims.slice(0, -2).reduce((x, y) => x * y, 1);
+  if (batchB === 1) return { batch: batchA, M, K, N, bShared: true };
+  const same = aDims.length === bDims.length && aDims.slice(0, -2).every((d, i) => d === bDims[i]);
+  if (!same) throw new Error(`matmul backward: batch dims of [${aDims}] and [${bDims}] differ; accepted: equal batches, or a B without batch`);
+  return { batch: batchA, M, K, N, bShared: false };
+}
+
+/** dA = dY · Bᵀ. Bindings: dy, b, da. */
+export function matmulBackwardAPrograms(s: MatMulShape, variant: GemmVariant, maxPerDim?: number): KernelProgram[] {
+  const rows = s.bShared ? s.batch * s.M : s.M;
+  const batch = s.bShared ? 1 : s.batch;
+  const problem: GemmProblem = {
+    label: `matmul dA ${batch}×${rows}×${s.K}`, batch, M: rows, N: s.K, K: s.N,
+    a: { kind: 'matrix', layout: 'mk', batchStride: rows * s.N, ld: s.N },
+    b: { layout: 'nk', batchStride: s.bShared ? 0 : s.K * s.N, ld: s.N },
+    c: { kind: 'matrix', batchStride: rows * s.K, strideM: s.K, strideN: 1 },
+  };
+  return rename(gemmPrograms(problem, variant, maxPerDim), { a: 'dy', b: 'b', c: 'da' }, 'matmul-dA');
+}
+
+/** dB = Aᵀ · dY (summed over A's batch when B is shared). Bindings: a, dy, db. */
+export function matmulBackwardBPrograms(s: MatMulShape, variant: GemmVariant, maxPerDim?: number): KernelProgram[] {
+  const inner = s.bShared ? s.batch * s.M : s.M;
+  const batch = s.bShared ? 1 : s.batch;
+  const problem: GemmProblem = {
+    label: `matmul dB ${batch}×${s.K}×${s.N}`, batch, M: s.K, N: s.N, K: inner,
+    a: { kind: 'matrix', layout: 'km', batchStride: inner * s.K, ld: s.K },
+    b: { layout: 'kn', batchStride: inner * s.N, ld: s.N },
+    c: { kind: 'matrix', batchStride: s.K * s.N, strideM: s.N, strideN: 1 },
+  };
+  return rename(gemmPrograms(problem, variant, maxPerDim), { a: 'a', b: 'dy', c: 'db' }, 'matmul-dB');
+}
+
+/** The training forward of MatMul with an unpacked B. Bindings: a, b, y. */
+export function matmulTrainForwardPrograms(s: MatMulShape, variant: GemmVariant, maxPerDim?: number): KernelProgram[] {
+  const rows = s.bShared ? s.batch * s.M : s.M;
+  const batch = s.bShared ? 1 : s.batch;
+  const problem: GemmProblem = {
+    label: `matmul train ${batch}×${rows}×${s.N}×${s.K}`, batch, M: rows, N: s.N, K: s.K,
+    a: { kind: 'matrix', layout: 'mk', batchStride: rows * s.K, ld: s.K },
+    b: { layout: 'kn', batchStride: s.bShared ? 0 : s.K * s.N, ld: s.N },
+    c: { kind: 'matrix', batchStride: rows * s.N, strideM: s.N, strideN: 1 },
+  };
+  return rename(gemmPrograms(problem, variant, maxPerDim), { a: 'a', b: 'b', c: 'y' }, 'matmul-train');
+}
+
+function broadcastStrides(dims: number[], M: number, N: number): { strideM: number; strideN: number } {
+  if (dims.length > 2) throw new Error(`gemm: C has rank ${dims.length}; at most 2 accepted`);
+  const d = [...new Array(2 - dims.length).fill(1), ...dims];
+  if ((d[0] !== 1 && d[0] !== M) || (d[1] !== 1 && d[1] !== N)) throw new Error(`gemm: C [${dims}] does not broadcast to [${M}, ${N}]`);
+  return { strideM: d[0] === 1 ? 0 : d[1], strideN: d[1] === 1 ? 0 : 1 };
+}
+
+function rename(programs: KernelProgram[], names: Record<string, string>, kind: string): KernelProgram[] {
+  return programs.map((program) => ({
+    ...program,
+    key: `${kind}|${program.key}`,
+    bindings: program.bindings.map((b) => ({ ...b, name: names[b.name] ?? b.name })),
+  }));
+}

@@ -1,0 +1,224 @@
+/// <reference types="@webgpu/types" />
+// A training plan: autodiff's steps compiled over pooled buffers (saved activations live until
+// their last backward reader), parameters in persistent buffers shared with every plan of the
+// same store, the softmax cross-entropy between forward and backward, and the optimizer's
+// fused updates after: one command encoder and one submit per training step.
+import { ModelError } from '../graph/errors.ts';
+import type { Graph } from '../graph/ir.ts';
+import { defaultVariant, type GemmVariant } from '../kernels/gemm.ts';
+import type { GpuContext } from '../kernels/gpu-context.ts';
+import { checkLossStats, decodeLossStats, LOSS_STATS_BYTES, prepareCrossEntropy, type CrossEntropyStep, type LossStats } from '../kernels/loss.ts';
+import { encodeSteps, STORAGE_USAGE } from '../kernels/program.ts';
+import { ConstantStore, Plan } from '../runtime/plan.ts';
+import { differentiate, parameterKey, type TrainableParameter, type TrainingLowered } from './autodiff.ts';
+import type { Optimizer, ParamBinding } from './optimizers.ts';
+
+export interface TrainingPlanOptions {
+  /** Shared by every plan over the same weights (other batch sizes, evaluation). */
+  constants: ConstantStore;
+  labelSmoothing?: number;
+  /** One GEMM variant for every GEMM (default: the engine's per-shape default). */
+  gemm?: GemmVariant;
+}
+
+export class TrainingPlan {
+  readonly #gpu: GpuContext;
+  readonly #plan: Plan;
+  readonly #lowered: TrainingLowered;
+  readonly #train: CrossEntropyStep;
+  readonly #eval: CrossEntropyStep;
+  readonly #labels: GPUBuffer;
+  readonly #staging: GPUBuffer;
+  readonly #logitsStaging: GPUBuffer;
+  readonly #bindings: ParamBinding[];
+  readonly #constants: ConstantStore;
+  readonly #graph: Graph;
+  /** Each parameter as it was before the latest update: a non-finite step is undone from these. */
+  readonly #before: GPUBuffer[];
+
+  private constructor(gpu: GpuContext, graph: Graph, plan: Plan, lowered: TrainingLowered, train: CrossEntropyStep, evaluation: CrossEntropyStep, labels: GPUBuffer, constants: ConstantStore) {
+    this.#gpu = gpu;
+    this.#graph = graph;
+    this.#plan = plan;
+    this.#lowered = lowered;
+    this.#train = train;
+    this.#eval = evaluation;
+    this.#labels = labels;
+    this.#constants = constants;
+    this.#staging = gpu.createBuffer('training stats (readback)', LOSS_STATS_BYTES, 0x01 | 0x08);
+    this.#logitsStaging = gpu.createBuffer('logits (readback)', Math.max(16, this.batch * this.classes * 4), 0x01 | 0x08);
+    this.#bindings = lowered.parameters.map((p) => ({
+      name: p.name,
+      param: this.parameterBuffer(p.name),
+      grad: plan.bufferOf(p.grad)!,
+      size: p.size,
+    }));
+    this.#before = this.#bindings.map((b) => gpu.createBuffer(`'${b.name}' before the step`, Math.max(16, Math.ceil(b.size / 4) * 16), STORAGE_USAGE));
+  }
+
+  /** Compiles a prepared graph (static shapes) for training at its input shapes. */
+  static async create(gpu: GpuContext, graph: Graph, options: TrainingPlanOptions): Promise<TrainingPlan> {
+    const software = gpu.info.isSoftware;
+    const limits = gpu.device.limits;
+    const fixed = options.gemm;
+    const lowered = await differentiate(graph, {
+      chooseVariant: async (problem) => fixed ?? defaultVariant(problem, software),
+      variant: (problem) => fixed ?? defaultVariant(problem, software),
+      maxBindingBytes: limits.maxStorageBufferBindingSize,
+      maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
+    });
+    const logits = lowered.partition.logits;
+    const dims = graph.values.get(logits)?.shape as number[] | undefined;
+    if (!dims || dims.length !== 2 || dims.some((d) => typeof d !== 'number')) {
+      throw new ModelError(`the logits '${logits}' must be [batch, classes] with static dims, got [${dims?.join(', ') ?? '?'}]`, { file: graph.source });
+    }
+    const planGraph = graph.clone();
+    planGraph.outputs = [{ name: logits, dtype: 'float32', shape: dims }];
+    const plan = await Plan.compile(gpu, planGraph, lowered, options.constants, {
+      external: [lowered.dlogits],
+      keep: lowered.parameters.map((p) => p.grad),
+    });
+    const [batch, classes] = dims;
+    const labels = gpu.createBuffer('labels', Math.max(16, batch * 4), STORAGE_USAGE);
+    const logitsRange = { buffer: plan.bufferOf(logits)! };
+    const smoothing = options.labelSmoothing ?? 0;
+    const train = await prepareCrossEntropy(gpu, { batch, classes, labelSmoothing: smoothing }, { logits: logitsRange, labels: { buffer: labels }, dlogits: { buffer: plan.bufferOf(lowered.dlogits)! } });
+    const evaluation = await prepareCrossEntropy(gpu, { batch, classes, labelSmoothing: smoothing, gradient: false }, { logits: logitsRange, labels: { buffer: labels } });
+    return new TrainingPlan(gpu, graph, plan, lowered, train, evaluation, labels, options.constants);
+  }
+
+  get batch(): number {
+    return (this.#graph.values.get(this.#lowered.partition.logits)!.shape as number[])[0];
+  }
+
+  get classes(): number {
+    return (this.#graph.values.get(this.#lowered.partition.logits)!.shape as number[])[1];
+  }
+
+  get parameters(): readonly TrainableParameter[] {
+    return this.#lowered.parameters;
+  }
+
+  get lowered(): TrainingLowered {
+    return this.#lowered;
+  }
+
+  get inputNames(): string[] {
+    return this.#plan.inputs.map((i) => i.name);
+  }
+
+  get stats(): { forwardSteps: number; backwardSteps: number; activationBytes: number; peakLiveBytes: number } {
+    return {
+      forwardSteps: this.#lowered.forwardSteps,
+      backwardSteps: this.#plan.steps.length - this.#lowered.forwardSteps,
+      activationBytes: this.#plan.peakActivationBytes,
+      peakLiveBytes: this.#plan.peakLiveBytes,
+    };
+  }
+
+  /** The persistent buffer of a parameter (or any initializer the plan reads raw). */
+  parameterBuffer(name: string): GPUBuffer {
+    const init = this.#graph.initializers.get(name);
+    if (!init) throw new Error(`'${name}' is not an initializer`);
+    const data = init.value.data instanceof Float32Array ? init.value.data : Float32Array.from(init.value.data as ArrayLike<number>);
+    return this.#constants.get({ key: parameterKey(name), data });
+  }
+
+  /**
+   * One training step: forward, loss, backward and (when given) the optimizer update, in one
+   * submit. Returns the loss stats (checked: throws NonFiniteLossError / LabelOutOfRangeError,
+   * in which case the update was still applied: callers restore from their last good state).
+   */
+  async step(feeds: Map<string, Float32Array>, labels: Uint32Array, optimizer: Optimizer | undefined, lr?: number, where = ''): Promise<LossStats> {
+    this.#feed(feeds, labels);
+    const encoder = this.#gpu.device.createCommandEncoder({ label: 'training step' });
+    const f = this.#lowered.forwardSteps;
+    encodeSteps(encoder, this.#plan.steps.slice(0, f), 'forward');
+    this.#train.encode(encoder);
+    encodeSteps(encoder, this.#plan.steps.slice(f), 'backward');
+    if (optimizer) {
+      this.#bindings.forEach((b, i) => encoder.copyBufferToBuffer(b.param, 0, this.#before[i], 0, b.size * 4));
+      optimizer.step(this.#bindings, encoder, lr);
+    }
+    encoder.copyBufferToBuffer(this.#train.stats, 0, this.#staging, 0, LOSS_STATS_BYTES);
+    this.#gpu.device.queue.submit([encoder.finish()]);
+    return checkLossStats(await this.#readStats(), this.classes, where);
+  }
+
+  /** Forward and loss only (no gradient): evaluation. Returns unchecked stats and, when asked, the logits. */
+  async evaluate(feeds: Map<string, Float32Array>, labels: Uint32Array | undefined, readLogits = false): Promise<{ stats?: LossStats; logits?: Float32Array }> {
+    this.#feed(feeds, labels ?? new Uint32Array(this.batch));
+    const encoder = this.#gpu.device.createCommandEncoder({ label: 'evaluation' });
+    encodeSteps(encoder, this.#plan.steps.slice(0, this.#lowered.forwardSteps), 'forward');
+    if (labels) {
+      this.#eval.encode(encoder);
+      encoder.copyBufferToBuffer(this.#eval.stats, 0, this.#staging, 0, LOSS_STATS_BYTES);
+    }
+    const bytes = this.batch * this.classes * 4;
+    if (readLogits) encoder.copyBufferToBuffer(this.#plan.bufferOf(this.#lowered.partition.logits)!, 0, this.#logitsStaging, 0, bytes);
+    this.#gpu.device.queue.submit([encoder.finish()]);
+    const stats = labels ? await this.#readStats() : undefined;
+    let logits: Float32Array | undefined;
+    if (readLogits) {
+      await this.#logitsStaging.mapAsync(GPUMapMode.READ, 0, bytes);
+      logits = new Float32Array(this.#logitsStaging.getMappedRange(0, bytes).slice(0));
+      this.#logitsStaging.unmap();
+    }
+    return { stats, logits };
+  }
+
+  /** Reads every trainable parameter back from the GPU. */
+  async readParameters(): Promise<Map<string, Float32Array>> {
+    const out = new Map<string, Float32Array>();
+    for (const p of this.#lowered.parameters) out.set(p.name, new Float32Array(await this.#gpu.read(this.parameterBuffer(p.name), p.size * 4)));
+    return out;
+  }
+
+  /** Reads the gradients of the last step (kept to the end of the plan). */
+  async readGradients(): Promise<Map<string, Float32Array>> {
+    const out = new Map<string, Float32Array>();
+    for (const p of this.#lowered.parameters) out.set(p.name, new Float32Array(await this.#gpu.read(this.#plan.bufferOf(p.grad)!, p.size * 4)));
+    return out;
+  }
+
+  /** Puts every parameter back as it was before the latest step() (after a non-finite loss). */
+  async undoLastStep(): Promise<void> {
+    const encoder = this.#gpu.device.createCommandEncoder({ label: 'undo step' });
+    this.#bindings.forEach((b, i) => encoder.copyBufferToBuffer(this.#before[i], 0, b.param, 0, b.size * 4));
+    this.#gpu.device.queue.submit([encoder.finish()]);
+    await this.#gpu.device.queue.onSubmittedWorkDone();
+  }
+
+  /** Overwrites parameters on the GPU (restoring a checkpoint). */
+  writeParameters(values: Map<string, Float32Array>): void {
+    for (const [name, data] of values) this.#gpu.upload(this.parameterBuffer(name), data);
+  }
+
+  dispose(): void {
+    this.#plan.dispose();
+    this.#train.destroy();
+    this.#eval.destroy();
+    this.#labels.destroy();
+    this.#staging.destroy();
+    this.#logitsStaging.destroy();
+    for (const b of this.#before) b.destroy();
+  }
+
+  #feed(feeds: Map<string, Float32Array>, labels: Uint32Array): void {
+    for (const input of this.#plan.inputs) {
+      const data = feeds.get(input.name);
+      const want = input.dims.reduce((a, b) => a * b, 1);
+      if (!data || data.length !== want) throw new ModelError(`input '${input.name}' needs ${want} floats ([${input.dims}]), got ${data?.length ?? 'none'}`);
+      this.#gpu.upload(input.buffer, data);
+    }
+    if (labels.length !== this.batch) throw new ModelError(`${labels.length} labels for a batch of ${this.batch}`);
+    this.#gpu.upload(this.#labels, labels);
+  }
+
+  async #readStats(): Promise<LossStats> {
+    await this.#staging.mapAsync(GPUMapMode.READ, 0, LOSS_STATS_BYTES);
+    const stats = decodeLossStats(this.#staging.getMappedRange(0, LOSS_STATS_BYTES).slice(0));
+    this.#staging.unmap();
+    return stats;
+  }
+}
