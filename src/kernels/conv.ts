@@ -4,23 +4,15 @@
 // Weights are constants, so they are packed once on the host as B[group][K][N padded to 8],
 // which gives the core aligned vec4 loads with no column clamping.
 import { gemmPrograms, roundUp, type GemmProblem, type GemmVariant } from './gemm.ts';
-import { NO_ACTIVATION, type Activation, type KernelProgram } from './program.ts';
+import { NO_ACTIVATION, type Activation, type KernelProgram, type Window2d } from './program.ts';
 
-export interface Conv2dParams {
+export interface Conv2dParams extends Window2d {
   images: number;
   inChannels: number;
   height: number;
   width: number;
   outChannels: number;
   group: number;
-  kernelH: number;
-  kernelW: number;
-  strideH: number;
-  strideW: number;
-  /** [top, left, bottom, right] */
-  pads: [number, number, number, number];
-  dilationH: number;
-  dilationW: number;
   outH: number;
   outW: number;
   hasBias: boolean;

@@ -3,34 +3,18 @@
 // fused activation. Broadcasting is resolved on the host into per-input strides over the output
 // (0 where an input is broadcast), after merging dimensions that every input treats alike, so
 // [1,256,56,56] + [1,256,1,1] runs as a rank-2 problem.
-import { activationKey, f32, LINEAR_INDEX, linearDispatch, NO_ACTIVATION, ParamBlock, type Activation, type KernelProgram } from './program.ts';
+import { activationKey, elementProgram, f32, NO_ACTIVATION, type Activation, type KernelProgram } from './program.ts';
 
 export type UnaryOp = Activation | { kind: 'tanh' } | { kind: 'identity' };
 
 /** y = op(x) over `size` elements. Bindings: x, y, params. */
 export function unaryProgram(op: UnaryOp, size: number): KernelProgram {
-  const { dispatch, rowSize } = linearDispatch(size);
-  const P = new ParamBlock().u32('size', size).u32('rowSize', rowSize);
-  const key = `unary|${op.kind === 'tanh' || op.kind === 'identity' ? op.kind : activationKey(op)}`;
-  const wgsl = `
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-${P.wgsl(2)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let i = ${LINEAR_INDEX};
-  if (i >= P.size) { return; }
-  let v = x[i];
-  y[i] = ${unaryExpr(op, 'v')};
-}`;
-  return {
+  return elementProgram({
     label: `${op.kind} ${size}`,
-    key,
-    wgsl,
-    dispatch,
-    bindings: [{ name: 'x', access: 'read' }, { name: 'y', access: 'read_write' }, { name: 'params', access: 'uniform' }],
-    params: P.bytes(),
-  };
+    key: `unary|${op.kind === 'tanh' || op.kind === 'identity' ? op.kind : activationKey(op)}`,
+    total: size,
+    body: `  let v = x[idx];\n  y[idx] = ${unaryExpr(op, 'v')};`,
+  });
 }
 
 export type BroadcastOp = 'add' | 'sub' | 'mul' | 'div';
@@ -45,25 +29,10 @@ export const MAX_BROADCAST_INPUTS = 6;
 export function broadcastProgram(op: BroadcastOp, inputDims: number[][], outDims: number[], activation: Activation = NO_ACTIVATION): KernelProgram {
   const n = inputDims.length;
   if (n < 1 || n > MAX_BROADCAST_INPUTS) throw new Error(`broadcast ${op}: ${n} inputs; 1…${MAX_BROADCAST_INPUTS} accepted`);
-  const total = outDims.reduce((a, b) => a * b, 1);
   const { dims, strides } = collapse(inputDims, outDims);
   const rank = dims.length;
   const same = strides.map((s) => isContiguous(s, dims));
-  const { dispatch, rowSize } = linearDispatch(total);
-  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize);
-  for (let d = 0; d < rank; d++) P.u32(`d${d}`, dims[d]);
-  for (let i = 0; i < n; i++) if (!same[i]) for (let d = 0; d < rank; d++) P.u32(`s${i}_${d}`, strides[i][d]);
-  P.f32('act0', activation.kind === 'clip' ? activation.min : activation.kind === 'leakyRelu' ? activation.alpha : 0);
-  P.f32('act1', activation.kind === 'clip' ? activation.max : 0);
-
   const L: string[] = [];
-  for (let i = 0; i < n; i++) L.push(`@group(0) @binding(${i}) var<storage, read> x${i}: array<f32>;`);
-  L.push(`@group(0) @binding(${n}) var<storage, read_write> y: array<f32>;`);
-  L.push(P.wgsl(n + 1));
-  L.push(`@compute @workgroup_size(256)`);
-  L.push(`fn main(@builtin(global_invocation_id) gid: vec3u) {`);
-  L.push(`  let idx = ${LINEAR_INDEX};`);
-  L.push(`  if (idx >= P.size) { return; }`);
   if (same.some((s) => !s)) {
     L.push(`  var rem = idx;`);
     for (let i = 0; i < n; i++) if (!same[i]) L.push(`  var o${i} = 0u;`);
@@ -76,17 +45,19 @@ export function broadcastProgram(op: BroadcastOp, inputDims: number[][], outDims
   const symbol = { add: '+', sub: '-', mul: '*', div: '/' }[op];
   L.push(`  let v = ${operands.join(` ${symbol} `)};`);
   L.push(`  y[idx] = ${unaryExpr(activation, 'v', true)};`);
-  L.push(`}`);
-  const bindings: KernelProgram['bindings'] = inputDims.map((_, i) => ({ name: `x${i}`, access: 'read' as const }));
-  bindings.push({ name: 'y', access: 'read_write' }, { name: 'params', access: 'uniform' });
-  return {
+  return elementProgram({
     label: `${op} [${inputDims.map((d) => `[${d}]`).join(' ')}]`,
     key: `broadcast|${op}|${n}|r${rank}|${same.map(Number).join('')}|${activationKey(activation)}`,
-    wgsl: L.join('\n'),
-    dispatch,
-    bindings,
-    params: P.bytes(),
-  };
+    total: outDims.reduce((a, b) => a * b, 1),
+    inputs: inputDims.map((_, i) => ({ name: `x${i}` })),
+    params: (P) => {
+      for (let d = 0; d < rank; d++) P.u32(`d${d}`, dims[d]);
+      for (let i = 0; i < n; i++) if (!same[i]) for (let d = 0; d < rank; d++) P.u32(`s${i}_${d}`, strides[i][d]);
+      P.f32('act0', activation.kind === 'clip' ? activation.min : activation.kind === 'leakyRelu' ? activation.alpha : 0);
+      P.f32('act1', activation.kind === 'clip' ? activation.max : 0);
+    },
+    body: L.join('\n'),
+  });
 }
 
 /** numpy's broadcast of several shapes; throws naming them when they do not fit. */

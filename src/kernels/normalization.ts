@@ -1,47 +1,23 @@
 // BatchNormalization (inference: running statistics) and LRN (across channels), over NC… data.
 // When a BatchNormalization follows a Conv the runtime folds it into the Conv's weights and
 // bias instead (foldBatchNormIntoConv), and this kernel does not run at all.
-import { LINEAR_INDEX, linearDispatch, ParamBlock, type KernelProgram } from './program.ts';
+import { elementProgram, type KernelProgram } from './program.ts';
 
 /**
  * y = (x − mean[c]) / √(var[c] + ε) · scale[c] + bias[c] for x [N, C, spatial…].
  * Bindings: x, scale, bias, mean, var, y, params.
  */
 export function batchNormProgram(images: number, channels: number, spatial: number, epsilon: number): KernelProgram {
-  const total = images * channels * spatial;
-  const { dispatch, rowSize } = linearDispatch(total);
-  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize).u32('channels', channels).u32('spatial', spatial).f32('epsilon', epsilon);
-  const wgsl = `
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> scale: array<f32>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read> mean: array<f32>;
-@group(0) @binding(4) var<storage, read> variance: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
-${P.wgsl(6)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = ${LINEAR_INDEX};
-  if (idx >= P.size) { return; }
-  let c = (idx / P.spatial) % P.channels;
-  y[idx] = (x[idx] - mean[c]) * inverseSqrt(variance[c] + P.epsilon) * scale[c] + bias[c];
-}`;
-  return {
+  return elementProgram({
     label: `batchnorm ${images}×${channels}×${spatial}`,
     key: 'batchnorm',
-    wgsl,
-    dispatch,
-    bindings: [
-      { name: 'x', access: 'read' },
-      { name: 'scale', access: 'read' },
-      { name: 'bias', access: 'read' },
-      { name: 'mean', access: 'read' },
-      { name: 'var', access: 'read' },
-      { name: 'y', access: 'read_write' },
-      { name: 'params', access: 'uniform' },
-    ],
-    params: P.bytes(),
-  };
+    total: images * channels * spatial,
+    inputs: [{ name: 'x' }, { name: 'scale' }, { name: 'bias' }, { name: 'mean' }, { name: 'var', wgsl: 'variance' }],
+    params: (P) => P.u32('channels', channels).u32('spatial', spatial).f32('epsilon', epsilon),
+    body: `
+  let c = (idx / P.spatial) % P.channels;
+  y[idx] = (x[idx] - mean[c]) * inverseSqrt(variance[c] + P.epsilon) * scale[c] + bias[c];`,
+  });
 }
 
 /**
@@ -80,20 +56,15 @@ export interface LrnParams {
  * Bindings: x, y, params.
  */
 export function lrnProgram(p: LrnParams): KernelProgram {
-  const total = p.images * p.channels * p.spatial;
-  const { dispatch, rowSize } = linearDispatch(total);
-  const P = new ParamBlock()
-    .u32('size', total).u32('rowSize', rowSize).u32('channels', p.channels).u32('spatial', p.spatial)
-    .i32('below', Math.floor((p.size - 1) / 2)).i32('above', Math.ceil((p.size - 1) / 2))
-    .f32('alphaOverSize', p.alpha / p.size).f32('beta', p.beta).f32('bias', p.bias);
-  const wgsl = `
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-${P.wgsl(2)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = ${LINEAR_INDEX};
-  if (idx >= P.size) { return; }
+  return elementProgram({
+    label: `lrn ${p.size} ${p.images}×${p.channels}×${p.spatial}`,
+    key: 'lrn',
+    total: p.images * p.channels * p.spatial,
+    params: (P) =>
+      P.u32('channels', p.channels).u32('spatial', p.spatial)
+        .i32('below', Math.floor((p.size - 1) / 2)).i32('above', Math.ceil((p.size - 1) / 2))
+        .f32('alphaOverSize', p.alpha / p.size).f32('beta', p.beta).f32('bias', p.bias),
+    body: `
   let pos = idx % P.spatial;
   let c = i32((idx / P.spatial) % P.channels);
   let base = (idx / (P.spatial * P.channels)) * P.channels * P.spatial + pos;
@@ -104,14 +75,6 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     let v = x[base + u32(j) * P.spatial];
     sum += v * v;
   }
-  y[idx] = x[idx] / pow(P.bias + P.alphaOverSize * sum, P.beta);
-}`;
-  return {
-    label: `lrn ${p.size} ${p.images}×${p.channels}×${p.spatial}`,
-    key: 'lrn',
-    wgsl,
-    dispatch,
-    bindings: [{ name: 'x', access: 'read' }, { name: 'y', access: 'read_write' }, { name: 'params', access: 'uniform' }],
-    params: P.bytes(),
-  };
+  y[idx] = x[idx] / pow(P.bias + P.alphaOverSize * sum, P.beta);`,
+  });
 }

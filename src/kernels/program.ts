@@ -283,3 +283,70 @@ export function linearDispatch(total: number, workgroup = ELEMENT_WORKGROUP, max
 
 /** WGSL for the linear index of a linearDispatch kernel (needs `gid` and P.rowSize). */
 export const LINEAR_INDEX = 'gid.x + gid.y * P.rowSize';
+
+/** A sliding window over NCHW planes (1-D ops run with H = 1): what Conv and the pools share. */
+export interface Window2d {
+  kernelH: number;
+  kernelW: number;
+  strideH: number;
+  strideW: number;
+  /** [top, left, bottom, right] */
+  pads: [number, number, number, number];
+  dilationH: number;
+  dilationW: number;
+}
+
+/** A one-invocation-per-element program: read-only inputs, one output y, a uniform block. */
+export interface ElementProgramSpec {
+  label: string;
+  /** The pipeline key (see KernelProgram.key). */
+  key: string;
+  /** Invocations: one per output element (or per row, for row-wise kernels). */
+  total: number;
+  /** Workgroup size (default ELEMENT_WORKGROUP). */
+  workgroup?: number;
+  /**
+   * The read-only storage bindings before y, in order: the binding's role name, and its WGSL
+   * variable where that differs (a role like 'var' is a WGSL keyword). Default: one input 'x'.
+   */
+  inputs?: { name: string; wgsl?: string }[];
+  /** Declares the program's own uniforms, after `size` and `rowSize`. */
+  params?: (P: ParamBlock) => void;
+  /** WGSL statements run for `idx` < P.size (`idx` is the linear invocation index). */
+  body: string;
+}
+
+/**
+ * Builds the program for an element-wise kernel: the bindings (inputs, y, params), the uniform
+ * block starting with size and rowSize, the linear dispatch and the bounds-checked entry point;
+ * the op supplies only its body.
+ */
+export function elementProgram(spec: ElementProgramSpec): KernelProgram {
+  const workgroup = spec.workgroup ?? ELEMENT_WORKGROUP;
+  const inputs = spec.inputs ?? [{ name: 'x' }];
+  const { dispatch, rowSize } = linearDispatch(spec.total, workgroup);
+  const P = new ParamBlock().u32('size', spec.total).u32('rowSize', rowSize);
+  spec.params?.(P);
+  const wgsl = `
+${inputs.map((b, i) => `@group(0) @binding(${i}) var<storage, read> ${b.wgsl ?? b.name}: array<f32>;`).join('\n')}
+@group(0) @binding(${inputs.length}) var<storage, read_write> y: array<f32>;
+${P.wgsl(inputs.length + 1)}
+@compute @workgroup_size(${workgroup})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let idx = ${LINEAR_INDEX};
+  if (idx >= P.size) { return; }
+${spec.body}
+}`;
+  return {
+    label: spec.label,
+    key: spec.key,
+    wgsl,
+    dispatch,
+    bindings: [
+      ...inputs.map((b) => ({ name: b.name, access: 'read' as const })),
+      { name: 'y', access: 'read_write' },
+      { name: 'params', access: 'uniform' },
+    ],
+    params: P.bytes(),
+  };
+}

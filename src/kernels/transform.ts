@@ -1,60 +1,41 @@
 // Data movement and row-wise ops: Concat (a strided copy per input), Transpose, constant Pad,
 // Softmax (pre-13 coerce-to-2-D and 13+ single-axis semantics). Ranks up to MAX_RANK.
-import { LINEAR_INDEX, linearDispatch, ParamBlock, type KernelProgram } from './program.ts';
+import { elementProgram, type KernelProgram } from './program.ts';
 
 export const MAX_RANK = 8;
-
-const IO_BINDINGS: KernelProgram['bindings'] = [
-  { name: 'x', access: 'read' },
-  { name: 'y', access: 'read_write' },
-  { name: 'params', access: 'uniform' },
-];
 
 /**
  * Concat's step for one input: y[o, offset + i] = x[o, i] for o < outer, i < inputInner, with
  * rows of outputInner in y. Bindings: x, y, params.
  */
 export function concatCopyProgram(outer: number, inputInner: number, outputInner: number, offset: number): KernelProgram {
-  const total = outer * inputInner;
-  const { dispatch, rowSize } = linearDispatch(total);
-  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize).u32('inner', inputInner).u32('outInner', outputInner).u32('offset', offset);
-  const wgsl = `
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-${P.wgsl(2)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = ${LINEAR_INDEX};
-  if (idx >= P.size) { return; }
-  y[(idx / P.inner) * P.outInner + P.offset + idx % P.inner] = x[idx];
-}`;
-  return { label: `concat part ${outer}×${inputInner}→${outputInner}@${offset}`, key: 'concat-copy', wgsl, dispatch, bindings: IO_BINDINGS, params: P.bytes() };
+  return elementProgram({
+    label: `concat part ${outer}×${inputInner}→${outputInner}@${offset}`,
+    key: 'concat-copy',
+    total: outer * inputInner,
+    params: (P) => P.u32('inner', inputInner).u32('outInner', outputInner).u32('offset', offset),
+    body: '  y[(idx / P.inner) * P.outInner + P.offset + idx % P.inner] = x[idx];',
+  });
 }
 
 /** Transpose x of `dims` by `perm` (output dim d is input dim perm[d]). Bindings: x, y, params. */
 export function transposeProgram(dims: number[], perm: number[]): KernelProgram {
   const { outDims, inStrides } = collapseTranspose(dims, perm);
   const rank = outDims.length;
-  const total = dims.reduce((a, b) => a * b, 1);
-  const { dispatch, rowSize } = linearDispatch(total);
-  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize);
-  for (let d = 0; d < rank; d++) P.u32(`d${d}`, outDims[d]).u32(`s${d}`, inStrides[d]);
   const L = [`  var rem = idx;`, `  var src = 0u;`];
   for (let d = rank - 1; d >= 0; d--) {
     L.push(d > 0 ? `  src += (rem % P.d${d}) * P.s${d}; rem = rem / P.d${d};` : `  src += rem * P.s${d};`);
   }
-  const wgsl = `
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-${P.wgsl(2)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = ${LINEAR_INDEX};
-  if (idx >= P.size) { return; }
-${L.join('\n')}
-  y[idx] = x[src];
-}`;
-  return { label: `transpose [${dims}] (${perm})`, key: `transpose|r${rank}`, wgsl, dispatch, bindings: IO_BINDINGS, params: P.bytes() };
+  L.push('  y[idx] = x[src];');
+  return elementProgram({
+    label: `transpose [${dims}] (${perm})`,
+    key: `transpose|r${rank}`,
+    total: dims.reduce((a, b) => a * b, 1),
+    params: (P) => {
+      for (let d = 0; d < rank; d++) P.u32(`d${d}`, outDims[d]).u32(`s${d}`, inStrides[d]);
+    },
+    body: L.join('\n'),
+  });
 }
 
 /**
@@ -66,27 +47,22 @@ export function padProgram(dims: number[], pads: number[], value: number): Kerne
   if (rank > MAX_RANK) throw new Error(`pad: rank ${rank} > ${MAX_RANK}`);
   if (pads.length !== 2 * rank) throw new Error(`pad: ${pads.length} pads for rank ${rank}`);
   const outDims = dims.map((d, i) => d + pads[i] + pads[i + rank]);
-  const total = outDims.reduce((a, b) => a * b, 1);
-  const { dispatch, rowSize } = linearDispatch(total);
-  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize).f32('value', value);
-  for (let d = 0; d < rank; d++) P.u32(`o${d}`, outDims[d]).u32(`i${d}`, dims[d]).i32(`b${d}`, pads[d]);
   const L = [`  var rem = idx;`, `  var src = 0u;`, `  var inside = true;`, `  var stride = 1u;`];
   for (let d = rank - 1; d >= 0; d--) {
     L.push(`  { let c = i32(rem % P.o${d}) - P.b${d}; rem = rem / P.o${d};`);
     L.push(`    inside = inside && u32(c) < P.i${d}; src += u32(c) * stride; stride *= P.i${d}; }`);
   }
-  const wgsl = `
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-${P.wgsl(2)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = ${LINEAR_INDEX};
-  if (idx >= P.size) { return; }
-${L.join('\n')}
-  y[idx] = select(P.value, x[select(0u, src, inside)], inside);
-}`;
-  return { label: `pad [${dims}] (${pads})`, key: `pad|r${rank}`, wgsl, dispatch, bindings: IO_BINDINGS, params: P.bytes() };
+  L.push('  y[idx] = select(P.value, x[select(0u, src, inside)], inside);');
+  return elementProgram({
+    label: `pad [${dims}] (${pads})`,
+    key: `pad|r${rank}`,
+    total: outDims.reduce((a, b) => a * b, 1),
+    params: (P) => {
+      P.f32('value', value);
+      for (let d = 0; d < rank; d++) P.u32(`o${d}`, outDims[d]).u32(`i${d}`, dims[d]).i32(`b${d}`, pads[d]);
+    },
+    body: L.join('\n'),
+  });
 }
 
 /**
@@ -95,26 +71,21 @@ ${L.join('\n')}
  * dims[axis], inner = ∏dims[axis+1:]. Bindings: x, y, params.
  */
 export function softmaxProgram(outer: number, length: number, inner: number): KernelProgram {
-  const rows = outer * inner;
-  const { dispatch, rowSize } = linearDispatch(rows, 64);
-  const P = new ParamBlock().u32('size', rows).u32('rowSize', rowSize).u32('length', length).u32('inner', inner);
-  const wgsl = `
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-${P.wgsl(2)}
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = ${LINEAR_INDEX};
-  if (idx >= P.size) { return; }
+  return elementProgram({
+    label: `softmax ${outer}×${length}×${inner}`,
+    key: 'softmax',
+    total: outer * inner,
+    workgroup: 64,
+    params: (P) => P.u32('length', length).u32('inner', inner),
+    body: `
   let base = (idx / P.inner) * P.length * P.inner + idx % P.inner;
   var m = x[base];
   for (var j = 1u; j < P.length; j++) { m = max(m, x[base + j * P.inner]); }
   var sum = 0.0;
   for (var j = 0u; j < P.length; j++) { sum += exp(x[base + j * P.inner] - m); }
   let scale = 1.0 / sum;
-  for (var j = 0u; j < P.length; j++) { y[base + j * P.inner] = exp(x[base + j * P.inner] - m) * scale; }
-}`;
-  return { label: `softmax ${outer}×${length}×${inner}`, key: 'softmax', wgsl, dispatch, bindings: IO_BINDINGS, params: P.bytes() };
+  for (var j = 0u; j < P.length; j++) { y[base + j * P.inner] = exp(x[base + j * P.inner] - m) * scale; }`,
+  });
 }
 
 /** Output dims and, per output dim, the input stride; adjacent dims that stay adjacent are merged. */

@@ -1,12 +1,15 @@
 // Inference sessions: a Graph (or ONNX bytes) compiled into a Plan per input shape, run with
 // one submit per call. Everything the runtime cannot do is refused at create time (naming the
-// node and op); every wrong feed is refused before anything is submitted.
+// node and op); every wrong feed is refused before anything is submitted. A device lost while
+// compiling or running surfaces as a GpuDeviceLostError naming the operation, never as a
+// ModelError: the model was fine, a new GpuContext and Session will run it.
 import { decodeModel } from '../graph/codec.ts';
 import { ModelError } from '../graph/errors.ts';
 import type { Dim, Graph } from '../graph/ir.ts';
 import { prepareGraph } from '../graph/load.ts';
 import { Autotuner } from '../kernels/autotune.ts';
 import { defaultVariant, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
+import { GpuDeviceLostError } from '../kernels/errors.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
 import { checkGraph, lowerGraph } from './lower.ts';
 import { ConstantStore, Plan } from './plan.ts';
@@ -121,7 +124,12 @@ export class Session {
       const plan = await this.#planFor(dims);
       this.#current = plan;
       const data = new Map(this.inputNames.map((name) => [name, feeds[name].data]));
-      const results = await plan.execute(data);
+      let results: Map<string, Float32Array>;
+      try {
+        results = await plan.execute(data);
+      } catch (error) {
+        throw this.#lostOr(error, 'run plan');
+      }
       const out: Record<string, Tensor> = {};
       for (const o of plan.outputs) out[o.name] = { dims: [...o.dims], data: results.get(o.name)! };
       return out;
@@ -190,6 +198,27 @@ export class Session {
   }
 
   async #compile(dims: number[][], prepared?: Graph): Promise<Plan> {
+    try {
+      return await this.#compileOnce(dims, prepared);
+    } catch (error) {
+      throw this.#lostOr(error, `compile the plan for input dims ${dims.map((d) => `[${d.join(', ')}]`).join(', ')}`);
+    }
+  }
+
+  /**
+   * `error`, unless the device is lost: then a GpuDeviceLostError naming `operation` (the plan
+   * wraps kernel failures as ModelErrors, and a lost device fails them all), the error as cause.
+   */
+  #lostOr(error: unknown, operation: string): unknown {
+    const loss = this.#gpu.lost;
+    if (!loss || error instanceof GpuDeviceLostError) return error;
+    const where = this.#graph.source ?? this.#options.file;
+    const lost = new GpuDeviceLostError(where ? `${operation} (${where})` : operation, loss.reason, loss.message);
+    (lost as { cause?: unknown }).cause = error;
+    return lost;
+  }
+
+  async #compileOnce(dims: number[][], prepared?: Graph): Promise<Plan> {
     let graph = prepared;
     if (!graph) {
       const inputShapes = Object.fromEntries(this.#graph.feedInputs.map((i, k) => [i.name, dims[k]]));
