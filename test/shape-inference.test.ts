@@ -93,7 +93,7 @@ function withInputsAsConstants(raw: Graph, inputs: TensorValue[]): Graph {
   g.feedInputs.forEach((input, i) => {
     // ONNX 1.12's data stores bfloat16 inputs as uint16 bits; the model's declared type rules.
     const relabel = input.dtype === 'bfloat16' && inputs[i].dtype === 'uint16';
-    g.setInitializer(input.name, relabel ? { ...inputs[i], dtype: 'bfloat16' } : inputs[i]);
+    g.setInitializer(input.name, relabel ? { ...inputs[i], dtype: 'bfloat16' } : inputs[i], false);
   });
   g.inputs = [];
   return g;
@@ -157,5 +157,24 @@ describe("torch's shape-computation chain with a symbolic batch", () => {
   it('without a bound batch, says which input to bind', () => {
     const g = torchStyle();
     expect(() => prepareGraph(decodeModel(encodeModel(g), { file: 'torch-style.onnx' }))).toThrow(/torch-style\.onnx: node '\/Reshape' \(Reshape\): the target shape .* must be a constant.*input 'input' has symbolic dimensions \[batch, 3, 8, 8\]: bind them/);
+  });
+});
+
+describe('folding never freezes a trainable weight', () => {
+  it('an Add of two trainable weights stays a node; of two frozen ones it folds', () => {
+    const make = (trainable: boolean) => {
+      const g = new Graph();
+      g.inputs = [{ name: 'x', dtype: 'float32', shape: [2, 3] }];
+      g.values.set('x', { ...g.inputs[0] });
+      g.setInitializer('a', { dtype: 'float32', dims: [3], data: randomFloat32Array(3, 1) }, trainable);
+      g.setInitializer('b', { dtype: 'float32', dims: [3], data: randomFloat32Array(3, 2) }, trainable);
+      const b = new GraphBuilder(g, 1);
+      const sum = b.op('Add', ['a', 'b'], {}, 'bias_sum');
+      b.node('Add', ['x', sum], {}, { name: 'apply', outputs: ['y'] });
+      g.outputs = [{ name: 'y', dtype: 'float32' }];
+      return prepareGraph(g);
+    };
+    expect(make(true).nodes.map((n) => n.name)).toEqual(['bias_sum', 'apply']);
+    expect(make(false).nodes.map((n) => n.name)).toEqual(['apply']);
   });
 });

@@ -135,8 +135,10 @@ describe('trainer', () => {
     expect(resumed.steps).toBe(8);
     const a = await straight.trainer.exportGraph();
     const b = await resumed.trainer.exportGraph();
-    for (const name of ['w1', 'w2', 'fc']) {
-      expect(relL2(a.initializers.get(name)!.value.data as Float32Array, b.initializers.get(name)!.value.data as Float32Array)).toBeLessThan(1e-6);
+    // Bit-identical: weights, optimizer moments and step restored exactly.
+    for (const [name, init] of a.initializers) {
+      if (init.value.dtype !== 'float32') continue;
+      expect(Buffer.from((init.value.data as Float32Array).buffer).equals(Buffer.from((b.initializers.get(name)!.value.data as Float32Array).buffer)), name).toBe(true);
     }
     const evaluation = await straight.trainer.evaluate(batchesOf(data, 8));
     expect(evaluation.samples).toBe(16);
@@ -183,6 +185,88 @@ describe('trainer', () => {
     expect(stoppedEarly).toBe(true);
     expect(history).toHaveLength(3);
     expect(history[0].valLoss).toBeCloseTo(history[0].loss, 4);
+    trainer.dispose();
+  });
+});
+
+/** smallCnn with a BatchNormalization after conv1 (running statistics m, v). */
+function bnCnn(seed = 3): Graph {
+  const g = smallCnn(seed);
+  const conv1 = g.nodes.find((n) => n.name === 'conv1')!;
+  const out = conv1.outputs[0];
+  const b = new GraphBuilder(g, seed + 1);
+  g.setInitializer('bs', { dtype: 'float32', dims: [8], data: new Float32Array(8).fill(1) });
+  g.setInitializer('bt', { dtype: 'float32', dims: [8], data: new Float32Array(8) });
+  g.setInitializer('bm', { dtype: 'float32', dims: [8], data: new Float32Array(8) });
+  g.setInitializer('bv', { dtype: 'float32', dims: [8], data: new Float32Array(8).fill(1) });
+  const bnOut = b.node('BatchNormalization', [out, 'bs', 'bt', 'bm', 'bv'], {}, { name: 'bn1', outputs: ['bn1_out'] })[0];
+  for (const n of g.nodes) if (n.name !== 'bn1') n.inputs = n.inputs.map((i) => (i === out ? bnOut : i));
+  const bn = g.nodes.pop()!;
+  g.nodes.splice(g.nodes.indexOf(conv1) + 1, 0, bn);
+  return g;
+}
+
+describe('trainer: freezing, bad input, checkpoints', () => {
+  let gpu: GpuContext;
+  beforeAll(async () => {
+    gpu = await createNodeGpuContext();
+  });
+  afterAll(() => gpu?.dispose());
+
+  it('every weight tensor changes when all train (BN in training mode); frozen weights and frozen BN statistics stay bit-identical', async () => {
+    const data = dataset(8, 21);
+    const all = await fit(gpu, bnCnn(), batchesOf(data, 8), { epochs: 3, optimizer: { type: 'adam', lr: 0.01 } });
+    const trained = await all.trainer.exportGraph();
+    const original = bnCnn();
+    for (const [name, init] of original.initializers) {
+      if (init.value.dtype !== 'float32') continue;
+      expect(Buffer.from((trained.initializers.get(name)!.value.data as Float32Array).buffer).equals(Buffer.from((init.value.data as Float32Array).buffer)), `${name} changed`).toBe(false);
+    }
+    all.trainer.dispose();
+
+    const graph = bnCnn();
+    for (const name of [...BODY, 'bs', 'bt']) graph.initializers.get(name)!.trainable = false;
+    const frozen = await fit(gpu, graph, batchesOf(data, 8), { epochs: 3, optimizer: { type: 'sgd', lr: 0.1 }, featureCache: false });
+    const after = await frozen.trainer.exportGraph();
+    for (const name of [...BODY, 'bs', 'bt', 'bm', 'bv']) {
+      expect(Buffer.from((after.initializers.get(name)!.value.data as Float32Array).buffer).equals(Buffer.from((graph.initializers.get(name)!.value.data as Float32Array).buffer)), name).toBe(true);
+    }
+    expect(relL2(after.initializers.get('fc')!.value.data as Float32Array, graph.initializers.get('fc')!.value.data as Float32Array)).toBeGreaterThan(1e-4);
+    frozen.trainer.dispose();
+  });
+
+  it('resume with BN in training mode (running statistics restored): bit-identical to the uninterrupted run', async () => {
+    const data = dataset(16, 23);
+    const saved: Checkpoint[] = [];
+    const options = { optimizer: { type: 'adam' as const, lr: 0.01 }, seed: 9 };
+    const straight = await fit(gpu, bnCnn(), batchesOf(data, 8), { ...options, epochs: 4, checkpoint: { save: (ck) => void saved.push(ck) } });
+    const resumed = await fit(gpu, bnCnn(), batchesOf(data, 8), { ...options, epochs: 4, checkpoint: { save: () => undefined, resume: saved[1] } });
+    const a = await straight.trainer.exportGraph();
+    const b = await resumed.trainer.exportGraph();
+    for (const [name, init] of a.initializers) {
+      if (init.value.dtype !== 'float32') continue;
+      expect(Buffer.from((init.value.data as Float32Array).buffer).equals(Buffer.from((b.initializers.get(name)!.value.data as Float32Array).buffer)), name).toBe(true);
+    }
+    straight.trainer.dispose();
+    resumed.trainer.dispose();
+  });
+
+  it('refuses bad input naming where: labels out of range, images of different sizes, foreign or truncated checkpoints', async () => {
+    const data = dataset(16, 25);
+    const trainer = await Trainer.create(gpu, smallCnn());
+    const bad = (epoch: number) => batchesOf(data, 8)(epoch).map((b, k) => (k === 1 ? { ...b, labels: Uint32Array.from(b.labels, (l, i) => (i === 2 ? 7 : l)) } : b));
+    await expect(trainer.fit(bad, { epochs: 1, optimizer: { type: 'sgd', lr: 0.1 } })).rejects.toThrow(/epoch 1, batch 2, step 2: label 7 of sample 2 .* outside \[0, 5\)/);
+    const mixed = (): TrainBatch[] => [{ images: new Float32Array(300 + 3 * 12 * 12), labels: Uint32Array.of(0, 1), size: 2 }];
+    await expect(trainer.fit(mixed, { epochs: 1, optimizer: { type: 'sgd', lr: 0.1 } })).rejects.toThrow(/epoch 1, batch 1.*the images are not all 3×10×10/);
+    const saved: Checkpoint[] = [];
+    const other = await fit(gpu, bnCnn(), batchesOf(data, 8), { epochs: 1, optimizer: { type: 'sgd', lr: 0.1 }, checkpoint: { save: (ck) => void saved.push(ck) } });
+    await expect(trainer.fit(batchesOf(data, 8), { epochs: 2, optimizer: { type: 'sgd', lr: 0.1 }, checkpoint: { save: () => undefined, resume: saved[0] } })).rejects.toThrow(/different architecture/);
+    const own: Checkpoint[] = [];
+    const mine = await fit(gpu, smallCnn(), batchesOf(data, 8), { epochs: 1, optimizer: { type: 'sgd', lr: 0.1 }, checkpoint: { save: (ck) => void own.push(ck) } });
+    const truncated: Checkpoint = { ...own[0], weights: new Map([...own[0].weights].map(([k, w]) => [k, k === 'w2' ? { dims: w.dims, data: w.data.slice(0, 10) } : w])) };
+    await expect(trainer.fit(batchesOf(data, 8), { epochs: 2, optimizer: { type: 'sgd', lr: 0.1 }, checkpoint: { save: () => undefined, resume: truncated } })).rejects.toThrow(/'w2' holds 10 floats/);
+    other.trainer.dispose();
+    mine.trainer.dispose();
     trainer.dispose();
   });
 });

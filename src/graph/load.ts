@@ -45,7 +45,10 @@ export function prepareGraph(graph: Graph, options: PrepareOptions = {}): Graph 
   const kept: Node[] = [];
   for (const node of graph.nodes) {
     const ctx = new ShapeContext(graph, node, opset, constant);
-    if (isFoldable(node.opType)) {
+    // A node reading a trainable weight stays: folding it would freeze what training updates
+    // (Shape reads only dims and is exempt).
+    const readsTrainable = node.opType !== 'Shape' && node.inputs.some((i) => graph.initializers.get(i)?.trainable);
+    if (isFoldable(node.opType) && !readsTrainable) {
       const folded = foldNode(ctx, node.inputs.map((i) => (i ? constant(i) ?? staticShapeOnly(node, i) : undefined)));
       if (folded) {
         node.outputs.forEach((o, i) => graph.setInitializer(o, folded[i]));

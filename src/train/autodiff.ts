@@ -15,6 +15,24 @@ import { lowerGraph, type BindingRef, type Lowered, type LowerOptions, type Step
 export interface AutodiffOptions extends LowerOptions {
   /** GEMM variant for the training kernels (synchronous: no autotuning inside a rule). */
   variant: (problem: GemmProblem) => GemmVariant;
+  /**
+   * 'train' (default): the training forward and the backward. 'evaluate': the evaluation
+   * forward only, over the same parameter buffers (BatchNormalization on its running
+   * statistics, Dropout an identity); no gradients.
+   */
+  mode?: 'train' | 'evaluate';
+  /** false: Dropout is an identity in training too (default true: it draws a mask). */
+  dropout?: boolean;
+}
+
+/** A step whose params block holds a seed the plan rewrites before every training step. */
+export interface ReseedSite {
+  /** Index into steps. */
+  step: number;
+  /** Byte offset of the u32 seed in its params block. */
+  offset: number;
+  /** Per node (its index in the graph): mixed with the step's seed. */
+  salt: number;
 }
 
 export interface TrainableParameter {
@@ -51,6 +69,10 @@ export interface TrainingLowered extends Lowered {
   dlogits: string;
   parameters: TrainableParameter[];
   partition: GraphPartition;
+  /** Initializers the training forward writes (BN running statistics): state, read back on export. */
+  state: string[];
+  /** Steps drawing random numbers (Dropout), reseeded per training step. */
+  reseed: ReseedSite[];
 }
 
 /** The value a softmax cross-entropy trains on: a final Softmax's input, else the output. */
@@ -82,7 +104,9 @@ export function partitionGraph(graph: Graph, logits = logitsOf(graph)): GraphPar
   const requiresGrad = new Set<string>();
   const parameters: string[] = [];
   for (const n of needed) {
-    for (const i of n.inputs) {
+    const fixed = gradientRule(n.opType)?.nonDifferentiable ?? [];
+    for (const [k, i] of n.inputs.entries()) {
+      if (fixed.includes(k)) continue;
       const init = graph.initializers.get(i);
       if (init?.trainable && isFloatType(init.value.dtype) && !requiresGrad.has(i)) {
         requiresGrad.add(i);
@@ -122,7 +146,8 @@ export function partitionGraph(graph: Graph, logits = logitsOf(graph)): GraphPar
 export async function differentiate(graph: Graph, options: AutodiffOptions): Promise<TrainingLowered> {
   const partition = partitionGraph(graph);
   const file = graph.source;
-  if (partition.parameters.length === 0) {
+  const training = (options.mode ?? 'train') === 'train';
+  if (partition.parameters.length === 0 && training) {
     throw new ModelError(`nothing to train: no trainable parameter reaches the logits '${partition.logits}' (every weight is frozen)`, { file });
   }
   for (const n of partition.trainable) {
@@ -162,15 +187,31 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
       return s as number[];
     },
     wants: (i) => partition.requiresGrad.has(node.inputs[i]),
+    // Labels with '@' (a node output's saved values: im2col, BN batch statistics) keep their
+    // exact name, so the node's backward finds them.
     temp(label, dims) {
-      const name = label.endsWith('@im2col') && !graph.values.has(label) && !temporaries.has(label) ? label : unique(label);
+      const name = label.includes('@') && !graph.values.has(label) && !temporaries.has(label) ? label : unique(label);
       temporaries.set(name, [...dims]);
       return name;
     },
     variant: options.variant,
     maxWorkgroupsPerDimension: options.maxWorkgroupsPerDimension,
     error: (message) => new ModelError(message, { file, node }),
+    training,
+    dropout: options.dropout ?? true,
+    state(name) {
+      if (!graph.initializers.has(name)) throw new ModelError(`internal: state '${name}' is not an initializer`, { file, node });
+      if (!state.includes(name)) state.push(name);
+    },
   });
+  const state: string[] = [];
+  const reseed: ReseedSite[] = [];
+  const push = (node: Node, ruleSteps: RuleStep[]) => {
+    for (const s of ruleSteps) {
+      if (s.reseed) reseed.push({ step: steps.length, offset: s.reseed.offset, salt: graph.nodes.indexOf(node) });
+      steps.push(toSpec(node, s));
+    }
+  };
   const toSpec = (node: Node, s: RuleStep): StepSpec => {
     const refs = s.program.bindings.filter((b) => b.name !== 'params').map((b): BindingRef => {
       const value = s.bind[b.name];
@@ -183,19 +224,25 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
   // Trainable part, forward: the rule's kernels, or the runtime's own for this node alone.
   for (const node of partition.trainable) {
     const rule = gradientRule(node.opType)!;
-    if (rule.forward) {
-      steps.push(...rule.forward(contextFor(node)).map((s) => toSpec(node, s)));
+    const own = rule.forward?.(contextFor(node));
+    if (own) {
+      push(node, own);
       continue;
     }
     const single = graph.clone();
     single.nodes = [single.nodes[graph.nodes.indexOf(node)]];
-    single.outputs = node.outputs.filter(Boolean).map((name) => ({ name, dtype: 'float32' as const, shape: graph.values.get(name)?.shape }));
+    // Only outputs something reads (a Dropout's unread mask output stays out: inference refuses it).
+    const read = (o: string) => o === partition.logits || graph.outputs.some((g) => g.name === o) || partition.needed.some((m) => m.inputs.includes(o));
+    single.outputs = node.outputs.filter((o) => o && read(o)).map((name) => ({ name, dtype: 'float32' as const, shape: graph.values.get(name)?.shape }));
     const lowered = await lowerGraph(single, options);
     steps.push(...lowered.steps);
     for (const [k, v] of lowered.aliases) aliases.set(k, v);
     for (const [k, v] of lowered.temporaries) temporaries.set(k, v);
   }
   const forwardSteps = steps.length;
+  if (!training) {
+    return { steps, aliases, temporaries, forwardSteps, dlogits: '', parameters: [], partition, state, reseed };
+  }
 
   // Backward, in reverse order: every reader of a value runs before its producer.
   const dlogits = unique(`grad ${partition.logits}`);
@@ -206,7 +253,7 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
     if (dOutputs.every((d) => d === undefined)) continue;
     const ctx = contextFor(node);
     const result = gradientRule(node.opType)!.backward(ctx, dOutputs);
-    steps.push(...result.steps.map((s) => toSpec(node, s)));
+    push(node, result.steps);
     node.inputs.forEach((input, i) => {
       const g = result.grads[i];
       if (!g || !partition.requiresGrad.has(input)) return;
@@ -228,7 +275,7 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
     if (!grad) throw new ModelError(`internal: parameter '${name}' got no gradient`, { file });
     return { name, dims, size: dims.reduce((a, b) => a * b, 1), grad };
   });
-  return { steps, aliases, temporaries, forwardSteps, dlogits, parameters, partition };
+  return { steps, aliases, temporaries, forwardSteps, dlogits, parameters, partition, state, reseed };
 }
 
 /** The key under which a parameter's buffer lives in the ConstantStore (the runtime's own key for raw initializers). */

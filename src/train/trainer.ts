@@ -13,14 +13,14 @@ import type { Graph } from '../graph/ir.ts';
 import { setBatchSize } from '../graph/surgery/batch.ts';
 import type { GemmVariant } from '../kernels/gemm.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
-import { NonFiniteLossError, type LossStats } from '../kernels/loss.ts';
+import { LabelOutOfRangeError, NonFiniteLossError, type LossStats } from '../kernels/loss.ts';
 import { ConstantStore } from '../runtime/plan.ts';
 import { Session } from '../runtime/session.ts';
 import { partitionGraph, type GraphPartition } from './autodiff.ts';
-import { architectureFingerprint, graphWeights, restoreGraphWeights, type Checkpoint, type JsonValue } from './checkpoint.ts';
+import { architectureFingerprint, CheckpointError, checkFingerprint, graphWeights, restoreGraphWeights, type Checkpoint, type JsonValue } from './checkpoint.ts';
 import { createOptimizer, type Optimizer, type OptimizerConfig } from './optimizers.ts';
 import { createSchedule, type ScheduleSpec } from './schedules.ts';
-import { TrainingPlan } from './training-plan.ts';
+import { mixSeed, TrainingPlan } from './training-plan.ts';
 
 /** What fit and evaluate consume: src/data's Batch fits this shape. */
 export interface TrainBatch {
@@ -107,6 +107,12 @@ export class TrainingDivergedError extends Error {
 export interface TrainerOptions {
   labelSmoothing?: number;
   gemm?: GemmVariant;
+  /**
+   * false: Dropout stays an identity in training. Default true: in training each Dropout draws
+   * a mask from (seed, optimizer step), so a resumed run draws the same masks; evaluate and
+   * predict never drop.
+   */
+  dropout?: boolean;
 }
 
 export class Trainer {
@@ -153,6 +159,7 @@ export class Trainer {
     let startEpoch = 0;
     const resume = options.checkpoint?.resume;
     if (resume) {
+      this.#checkResume(resume);
       restoreGraphWeights(this.#graph, resume.weights);
       this.#resetPlans();
       if (resume.optimizer) this.#optimizer.loadState(resume.optimizer);
@@ -174,18 +181,22 @@ export class Trainer {
       let samples = 0;
       let steps = 0;
       let lr = schedule.lrAt(this.#steps);
+      let index = 0;
       for await (const batch of batches(epoch)) {
+        const where = `epoch ${epoch + 1}, batch ${++index}, step ${this.#steps + 1}`;
+        this.#checkBatch(batch, where);
         const mode = this.#cacheMode(batch, options);
         if (mode && !cacheUsed) {
           cacheUsed = true;
           log(`feature caching: nothing before '${mode.partition.boundary.join("', '")}' trains and the inputs are not augmented, so the frozen body runs once per example and the head trains on cached features`);
         }
-        const plan = await this.#plan(batch.size, Boolean(mode));
+        const plan = await this.#plan(batch.size, Boolean(mode) ? 'head' : 'full');
+        this.#checkLabels(batch, plan.classes, where);
         const feeds = mode ? await this.#features(batch, mode.partition, cache) : new Map([[this.#input, batch.images]]);
         lr = schedule.lrAt(this.#steps);
         let stats: LossStats;
         try {
-          stats = await plan.step(feeds, batch.labels, this.#optimizer, lr, `epoch ${epoch + 1}, step ${this.#steps + 1}`);
+          stats = await plan.step(feeds, batch.labels, this.#optimizer, lr, where, mixSeed(options.seed ?? 0, this.#steps));
         } catch (e) {
           if (e instanceof NonFiniteLossError) {
             await plan.undoLastStep();
@@ -236,8 +247,12 @@ export class Trainer {
     let top1 = 0;
     let top5 = 0;
     let samples = 0;
+    let index = 0;
     for await (const batch of batches(0)) {
-      const plan = await this.#plan(batch.size, false);
+      const where = `evaluation, batch ${++index}`;
+      this.#checkBatch(batch, where);
+      const plan = await this.#plan(batch.size, 'evaluate');
+      this.#checkLabels(batch, plan.classes, where);
       const { stats } = await plan.evaluate(new Map([[this.#input, batch.images]]), batch.labels);
       loss += stats!.loss * batch.size;
       top1 += stats!.top1;
@@ -250,7 +265,8 @@ export class Trainer {
   /** Logits [batch, classes] for NCHW images of `batch` samples. */
   async predict(images: Float32Array, batch: number): Promise<Float32Array> {
     this.#checkUsable();
-    const plan = await this.#plan(batch, false);
+    this.#checkBatch({ images, labels: new Uint32Array(batch), size: batch }, 'predict');
+    const plan = await this.#plan(batch, 'evaluate');
     return (await plan.evaluate(new Map([[this.#input, images]]), undefined, true)).logits!;
   }
 
@@ -258,9 +274,15 @@ export class Trainer {
   async exportGraph(): Promise<Graph> {
     this.#checkUsable();
     const g = this.#graph.clone();
-    const plan = await this.#anyPlan();
-    if (plan) {
-      for (const [name, data] of await plan.readParameters()) {
+    const plans = await Promise.all([...this.#plans.values()]);
+    // Trainable parameters and state (BN running statistics) of every plan, from the shared buffers.
+    const names = new Set<string>();
+    for (const plan of plans) {
+      for (const p of plan.parameters) names.add(p.name);
+      for (const s of plan.state) names.add(s);
+    }
+    if (plans.length) {
+      for (const [name, data] of await plans[0].readValues(names)) {
         const init = g.initializers.get(name)!;
         g.setInitializer(name, { dtype: 'float32', dims: [...init.value.dims], data }, init.trainable);
       }
@@ -317,14 +339,18 @@ export class Trainer {
     return g;
   }
 
-  #plan(batch: number, head: boolean): Promise<TrainingPlan> {
-    const key = `${batch}|${head ? 'head' : 'full'}`;
+  /** 'full': training over the whole graph; 'head': training on cached features; 'evaluate': the evaluation forward. */
+  #plan(batch: number, kind: 'full' | 'head' | 'evaluate'): Promise<TrainingPlan> {
+    const key = `${batch}|${kind}`;
     let plan = this.#plans.get(key);
     if (!plan) {
       plan = (async () => {
         const full = this.#prepared(batch);
-        const graph = head ? headGraph(full, partitionGraph(full)) : full;
-        return TrainingPlan.create(this.#gpu, graph, { constants: this.#constants, labelSmoothing: this.#options.labelSmoothing, gemm: this.#options.gemm });
+        const graph = kind === 'head' ? headGraph(full, partitionGraph(full)) : full;
+        return TrainingPlan.create(this.#gpu, graph, {
+          constants: this.#constants, labelSmoothing: this.#options.labelSmoothing, gemm: this.#options.gemm,
+          mode: kind === 'evaluate' ? 'evaluate' : 'train', dropout: this.#options.dropout,
+        });
       })();
       this.#plans.set(key, plan);
       plan.catch(() => this.#plans.delete(key));
@@ -332,9 +358,55 @@ export class Trainer {
     return plan;
   }
 
-  async #anyPlan(): Promise<TrainingPlan | undefined> {
-    const first = [...this.#plans.values()][0];
-    return first ? await first : undefined;
+  /** Floats per example the model's image input takes (C·H·W). */
+  #exampleFloats(): number | undefined {
+    const dims = this.#graph.feedInputs[0].shape?.slice(1);
+    if (!dims || dims.some((d) => typeof d !== 'number')) return undefined;
+    return (dims as number[]).reduce((a, b) => a * b, 1);
+  }
+
+  /** A batch whose images do not hold size × C·H·W floats, or whose labels do not match its size, is refused naming where. */
+  #checkBatch(batch: TrainBatch, where: string): void {
+    const per = this.#exampleFloats();
+    const dims = this.#graph.feedInputs[0].shape?.slice(1).join('×');
+    if (!Number.isInteger(batch.size) || batch.size < 1) throw new ModelError(`${where}: batch size ${batch.size} is not a positive integer`);
+    if (batch.labels.length !== batch.size) throw new ModelError(`${where}: ${batch.labels.length} labels for a batch of ${batch.size} images`);
+    if (per !== undefined && batch.images.length !== batch.size * per) {
+      const each = batch.images.length / batch.size;
+      throw new ModelError(
+        `${where}: the images hold ${batch.images.length} floats, but ${batch.size} images of ${dims} (${per} floats each) need ${batch.size * per}` +
+          (Number.isInteger(each) ? ` (${each} floats per image on average)` : '') +
+          `: the images are not all ${dims}; every image of a batch must be ${dims} (resize or crop them to the model's input size)`,
+      );
+    }
+  }
+
+  /** Labels outside [0, classes) are refused on the host, before any update, naming where. */
+  #checkLabels(batch: TrainBatch, classes: number, where: string): void {
+    let first = -1;
+    let count = 0;
+    batch.labels.forEach((l, i) => {
+      if (l >= classes) {
+        count++;
+        if (first < 0) first = i;
+      }
+    });
+    if (count) throw new LabelOutOfRangeError(first, batch.labels[first], classes, count, batch.size, where);
+  }
+
+  /** A checkpoint must come from this architecture and hold every weight with the right size. */
+  #checkResume(ck: Checkpoint): void {
+    if (!ck || !ck.fingerprint || !(ck.weights instanceof Map)) {
+      throw new CheckpointError('not-a-checkpoint', '', 'resume: the object given is not a checkpoint (no fingerprint or weights)');
+    }
+    checkFingerprint(ck.fingerprint, architectureFingerprint(this.#graph));
+    for (const [name, init] of this.#graph.initializers) {
+      if (init.value.dtype !== 'float32') continue;
+      const w = ck.weights.get(name);
+      const want = init.value.dims.reduce((a, b) => a * b, 1);
+      if (!w) throw new CheckpointError('truncated', '', `resume: the checkpoint lacks weight '${name}' [${init.value.dims.join(', ')}]`);
+      if (w.data.length !== want) throw new CheckpointError('truncated', '', `resume: weight '${name}' holds ${w.data.length} floats in the checkpoint, ${want} expected ([${init.value.dims.join(', ')}])`);
+    }
   }
 
   #cacheMode(batch: TrainBatch, options: FitOptions): { partition: GraphPartition } | undefined {

@@ -19,13 +19,28 @@ export interface TrainingPlanOptions {
   labelSmoothing?: number;
   /** One GEMM variant for every GEMM (default: the engine's per-shape default). */
   gemm?: GemmVariant;
+  /**
+   * 'evaluate': a forward-only plan in evaluation mode (BatchNormalization on its running
+   * statistics, Dropout an identity) over the same parameter buffers; step() is refused.
+   */
+  mode?: 'train' | 'evaluate';
+  /** false: Dropout stays an identity in training (default true). */
+  dropout?: boolean;
+}
+
+/** The seed a Dropout step draws with: the training step's seed mixed with the node's salt. */
+export function mixSeed(seed: number, salt: number): number {
+  let h = (Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(salt + 1, 0x85ebca6b)) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
+  h = Math.imul(h ^ (h >>> 15), 0x846ca68b) >>> 0;
+  return (h ^ (h >>> 16)) >>> 0;
 }
 
 export class TrainingPlan {
   readonly #gpu: GpuContext;
   readonly #plan: Plan;
   readonly #lowered: TrainingLowered;
-  readonly #train: CrossEntropyStep;
+  readonly #train: CrossEntropyStep | undefined;
   readonly #eval: CrossEntropyStep;
   readonly #labels: GPUBuffer;
   readonly #staging: GPUBuffer;
@@ -36,7 +51,7 @@ export class TrainingPlan {
   /** Each parameter as it was before the latest update: a non-finite step is undone from these. */
   readonly #before: GPUBuffer[];
 
-  private constructor(gpu: GpuContext, graph: Graph, plan: Plan, lowered: TrainingLowered, train: CrossEntropyStep, evaluation: CrossEntropyStep, labels: GPUBuffer, constants: ConstantStore) {
+  private constructor(gpu: GpuContext, graph: Graph, plan: Plan, lowered: TrainingLowered, train: CrossEntropyStep | undefined, evaluation: CrossEntropyStep, labels: GPUBuffer, constants: ConstantStore) {
     this.#gpu = gpu;
     this.#graph = graph;
     this.#plan = plan;
@@ -53,7 +68,18 @@ export class TrainingPlan {
       grad: plan.bufferOf(p.grad)!,
       size: p.size,
     }));
-    this.#before = this.#bindings.map((b) => gpu.createBuffer(`'${b.name}' before the step`, Math.max(16, Math.ceil(b.size / 4) * 16), STORAGE_USAGE));
+    // Parameters and state (BN running statistics) as they were before the latest step.
+    this.#undoable = [
+      ...this.#bindings.map((b) => ({ name: b.name, buffer: b.param, size: b.size })),
+      ...lowered.state.map((name) => ({ name, buffer: this.parameterBuffer(name), size: this.#sizeOf(name) })),
+    ];
+    this.#before = this.#undoable.map((b) => gpu.createBuffer(`'${b.name}' before the step`, Math.max(16, Math.ceil(b.size / 4) * 16), STORAGE_USAGE));
+  }
+
+  readonly #undoable: { name: string; buffer: GPUBuffer; size: number }[];
+
+  #sizeOf(name: string): number {
+    return this.#graph.initializers.get(name)!.value.dims.reduce((a, b) => a * b, 1);
   }
 
   /** Compiles a prepared graph (static shapes) for training at its input shapes. */
@@ -61,7 +87,10 @@ export class TrainingPlan {
     const software = gpu.info.isSoftware;
     const limits = gpu.device.limits;
     const fixed = options.gemm;
+    const evaluation = options.mode === 'evaluate';
     const lowered = await differentiate(graph, {
+      mode: options.mode,
+      dropout: options.dropout,
       chooseVariant: async (problem) => fixed ?? defaultVariant(problem, software),
       variant: (problem) => fixed ?? defaultVariant(problem, software),
       maxBindingBytes: limits.maxStorageBufferBindingSize,
@@ -74,7 +103,7 @@ export class TrainingPlan {
     }
     const planGraph = graph.clone();
     planGraph.outputs = [{ name: logits, dtype: 'float32', shape: dims }];
-    const plan = await Plan.compile(gpu, planGraph, lowered, options.constants, {
+    const plan = await Plan.compile(gpu, planGraph, lowered, options.constants, evaluation ? {} : {
       external: [lowered.dlogits],
       keep: lowered.parameters.map((p) => p.grad),
     });
@@ -82,9 +111,9 @@ export class TrainingPlan {
     const labels = gpu.createBuffer('labels', Math.max(16, batch * 4), STORAGE_USAGE);
     const logitsRange = { buffer: plan.bufferOf(logits)! };
     const smoothing = options.labelSmoothing ?? 0;
-    const train = await prepareCrossEntropy(gpu, { batch, classes, labelSmoothing: smoothing }, { logits: logitsRange, labels: { buffer: labels }, dlogits: { buffer: plan.bufferOf(lowered.dlogits)! } });
-    const evaluation = await prepareCrossEntropy(gpu, { batch, classes, labelSmoothing: smoothing, gradient: false }, { logits: logitsRange, labels: { buffer: labels } });
-    return new TrainingPlan(gpu, graph, plan, lowered, train, evaluation, labels, options.constants);
+    const train = evaluation ? undefined : await prepareCrossEntropy(gpu, { batch, classes, labelSmoothing: smoothing }, { logits: logitsRange, labels: { buffer: labels }, dlogits: { buffer: plan.bufferOf(lowered.dlogits)! } });
+    const evaluate = await prepareCrossEntropy(gpu, { batch, classes, labelSmoothing: smoothing, gradient: false }, { logits: logitsRange, labels: { buffer: labels } });
+    return new TrainingPlan(gpu, graph, plan, lowered, train, evaluate, labels, options.constants);
   }
 
   get batch(): number {
@@ -129,18 +158,22 @@ export class TrainingPlan {
    * submit. Returns the loss stats (checked: throws NonFiniteLossError / LabelOutOfRangeError,
    * in which case the update was still applied: callers restore from their last good state).
    */
-  async step(feeds: Map<string, Float32Array>, labels: Uint32Array, optimizer: Optimizer | undefined, lr?: number, where = ''): Promise<LossStats> {
+  async step(feeds: Map<string, Float32Array>, labels: Uint32Array, optimizer: Optimizer | undefined, lr?: number, where = '', seed = 0): Promise<LossStats> {
+    if (!this.#train) throw new Error('an evaluation plan does not train');
     this.#feed(feeds, labels);
+    for (const r of this.#lowered.reseed) {
+      this.#gpu.device.queue.writeBuffer(this.#plan.steps[r.step].owned[0], r.offset, Uint32Array.of(mixSeed(seed, r.salt)));
+    }
     const encoder = this.#gpu.device.createCommandEncoder({ label: 'training step' });
+    if (optimizer) this.#undoable.forEach((b, i) => encoder.copyBufferToBuffer(b.buffer, 0, this.#before[i], 0, b.size * 4));
     const f = this.#lowered.forwardSteps;
     encodeSteps(encoder, this.#plan.steps.slice(0, f), 'forward');
-    this.#train.encode(encoder);
+    this.#train!.encode(encoder);
     encodeSteps(encoder, this.#plan.steps.slice(f), 'backward');
     if (optimizer) {
-      this.#bindings.forEach((b, i) => encoder.copyBufferToBuffer(b.param, 0, this.#before[i], 0, b.size * 4));
       optimizer.step(this.#bindings, encoder, lr);
     }
-    encoder.copyBufferToBuffer(this.#train.stats, 0, this.#staging, 0, LOSS_STATS_BYTES);
+    encoder.copyBufferToBuffer(this.#train!.stats, 0, this.#staging, 0, LOSS_STATS_BYTES);
     this.#gpu.device.queue.submit([encoder.finish()]);
     return checkLossStats(await this.#readStats(), this.classes, where);
   }
@@ -174,6 +207,18 @@ export class TrainingPlan {
     return out;
   }
 
+  /** Initializers the training forward writes (BN running statistics). */
+  get state(): readonly string[] {
+    return this.#lowered.state;
+  }
+
+  /** Reads initializers (parameters or state) back from their GPU buffers. */
+  async readValues(names: Iterable<string>): Promise<Map<string, Float32Array>> {
+    const out = new Map<string, Float32Array>();
+    for (const name of names) out.set(name, new Float32Array(await this.#gpu.read(this.parameterBuffer(name), this.#sizeOf(name) * 4)));
+    return out;
+  }
+
   /** Reads the gradients of the last step (kept to the end of the plan). */
   async readGradients(): Promise<Map<string, Float32Array>> {
     const out = new Map<string, Float32Array>();
@@ -184,7 +229,7 @@ export class TrainingPlan {
   /** Puts every parameter back as it was before the latest step() (after a non-finite loss). */
   async undoLastStep(): Promise<void> {
     const encoder = this.#gpu.device.createCommandEncoder({ label: 'undo step' });
-    this.#bindings.forEach((b, i) => encoder.copyBufferToBuffer(this.#before[i], 0, b.param, 0, b.size * 4));
+    this.#undoable.forEach((b, i) => encoder.copyBufferToBuffer(this.#before[i], 0, b.buffer, 0, b.size * 4));
     this.#gpu.device.queue.submit([encoder.finish()]);
     await this.#gpu.device.queue.onSubmittedWorkDone();
   }
@@ -196,7 +241,7 @@ export class TrainingPlan {
 
   dispose(): void {
     this.#plan.dispose();
-    this.#train.destroy();
+    this.#train?.destroy();
     this.#eval.destroy();
     this.#labels.destroy();
     this.#staging.destroy();
