@@ -90,6 +90,8 @@ const EXPECTED_REFUSALS: Record<string, { reason: string; message: RegExp }> = {
   // non-tensor values
   test_identity_opt: { reason: 'optional value (tensors only)', message: NON_TENSOR },
   test_identity_sequence: { reason: 'sequence value (tensors only)', message: NON_TENSOR },
+  // empty tensors: the declared input [0,3,4] could never be fed (run() takes positive dims only)
+  test_reshape_allowzero_reordered: { reason: 'zero-size input [0,3,4] (empty tensors are not run)', message: /input 'data' has dims \[0, 3, 4\]: .*empty tensor/ },
 };
 
 /**
@@ -97,15 +99,7 @@ const EXPECTED_REFUSALS: Record<string, { reason: string; message: RegExp }> = {
  * outside the kernels): each case must still fail exactly so, and the test fails once it stops
  * failing, so that the entry is removed with the fix.
  */
-const KNOWN_ISSUES: Record<string, { issue: string; detail: RegExp }> = {
-  // Session.create accepts the declared input [0, 3, 4], then run() refuses the only feed that
-  // fits it. Either checkGraph should refuse zero-size values at create time, or the session
-  // should accept (and the plan run) empty tensors.
-  test_reshape_allowzero_reordered: {
-    issue: 'a zero-size input ([0,3,4]) is accepted by Session.create but every feed is refused by run',
-    detail: /run threw ModelError: .*dims \[0,3,4\]; dims must be positive integers/,
-  },
-};
+const KNOWN_ISSUES: Record<string, { issue: string; detail: RegExp }> = {};
 
 interface Outcome {
   op: string;

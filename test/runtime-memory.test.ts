@@ -1,6 +1,7 @@
 // Activation memory of a compiled Plan against the ideal for its schedule. For light ResNet-50
 // and GoogLeNet (Inception v1) at batch 8, the GPU bytes the plan holds for activations
-// (Session.peakActivationBytes: every pooled buffer, graph input and output included) must lie
+// (Session.peakActivationBytes: the activation arenas and any whole buffers, graph inputs and
+// outputs included) must lie
 // between the ideal and 1.25× the ideal.
 //
 // The ideal is computed here from the graph alone, without the runtime's lowering or liveness:
@@ -32,18 +33,7 @@ const BATCH = 8;
 const SLACK = 1.25;
 const MODELS: { name: LightModel; title: string; knownIssue?: string }[] = [
   { name: 'resnet50', title: 'ResNet-50' },
-  {
-    name: 'inception_v1',
-    title: 'GoogLeNet',
-    // Reported, to be fixed in src/runtime/plan.ts: the pool reuses whole buffers, one tensor per
-    // buffer at a time (online best fit: 1.97×). GoogLeNet's peak is two 17.7 MiB tensors (batch
-    // 8) while conv1's output needs 24.5 MiB, and an inception module keeps five or more small
-    // tensors alive beside its concat output, which no freed big buffer can hold together; an
-    // offline greedy-by-size whole-buffer assignment still needs 1.49×, while packing tensors at
-    // offsets in one shared buffer reaches 1.00×. While this stands the test checks that the
-    // ratio is still over the bound, so that the entry goes with the fix.
-    knownIssue: 'whole-buffer reuse cannot pack GoogLeNet within 1.25× (needs sub-allocation at offsets)',
-  },
+  { name: 'inception_v1', title: 'GoogLeNet' },
 ];
 
 describe(`activation memory of the plan at batch ${BATCH} vs the ideal for its schedule`, () => {

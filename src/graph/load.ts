@@ -9,6 +9,9 @@ import type { TensorValue } from './tensor.ts';
 
 /** The newest default-domain opset whose semantics the engine implements for its ops. */
 export const MAX_SUPPORTED_OPSET = 21;
+
+/** Ops whose folded output is the same numbers as their input (or only its dims). */
+const RELABELLING_OPS = new Set(['Shape', 'Identity', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze']);
 /** Ops whose meaning changed before opset 7 are refused node by node (legacy broadcast
  * attributes, BatchNormalization spatial=0), so older models load when they avoid those. */
 export const MIN_SUPPORTED_OPSET = 1;
@@ -45,13 +48,15 @@ export function prepareGraph(graph: Graph, options: PrepareOptions = {}): Graph 
   const kept: Node[] = [];
   for (const node of graph.nodes) {
     const ctx = new ShapeContext(graph, node, opset, constant);
-    // A node reading a trainable weight stays: folding it would freeze what training updates
-    // (Shape reads only dims and is exempt).
-    const readsTrainable = node.opType !== 'Shape' && node.inputs.some((i) => graph.initializers.get(i)?.trainable);
+    // Arithmetic on a trainable weight stays a node: folding it would freeze what training
+    // updates. Pure relabelling (a reshaped weight becomes the trainable weight) folds.
+    const readsTrainable = !RELABELLING_OPS.has(node.opType) && node.inputs.some((i) => graph.initializers.get(i)?.trainable);
     if (isFoldable(node.opType) && !readsTrainable) {
       const folded = foldNode(ctx, node.inputs.map((i) => (i ? constant(i) ?? staticShapeOnly(node, i) : undefined)));
       if (folded) {
-        node.outputs.forEach((o, i) => graph.setInitializer(o, folded[i]));
+        // A relabelled weight keeps its own trainable flag; other folded floats start trainable.
+        const source = RELABELLING_OPS.has(node.opType) ? graph.initializers.get(node.inputs[0]) : undefined;
+        node.outputs.forEach((o, i) => graph.setInitializer(o, folded[i], source?.trainable));
         continue;
       }
     }

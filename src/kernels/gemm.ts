@@ -95,8 +95,10 @@ export function gemmProgram(problem: GemmProblem, variant: GemmVariant): KernelP
   const paramBinding = problem.bias ? 4 : 3;
   const wgsl = variant.kind === 'register' ? registerKernel(s, variant, params.wgsl(paramBinding)) : sharedKernel(s, variant, params.wgsl(paramBinding));
   const bindings: KernelProgram['bindings'] = [
-    { name: 'a', access: 'read' },
-    { name: 'b', access: 'read' },
+    // A and B are declared read_write (never written) so that activations sharing an arena
+    // with C can be bound; the bias is a constant (or a pooled value) and stays read-only.
+    { name: 'a', access: 'read_write', writes: false },
+    { name: 'b', access: 'read_write', writes: false },
     { name: 'c', access: 'read_write' },
   ];
   if (problem.bias) bindings.push({ name: 'bias', access: 'read' });
@@ -305,8 +307,8 @@ function registerKernel(s: Structure, v: Extract<GemmVariant, { kind: 'register'
   const cols = range(TN4);
 
   const L: string[] = [];
-  L.push(`@group(0) @binding(0) var<storage, read> a: array<${s.aVec ? 'vec4f' : 'f32'}>;`);
-  L.push(`@group(0) @binding(1) var<storage, read> b: array<${s.bVec ? 'vec4f' : 'f32'}>;`);
+  L.push(`@group(0) @binding(0) var<storage, read_write> a: array<${s.aVec ? 'vec4f' : 'f32'}>;`);
+  L.push(`@group(0) @binding(1) var<storage, read_write> b: array<${s.bVec ? 'vec4f' : 'f32'}>;`);
   L.push(`@group(0) @binding(2) var<storage, read_write> c: array<f32>;`);
   if (s.bias) L.push(`@group(0) @binding(3) var<storage, read> bias: array<f32>;`);
   L.push(paramsWgsl);
@@ -461,8 +463,8 @@ function sharedKernel(s: Structure, v: Extract<GemmVariant, { kind: 'shared' }>,
   const BK = v.tileK;
   const NT = v.wgX * v.wgY;
   const L: string[] = [];
-  L.push(`@group(0) @binding(0) var<storage, read> a: array<f32>;`);
-  L.push(`@group(0) @binding(1) var<storage, read> b: array<f32>;`);
+  L.push(`@group(0) @binding(0) var<storage, read_write> a: array<f32>;`);
+  L.push(`@group(0) @binding(1) var<storage, read_write> b: array<f32>;`);
   L.push(`@group(0) @binding(2) var<storage, read_write> c: array<f32>;`);
   if (s.bias) L.push(`@group(0) @binding(3) var<storage, read> bias: array<f32>;`);
   L.push(paramsWgsl);

@@ -10,7 +10,22 @@ export interface ProgramBinding {
   /** What the runtime must bind here, by role; the op decides the order. 'params' is the
    * program's own uniform block, which prepareStep creates from `params`. */
   name: string;
+  /**
+   * The access mode the WGSL declares. WebGPU forbids a read-only and a writable binding of one
+   * buffer in the same dispatch, but allows several writable ('read_write') bindings of one
+   * buffer at non-overlapping ranges: inputs that carry activations are declared 'read_write'
+   * (with `writes: false`) so that the runtime can place them in one shared arena beside the
+   * step's output.
+   */
   access: 'read' | 'read_write' | 'uniform';
+  /** Whether the program writes this binding (default: access === 'read_write'). The runtime
+   * takes a value's lifetime from it: a value starts at its first writer. */
+  writes?: boolean;
+}
+
+/** Whether a program writes the binding (see ProgramBinding.writes). */
+export function bindingWrites(b: ProgramBinding): boolean {
+  return b.writes ?? b.access === 'read_write';
 }
 
 export interface KernelProgram {
@@ -296,7 +311,7 @@ export interface Window2d {
   dilationW: number;
 }
 
-/** A one-invocation-per-element program: read-only inputs, one output y, a uniform block. */
+/** A one-invocation-per-element program: inputs (read, never written), one output y, a uniform block. */
 export interface ElementProgramSpec {
   label: string;
   /** The pipeline key (see KernelProgram.key). */
@@ -306,8 +321,10 @@ export interface ElementProgramSpec {
   /** Workgroup size (default ELEMENT_WORKGROUP). */
   workgroup?: number;
   /**
-   * The read-only storage bindings before y, in order: the binding's role name, and its WGSL
+   * The input storage bindings before y, in order: the binding's role name, and its WGSL
    * variable where that differs (a role like 'var' is a WGSL keyword). Default: one input 'x'.
+   * They are declared read_write (never written: `writes: false`) so that activations sharing
+   * an arena with y can be bound (see ProgramBinding.access).
    */
   inputs?: { name: string; wgsl?: string }[];
   /** Declares the program's own uniforms, after `size` and `rowSize`. */
@@ -328,7 +345,7 @@ export function elementProgram(spec: ElementProgramSpec): KernelProgram {
   const P = new ParamBlock().u32('size', spec.total).u32('rowSize', rowSize);
   spec.params?.(P);
   const wgsl = `
-${inputs.map((b, i) => `@group(0) @binding(${i}) var<storage, read> ${b.wgsl ?? b.name}: array<f32>;`).join('\n')}
+${inputs.map((b, i) => `@group(0) @binding(${i}) var<storage, read_write> ${b.wgsl ?? b.name}: array<f32>;`).join('\n')}
 @group(0) @binding(${inputs.length}) var<storage, read_write> y: array<f32>;
 ${P.wgsl(inputs.length + 1)}
 @compute @workgroup_size(${workgroup})
@@ -343,7 +360,7 @@ ${spec.body}
     wgsl,
     dispatch,
     bindings: [
-      ...inputs.map((b) => ({ name: b.name, access: 'read' as const })),
+      ...inputs.map((b) => ({ name: b.name, access: 'read_write' as const, writes: false })),
       { name: 'y', access: 'read_write' },
       { name: 'params', access: 'uniform' },
     ],

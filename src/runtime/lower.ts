@@ -3,6 +3,9 @@
 // following BatchNormalization (folded into its weights) and activation; Gemm, MatMul and the
 // elementwise ops absorb a following activation. Unsupported ops and attributes are refused
 // here, at create time, with the node and op named.
+// A step that would bind one tensor to two of its bindings reads a copy instead
+// (separateRepeatedBindings): activation inputs are declared read_write, and WebGPU refuses two
+// writable bindings of one range.
 import { AttributeReader } from '../graph/attributes.ts';
 import { ModelError } from '../graph/errors.ts';
 import { windowGeometry } from '../graph/geometry.ts';
@@ -103,7 +106,65 @@ export async function lowerGraph(graph: Graph, options: LowerOptions): Promise<L
     }
     steps.push(...(await lowering.lower()));
   }
-  return { steps, aliases, temporaries };
+  return { steps: separateRepeatedBindings(graph, steps, aliases, temporaries), aliases, temporaries };
+}
+
+/**
+ * A step that binds one tensor twice (Mul(x, x), Add(x, Reshape(x)), a constant twice) would
+ * bind one buffer range to two writable bindings, which WebGPU refuses (activation inputs are
+ * declared read_write so that they can share the arena with the output): the second binding of
+ * a value reads a copy made by an identity kernel just before the node's steps, and a repeated
+ * constant is uploaded again under its own key.
+ */
+function separateRepeatedBindings(graph: Graph, steps: StepSpec[], aliases: Map<string, string>, temporaries: Map<string, number[]>): StepSpec[] {
+  const root = (name: string): string => {
+    let n = name;
+    for (let guard = 0; aliases.has(n) && guard < 10000; guard++) n = aliases.get(n)!;
+    return n;
+  };
+  const out: StepSpec[] = [];
+  /** node + value + binding → the copy made for it (a node's steps share one copy). */
+  const copies = new Map<string, string>();
+  const nodeIds = new Map<Node, number>();
+  steps.forEach((step) => {
+    const access = step.program.bindings.filter((b) => b.name !== 'params');
+    const seen = new Map<string, number>();
+    let refs = step.refs;
+    step.refs.forEach((ref, k) => {
+      const id = 'value' in ref ? `value:${root(ref.value)}` : `constant:${ref.constant.key}`;
+      const first = seen.get(id);
+      if (first === undefined) {
+        seen.set(id, k);
+        return;
+      }
+      if (access[k].access !== 'read_write' && access[first].access !== 'read_write') return;
+      if (refs === step.refs) refs = [...step.refs];
+      if (!('value' in ref)) {
+        refs[k] = { constant: { key: `${ref.constant.key}#binding${k}`, data: ref.constant.data } };
+        return;
+      }
+      if (!nodeIds.has(step.node)) nodeIds.set(step.node, nodeIds.size);
+      const v = root(ref.value);
+      const cacheKey = `${nodeIds.get(step.node)}|${v}|${k}`;
+      let copy = copies.get(cacheKey);
+      if (!copy) {
+        const dims = temporaries.get(v) ?? (graph.values.get(v)?.shape as number[] | undefined);
+        if (!dims || dims.some((d) => typeof d !== 'number')) throw new ModelError(`value '${v}' has no static shape`, { file: graph.source, node: step.node });
+        // Named after the node's output (unique in the graph), so separate lowerings of one graph
+        // (training lowers node by node) never reuse a name.
+        const base = `${v}#copy(${step.node.outputs[0] || step.node.name}:${k})`;
+        copy = base;
+        for (let n = 1; graph.values.has(copy) || temporaries.has(copy); n++) copy = `${base}#${n}`;
+        copies.set(cacheKey, copy);
+        temporaries.set(copy, [...dims]);
+        const size = dims.reduce((a, b) => a * b, 1);
+        out.push({ program: unaryProgram({ kind: 'identity' }, size), refs: [{ value: v }, { value: copy }], node: step.node });
+      }
+      refs[k] = { value: copy };
+    });
+    out.push(refs === step.refs ? step : { ...step, refs });
+  });
+  return out;
 }
 
 // ---- one node (and whatever it absorbs) ----

@@ -1,12 +1,22 @@
 /// <reference types="@webgpu/types" />
-// A Plan: the kernel steps of one graph at one set of input shapes, over GPU buffers assigned by
-// liveness (a value's buffer goes back to the pool after its last reader and is reused by a
-// later value), with persistent input, output and readback buffers. One command encoder, one
-// compute pass and one submit per run.
+// A Plan: the kernel steps of one graph at one set of input shapes, with its activations placed
+// by liveness, and readback buffers for the outputs. One command encoder, one compute pass and
+// one submit per run.
+//
+// Activations live in one shared arena (more when they exceed maxBufferSize), each at an offset
+// packed ahead of time over the values' lifetimes, so that values alive at the same step never
+// overlap and memory freed by a dead value is reused by any later value that fits, whatever
+// its size (GoogLeNet's inception modules keep many small tensors beside large ones). A step
+// binds its inputs and output as ranges of one buffer: WebGPU allows that for writable
+// bindings at non-overlapping ranges, which is why the forward kernels declare their
+// activation inputs read_write (ProgramBinding.writes tells what a step really writes). Values
+// bound read-only anywhere (backward kernels), and those handed out whole (bufferOf: external,
+// keep, and feeds and outputs unless packed), get whole buffers from a pool instead (a buffer
+// returns to the pool after its value's last reader).
 import { ModelError } from '../graph/errors.ts';
 import type { Graph } from '../graph/ir.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
-import { encodeSteps, prepareStep, STORAGE_USAGE, type BufferRange, type KernelStep } from '../kernels/program.ts';
+import { bindingWrites, encodeSteps, prepareStep, STORAGE_USAGE, type BufferRange, type KernelStep } from '../kernels/program.ts';
 import type { ConstantTensor, Lowered, StepSpec } from './lower.ts';
 
 /** Uploaded constants, shared by every plan of a session (keyed by their packed form). */
@@ -48,17 +58,20 @@ export interface PlanInput {
   name: string;
   dims: number[];
   buffer: GPUBuffer;
+  /** Byte offset of the input in `buffer` (0 unless feeds are packed into the arena). */
+  offset: number;
 }
 
 export interface PlanOutput {
   name: string;
   dims: number[];
-  /** Where the output lives on the GPU, or its value when the graph folded it to a constant. */
-  source: { buffer: GPUBuffer; bytes: number } | { host: Float32Array };
+  /** Where the output lives on the GPU (at `offset` bytes), or its value when the graph folded
+   * it to a constant. */
+  source: { buffer: GPUBuffer; offset: number; bytes: number } | { host: Float32Array };
   staging?: GPUBuffer;
 }
 
-/** Training's additions to a plan (all optional; inference passes none). */
+/** Training's additions to a plan, and inference's packing of feeds and outputs (all optional). */
 export interface PlanCompileOptions {
   /** Values written outside the plan's steps before they run (a loss gradient): buffers live
    * from the start to the end, like feeds, but are not fed by execute(). */
@@ -66,17 +79,34 @@ export interface PlanCompileOptions {
   /** Values kept alive to the end without a readback (parameter gradients for the optimizer,
    * saved activations a check pass reads). */
   keep?: string[];
+  /**
+   * Sub-allocate graph inputs and outputs in the shared activation arena like any other value
+   * (inference: execute() uploads and reads back at their offsets). Without it they get buffers
+   * of their own, so that bufferOf() and PlanInput.buffer address them at offset 0 (training
+   * binds the logits and uploads feeds itself).
+   */
+  packFeedsAndOutputs?: boolean;
+}
+
+/** Where a value lives: a whole pooled buffer (offset 0) or a range of an arena. */
+interface Placement {
+  buffer: GPUBuffer;
+  offset: number;
+  /** True when the buffer is the value's own for its lifetime (bufferOf() may hand it out). */
+  whole: boolean;
 }
 
 export class Plan {
-  #buffers: (name: string) => GPUBuffer | undefined = () => undefined;
+  #placement: (name: string) => Placement | undefined = () => undefined;
+  #bytes: (name: string) => number = () => 0;
 
   private constructor(
     readonly gpu: GpuContext,
     readonly inputs: PlanInput[],
     readonly outputs: PlanOutput[],
     readonly steps: KernelStep[],
-    /** Bytes of all activation buffers the plan holds (pooled values, inputs, outputs). */
+    /** Bytes of GPU buffers the plan holds for activations: the arenas plus the whole buffers
+     * of pooled values (graph inputs and outputs included). */
     readonly peakActivationBytes: number,
     /** The most bytes of activations alive at once (a lower bound for any allocator). */
     readonly peakLiveBytes: number,
@@ -95,6 +125,8 @@ export class Plan {
       if (!dims || dims.some((d) => typeof d !== 'number')) throw new ModelError(`value '${name}' has no static shape`, { file: graph.source });
       return 4 * dims.reduce((a, b) => a * b, 1);
     };
+    const limits = gpu.device.limits;
+    const align = Math.max(16, limits.minStorageBufferOffsetAlignment);
 
     // Lifetimes over step indices (graph inputs live from -1, graph outputs to the end).
     const feedNames = graph.feedInputs.map((i) => i.name);
@@ -102,13 +134,24 @@ export class Plan {
     const last = new Map<string, number>();
     for (const name of feedNames) def.set(name, -1);
     for (const name of options.external ?? []) def.set(root(name), -1);
+    /** Values bound somewhere to a read-only binding: they cannot share a buffer with a value
+     * the same dispatch writes, so they get whole pooled buffers. */
+    const readOnly = new Set<string>();
     const accessOf = (s: StepSpec) => s.program.bindings.filter((b) => b.name !== 'params');
     lowered.steps.forEach((step, i) => {
       const access = accessOf(step);
+      const bound = new Map<string, number>();
       step.refs.forEach((ref, k) => {
         if (!('value' in ref)) return;
         const v = root(ref.value);
-        if (access[k].access === 'read_write') {
+        const b = access[k];
+        if (bound.has(v) && (b.access === 'read_write' || access[bound.get(v)!].access === 'read_write')) {
+          // Two writable bindings of one range are refused by WebGPU (the lowering copies such inputs).
+          throw new ModelError(`internal: step ${i} (${step.program.label}) binds value '${v}' to '${access[bound.get(v)!].name}' and '${b.name}', one of them writable`, { file: graph.source, node: step.node });
+        }
+        bound.set(v, k);
+        if (b.access !== 'read_write') readOnly.add(v);
+        if (bindingWrites(b)) {
           if (!def.has(v)) def.set(v, i);
         } else if (!def.has(v)) {
           throw new ModelError(`internal: value '${v}' is read by step ${i} (${step.program.label}) before anything writes it`, { file: graph.source, node: step.node });
@@ -117,20 +160,47 @@ export class Plan {
       });
     });
     const end = lowered.steps.length;
+    const outputRoots = new Set<string>();
     for (const out of graph.outputs) {
       const v = root(out.name);
-      if (def.has(v)) last.set(v, end);
+      if (def.has(v)) {
+        last.set(v, end);
+        outputRoots.add(v);
+      }
     }
+    const pinned = new Set<string>();
     for (const name of [...(options.external ?? []), ...(options.keep ?? [])]) {
       const v = root(name);
-      if (def.has(v)) last.set(v, end);
+      if (def.has(v)) {
+        last.set(v, end);
+        pinned.add(v);
+      }
     }
     for (const name of feedNames) if (!last.has(name)) last.set(name, -1);
 
-    // Greedy best-fit assignment: outputs of a step are placed before its dying inputs are
-    // released, so no dispatch ever reads and writes one buffer.
+    // No single binding may exceed the device's limit (the lowering names most such values
+    // first; this catches the rest before any buffer is made).
+    const maxBinding = limits.maxStorageBufferBindingSize;
+    for (const [v, i] of def) {
+      const bytes = bytesOf(v);
+      if (bytes > maxBinding) {
+        throw new ModelError(
+          `value '${v}' takes ${bytes} bytes, over this device's maxStorageBufferBindingSize of ${maxBinding} bytes; a smaller batch may fit`,
+          { file: graph.source, node: i >= 0 ? lowered.steps[i].node : undefined },
+        );
+      }
+    }
+
+    // Whole pooled buffers for values handed out by bufferOf() (feeds and outputs unless packed,
+    // external, keep) and for values bound read-only; every other value is sub-allocated in the
+    // shared arena, at offsets packed over the lifetimes.
+    const io = options.packFeedsAndOutputs ? [] : [...feedNames, ...outputRoots];
+    const wholeValues = new Set<string>([...io, ...pinned, ...[...readOnly].filter((v) => def.has(v))]);
+    const placements = new Map<string, Placement>();
+
+    // Pooled values: greedy best fit in step order; outputs of a step are placed before its dying
+    // inputs are released, so no dispatch ever reads and writes one pooled buffer.
     const pool = new BufferPool(gpu);
-    const assigned = new Map<string, GPUBuffer>();
     const byDef = new Map<number, string[]>();
     const byLast = new Map<number, string[]>();
     for (const [v, i] of def) byDef.set(i, [...(byDef.get(i) ?? []), v]);
@@ -140,25 +210,33 @@ export class Plan {
     for (let i = -1; i <= end; i++) {
       const born = (byDef.get(i) ?? []).sort((a, b) => bytesOf(b) - bytesOf(a));
       for (const v of born) {
-        assigned.set(v, pool.acquire(v, bytesOf(v)));
+        if (wholeValues.has(v)) placements.set(v, { buffer: pool.acquire(v, bytesOf(v)), offset: 0, whole: true });
         live += bytesOf(v);
       }
       peakLive = Math.max(peakLive, live);
       for (const v of byLast.get(i) ?? []) {
-        if (i === end || !assigned.has(v)) continue;
-        pool.release(assigned.get(v)!);
+        if (i === end || !def.has(v)) continue;
+        if (wholeValues.has(v)) pool.release(placements.get(v)!.buffer);
         live -= bytesOf(v);
       }
     }
 
+    const packed = packArenas(
+      [...def.keys()].filter((v) => !wholeValues.has(v)).map((v) => ({ value: v, bytes: roundUp(Math.max(16, bytesOf(v)), align), from: def.get(v)!, to: last.get(v)! })),
+      Math.floor(limits.maxBufferSize / align) * align,
+    );
+    const arenas = packed.sizes.map((size, k) => gpu.createBuffer(`activation arena ${k} (${packed.counts[k]} values)`, Math.max(align, size), STORAGE_USAGE));
+    for (const [v, slot] of packed.slots) placements.set(v, { buffer: arenas[slot.arena], offset: slot.offset, whole: false });
+    const arenaBytes = arenas.reduce((sum, b) => sum + b.size, 0);
+
     const range = (name: string): BufferRange => {
       const v = root(name);
-      const buffer = assigned.get(v);
-      if (!buffer) throw new ModelError(`internal: value '${v}' has no buffer`, { file: graph.source });
-      return { buffer, offset: 0, size: roundUp(Math.max(16, bytesOf(v)), 16) };
+      const place = placements.get(v);
+      if (!place) throw new ModelError(`internal: value '${v}' has no buffer`, { file: graph.source });
+      return { buffer: place.buffer, offset: place.offset, size: roundUp(Math.max(16, bytesOf(v)), 16) };
     };
 
-    const owned: GPUBuffer[] = [];
+    const owned: GPUBuffer[] = [...arenas];
     const steps: KernelStep[] = [];
     const keys = new Set<string>();
     // Compile concurrently: Dawn and the driver may overlap the work.
@@ -176,46 +254,56 @@ export class Plan {
       owned.push(...p.owned);
     }
 
-    const inputs: PlanInput[] = feedNames.map((name) => ({
-      name,
-      dims: graph.values.get(name)!.shape as number[],
-      buffer: assigned.get(name)!,
-    }));
+    const inputs: PlanInput[] = feedNames.map((name) => {
+      const place = placements.get(name)!;
+      return { name, dims: graph.values.get(name)!.shape as number[], buffer: place.buffer, offset: place.offset };
+    });
     const outputs: PlanOutput[] = graph.outputs.map((o) => {
       const dims = graph.values.get(o.name)!.shape as number[];
       const v = root(o.name);
       const constant = graph.initializers.get(v);
-      if (constant && !assigned.has(v)) {
+      if (constant && !placements.has(v)) {
         const data = constant.value.data instanceof Float32Array ? constant.value.data : Float32Array.from(constant.value.data as ArrayLike<number>);
         return { name: o.name, dims, source: { host: data } };
       }
       const bytes = bytesOf(v);
       const staging = gpu.createBuffer(`${o.name} (readback)`, roundUp(Math.max(16, bytes), 16), 0x01 /* MAP_READ */ | 0x08 /* COPY_DST */);
       owned.push(staging);
-      return { name: o.name, dims, source: { buffer: range(o.name).buffer, bytes: roundUp(bytes, 4) }, staging };
+      const { buffer, offset } = range(o.name);
+      return { name: o.name, dims, source: { buffer, offset: offset ?? 0, bytes: roundUp(bytes, 4) }, staging };
     });
     owned.push(...pool.all());
-    const plan = new Plan(gpu, inputs, outputs, steps, pool.totalBytes, peakLive, keys.size, owned);
-    plan.#buffers = (name) => assigned.get(root(name));
+    const plan = new Plan(gpu, inputs, outputs, steps, pool.totalBytes + arenaBytes, peakLive, keys.size, owned);
+    plan.#placement = (name) => placements.get(root(name));
+    plan.#bytes = (name) => bytesOf(root(name));
     return plan;
   }
 
-  /** The pooled buffer holding a value (after aliases), or undefined when it has none. Only
-   * values alive at the point of interest hold their data: feeds, outputs, external and keep. */
+  /** The whole buffer holding a value (after aliases), or undefined when it has none of its own
+   * (a value sub-allocated in the arena: see rangeOf). Only values alive at the point of interest
+   * hold their data: feeds, outputs, external and keep, which get buffers of their own unless
+   * packFeedsAndOutputs packed the feeds and outputs. */
   bufferOf(name: string): GPUBuffer | undefined {
-    return this.#buffers(name);
+    const place = this.#placement(name);
+    return place?.whole ? place.buffer : undefined;
+  }
+
+  /** The buffer range holding a value (after aliases), wherever it lives. */
+  rangeOf(name: string): Required<BufferRange> | undefined {
+    const place = this.#placement(name);
+    return place && { buffer: place.buffer, offset: place.offset, size: roundUp(Math.max(16, this.#bytes(name)), 16) };
   }
 
   /** Uploads feeds, runs every step in one pass, reads the outputs back: one submit. */
   async execute(feeds: Map<string, Float32Array>): Promise<Map<string, Float32Array>> {
     const gpu = this.gpu;
     return gpu.scope('run plan', async () => {
-      for (const input of this.inputs) gpu.upload(input.buffer, feeds.get(input.name)!);
+      for (const input of this.inputs) gpu.upload(input.buffer, feeds.get(input.name)!, input.offset);
       const device = gpu.device;
       const encoder = device.createCommandEncoder({ label: 'onnx-graft run' });
       encodeSteps(encoder, this.steps, 'forward');
       for (const o of this.outputs) {
-        if ('buffer' in o.source) encoder.copyBufferToBuffer(o.source.buffer, 0, o.staging!, 0, o.source.bytes);
+        if ('buffer' in o.source) encoder.copyBufferToBuffer(o.source.buffer, o.source.offset, o.staging!, 0, o.source.bytes);
       }
       device.queue.submit([encoder.finish()]);
       const results = new Map<string, Float32Array>();
@@ -237,6 +325,61 @@ export class Plan {
   dispose(): void {
     for (const b of this.ownedBuffers) b.destroy();
   }
+}
+
+/** A value to place in an arena: its size (aligned) and the steps it lives over, inclusive. */
+export interface ArenaItem {
+  value: string;
+  bytes: number;
+  from: number;
+  to: number;
+}
+
+export interface ArenaPacking {
+  /** value → its arena and byte offset there. */
+  slots: Map<string, { arena: number; offset: number }>;
+  /** Bytes each arena needs. */
+  sizes: number[];
+  /** Values per arena. */
+  counts: number[];
+}
+
+/**
+ * Offsets for values over known lifetimes, largest first, each at the lowest-waste gap among
+ * the values already placed that overlap it in time (best fit), else above them: values alive
+ * at the same step never overlap in memory. An arena stops at `capacity` bytes (maxBufferSize);
+ * what does not fit goes to the next arena. Sizes must be multiples of the offset alignment.
+ */
+export function packArenas(items: readonly ArenaItem[], capacity: number): ArenaPacking {
+  const order = [...items].sort((a, b) => b.bytes - a.bytes || a.from - b.from || b.to - a.to || (a.value < b.value ? -1 : a.value > b.value ? 1 : 0));
+  const arenas: { placed: { offset: number; bytes: number; from: number; to: number }[]; size: number }[] = [];
+  const slots = new Map<string, { arena: number; offset: number }>();
+  for (const item of order) {
+    if (item.bytes > capacity) throw new Error(`internal: value '${item.value}' (${item.bytes} bytes) exceeds the arena capacity of ${capacity} bytes`);
+    for (let k = 0; ; k++) {
+      if (k === arenas.length) arenas.push({ placed: [], size: 0 });
+      const arena = arenas[k];
+      const overlapping = arena.placed.filter((p) => p.from <= item.to && item.from <= p.to).sort((a, b) => a.offset - b.offset);
+      let best = -1;
+      let bestGap = Infinity;
+      let top = 0;
+      for (const p of overlapping) {
+        const gap = p.offset - top;
+        if (gap >= item.bytes && gap < bestGap) {
+          best = top;
+          bestGap = gap;
+        }
+        top = Math.max(top, p.offset + p.bytes);
+      }
+      const offset = best >= 0 ? best : top;
+      if (offset + item.bytes > capacity) continue;
+      arena.placed.push({ offset, bytes: item.bytes, from: item.from, to: item.to });
+      arena.size = Math.max(arena.size, offset + item.bytes);
+      slots.set(item.value, { arena: k, offset });
+      break;
+    }
+  }
+  return { slots, sizes: arenas.map((a) => a.size), counts: arenas.map((a) => a.placed.length) };
 }
 
 /** Activation buffers by best fit; sizes rounded to 256 bytes so near sizes can share. */

@@ -77,6 +77,7 @@ export class Session {
     const declared = new Map(fresh.feedInputs.map((i) => [i.name, i.shape && [...i.shape]]));
     const graph = prepareGraph(fresh, { inputShapes: options.inputShapes });
     checkGraph(graph);
+    refuseEmptyInputs(graph);
     const session = new Session(options.gpu, options, source, graph, declared);
     if (graph.feedInputs.every((i) => i.shape?.every((d) => typeof d === 'number'))) {
       session.#current = await session.#planFor(graph.feedInputs.map((i) => i.shape as number[]), graph);
@@ -97,7 +98,8 @@ export class Session {
     return Object.fromEntries(this.#graph.feedInputs.map((i) => [i.name, [...(i.shape ?? [])]]));
   }
 
-  /** GPU bytes of activation buffers (pooled by liveness, plus inputs and outputs) of the latest plan. */
+  /** GPU bytes the latest plan holds for activations (inputs and outputs included): its arenas,
+   * where values are packed at offsets by liveness, plus any whole buffers. */
   get peakActivationBytes(): number {
     return this.#current?.peakActivationBytes ?? 0;
   }
@@ -236,7 +238,24 @@ export class Session {
     };
     const limits = gpu.device.limits;
     const lowered = await lowerGraph(graph, { chooseVariant, maxBindingBytes: limits.maxStorageBufferBindingSize, maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension });
-    return Plan.compile(gpu, graph, lowered, this.#constants);
+    return Plan.compile(gpu, graph, lowered, this.#constants, { packFeedsAndOutputs: true });
   }
 }
 
+/**
+ * Inputs with a dimension of 0 (declared so, or given so by inputShapes) are refused here: the
+ * runtime does not run empty tensors (every kernel and buffer needs at least one element), and
+ * run() accepts only positive dims, so such a session could never run.
+ */
+function refuseEmptyInputs(graph: Graph): void {
+  for (const input of graph.feedInputs) {
+    const shape = input.shape ?? [];
+    if (shape.some((d) => d === 0)) {
+      const dims = `[${shape.map((d) => (d === null ? '?' : String(d))).join(', ')}]`;
+      throw new ModelError(
+        `input '${input.name}' has dims ${dims}: a dimension of 0 makes it an empty tensor, which the runtime does not run (every input dimension must be at least 1)`,
+        { file: graph.source },
+      );
+    }
+  }
+}

@@ -12,3 +12,4 @@ export { describeSelector, freeze, reinit, reinitLayers, selectInitializers, unf
 export { replaceClassifier, transfer, type TransferOptions, type TransferSummary } from './transfer.ts';
 export { makeBatchFlexible, setBatchSize } from './batch.ts';
 export { closestNames, editDistance, keepUpTo, layersWithParameters, stateTensors } from './common.ts';
+export { adaptToInputSize, flattenLogits, type ResizeSummary } from './resize.ts';
