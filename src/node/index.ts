@@ -88,3 +88,4 @@ function messageOf(error: unknown): string {
 
 export { loadModelFile, decodeModelFile, saveModelFile, writeFileAtomic, externalDataReader, readBytes } from './files.ts';
 export * as data from '../data/node/index.ts';
+export { saveCheckpoint, loadCheckpoint } from './checkpoint-files.ts';
