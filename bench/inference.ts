@@ -1,149 +1,474 @@
-// Measures, on this machine: GEMM 512³ and 1024³ for every variant of the core, a ResNet-style
-// 3×3 conv, and light ResNet-50 (random weights, batch 1) through onnx-graft's Session against
-// onnxruntime-node's WebGPU and CPU execution providers. Prints a table, writes JSON to
-// bench/results/. Usage: npx tsx bench/inference.ts [--runs N] [--skip-gemm] [--skip-ort-webgpu]
+// Inference benchmark (issue 3), all in one run on this machine's adapter:
+//  - kernels: GEMM 512³ and 1024³ and every distinct 3×3 convolution of ResNet-50 at batch 1,
+//    for onnx-graft's kernels, onnxruntime-node (CPU and WebGPU execution providers, single-node
+//    ONNX models) and TensorFlow.js's WebGPU backend;
+//  - models: each light model-zoo network (seeded random weights) at batch 1 and 8, for
+//    onnx-graft's Session and onnxruntime-node's CPU and WebGPU providers.
+// Prints one table, writes bench/results/inference-<ISO date>.json and bench/results/inference-latest.md.
+//
+// Usage: npm run bench -- inference [--skip-kernels] [--skip-models] [--models resnet50,vgg19]
+//   [--batches 1,8] [--skip-ort-webgpu] [--skip-tfjs] [--max-time S] [--no-md]
 import fs from 'node:fs';
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { createNodeGpuContext } from '../src/node/index.ts';
-import { Autotuner } from '../src/kernels/autotune.ts';
-import { conv2dFlops, conv2dProgram, packConvWeights, type Conv2dParams } from '../src/kernels/conv.ts';
-import { GEMM_VARIANTS, gemmFlops, gemmProgram, variantKey, type GemmProblem, type GemmVariant } from '../src/kernels/gemm.ts';
+import { loadModel } from '../src/graph/load.ts';
+import type { Graph } from '../src/graph/ir.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
-import { encodeSteps, prepareStep, STORAGE_USAGE, type KernelProgram } from '../src/kernels/program.ts';
+import { createNodeGpuContext } from '../src/node/index.ts';
 import { Session } from '../src/runtime/session.ts';
-import { onnxBytesForOrt, randomizedLightModel } from '../test/helpers/reference-models.ts';
-import { jsonFileTuningStore } from './tuning-store.ts';
+import { LIGHT_MODELS, lightModelPath, onnxBytesForOrt, randomizedLightModel, type LightModel } from '../test/helpers/reference-models.ts';
+import { convJob, kernelRunner, matmulJob, type KernelJob } from './engine-kernels.ts';
+import { graphFlops } from './flops.ts';
+import { defaultSamplesFor, measure, median, relL2, RssPeak, settle, type Timing } from './harness.ts';
+import { tfjsHasTimestamps, tfjsWebGpu } from './tfjs-webgpu.ts';
+import { convModel, distinctConvs, matmulModel, withBatch, type ConvShape, type SingleNode } from './workloads.ts';
 
-const args = process.argv.slice(2);
-const runs = Number(args[args.indexOf('--runs') + 1]) || 5;
-const skipGemm = args.includes('--skip-gemm');
-const skipOrtWebgpu = args.includes('--skip-ort-webgpu');
+// ---- options ----
 
-interface Row { what: string; engine: string; ms: number; gflops?: number; note?: string }
+const argv = process.argv.slice(2).filter((a) => a !== 'inference');
+const flag = (name: string) => argv.includes(name);
+const option = (name: string): string | undefined => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+const MODELS = (option('--models')?.split(',') ?? [...LIGHT_MODELS]) as LightModel[];
+for (const m of MODELS) if (!LIGHT_MODELS.includes(m)) throw new Error(`--models: unknown model '${m}' (${LIGHT_MODELS.join(', ')})`);
+const BATCHES = option('--batches')?.split(',').map(Number) ?? [1, 8];
+const MAX_TIME = Number(option('--max-time') ?? 3);
+const RUN_KERNELS = !flag('--skip-kernels');
+const RUN_MODELS = !flag('--skip-models');
+const RUN_ORT_WEBGPU = !flag('--skip-ort-webgpu');
+const RUN_TFJS = !flag('--skip-tfjs');
+const WRITE_MD = !flag('--no-md');
+
+// ---- rows ----
+
+type EngineName = 'onnx-graft' | 'ORT CPU' | 'ORT WebGPU' | 'TF.js WebGPU';
+type Method = 'gpu' | 'wall';
+
+interface Ratio {
+  /** Rival ms ÷ onnx-graft ms: above 1, onnx-graft is faster. */
+  value: number;
+  /** Both sides timed the same way (GPU timestamps on both, or wall clock on both). */
+  likeForLike: boolean;
+}
+
+interface Row {
+  section: 'kernel' | 'model';
+  what: string;
+  engine: EngineName;
+  method: Method;
+  /** How the time was taken, for the table. */
+  timing: string;
+  ms?: number;
+  gflops?: number;
+  flops: number;
+  /** Bytes and what they count. */
+  memory?: { bytes: number; kind: string };
+  samples?: number;
+  runs?: number;
+  firstMs?: number;
+  rme?: number;
+  /** Wall time of the whole measurement (warm-up included), s; 1-minute load average after it. */
+  totalS?: number;
+  load?: number;
+  notes: string[];
+  error?: string;
+  ratios?: { ortWebgpu?: Ratio; ortCpu?: Ratio; tfjs?: Ratio };
+}
+
 const rows: Row[] = [];
+const started = performance.now();
+const startedAt = new Date();
+const loadAtStart = os.loadavg();
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
+function add(row: Row): Row {
+  if (row.ms !== undefined) row.gflops = row.flops / row.ms / 1e6;
+  row.load = os.loadavg()[0];
+  rows.push(row);
+  const ms = row.ms !== undefined ? `${row.ms.toFixed(1)} ms` : 'failed';
+  const gf = row.gflops !== undefined ? ` ${row.gflops.toFixed(2)} GFLOP/s` : '';
+  console.log(`  ${row.what} | ${row.engine} | ${row.method}: ${ms}${gf}${row.error ? ` ERROR ${row.error}` : ''}${row.notes.length ? ` (${row.notes.join('; ')})` : ''}`);
+  return row;
 }
 
-async function timeProgram(gpu: GpuContext, program: KernelProgram, sizes: Record<string, number>, reps: number): Promise<number> {
-  const buffers: GPUBuffer[] = [];
-  const ranges = program.bindings.filter((b) => b.name !== 'params').map((b) => {
-    const floats = sizes[b.name];
-    const buffer = gpu.createBuffer(b.name, Math.max(16, floats * 4), STORAGE_USAGE);
-    const data = new Float32Array(floats);
-    for (let i = 0; i < floats; i++) data[i] = Math.sin(i * 0.37);
-    gpu.upload(buffer, data);
-    buffers.push(buffer);
-    return { buffer };
-  });
-  const step = await prepareStep(gpu, program, ranges);
-  const times: number[] = [];
-  for (let r = 0; r <= reps; r++) {
-    const t0 = performance.now();
-    const encoder = gpu.device.createCommandEncoder();
-    encodeSteps(encoder, [step]);
-    gpu.device.queue.submit([encoder.finish()]);
-    await gpu.device.queue.onSubmittedWorkDone();
-    if (r > 0) times.push(performance.now() - t0); // run 0 compiles (lavapipe compiles lazily)
-  }
-  for (const b of [...buffers, ...step.owned]) b.destroy();
-  return median(times);
+function fromTiming(t: Timing): Pick<Row, 'ms' | 'samples' | 'runs' | 'firstMs' | 'rme' | 'totalS'> {
+  return { ms: t.ms, samples: t.samples, runs: t.runs, firstMs: t.firstMs, rme: t.rme, totalS: t.totalS };
 }
 
-async function benchGemm(gpu: GpuContext): Promise<void> {
-  for (const size of [512, 1024]) {
-    for (const variant of GEMM_VARIANTS) {
-      const p: GemmProblem = {
-        batch: 1, M: size, N: size, K: size,
-        a: { kind: 'matrix', layout: 'mk', batchStride: 0 },
-        b: { layout: 'kn', batchStride: 0, ld: size, padded: true },
-        c: { kind: 'matrix', batchStride: 0, strideM: size, strideN: 1 },
-      };
-      const ms = await timeProgram(gpu, gemmProgram(p, variant), { a: size * size, b: size * size, c: size * size }, size === 512 ? 3 : 2);
-      rows.push({ what: `GEMM ${size}³`, engine: `onnx-graft ${variantKey(variant)}`, ms, gflops: gemmFlops(p) / ms / 1e6 });
-      log(rows[rows.length - 1]);
-    }
-  }
-  const conv: Conv2dParams = { images: 8, inChannels: 64, height: 56, width: 56, outChannels: 64, group: 1, kernelH: 3, kernelW: 3, strideH: 1, strideW: 1, pads: [1, 1, 1, 1], dilationH: 1, dilationW: 1, outH: 56, outW: 56, hasBias: true, activation: { kind: 'relu' } };
-  const variants: GemmVariant[] = [GEMM_VARIANTS[0], GEMM_VARIANTS[1], GEMM_VARIANTS[4], GEMM_VARIANTS[5]];
-  for (const variant of variants) {
-    const ms = await timeProgram(gpu, conv2dProgram(conv, variant), { x: 8 * 64 * 56 * 56, w: packConvWeights(new Float32Array(64 * 64 * 9), conv).length, y: 8 * 64 * 56 * 56, bias: 64 }, 2);
-    rows.push({ what: 'Conv 3×3 64→64 8×56×56', engine: `onnx-graft ${variantKey(variant)}`, ms, gflops: conv2dFlops(conv) / ms / 1e6 });
-    log(rows[rows.length - 1]);
-  }
-}
+const MiB = 2 ** 20;
+const errText = (e: unknown) => (e instanceof Error ? e.message : String(e)).split('\n')[0].slice(0, 200);
+const sinInput = (n: number) => {
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = Math.sin(i * 0.01);
+  return x;
+};
 
-async function benchResNet(gpu: GpuContext): Promise<void> {
-  const graph = randomizedLightModel('resnet50', 42);
-  const input = graph.feedInputs[0].name;
-  const x = new Float32Array(3 * 224 * 224).map((_, i) => Math.sin(i * 0.01));
-  const feeds = { [input]: { dims: [1, 3, 224, 224], data: x } };
-  const flops = 2 * 4.1e9; // ≈ 4.1 GMAC for ResNet-50 at 224²
+// ---- onnxruntime (both providers): wall time around session.run, inputs uploaded and outputs
+// read back every run (onnxruntime-node offers no GPU-resident I/O or GPU timer) ----
 
-  for (const mode of ['default', 'tune'] as const) {
-    const t0 = performance.now();
-    const tuner = mode === 'tune' ? new Autotuner(gpu, { store: jsonFileTuningStore('bench/results/tuning.json') }) : undefined;
-    const session = await Session.create(graph, { gpu, gemm: mode, tuner });
-    const created = performance.now() - t0;
-    const t1 = performance.now();
-    await session.run(feeds);
-    const first = performance.now() - t1;
-    const times: number[] = [];
-    for (let r = 0; r < runs; r++) {
-      const t = performance.now();
-      await session.run(feeds);
-      times.push(performance.now() - t);
-    }
-    const ms = median(times);
-    rows.push({
-      what: 'light ResNet-50 b1', engine: `onnx-graft (gemm: ${mode})`, ms, gflops: flops / ms / 1e6,
-      note: `create ${created.toFixed(0)} ms, first run ${first.toFixed(0)} ms, ${session.planStats.steps} steps, ${session.planStats.pipelines} pipelines, activations ${(session.peakActivationBytes / 2 ** 20).toFixed(1)} MiB${tuner ? `, ${tuner.measurements} tuning timings` : ''}`,
-    });
-    log(rows[rows.length - 1]);
-    session.dispose();
-  }
-
+async function ortRows(
+  section: Row['section'],
+  what: string,
+  graph: Graph,
+  feed: { name: string; dims: number[]; data: Float32Array },
+  flops: number,
+  reference: Float32Array | undefined,
+  providers: ('cpu' | 'webgpu')[],
+  maxTime: number,
+): Promise<Float32Array | undefined> {
   const bytes = onnxBytesForOrt(graph);
-  const providers: ('cpu' | 'webgpu')[] = skipOrtWebgpu ? ['cpu'] : ['cpu', 'webgpu'];
   for (const provider of providers) {
-    const t0 = performance.now();
-    const session = await ort.InferenceSession.create(bytes, { executionProviders: [provider], logSeverityLevel: 3 });
-    const created = performance.now() - t0;
-    const tensor = new ort.Tensor('float32', x, [1, 3, 224, 224]);
-    const t1 = performance.now();
-    await session.run({ [input]: tensor });
-    const first = performance.now() - t1;
-    const times: number[] = [];
-    for (let r = 0; r < runs; r++) {
-      const t = performance.now();
-      await session.run({ [input]: tensor });
-      times.push(performance.now() - t);
+    const engine: EngineName = provider === 'cpu' ? 'ORT CPU' : 'ORT WebGPU';
+    const timing = 'wall: session.run (upload + run + readback)';
+    await settle();
+    const rss = new RssPeak();
+    let session: ort.InferenceSession | undefined;
+    try {
+      const t0 = performance.now();
+      session = await ort.InferenceSession.create(bytes, { executionProviders: [provider], logSeverityLevel: 3 });
+      const createMs = performance.now() - t0;
+      const tensor = new ort.Tensor('float32', feed.data, feed.dims);
+      let out: Float32Array | undefined;
+      const s = session;
+      const t = await measure(`${what} ${engine}`, async (warmup) => {
+        const result = await s.run({ [feed.name]: tensor });
+        rss.sample();
+        const first = result[s.outputNames[0]];
+        if (warmup) out = new Float32Array(first.data as Float32Array);
+        for (const v of Object.values(result)) v.dispose();
+      }, { maxTime, samplesFor: defaultSamplesFor });
+      const notes = [`create ${createMs.toFixed(0)} ms`, `first run ${t.firstMs.toFixed(0)} ms`];
+      if (t.samples < 5) notes.push(`only ${t.samples} samples: first run took ${(t.firstMs / 1000).toFixed(0)} s`);
+      if (reference && out) notes.push(`rel.err vs ORT CPU ${relL2(out, reference).toExponential(1)}`);
+      add({ section, what, engine, method: 'wall', timing, flops, ...fromTiming(t), memory: { bytes: rss.stop(), kind: 'RSS Δ' }, notes });
+      if (provider === 'cpu' && !reference) reference = out;
+    } catch (e) {
+      rss.stop();
+      add({ section, what, engine, method: 'wall', timing, flops, notes: [], error: errText(e) });
+    } finally {
+      await session?.release();
     }
-    const ms = median(times);
-    rows.push({ what: 'light ResNet-50 b1', engine: `onnxruntime-node ${provider} EP`, ms, gflops: flops / ms / 1e6, note: `create ${created.toFixed(0)} ms, first run ${first.toFixed(0)} ms` });
-    log(rows[rows.length - 1]);
-    await session.release();
+  }
+  return reference;
+}
+
+// ---- kernels ----
+
+interface KernelWorkload {
+  what: string;
+  model: SingleNode;
+  job: (gpu: GpuContext) => KernelJob;
+  tfjs: (tf: typeof import('@tensorflow/tfjs')) => { op: () => import('@tensorflow/tfjs').Tensor; toNchw?: (y: Float32Array) => Float32Array; dispose: () => void };
+}
+
+function gemmWorkload(n: number): KernelWorkload {
+  const model = matmulModel(n, n, n, n);
+  const w = model.graph.initializers.get(model.graph.nodes[0].inputs[1])!.value.data as Float32Array;
+  return {
+    what: `GEMM ${n}³`,
+    model,
+    job: (gpu) => matmulJob(gpu, n, n, n, model.input.data, w),
+    tfjs: (tf) => {
+      const a = tf.tensor2d(model.input.data, [n, n]);
+      const b = tf.tensor2d(w, [n, n]);
+      return { op: () => tf.matMul(a, b), dispose: () => tf.dispose([a, b]) };
+    },
+  };
+}
+
+function convWorkload(s: ConvShape): KernelWorkload {
+  const model = convModel(s, s.inChannels * 100 + s.size + s.stride);
+  const node = model.graph.nodes[0];
+  const w = model.graph.initializers.get(node.inputs[1])!.value.data as Float32Array;
+  const bias = model.graph.initializers.get(node.inputs[2])!.value.data as Float32Array;
+  const out = Math.floor((s.size + 2 * s.pad - s.kernel) / s.stride) + 1;
+  return {
+    what: `conv ${s.kernel}×${s.kernel} ${s.inChannels}→${s.outChannels} @${s.size}${s.stride > 1 ? ` s${s.stride}` : ''} b${s.images}`,
+    model,
+    job: (gpu) => convJob(gpu, s, model.input.data, w, bias),
+    tfjs: (tf) => {
+      const x = tf.tidy(() => tf.tensor4d(model.input.data, [s.images, s.inChannels, s.size, s.size]).transpose([0, 2, 3, 1]) as import('@tensorflow/tfjs').Tensor4D);
+      const filter = tf.tidy(() => tf.tensor4d(w, [s.outChannels, s.inChannels, s.kernel, s.kernel]).transpose([2, 3, 1, 0]) as import('@tensorflow/tfjs').Tensor4D);
+      const b = tf.tensor1d(bias);
+      const p = s.pad;
+      return {
+        op: () => tf.fused.conv2d({ x, filter, bias: b, strides: s.stride, pad: [[0, 0], [p, p], [p, p], [0, 0]] }),
+        toNchw: (y) => {
+          const hw = out * out;
+          const nchw = new Float32Array(y.length);
+          for (let i = 0; i < s.images; i++) {
+            for (let q = 0; q < hw; q++) {
+              for (let c = 0; c < s.outChannels; c++) nchw[(i * s.outChannels + c) * hw + q] = y[(i * hw + q) * s.outChannels + c];
+            }
+          }
+          return nchw;
+        },
+        dispose: () => tf.dispose([x, filter, b]),
+      };
+    },
+  };
+}
+
+async function benchKernels(gpu: GpuContext): Promise<void> {
+  const resnet = loadModel(new Uint8Array(fs.readFileSync(lightModelPath('resnet50'))), { file: lightModelPath('resnet50') });
+  const convs = distinctConvs(resnet, 3);
+  console.log(`ResNet-50's distinct 3×3 convolutions at batch 1: ${convs.map((c) => `${c.inChannels}→${c.outChannels}@${c.size}${c.stride > 1 ? ` s${c.stride}` : ''}`).join(', ')}`);
+  const workloads = [gemmWorkload(512), gemmWorkload(1024), ...convs.map(convWorkload)];
+  const tf = RUN_TFJS ? await tfjsWebGpu() : undefined;
+  const tfTimestamps = tf ? tfjsHasTimestamps(tf) : false;
+
+  for (const wl of workloads) {
+    console.log(`${wl.what}`);
+    const flops = graphFlops(wl.model.graph).total;
+    const providers: ('cpu' | 'webgpu')[] = RUN_ORT_WEBGPU ? ['cpu', 'webgpu'] : ['cpu'];
+    const reference = await ortRows('kernel', wl.what, wl.model.graph, wl.model.input, flops, undefined, providers, MAX_TIME);
+
+    // onnx-graft: one loop, two readings: pass timestamps (GPU) and Benchmark.js wall time
+    // (upload of the activation + dispatch + readback of the output, like session.run).
+    await settle();
+    try {
+      const job = wl.job(gpu);
+      const runner = await kernelRunner(gpu, job);
+      try {
+        const t = await measure(`${wl.what} onnx-graft`, (warmup) => runner.run(warmup), { maxTime: MAX_TIME });
+        const gpuMs = runner.gpuMs.slice(1); // run 0 is the warm-up (compiles)
+        const err = reference && runner.output ? `rel.err vs ORT CPU ${relL2(runner.output, reference).toExponential(1)}` : undefined;
+        const memory = { bytes: runner.bytes, kind: 'GPU buffers' };
+        const common = [`variant ${job.variant}`, ...(job.programs.length > 1 ? [`${job.programs.length} dispatches`] : [])];
+        add({ section: 'kernel', what: wl.what, engine: 'onnx-graft', method: 'gpu', timing: `GPU: pass timestamps (median of ${gpuMs.length} runs)`, flops, ms: median(gpuMs), samples: gpuMs.length, runs: gpuMs.length, firstMs: t.firstMs, memory, notes: [...common, ...(err ? [err] : [])] });
+        add({ section: 'kernel', what: wl.what, engine: 'onnx-graft', method: 'wall', timing: 'wall: upload + dispatch + readback', flops, ...fromTiming(t), memory, notes: [...common, `first run ${t.firstMs.toFixed(0)} ms`] });
+      } finally {
+        runner.dispose();
+      }
+    } catch (e) {
+      add({ section: 'kernel', what: wl.what, engine: 'onnx-graft', method: 'wall', timing: 'wall', flops, notes: [], error: errText(e) });
+    }
+
+    // TF.js WebGPU: tf.time gives kernelMs from timestamp queries (GPU); Benchmark.js's wall time
+    // covers dispatch + readback (await data()); inputs stay on the GPU.
+    if (tf) {
+      await settle();
+      let setup: ReturnType<KernelWorkload['tfjs']> | undefined;
+      try {
+        setup = wl.tfjs(tf);
+        const kernelMs: number[] = [];
+        let out: Float32Array | undefined;
+        let pool = 0;
+        const s = setup;
+        const t = await measure(`${wl.what} TF.js`, async (warmup) => {
+          let y: import('@tensorflow/tfjs').Tensor | undefined;
+          const info = await tf.time(() => {
+            y = s.op();
+          });
+          const data = (await y!.data()) as Float32Array;
+          pool = Math.max(pool, (tf.memory() as { numBytesAllocatedInGPU?: number }).numBytesAllocatedInGPU ?? 0);
+          y!.dispose();
+          if (warmup) out = s.toNchw ? s.toNchw(data) : data;
+          else kernelMs.push(info.kernelMs as number);
+        }, { maxTime: MAX_TIME });
+        const err = reference && out ? [`rel.err vs ORT CPU ${relL2(out, reference).toExponential(1)}`] : [];
+        const memory = { bytes: pool, kind: 'TF.js GPU pool' };
+        if (tfTimestamps) {
+          add({ section: 'kernel', what: wl.what, engine: 'TF.js WebGPU', method: 'gpu', timing: `GPU: tf.time kernelMs (timestamps, median of ${kernelMs.length})`, flops, ms: median(kernelMs), samples: kernelMs.length, runs: kernelMs.length, firstMs: t.firstMs, memory, notes: err });
+        }
+        add({ section: 'kernel', what: wl.what, engine: 'TF.js WebGPU', method: 'wall', timing: 'wall: dispatch + readback (tf.time + data())', flops, ...fromTiming(t), memory, notes: [`first run ${t.firstMs.toFixed(0)} ms`, ...(tfTimestamps ? [] : err)] });
+      } catch (e) {
+        add({ section: 'kernel', what: wl.what, engine: 'TF.js WebGPU', method: 'wall', timing: 'wall', flops, notes: [], error: errText(e) });
+      } finally {
+        setup?.dispose();
+      }
+    }
   }
 }
 
-function log(r: Row): void {
-  console.log(`${r.what.padEnd(26)} ${r.engine.padEnd(40)} ${r.ms.toFixed(1).padStart(9)} ms ${r.gflops !== undefined ? `${r.gflops.toFixed(2).padStart(7)} GFLOP/s` : ''}${r.note ? `  (${r.note})` : ''}`);
+// ---- models ----
+
+async function benchModels(gpu: GpuContext): Promise<void> {
+  for (const name of MODELS) {
+    const t0 = performance.now();
+    let base: Graph;
+    try {
+      base = randomizedLightModel(name, 42);
+    } catch (e) {
+      for (const batch of BATCHES) add({ section: 'model', what: `${name} b${batch}`, engine: 'onnx-graft', method: 'wall', timing: 'not run', flops: NaN, notes: [], error: `loading the model failed: ${errText(e)}` });
+      continue;
+    }
+    console.log(`${name}: loaded and randomised in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    for (const batch of BATCHES) {
+      const what = `${name} b${batch}`;
+      console.log(what);
+      let graph: Graph;
+      let flops: number;
+      try {
+        graph = batch === 1 ? base : withBatch(base, batch);
+        flops = graphFlops(graph).total;
+      } catch (e) {
+        add({ section: 'model', what, engine: 'onnx-graft', method: 'wall', timing: 'not run', flops: NaN, notes: [], error: `preparing batch ${batch} failed: ${errText(e)}` });
+        continue;
+      }
+      const feedInfo = graph.feedInputs[0];
+      const dims = feedInfo.shape as number[];
+      const feed = { name: feedInfo.name, dims, data: sinInput(dims.reduce((a, b) => a * b, 1)) };
+      const reference = await ortRows('model', what, graph, feed, flops, undefined, ['cpu'], 4);
+
+      await settle();
+      const rss = new RssPeak();
+      let session: Session | undefined;
+      const timing = 'wall: Session.run (upload + run + readback)';
+      try {
+        const c0 = performance.now();
+        session = await Session.create(graph, { gpu });
+        const createMs = performance.now() - c0;
+        let out: Float32Array | undefined;
+        const s = session;
+        const t = await measure(`${what} onnx-graft`, async (warmup) => {
+          const result = await s.run({ [feed.name]: { dims, data: feed.data } });
+          rss.sample();
+          if (warmup) out = result[s.outputNames[0]].data;
+        }, { maxTime: 4, samplesFor: defaultSamplesFor });
+        const gpuBytes = session.peakActivationBytes + session.weightBytes;
+        const rssDelta = rss.stop();
+        const notes = [
+          `create ${createMs.toFixed(0)} ms`,
+          `first run ${t.firstMs.toFixed(0)} ms`,
+          `activations ${(session.peakActivationBytes / MiB).toFixed(0)} + weights ${(session.weightBytes / MiB).toFixed(0)} MiB`,
+          `RSS Δ ${(rssDelta / MiB).toFixed(0)} MiB`,
+          `${session.planStats.steps} steps`,
+        ];
+        if (t.samples < 5) notes.push(`only ${t.samples} samples: first run took ${(t.firstMs / 1000).toFixed(0)} s`);
+        if (reference && out) notes.push(`rel.err vs ORT CPU ${relL2(out, reference).toExponential(1)}`);
+        add({ section: 'model', what, engine: 'onnx-graft', method: 'wall', timing, flops, ...fromTiming(t), memory: { bytes: gpuBytes, kind: 'GPU: activations + weights' }, notes });
+      } catch (e) {
+        rss.stop();
+        add({ section: 'model', what, engine: 'onnx-graft', method: 'wall', timing, flops, notes: [], error: errText(e) });
+      } finally {
+        session?.dispose();
+      }
+
+      if (RUN_ORT_WEBGPU) await ortRows('model', what, graph, feed, flops, reference, ['webgpu'], 4);
+    }
+  }
+}
+
+// ---- ratios, table, files ----
+
+function computeRatios(): void {
+  for (const row of rows) {
+    if (row.engine !== 'onnx-graft' || row.ms === undefined) continue;
+    const rival = (engine: EngineName): Ratio | undefined => {
+      const candidates = rows.filter((r) => r.what === row.what && r.engine === engine && r.ms !== undefined);
+      const same = candidates.find((r) => r.method === row.method);
+      const other = same ?? candidates.find((r) => r.method === 'wall');
+      return other ? { value: other.ms! / row.ms!, likeForLike: other.method === row.method } : undefined;
+    };
+    row.ratios = { ortWebgpu: rival('ORT WebGPU'), ortCpu: rival('ORT CPU'), tfjs: rival('TF.js WebGPU') };
+  }
+}
+
+const fmtMs = (ms: number) => (ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2));
+const fmtRatio = (r: Ratio | undefined) => (r ? `${r.value >= 10 ? r.value.toFixed(1) : r.value.toFixed(2)}×${r.likeForLike ? '' : '†'}` : '');
+const fmtMem = (m: Row['memory']) => (m ? `${(m.bytes / MiB).toFixed(m.bytes < 10 * MiB ? 1 : 0)} MiB ${m.kind}` : 'n/a');
+
+/** Workloads in the order run; within one: onnx-graft, ORT WebGPU, ORT CPU, TF.js; GPU time before wall. */
+function orderedRows(): Row[] {
+  const whats = [...new Set(rows.map((r) => r.what))];
+  const engines: EngineName[] = ['onnx-graft', 'ORT WebGPU', 'ORT CPU', 'TF.js WebGPU'];
+  const key = (r: Row) => whats.indexOf(r.what) * 100 + engines.indexOf(r.engine) * 10 + (r.method === 'gpu' ? 0 : 1);
+  return [...rows].sort((a, b) => key(a) - key(b));
+}
+
+function table(): string {
+  const head = ['what', 'engine', 'ms', 'GFLOP/s', 'peak memory', '× vs ORT WebGPU', '× vs ORT CPU', '× vs TF.js', 'timing method', 'notes'];
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map((h, i) => (i >= 2 && i <= 7 && i !== 4 ? '---:' : '---')).join('|')}|`];
+  for (const r of orderedRows()) {
+    const tfjs = r.section === 'model' && r.engine === 'onnx-graft' ? 'n/a' : fmtRatio(r.ratios?.tfjs);
+    const cells = [
+      r.what,
+      r.engine,
+      r.ms !== undefined ? fmtMs(r.ms) : `failed: ${r.error}`,
+      r.gflops !== undefined ? r.gflops.toFixed(2) : '',
+      fmtMem(r.memory),
+      fmtRatio(r.ratios?.ortWebgpu),
+      fmtRatio(r.ratios?.ortCpu),
+      tfjs,
+      r.timing,
+      r.notes.join('; '),
+    ];
+    lines.push(`| ${cells.map((c) => c.replace(/\|/g, '/')).join(' | ')} |`);
+  }
+  return lines.join('\n');
+}
+
+function targets(): string[] {
+  const out: string[] = [];
+  const engineRows = rows.filter((r) => r.engine === 'onnx-graft' && r.ms !== undefined);
+  const kernelWhats = [...new Set(engineRows.filter((r) => r.section === 'kernel').map((r) => r.what))];
+  for (const what of kernelWhats) {
+    const wall = engineRows.find((r) => r.what === what && r.method === 'wall')?.ratios?.ortWebgpu;
+    const gpu = engineRows.find((r) => r.what === what && r.method === 'gpu')?.ratios?.ortWebgpu;
+    if (!wall) continue;
+    out.push(`- ${what}: ≥ 2× ORT WebGPU — ${wall.value >= 2 ? 'met' : 'MISSED'} (${fmtRatio(wall)} wall vs wall; ${gpu ? `${fmtRatio(gpu)} onnx-graft GPU time vs ORT wall` : 'no GPU time'})`);
+  }
+  for (const r of engineRows.filter((x) => x.section === 'model')) {
+    const v = r.ratios?.ortWebgpu;
+    if (v) out.push(`- ${r.what}: faster than ORT WebGPU — ${v.value > 1 ? 'met' : 'MISSED'} (${fmtRatio(v)})`);
+  }
+  return out;
 }
 
 const gpu = await createNodeGpuContext();
-console.log(`adapter: ${gpu.info.vendor} ${gpu.info.architecture} ${gpu.info.description || gpu.info.device}; ${os.cpus().length} CPUs; load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+const adapter = `${gpu.info.vendor} ${gpu.info.architecture} ${gpu.info.description || gpu.info.device}`;
+console.log(`adapter: ${adapter}; timestamp-query: ${gpu.hasFeature('timestamp-query')}; ${os.cpus().length} CPUs; load ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}`);
 try {
-  if (!skipGemm) await benchGemm(gpu);
-  await benchResNet(gpu);
+  if (RUN_KERNELS) await benchKernels(gpu);
+  if (RUN_MODELS) await benchModels(gpu);
 } finally {
   gpu.dispose();
 }
+computeRatios();
+
+const totalS = (performance.now() - started) / 1000;
+const command = `npm run bench -- inference${argv.length ? ` ${argv.join(' ')}` : ''}`;
+const header = [
+  `# Inference benchmark (latest run)`,
+  '',
+  `- command: \`${command}\``,
+  `- date: ${startedAt.toISOString()}; total runtime ${(totalS / 60).toFixed(1)} min`,
+  `- adapter: ${adapter} (timestamp-query: ${gpu.info.features.includes('timestamp-query')}); ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'CPU'}; load average at start ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}, at end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+  `- versions: node ${process.version}, onnxruntime-node ${ort.env.versions.common}, TF.js ${RUN_TFJS ? (await import('@tensorflow/tfjs')).version.tfjs : 'not run'}`,
+];
+const legend = [
+  '',
+  'How to read it:',
+  '- **ms** is the median per run over Benchmark.js samples (deferred async loop; a first, untimed run compiles pipelines), or over the runs\' GPU timestamps for `GPU:` rows.',
+  '- **× vs X** = X\'s ms ÷ onnx-graft\'s ms on that workload: above 1, onnx-graft is faster. Ratios compare like with like (GPU time with GPU time, wall with wall) where the rival has that reading; † marks a ratio of onnx-graft\'s GPU time against the rival\'s wall time (onnxruntime-node exposes no GPU timer), which flatters onnx-graft by the upload/readback and submit overhead.',
+  '- **GFLOP/s** counts 2·MACs of Conv/Gemm/MatMul from the graph (bench/flops.ts).',
+  '- **peak memory**: onnx-graft reports its own GPU buffers (models: Session.peakActivationBytes + weightBytes; kernels: bound buffers); onnxruntime reports no memory, so its column is the process RSS growth from before session create to the peak during runs (on lavapipe GPU memory is host memory, so it is counted; memory freed by earlier rows and reused can hide some of it); TF.js: its GPU buffer pool (tf.memory().numBytesAllocatedInGPU).',
+  '- Kernel rows: onnx-graft runs the kernels the runtime would pick for a single MatMul / Conv node (src/runtime/lower.ts\'s packing and default variant) on its own encoder with timestampWrites; onnxruntime runs single-node ONNX models built with GraphBuilder; TF.js runs tf.matMul / tf.fused.conv2d (NHWC, bias) on resident tensors.',
+  `- Repetitions: Benchmark.js with minSamples 5 and maxTime ${MAX_TIME} s (kernels) / 4 s (models); a row whose first run takes over 15 s gets 3 samples, over 60 s 2 (the brief's rule for VGG-19 at batch 8). Every row's warm-up run, sample count and total time are in the JSON.`,
+  '- rel.err: relative L2 distance of the output from onnxruntime\'s CPU provider on the same input.',
+];
+const md = [...header, '', table(), ...legend, '', 'Targets (issue 3):', ...targets(), ''].join('\n');
+console.log(`\n${table()}\n\nTargets:\n${targets().join('\n')}\n\ntotal runtime ${(totalS / 60).toFixed(1)} min`);
+
 fs.mkdirSync('bench/results', { recursive: true });
-const file = `bench/results/inference-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
-fs.writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), adapter: gpu.info.description || gpu.info.device, cpus: os.cpus().length, loadavg: os.loadavg(), runs, rows }, null, 2));
-console.log(`\n${'what'.padEnd(26)} ${'engine'.padEnd(40)} ${'ms'.padStart(12)} ${'GFLOP/s'.padStart(9)}`);
-for (const r of rows) console.log(`${r.what.padEnd(26)} ${r.engine.padEnd(40)} ${r.ms.toFixed(1).padStart(12)} ${r.gflops !== undefined ? r.gflops.toFixed(2).padStart(9) : ''}`);
-console.log(`\nwrote ${file}`);
+const file = `bench/results/inference-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`;
+fs.writeFileSync(file, JSON.stringify({
+  date: startedAt.toISOString(),
+  command,
+  totalS,
+  adapter,
+  adapterInfo: gpu.info,
+  cpus: os.cpus().length,
+  cpuModel: os.cpus()[0]?.model,
+  loadavg: { start: loadAtStart, end: os.loadavg() },
+  rows,
+}, null, 2));
+console.log(`wrote ${file}`);
+if (WRITE_MD) {
+  fs.writeFileSync('bench/results/inference-latest.md', md);
+  console.log('wrote bench/results/inference-latest.md');
+}
+// TF.js holds a Dawn instance for the life of the process; onnxruntime's threads may linger too.
+process.exit(0);

@@ -1,0 +1,129 @@
+/// <reference types="@webgpu/types" />
+// onnx-graft's GEMM and conv kernels alone, as the runtime would lower a single MatMul or Conv
+// node with constant weights (same problem, packing and default variant as src/runtime/lower.ts),
+// run on our own command encoder so that the compute pass carries timestampWrites: Session and
+// Plan encode their own pass and take no timestamp writes.
+import { conv2dGemmProblem, conv2dPrograms, packConvWeights, type Conv2dParams } from '../src/kernels/conv.ts';
+import { defaultVariant, gemmPrograms, variantKey } from '../src/kernels/gemm.ts';
+import type { GpuContext } from '../src/kernels/gpu-context.ts';
+import { matmulProblem, packB } from '../src/kernels/linear.ts';
+import { prepareStep, STORAGE_USAGE, type KernelProgram, type KernelStep } from '../src/kernels/program.ts';
+import type { ConvShape } from './workloads.ts';
+
+export interface KernelJob {
+  label: string;
+  variant: string;
+  programs: KernelProgram[];
+  /** Data per binding name; the activation input is re-uploaded every run. */
+  inputs: Record<string, Float32Array>;
+  activation: string;
+  output: { name: string; floats: number };
+}
+
+export function matmulJob(gpu: GpuContext, M: number, K: number, N: number, x: Float32Array, w: Float32Array): KernelJob {
+  const problem = matmulProblem([M, K], [K, N], true);
+  const variant = defaultVariant(problem, gpu.info.isSoftware);
+  return {
+    label: problem.label ?? 'matmul',
+    variant: variantKey(variant),
+    programs: gemmPrograms(problem, variant, gpu.device.limits.maxComputeWorkgroupsPerDimension),
+    inputs: { a: x, b: packB(w, K, N, false) },
+    activation: 'a',
+    output: { name: 'c', floats: M * N },
+  };
+}
+
+export function convJob(gpu: GpuContext, s: ConvShape, x: Float32Array, w: Float32Array, bias: Float32Array): KernelJob {
+  const out = Math.floor((s.size + 2 * s.pad - s.kernel) / s.stride) + 1;
+  const p: Conv2dParams = {
+    images: s.images, inChannels: s.inChannels, height: s.size, width: s.size, outChannels: s.outChannels, group: 1,
+    kernelH: s.kernel, kernelW: s.kernel, strideH: s.stride, strideW: s.stride, pads: [s.pad, s.pad, s.pad, s.pad],
+    dilationH: 1, dilationW: 1, outH: out, outW: out, hasBias: true,
+  };
+  const variant = defaultVariant(conv2dGemmProblem(p), gpu.info.isSoftware);
+  return {
+    label: `conv ${s.kernel}x${s.kernel} s${s.stride} ${s.inChannels}→${s.outChannels} @${s.size}`,
+    variant: variantKey(variant),
+    programs: conv2dPrograms(p, variant, gpu.device.limits.maxComputeWorkgroupsPerDimension),
+    inputs: { x, w: packConvWeights(w, p), bias },
+    activation: 'x',
+    output: { name: 'y', floats: s.images * s.outChannels * out * out },
+  };
+}
+
+export interface KernelRunner {
+  /** Uploads the activation, runs every program in one timestamped pass, reads the output back. */
+  run(keepOutput: boolean): Promise<void>;
+  /** GPU time of each run (end − beginning of pass timestamps), ms. */
+  readonly gpuMs: number[];
+  output: Float32Array | undefined;
+  /** Bytes of the GPU buffers the kernel binds (inputs, weights, output, uniforms). */
+  readonly bytes: number;
+  dispose(): void;
+}
+
+export async function kernelRunner(gpu: GpuContext, job: KernelJob): Promise<KernelRunner> {
+  if (!gpu.hasFeature('timestamp-query')) throw new Error('the adapter has no timestamp-query: time kernels by wall clock instead');
+  const device = gpu.device;
+  const created: GPUBuffer[] = [];
+  const buffers = new Map<string, GPUBuffer>();
+  let bytes = 0;
+  const names = job.programs[0].bindings.filter((b) => b.name !== 'params').map((b) => b.name);
+  for (const name of names) {
+    const floats = job.inputs[name]?.length ?? (name === job.output.name ? job.output.floats : undefined);
+    if (floats === undefined) throw new Error(`${job.label}: no data for binding '${name}'`);
+    const size = Math.ceil(Math.max(16, floats * 4) / 16) * 16;
+    const buffer = gpu.createBuffer(`${job.label}:${name}`, size, STORAGE_USAGE);
+    if (job.inputs[name]) gpu.upload(buffer, job.inputs[name]);
+    created.push(buffer);
+    buffers.set(name, buffer);
+    bytes += size;
+  }
+  const steps: KernelStep[] = [];
+  for (const program of job.programs) {
+    const step = await prepareStep(gpu, program, program.bindings.filter((b) => b.name !== 'params').map((b) => ({ buffer: buffers.get(b.name)! })));
+    for (const b of step.owned) bytes += b.size;
+    created.push(...step.owned);
+    steps.push(step);
+  }
+  const querySet = device.createQuerySet({ type: 'timestamp', count: 2 });
+  const resolved = gpu.createBuffer(`${job.label}:timestamps`, 16, 0x200 /* QUERY_RESOLVE */ | 0x04 /* COPY_SRC */);
+  const stamps = gpu.createBuffer(`${job.label}:timestamps (read)`, 16, 0x01 /* MAP_READ */ | 0x08 /* COPY_DST */);
+  const outBytes = job.output.floats * 4;
+  const staging = gpu.createBuffer(`${job.label}:output (read)`, Math.ceil(outBytes / 16) * 16, 0x01 /* MAP_READ */ | 0x08 /* COPY_DST */);
+  created.push(resolved, stamps, staging);
+  const input = buffers.get(job.activation)!;
+  const output = buffers.get(job.output.name)!;
+  const gpuMs: number[] = [];
+  const runner: KernelRunner = {
+    gpuMs,
+    output: undefined,
+    bytes,
+    async run(keepOutput: boolean) {
+      gpu.upload(input, job.inputs[job.activation]);
+      const encoder = device.createCommandEncoder({ label: job.label });
+      const pass = encoder.beginComputePass({ label: job.label, timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
+      for (const s of steps) {
+        pass.setPipeline(s.pipeline);
+        pass.setBindGroup(0, s.bindGroup);
+        pass.dispatchWorkgroups(s.dispatch[0], s.dispatch[1], s.dispatch[2]);
+      }
+      pass.end();
+      encoder.resolveQuerySet(querySet, 0, 2, resolved, 0);
+      encoder.copyBufferToBuffer(resolved, 0, stamps, 0, 16);
+      encoder.copyBufferToBuffer(output, 0, staging, 0, outBytes);
+      device.queue.submit([encoder.finish()]);
+      await Promise.all([stamps.mapAsync(GPUMapMode.READ), staging.mapAsync(GPUMapMode.READ, 0, outBytes)]);
+      const t = new BigUint64Array(stamps.getMappedRange());
+      gpuMs.push(Number(t[1] - t[0]) / 1e6);
+      stamps.unmap();
+      if (keepOutput) runner.output = new Float32Array(staging.getMappedRange(0, outBytes).slice(0));
+      staging.unmap();
+    },
+    dispose() {
+      for (const b of created) b.destroy();
+      querySet.destroy();
+    },
+  };
+  return runner;
+}
