@@ -1,6 +1,6 @@
 // What the backward program builders share: the `accumulate` option (add into an existing
 // gradient instead of overwriting it, for tensors with several consumers) and binding lists.
-import type { ProgramBinding } from '../program.ts';
+import { ELEMENT_WORKGROUP, LINEAR_INDEX, linearDispatch, ParamBlock, type KernelProgram, type ProgramBinding } from '../program.ts';
 
 export interface GradOptions {
   /**
@@ -35,4 +35,54 @@ export function bindingDecls(reads: string[], writes: string[]): { decls: string
 
 export function accKey(o: GradOptions | undefined): string {
   return o?.accumulate ? 'acc' : 'set';
+}
+
+/** A read binding: its role name, and its WGSL variable where that differs (a role like 'var' is a WGSL keyword). */
+export type GradRead = string | { name: string; wgsl: string };
+
+/** A one-invocation-per-element backward program (see elementProgram in ../program.ts). */
+export interface GradElementSpec {
+  label: string;
+  /** The pipeline key (see KernelProgram.key). */
+  key: string;
+  /** Invocations: one per element written (or per row, for row-wise kernels). */
+  total: number;
+  /** Workgroup size (default ELEMENT_WORKGROUP). */
+  workgroup?: number;
+  /** The read-only storage bindings, in order. */
+  reads: GradRead[];
+  /** The read_write storage bindings after them, in order (default: one output 'dx'). */
+  writes?: string[];
+  /** Declares the program's own uniforms, after `size` and `rowSize`. */
+  params?: (P: ParamBlock) => void;
+  /** WGSL declared between the uniform block and the entry point (helper functions). */
+  prelude?: string;
+  /** WGSL statements run for `idx` < P.size (`idx` is the linear invocation index). */
+  body: string;
+}
+
+/**
+ * Builds an element-wise backward program: bindings (reads, writes, params) as bindingList and
+ * bindingDecls, the uniform block starting with size and rowSize, the linear dispatch and the
+ * bounds-checked entry point; the op supplies only its body.
+ */
+export function gradElementProgram(spec: GradElementSpec): KernelProgram {
+  const workgroup = spec.workgroup ?? ELEMENT_WORKGROUP;
+  const writes = spec.writes ?? ['dx'];
+  const names = spec.reads.map((r) => (typeof r === 'string' ? r : r.name));
+  const vars = spec.reads.map((r) => (typeof r === 'string' ? r : r.wgsl));
+  const { dispatch, rowSize } = linearDispatch(spec.total, workgroup);
+  const P = new ParamBlock().u32('size', spec.total).u32('rowSize', rowSize);
+  spec.params?.(P);
+  const { decls, paramsBinding } = bindingDecls(vars, writes);
+  const wgsl = `
+${decls}
+${P.wgsl(paramsBinding)}${spec.prelude ? `\n${spec.prelude}` : ''}
+@compute @workgroup_size(${workgroup})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let idx = ${LINEAR_INDEX};
+  if (idx >= P.size) { return; }
+${spec.body}
+}`;
+  return { label: spec.label, key: spec.key, wgsl, dispatch, bindings: bindingList(names, writes), params: P.bytes() };
 }

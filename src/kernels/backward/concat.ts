@@ -6,8 +6,8 @@
 // Autodiff binds dy's buffer as dx (or, where dx must be accumulated into, adds dy with
 // elementwise Add). They save nothing.
 import { MAX_RANK } from '../transform.ts';
-import { LINEAR_INDEX, linearDispatch, ParamBlock, type KernelProgram } from '../program.ts';
-import { accKey, bindingDecls, bindingList, storeGrad, type GradOptions } from './common.ts';
+import type { KernelProgram } from '../program.ts';
+import { accKey, gradElementProgram, storeGrad, type GradOptions } from './common.ts';
 
 /**
  * Concat backward for one input: dx[o, i] = dy[o, offset + i] for o < outer, i < inputInner,
@@ -16,28 +16,15 @@ import { accKey, bindingDecls, bindingList, storeGrad, type GradOptions } from '
  * Needs saved: nothing (shapes). Bindings: dy, dx, params.
  */
 export function concatBackwardProgram(outer: number, inputInner: number, outputInner: number, offset: number, o?: GradOptions): KernelProgram {
-  const total = outer * inputInner;
-  const { dispatch, rowSize } = linearDispatch(total);
-  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize).u32('inner', inputInner).u32('outInner', outputInner).u32('offset', offset);
-  const { decls, paramsBinding } = bindingDecls(['dy'], ['dx']);
-  const wgsl = `
-${decls}
-${P.wgsl(paramsBinding)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = ${LINEAR_INDEX};
-  if (idx >= P.size) { return; }
-  let g = dy[(idx / P.inner) * P.outInner + P.offset + idx % P.inner];
-  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}
-}`;
-  return {
+  return gradElementProgram({
     label: `concat backward ${outer}×${outputInner}@${offset}→${inputInner}`,
     key: `concat-bwd|${accKey(o)}`,
-    wgsl,
-    dispatch,
-    bindings: bindingList(['dy'], ['dx']),
-    params: P.bytes(),
-  };
+    total: outer * inputInner,
+    reads: ['dy'],
+    params: (P) => P.u32('inner', inputInner).u32('outInner', outputInner).u32('offset', offset),
+    body: `  let g = dy[(idx / P.inner) * P.outInner + P.offset + idx % P.inner];
+  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}`,
+  });
 }
 
 /**
@@ -92,31 +79,17 @@ export function transposeBackwardProgram(dims: number[], perm: number[], o?: Gra
     }
   }
   if (ds.length > MAX_RANK) throw new Error(`transpose backward: rank ${ds.length} > ${MAX_RANK}`);
-  const total = product(dims);
-  const { dispatch, rowSize } = linearDispatch(total);
-  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize);
-  ds.forEach((d, k) => P.u32(`d${k}`, d).u32(`s${k}`, ss[k]));
   const L = ['  var rem = idx;', '  var src = 0u;'];
   for (let k = ds.length - 1; k >= 0; k--) L.push(k > 0 ? `  src += (rem % P.d${k}) * P.s${k}; rem = rem / P.d${k};` : `  src += rem * P.s${k};`);
-  const { decls, paramsBinding } = bindingDecls(['dy'], ['dx']);
-  const wgsl = `
-${decls}
-${P.wgsl(paramsBinding)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = ${LINEAR_INDEX};
-  if (idx >= P.size) { return; }
-${L.join('\n')}
-  ${storeGrad('dx', 'idx', 'dy[src]', o?.accumulate)}
-}`;
-  return {
+  return gradElementProgram({
     label: `transpose backward [${dims}] (${perm})`,
     key: `transpose-bwd|r${ds.length}|${accKey(o)}`,
-    wgsl,
-    dispatch,
-    bindings: bindingList(['dy'], ['dx']),
-    params: P.bytes(),
-  };
+    total: product(dims),
+    reads: ['dy'],
+    params: (P) => ds.forEach((d, k) => P.u32(`d${k}`, d).u32(`s${k}`, ss[k])),
+    body: `${L.join('\n')}
+  ${storeGrad('dx', 'idx', 'dy[src]', o?.accumulate)}`,
+  });
 }
 
 /**
@@ -129,35 +102,23 @@ export function padBackwardProgram(dims: number[], pads: number[], o?: GradOptio
   if (rank > MAX_RANK) throw new Error(`pad backward: rank ${rank} > ${MAX_RANK}`);
   if (pads.length !== 2 * rank) throw new Error(`pad backward: ${pads.length} pads for rank ${rank}; 2·rank = ${2 * rank} accepted`);
   const outDims = dims.map((d, i) => d + pads[i] + pads[i + rank]);
-  const total = product(dims);
-  const { dispatch, rowSize } = linearDispatch(total);
-  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize);
-  for (let d = 0; d < rank; d++) P.u32(`i${d}`, dims[d]).u32(`o${d}`, outDims[d]).i32(`b${d}`, pads[d]);
   const L = ['  var rem = idx;', '  var src = 0u;', '  var inside = true;', '  var stride = 1u;'];
   for (let d = rank - 1; d >= 0; d--) {
     L.push(`  { let c = i32(rem % P.i${d}) + P.b${d}; rem = rem / P.i${d};`);
     L.push(`    inside = inside && u32(c) < P.o${d}; src += u32(c) * stride; stride *= P.o${d}; }`);
   }
-  const { decls, paramsBinding } = bindingDecls(['dy'], ['dx']);
-  const wgsl = `
-${decls}
-${P.wgsl(paramsBinding)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = ${LINEAR_INDEX};
-  if (idx >= P.size) { return; }
-${L.join('\n')}
-  let g = select(0.0, dy[select(0u, src, inside)], inside);
-  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}
-}`;
-  return {
+  return gradElementProgram({
     label: `pad backward [${dims}] (${pads})`,
     key: `pad-bwd|r${rank}|${accKey(o)}`,
-    wgsl,
-    dispatch,
-    bindings: bindingList(['dy'], ['dx']),
-    params: P.bytes(),
-  };
+    total: product(dims),
+    reads: ['dy'],
+    params: (P) => {
+      for (let d = 0; d < rank; d++) P.u32(`i${d}`, dims[d]).u32(`o${d}`, outDims[d]).i32(`b${d}`, pads[d]);
+    },
+    body: `${L.join('\n')}
+  let g = select(0.0, dy[select(0u, src, inside)], inside);
+  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}`,
+  });
 }
 
 // ---- helpers ----

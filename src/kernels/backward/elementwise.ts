@@ -2,8 +2,8 @@
 // broadcasting binary ops (gradient reduced over the broadcast axes by one generic
 // reduce-to-shape kernel, with the op's local derivative fused in), and Dropout in training
 // mode with a counter-based mask that the backward recomputes instead of storing.
-import { dispatch1d, LINEAR_INDEX, linearDispatch, ParamBlock, type KernelProgram } from '../program.ts';
-import { accKey, bindingDecls, bindingList, storeGrad, type GradOptions } from './common.ts';
+import { dispatch1d, ParamBlock, type KernelProgram } from '../program.ts';
+import { accKey, bindingDecls, bindingList, gradElementProgram, storeGrad, type GradOptions } from './common.ts';
 
 export type UnaryBackwardOp =
   | { kind: 'relu' }
@@ -22,22 +22,21 @@ export type UnaryBackwardOp =
  * Bindings: Relu, LeakyRelu, Clip: x, dy, dx, params; Sigmoid, Tanh: y, dy, dx, params.
  */
 export function unaryBackwardProgram(op: UnaryBackwardOp, size: number, o?: GradOptions): KernelProgram {
-  const { dispatch, rowSize } = linearDispatch(size);
-  const P = new ParamBlock().u32('size', size).u32('rowSize', rowSize);
   const fromOutput = op.kind === 'sigmoid' || op.kind === 'tanh';
   const saved = fromOutput ? 'y' : 'x';
   let expr: string;
+  let params: ((P: ParamBlock) => void) | undefined;
   switch (op.kind) {
     case 'relu':
       expr = 'select(0.0, g, v > 0.0)';
       break;
     case 'leakyRelu':
-      P.f32('alpha', op.alpha);
+      params = (P) => P.f32('alpha', op.alpha);
       expr = 'select(g * P.alpha, g, v >= 0.0)';
       break;
     case 'clip':
       // Uniform values may be ±Infinity (only WGSL literals may not): an open bound just passes.
-      P.f32('lo', op.min).f32('hi', op.max);
+      params = (P) => P.f32('lo', op.min).f32('hi', op.max);
       expr = 'select(0.0, g, v >= P.lo && v <= P.hi)';
       break;
     case 'sigmoid':
@@ -47,26 +46,16 @@ export function unaryBackwardProgram(op: UnaryBackwardOp, size: number, o?: Grad
       expr = 'g * (1.0 - v * v)';
       break;
   }
-  const { decls, paramsBinding } = bindingDecls([saved, 'dy'], ['dx']);
-  const wgsl = `
-${decls}
-${P.wgsl(paramsBinding)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let i = ${LINEAR_INDEX};
-  if (i >= P.size) { return; }
-  let v = ${saved}[i];
-  let g = dy[i];
-  ${storeGrad('dx', 'i', expr, o?.accumulate)}
-}`;
-  return {
+  return gradElementProgram({
     label: `${op.kind} backward ${size}`,
     key: `unary-bwd|${op.kind}|${accKey(o)}`,
-    wgsl,
-    dispatch,
-    bindings: bindingList([saved, 'dy'], ['dx']),
-    params: P.bytes(),
-  };
+    total: size,
+    reads: [saved, 'dy'],
+    params,
+    body: `  let v = ${saved}[idx];
+  let g = dy[idx];
+  ${storeGrad('dx', 'idx', expr, o?.accumulate)}`,
+  });
 }
 
 export type BroadcastBackwardOp = 'add' | 'sub' | 'mul' | 'div';
@@ -109,29 +98,18 @@ export function reduceToShapeProgram(fromDims: number[], toDims: number[], o?: G
  * Bindings: x, y, [mask,] params.
  */
 export function dropoutForwardProgram(size: number, ratio: number, seed: number, writeMask = false): KernelProgram {
-  const P = dropoutParams(size, ratio, seed);
-  const writes = writeMask ? ['y', 'mask'] : ['y'];
-  const { decls, paramsBinding } = bindingDecls(['x'], writes);
-  const wgsl = `
-${decls}
-${P.block.wgsl(paramsBinding)}
-${HASH_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let i = ${LINEAR_INDEX};
-  if (i >= P.size) { return; }
-  let keep = dropoutHash(P.seed, i) >= P.threshold;
-  y[i] = select(0.0, x[i] * P.scale, keep);
-  ${writeMask ? 'mask[i] = select(0.0, 1.0, keep);' : ''}
-}`;
-  return {
+  return gradElementProgram({
     label: `dropout ${ratio} ${size}`,
     key: `dropout-fwd|${writeMask ? 'mask' : 'nomask'}`,
-    wgsl,
-    dispatch: P.dispatch,
-    bindings: bindingList(['x'], writes),
-    params: P.block.bytes(),
-  };
+    total: size,
+    reads: ['x'],
+    writes: writeMask ? ['y', 'mask'] : ['y'],
+    params: dropoutParams(ratio, seed),
+    prelude: HASH_WGSL,
+    body: `  let keep = dropoutHash(P.seed, idx) >= P.threshold;
+  y[idx] = select(0.0, x[idx] * P.scale, keep);
+  ${writeMask ? 'mask[idx] = select(0.0, 1.0, keep);' : ''}`,
+  });
 }
 
 /**
@@ -140,27 +118,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
  * Bindings: dy, dx, params.
  */
 export function dropoutBackwardProgram(size: number, ratio: number, seed: number, o?: GradOptions): KernelProgram {
-  const P = dropoutParams(size, ratio, seed);
-  const { decls, paramsBinding } = bindingDecls(['dy'], ['dx']);
-  const wgsl = `
-${decls}
-${P.block.wgsl(paramsBinding)}
-${HASH_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let i = ${LINEAR_INDEX};
-  if (i >= P.size) { return; }
-  let g = select(0.0, dy[i] * P.scale, dropoutHash(P.seed, i) >= P.threshold);
-  ${storeGrad('dx', 'i', 'g', o?.accumulate)}
-}`;
-  return {
+  return gradElementProgram({
     label: `dropout backward ${ratio} ${size}`,
     key: `dropout-bwd|${accKey(o)}`,
-    wgsl,
-    dispatch: P.dispatch,
-    bindings: bindingList(['dy'], ['dx']),
-    params: P.block.bytes(),
-  };
+    total: size,
+    reads: ['dy'],
+    params: dropoutParams(ratio, seed),
+    prelude: HASH_WGSL,
+    body: `  let g = select(0.0, dy[idx] * P.scale, dropoutHash(P.seed, idx) >= P.threshold);
+  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}`,
+  });
 }
 
 /** Whether Dropout keeps element `index` under `seed` and `ratio`: the kernels' rule, on the host. */
@@ -212,24 +179,17 @@ function reduceGrad(name: string, term: string, targetDims: number[], operands: 
   const count = reduced.reduce((n, a) => n * a.dim, 1);
   const byWorkgroup = count >= WG_REDUCE_MIN;
 
-  const P = new ParamBlock().u32('size', targets).u32('count', count);
-  let dispatch: [number, number, number];
-  if (byWorkgroup) {
-    dispatch = dispatch1d(targets);
-    P.u32('rowSize', dispatch[0]);
-  } else {
-    const d = linearDispatch(targets);
-    dispatch = d.dispatch;
-    P.u32('rowSize', d.rowSize);
-  }
-  kept.forEach((a, k) => {
-    P.u32(`kd${k}`, a.dim).u32(`ko${k}`, a.out);
-    a.ops.forEach((v, i) => P.u32(`k${i}_${k}`, v));
-  });
-  reduced.forEach((a, r) => {
-    P.u32(`rd${r}`, a.dim).u32(`ro${r}`, a.out);
-    a.ops.forEach((v, i) => P.u32(`r${i}_${r}`, v));
-  });
+  // The strides of the kept and reduced axes, after size, count and rowSize.
+  const strides = (P: ParamBlock): void => {
+    kept.forEach((a, k) => {
+      P.u32(`kd${k}`, a.dim).u32(`ko${k}`, a.out);
+      a.ops.forEach((v, i) => P.u32(`k${i}_${k}`, v));
+    });
+    reduced.forEach((a, r) => {
+      P.u32(`rd${r}`, a.dim).u32(`ro${r}`, a.out);
+      a.ops.forEach((v, i) => P.u32(`r${i}_${r}`, v));
+    });
+  };
 
   const base: string[] = ['  var rem = t;', '  var ob = 0u;', ...operands.map((_, i) => `  var b${i} = 0u;`)];
   for (let k = kept.length - 1; k >= 0; k--) {
@@ -242,9 +202,34 @@ function reduceGrad(name: string, term: string, targetDims: number[], operands: 
   inner.push('    let g = dy[o];', `    acc += ${term};`);
 
   const reads = ['dy', ...operands.map((op) => op.name)];
+  const label = `${name} backward [${outDims}]→[${targetDims}]`;
+  const key = `broadcast-bwd|${name}|k${kept.length}|r${reduced.length}|${byWorkgroup ? 'wg' : 'th'}|${accKey(opts)}`;
+  if (!byWorkgroup) {
+    // One invocation per target element.
+    return gradElementProgram({
+      label,
+      key,
+      total: targets,
+      reads,
+      params: (P) => {
+        P.u32('count', count);
+        strides(P);
+      },
+      body: `  let t = idx;
+  var acc = 0.0;
+${base.join('\n')}
+  for (var r = 0u; r < P.count; r++) {
+${inner.join('\n')}
+  }
+  ${storeGrad('dx', 't', 'acc', opts?.accumulate)}`,
+    });
+  }
+  // One workgroup per target element, with a tree reduction.
+  const dispatch = dispatch1d(targets);
+  const P = new ParamBlock().u32('size', targets).u32('count', count).u32('rowSize', dispatch[0]);
+  strides(P);
   const { decls, paramsBinding } = bindingDecls(reads, ['dx']);
-  const wgsl = byWorkgroup
-    ? `
+  const wgsl = `
 ${decls}
 ${P.wgsl(paramsBinding)}
 var<workgroup> partial: array<f32, ${WG}>;
@@ -268,24 +253,10 @@ ${inner.join('\n')}
     let total = partial[0];
     ${storeGrad('dx', 't', 'total', opts?.accumulate)}
   }
-}`
-    : `
-${decls}
-${P.wgsl(paramsBinding)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let t = ${LINEAR_INDEX};
-  if (t >= P.size) { return; }
-  var acc = 0.0;
-${base.join('\n')}
-  for (var r = 0u; r < P.count; r++) {
-${inner.join('\n')}
-  }
-  ${storeGrad('dx', 't', 'acc', opts?.accumulate)}
 }`;
   return {
-    label: `${name} backward [${outDims}]→[${targetDims}]`,
-    key: `broadcast-bwd|${name}|k${kept.length}|r${reduced.length}|${byWorkgroup ? 'wg' : 'th'}|${accKey(opts)}`,
+    label,
+    key,
     wgsl,
     dispatch,
     bindings: bindingList(reads, ['dx']),
@@ -319,12 +290,10 @@ function dropoutThreshold(ratio: number): number {
   return Math.min(0xffffffff, Math.round(ratio * 4294967296));
 }
 
-function dropoutParams(size: number, ratio: number, seed: number): { block: ParamBlock; dispatch: [number, number, number] } {
-  const { dispatch, rowSize } = linearDispatch(size);
-  const block = new ParamBlock()
-    .u32('size', size).u32('rowSize', rowSize).u32('seed', seed >>> 0)
-    .u32('threshold', dropoutThreshold(ratio)).f32('scale', 1 / (1 - ratio));
-  return { block, dispatch };
+/** Dropout's uniforms after size and rowSize. */
+function dropoutParams(ratio: number, seed: number): (P: ParamBlock) => void {
+  const threshold = dropoutThreshold(ratio);
+  return (P) => P.u32('seed', seed >>> 0).u32('threshold', threshold).f32('scale', 1 / (1 - ratio));
 }
 
 // A counter-based hash (two rounds of the "lowbias32" integer mix): the same (seed, index)

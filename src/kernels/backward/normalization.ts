@@ -1,8 +1,8 @@
 // BatchNormalization in training mode (forward with batch statistics, and its backward), the
 // backward of a frozen BatchNormalization (running statistics), and LRN backward. Forward
 // inference kernels: ../normalization.ts. Data is [N, C, spatial…] viewed as N × C × S.
-import { dispatch1d, LINEAR_INDEX, linearDispatch, ParamBlock, type KernelProgram } from '../program.ts';
-import { accKey, bindingDecls, bindingList, storeGrad, type GradOptions } from './common.ts';
+import { dispatch1d, ParamBlock, type KernelProgram } from '../program.ts';
+import { accKey, bindingDecls, bindingList, gradElementProgram, storeGrad, type GradOptions } from './common.ts';
 
 export interface BatchNormShape {
   images: number;
@@ -67,21 +67,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     runningVar[c] = P.momentum * runningVar[c] + (1.0 - P.momentum) * variance;
   }
 }`;
-  const total = p.images * p.channels * p.spatial;
-  const { dispatch, rowSize } = linearDispatch(total);
-  const A = new ParamBlock().u32('size', total).u32('rowSize', rowSize).u32('channels', p.channels).u32('spatial', p.spatial);
-  const applyReads = ['x', 'scale', 'bias', 'saveMean', 'saveInvStd'];
-  const ad = bindingDecls(applyReads, ['y']);
-  const apply = `
-${ad.decls}
-${A.wgsl(ad.paramsBinding)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = ${LINEAR_INDEX};
-  if (idx >= P.size) { return; }
-  let c = (idx / P.spatial) % P.channels;
-  y[idx] = (x[idx] - saveMean[c]) * saveInvStd[c] * scale[c] + bias[c];
-}`;
   return [
     {
       label: `batchnorm-train stats ${p.images}×${p.channels}×${p.spatial}`,
@@ -91,14 +76,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
       bindings: bindingList(['x'], ['saveMean', 'saveInvStd', 'runningMean', 'runningVar']),
       params: P.bytes(),
     },
-    {
+    gradElementProgram({
       label: `batchnorm-train apply ${p.images}×${p.channels}×${p.spatial}`,
       key: 'batchnorm-train-apply',
-      wgsl: apply,
-      dispatch,
-      bindings: bindingList(applyReads, ['y']),
-      params: A.bytes(),
-    },
+      total: p.images * p.channels * p.spatial,
+      reads: ['x', 'scale', 'bias', 'saveMean', 'saveInvStd'],
+      writes: ['y'],
+      params: channelParams(p),
+      body: `  let c = (idx / P.spatial) % P.channels;
+  y[idx] = (x[idx] - saveMean[c]) * saveInvStd[c] * scale[c] + bias[c];`,
+    }),
   ];
 }
 
@@ -114,35 +101,20 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
  */
 export function batchNormTrainingBackwardPrograms(p: BatchNormShape, o?: GradOptions): [KernelProgram, KernelProgram] {
   const params = batchNormParamGradProgram(p, 'batch');
-  const total = p.images * p.channels * p.spatial;
-  const { dispatch, rowSize } = linearDispatch(total);
-  const A = new ParamBlock().u32('size', total).u32('rowSize', rowSize).u32('channels', p.channels).u32('spatial', p.spatial)
-    .f32('invCount', 1 / (p.images * p.spatial));
-  const reads = ['x', 'dy', 'scale', 'saveMean', 'saveInvStd', 'dScale', 'dBias'];
-  const { decls, paramsBinding } = bindingDecls(reads, ['dx']);
-  const wgsl = `
-${decls}
-${A.wgsl(paramsBinding)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = ${LINEAR_INDEX};
-  if (idx >= P.size) { return; }
-  let c = (idx / P.spatial) % P.channels;
+  return [
+    params,
+    gradElementProgram({
+      label: `batchnorm-train dx ${p.images}×${p.channels}×${p.spatial}`,
+      key: `batchnorm-train-dx|${accKey(o)}`,
+      total: p.images * p.channels * p.spatial,
+      reads: ['x', 'dy', 'scale', 'saveMean', 'saveInvStd', 'dScale', 'dBias'],
+      params: (P) => channelParams(p)(P).f32('invCount', 1 / (p.images * p.spatial)),
+      body: `  let c = (idx / P.spatial) % P.channels;
   let inv = saveInvStd[c];
   let xhat = (x[idx] - saveMean[c]) * inv;
   let g = scale[c] * inv * (dy[idx] - (dBias[c] + xhat * dScale[c]) * P.invCount);
-  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}
-}`;
-  return [
-    params,
-    {
-      label: `batchnorm-train dx ${p.images}×${p.channels}×${p.spatial}`,
-      key: `batchnorm-train-dx|${accKey(o)}`,
-      wgsl,
-      dispatch,
-      bindings: bindingList(reads, ['dx']),
-      params: A.bytes(),
-    },
+  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}`,
+    }),
   ];
 }
 
@@ -154,30 +126,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
  * batchNormParamGradProgram(p, 'running').
  */
 export function batchNormFrozenBackwardProgram(p: BatchNormShape, o?: GradOptions): KernelProgram {
-  const total = p.images * p.channels * p.spatial;
-  const { dispatch, rowSize } = linearDispatch(total);
-  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize).u32('channels', p.channels).u32('spatial', p.spatial).f32('epsilon', p.epsilon);
-  const reads = ['dy', 'scale', 'var'];
-  const { decls, paramsBinding } = bindingDecls(['dy', 'scale', 'variance'], ['dx']);
-  const wgsl = `
-${decls}
-${P.wgsl(paramsBinding)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = ${LINEAR_INDEX};
-  if (idx >= P.size) { return; }
-  let c = (idx / P.spatial) % P.channels;
-  let g = dy[idx] * scale[c] * inverseSqrt(variance[c] + P.epsilon);
-  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}
-}`;
-  return {
+  return gradElementProgram({
     label: `batchnorm-frozen dx ${p.images}×${p.channels}×${p.spatial}`,
     key: `batchnorm-frozen-dx|${accKey(o)}`,
-    wgsl,
-    dispatch,
-    bindings: bindingList(reads, ['dx']),
-    params: P.bytes(),
-  };
+    total: p.images * p.channels * p.spatial,
+    reads: ['dy', 'scale', { name: 'var', wgsl: 'variance' }],
+    params: (P) => channelParams(p)(P).f32('epsilon', p.epsilon),
+    body: `  let c = (idx / P.spatial) % P.channels;
+  let g = dy[idx] * scale[c] * inverseSqrt(variance[c] + P.epsilon);
+  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}`,
+  });
 }
 
 /**
@@ -248,17 +206,7 @@ export interface LrnBackwardParams {
  * Bindings: x, dy, dx, params.
  */
 export function lrnBackwardProgram(p: LrnBackwardParams, o?: GradOptions): KernelProgram {
-  const total = p.images * p.channels * p.spatial;
-  const { dispatch, rowSize } = linearDispatch(total);
-  const P = new ParamBlock()
-    .u32('size', total).u32('rowSize', rowSize).u32('channels', p.channels).u32('spatial', p.spatial)
-    .i32('below', Math.floor((p.size - 1) / 2)).i32('above', Math.ceil((p.size - 1) / 2))
-    .f32('alphaOverSize', p.alpha / p.size).f32('beta', p.beta).f32('bias', p.bias);
-  const { decls, paramsBinding } = bindingDecls(['x', 'dy'], ['dx']);
-  const wgsl = `
-${decls}
-${P.wgsl(paramsBinding)}
-fn denominator(base: u32, i: i32) -> f32 {
+  const prelude = `fn denominator(base: u32, i: i32) -> f32 {
   let first = max(i - P.below, 0);
   let last = min(i + P.above, i32(P.channels) - 1);
   var sum = 0.0;
@@ -267,12 +215,8 @@ fn denominator(base: u32, i: i32) -> f32 {
     sum += v * v;
   }
   return P.bias + P.alphaOverSize * sum;
-}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = ${LINEAR_INDEX};
-  if (idx >= P.size) { return; }
-  let pos = idx % P.spatial;
+}`;
+  const body = `  let pos = idx % P.spatial;
   let k = i32((idx / P.spatial) % P.channels);
   let base = (idx / (P.spatial * P.channels)) * P.channels * P.spatial + pos;
   let first = max(k - P.above, 0);
@@ -287,16 +231,18 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     cross += dy[at] * x[at] * dpow / d;
   }
   let g = direct - 2.0 * P.alphaOverSize * P.beta * x[idx] * cross;
-  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}
-}`;
-  return {
+  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}`;
+  return gradElementProgram({
     label: `lrn backward ${p.size} ${p.images}×${p.channels}×${p.spatial}`,
     key: `lrn-bwd|${accKey(o)}`,
-    wgsl,
-    dispatch,
-    bindings: bindingList(['x', 'dy'], ['dx']),
-    params: P.bytes(),
-  };
+    total: p.images * p.channels * p.spatial,
+    reads: ['x', 'dy'],
+    params: (P) => channelParams(p)(P)
+      .i32('below', Math.floor((p.size - 1) / 2)).i32('above', Math.ceil((p.size - 1) / 2))
+      .f32('alphaOverSize', p.alpha / p.size).f32('beta', p.beta).f32('bias', p.bias),
+    prelude,
+    body,
+  });
 }
 
 // ---- helpers ----
@@ -305,6 +251,11 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 const CHANNEL_PROLOGUE = `fn at(c: u32, j: u32) -> u32 {
   return ((j / P.spatial) * P.channels + c) * P.spatial + j % P.spatial;
 }`;
+
+/** The uniforms after size and rowSize of the per-element kernels over N × C × S. */
+function channelParams(p: { channels: number; spatial: number }): (P: ParamBlock) => ParamBlock {
+  return (P) => P.u32('channels', p.channels).u32('spatial', p.spatial);
+}
 
 function channelDispatch(channels: number): [number, number, number] {
   const d = dispatch1d(channels);

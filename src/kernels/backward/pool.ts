@@ -2,8 +2,8 @@
 // invocation per input element walks the output windows that cover it, so no atomics and no
 // zero-fill pass are needed, and each gradient element is written exactly once.
 import type { Pool2dParams } from '../pool.ts';
-import { F32_LOWEST, LINEAR_INDEX, linearDispatch, ParamBlock, type KernelProgram } from '../program.ts';
-import { accKey, bindingDecls, bindingList, storeGrad, type GradOptions } from './common.ts';
+import { F32_LOWEST, type KernelProgram, type ParamBlock } from '../program.ts';
+import { accKey, gradElementProgram, storeGrad, type GradOptions } from './common.ts';
 
 /** The forward pool's geometry; `kind` and `countIncludePad` are chosen by the builder called. */
 export type PoolBackwardParams = Omit<Pool2dParams, 'kind'>;
@@ -38,15 +38,8 @@ export function avgPool2dBackwardProgram(p: PoolBackwardParams, o?: GradOptions)
  */
 export function globalPoolBackwardProgram(kind: 'max' | 'avg', planes: number, spatial: number, o?: GradOptions): KernelProgram {
   const max = kind === 'max';
-  const total = max ? planes : planes * spatial;
-  const wg = max ? 64 : 256;
-  const { dispatch, rowSize } = linearDispatch(total, wg);
-  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize).u32('spatial', spatial).f32('scale', 1 / spatial);
-  const reads = max ? ['x', 'dy'] : ['dy'];
-  const { decls, paramsBinding } = bindingDecls(reads, ['dx']);
   const body = max
-    ? `
-  let base = idx * P.spatial;
+    ? `  let base = idx * P.spatial;
   var best = x[base];
   var at = 0u;
   for (var i = 1u; i < P.spatial; i++) {
@@ -58,43 +51,31 @@ export function globalPoolBackwardProgram(kind: 'max' | 'avg', planes: number, s
     let v = select(0.0, g, i == at);
     ${storeGrad('dx', 'base + i', 'v', o?.accumulate)}
   }`
-    : `
-  let g = dy[idx / P.spatial] * P.scale;
+    : `  let g = dy[idx / P.spatial] * P.scale;
   ${storeGrad('dx', 'idx', 'g', o?.accumulate)}`;
-  const wgsl = `
-${decls}
-${P.wgsl(paramsBinding)}
-@compute @workgroup_size(${wg})
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = ${LINEAR_INDEX};
-  if (idx >= P.size) { return; }${body}
-}`;
-  return {
+  return gradElementProgram({
     label: `global${kind}pool backward ${planes}×${spatial}`,
     key: `globalpool-bwd|${kind}|${accKey(o)}`,
-    wgsl,
-    dispatch,
-    bindings: bindingList(reads, ['dx']),
-    params: P.bytes(),
-  };
+    total: max ? planes : planes * spatial,
+    workgroup: max ? 64 : 256,
+    reads: max ? ['x', 'dy'] : ['dy'],
+    params: (P) => P.u32('spatial', spatial).f32('scale', 1 / spatial),
+    body,
+  });
 }
 
 // ---- helpers ----
 
 function poolBackward(kind: 'max' | 'avg', p: PoolBackwardParams, o: GradOptions | undefined): KernelProgram {
-  const total = p.planes * p.height * p.width;
-  const { dispatch, rowSize } = linearDispatch(total);
-  const P = new ParamBlock()
-    .u32('size', total).u32('rowSize', rowSize)
-    .i32('height', p.height).i32('width', p.width).i32('outH', p.outH).i32('outW', p.outW)
-    .i32('kernelH', p.kernelH).i32('kernelW', p.kernelW).i32('strideH', p.strideH).i32('strideW', p.strideW)
-    .i32('padTop', p.pads[0]).i32('padLeft', p.pads[1])
-    .i32('paddedH', p.height + p.pads[2]).i32('paddedW', p.width + p.pads[3])
-    .i32('dilationH', p.dilationH).i32('dilationW', p.dilationW);
+  const params = (P: ParamBlock): void => {
+    P.i32('height', p.height).i32('width', p.width).i32('outH', p.outH).i32('outW', p.outW)
+      .i32('kernelH', p.kernelH).i32('kernelW', p.kernelW).i32('strideH', p.strideH).i32('strideW', p.strideW)
+      .i32('padTop', p.pads[0]).i32('padLeft', p.pads[1])
+      .i32('paddedH', p.height + p.pads[2]).i32('paddedW', p.width + p.pads[3])
+      .i32('dilationH', p.dilationH).i32('dilationW', p.dilationW);
+  };
   const max = kind === 'max';
   const include = !max && p.countIncludePad === true;
-  const reads = max ? ['x', 'dy'] : ['dy'];
-  const { decls, paramsBinding } = bindingDecls(reads, ['dx']);
   // Per covering window (oh, ow) in which this element sits at (kh, kw): its share of dy.
   const share = max
     ? `
@@ -124,14 +105,7 @@ function poolBackward(kind: 'max' | 'avg', p: PoolBackwardParams, o: GradOptions
         ${include ? 'if (aw < P.paddedW) { cols++; }' : 'if (aw >= 0 && aw < P.width) { cols++; }'}
       }
       acc += dy[yBase + u32(oh * P.outW + ow)] / f32(max(rows * cols, 1));`;
-  const wgsl = `
-${decls}
-${P.wgsl(paramsBinding)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = ${LINEAR_INDEX};
-  if (idx >= P.size) { return; }
-  let iw = i32(idx % u32(P.width));
+  const body = `  let iw = i32(idx % u32(P.width));
   let ih = i32((idx / u32(P.width)) % u32(P.height));
   let plane = idx / u32(P.width * P.height);
   let xBase = plane * u32(P.height * P.width);
@@ -151,14 +125,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
       let w0 = ow * P.strideW - P.padLeft;${share}
     }
   }
-  ${storeGrad('dx', 'idx', 'acc', o?.accumulate)}
-}`;
-  return {
+  ${storeGrad('dx', 'idx', 'acc', o?.accumulate)}`;
+  return gradElementProgram({
     label: `${kind}pool backward ${p.kernelH}x${p.kernelW} s${p.strideH} ${p.outH}x${p.outW}→${p.height}x${p.width}`,
     key: `pool2d-bwd|${kind}|${include ? 'incl' : 'excl'}|${accKey(o)}`,
-    wgsl,
-    dispatch,
-    bindings: bindingList(reads, ['dx']),
-    params: P.bytes(),
-  };
+    total: p.planes * p.height * p.width,
+    reads: max ? ['x', 'dy'] : ['dy'],
+    params,
+    body,
+  });
 }
