@@ -3,6 +3,7 @@
 // inference kernels: ../normalization.ts. Data is [N, C, spatial…] viewed as N × C × S.
 import { dispatch1d, ParamBlock, type KernelProgram } from '../program.ts';
 import { accKey, bindingDecls, bindingList, gradElementProgram, storeGrad, type GradOptions } from './common.ts';
+import type { LrnParams } from '../normalization.ts';
 
 export interface BatchNormShape {
   images: number;
@@ -187,15 +188,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   };
 }
 
-export interface LrnBackwardParams {
-  images: number;
-  channels: number;
-  spatial: number;
-  size: number;
-  alpha: number;
-  beta: number;
-  bias: number;
-}
+/** The forward LRN's geometry and constants: the backward needs exactly the same. */
+export type LrnBackwardParams = LrnParams;
 
 /**
  * LRN backward. Forward: y_c = x_c·D_c^(−β), D_c = bias + α/size·Σ_{j∈W(c)} x_j², W(c) =
