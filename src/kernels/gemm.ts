@@ -85,6 +85,9 @@ export interface GemmProblem {
   /** Compute only rows [offset, offset + count) (all of A and C stay addressable): how a GEMM
    * with more row tiles than one dispatch dimension allows is split (gemmPrograms). */
   rows?: { offset: number; count: number };
+  /** C += the result instead of C = (no activation allowed): how a GEMM split along K (chunks of
+   * a reduction too long for one binding, or too large to materialise at once) adds up. */
+  accumulate?: boolean;
 }
 
 /** Bindings: a, b, c, then bias when the problem has one, then the params uniform. */
@@ -191,6 +194,7 @@ function checkProblem(p: GemmProblem, v: GemmVariant): void {
   }
   if (v.kind === 'register' && v.tileN !== 4 && v.tileN !== 8) throw new Error(`gemm: register tileN must be 4 or 8, got ${v.tileN}`);
   if (v.kind === 'register' && v.tileM >= 4 && v.tileM % 4 !== 0) throw new Error(`gemm: register tileM must be 1, 2 or a multiple of 4, got ${v.tileM}`);
+  if (p.accumulate && (p.activation ?? NO_ACTIVATION).kind !== 'none') throw new Error(`gemm: an accumulating GEMM cannot apply an activation (${(p.activation as Activation).kind})`);
   if (p.b.layout === 'kn' && p.b.ld < p.N) throw new Error(`gemm: B ld ${p.b.ld} < N ${p.N}`);
   if (p.b.layout === 'nk' && p.b.ld < p.K) throw new Error(`gemm: B ld ${p.b.ld} < K ${p.K}`);
   if (p.a.kind === 'im2col') {
@@ -213,6 +217,8 @@ interface Structure {
   /** B rows readable up to the tile's last column: no clamping. */
   bPadded: boolean;
   c: 'matrix' | 'nchw';
+  /** C is added to, not overwritten. */
+  accumulate: boolean;
   bias: boolean;
   act: Activation['kind'];
 }
@@ -232,6 +238,7 @@ function structureOf(p: GemmProblem, v: GemmVariant): Structure {
     bVec,
     bPadded: bVec && p.b.padded === true && p.b.ld >= roundUp(p.N, TN),
     c: p.c.kind,
+    accumulate: p.accumulate === true,
     bias: p.bias !== undefined,
     act: (p.activation ?? NO_ACTIVATION).kind,
   };
@@ -448,7 +455,7 @@ function storeFunction(s: Structure): string[] {
   const cIdx = s.c === 'matrix'
     ? `batch * P.cBatch + P.cOffset + row * P.cStrideM + (col + P.nOffset) * P.cStrideN`
     : `(row / P.cSpatial) * P.cImage + row % P.cSpatial + (batch * P.cBatchChannels + P.nOffset + col) * P.cSpatial`;
-  L.push(`  c[${cIdx}] = ${activationWgsl(s.act, 'v')};`);
+  L.push(s.accumulate ? `  let at = ${cIdx};\n  c[at] = c[at] + v;` : `  c[${cIdx}] = ${activationWgsl(s.act, 'v')};`);
   L.push(`}`);
   return L;
 }

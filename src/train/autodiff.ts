@@ -196,6 +196,7 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
     },
     variant: options.variant,
     maxWorkgroupsPerDimension: options.maxWorkgroupsPerDimension,
+    maxBindingBytes: options.maxBindingBytes,
     error: (message) => new ModelError(message, { file, node }),
     training,
     dropout: options.dropout ?? true,
