@@ -13,8 +13,9 @@
 //
 // Dropout is off (dropout: false) so the fixed batch sees the same function each step.
 // A model that cannot run here belongs in EXCLUDED with its reason, which the test re-checks
-// (the exact error); nothing is skipped silently. On lavapipe (128 MiB storage bindings) AlexNet
-// and VGG-19 are excluded: fc6's weight gradient does not fit one binding.
+// (the exact error); nothing is skipped silently. AlexNet's and VGG-19's fc6 weight (151 MB and
+// 411 MB) exceeds lavapipe's 128 MiB storage binding: the Gemm rule and the optimizer bind it,
+// its gradient and its moments in blocks (see test/train-large-weights.test.ts).
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Graph } from '../src/graph/ir.ts';
@@ -39,9 +40,8 @@ interface Case {
 }
 
 /**
- * Per topology: input size, batch, optimizer. The BN networks converge with Adam 1e-3 (measured
- * on lavapipe); AlexNet's and VGG-19's 1e-4 (no BN, 4096-wide fc layers) is untested here, as
- * they are excluded on this adapter: a device with larger bindings trains them with it.
+ * Per topology: input size, batch, optimizer. The BN networks converge with Adam 1e-3, AlexNet
+ * and VGG-19 (no BN, 4096-wide fc layers) with Adam 1e-4 (measured on lavapipe).
  */
 const CASES: Record<LightModel, Case> = {
   bvlc_alexnet: { size: SIZE, batch: 2, optimizer: { type: 'adam', lr: 1e-4 } },
@@ -54,25 +54,9 @@ const CASES: Record<LightModel, Case> = {
 /**
  * Models that cannot run on some devices, each with the reason and a check that it still holds
  * on this one (the exact error plan creation throws). Where `applies` is false (a device with a
- * larger binding limit) the model trains like the others. Never a silent skip.
- *
- * AlexNet and VGG-19: fc6's weight gradient is one storage binding of 4096 × 9216 (151 MB) /
- * 4096 × 25088 (411 MB) floats, whatever the input size (the adaptive pool keeps fc6's input at
- * 256·6·6 / 512·7·7), over the 128 MiB maxStorageBufferBindingSize lavapipe offers; the training
- * lowering does not split a weight gradient across bindings.
+ * larger limit) the model trains like the others. Never a silent skip. None at present.
  */
-const EXCLUDED: Partial<Record<LightModel, { reason: string; applies: (gpu: GpuContext) => boolean; error: string }>> = {
-  bvlc_alexnet: {
-    reason: "fc6's weight gradient (4096 × 9216 floats, 151 MB) exceeds the device's storage binding limit",
-    applies: (gpu) => gpu.device.limits.maxStorageBufferBindingSize < 4096 * 9216 * 4,
-    error: "node 'n16' (Gemm): value 'grad fc6_w_0' takes 150994944 bytes, over this device's maxStorageBufferBindingSize of",
-  },
-  vgg19: {
-    reason: "fc6's weight gradient (4096 × 25088 floats, 411 MB) exceeds the device's storage binding limit",
-    applies: (gpu) => gpu.device.limits.maxStorageBufferBindingSize < 4096 * 25088 * 4,
-    error: "node 'n38' (Gemm): value 'grad fc6_w_0' takes 411041792 bytes, over this device's maxStorageBufferBindingSize of",
-  },
-};
+const EXCLUDED: Partial<Record<LightModel, { reason: string; applies: (gpu: GpuContext) => boolean; error: string }>> = {};
 
 function loadLight(name: LightModel): Graph {
   const file = lightModelPath(name);

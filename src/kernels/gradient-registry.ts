@@ -16,6 +16,12 @@ export interface RuleStep {
   program: KernelProgram;
   bind: Record<string, string>;
   /**
+   * Per binding name: bind only this byte range of the value (offset a multiple of 256 bytes,
+   * the largest minStorageBufferOffsetAlignment WebGPU allows; bytes within maxBindingBytes):
+   * how a rule reaches a block of a weight or gradient larger than one storage binding.
+   */
+  views?: Record<string, { offset: number; bytes: number }>;
+  /**
    * The step draws random numbers (Dropout's mask): its params block holds a u32 seed at this
    * byte offset, which the training plan rewrites before every step (forward and backward of one
    * node get the same seed).

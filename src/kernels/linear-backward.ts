@@ -6,77 +6,150 @@ import { gemmPrograms, type GemmProblem, type GemmVariant } from './gemm.ts';
 import { LINEAR_INDEX, linearDispatch, ParamBlock, type KernelProgram } from './program.ts';
 import type { GemmOpParams } from './linear.ts';
 
+/**
+ * A block of B's stored rows, for a B too large for one storage binding: rows [start,
+ * start + count) of B as stored, i.e. output columns [start, start + count) when transB (B is
+ * [N, K]) and reduction indices [start, start + count) otherwise (B is [K, N]). With a block, the
+ * problems below address B and dB as the block alone (the step binds a view of it: contiguous
+ * rows) and every other operand whole, at the block's columns or rows:
+ *   transB:   y[:, blk] = op(A)·Bblkᵀ;  dA += dY[:, blk]·Bblk;      dBblk = dY[:, blk]ᵀ·op(A)
+ *   !transB:  y += op(A)[:, blk]·Bblk;  dA[:, blk] = dY·Bblkᵀ;       dBblk = op(A)[:, blk]ᵀ·dY
+ * The sums (y for !transB, dA for transB) overwrite at the first block (start 0) and accumulate
+ * after it. Without a block: the whole of B, the problems of an unsplit Gemm.
+ */
+export interface WeightBlock {
+  start: number;
+  count: number;
+}
+
+function blockOf(p: GemmOpParams, block?: WeightBlock): WeightBlock {
+  return block ?? { start: 0, count: p.transB ? p.N : p.K };
+}
+
+/**
+ * Whether the dA problem of a block reads dY through a view that starts at the block's first
+ * column (transA and transB: dY is the GEMM's B operand, which has no offset of its own): the
+ * rule binds dY from byte 4·block.start, which block starts at multiples of 64 keep aligned.
+ */
+export function backwardAReadsDyFromBlock(p: GemmOpParams): boolean {
+  return p.transA && p.transB;
+}
+
 /** dA (the shape of A as given: [M, K], or [K, M] when transA). Bindings: dy, b, da. */
-export function gemmBackwardAProblem(p: GemmOpParams): GemmProblem {
+export function gemmBackwardAProblem(p: GemmOpParams, block?: WeightBlock): GemmProblem {
   const { M, N, K } = p;
-  if (!p.transA) {
-    // dA[M][K] = dY[M][N] · op(B)ᵀ; op(B)ᵀ[n][k] is B[k][n] ('nk', ld N) or B[n][k] ('kn', ld K).
+  const { start, count } = blockOf(p, block);
+  const label = block ? ` (B rows ${start}+${count})` : '';
+  if (p.transB) {
+    // Over output columns [start, start + count): dA += the block's share, summed over blocks.
+    const accumulate = start > 0;
+    if (!p.transA) {
+      // dA[M][K] = dY[M][blk] · Bblk[blk][K].
+      return {
+        label: `gemm dA ${M}×${K}${label}`, batch: 1, M, N: K, K: count, alpha: p.alpha, accumulate,
+        a: { kind: 'matrix', layout: 'mk', batchStride: 0, ld: N, offset: start },
+        b: { layout: 'kn', batchStride: 0, ld: K },
+        c: { kind: 'matrix', batchStride: 0, strideM: K, strideN: 1 },
+      };
+    }
+    // dA[K][M] = Bblkᵀ[K][blk] · dY[:, blk]ᵀ (dY bound from column `start`: see backwardAReadsDyFromBlock).
     return {
-      label: `gemm dA ${M}×${K}`, batch: 1, M, N: K, K: N, alpha: p.alpha,
-      a: { kind: 'matrix', layout: 'mk', batchStride: 0, ld: N },
-      b: p.transB ? { layout: 'kn', batchStride: 0, ld: K } : { layout: 'nk', batchStride: 0, ld: N },
-      c: { kind: 'matrix', batchStride: 0, strideM: K, strideN: 1 },
+      label: `gemm dAᵀ ${K}×${M}${label}`, batch: 1, M: K, N: M, K: count, alpha: p.alpha, accumulate,
+      a: { kind: 'matrix', layout: 'km', batchStride: 0, ld: K },
+      b: { layout: 'nk', batchStride: 0, ld: N },
+      c: { kind: 'matrix', batchStride: 0, strideM: M, strideN: 1 },
     };
   }
-  // dA[K][M] = op(B)[K][N] · dYᵀ.
+  // Over reduction indices [start, start + count): the block writes its own columns (rows when transA) of dA.
+  if (!p.transA) {
+    // dA[M][blk] = dY[M][N] · Bblkᵀ[N][blk].
+    return {
+      label: `gemm dA ${M}×${K}${label}`, batch: 1, M, N: count, K: N, alpha: p.alpha,
+      a: { kind: 'matrix', layout: 'mk', batchStride: 0, ld: N },
+      b: { layout: 'nk', batchStride: 0, ld: N },
+      c: { kind: 'matrix', batchStride: 0, strideM: K, strideN: 1, offset: start },
+    };
+  }
+  // dA[blk][M] = Bblk[blk][N] · dYᵀ.
   return {
-    label: `gemm dAᵀ ${K}×${M}`, batch: 1, M: K, N: M, K: N, alpha: p.alpha,
-    a: p.transB ? { kind: 'matrix', layout: 'km', batchStride: 0, ld: K } : { kind: 'matrix', layout: 'mk', batchStride: 0, ld: N },
+    label: `gemm dAᵀ ${K}×${M}${label}`, batch: 1, M: count, N: M, K: N, alpha: p.alpha,
+    a: { kind: 'matrix', layout: 'mk', batchStride: 0, ld: N },
     b: { layout: 'nk', batchStride: 0, ld: N },
-    c: { kind: 'matrix', batchStride: 0, strideM: M, strideN: 1 },
+    c: { kind: 'matrix', batchStride: 0, strideM: M, strideN: 1, offset: start * M },
   };
 }
 
-/** dB (the shape of B as given: [K, N], or [N, K] when transB). Bindings: a, dy, db. */
-export function gemmBackwardBProblem(p: GemmOpParams): GemmProblem {
+/** dB (the shape of B as given: [K, N], or [N, K] when transB), or its block. Bindings: a, dy, db. */
+export function gemmBackwardBProblem(p: GemmOpParams, block?: WeightBlock): GemmProblem {
   const { M, N, K } = p;
+  const { start, count } = blockOf(p, block);
+  const label = block ? ` (rows ${start}+${count})` : '';
   if (!p.transB) {
-    // dB[K][N] = op(A)ᵀ[K][M] · dY[M][N].
+    // dBblk[blk][N] = op(A)ᵀ[blk][M] · dY[M][N].
     return {
-      label: `gemm dB ${K}×${N}`, batch: 1, M: K, N, K: M, alpha: p.alpha,
-      a: p.transA ? { kind: 'matrix', layout: 'mk', batchStride: 0, ld: M } : { kind: 'matrix', layout: 'km', batchStride: 0, ld: K },
+      label: `gemm dB ${K}×${N}${label}`, batch: 1, M: count, N, K: M, alpha: p.alpha,
+      a: p.transA
+        ? { kind: 'matrix', layout: 'mk', batchStride: 0, ld: M, offset: start * M }
+        : { kind: 'matrix', layout: 'km', batchStride: 0, ld: K, offset: start },
       b: { layout: 'kn', batchStride: 0, ld: N },
       c: { kind: 'matrix', batchStride: 0, strideM: N, strideN: 1 },
     };
   }
-  // dB[N][K] = dYᵀ[N][M] · op(A)[M][K].
+  // dBblk[blk][K] = dY[:, blk]ᵀ · op(A)[M][K].
   return {
-    label: `gemm dBᵀ ${N}×${K}`, batch: 1, M: N, N: K, K: M, alpha: p.alpha,
-    a: { kind: 'matrix', layout: 'km', batchStride: 0, ld: N },
+    label: `gemm dBᵀ ${N}×${K}${label}`, batch: 1, M: count, N: K, K: M, alpha: p.alpha,
+    a: { kind: 'matrix', layout: 'km', batchStride: 0, ld: N, offset: start },
     b: p.transA ? { layout: 'nk', batchStride: 0, ld: M } : { layout: 'kn', batchStride: 0, ld: K },
     c: { kind: 'matrix', batchStride: 0, strideM: K, strideN: 1 },
   };
 }
 
-export function gemmBackwardAPrograms(p: GemmOpParams, variant: GemmVariant, maxPerDim?: number): KernelProgram[] {
-  const problem = gemmBackwardAProblem(p);
+export function gemmBackwardAPrograms(p: GemmOpParams, variant: GemmVariant, maxPerDim?: number, block?: WeightBlock): KernelProgram[] {
+  const problem = gemmBackwardAProblem(p, block);
   // op(A)'s gradient GEMM reads (dY, B) when !transA and (B, dY) when transA.
   const names = p.transA ? { a: 'b', b: 'dy', c: 'da' } : { a: 'dy', b: 'b', c: 'da' };
   return rename(gemmPrograms(problem, variant, maxPerDim), names, 'gemm-dA');
 }
 
-export function gemmBackwardBPrograms(p: GemmOpParams, variant: GemmVariant, maxPerDim?: number): KernelProgram[] {
-  const problem = gemmBackwardBProblem(p);
+export function gemmBackwardBPrograms(p: GemmOpParams, variant: GemmVariant, maxPerDim?: number, block?: WeightBlock): KernelProgram[] {
+  const problem = gemmBackwardBProblem(p, block);
   const names = p.transB ? { a: 'dy', b: 'a', c: 'db' } : { a: 'a', b: 'dy', c: 'db' };
   return rename(gemmPrograms(problem, variant, maxPerDim), names, 'gemm-dB');
 }
 
 /**
- * The training forward of Gemm with B unpacked (a parameter buffer in ONNX layout).
- * Bindings: a, b, y, [bias].
+ * The training forward of Gemm with B unpacked (a parameter buffer in ONNX layout), or of one
+ * block of B (see WeightBlock). Bindings: a, b, y, [bias].
  */
-export function gemmTrainForwardProblem(p: GemmOpParams): GemmProblem {
+export function gemmTrainForwardProblem(p: GemmOpParams, block?: WeightBlock): GemmProblem {
+  const { start, count } = blockOf(p, block);
+  const label = `gemm train ${p.M}×${p.N}×${p.K}${block ? ` (B rows ${start}+${count})` : ''}`;
+  const bias = p.cDims ? { ...broadcastStrides(p.cDims, p.M, p.N), batchStride: 0, beta: p.beta } : undefined;
+  if (p.transB) {
+    // Output columns [start, start + count): nOffset moves C's and the bias's column.
+    return {
+      label, batch: 1, M: p.M, N: count, K: p.K, alpha: p.alpha, nOffset: start,
+      a: { kind: 'matrix', layout: p.transA ? 'km' : 'mk', batchStride: 0, ld: p.transA ? p.M : p.K },
+      b: { layout: 'nk', batchStride: 0, ld: p.K },
+      c: { kind: 'matrix', batchStride: 0, strideM: p.N, strideN: 1 },
+      bias,
+    };
+  }
+  // Reduction indices [start, start + count): op(A)'s columns there; the first block adds the
+  // bias, the others accumulate.
   return {
-    label: `gemm train ${p.M}×${p.N}×${p.K}`, batch: 1, M: p.M, N: p.N, K: p.K, alpha: p.alpha,
-    a: { kind: 'matrix', layout: p.transA ? 'km' : 'mk', batchStride: 0, ld: p.transA ? p.M : p.K },
-    b: { layout: p.transB ? 'nk' : 'kn', batchStride: 0, ld: p.transB ? p.K : p.N },
+    label, batch: 1, M: p.M, N: p.N, K: count, alpha: p.alpha, accumulate: start > 0,
+    a: p.transA
+      ? { kind: 'matrix', layout: 'km', batchStride: 0, ld: p.M, offset: start * p.M }
+      : { kind: 'matrix', layout: 'mk', batchStride: 0, ld: p.K, offset: start },
+    b: { layout: 'kn', batchStride: 0, ld: p.N },
     c: { kind: 'matrix', batchStride: 0, strideM: p.N, strideN: 1 },
-    bias: p.cDims ? { ...broadcastStrides(p.cDims, p.M, p.N), batchStride: 0, beta: p.beta } : undefined,
+    bias: start > 0 ? undefined : bias,
   };
 }
 
-export function gemmTrainForwardPrograms(p: GemmOpParams, variant: GemmVariant, maxPerDim?: number): KernelProgram[] {
-  return rename(gemmPrograms(gemmTrainForwardProblem(p), variant, maxPerDim), { a: 'a', b: 'b', c: 'y' }, 'gemm-train');
+export function gemmTrainForwardPrograms(p: GemmOpParams, variant: GemmVariant, maxPerDim?: number, block?: WeightBlock): KernelProgram[] {
+  return rename(gemmPrograms(gemmTrainForwardProblem(p, block), variant, maxPerDim), { a: 'a', b: 'b', c: 'y' }, 'gemm-train');
 }
 
 /**

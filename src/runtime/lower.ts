@@ -27,7 +27,15 @@ export interface ConstantTensor {
   data: Float32Array;
 }
 
-export type BindingRef = { value: string } | { constant: ConstantTensor };
+/** A byte range of a value or constant, bound instead of the whole of it: how a step reaches a
+ * block of a tensor larger than one storage binding (offset a multiple of the device's
+ * minStorageBufferOffsetAlignment, bytes at most its maxStorageBufferBindingSize; the plan checks). */
+export interface BindingView {
+  offset: number;
+  bytes: number;
+}
+
+export type BindingRef = ({ value: string } | { constant: ConstantTensor }) & { view?: BindingView };
 
 export interface StepSpec {
   program: KernelProgram;

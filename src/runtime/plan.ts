@@ -13,11 +13,17 @@
 // bound read-only anywhere (backward kernels), and those handed out whole (bufferOf: external,
 // keep, and feeds and outputs unless packed), get whole buffers from a pool instead (a buffer
 // returns to the pool after its value's last reader).
+//
+// A value may exceed maxStorageBufferBindingSize (a VGG fc6 weight gradient is 411 MB; buffers
+// may be up to maxBufferSize) when every step binds it in pieces: a step's binding may be a
+// view, a byte range of a value or constant (BindingRef.view). Every binding is checked against
+// the limit, and every view's offset against minStorageBufferOffsetAlignment, before any buffer
+// is made.
 import { ModelError } from '../graph/errors.ts';
 import type { Graph } from '../graph/ir.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
 import { bindingWrites, encodeSteps, prepareStep, STORAGE_USAGE, type BufferRange, type KernelStep } from '../kernels/program.ts';
-import type { ConstantTensor, Lowered, StepSpec } from './lower.ts';
+import type { BindingView, ConstantTensor, Lowered, StepSpec } from './lower.ts';
 
 /** Uploaded constants, shared by every plan of a session (keyed by their packed form). */
 export class ConstantStore {
@@ -86,6 +92,11 @@ export interface PlanCompileOptions {
    * binds the logits and uploads feeds itself).
    */
   packFeedsAndOutputs?: boolean;
+  /**
+   * The most bytes one storage binding may cover, when lower than the device's
+   * maxStorageBufferBindingSize (tests force the split paths on small shapes with it).
+   */
+  maxBindingBytes?: number;
 }
 
 /** Where a value lives: a whole pooled buffer (offset 0) or a range of an arena. */
@@ -178,18 +189,31 @@ export class Plan {
     }
     for (const name of feedNames) if (!last.has(name)) last.set(name, -1);
 
-    // No single binding may exceed the device's limit (the lowering names most such values
-    // first; this catches the rest before any buffer is made).
-    const maxBinding = limits.maxStorageBufferBindingSize;
-    for (const [v, i] of def) {
-      const bytes = bytesOf(v);
-      if (bytes > maxBinding) {
-        throw new ModelError(
-          `value '${v}' takes ${bytes} bytes, over this device's maxStorageBufferBindingSize of ${maxBinding} bytes; a smaller batch may fit`,
-          { file: graph.source, node: i >= 0 ? lowered.steps[i].node : undefined },
-        );
-      }
-    }
+    // Every binding within the binding limit, and every view aligned and inside its value: a
+    // value larger than one binding is fine when each step binds it in pieces (views). Checked
+    // before any buffer is made.
+    const deviceMax = limits.maxStorageBufferBindingSize;
+    const maxBinding = Math.min(deviceMax, options.maxBindingBytes ?? deviceMax);
+    const limitText = maxBinding < deviceMax ? `the binding limit of ${maxBinding} bytes (maxBindingBytes; the device allows ${deviceMax})` : `this device's maxStorageBufferBindingSize of ${maxBinding} bytes`;
+    lowered.steps.forEach((step, i) => {
+      const names = accessOf(step).map((b) => b.name);
+      step.refs.forEach((ref, k) => {
+        const what = 'value' in ref ? `value '${root(ref.value)}'` : `constant '${ref.constant.key}'`;
+        const bytes = 'value' in ref ? bytesOf(root(ref.value)) : ref.constant.data.byteLength;
+        const fail = (message: string) => new ModelError(`${message} (step ${i}, '${step.program.label}', binding '${names[k]}')`, { file: graph.source, node: step.node });
+        const view = ref.view;
+        if (!view) {
+          if (roundUp(Math.max(16, bytes), 16) > maxBinding) {
+            throw fail(`${what} takes ${bytes} bytes, over ${limitText}, and this step binds it whole; a smaller batch may fit`);
+          }
+          return;
+        }
+        if (!Number.isInteger(view.offset) || view.offset < 0 || view.offset % limits.minStorageBufferOffsetAlignment !== 0 || !Number.isInteger(view.bytes) || view.bytes <= 0 || view.bytes % 4 !== 0 || view.offset + view.bytes > roundUp(Math.max(16, bytes), 16)) {
+          throw fail(`internal: view [${view.offset}, +${view.bytes}) of ${what} (${bytes} bytes) is not a range of it at a multiple of ${limits.minStorageBufferOffsetAlignment} bytes`);
+        }
+        if (view.bytes > maxBinding) throw fail(`a ${view.bytes}-byte view of ${what} (${bytes} bytes) is over ${limitText}`);
+      });
+    });
 
     // Whole pooled buffers for values handed out by bufferOf() (feeds and outputs unless packed,
     // external, keep) and for values bound read-only; every other value is sub-allocated in the
@@ -229,10 +253,11 @@ export class Plan {
     for (const [v, slot] of packed.slots) placements.set(v, { buffer: arenas[slot.arena], offset: slot.offset, whole: false });
     const arenaBytes = arenas.reduce((sum, b) => sum + b.size, 0);
 
-    const range = (name: string): BufferRange => {
+    const range = (name: string, view?: BindingView): BufferRange => {
       const v = root(name);
       const place = placements.get(v);
       if (!place) throw new ModelError(`internal: value '${v}' has no buffer`, { file: graph.source });
+      if (view) return { buffer: place.buffer, offset: place.offset + view.offset, size: view.bytes };
       return { buffer: place.buffer, offset: place.offset, size: roundUp(Math.max(16, bytesOf(v)), 16) };
     };
 
@@ -243,7 +268,11 @@ export class Plan {
     const prepared = await Promise.all(
       lowered.steps.map((s) => {
         keys.add(s.program.key);
-        const ranges = s.refs.map((ref) => ('value' in ref ? range(ref.value) : { buffer: constants.get(ref.constant) }));
+        const ranges = s.refs.map((ref): BufferRange => {
+          if ('value' in ref) return range(ref.value, ref.view);
+          const buffer = constants.get(ref.constant);
+          return ref.view ? { buffer, offset: ref.view.offset, size: ref.view.bytes } : { buffer };
+        });
         return prepareStep(gpu, s.program, ranges).catch((e: unknown) => {
           throw new ModelError(`cannot prepare kernel '${s.program.label}': ${(e as Error).message}`, { file: graph.source, node: s.node });
         });

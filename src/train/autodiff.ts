@@ -217,7 +217,9 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
     const refs = s.program.bindings.filter((b) => b.name !== 'params').map((b): BindingRef => {
       const value = s.bind[b.name];
       if (value === undefined) throw new ModelError(`internal: the gradient rule binds nothing to '${b.name}' of ${s.program.label}`, { file, node });
-      return constantRef(graph, value) ?? { value };
+      const ref = constantRef(graph, value) ?? { value };
+      const view = s.views?.[b.name];
+      return view ? { ...ref, view: { ...view } } : ref;
     });
     return { program: s.program, refs, node };
   };

@@ -5,8 +5,9 @@
 // parameters; state()/loadState() move them to and from the host for checkpoints.
 //
 // Per step: one compute pass holding [Σg² partials per gradient, the norm fold] when clipping or
-// reporting the norm, then one update dispatch per parameter tensor. The learning rate and
-// Adam's bias corrections go into one small uniform buffer through queue.writeBuffer, which the
+// reporting the norm, then one update dispatch per parameter tensor (a tensor larger than one
+// storage binding is summed and updated in chunks, each bound at its offset). The learning rate
+// and Adam's bias corrections go into one small uniform buffer through queue.writeBuffer, which the
 // queue orders before the next submit: so step() must be followed by submitting its encoder
 // before the next step() (two steps recorded into one encoder would both see the second step's
 // values; step() refuses an encoder it has already seen).
@@ -69,6 +70,12 @@ export interface ParamBinding {
   lrScale?: number;
   /** Overrides the configured weight decay for this tensor (e.g. 0 for biases and norm scales). */
   weightDecay?: number;
+  /**
+   * The most bytes one binding of this tensor (or its gradient or moments) may cover, when lower
+   * than the device's maxStorageBufferBindingSize. A tensor larger than that is updated (and its
+   * Σg² summed) in chunks of a multiple of 64 floats, each bound at its own offset.
+   */
+  maxBindingBytes?: number;
 }
 
 export type SlotName = 'momentum_buffer' | 'exp_avg' | 'exp_avg_sq';
@@ -176,19 +183,40 @@ interface Pipelines {
   finish: GPUComputePipeline | null;
 }
 
+/** A range of a tensor updated by one dispatch (the whole tensor unless it exceeds one binding). */
+interface Chunk {
+  /** First element. */
+  start: number;
+  size: number;
+  tensorUniform: GPUBuffer;
+  tensorKey: string;
+  updateGroup: GPUBindGroup | null;
+  normGroup: GPUBindGroup | null;
+  updateDispatch: [number, number, number];
+  normDispatch: [number, number, number];
+}
+
 /** What the optimizer keeps per parameter name. */
 interface Entry {
   name: string;
   size: number;
   slots: GPUBuffer[];
-  tensorUniform: GPUBuffer | null;
-  tensorKey: string;
+  /** Elements per chunk (size when the tensor fits one binding). */
+  chunkSize: number;
+  chunks: Chunk[];
   bound: { param: GPUBuffer; grad: GPUBuffer; paramOffset: number; gradOffset: number } | null;
-  updateGroup: GPUBindGroup | null;
-  normGroup: GPUBindGroup | null;
   normGroupPartials: GPUBuffer | null;
-  updateDispatch: [number, number, number];
-  normDispatch: [number, number, number];
+}
+
+/** Chunk floats are multiples of this (256 bytes: the largest minStorageBufferOffsetAlignment WebGPU allows). */
+const CHUNK_ALIGN_FLOATS = 64;
+
+/** Elements per update chunk of a tensor of `size` floats under a binding limit of `maxBytes`. */
+export function chunkSizeOf(size: number, maxBytes: number): number {
+  if (size * 4 <= maxBytes) return size;
+  const floats = Math.floor(maxBytes / 4 / CHUNK_ALIGN_FLOATS) * CHUNK_ALIGN_FLOATS;
+  if (floats < CHUNK_ALIGN_FLOATS) throw new OptimizerError(`a binding limit of ${maxBytes} bytes is under ${CHUNK_ALIGN_FLOATS * 4} bytes: tensors cannot be updated in chunks`);
+  return floats;
 }
 
 const STORAGE = 0x80 | 0x08 | 0x04; // STORAGE | COPY_DST | COPY_SRC
@@ -269,9 +297,10 @@ class GpuOptimizer implements Optimizer {
     if (norm) {
       pass.setPipeline(this.#pipelines.squares!);
       for (const p of params) {
-        const e = this.#entries.get(p.name)!;
-        pass.setBindGroup(0, e.normGroup!);
-        pass.dispatchWorkgroups(...e.normDispatch);
+        for (const c of this.#entries.get(p.name)!.chunks) {
+          pass.setBindGroup(0, c.normGroup!);
+          pass.dispatchWorkgroups(...c.normDispatch);
+        }
       }
       pass.setPipeline(this.#pipelines.finish!);
       pass.setBindGroup(0, this.#finishGroup!);
@@ -279,9 +308,10 @@ class GpuOptimizer implements Optimizer {
     }
     pass.setPipeline(this.#pipelines.update);
     for (const p of params) {
-      const e = this.#entries.get(p.name)!;
-      pass.setBindGroup(0, e.updateGroup!);
-      pass.dispatchWorkgroups(...e.updateDispatch);
+      for (const c of this.#entries.get(p.name)!.chunks) {
+        pass.setBindGroup(0, c.updateGroup!);
+        pass.dispatchWorkgroups(...c.updateDispatch);
+      }
     }
     pass.end();
   }
@@ -339,7 +369,7 @@ class GpuOptimizer implements Optimizer {
     this.#disposed = true;
     for (const e of this.#entries.values()) {
       for (const b of e.slots) b.destroy();
-      e.tensorUniform?.destroy();
+      for (const c of e.chunks) c.tensorUniform.destroy();
     }
     this.#entries.clear();
     for (const b of [this.#hyper, this.#partials, this.#normParams, this.#clip]) b?.destroy();
@@ -383,13 +413,15 @@ class GpuOptimizer implements Optimizer {
 
   /** Partial-sum slots for this step's gradients, in order; reallocated when the set changes. */
   #layoutPartials(params: readonly ParamBinding[]): void {
-    const key = params.map((p) => `${p.name}:${p.size}`).join('\n');
+    const key = params.map((p) => `${p.name}:${p.size}:${this.#chunkSizeOf(p)}`).join('\n');
     if (key === this.#layoutKey) return;
     let total = 0;
     this.#partialOffsets.clear();
     for (const p of params) {
+      // One run of partials per chunk, in order (a chunk's own start is placed in #bind).
       this.#partialOffsets.set(p.name, total);
-      total += normDispatch(p.size).partials;
+      const chunk = this.#chunkSizeOf(p);
+      for (let start = 0; start < p.size; start += chunk) total += normDispatch(Math.min(chunk, p.size - start)).partials;
     }
     if (!this.#partials || this.#partials.size < total * 4) {
       this.#partials?.destroy();
@@ -417,74 +449,93 @@ class GpuOptimizer implements Optimizer {
       name,
       size,
       slots: this.#slotNames.map((s) => this.#gpu.createBuffer(`optimizer ${s} '${name}'`, size * 4, STORAGE)),
-      tensorUniform: null,
-      tensorKey: '',
+      chunkSize: 0,
+      chunks: [],
       bound: null,
-      updateGroup: null,
-      normGroup: null,
       normGroupPartials: null,
-      updateDispatch: [1, 1, 1],
-      normDispatch: [1, 1, 1],
     };
     this.#entries.set(name, e);
     return e;
   }
 
-  /** Writes the tensor's uniform block when it changed and (re)binds when its buffers changed. */
+  #chunkSizeOf(p: ParamBinding): number {
+    const device = this.#gpu.device.limits.maxStorageBufferBindingSize;
+    return chunkSizeOf(p.size, Math.min(device, p.maxBindingBytes ?? device));
+  }
+
+  /** Writes the chunks' uniform blocks when they changed and (re)binds when the buffers changed. */
   #bind(device: GPUDevice, p: ParamBinding, norm: boolean): void {
     const e = this.#entry(p.name, p.size);
-    const maxPerDim = device.limits.maxComputeWorkgroupsPerDimension;
-    const update = updateDispatch(p.size, maxPerDim);
-    const nd = normDispatch(p.size, maxPerDim);
-    const values: TensorValues = {
-      size: p.size,
-      rowSize: update.rowSize,
-      partialOffset: norm ? this.#partialOffsetOf(p.name) : 0,
-      normGroupsX: nd.groupsX,
-      lrScale: p.lrScale ?? 1,
-      weightDecay: p.weightDecay ?? this.config.weightDecay,
-    };
-    const key = JSON.stringify(values);
-    if (!e.tensorUniform) e.tensorUniform = this.#gpu.createBuffer(`optimizer tensor '${p.name}'`, TENSOR_BYTES, UNIFORM);
-    if (key !== e.tensorKey) {
-      this.#gpu.upload(e.tensorUniform, new Uint8Array(packTensor(values)));
-      e.tensorKey = key;
+    const chunkSize = this.#chunkSizeOf(p);
+    if (chunkSize !== e.chunkSize) {
+      for (const c of e.chunks) c.tensorUniform.destroy();
+      e.chunks = [];
+      for (let start = 0; start < p.size; start += chunkSize) {
+        e.chunks.push({
+          start, size: Math.min(chunkSize, p.size - start),
+          tensorUniform: this.#gpu.createBuffer(`optimizer tensor '${p.name}' [${start}…]`, TENSOR_BYTES, UNIFORM),
+          tensorKey: '', updateGroup: null, normGroup: null, updateDispatch: [1, 1, 1], normDispatch: [1, 1, 1],
+        });
+      }
+      e.chunkSize = chunkSize;
+      e.bound = null;
     }
-    e.updateDispatch = update.dispatch;
-    e.normDispatch = nd.dispatch;
-
     const paramOffset = p.paramOffset ?? 0;
     const gradOffset = p.gradOffset ?? 0;
     const b = e.bound;
     const rebind = !b || b.param !== p.param || b.grad !== p.grad || b.paramOffset !== paramOffset || b.gradOffset !== gradOffset;
-    const bytes = p.size * 4;
-    if (rebind || !e.updateGroup) {
-      const resources: GPUBindingResource[] = [
-        { buffer: this.#hyper },
-        { buffer: e.tensorUniform },
-        { buffer: p.param, offset: paramOffset, size: bytes },
-        { buffer: p.grad, offset: gradOffset, size: bytes },
-        ...e.slots.map((buffer) => ({ buffer })),
-        ...(this.config.clipNorm !== null ? [{ buffer: this.#clip! }] : []),
-      ];
-      e.updateGroup = device.createBindGroup({
-        label: `optimizer ${this.rule} '${p.name}'`,
-        layout: this.#pipelines.update.getBindGroupLayout(0),
-        entries: resources.map((resource, binding) => ({ binding, resource })),
-      });
+    const renorm = norm && (rebind || e.normGroupPartials !== this.#partials);
+    const maxPerDim = device.limits.maxComputeWorkgroupsPerDimension;
+    let partialOffset = norm ? this.#partialOffsetOf(p.name) : 0;
+    for (const c of e.chunks) {
+      const update = updateDispatch(c.size, maxPerDim);
+      const nd = normDispatch(c.size, maxPerDim);
+      const values: TensorValues = {
+        size: c.size,
+        rowSize: update.rowSize,
+        partialOffset,
+        normGroupsX: nd.groupsX,
+        lrScale: p.lrScale ?? 1,
+        weightDecay: p.weightDecay ?? this.config.weightDecay,
+      };
+      partialOffset += nd.partials;
+      const key = JSON.stringify(values);
+      if (key !== c.tensorKey) {
+        this.#gpu.upload(c.tensorUniform, new Uint8Array(packTensor(values)));
+        c.tensorKey = key;
+      }
+      c.updateDispatch = update.dispatch;
+      c.normDispatch = nd.dispatch;
+      const bytes = c.size * 4;
+      const at = c.start * 4;
+      if (rebind || !c.updateGroup) {
+        const resources: GPUBindingResource[] = [
+          { buffer: this.#hyper },
+          { buffer: c.tensorUniform },
+          { buffer: p.param, offset: paramOffset + at, size: bytes },
+          { buffer: p.grad, offset: gradOffset + at, size: bytes },
+          ...e.slots.map((buffer) => ({ buffer, offset: at, size: bytes })),
+          ...(this.config.clipNorm !== null ? [{ buffer: this.#clip! }] : []),
+        ];
+        c.updateGroup = device.createBindGroup({
+          label: `optimizer ${this.rule} '${p.name}'${e.chunks.length > 1 ? ` [${c.start}…]` : ''}`,
+          layout: this.#pipelines.update.getBindGroupLayout(0),
+          entries: resources.map((resource, binding) => ({ binding, resource })),
+        });
+      }
+      if (norm && (renorm || !c.normGroup)) {
+        c.normGroup = device.createBindGroup({
+          label: `optimizer Σg² '${p.name}'${e.chunks.length > 1 ? ` [${c.start}…]` : ''}`,
+          layout: this.#pipelines.squares!.getBindGroupLayout(0),
+          entries: [
+            { binding: 0, resource: { buffer: c.tensorUniform } },
+            { binding: 1, resource: { buffer: p.grad, offset: gradOffset + at, size: bytes } },
+            { binding: 2, resource: { buffer: this.#partials! } },
+          ],
+        });
+      }
     }
-    if (norm && (rebind || !e.normGroup || e.normGroupPartials !== this.#partials)) {
-      e.normGroup = device.createBindGroup({
-        label: `optimizer Σg² '${p.name}'`,
-        layout: this.#pipelines.squares!.getBindGroupLayout(0),
-        entries: [
-          { binding: 0, resource: { buffer: e.tensorUniform } },
-          { binding: 1, resource: { buffer: p.grad, offset: gradOffset, size: bytes } },
-          { binding: 2, resource: { buffer: this.#partials! } },
-        ],
-      });
-      e.normGroupPartials = this.#partials;
-    }
+    if (norm) e.normGroupPartials = this.#partials;
     e.bound = { param: p.param, grad: p.grad, paramOffset, gradOffset };
   }
 

@@ -26,6 +26,12 @@ export interface TrainingPlanOptions {
   mode?: 'train' | 'evaluate';
   /** false: Dropout stays an identity in training (default true). */
   dropout?: boolean;
+  /**
+   * The most bytes one storage binding may cover (default, and at most: the device's
+   * maxStorageBufferBindingSize). Weights, gradients and moments larger than that are bound in
+   * blocks; a lower value exercises that path on small shapes.
+   */
+  maxBindingBytes?: number;
 }
 
 /** The seed a Dropout step draws with: the training step's seed mixed with the node's salt. */
@@ -51,7 +57,7 @@ export class TrainingPlan {
   /** Each parameter as it was before the latest update: a non-finite step is undone from these. */
   readonly #before: GPUBuffer[];
 
-  private constructor(gpu: GpuContext, graph: Graph, plan: Plan, lowered: TrainingLowered, train: CrossEntropyStep | undefined, evaluation: CrossEntropyStep, labels: GPUBuffer, constants: ConstantStore) {
+  private constructor(gpu: GpuContext, graph: Graph, plan: Plan, lowered: TrainingLowered, train: CrossEntropyStep | undefined, evaluation: CrossEntropyStep, labels: GPUBuffer, constants: ConstantStore, maxBindingBytes: number) {
     this.#gpu = gpu;
     this.#graph = graph;
     this.#plan = plan;
@@ -67,6 +73,7 @@ export class TrainingPlan {
       param: this.parameterBuffer(p.name),
       grad: plan.bufferOf(p.grad)!,
       size: p.size,
+      maxBindingBytes,
     }));
     // Parameters and state (BN running statistics) as they were before the latest step.
     this.#undoable = [
@@ -88,12 +95,14 @@ export class TrainingPlan {
     const limits = gpu.device.limits;
     const fixed = options.gemm;
     const evaluation = options.mode === 'evaluate';
+    const maxBindingBytes = Math.min(limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
+    if (!(maxBindingBytes >= 256)) throw new ModelError(`maxBindingBytes must be at least 256 bytes, got ${options.maxBindingBytes}`, { file: graph.source });
     const lowered = await differentiate(graph, {
       mode: options.mode,
       dropout: options.dropout,
       chooseVariant: async (problem) => fixed ?? defaultVariant(problem, software),
       variant: (problem) => fixed ?? defaultVariant(problem, software),
-      maxBindingBytes: limits.maxStorageBufferBindingSize,
+      maxBindingBytes,
       maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
     });
     const logits = lowered.partition.logits;
@@ -103,9 +112,10 @@ export class TrainingPlan {
     }
     const planGraph = graph.clone();
     planGraph.outputs = [{ name: logits, dtype: 'float32', shape: dims }];
-    const plan = await Plan.compile(gpu, planGraph, lowered, options.constants, evaluation ? {} : {
+    const plan = await Plan.compile(gpu, planGraph, lowered, options.constants, evaluation ? { maxBindingBytes } : {
       external: [lowered.dlogits],
       keep: lowered.parameters.map((p) => p.grad),
+      maxBindingBytes,
     });
     const [batch, classes] = dims;
     const labels = gpu.createBuffer('labels', Math.max(16, batch * 4), STORAGE_USAGE);
@@ -113,7 +123,7 @@ export class TrainingPlan {
     const smoothing = options.labelSmoothing ?? 0;
     const train = evaluation ? undefined : await prepareCrossEntropy(gpu, { batch, classes, labelSmoothing: smoothing }, { logits: logitsRange, labels: { buffer: labels }, dlogits: { buffer: plan.bufferOf(lowered.dlogits)! } });
     const evaluate = await prepareCrossEntropy(gpu, { batch, classes, labelSmoothing: smoothing, gradient: false }, { logits: logitsRange, labels: { buffer: labels } });
-    return new TrainingPlan(gpu, graph, plan, lowered, train, evaluate, labels, options.constants);
+    return new TrainingPlan(gpu, graph, plan, lowered, train, evaluate, labels, options.constants, maxBindingBytes);
   }
 
   get batch(): number {
