@@ -3,11 +3,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
-import { GEMM_VARIANTS, gemmProgram, gemmPrograms, roundUp, variantKey, type GemmProblem, type GemmVariant } from '../src/kernels/gemm.ts';
+import { GEMM_VARIANTS, gemmProgram, gemmPrograms, gemmTarget, roundUp, variantKey, variantRuns, type GemmProblem, type GemmVariant } from '../src/kernels/gemm.ts';
+import { conv2dProgram, packConvWeights, type Conv2dParams } from '../src/kernels/conv.ts';
 import { runProgram, type Activation } from '../src/kernels/program.ts';
 import { Autotuner, memoryTuningStore } from '../src/kernels/autotune.ts';
 import { randomFloat32Array } from './helpers/random.ts';
-import { gemmRef, relL2 } from './helpers/reference-ops.ts';
+import { convRef, gemmRef, relL2, type ConvRefOptions } from './helpers/reference-ops.ts';
 
 interface Case {
   name: string;
@@ -53,15 +54,39 @@ describe('GEMM core', () => {
   });
   afterAll(() => gpu?.dispose());
 
+  /** Skips (saying why) a variant this device cannot run: the subgroup ones need subgroups of 8. */
+  const skipUnless = (variant: GemmVariant, ctx: { skip: (note?: string) => void }) => {
+    if (!variantRuns(variant, gemmTarget(gpu))) ctx.skip(`${variantKey(variant)} needs subgroups of exactly ${variant.wgX} invocations; this device has ${gemmTarget(gpu).subgroupSize ?? 'none (or no fixed size)'}`);
+  };
+
   for (const variant of GEMM_VARIANTS) {
     describe(variantKey(variant), () => {
       for (const c of CASES) {
-        it(c.name, async () => {
+        it(c.name, async (ctx) => {
+          skipUnless(variant, ctx);
           const err = await runCase(gpu, c, variant);
           expect(err).toBeLessThan(1e-5);
         });
       }
     });
+  }
+
+  // The subgroup variants load A in their own way (lane l takes rows l, l + 8, …), im2col
+  // included: every one on convs whose row count is no multiple of the tile, with padding
+  // masks, strides, dilation and groups (the GEMM batch), against the float64 reference.
+  const subgroupVariants = GEMM_VARIANTS.filter((v) => v.kind === 'register' && v.subgroupA);
+  const CONV_CASES: ConvCase[] = [
+    { name: '3×3 pad 1, 2 images, bias relu (M = 2·9·11)', x: [2, 5, 9, 11], w: [13, 5, 3, 3], bias: true, o: { pads: [1, 1, 1, 1], act: { kind: 'relu' } } },
+    { name: '3×3 stride 2, asymmetric pads, groups 2', x: [1, 6, 10, 9], w: [10, 3, 3, 3], bias: true, o: { strides: [2, 2], pads: [0, 1, 1, 0], group: 2, act: { kind: 'relu' } } },
+    { name: '3×3 dilation 2, no pad, no bias (unmasked loads)', x: [1, 4, 12, 13], w: [9, 4, 3, 3], bias: false, o: { dilations: [2, 2] } },
+  ];
+  for (const variant of subgroupVariants) {
+    for (const c of CONV_CASES) {
+      it(`conv ${c.name} [${variantKey(variant)}]`, async (ctx) => {
+        skipUnless(variant, ctx);
+        expect(await runConvCase(gpu, c, variant)).toBeLessThan(1e-5);
+      });
+    }
   }
 
   it('computes a wide GEMM in column chunks (nOffset), as the runtime does for weights over the binding limit', async () => {
@@ -168,4 +193,34 @@ async function runCase(gpu: GpuContext, c: Case, variant: GemmVariant): Promise<
     want.set(y, i * M * N);
   }
   return relL2(got, want);
+}
+
+/** A conv through the GEMM core against convRef: x [N,C,H,W], w [Cout, C/group, KH, KW]. */
+interface ConvCase {
+  name: string;
+  x: [number, number, number, number];
+  w: [number, number, number, number];
+  bias: boolean;
+  o: ConvRefOptions;
+}
+
+async function runConvCase(gpu: GpuContext, c: ConvCase, variant: GemmVariant): Promise<number> {
+  const [N, C, H, W] = c.x;
+  const [CO, CG, KH, KW] = c.w;
+  const seed = N * C * H * W + CO;
+  const x = randomFloat32Array(N * C * H * W, seed);
+  const w = randomFloat32Array(CO * CG * KH * KW, seed + 1, 0.3);
+  const bias = c.bias ? randomFloat32Array(CO, seed + 2) : undefined;
+  const want = convRef(x, c.x, w, c.w, bias, c.o);
+  const [sh, sw] = c.o.strides ?? [1, 1];
+  const [dh, dw] = c.o.dilations ?? [1, 1];
+  const p: Conv2dParams = {
+    images: N, inChannels: C, height: H, width: W, outChannels: CO, group: c.o.group ?? 1,
+    kernelH: KH, kernelW: KW, strideH: sh, strideW: sw, pads: (c.o.pads ?? [0, 0, 0, 0]) as Conv2dParams['pads'],
+    dilationH: dh, dilationW: dw, outH: want.dims[2], outW: want.dims[3], hasBias: c.bias, activation: c.o.act,
+  };
+  const inputs: Record<string, Float32Array> = { x, w: packConvWeights(w, p) };
+  if (bias) inputs.bias = bias;
+  const got = (await runProgram(gpu, conv2dProgram(p, variant), inputs, { y: want.data.length })).y;
+  return relL2(got, want.data);
 }

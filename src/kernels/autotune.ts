@@ -2,7 +2,7 @@
 // im2col), time each candidate variant once on a representative problem, keep the fastest.
 // Choices are remembered per adapter in memory and, through an injectable store, wherever the
 // host wants (a JSON file in Node, localStorage in a browser): the engine itself touches no files.
-import { candidateVariants, gemmProgram, roundUp, variantKey, GEMM_VARIANTS, type GemmProblem, type GemmVariant } from './gemm.ts';
+import { candidateVariants, gemmProgram, gemmTarget, roundUp, variantKey, variantRuns, GEMM_VARIANTS, type GemmProblem, type GemmVariant } from './gemm.ts';
 import type { GpuContext } from './gpu-context.ts';
 import { encodeSteps, prepareStep, STORAGE_USAGE, type KernelStep } from './program.ts';
 
@@ -76,7 +76,8 @@ export class Autotuner {
   async choose(q: ShapeQuery): Promise<GemmVariant> {
     const cls = this.shapeClass(q);
     const choices = await this.#load();
-    const known = choices[cls] && GEMM_VARIANTS.find((v) => variantKey(v) === choices[cls]);
+    // A stored choice this device cannot run (a store shared across devices) is tuned again.
+    const known = choices[cls] && GEMM_VARIANTS.find((v) => variantKey(v) === choices[cls] && variantRuns(v, gemmTarget(this.gpu)));
     if (known) return known;
     let pending = this.#pending.get(cls);
     if (!pending) {
@@ -94,7 +95,9 @@ export class Autotuner {
   }
 
   async #tune(q: ShapeQuery, cls: string): Promise<GemmVariant> {
-    const candidates = this.options.candidates?.(q) ?? candidateVariants(this.gpu.info.isSoftware, q.M);
+    const target = gemmTarget(this.gpu);
+    const candidates = (this.options.candidates?.(q) ?? candidateVariants(target, q.M)).filter((v) => variantRuns(v, target));
+    if (candidates.length === 0) throw new Error(`autotune ${cls}: no candidate variant runs on this device`);
     const problem = representative(q, this.options.maxRepresentative ?? 512);
     const reps = this.options.repetitions ?? 2;
     const buffers = allocate(this.gpu, problem);

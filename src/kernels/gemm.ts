@@ -6,16 +6,22 @@
 //  - 'register': no workgroup memory; each invocation keeps a tileM×tileN block of C in vec4
 //    registers and reads A and B straight from storage (B, and A when laid out k-major, as vec4).
 //    Fastest on CPU implementations, where a workgroup is one thread and barriers are costly.
+//    With subgroupA (lavapipe, subgroups of 8): lane l loads A rows l, l + 8, … and every lane
+//    takes each row's value by subgroupBroadcast. Mesa 25's llvmpipe loads per lane inside a
+//    loop (a bounds-checked scalar load each), so a row that all lanes share was loaded 8 times.
 //  - 'shared': classic workgroup-memory tiling (BM×BK and BK×BN tiles staged cooperatively,
 //    barrier, register-blocked inner product). What real GPUs want.
 //
 // Sizes, strides and epilogue constants travel in a uniform block, not in the WGSL: only the
 // structure (variant, layouts, alignment facts, which epilogue) selects the pipeline, so the
 // 50 convolutions of a ResNet share a handful of compiles.
+import type { GpuContext } from './gpu-context.ts';
 import { activationKey, ceilDiv, NO_ACTIVATION, ParamBlock, u32, type Activation, type KernelProgram } from './program.ts';
 
 export type GemmVariant =
-  | { kind: 'register'; tileM: number; tileN: 4 | 8; wgX: number; wgY: number }
+  /** subgroupA: lane l loads A rows l, l + wgX, … once and every lane takes each row's value by
+   * subgroupBroadcast (needs the 'subgroups' feature and a subgroup of exactly wgX lanes, wgY = 1). */
+  | { kind: 'register'; tileM: number; tileN: 4 | 8; wgX: number; wgY: number; subgroupA?: boolean }
   | { kind: 'shared'; tileM: number; tileN: number; wgX: number; wgY: number; tileK: number };
 
 /** The implicit im2col matrix of a 2-D convolution over an NCHW input. Row m = (image, oh, ow),
@@ -142,7 +148,7 @@ export function gemmPrograms(problem: GemmProblem, variant: GemmVariant, maxWork
 
 export function variantKey(v: GemmVariant): string {
   return v.kind === 'register'
-    ? `reg${v.tileM}x${v.tileN}@${v.wgX}x${v.wgY}`
+    ? `reg${v.tileM}x${v.tileN}@${v.wgX}x${v.wgY}${v.subgroupA ? 'sg' : ''}`
     : `shm${v.tileM}x${v.tileN}@${v.wgX}x${v.wgY}k${v.tileK}`;
 }
 
@@ -166,23 +172,66 @@ export const GEMM_VARIANTS: readonly GemmVariant[] = [
   { kind: 'register', tileM: 8, tileN: 8, wgX: 8, wgY: 8 },
   { kind: 'shared', tileM: 4, tileN: 4, wgX: 16, wgY: 16, tileK: 16 },
   { kind: 'shared', tileM: 8, tileN: 8, wgX: 16, wgY: 16, tileK: 8 },
+  // Subgroup variants (lavapipe with subgroups of 8): the same register tiles, A loaded once
+  // per workgroup and broadcast; more rows per tile reuse each B load more.
+  { kind: 'register', tileM: 8, tileN: 8, wgX: 8, wgY: 1, subgroupA: true },
+  { kind: 'register', tileM: 16, tileN: 8, wgX: 8, wgY: 1, subgroupA: true },
+  { kind: 'register', tileM: 24, tileN: 8, wgX: 8, wgY: 1, subgroupA: true },
+  { kind: 'register', tileM: 32, tileN: 8, wgX: 8, wgY: 1, subgroupA: true },
 ];
 
-const [REG8, REG16, REG4, REG1, REG8_WG8, SHM4, SHM8] = GEMM_VARIANTS;
+const [REG8, REG16, REG4, REG1, REG8_WG8, SHM4, SHM8, SG8, SG16, SG24, SG32] = GEMM_VARIANTS;
 
-/** The variants the autotuner times for a problem of M rows on this kind of adapter. */
-export function candidateVariants(software: boolean, M: number): GemmVariant[] {
-  if (M <= 4) return software ? [REG1, REG4] : [REG1, SHM4];
-  if (software) return M <= 32 ? [REG4, REG8, REG1] : [REG8, REG16, REG4, REG8_WG8];
-  return [SHM4, SHM8, REG8];
+/** What picking a variant needs to know about the device. */
+export interface GemmTarget {
+  /** A CPU implementation (lavapipe, SwiftShader): register-blocked variants, no workgroup memory. */
+  software: boolean;
+  /** Invocations per subgroup, when the device has the 'subgroups' feature and one fixed size. */
+  subgroupSize?: number;
 }
 
-/** A sensible variant without measuring: register blocking on CPU adapters, shared tiles on GPUs. */
-export function defaultVariant(p: Pick<GemmProblem, 'M' | 'N'>, software: boolean): GemmVariant {
-  if (p.M <= 4) return REG1; // a row per invocation: GEMV-like problems (batch-1 FC layers)
-  if (!software) return SHM4;
-  // Measured on lavapipe (bench/inference.ts): 16-row tiles win on tall problems, 8-row tiles
-  // waste less on the 7×7 and 14×14 maps of a ResNet's last stages.
+/** The GemmTarget of a context's device. */
+export function gemmTarget(gpu: GpuContext): GemmTarget {
+  // GPUDevice.adapterInfo carries the subgroup sizes (Chrome 131+, dawn.node).
+  const info = (gpu.device as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
+  const fixed = info?.subgroupMinSize !== undefined && info.subgroupMinSize === info.subgroupMaxSize;
+  const subgroupSize = gpu.info.deviceFeatures.includes('subgroups') && fixed ? info!.subgroupMinSize : undefined;
+  return { software: gpu.info.isSoftware, subgroupSize };
+}
+
+/** Whether the device can run the variant (the subgroup ones need subgroups of exactly wgX). */
+export function variantRuns(v: GemmVariant, target: GemmTarget): boolean {
+  return !(v.kind === 'register' && v.subgroupA) || target.subgroupSize === v.wgX;
+}
+
+const asTarget = (t: boolean | GemmTarget): GemmTarget => (typeof t === 'boolean' ? { software: t } : t);
+
+/** The variants the autotuner times for a problem of M rows on this device (a boolean: whether
+ * it is a software adapter, subgroups unknown, so none of the subgroup variants). */
+export function candidateVariants(target: boolean | GemmTarget, M: number): GemmVariant[] {
+  const t = asTarget(target);
+  if (!t.software) return M <= 4 ? [REG1, SHM4] : [SHM4, SHM8, REG8];
+  if (t.subgroupSize === 8) return M <= 32 ? [SG8, SG16, SG32, REG1] : [SG16, SG24, SG32];
+  if (M <= 4) return [REG1, REG4];
+  return M <= 32 ? [REG4, REG8, REG1] : [REG8, REG16, REG4, REG8_WG8];
+}
+
+/**
+ * A sensible variant without measuring: register blocking on CPU adapters, shared tiles on GPUs.
+ * On lavapipe (measured with bench/probe-kernels.ts; a 2-core EPYC, Mesa 25.0) every load inside
+ * a loop costs a branchy scalar load per lane, so what counts is loads per multiply-add: the
+ * subgroup variants load A once per workgroup, and taller tiles reuse each B load on more rows
+ * (24 rows: 2× the old 8-row kernel on ResNet-50's 3×3 convs; 32 rows for maps of 64 positions or
+ * fewer, one or two tiles). Rows a tile computes past M are waste, so small M takes the smallest
+ * tile that holds it in one.
+ */
+export function defaultVariant(p: Pick<GemmProblem, 'M' | 'N'>, target: boolean | GemmTarget): GemmVariant {
+  const t = asTarget(target);
+  if (p.M === 1 || (!t.software && p.M <= 4)) return REG1; // a row per invocation: GEMV (batch-1 FC layers)
+  if (!t.software) return SHM4;
+  if (t.subgroupSize === 8) return p.M <= 8 ? SG8 : p.M <= 16 ? SG16 : p.M <= 24 ? SG24 : p.M <= 64 ? SG32 : SG24;
+  // Without subgroups: 16-row tiles win on tall problems, 8-row tiles waste less on the 7×7 and
+  // 14×14 maps of a ResNet's last stages; 2–4 rows run 3× faster on REG4 than on REG1.
   return p.M <= 32 ? REG4 : p.M >= 1024 ? REG16 : REG8;
 }
 
@@ -194,6 +243,7 @@ function checkProblem(p: GemmProblem, v: GemmVariant): void {
   }
   if (v.kind === 'register' && v.tileN !== 4 && v.tileN !== 8) throw new Error(`gemm: register tileN must be 4 or 8, got ${v.tileN}`);
   if (v.kind === 'register' && v.tileM >= 4 && v.tileM % 4 !== 0) throw new Error(`gemm: register tileM must be 1, 2 or a multiple of 4, got ${v.tileM}`);
+  if (v.kind === 'register' && v.subgroupA && v.wgY !== 1) throw new Error(`gemm: a subgroup variant needs wgY = 1, got ${v.wgY}`);
   if (p.accumulate && (p.activation ?? NO_ACTIVATION).kind !== 'none') throw new Error(`gemm: an accumulating GEMM cannot apply an activation (${(p.activation as Activation).kind})`);
   if (p.b.layout === 'kn' && p.b.ld < p.N) throw new Error(`gemm: B ld ${p.b.ld} < N ${p.N}`);
   if (p.b.layout === 'nk' && p.b.ld < p.K) throw new Error(`gemm: B ld ${p.b.ld} < K ${p.K}`);
@@ -231,7 +281,7 @@ function structureOf(p: GemmProblem, v: GemmVariant): Structure {
   const bVec = register && p.b.layout === 'kn' && p.b.ld % 4 === 0 && p.b.batchStride % 4 === 0;
   return {
     a: a.kind === 'im2col' ? 'im2col' : a.layout,
-    aVec: register && a.kind === 'matrix' && a.layout === 'km' && TM % 4 === 0 && p.M % 4 === 0 &&
+    aVec: register && !v.subgroupA && a.kind === 'matrix' && a.layout === 'km' && TM % 4 === 0 && p.M % 4 === 0 &&
       (a.ld ?? p.M) % 4 === 0 && a.batchStride % 4 === 0 && (a.offset ?? 0) % 4 === 0,
     aPad: a.kind === 'im2col' && needsBoundsChecks(a.conv),
     b: p.b.layout,
@@ -313,7 +363,9 @@ function registerKernel(s: Structure, v: Extract<GemmVariant, { kind: 'register'
   const rows = range(TM);
   const cols = range(TN4);
 
+  const sg = v.subgroupA === true;
   const L: string[] = [];
+  if (sg) L.push('enable subgroups;');
   L.push(`@group(0) @binding(0) var<storage, read_write> a: array<${s.aVec ? 'vec4f' : 'f32'}>;`);
   L.push(`@group(0) @binding(1) var<storage, read_write> b: array<${s.bVec ? 'vec4f' : 'f32'}>;`);
   L.push(`@group(0) @binding(2) var<storage, read_write> c: array<f32>;`);
@@ -323,10 +375,13 @@ function registerKernel(s: Structure, v: Extract<GemmVariant, { kind: 'register'
   L.push(...storeFunction(s));
   L.push('');
   L.push(`@compute @workgroup_size(${v.wgX}, ${v.wgY}, 1)`);
-  L.push(`fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: vec3u) {`);
-  // Rows from the workgroup id alone (wgY = 1) make every A address uniform across the SIMD
-  // lanes: llvmpipe then loads A once per workgroup instead of gathering per lane. Nothing
-  // returns early on a lane-varying condition, for the same reason (uniform control flow).
+  const laneArg = sg ? ', @builtin(subgroup_invocation_id) lane: u32' : '';
+  L.push(`fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: vec3u${laneArg}) {`);
+  // Rows from the workgroup id alone (wgY = 1): every lane of a workgroup works on the same
+  // rows, so A is shared. llvmpipe (Mesa 25) still loads it once per lane inside a loop, each
+  // lane a scalar load behind a bounds-check branch; the subgroup variants load each A element
+  // once (lane l takes rows l, l + wgX, …) and hand it to every lane by subgroupBroadcast.
+  // Nothing returns early on a lane-varying condition (uniform control flow).
   L.push(`  let col0 = gid.x * ${u32(TN)};`);
   L.push(v.wgY === 1 ? `  let row0 = wid.y * ${u32(TM)} + P.mOffset;` : `  let row0 = gid.y * ${u32(TM)} + P.mOffset;`);
   L.push(`  let batch = wid.z;`);
@@ -361,8 +416,26 @@ function registerKernel(s: Structure, v: Extract<GemmVariant, { kind: 'register'
     return out;
   };
 
+  // Which A rows this invocation loads (`aL${r}`) and how it gets row i's value (`a${i}`).
+  const aRows: ARows = sg
+    ? {
+        count: Math.ceil(TM / v.wgX),
+        row: (r) => `row0 + lane${r ? ` + ${u32(r * v.wgX)}` : ''}`,
+        values: () => rows.map((i) => `let a${i} = subgroupBroadcast(aL${Math.floor(i / v.wgX)}, ${u32(i % v.wgX)});`),
+      }
+    : { count: TM, row: (r) => `row0 + ${u32(r)}`, values: () => rows.map((i) => `let a${i} = aL${i};`) };
   if (s.a === 'im2col') {
-    L.push(...im2colRegisterLoop(s, TM, bLoad, fmas));
+    L.push(...im2colRegisterLoop(s, aRows, bLoad, fmas));
+  } else if (sg) {
+    const loads = range(aRows.count);
+    L.push(`  let aBase = batch * P.aBatch + P.aOffset;`);
+    for (const r of loads) L.push(`  let aRow${r} = aBase + min(${aRows.row(r)}, P.lastRow)${s.a === 'mk' ? ' * P.aLd' : ''};`);
+    L.push(`  for (var k = 0u; k < P.K; k++) {`);
+    for (const r of loads) L.push(`    let aL${r} = a[aRow${r} + ${s.a === 'mk' ? 'k' : 'k * P.aLd'}];`);
+    for (const x of aRows.values()) L.push(`    ${x}`);
+    for (const x of bLoad('k')) L.push(`    ${x}`);
+    for (const x of fmas()) L.push(`    ${x}`);
+    L.push(`  }`);
   } else {
     L.push(`  let aBase = batch * P.aBatch + P.aOffset;`);
     if (s.aVec) {
@@ -400,17 +473,25 @@ function registerKernel(s: Structure, v: Extract<GemmVariant, { kind: 'register'
   return L.join('\n');
 }
 
+/** The A rows one invocation loads: `count` of them, row r at WGSL `row(r)`; `values()` declares
+ * a0 … a(TM−1), the tile's rows, from the loaded aL0 … */
+interface ARows {
+  count: number;
+  row: (r: number) => string;
+  values: () => string[];
+}
+
 /**
  * The K loop of an implicit-GEMM conv. K runs in (kh, kw, ci) order (packConvWeights lays B out
  * the same way): per kernel position the window origin and padding mask of each row are fixed,
  * so the innermost loop over input channels is as lean as a plain GEMM's: one load per row, no
  * index arithmetic beyond a stride, B rows read in order.
  */
-function im2colRegisterLoop(s: Structure, TM: number, bLoad: (k: string) => string[], fmas: () => string[]): string[] {
+function im2colRegisterLoop(s: Structure, aRows: ARows, bLoad: (k: string) => string[], fmas: () => string[]): string[] {
   const L: string[] = [];
-  const rows = range(TM);
+  const rows = range(aRows.count);
   for (const i of rows) {
-    L.push(`  let m${i} = min(row0 + ${u32(i)}, P.lastRow);`);
+    L.push(`  let m${i} = min(${aRows.row(i)}, P.lastRow);`);
     L.push(`  let p${i} = m${i} % P.spatial;`);
     L.push(`  let ih0_${i} = i32((p${i} / P.outW) * P.strideH) - P.padTop;`);
     L.push(`  let iw0_${i} = i32((p${i} % P.outW) * P.strideW) - P.padLeft;`);
@@ -434,8 +515,9 @@ function im2colRegisterLoop(s: Structure, TM: number, bLoad: (k: string) => stri
   L.push(`      for (var ci = 0u; ci < P.groupChannels; ci++) {`);
   L.push(`        let cOff = ci * P.plane;`);
   for (const i of rows) {
-    L.push(s.aPad ? `        let a${i} = select(0.0, a[at${i} + cOff], ok${i});` : `        let a${i} = a[at${i} + cOff];`);
+    L.push(s.aPad ? `        let aL${i} = select(0.0, a[at${i} + cOff], ok${i});` : `        let aL${i} = a[at${i} + cOff];`);
   }
+  for (const x of aRows.values()) L.push(`        ${x}`);
   for (const x of bLoad('kk')) L.push(`        ${x}`);
   for (const x of fmas()) L.push(`        ${x}`);
   L.push(`        kk++;`);

@@ -8,7 +8,7 @@ import { ModelError } from '../graph/errors.ts';
 import type { Dim, Graph } from '../graph/ir.ts';
 import { prepareGraph } from '../graph/load.ts';
 import { Autotuner } from '../kernels/autotune.ts';
-import { defaultVariant, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
+import { defaultVariant, gemmTarget, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
 import { GpuDeviceLostError } from '../kernels/errors.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
 import { checkGraph, lowerGraph } from './lower.ts';
@@ -228,13 +228,13 @@ export class Session {
       checkGraph(graph);
     }
     const gpu = this.#gpu;
-    const software = gpu.info.isSoftware;
+    const target = gemmTarget(gpu);
     const mode = this.#options.gemm ?? 'default';
     const tuner = mode === 'tune' ? (this.#options.tuner ?? Autotuner.shared(gpu)) : undefined;
     const chooseVariant = async (problem: GemmProblem, kind: 'gemm' | 'conv'): Promise<GemmVariant> => {
       if (typeof mode === 'object') return mode;
       if (tuner) return tuner.choose({ kind, M: problem.M, N: problem.N, K: problem.K });
-      return defaultVariant(problem, software);
+      return defaultVariant(problem, target);
     };
     const limits = gpu.device.limits;
     const lowered = await lowerGraph(graph, { chooseVariant, maxBindingBytes: limits.maxStorageBufferBindingSize, maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension });

@@ -1,0 +1,146 @@
+// A quick A/B probe of the inference benchmark's kernel rows (GEMM 512³/1024³ and ResNet-50's
+// 3×3 convs): onnx-graft's kernels (one or more variants) against onnxruntime-node's WebGPU
+// provider, timed the way bench/inference.ts times them (wall: our activation upload + dispatch +
+// readback; ORT: session.run, which uploads the input and reads the output back), in one process
+// with the engines interleaved round by round so that load from other processes hits all alike.
+//
+// Usage: npx tsx bench/probe-kernels.ts [--only gemm512,gemm1024,gemm8x4096x1024,conv,conv128@28,...]
+//   [--variants default,reg16x8@8x1,...] [--rounds 6] [--per-round 3] [--no-ort]
+import fs from 'node:fs';
+import os from 'node:os';
+import * as ort from 'onnxruntime-node';
+import { loadModel } from '../src/graph/load.ts';
+import { GEMM_VARIANTS, variantKey, type GemmVariant } from '../src/kernels/gemm.ts';
+import type { GpuContext } from '../src/kernels/gpu-context.ts';
+import { createNodeGpuContext } from '../src/node/index.ts';
+import { lightModelPath, onnxBytesForOrt } from '../test/helpers/reference-models.ts';
+import { convJob, kernelRunner, matmulJob, type KernelJob, type KernelRunner } from './engine-kernels.ts';
+import { graphFlops } from './flops.ts';
+import { median, relL2 } from './harness.ts';
+import { convModel, distinctConvs, matmulModel, type ConvShape, type SingleNode } from './workloads.ts';
+
+const argv = process.argv.slice(2);
+const option = (name: string): string | undefined => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+const ONLY = option('--only')?.split(',');
+const VARIANTS = (option('--variants') ?? 'default').split(',');
+const ROUNDS = Number(option('--rounds') ?? 6);
+const PER_ROUND = Number(option('--per-round') ?? 3);
+const RUN_ORT = !argv.includes('--no-ort');
+
+function variantByKey(key: string): GemmVariant | undefined {
+  if (key === 'default') return undefined;
+  const v = GEMM_VARIANTS.find((x) => variantKey(x) === key);
+  if (!v) throw new Error(`--variants: unknown variant '${key}' (default, ${GEMM_VARIANTS.map(variantKey).join(', ')})`);
+  return v;
+}
+
+interface Workload {
+  id: string;
+  what: string;
+  model: SingleNode;
+  job: (gpu: GpuContext, v: GemmVariant | undefined) => KernelJob;
+}
+
+function gemm(M: number, K = M, N = M): Workload {
+  const model = matmulModel(M, K, N, M);
+  const w = model.graph.initializers.get(model.graph.nodes[0].inputs[1])!.value.data as Float32Array;
+  const square = M === K && K === N;
+  return {
+    id: square ? `gemm${M}` : `gemm${M}x${K}x${N}`,
+    what: square ? `GEMM ${M}³` : `GEMM ${M}×${K}×${N}`,
+    model,
+    job: (gpu, v) => matmulJob(gpu, M, K, N, model.input.data, w, v),
+  };
+}
+
+function conv(s: ConvShape): Workload {
+  // Same seed as bench/inference.ts's convWorkload.
+  const model = convModel(s, s.inChannels * 100 + s.size + s.stride);
+  const node = model.graph.nodes[0];
+  const w = model.graph.initializers.get(node.inputs[1])!.value.data as Float32Array;
+  const bias = model.graph.initializers.get(node.inputs[2])!.value.data as Float32Array;
+  const stride = s.stride > 1 ? ` s${s.stride}` : '';
+  return {
+    id: `conv${s.inChannels}@${s.size}${s.stride > 1 ? `s${s.stride}` : ''}`,
+    what: `conv ${s.kernel}×${s.kernel} ${s.inChannels}→${s.outChannels} @${s.size}${stride} b${s.images}`,
+    model,
+    job: (gpu, v) => convJob(gpu, s, model.input.data, w, bias, v),
+  };
+}
+
+const wanted = (id: string) => !ONLY || ONLY.some((o) => id === o || (o === 'conv' && id.startsWith('conv')) || (o === 'gemm' && id.startsWith('gemm')));
+const resnet = loadModel(new Uint8Array(fs.readFileSync(lightModelPath('resnet50'))), { file: lightModelPath('resnet50') });
+// --only gemmMxKxN adds a GEMM of that shape (X[M, K] · W[K, N], W constant).
+const extraGemms = (ONLY ?? []).map((o) => /^gemm(\d+)x(\d+)x(\d+)$/.exec(o)).filter((m) => m !== null).map((m) => gemm(+m[1], +m[2], +m[3]));
+const workloads = [gemm(512), gemm(1024), ...distinctConvs(resnet, 3).map(conv), ...extraGemms].filter((w) => wanted(w.id));
+
+interface Engine {
+  name: string;
+  run: () => Promise<void>;
+  wall: number[];
+  runner?: KernelRunner;
+  /** The first run (pipeline compile included), ms. */
+  firstMs?: number;
+  dispose: () => Promise<void> | void;
+}
+
+const gpu = await createNodeGpuContext();
+console.log(`load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; rounds ${ROUNDS} × ${PER_ROUND} runs per engine`);
+const summary: string[] = [];
+try {
+  for (const wl of workloads) {
+    const flops = graphFlops(wl.model.graph).total;
+    const engines: Engine[] = [];
+    let ortOut: Float32Array | undefined;
+    if (RUN_ORT) {
+      const session = await ort.InferenceSession.create(onnxBytesForOrt(wl.model.graph), { executionProviders: ['webgpu'], logSeverityLevel: 3 });
+      const tensor = new ort.Tensor('float32', wl.model.input.data, wl.model.input.dims);
+      const run = async (keep: boolean) => {
+        const result = await session.run({ [wl.model.input.name]: tensor });
+        if (keep) ortOut = new Float32Array(result[session.outputNames[0]].data as Float32Array);
+        for (const v of Object.values(result)) v.dispose();
+      };
+      await run(true);
+      engines.push({ name: 'ORT WebGPU', run: () => run(false), wall: [], dispose: () => session.release() });
+    }
+    for (const key of VARIANTS) {
+      const job = wl.job(gpu, variantByKey(key));
+      const runner = await kernelRunner(gpu, job);
+      const t0 = performance.now();
+      await runner.run(true);
+      const firstMs = performance.now() - t0;
+      const err = ortOut && runner.output ? ` rel.err vs ORT WebGPU ${relL2(runner.output, ortOut).toExponential(1)}` : '';
+      if (err && relL2(runner.output!, ortOut!) > 1e-4) throw new Error(`${wl.what} ${job.variant}: wrong result:${err}`);
+      runner.gpuMs.length = 0;
+      engines.push({ name: `ours ${key === 'default' ? `${job.variant} (default)` : key}`, run: () => runner.run(false), wall: [], runner, firstMs, dispose: () => runner.dispose() });
+    }
+    for (let r = 0; r < ROUNDS; r++) {
+      for (let e = 0; e < engines.length; e++) {
+        const engine = engines[(e + r) % engines.length];
+        for (let i = 0; i < PER_ROUND; i++) {
+          const t0 = performance.now();
+          await engine.run();
+          engine.wall.push(performance.now() - t0);
+        }
+      }
+    }
+    const ortMs = engines.find((e) => e.name === 'ORT WebGPU') ? median(engines.find((e) => e.name === 'ORT WebGPU')!.wall) : undefined;
+    console.log(`${wl.what} (load ${os.loadavg()[0].toFixed(2)})`);
+    for (const e of engines) {
+      const wall = median(e.wall);
+      const gpuMs = e.runner ? median(e.runner.gpuMs) : undefined;
+      const ratio = (ortMs && e.runner ? `  ×${(ortMs / wall).toFixed(2)} wall (×${(ortMs / gpuMs!).toFixed(2)}† GPU)` : '') + (e.firstMs !== undefined ? `  first ${e.firstMs.toFixed(0)} ms` : '');
+      const line = `  ${e.name.padEnd(34)} wall ${wall.toFixed(1).padStart(6)} ms${gpuMs !== undefined ? `  GPU ${gpuMs.toFixed(1).padStart(6)} ms` : '                '}  ${(flops / wall / 1e6).toFixed(2).padStart(6)} GFLOP/s${ratio}`;
+      console.log(line);
+      if (e.runner) summary.push(`${wl.what.padEnd(28)} ${line.trim()}`);
+      await e.dispose();
+    }
+  }
+} finally {
+  gpu.dispose();
+}
+console.log(`\nsummary (load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}):\n${summary.join('\n')}`);
+process.exit(0);
