@@ -8,6 +8,7 @@ import { defaultVariant, gemmPrograms, gemmTarget, variantKey, type GemmVariant 
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { matmulProblem, packB } from '../src/kernels/linear.ts';
 import { prepareStep, STORAGE_USAGE, type KernelProgram, type KernelStep } from '../src/kernels/program.ts';
+import { SubmitPacer } from '../src/kernels/submit-pacer.ts';
 import type { ConvShape } from './workloads.ts';
 
 export interface KernelJob {
@@ -63,7 +64,9 @@ export interface KernelRunner {
   dispose(): void;
 }
 
-export async function kernelRunner(gpu: GpuContext, job: KernelJob): Promise<KernelRunner> {
+/** `pace`: wait for the submit as Plan.execute does (SubmitPacer: a timer first on a software
+ * adapter under Node, where dawn.node spins while a map is pending); false maps right away. */
+export async function kernelRunner(gpu: GpuContext, job: KernelJob, pace = true): Promise<KernelRunner> {
   if (!gpu.hasFeature('timestamp-query')) throw new Error('the adapter has no timestamp-query: time kernels by wall clock instead');
   const device = gpu.device;
   const created: GPUBuffer[] = [];
@@ -96,6 +99,7 @@ export async function kernelRunner(gpu: GpuContext, job: KernelJob): Promise<Ker
   const input = buffers.get(job.activation)!;
   const output = buffers.get(job.output.name)!;
   const gpuMs: number[] = [];
+  const pacer = pace ? SubmitPacer.forAdapter(gpu.info.isSoftware) : new SubmitPacer({ enabled: false });
   const runner: KernelRunner = {
     gpuMs,
     output: undefined,
@@ -113,8 +117,11 @@ export async function kernelRunner(gpu: GpuContext, job: KernelJob): Promise<Ker
       encoder.resolveQuerySet(querySet, 0, 2, resolved, 0);
       encoder.copyBufferToBuffer(resolved, 0, stamps, 0, 16);
       encoder.copyBufferToBuffer(output, 0, staging, 0, outBytes);
+      const submitted = performance.now();
       device.queue.submit([encoder.finish()]);
+      await pacer.beforeMap(submitted);
       await Promise.all([stamps.mapAsync(GPUMapMode.READ), staging.mapAsync(GPUMapMode.READ, 0, outBytes)]);
+      pacer.done(submitted);
       const t = new BigUint64Array(stamps.getMappedRange());
       gpuMs.push(Number(t[1] - t[0]) / 1e6);
       stamps.unmap();

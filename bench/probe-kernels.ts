@@ -5,7 +5,7 @@
 // with the engines interleaved round by round so that load from other processes hits all alike.
 //
 // Usage: npx tsx bench/probe-kernels.ts [--only gemm512,gemm1024,gemm8x4096x1024,conv,conv128@28,...]
-//   [--variants default,reg16x8@8x1,...] [--rounds 6] [--per-round 3] [--no-ort]
+//   [--variants default,reg16x8@8x1,...] [--wait paced,spin] [--rounds 6] [--per-round 3] [--no-ort]
 import fs from 'node:fs';
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
@@ -29,6 +29,9 @@ const VARIANTS = (option('--variants') ?? 'default').split(',');
 const ROUNDS = Number(option('--rounds') ?? 6);
 const PER_ROUND = Number(option('--per-round') ?? 3);
 const RUN_ORT = !argv.includes('--no-ort');
+/** How our runner waits for its submit: paced (SubmitPacer, the runtime's way) and/or mapping at once. */
+const WAITS = (option('--wait') ?? 'paced').split(',') as ('paced' | 'spin')[];
+for (const w of WAITS) if (w !== 'paced' && w !== 'spin') throw new Error(`--wait: 'paced' or 'spin', got '${w}'`);
 
 function variantByKey(key: string): GemmVariant | undefined {
   if (key === 'default') return undefined;
@@ -106,16 +109,16 @@ try {
       await run(true);
       engines.push({ name: 'ORT WebGPU', run: () => run(false), wall: [], dispose: () => session.release() });
     }
-    for (const key of VARIANTS) {
+    for (const [key, wait] of VARIANTS.flatMap((k) => WAITS.map((w) => [k, w] as const))) {
       const job = wl.job(gpu, variantByKey(key));
-      const runner = await kernelRunner(gpu, job);
+      const runner = await kernelRunner(gpu, job, wait === 'paced');
       const t0 = performance.now();
       await runner.run(true);
       const firstMs = performance.now() - t0;
       const err = ortOut && runner.output ? ` rel.err vs ORT WebGPU ${relL2(runner.output, ortOut).toExponential(1)}` : '';
       if (err && relL2(runner.output!, ortOut!) > 1e-4) throw new Error(`${wl.what} ${job.variant}: wrong result:${err}`);
       runner.gpuMs.length = 0;
-      engines.push({ name: `ours ${key === 'default' ? `${job.variant} (default)` : key}`, run: () => runner.run(false), wall: [], runner, firstMs, dispose: () => runner.dispose() });
+      engines.push({ name: `ours ${key === 'default' ? `${job.variant} (default)` : key}${WAITS.length > 1 ? ` ${wait}` : ''}`, run: () => runner.run(false), wall: [], runner, firstMs, dispose: () => runner.dispose() });
     }
     for (let r = 0; r < ROUNDS; r++) {
       for (let e = 0; e < engines.length; e++) {

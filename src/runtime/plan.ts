@@ -23,6 +23,7 @@ import { ModelError } from '../graph/errors.ts';
 import type { Graph } from '../graph/ir.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
 import { bindingWrites, encodeSteps, prepareStep, STORAGE_USAGE, type BufferRange, type KernelStep } from '../kernels/program.ts';
+import { SubmitPacer } from '../kernels/submit-pacer.ts';
 import type { BindingView, ConstantTensor, Lowered, StepSpec } from './lower.ts';
 
 /** Uploaded constants, shared by every plan of a session (keyed by their packed form). */
@@ -110,6 +111,8 @@ interface Placement {
 export class Plan {
   #placement: (name: string) => Placement | undefined = () => undefined;
   #bytes: (name: string) => number = () => 0;
+  /** Waits for a run's submit without spinning the CPU that a software adapter computes on. */
+  readonly #pacer: SubmitPacer;
 
   private constructor(
     readonly gpu: GpuContext,
@@ -123,7 +126,9 @@ export class Plan {
     readonly peakLiveBytes: number,
     readonly pipelines: number,
     readonly ownedBuffers: GPUBuffer[],
-  ) {}
+  ) {
+    this.#pacer = SubmitPacer.forAdapter(gpu.info.isSoftware);
+  }
 
   static async compile(gpu: GpuContext, graph: Graph, lowered: Lowered, constants: ConstantStore, options: PlanCompileOptions = {}): Promise<Plan> {
     const root = (name: string): string => {
@@ -334,8 +339,11 @@ export class Plan {
       for (const o of this.outputs) {
         if ('buffer' in o.source) encoder.copyBufferToBuffer(o.source.buffer, o.source.offset, o.staging!, 0, o.source.bytes);
       }
+      const submitted = performance.now();
       device.queue.submit([encoder.finish()]);
       const results = new Map<string, Float32Array>();
+      const mapped = this.outputs.some((o) => 'buffer' in o.source);
+      if (mapped) await this.#pacer.beforeMap(submitted);
       await Promise.all(
         this.outputs.map(async (o) => {
           if ('host' in o.source) {
@@ -347,6 +355,7 @@ export class Plan {
           o.staging!.unmap();
         }),
       );
+      if (mapped) this.#pacer.done(submitted);
       return results;
     });
   }
