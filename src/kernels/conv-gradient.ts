@@ -1,6 +1,6 @@
-// The gradient rule of Conv (2-D): training forward and backward on the shared GEMM core.
+// The gradient rule of Conv (2-D): training forward and backward on the shared GEMM core
+// (conv-backward.ts says how, and how the backward keeps its temporaries bounded).
 import { windowGeometry } from '../graph/geometry.ts';
-import type { Node } from '../graph/ir.ts';
 import {
   channelSumProgram,
   col2imProgram,
@@ -8,13 +8,16 @@ import {
   conv2dBackwardDataProblem,
   conv2dBackwardFilterPrograms,
   conv2dBackwardFilterProblem,
-  conv2dTrainForwardPrograms,
-  conv2dTrainForwardProblem,
+  convBackwardChunkRows,
+  convBackwardRowBytes,
+  convDataGradParams,
   convGradRowsProgram,
+  convPackedWeightsSize,
+  convPackWeightsProgram,
   convTrainSizes,
   im2colProgram,
 } from './conv-backward.ts';
-import type { Conv2dParams } from './conv.ts';
+import { conv2dGemmProblem, conv2dPrograms, type Conv2dParams } from './conv.ts';
 import { registerGradientRule, type RuleContext, type RuleStep } from './gradient-registry.ts';
 
 // ---- Conv ----
@@ -35,22 +38,27 @@ export function convParamsOf(ctx: Pick<RuleContext, 'node' | 'attrs' | 'shape' |
   };
 }
 
-const colName = (node: Node) => `${node.outputs[0]}@im2col`;
+/** Bytes a backward temporary may take: the device's binding limit, and at most this much
+ * (smaller chunks cost a few more dispatches; larger ones only memory). */
+export const CONV_BACKWARD_BUDGET_BYTES = 64 * 2 ** 20;
+
+/** The implicit-GEMM conv over a weight packed from the ONNX layout this step: x, w → y. */
+function implicitConvSteps(ctx: RuleContext, p: Conv2dParams, x: string, w: string, y: string, bias: string | undefined, transposed: boolean): RuleStep[] {
+  const packed = ctx.temp(`${w} packed${transposed ? ' for dX' : ''}`, [convPackedWeightsSize(p, transposed)]);
+  const conv = transposed ? convDataGradParams(p) : p;
+  const bind: Record<string, string> = { x, w: packed, y };
+  if (bias) bind.bias = bias;
+  return [
+    { program: convPackWeightsProgram(p, transposed), bind: { w, packed } },
+    ...conv2dPrograms(conv, ctx.variant(conv2dGemmProblem(conv)), ctx.maxWorkgroupsPerDimension).map((program) => ({ program, bind })),
+  ];
+}
 
 registerGradientRule('Conv', {
   forward(ctx) {
     const p = convParamsOf(ctx);
     const n = ctx.node;
-    const s = convTrainSizes(p);
-    const col = colName(n);
-    ctx.temp(col, [p.group, s.M, s.K]);
-    const steps: RuleStep[] = [{ program: im2colProgram(p), bind: { x: n.inputs[0], col } }];
-    const bind: Record<string, string> = { col, w: n.inputs[1], y: n.outputs[0] };
-    if (p.hasBias) bind.bias = n.inputs[2];
-    for (const program of conv2dTrainForwardPrograms(p, ctx.variant(conv2dTrainForwardProblem(p)), ctx.maxWorkgroupsPerDimension)) {
-      steps.push({ program, bind });
-    }
-    return steps;
+    return implicitConvSteps(ctx, p, n.inputs[0], n.inputs[1], n.outputs[0], p.hasBias ? n.inputs[2] : undefined, false);
   },
   backward(ctx, [dy]) {
     const n = ctx.node;
@@ -59,29 +67,59 @@ registerGradientRule('Conv', {
     const p = convParamsOf(ctx);
     const s = convTrainSizes(p);
     const steps: RuleStep[] = [];
-    const rows = ctx.temp(`${n.outputs[0]}@dy-rows`, [p.group, s.M, s.groupOut]);
-    if (ctx.wants(0) || ctx.wants(1)) steps.push({ program: convGradRowsProgram(p), bind: { dy, rows } });
-    if (ctx.wants(1)) {
-      const dw = ctx.temp(`grad ${n.inputs[1]}`, ctx.shape(n.inputs[1]));
-      for (const program of conv2dBackwardFilterPrograms(p, ctx.variant(conv2dBackwardFilterProblem(p)), ctx.maxWorkgroupsPerDimension)) {
-        steps.push({ program, bind: { rows, col: colName(n), dw } });
-      }
-      grads[1] = dw;
-    }
     if (p.hasBias && ctx.wants(2)) {
       const db = ctx.temp(`grad ${n.inputs[2]}`, [p.outChannels]);
       steps.push({ program: channelSumProgram(p.images, p.outChannels, s.spatial), bind: { dy, db } });
       grads[2] = db;
     }
-    if (ctx.wants(0)) {
-      const dcol = ctx.temp(`${n.outputs[0]}@dcol`, [p.group, s.M, s.K]);
-      for (const program of conv2dBackwardDataPrograms(p, ctx.variant(conv2dBackwardDataProblem(p)), ctx.maxWorkgroupsPerDimension)) {
-        steps.push({ program, bind: { rows, w: n.inputs[1], dcol } });
-      }
-      const dx = ctx.temp(`grad ${n.inputs[0]}`, ctx.shape(n.inputs[0]));
-      steps.push({ program: col2imProgram(p), bind: { dcol, dx } });
+    const wantsDx = ctx.wants(0);
+    const wantsDw = ctx.wants(1);
+    const stride1 = p.strideH === 1 && p.strideW === 1;
+    const dx = wantsDx ? ctx.temp(`grad ${n.inputs[0]}`, ctx.shape(n.inputs[0])) : undefined;
+    if (dx && stride1) steps.push(...implicitConvSteps(ctx, p, dy, n.inputs[1], dx, undefined, true));
+    const viaDcol = dx !== undefined && !stride1;
+    if (!wantsDw && !viaDcol) {
       grads[0] = dx;
+      return { steps, grads };
     }
+
+    // Row chunks: col, dyRows and dCol of a chunk each fit the budget.
+    const budget = Math.min(ctx.maxBindingBytes ?? Infinity, CONV_BACKWARD_BUDGET_BYTES);
+    const chunk = convBackwardChunkRows(p, budget);
+    const rowBytes = convBackwardRowBytes(p);
+    if (chunk * rowBytes > budget) {
+      throw ctx.error(`one output position's backward row takes ${rowBytes} bytes (group ${p.group} · max(K ${s.K}, Cout/group ${s.groupOut}) · 4), over the ${budget}-byte binding budget`);
+    }
+    if (viaDcol && chunk < s.spatial) {
+      throw ctx.error(
+        `the gradient of X of this strided conv (${p.inChannels}→${p.outChannels}, ${p.kernelH}x${p.kernelW} s${p.strideH}x${p.strideW}, ` +
+          `input ${p.height}x${p.width}) needs one image's im2col at once: ${s.spatial * rowBytes} bytes (${s.spatial} positions · ${rowBytes} bytes), ` +
+          `over the ${budget}-byte binding budget; a smaller input size fits, or freeze every layer before this conv (then X needs no gradient)`,
+      );
+    }
+    const rows = ctx.temp(`${n.outputs[0]} dy rows`, [p.group, chunk, s.groupOut]);
+    const col = wantsDw ? ctx.temp(`${n.outputs[0]} im2col`, [p.group, chunk, s.K]) : '';
+    const dcol = viaDcol ? ctx.temp(`${n.outputs[0]} dcol`, [p.group, chunk, s.K]) : '';
+    const dw = wantsDw ? ctx.temp(`grad ${n.inputs[1]}`, ctx.shape(n.inputs[1])) : '';
+    for (let offset = 0; offset < s.M; offset += chunk) {
+      const range = { offset, count: Math.min(chunk, s.M - offset) };
+      steps.push({ program: convGradRowsProgram(p, range), bind: { dy, rows } });
+      if (wantsDw) {
+        steps.push({ program: im2colProgram(p, range), bind: { x: n.inputs[0], col } });
+        const accumulate = offset > 0;
+        for (const program of conv2dBackwardFilterPrograms(p, ctx.variant(conv2dBackwardFilterProblem(p, range, accumulate)), ctx.maxWorkgroupsPerDimension, range, accumulate)) {
+          steps.push({ program, bind: { rows, col, dw } });
+        }
+      }
+      if (viaDcol) {
+        for (const program of conv2dBackwardDataPrograms(p, ctx.variant(conv2dBackwardDataProblem(p, range)), ctx.maxWorkgroupsPerDimension, range)) {
+          steps.push({ program, bind: { rows, w: n.inputs[1], dcol } });
+        }
+        steps.push({ program: col2imProgram(p, { first: offset / s.spatial, count: range.count / s.spatial }), bind: { dcol, dx: dx! } });
+      }
+    }
+    grads[0] = dx;
+    if (wantsDw) grads[1] = dw;
     return { steps, grads };
   },
 });
