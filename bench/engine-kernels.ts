@@ -4,7 +4,7 @@
 // run on our own command encoder so that the compute pass carries timestampWrites: Session and
 // Plan encode their own pass and take no timestamp writes.
 import { conv2dGemmProblem, conv2dPrograms, packConvWeights, type Conv2dParams } from '../src/kernels/conv.ts';
-import { defaultVariant, gemmPrograms, gemmTarget, variantKey, type GemmVariant } from '../src/kernels/gemm.ts';
+import { defaultVariant, gemmPrograms, gemmTarget, variantKey, type GemmProblem, type GemmTarget, type GemmVariant } from '../src/kernels/gemm.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { matmulProblem, packB } from '../src/kernels/linear.ts';
 import { prepareStep, STORAGE_USAGE, type KernelProgram, type KernelStep } from '../src/kernels/program.ts';
@@ -21,10 +21,18 @@ export interface KernelJob {
   output: { name: string; floats: number };
 }
 
-/** `variant` overrides the runtime's default choice (bench/probe-kernels.ts compares variants). */
-export function matmulJob(gpu: GpuContext, M: number, K: number, N: number, x: Float32Array, w: Float32Array, variant?: GemmVariant): KernelJob {
+/** A variant, or the target whose default variant to take (the device's when absent): how
+ * bench/probe-kernels.ts compares variants and defaults. */
+export type VariantChoice = GemmVariant | GemmTarget | undefined;
+
+function choose(gpu: GpuContext, problem: GemmProblem, choice: VariantChoice): GemmVariant {
+  if (choice && 'kind' in choice) return choice;
+  return defaultVariant(problem, choice ?? gemmTarget(gpu));
+}
+
+export function matmulJob(gpu: GpuContext, M: number, K: number, N: number, x: Float32Array, w: Float32Array, choice?: VariantChoice): KernelJob {
   const problem = matmulProblem([M, K], [K, N], true);
-  variant ??= defaultVariant(problem, gemmTarget(gpu));
+  const variant = choose(gpu, problem, choice);
   return {
     label: problem.label ?? 'matmul',
     variant: variantKey(variant),
@@ -35,14 +43,14 @@ export function matmulJob(gpu: GpuContext, M: number, K: number, N: number, x: F
   };
 }
 
-export function convJob(gpu: GpuContext, s: ConvShape, x: Float32Array, w: Float32Array, bias: Float32Array, variant?: GemmVariant): KernelJob {
+export function convJob(gpu: GpuContext, s: ConvShape, x: Float32Array, w: Float32Array, bias: Float32Array, choice?: VariantChoice): KernelJob {
   const out = Math.floor((s.size + 2 * s.pad - s.kernel) / s.stride) + 1;
   const p: Conv2dParams = {
     images: s.images, inChannels: s.inChannels, height: s.size, width: s.size, outChannels: s.outChannels, group: 1,
     kernelH: s.kernel, kernelW: s.kernel, strideH: s.stride, strideW: s.stride, pads: [s.pad, s.pad, s.pad, s.pad],
     dilationH: 1, dilationW: 1, outH: out, outW: out, hasBias: true,
   };
-  variant ??= defaultVariant(conv2dGemmProblem(p), gemmTarget(gpu));
+  const variant = choose(gpu, conv2dGemmProblem(p), choice);
   return {
     label: `conv ${s.kernel}x${s.kernel} s${s.stride} ${s.inChannels}→${s.outChannels} @${s.size}`,
     variant: variantKey(variant),

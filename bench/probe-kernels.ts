@@ -5,16 +5,16 @@
 // with the engines interleaved round by round so that load from other processes hits all alike.
 //
 // Usage: npx tsx bench/probe-kernels.ts [--only gemm512,gemm1024,gemm8x4096x1024,conv,conv128@28,...]
-//   [--variants default,reg16x8@8x1,...] [--wait paced,spin] [--rounds 6] [--per-round 3] [--no-ort]
+//   [--variants default,default-nosg,reg16x8@8x1,...] [--wait paced,spin] [--rounds 6] [--per-round 3] [--no-ort]
 import fs from 'node:fs';
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { loadModel } from '../src/graph/load.ts';
-import { GEMM_VARIANTS, variantKey, type GemmVariant } from '../src/kernels/gemm.ts';
+import { GEMM_VARIANTS, variantKey } from '../src/kernels/gemm.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import { lightModelPath, onnxBytesForOrt } from '../test/helpers/reference-models.ts';
-import { convJob, kernelRunner, matmulJob, type KernelJob, type KernelRunner } from './engine-kernels.ts';
+import { convJob, kernelRunner, matmulJob, type KernelJob, type KernelRunner, type VariantChoice } from './engine-kernels.ts';
 import { graphFlops } from './flops.ts';
 import { median, relL2 } from './harness.ts';
 import { convModel, distinctConvs, matmulModel, type ConvShape, type SingleNode } from './workloads.ts';
@@ -33,10 +33,13 @@ const RUN_ORT = !argv.includes('--no-ort');
 const WAITS = (option('--wait') ?? 'paced').split(',') as ('paced' | 'spin')[];
 for (const w of WAITS) if (w !== 'paced' && w !== 'spin') throw new Error(`--wait: 'paced' or 'spin', got '${w}'`);
 
-function variantByKey(key: string): GemmVariant | undefined {
+/** 'default': the device's default; 'default-nosg': the default without subgroups (the kernels
+ * before the subgroup variants); else a variant key. */
+function variantByKey(gpu: GpuContext, key: string): VariantChoice {
   if (key === 'default') return undefined;
+  if (key === 'default-nosg') return { software: gpu.info.isSoftware };
   const v = GEMM_VARIANTS.find((x) => variantKey(x) === key);
-  if (!v) throw new Error(`--variants: unknown variant '${key}' (default, ${GEMM_VARIANTS.map(variantKey).join(', ')})`);
+  if (!v) throw new Error(`--variants: unknown variant '${key}' (default, default-nosg, ${GEMM_VARIANTS.map(variantKey).join(', ')})`);
   return v;
 }
 
@@ -44,7 +47,7 @@ interface Workload {
   id: string;
   what: string;
   model: SingleNode;
-  job: (gpu: GpuContext, v: GemmVariant | undefined) => KernelJob;
+  job: (gpu: GpuContext, v: VariantChoice) => KernelJob;
 }
 
 function gemm(M: number, K = M, N = M): Workload {
@@ -110,7 +113,7 @@ try {
       engines.push({ name: 'ORT WebGPU', run: () => run(false), wall: [], dispose: () => session.release() });
     }
     for (const [key, wait] of VARIANTS.flatMap((k) => WAITS.map((w) => [k, w] as const))) {
-      const job = wl.job(gpu, variantByKey(key));
+      const job = wl.job(gpu, variantByKey(gpu, key));
       const runner = await kernelRunner(gpu, job, wait === 'paced');
       const t0 = performance.now();
       await runner.run(true);
@@ -118,7 +121,7 @@ try {
       const err = ortOut && runner.output ? ` rel.err vs ORT WebGPU ${relL2(runner.output, ortOut).toExponential(1)}` : '';
       if (err && relL2(runner.output!, ortOut!) > 1e-4) throw new Error(`${wl.what} ${job.variant}: wrong result:${err}`);
       runner.gpuMs.length = 0;
-      engines.push({ name: `ours ${key === 'default' ? `${job.variant} (default)` : key}${WAITS.length > 1 ? ` ${wait}` : ''}`, run: () => runner.run(false), wall: [], runner, firstMs, dispose: () => runner.dispose() });
+      engines.push({ name: `ours ${key.startsWith('default') ? `${job.variant} (${key})` : key}${WAITS.length > 1 ? ` ${wait}` : ''}`, run: () => runner.run(false), wall: [], runner, firstMs, dispose: () => runner.dispose() });
     }
     for (let r = 0; r < ROUNDS; r++) {
       for (let e = 0; e < engines.length; e++) {
