@@ -113,8 +113,11 @@ describe('GEMM core', () => {
     expect(relL2(got, want)).toBeLessThan(1e-5);
   });
 
-  for (const variant of [GEMM_VARIANTS[0], GEMM_VARIANTS[5]]) {
-    it(`splits rows over several dispatches past the workgroup limit [${variantKey(variant)}]`, async () => {
+  // The subgroup variant too: its lanes load rows from the program's row offset.
+  const SG24 = GEMM_VARIANTS.find((v) => variantKey(v) === 'reg24x8@8x1sg')!;
+  for (const variant of [GEMM_VARIANTS[0], GEMM_VARIANTS[5], SG24]) {
+    it(`splits rows over several dispatches past the workgroup limit [${variantKey(variant)}]`, async (ctx) => {
+      skipUnless(variant, ctx);
       const M = 70, N = 20, K = 9;
       const a = randomFloat32Array(M * K, 21);
       const b = randomFloat32Array(K * N, 22);
