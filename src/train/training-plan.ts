@@ -5,7 +5,7 @@
 // fused updates after: one command encoder and one submit per training step.
 import { ModelError } from '../graph/errors.ts';
 import type { Graph } from '../graph/ir.ts';
-import { defaultVariant, type GemmVariant } from '../kernels/gemm.ts';
+import { defaultVariant, gemmTarget, type GemmVariant } from '../kernels/gemm.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
 import { checkLossStats, decodeLossStats, LOSS_STATS_BYTES, prepareCrossEntropy, type CrossEntropyStep, type LossStats } from '../kernels/loss.ts';
 import { encodeSteps, STORAGE_USAGE } from '../kernels/program.ts';
@@ -91,7 +91,8 @@ export class TrainingPlan {
 
   /** Compiles a prepared graph (static shapes) for training at its input shapes. */
   static async create(gpu: GpuContext, graph: Graph, options: TrainingPlanOptions): Promise<TrainingPlan> {
-    const software = gpu.info.isSoftware;
+    // The device's GEMM target (software adapter, subgroup size): the same kernel choice as inference.
+    const target = gemmTarget(gpu);
     const limits = gpu.device.limits;
     const fixed = options.gemm;
     const evaluation = options.mode === 'evaluate';
@@ -100,8 +101,8 @@ export class TrainingPlan {
     const lowered = await differentiate(graph, {
       mode: options.mode,
       dropout: options.dropout,
-      chooseVariant: async (problem) => fixed ?? defaultVariant(problem, software),
-      variant: (problem) => fixed ?? defaultVariant(problem, software),
+      chooseVariant: async (problem) => fixed ?? defaultVariant(problem, target),
+      variant: (problem) => fixed ?? defaultVariant(problem, target),
       maxBindingBytes,
       maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
     });
