@@ -29,6 +29,7 @@ import {
   matmulBackwardAPrograms,
   matmulBackwardBPrograms,
   matmulShape,
+  matmulTrainForwardPrograms,
   reduceToBroadcastProgram,
 } from '../src/kernels/linear-backward.ts';
 import type { GemmOpParams } from '../src/kernels/linear.ts';
@@ -170,6 +171,23 @@ describe('gradient kernels vs finite differences', () => {
       expect(relL2(db, finiteDifferences(b, (t) => matmulRef(a, [...aDims], t, [...bDims]).data, g))).toBeLessThan(1e-3);
     });
   }
+
+  it('MatMul [7, 3] × [2, 4, 3, 5] (A shared, an averaging matrix): forward and dB; dA refused', async () => {
+    const aDims = [7, 3];
+    const bDims = [2, 4, 3, 5];
+    const s = matmulShape(aDims, bDims);
+    expect(s.aShared).toBe(true);
+    const a = randomFloat32Array(numel(aDims), 24);
+    const b = randomFloat32Array(numel(bDims), 25);
+    const want = matmulRef(a, aDims, b, bDims);
+    const g = randomFloat32Array(numel(want.dims), 26);
+    const v = defaultVariant({ M: s.M, N: s.N }, true);
+    const y = await run(matmulTrainForwardPrograms(s, v), { a, b }, 'y', numel(want.dims));
+    expect(relL2(y, want.data)).toBeLessThan(1e-5);
+    const db = await run(matmulBackwardBPrograms(s, v), { a, dy: g }, 'db', b.length);
+    expect(relL2(db, finiteDifferences(b, (t) => matmulRef(a, aDims, t, bDims).data, g))).toBeLessThan(1e-3);
+    expect(() => matmulBackwardAPrograms(s, v)).toThrow('the gradient of an A without batch against a batched B');
+  });
 
   it('Relu: dX (inputs kept away from the kink)', async () => {
     const x = randomFloat32Array(1000, 31).map((v) => (Math.abs(v) < 0.01 ? v + 0.05 : v));

@@ -194,7 +194,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   };
 }
 
-/** Shapes of a MatMul that the backward supports: rank ≥ 2 operands; batches equal or B shared. */
+/** Shapes of a MatMul that the backward supports: rank ≥ 2 operands; batches equal, or one side shared. */
 export interface MatMulShape {
   batch: number;
   M: number;
@@ -202,6 +202,8 @@ export interface MatMulShape {
   N: number;
   /** B has no batch (a weight shared by every batch of A): rows of A fold into one GEMM. */
   bShared: boolean;
+  /** A has no batch and B has one (an averaging matrix applied to every map): A's batch stride is 0. */
+  aShared?: boolean;
 }
 
 export function matmulShape(aDims: number[], bDims: number[]): MatMulShape {
@@ -212,6 +214,7 @@ export function matmulShape(aDims: number[], bDims: number[]): MatMulShape {
   const batchA = aDims.slice(0, -2).reduce((x, y) => x * y, 1);
   const batchB = bDims.slice(0, -2).reduce((x, y) => x * y, 1);
   if (batchB === 1) return { batch: batchA, M, K, N, bShared: true };
+  if (aDims.length === 2) return { batch: batchB, M, K, N, bShared: false, aShared: true };
   const same = aDims.length === bDims.length && aDims.slice(0, -2).every((d, i) => d === bDims[i]);
   if (!same) throw new Error(`matmul backward: batch dims of [${aDims}] and [${bDims}] differ; accepted: equal batches, or a B without batch`);
   return { batch: batchA, M, K, N, bShared: false };
@@ -219,6 +222,9 @@ export function matmulShape(aDims: number[], bDims: number[]): MatMulShape {
 
 /** dA = dY · Bᵀ. Bindings: dy, b, da. */
 export function matmulBackwardAPrograms(s: MatMulShape, variant: GemmVariant, maxPerDim?: number): KernelProgram[] {
+  // Σ over B's batch of dY[b]·B[b]ᵀ would take one accumulating GEMM per batch entry; a shared A
+  // is a constant in every graph seen so far (adaptive-pool averaging matrices).
+  if (s.aShared) throw new Error(`matmul backward: the gradient of an A without batch against a batched B (${s.batch} entries) is not supported; accepted: A with B's batch, or a constant A`);
   const rows = s.bShared ? s.batch * s.M : s.M;
   const batch = s.bShared ? 1 : s.batch;
   const problem: GemmProblem = {
@@ -236,7 +242,7 @@ export function matmulBackwardBPrograms(s: MatMulShape, variant: GemmVariant, ma
   const batch = s.bShared ? 1 : s.batch;
   const problem: GemmProblem = {
     label: `matmul dB ${batch}×${s.K}×${s.N}`, batch, M: s.K, N: s.N, K: inner,
-    a: { kind: 'matrix', layout: 'km', batchStride: inner * s.K, ld: s.K },
+    a: { kind: 'matrix', layout: 'km', batchStride: s.aShared ? 0 : inner * s.K, ld: s.K },
     b: { layout: 'kn', batchStride: inner * s.N, ld: s.N },
     c: { kind: 'matrix', batchStride: s.K * s.N, strideM: s.N, strideN: 1 },
   };
@@ -249,7 +255,7 @@ export function matmulTrainForwardPrograms(s: MatMulShape, variant: GemmVariant,
   const batch = s.bShared ? 1 : s.batch;
   const problem: GemmProblem = {
     label: `matmul train ${batch}×${rows}×${s.N}×${s.K}`, batch, M: rows, N: s.N, K: s.K,
-    a: { kind: 'matrix', layout: 'mk', batchStride: rows * s.K, ld: s.K },
+    a: { kind: 'matrix', layout: 'mk', batchStride: s.aShared ? 0 : rows * s.K, ld: s.K },
     b: { layout: 'kn', batchStride: s.bShared ? 0 : s.K * s.N, ld: s.N },
     c: { kind: 'matrix', batchStride: rows * s.N, strideM: s.N, strideN: 1 },
   };

@@ -173,6 +173,9 @@ registerGradientRule('MatMul', {
       return { steps: gemmBackwardSteps(ctx, split, { a: n.inputs[0], b: n.inputs[1], dy }, grads[0], grads[1]), grads };
     }
     const steps: RuleStep[] = [];
+    if (ctx.wants(0) && s.aShared) {
+      throw ctx.error(`'${n.inputs[0]}' [${ctx.shape(n.inputs[0])}] has no batch while B [${ctx.shape(n.inputs[1])}] has one: its gradient (a sum over B's batch) is not supported; accepted: a constant A, or A with B's batch`);
+    }
     if (ctx.wants(0)) {
       const da = ctx.temp(`grad ${n.inputs[0]}`, ctx.shape(n.inputs[0]));
       const probe = { M: s.bShared ? s.batch * s.M : s.M, N: s.K } as GemmProblem;
