@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
-import { encodeSteps, prepareStep, STORAGE_USAGE, type KernelProgram, type KernelStep } from '../src/kernels/program.ts';
+import { encodeSteps, prepareStep, runProgram, STORAGE_USAGE, type KernelProgram, type KernelStep } from '../src/kernels/program.ts';
 import { avgPool2dBackwardProgram, globalPoolBackwardProgram, maxPool2dBackwardProgram, type PoolBackwardParams } from '../src/kernels/backward/pool.ts';
 import {
   batchNormFrozenBackwardProgram, batchNormParamGradProgram, batchNormTrainingBackwardPrograms, batchNormTrainingForwardPrograms, lrnBackwardProgram,
@@ -418,4 +418,193 @@ describe('backward kernels', () => {
       });
     }
   });
+});
+
+// The per-channel BatchNormalization kernels (backward/channel.ts: one workgroup per channel, or
+// whole planes per workgroup, vec4 units where 4 divides S), the strip-owning MaxPool backward
+// and the vec4 element programs, at the sizes that pick their code paths: channels not a
+// multiple of 8, spatial 1 / odd / large, images 1 and 3, several planes per workgroup and
+// several workgroups, strips of one row / several rows / whole planes, channels past one
+// dispatch row.
+describe('backward kernels at odd and large sizes', () => {
+  let gpu: GpuContext;
+  beforeAll(async () => {
+    gpu = await createNodeGpuContext();
+  });
+  afterAll(() => gpu?.dispose());
+  const run = (programs: KernelProgram | KernelProgram[], inputs: Record<string, Float32Array>, outputs: Record<string, number>) =>
+    runProgram(gpu, programs, inputs, outputs);
+
+  /** BatchNormalization training backward in float64 (the analytic form): dx, dScale, dBias. */
+  function batchNormBackwardRef(x: ArrayLike<number>, dims: number[], scale: ArrayLike<number>, dy: ArrayLike<number>, eps: number) {
+    const [N, C] = dims;
+    const S = size(dims.slice(2));
+    const M = N * S;
+    const { mean, variance } = batchNormTrainingRef(x, dims, scale, new Float64Array(C), eps);
+    const dScale = new Float64Array(C), dBias = new Float64Array(C), dx = new Float64Array(x.length);
+    const at = (n: number, c: number, s: number) => (n * C + c) * S + s;
+    for (let c = 0; c < C; c++) {
+      const inv = 1 / Math.sqrt(variance[c] + eps);
+      for (let n = 0; n < N; n++) for (let s = 0; s < S; s++) {
+        dBias[c] += dy[at(n, c, s)];
+        dScale[c] += dy[at(n, c, s)] * (x[at(n, c, s)] - mean[c]) * inv;
+      }
+      for (let n = 0; n < N; n++) for (let s = 0; s < S; s++) {
+        const i = at(n, c, s);
+        dx[i] = scale[c] * inv * (dy[i] - (dBias[c] + (x[i] - mean[c]) * inv * dScale[c]) / M);
+      }
+    }
+    return { dx, dScale, dBias, mean, variance };
+  }
+
+  /** Forward (stats, apply) then backward (sums, dx), each program on its own bindings. */
+  async function batchNormRoundTrip(dims: number[], x: Float32Array, scale: Float32Array, bias: Float32Array, dy: Float32Array, eps: number, prior?: Float32Array): Promise<Record<'saveMean' | 'saveInvStd' | 'y' | 'dScale' | 'dBias' | 'dx', Float32Array>> {
+    const [N, C] = dims;
+    const shape = { images: N, channels: C, spatial: size(dims.slice(2)), epsilon: eps };
+    const [stats, apply] = batchNormTrainingForwardPrograms(shape, 0.9);
+    const s = await run(stats, { x, runningMean: new Float32Array(C), runningVar: new Float32Array(C) }, { saveMean: C, saveInvStd: C });
+    const y = (await run(apply, { x, scale, bias, saveMean: s.saveMean, saveInvStd: s.saveInvStd }, { y: x.length })).y;
+    const [sums, data] = batchNormTrainingBackwardPrograms(shape, prior ? { accumulate: true } : undefined);
+    const g = await run(sums, { x, dy, saveMean: s.saveMean, saveInvStd: s.saveInvStd }, { dScale: C, dBias: C });
+    const dxInputs = { x, dy, scale, saveMean: s.saveMean, saveInvStd: s.saveInvStd, dScale: g.dScale, dBias: g.dBias };
+    const dx = prior
+      ? (await runAll(data, { ...dxInputs, dx: prior }, { dx: x.length })).dx
+      : (await run(data, dxInputs, { dx: x.length })).dx;
+    return { saveMean: s.saveMean, saveInvStd: s.saveInvStd, y, dScale: g.dScale, dBias: g.dBias, dx };
+  }
+
+  // Local copy of the suite's runAll for in-place outputs (dx accumulated into a prior).
+  async function runAll(program: KernelProgram, inputs: Record<string, Float32Array>, outputs: Record<string, number>): Promise<Record<string, Float32Array>> {
+    const buffers = new Map<string, GPUBuffer>();
+    try {
+      for (const b of program.bindings) {
+        if (b.name === 'params') continue;
+        const data = inputs[b.name];
+        const buffer = gpu.createBuffer(b.name, Math.max(16, (data?.length ?? outputs[b.name]) * 4), STORAGE_USAGE);
+        if (data) gpu.upload(buffer, data);
+        buffers.set(b.name, buffer);
+      }
+      const step = await prepareStep(gpu, program, program.bindings.filter((b) => b.name !== 'params').map((b) => ({ buffer: buffers.get(b.name)! })));
+      const encoder = gpu.device.createCommandEncoder();
+      encodeSteps(encoder, [step]);
+      gpu.device.queue.submit([encoder.finish()]);
+      const out: Record<string, Float32Array> = {};
+      for (const [name, floats] of Object.entries(outputs)) out[name] = new Float32Array(await gpu.read(buffers.get(name)!, floats * 4));
+      step.owned.forEach((b) => b.destroy());
+      return out;
+    } finally {
+      for (const b of buffers.values()) b.destroy();
+    }
+  }
+
+  // [N, C, …]: vec4 units (S % 4 = 0) or f32; planes per workgroup 2048/S, so [3, 100, 4, 4]
+  // (128 planes a group) and [2, 45, 7, 7] (41) run several groups, the last one short.
+  const bnShapes = [[3, 13], [1, 13, 5, 7], [3, 100, 4, 4], [2, 45, 7, 7], [1, 5, 57, 57], [2, 3, 60, 60], [3, 70000]];
+  for (const dims of bnShapes) {
+    it(`BatchNormalization training [${dims}]: statistics, y, dx, dScale, dBias against float64`, async () => {
+      const [, C] = dims;
+      const eps = 1e-5;
+      // Channel means far from 0 against their spread: the one-pass variance must not cancel.
+      const x = rand(size(dims), 0.5).map((v, i) => v + 4 * ((Math.floor(i / size(dims.slice(2))) % C) % 5) - 6);
+      const scale = rand(C), bias = rand(C), dy = rand(x.length);
+      const got = await batchNormRoundTrip(dims, x, scale, bias, dy, eps);
+      const want = batchNormBackwardRef(x, dims, scale, dy, eps);
+      const y = batchNormTrainingRef(x, dims, scale, bias, eps).y;
+      expect(relL2(got.saveMean, want.mean)).toBeLessThan(1e-6);
+      expect(relL2(got.saveInvStd, want.variance.map((v) => 1 / Math.sqrt(v + eps)))).toBeLessThan(1e-5);
+      expect(relL2(got.y, y)).toBeLessThan(1e-5);
+      expect(relL2(got.dScale, want.dScale)).toBeLessThan(1e-5);
+      expect(relL2(got.dBias, want.dBias)).toBeLessThan(1e-5);
+      expect(relL2(got.dx, want.dx)).toBeLessThan(1e-4);
+    });
+  }
+
+  it('BatchNormalization training at images 1 and 3, channels 13, spatial 1 and 35: finite differences, dx accumulated', async () => {
+    for (const dims of [[3, 13], [1, 13, 5, 7]]) {
+      const [, C] = dims;
+      const eps = 1e-3;
+      const x = rand(size(dims), 2), scale = rand(C), bias = rand(C), dy = rand(x.length), prior = rand(x.length);
+      const got = await batchNormRoundTrip(dims, x, scale, bias, dy, eps, prior);
+      const f = (xv: ArrayLike<number>, s: ArrayLike<number>, b: ArrayLike<number>) => batchNormTrainingRef(xv, dims, s, b, eps).y;
+      expect(relL2(got.dx, fd((v) => f(v, scale, bias), x, dy).map((v, i) => v + prior[i]))).toBeLessThan(TOLERANCE);
+      expect(relL2(got.dScale, fd((v) => f(x, v, bias), scale, dy))).toBeLessThan(TOLERANCE);
+      expect(relL2(got.dBias, fd((v) => f(x, scale, v), bias, dy))).toBeLessThan(TOLERANCE);
+    }
+  });
+
+  it('frozen BatchNormalization [3, 13, 4, 4] (vec4) and [1, 13, 5, 7]: dx, dScale, dBias against float64', async () => {
+    for (const dims of [[3, 13, 4, 4], [1, 13, 5, 7]]) {
+      const [N, C] = dims;
+      const S = size(dims.slice(2));
+      const x = rand(size(dims)), dy = rand(x.length), scale = rand(C), mean = rand(C), variance = rand(C).map((v) => v * v + 0.05);
+      const shape = { images: N, channels: C, spatial: S, epsilon: 1e-3 };
+      const sums = await run(batchNormParamGradProgram(shape, 'running'), { x, dy, mean, var: variance }, { dScale: C, dBias: C });
+      const dx = (await run(batchNormFrozenBackwardProgram(shape), { dy, scale, var: variance }, { dx: x.length })).dx;
+      const want = { dx: new Float64Array(x.length), dScale: new Float64Array(C), dBias: new Float64Array(C) };
+      for (let i = 0; i < x.length; i++) {
+        const c = Math.floor(i / S) % C;
+        const inv = 1 / Math.sqrt(variance[c] + 1e-3);
+        want.dx[i] = dy[i] * scale[c] * inv;
+        want.dScale[c] += dy[i] * (x[i] - mean[c]) * inv;
+        want.dBias[c] += dy[i];
+      }
+      expect(relL2(dx, want.dx)).toBeLessThan(1e-6);
+      expect(relL2(sums.dScale, want.dScale)).toBeLessThan(1e-5);
+      expect(relL2(sums.dBias, want.dBias)).toBeLessThan(1e-5);
+    }
+  });
+
+  // MaxPool backward against the exact routing (dy to each window's first maximum, in float64).
+  // 512+ planes: one strip per plane; 128 planes of 56 rows: 4 strips of 14; 13 planes: strips
+  // of one row; 1-D (height 1).
+  const maxCases: { x: number[]; k: [number, number]; s: [number, number]; pads: [number, number, number, number]; d?: [number, number]; ceil?: boolean }[] = [
+    { x: [8, 65, 14, 14], k: [3, 3], s: [2, 2], pads: [1, 1, 1, 1], ceil: true },
+    { x: [2, 64, 56, 56], k: [3, 3], s: [2, 2], pads: [1, 1, 1, 1] },
+    { x: [1, 13, 9, 10], k: [2, 2], s: [2, 2], pads: [0, 0, 0, 0] },
+    { x: [3, 1, 31, 17], k: [3, 2], s: [1, 2], pads: [1, 0, 0, 1], d: [2, 2] },
+    { x: [5, 7, 1, 40], k: [1, 3], s: [1, 2], pads: [0, 1, 0, 1] },
+  ];
+  for (const c of maxCases) {
+    it(`MaxPool backward [${c.x}] kernel ${c.k} stride ${c.s}: exact routing, and accumulated`, async () => {
+      const d = c.d ?? [1, 1];
+      const outH = poolOutputSize(c.x[2], c.k[0], c.s[0], c.pads[0], c.pads[2], d[0], !!c.ceil);
+      const outW = poolOutputSize(c.x[3], c.k[1], c.s[1], c.pads[1], c.pads[3], d[1], !!c.ceil);
+      const g: PoolBackwardParams = {
+        planes: c.x[0] * c.x[1], height: c.x[2], width: c.x[3], outH, outW, kernelH: c.k[0], kernelW: c.k[1],
+        strideH: c.s[0], strideW: c.s[1], pads: c.pads, dilationH: d[0], dilationW: d[1],
+      };
+      // Coarse values: many windows hold their maximum twice (the first one must win).
+      const x = rand(size(c.x)).map((v) => Math.round(v * 4) / 4);
+      const dy = rand(g.planes * outH * outW);
+      const want = new Float64Array(x.length);
+      maxPoolArgmaxRef(x, c.x, { kernel: c.k, strides: c.s, pads: c.pads, dilations: d, outH, outW }).forEach((at, k) => {
+        if (at >= 0) want[at] += dy[k];
+      });
+      const got = await run(maxPool2dBackwardProgram(g), { x, dy }, { dx: x.length });
+      expect(relL2(got.dx, want)).toBeLessThan(1e-6);
+      const prior = rand(x.length);
+      const acc = await runAll(maxPool2dBackwardProgram(g, { accumulate: true }), { x, dy, dx: prior }, { dx: x.length });
+      expect(relL2(acc.dx, want.map((v, i) => v + prior[i]))).toBeLessThan(1e-6);
+    });
+  }
+
+  // vec4 units when 4 divides the size (12000: 3000 units over 3 workgroups), else f32 (4099).
+  for (const n of [12000, 4099]) {
+    it(`unary backward over ${n} elements: every op exact against float64, relu accumulated`, async () => {
+      const x = rand(n, 2), dy = rand(n), prior = rand(n);
+      const ops: [UnaryBackwardOp, (v: number) => number, boolean][] = [
+        [{ kind: 'relu' }, (v) => (v > 0 ? 1 : 0), false],
+        [{ kind: 'leakyRelu', alpha: 0.07 }, (v) => (v >= 0 ? 1 : 0.07), false],
+        [{ kind: 'clip', min: -0.4, max: 0.9 }, (v) => (v >= -0.4 && v <= 0.9 ? 1 : 0), false],
+        [{ kind: 'sigmoid' }, (y) => y * (1 - y), true],
+        [{ kind: 'tanh' }, (y) => 1 - y * y, true],
+      ];
+      for (const [op, derivative, fromOutput] of ops) {
+        const got = (await run(unaryBackwardProgram(op, n), { [fromOutput ? 'y' : 'x']: x, dy }, { dx: n })).dx;
+        expect(relL2(got, Array.from(x, (v, i) => dy[i] * derivative(v))), op.kind).toBeLessThan(1e-6);
+      }
+      const acc = await runAll(unaryBackwardProgram({ kind: 'relu' }, n, { accumulate: true }), { x, dy, dx: prior }, { dx: n });
+      expect(relL2(acc.dx, Array.from(x, (v, i) => prior[i] + (v > 0 ? dy[i] : 0)))).toBeLessThan(1e-6);
+    });
+  }
 });

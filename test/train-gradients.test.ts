@@ -17,7 +17,7 @@ import {
   im2colProgram,
 } from '../src/kernels/conv-backward.ts';
 import { defaultVariant, GEMM_VARIANTS, type GemmProblem } from '../src/kernels/gemm.ts';
-import { globalAveragePoolBackwardProgram, gradientRule, reluBackwardProgram, differentiableOps } from '../src/kernels/gradients.ts';
+import { globalAveragePoolBackwardProgram, gradientRule, gradientSumProgram, reluBackwardProgram, differentiableOps } from '../src/kernels/gradients.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import {
   gemmBackwardAPrograms,
@@ -212,4 +212,33 @@ describe('gradient kernels vs finite differences', () => {
     expect(gradientRule('Relu')?.forward).toBeUndefined();
     expect(gradientRule('NoSuchOp')).toBeUndefined();
   });
+});
+
+// The conv bias gradient (one workgroup per channel, vec4 units where 4 divides the spatial
+// size) and autodiff's gradient sum (vec4 units where 4 divides the size) at odd and large
+// sizes, against float64.
+describe('channel sum and gradient sum at odd sizes', () => {
+  let gpu: GpuContext;
+  beforeAll(async () => {
+    gpu = await createNodeGpuContext();
+  });
+  afterAll(() => gpu?.dispose());
+
+  for (const [N, C, S] of [[3, 13, 1], [1, 13, 35], [3, 5, 3136], [2, 70000, 1], [8, 64, 49]]) {
+    it(`channel sum ${N}×${C}×${S}`, async () => {
+      const dy = randomFloat32Array(N * C * S, 50 + C, 2).map((v, i) => v + (Math.floor(i / S) % C) % 3);
+      const want = new Float64Array(C);
+      for (let i = 0; i < dy.length; i++) want[Math.floor(i / S) % C] += dy[i];
+      const db = (await runProgram(gpu, channelSumProgram(N, C, S), { dy }, { db: C })).db;
+      expect(relL2(db, want)).toBeLessThan(1e-6);
+    });
+  }
+
+  for (const n of [12000, 4099, 3]) {
+    it(`gradient sum over ${n} elements`, async () => {
+      const a = randomFloat32Array(n, 60), b = randomFloat32Array(n, 61);
+      const y = (await runProgram(gpu, gradientSumProgram(n), { a, b }, { y: n })).y;
+      expect(relL2(y, Array.from(a, (v, i) => v + b[i]))).toBeLessThan(1e-7);
+    });
+  }
 });

@@ -16,6 +16,7 @@
 // dy (convDataGradParams) with the weight flipped and its channels swapped per group, run on
 // the implicit-GEMM conv like the forward.
 import { PACKED_N_MULTIPLE, type Conv2dParams } from './conv.ts';
+import { channelReduceProgram } from './backward/channel.ts';
 import { gemmPrograms, roundUp, type GemmProblem, type GemmVariant } from './gemm.ts';
 import { elementProgram, NO_ACTIVATION, type KernelProgram, type ParamBlock } from './program.ts';
 
@@ -153,23 +154,21 @@ export function convGradRowsProgram(p: Conv2dParams, rows: ConvRows = allRows(p)
   }), 'rows');
 }
 
-/** db[c] = Σ over images and positions of dy[img][c][pos]. Bindings: dy, db, params. */
+/**
+ * db[c] = Σ over images and positions of dy[img][c][pos], one workgroup per channel reading
+ * its runs contiguously (backward/channel.ts). Bindings: dy, db, params.
+ */
 export function channelSumProgram(images: number, channels: number, spatial: number): KernelProgram {
-  return renameOutput(elementProgram({
+  return channelReduceProgram({ images, channels, spatial }, {
     label: `channel sum ${images}×${channels}×${spatial}`,
     key: 'channel-sum',
-    total: channels,
-    workgroup: 64,
-    inputs: [{ name: 'dy' }],
-    params: (P) => P.u32('images', images).u32('channels', channels).u32('spatial', spatial),
-    body: `
-  var acc = 0.0;
-  for (var img = 0u; img < P.images; img++) {
-    let base = (img * P.channels + idx) * P.spatial;
-    for (var i = 0u; i < P.spatial; i++) { acc += dy[base + i]; }
-  }
-  y[idx] = acc;`,
-  }), 'db');
+    reads: ['dy'],
+    writes: ['db'],
+    arenaReads: true,
+    before: '',
+    element: 'acc0 += dy[i];',
+    after: '  db[c] = acc.x;',
+  });
 }
 
 /**

@@ -23,6 +23,7 @@ import {
   reduceToShapeProgram,
   transposeBackwardProgram,
   unaryBackwardProgram,
+  vectorElementProgram,
   type BatchNormShape,
   type BroadcastBackwardOp,
   type PoolBackwardParams,
@@ -404,29 +405,9 @@ registerGradientRule('Softmax', {
 
 // ---- small backward kernels ----
 
-/** dx = dy where x > 0, else 0. Bindings: x, dy, dx, params. */
+/** dx = dy where x > 0, else 0 (vec4 units: backward/common.ts vectorElementProgram). Bindings: x, dy, dx, params. */
 export function reluBackwardProgram(size: number): KernelProgram {
-  const { dispatch, rowSize } = linearDispatch(size);
-  const P = new ParamBlock().u32('size', size).u32('rowSize', rowSize);
-  const wgsl = `
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
-${P.wgsl(3)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let i = ${LINEAR_INDEX};
-  if (i >= P.size) { return; }
-  dx[i] = select(0.0, dy[i], x[i] > 0.0);
-}`;
-  return {
-    label: `relu backward ${size}`,
-    key: 'relu-backward',
-    wgsl,
-    dispatch,
-    bindings: [{ name: 'x', access: 'read' }, { name: 'dy', access: 'read' }, { name: 'dx', access: 'read_write' }, { name: 'params', access: 'uniform' }],
-    params: P.bytes(),
-  };
+  return unaryBackwardProgram({ kind: 'relu' }, size);
 }
 
 /** dx[plane][i] = dy[plane] / spatial. Bindings: dy, dx, params. */
@@ -486,27 +467,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   };
 }
 
-/** y = a + b (same sizes): how autodiff sums two gradients of one value. Bindings: a, b, y, params. */
+/** y = a + b (same sizes): how autodiff sums two gradients of one value (vec4 units). Bindings: a, b, y, params. */
 export function gradientSumProgram(size: number): KernelProgram {
-  const { dispatch, rowSize } = linearDispatch(size);
-  const P = new ParamBlock().u32('size', size).u32('rowSize', rowSize);
-  const wgsl = `
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-${P.wgsl(3)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let i = ${LINEAR_INDEX};
-  if (i >= P.size) { return; }
-  y[i] = a[i] + b[i];
-}`;
-  return {
-    label: `gradient sum ${size}`,
-    key: 'gradient-sum',
-    wgsl,
-    dispatch,
-    bindings: [{ name: 'a', access: 'read' }, { name: 'b', access: 'read' }, { name: 'y', access: 'read_write' }, { name: 'params', access: 'uniform' }],
-    params: P.bytes(),
-  };
+  return vectorElementProgram({ label: `gradient sum ${size}`, key: 'gradient-sum', total: size, reads: ['a', 'b'], writes: ['y'], body: () => '    y[i] = a[i] + b[i];' });
 }

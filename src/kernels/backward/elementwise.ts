@@ -3,7 +3,7 @@
 // reduce-to-shape kernel, with the op's local derivative fused in), and Dropout in training
 // mode with a counter-based mask that the backward recomputes instead of storing.
 import { dispatch1d, ParamBlock, type KernelProgram } from '../program.ts';
-import { accKey, bindingDecls, bindingList, gradElementProgram, storeGrad, type GradOptions } from './common.ts';
+import { accKey, bindingDecls, bindingList, gradElementProgram, storeGrad, vectorElementProgram, type GradOptions } from './common.ts';
 
 export type UnaryBackwardOp =
   | { kind: 'relu' }
@@ -19,42 +19,44 @@ export type UnaryBackwardOp =
  * - Clip: dy·[min ≤ x ≤ max] (0 outside the range, 1 on its bounds, as PyTorch). Needs saved: x.
  * - Sigmoid: dy·y·(1 − y). Needs saved: y (the forward output).
  * - Tanh: dy·(1 − y²). Needs saved: y.
+ * vec4 units where 4 divides `size` (vectorElementProgram).
  * Bindings: Relu, LeakyRelu, Clip: x, dy, dx, params; Sigmoid, Tanh: y, dy, dx, params.
  */
 export function unaryBackwardProgram(op: UnaryBackwardOp, size: number, o?: GradOptions): KernelProgram {
   const fromOutput = op.kind === 'sigmoid' || op.kind === 'tanh';
   const saved = fromOutput ? 'y' : 'x';
-  let expr: string;
+  // Expressions of the saved value v and dy's g, both of type T (vec4f or f32).
+  let expr: (T: string) => string;
   let params: ((P: ParamBlock) => void) | undefined;
   switch (op.kind) {
     case 'relu':
-      expr = 'select(0.0, g, v > 0.0)';
+      expr = (T) => `select(${T}(0.0), g, v > ${T}(0.0))`;
       break;
     case 'leakyRelu':
       params = (P) => P.f32('alpha', op.alpha);
-      expr = 'select(g * P.alpha, g, v >= 0.0)';
+      expr = (T) => `select(g * P.alpha, g, v >= ${T}(0.0))`;
       break;
     case 'clip':
       // Uniform values may be ±Infinity (only WGSL literals may not): an open bound just passes.
       params = (P) => P.f32('lo', op.min).f32('hi', op.max);
-      expr = 'select(0.0, g, v >= P.lo && v <= P.hi)';
+      expr = (T) => `select(${T}(0.0), g, (v >= ${T}(P.lo)) & (v <= ${T}(P.hi)))`;
       break;
     case 'sigmoid':
-      expr = 'g * v * (1.0 - v)';
+      expr = () => 'g * v * (1.0 - v)';
       break;
     case 'tanh':
-      expr = 'g * (1.0 - v * v)';
+      expr = () => 'g * (1.0 - v * v)';
       break;
   }
-  return gradElementProgram({
+  return vectorElementProgram({
     label: `${op.kind} backward ${size}`,
     key: `unary-bwd|${op.kind}|${accKey(o)}`,
     total: size,
     reads: [saved, 'dy'],
     params,
-    body: `  let v = ${saved}[idx];
-  let g = dy[idx];
-  ${storeGrad('dx', 'idx', expr, o?.accumulate)}`,
+    body: (T) => `    let v = ${saved}[i];
+    let g = dy[i];
+    ${storeGrad('dx', 'i', expr(T), o?.accumulate)}`,
   });
 }
 

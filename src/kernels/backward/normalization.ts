@@ -1,8 +1,9 @@
 // BatchNormalization in training mode (forward with batch statistics, and its backward), the
 // backward of a frozen BatchNormalization (running statistics), and LRN backward. Forward
 // inference kernels: ../normalization.ts. Data is [N, C, spatial…] viewed as N × C × S.
-import { dispatch1d, ParamBlock, type KernelProgram } from '../program.ts';
-import { accKey, bindingDecls, bindingList, gradElementProgram, storeGrad, type GradOptions } from './common.ts';
+import type { KernelProgram, ParamBlock } from '../program.ts';
+import { channelReduceProgram, planeProgram } from './channel.ts';
+import { accKey, gradElementProgram, storeGrad, type GradOptions } from './common.ts';
 import type { LrnParams } from '../normalization.ts';
 
 export interface BatchNormShape {
@@ -13,81 +14,48 @@ export interface BatchNormShape {
   epsilon: number;
 }
 
-/** Threads of the one-workgroup-per-channel reductions. */
-const REDUCE_WORKGROUP = 256;
-
 /**
  * BatchNormalization, training mode (ONNX training_mode = 1), as two programs run in order:
- * 1. statistics, one workgroup per channel (two passes over the channel: mean, then the biased
- *    variance Σ(x − mean)²/M, M = N·S, as ONNX's ReduceVar); writes saveMean and
- *    saveInvStd = 1/√(var + ε), and updates runningMean / runningVar in place:
- *    running = momentum·running + (1 − momentum)·batch (ONNX; PyTorch's momentum is 1 − this
- *    and it keeps the unbiased variance in running_var).
- * 2. y = (x − saveMean[c]) · saveInvStd[c] · scale[c] + bias[c].
+ * 1. statistics, one workgroup per channel in one pass over it: with k = the channel's first
+ *    element and d = x − k, mean = k + Σd/M and the biased variance Σd²/M − (Σd/M)², M = N·S,
+ *    as ONNX's ReduceVar (shifting by a sample of the channel keeps f32 from cancelling when
+ *    the mean is large against the spread). Writes saveMean and saveInvStd = 1/√(var + ε), and
+ *    updates runningMean / runningVar in place: running = momentum·running + (1 −
+ *    momentum)·batch (ONNX; PyTorch's momentum is 1 − this and it keeps the unbiased variance
+ *    in running_var).
+ * 2. y = (x − saveMean[c]) · saveInvStd[c] · scale[c] + bias[c], per plane (see planeProgram).
  * Saves for the backward: x, saveMean, saveInvStd (and scale, an initializer).
  * Bindings: (1) x, saveMean, saveInvStd, runningMean, runningVar, params;
  *           (2) x, scale, bias, saveMean, saveInvStd, y, params.
  */
 export function batchNormTrainingForwardPrograms(p: BatchNormShape, momentum: number): [KernelProgram, KernelProgram] {
-  const P = new ParamBlock()
-    .u32('channels', p.channels).u32('spatial', p.spatial).u32('count', p.images * p.spatial)
-    .f32('epsilon', p.epsilon).f32('momentum', momentum).f32('invCount', 1 / (p.images * p.spatial));
-  const stats = `
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> saveMean: array<f32>;
-@group(0) @binding(2) var<storage, read_write> saveInvStd: array<f32>;
-@group(0) @binding(3) var<storage, read_write> runningMean: array<f32>;
-@group(0) @binding(4) var<storage, read_write> runningVar: array<f32>;
-${P.wgsl(5)}
-var<workgroup> partial: array<f32, ${REDUCE_WORKGROUP}>;
-${CHANNEL_PROLOGUE}
-fn reduceAll(lid: u32, v: f32) -> f32 {
-  partial[lid] = v;
-  workgroupBarrier();
-  for (var s = ${REDUCE_WORKGROUP / 2}u; s > 0u; s >>= 1u) {
-    if (lid < s) { partial[lid] += partial[lid + s]; }
-    workgroupBarrier();
-  }
-  let total = partial[0];
-  workgroupBarrier();
-  return total;
-}
-@compute @workgroup_size(${REDUCE_WORKGROUP})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let c = wid.x;
-  var sum = 0.0;
-  for (var j = lid; j < P.count; j += ${REDUCE_WORKGROUP}u) { sum += x[at(c, j)]; }
-  let mean = reduceAll(lid, sum) * P.invCount;
-  var sq = 0.0;
-  for (var j = lid; j < P.count; j += ${REDUCE_WORKGROUP}u) { let d = x[at(c, j)] - mean; sq += d * d; }
-  let variance = reduceAll(lid, sq) * P.invCount;
-  if (lid == 0u) {
-    saveMean[c] = mean;
-    saveInvStd[c] = inverseSqrt(variance + P.epsilon);
-    runningMean[c] = P.momentum * runningMean[c] + (1.0 - P.momentum) * mean;
-    runningVar[c] = P.momentum * runningVar[c] + (1.0 - P.momentum) * variance;
-  }
-}`;
-  return [
-    {
-      label: `batchnorm-train stats ${p.images}×${p.channels}×${p.spatial}`,
-      key: 'batchnorm-train-stats',
-      wgsl: stats,
-      dispatch: channelDispatch(p.channels),
-      bindings: bindingList(['x'], ['saveMean', 'saveInvStd', 'runningMean', 'runningVar']),
-      params: P.bytes(),
-    },
-    gradElementProgram({
-      label: `batchnorm-train apply ${p.images}×${p.channels}×${p.spatial}`,
-      key: 'batchnorm-train-apply',
-      total: p.images * p.channels * p.spatial,
-      reads: ['x', 'scale', 'bias', 'saveMean', 'saveInvStd'],
-      writes: ['y'],
-      params: channelParams(p),
-      body: `  let c = (idx / P.spatial) % P.channels;
-  y[idx] = (x[idx] - saveMean[c]) * saveInvStd[c] * scale[c] + bias[c];`,
-    }),
-  ];
+  const stats = channelReduceProgram(p, {
+    label: `batchnorm-train stats ${p.images}×${p.channels}×${p.spatial}`,
+    key: 'batchnorm-train-stats',
+    reads: ['x'],
+    writes: ['saveMean', 'saveInvStd', 'runningMean', 'runningVar'],
+    params: (P) => P.f32('epsilon', p.epsilon).f32('momentum', momentum),
+    before: 'let k = firstOf(x[c * P.units]);',
+    element: 'let d = x[i] - k; acc0 += d; acc1 += d * d;',
+    after: `  let m = acc.x * P.invCount;
+  let mean = k + m;
+  let variance = max(acc.y * P.invCount - m * m, 0.0);
+  saveMean[c] = mean;
+  saveInvStd[c] = inverseSqrt(variance + P.epsilon);
+  runningMean[c] = P.momentum * runningMean[c] + (1.0 - P.momentum) * mean;
+  runningVar[c] = P.momentum * runningVar[c] + (1.0 - P.momentum) * variance;`,
+  });
+  const apply = planeProgram(p, {
+    label: `batchnorm-train apply ${p.images}×${p.channels}×${p.spatial}`,
+    key: 'batchnorm-train-apply',
+    reads: ['x', 'scale', 'bias', 'saveMean', 'saveInvStd'],
+    writes: ['y'],
+    channel: `let mu = saveMean[c];
+    let a = saveInvStd[c] * scale[c];
+    let b = bias[c];`,
+    element: 'y[i] = (x[i] - mu) * a + b;',
+  });
+  return [stats, apply];
 }
 
 /**
@@ -95,7 +63,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
  * with x̂ = (x − saveMean)·saveInvStd and M = N·S:
  * 1. per channel (one workgroup each): dBias = Σ dy, dScale = Σ dy·x̂ (overwritten, never
  *    accumulated: program 2 reads them as this node's own sums);
- * 2. dx = scale·saveInvStd·(dy − dBias/M − x̂·dScale/M).
+ * 2. dx = scale·saveInvStd·(dy − dBias/M − x̂·dScale/M), per plane with the channel's
+ *    coefficients folded: dx = a·dy + b·(x − saveMean) + e.
  * Needs saved: x, saveMean, saveInvStd (from batchNormTrainingForwardPrograms), scale.
  * Bindings: (1) x, dy, saveMean, saveInvStd, dScale, dBias, params;
  *           (2) x, dy, scale, saveMean, saveInvStd, dScale, dBias, dx, params.
@@ -104,17 +73,17 @@ export function batchNormTrainingBackwardPrograms(p: BatchNormShape, o?: GradOpt
   const params = batchNormParamGradProgram(p, 'batch');
   return [
     params,
-    gradElementProgram({
+    planeProgram(p, {
       label: `batchnorm-train dx ${p.images}×${p.channels}×${p.spatial}`,
       key: `batchnorm-train-dx|${accKey(o)}`,
-      total: p.images * p.channels * p.spatial,
       reads: ['x', 'dy', 'scale', 'saveMean', 'saveInvStd', 'dScale', 'dBias'],
-      params: (P) => channelParams(p)(P).f32('invCount', 1 / (p.images * p.spatial)),
-      body: `  let c = (idx / P.spatial) % P.channels;
-  let inv = saveInvStd[c];
-  let xhat = (x[idx] - saveMean[c]) * inv;
-  let g = scale[c] * inv * (dy[idx] - (dBias[c] + xhat * dScale[c]) * P.invCount);
-  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}`,
+      writes: ['dx'],
+      channel: `let mu = saveMean[c];
+    let inv = saveInvStd[c];
+    let a = scale[c] * inv;
+    let b = -a * inv * dScale[c] * P.invCount;
+    let e = -a * dBias[c] * P.invCount;`,
+      element: storeGrad('dx', 'i', 'a * dy[i] + b * (x[i] - mu) + e', o?.accumulate),
     }),
   ];
 }
@@ -127,15 +96,14 @@ export function batchNormTrainingBackwardPrograms(p: BatchNormShape, o?: GradOpt
  * batchNormParamGradProgram(p, 'running').
  */
 export function batchNormFrozenBackwardProgram(p: BatchNormShape, o?: GradOptions): KernelProgram {
-  return gradElementProgram({
+  return planeProgram(p, {
     label: `batchnorm-frozen dx ${p.images}×${p.channels}×${p.spatial}`,
     key: `batchnorm-frozen-dx|${accKey(o)}`,
-    total: p.images * p.channels * p.spatial,
     reads: ['dy', 'scale', { name: 'var', wgsl: 'variance' }],
-    params: (P) => channelParams(p)(P).f32('epsilon', p.epsilon),
-    body: `  let c = (idx / P.spatial) % P.channels;
-  let g = dy[idx] * scale[c] * inverseSqrt(variance[c] + P.epsilon);
-  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}`,
+    writes: ['dx'],
+    params: (P) => P.f32('epsilon', p.epsilon),
+    channel: 'let a = scale[c] * inverseSqrt(variance[c] + P.epsilon);',
+    element: storeGrad('dx', 'i', 'a * dy[i]', o?.accumulate),
   });
 }
 
@@ -147,45 +115,18 @@ export function batchNormFrozenBackwardProgram(p: BatchNormShape, o?: GradOption
  * Needs saved: x (the forward input). Overwrites dScale and dBias.
  */
 export function batchNormParamGradProgram(p: BatchNormShape, statistics: 'batch' | 'running'): KernelProgram {
-  const P = new ParamBlock().u32('channels', p.channels).u32('spatial', p.spatial).u32('count', p.images * p.spatial).f32('epsilon', p.epsilon);
   const batch = statistics === 'batch';
-  const reads = batch ? ['x', 'dy', 'saveMean', 'saveInvStd'] : ['x', 'dy', 'mean', 'var'];
-  const { decls, paramsBinding } = bindingDecls(batch ? reads : ['x', 'dy', 'mean', 'variance'], ['dScale', 'dBias']);
-  const wgsl = `
-${decls}
-${P.wgsl(paramsBinding)}
-var<workgroup> partial: array<vec2f, ${REDUCE_WORKGROUP}>;
-${CHANNEL_PROLOGUE}
-@compute @workgroup_size(${REDUCE_WORKGROUP})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let c = wid.x;
-  let mu = ${batch ? 'saveMean[c]' : 'mean[c]'};
-  let inv = ${batch ? 'saveInvStd[c]' : 'inverseSqrt(variance[c] + P.epsilon)'};
-  var acc = vec2f(0.0);
-  for (var j = lid; j < P.count; j += ${REDUCE_WORKGROUP}u) {
-    let i = at(c, j);
-    let g = dy[i];
-    acc += vec2f(g * (x[i] - mu) * inv, g);
-  }
-  partial[lid] = acc;
-  workgroupBarrier();
-  for (var s = ${REDUCE_WORKGROUP / 2}u; s > 0u; s >>= 1u) {
-    if (lid < s) { partial[lid] += partial[lid + s]; }
-    workgroupBarrier();
-  }
-  if (lid == 0u) {
-    dScale[c] = partial[0].x;
-    dBias[c] = partial[0].y;
-  }
-}`;
-  return {
+  return channelReduceProgram(p, {
     label: `batchnorm dScale/dBias (${statistics}) ${p.images}×${p.channels}×${p.spatial}`,
     key: `batchnorm-param-grad|${statistics}`,
-    wgsl,
-    dispatch: channelDispatch(p.channels),
-    bindings: bindingList(reads, ['dScale', 'dBias']),
-    params: P.bytes(),
-  };
+    reads: ['x', 'dy', ...(batch ? ['saveMean', 'saveInvStd'] : ['mean', { name: 'var', wgsl: 'variance' }])],
+    writes: ['dScale', 'dBias'],
+    params: (P) => P.f32('epsilon', p.epsilon),
+    before: `let mu = ${batch ? 'saveMean[c]' : 'mean[c]'};`,
+    element: 'let g = dy[i]; acc0 += g * (x[i] - mu); acc1 += g;',
+    after: `  dScale[c] = acc.x * ${batch ? 'saveInvStd[c]' : 'inverseSqrt(variance[c] + P.epsilon)'};
+  dBias[c] = acc.y;`,
+  });
 }
 
 /** The forward LRN's geometry and constants: the backward needs exactly the same. */
@@ -241,18 +182,7 @@ export function lrnBackwardProgram(p: LrnBackwardParams, o?: GradOptions): Kerne
 
 // ---- helpers ----
 
-/** Flat index of the j-th element (j < N·S) of channel c. */
-const CHANNEL_PROLOGUE = `fn at(c: u32, j: u32) -> u32 {
-  return ((j / P.spatial) * P.channels + c) * P.spatial + j % P.spatial;
-}`;
-
 /** The uniforms after size and rowSize of the per-element kernels over N × C × S. */
 function channelParams(p: { channels: number; spatial: number }): (P: ParamBlock) => ParamBlock {
   return (P) => P.u32('channels', p.channels).u32('spatial', p.spatial);
-}
-
-function channelDispatch(channels: number): [number, number, number] {
-  const d = dispatch1d(channels);
-  if (d[1] !== 1) throw new Error(`batchnorm: ${channels} channels exceed one dispatch row (65535)`);
-  return d;
 }

@@ -1,22 +1,86 @@
-// Backward of the pooling family (forward: ../pool.ts). Every kernel is a gather: one
-// invocation per input element walks the output windows that cover it, so no atomics and no
-// zero-fill pass are needed, and each gradient element is written exactly once.
+// Backward of the pooling family (forward: ../pool.ts). No atomics and no separate zero-fill
+// pass: AveragePool's is a gather (one invocation per input element walks the output windows
+// that cover it); MaxPool's has each invocation own a strip of input rows of one plane.
 import type { Pool2dParams } from '../pool.ts';
-import { F32_LOWEST, type KernelProgram, type ParamBlock } from '../program.ts';
-import { accKey, gradElementProgram, storeGrad, type GradOptions } from './common.ts';
+import { dispatch1d, F32_LOWEST, ParamBlock, type KernelProgram } from '../program.ts';
+import { accKey, bindingDecls, bindingList, gradElementProgram, storeGrad, type GradOptions } from './common.ts';
 
 /** The forward pool's geometry; `kind` and `countIncludePad` are chosen by the builder called. */
 export type PoolBackwardParams = Omit<Pool2dParams, 'kind'>;
 
+/** MaxPool backward invocations aimed at (planes × strips): enough to keep every core busy. */
+const MAXPOOL_INVOCATIONS = 512;
+/** MaxPool backward workgroup: one SIMD vector of lavapipe, its lanes on neighbouring planes. */
+const MAXPOOL_WORKGROUP = 8;
+
 /**
  * MaxPool backward: dx[p] = Σ over windows w containing p whose arg-max is p of dy[w].
  * The arg-max is the FIRST maximum in row-major window order (kh, then kw), padding ignored,
- * as onnxruntime and PyTorch break ties. Needs saved: x (the forward input); the arg-max is
- * recomputed per covering window (KH·KW reads each), so no index tensor is kept.
+ * as onnxruntime and PyTorch break ties. Needs saved: x (the forward input); no index tensor.
+ * Each invocation owns the input rows [r0, r1) of one plane: it zeroes them (unless
+ * accumulating), then walks every window that reaches into them, finds its arg-max once and
+ * adds dy there when it falls inside the strip (a window across two strips is searched by both).
+ * Neighbouring lanes take the same strip of neighbouring planes, so they branch alike. On
+ * lavapipe this searches each window once instead of once per covered input element: the
+ * gather it replaces took 265 ms for ResNet-50's 3×3/2 pool at 112×112 batch 8.
  * Bindings: x, dy, dx, params.
  */
 export function maxPool2dBackwardProgram(p: PoolBackwardParams, o?: GradOptions): KernelProgram {
-  return poolBackward('max', p, o);
+  const strips = Math.min(p.height, Math.max(1, Math.ceil(MAXPOOL_INVOCATIONS / p.planes)));
+  const stripRows = Math.ceil(p.height / strips);
+  const total = p.planes * Math.ceil(p.height / stripRows);
+  const dispatch = dispatch1d(Math.ceil(total / MAXPOOL_WORKGROUP));
+  const P = new ParamBlock().u32('total', total).u32('groupsX', dispatch[0]).i32('planes', p.planes).i32('stripRows', stripRows)
+    .i32('height', p.height).i32('width', p.width).i32('outH', p.outH).i32('outW', p.outW)
+    .i32('kernelH', p.kernelH).i32('kernelW', p.kernelW).i32('strideH', p.strideH).i32('strideW', p.strideW)
+    .i32('padTop', p.pads[0]).i32('padLeft', p.pads[1]).i32('dilationH', p.dilationH).i32('dilationW', p.dilationW);
+  const { decls, paramsBinding } = bindingDecls(['x', 'dy'], ['dx']);
+  const wgsl = `
+${decls}
+${P.wgsl(paramsBinding)}
+@compute @workgroup_size(${MAXPOOL_WORKGROUP})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let id = (wid.x + wid.y * P.groupsX) * ${MAXPOOL_WORKGROUP}u + lid;
+  if (id >= P.total) { return; }
+  let plane = i32(id % u32(P.planes));
+  let r0 = i32(id / u32(P.planes)) * P.stripRows;
+  let r1 = min(r0 + P.stripRows, P.height);
+  let xBase = plane * P.height * P.width;
+  let yBase = plane * P.outH * P.outW;
+${o?.accumulate ? '' : `  for (var i = xBase + r0 * P.width; i < xBase + r1 * P.width; i++) { dx[i] = 0.0; }
+`}  // Windows whose rows oh·stride − padTop + a·dilation (a < kernelH) meet [r0, r1).
+  let reach = r0 + P.padTop - (P.kernelH - 1) * P.dilationH;
+  let ohFirst = select(0, (reach + P.strideH - 1) / P.strideH, reach > 0);
+  let ohLast = min(P.outH - 1, (r1 - 1 + P.padTop) / P.strideH);
+  for (var oh = ohFirst; oh <= ohLast; oh++) {
+    let h0 = oh * P.strideH - P.padTop;
+    for (var ow = 0; ow < P.outW; ow++) {
+      let w0 = ow * P.strideW - P.padLeft;
+      var best = ${F32_LOWEST};
+      var at = -1;
+      for (var a = 0; a < P.kernelH; a++) {
+        let h = h0 + a * P.dilationH;
+        if (h < 0 || h >= P.height) { continue; }
+        for (var b = 0; b < P.kernelW; b++) {
+          let w = w0 + b * P.dilationW;
+          if (w < 0 || w >= P.width) { continue; }
+          let v = x[xBase + h * P.width + w];
+          if (at < 0 || v > best) { best = v; at = h * P.width + w; }
+        }
+      }
+      let row = at / P.width;
+      if (at >= 0 && row >= r0 && row < r1) { dx[xBase + at] += dy[yBase + oh * P.outW + ow]; }
+    }
+  }
+}`;
+  return {
+    label: `maxpool backward ${p.kernelH}x${p.kernelW} s${p.strideH} ${p.outH}x${p.outW}→${p.height}x${p.width}`,
+    key: `maxpool2d-bwd|${accKey(o)}`,
+    wgsl,
+    dispatch,
+    bindings: bindingList(['x', 'dy'], ['dx']),
+    params: P.bytes(),
+  };
 }
 
 /**
@@ -26,7 +90,54 @@ export function maxPool2dBackwardProgram(p: PoolBackwardParams, o?: GradOptions)
  * Bindings: dy, dx, params.
  */
 export function avgPool2dBackwardProgram(p: PoolBackwardParams, o?: GradOptions): KernelProgram {
-  return poolBackward('avg', p, o);
+  const params = (P: ParamBlock): void => {
+    P.i32('height', p.height).i32('width', p.width).i32('outH', p.outH).i32('outW', p.outW)
+      .i32('kernelH', p.kernelH).i32('kernelW', p.kernelW).i32('strideH', p.strideH).i32('strideW', p.strideW)
+      .i32('padTop', p.pads[0]).i32('padLeft', p.pads[1])
+      .i32('paddedH', p.height + p.pads[2]).i32('paddedW', p.width + p.pads[3])
+      .i32('dilationH', p.dilationH).i32('dilationW', p.dilationW);
+  };
+  const include = p.countIncludePad === true;
+  const body = `  let iw = i32(idx % u32(P.width));
+  let ih = i32((idx / u32(P.width)) % u32(P.height));
+  let plane = idx / u32(P.width * P.height);
+  let yBase = plane * u32(P.outH * P.outW);
+  var acc = 0.0;
+  // Every window (oh, ow) in which this element sits at (kh, kw) adds its share of dy.
+  for (var kh = 0; kh < P.kernelH; kh++) {
+    let th = ih + P.padTop - kh * P.dilationH;
+    if (th < 0 || th % P.strideH != 0) { continue; }
+    let oh = th / P.strideH;
+    if (oh >= P.outH) { continue; }
+    let h0 = oh * P.strideH - P.padTop;
+    for (var kw = 0; kw < P.kernelW; kw++) {
+      let tw = iw + P.padLeft - kw * P.dilationW;
+      if (tw < 0 || tw % P.strideW != 0) { continue; }
+      let ow = tw / P.strideW;
+      if (ow >= P.outW) { continue; }
+      let w0 = ow * P.strideW - P.padLeft;
+      var rows = 0;
+      var cols = 0;
+      for (var a = 0; a < P.kernelH; a++) {
+        let ah = h0 + a * P.dilationH;
+        ${include ? 'if (ah < P.paddedH) { rows++; }' : 'if (ah >= 0 && ah < P.height) { rows++; }'}
+      }
+      for (var b = 0; b < P.kernelW; b++) {
+        let aw = w0 + b * P.dilationW;
+        ${include ? 'if (aw < P.paddedW) { cols++; }' : 'if (aw >= 0 && aw < P.width) { cols++; }'}
+      }
+      acc += dy[yBase + u32(oh * P.outW + ow)] / f32(max(rows * cols, 1));
+    }
+  }
+  ${storeGrad('dx', 'idx', 'acc', o?.accumulate)}`;
+  return gradElementProgram({
+    label: `avgpool backward ${p.kernelH}x${p.kernelW} s${p.strideH} ${p.outH}x${p.outW}→${p.height}x${p.width}`,
+    key: `pool2d-bwd|avg|${include ? 'incl' : 'excl'}|${accKey(o)}`,
+    total: p.planes * p.height * p.width,
+    reads: ['dy'],
+    params,
+    body,
+  });
 }
 
 /**
@@ -60,78 +171,6 @@ export function globalPoolBackwardProgram(kind: 'max' | 'avg', planes: number, s
     workgroup: max ? 64 : 256,
     reads: max ? ['x', 'dy'] : ['dy'],
     params: (P) => P.u32('spatial', spatial).f32('scale', 1 / spatial),
-    body,
-  });
-}
-
-// ---- helpers ----
-
-function poolBackward(kind: 'max' | 'avg', p: PoolBackwardParams, o: GradOptions | undefined): KernelProgram {
-  const params = (P: ParamBlock): void => {
-    P.i32('height', p.height).i32('width', p.width).i32('outH', p.outH).i32('outW', p.outW)
-      .i32('kernelH', p.kernelH).i32('kernelW', p.kernelW).i32('strideH', p.strideH).i32('strideW', p.strideW)
-      .i32('padTop', p.pads[0]).i32('padLeft', p.pads[1])
-      .i32('paddedH', p.height + p.pads[2]).i32('paddedW', p.width + p.pads[3])
-      .i32('dilationH', p.dilationH).i32('dilationW', p.dilationW);
-  };
-  const max = kind === 'max';
-  const include = !max && p.countIncludePad === true;
-  // Per covering window (oh, ow) in which this element sits at (kh, kw): its share of dy.
-  const share = max
-    ? `
-      // First maximum of the window in row-major order: does it sit at (kh, kw)?
-      var best = ${F32_LOWEST};
-      var arg = -1;
-      for (var a = 0; a < P.kernelH; a++) {
-        let ah = h0 + a * P.dilationH;
-        if (ah < 0 || ah >= P.height) { continue; }
-        for (var b = 0; b < P.kernelW; b++) {
-          let aw = w0 + b * P.dilationW;
-          if (aw < 0 || aw >= P.width) { continue; }
-          let v = x[xBase + u32(ah * P.width + aw)];
-          if (arg < 0 || v > best) { best = v; arg = a * P.kernelW + b; }
-        }
-      }
-      if (arg == kh * P.kernelW + kw) { acc += dy[yBase + u32(oh * P.outW + ow)]; }`
-    : `
-      var rows = 0;
-      var cols = 0;
-      for (var a = 0; a < P.kernelH; a++) {
-        let ah = h0 + a * P.dilationH;
-        ${include ? 'if (ah < P.paddedH) { rows++; }' : 'if (ah >= 0 && ah < P.height) { rows++; }'}
-      }
-      for (var b = 0; b < P.kernelW; b++) {
-        let aw = w0 + b * P.dilationW;
-        ${include ? 'if (aw < P.paddedW) { cols++; }' : 'if (aw >= 0 && aw < P.width) { cols++; }'}
-      }
-      acc += dy[yBase + u32(oh * P.outW + ow)] / f32(max(rows * cols, 1));`;
-  const body = `  let iw = i32(idx % u32(P.width));
-  let ih = i32((idx / u32(P.width)) % u32(P.height));
-  let plane = idx / u32(P.width * P.height);
-  let xBase = plane * u32(P.height * P.width);
-  let yBase = plane * u32(P.outH * P.outW);
-  var acc = 0.0;
-  for (var kh = 0; kh < P.kernelH; kh++) {
-    let th = ih + P.padTop - kh * P.dilationH;
-    if (th < 0 || th % P.strideH != 0) { continue; }
-    let oh = th / P.strideH;
-    if (oh >= P.outH) { continue; }
-    let h0 = oh * P.strideH - P.padTop;
-    for (var kw = 0; kw < P.kernelW; kw++) {
-      let tw = iw + P.padLeft - kw * P.dilationW;
-      if (tw < 0 || tw % P.strideW != 0) { continue; }
-      let ow = tw / P.strideW;
-      if (ow >= P.outW) { continue; }
-      let w0 = ow * P.strideW - P.padLeft;${share}
-    }
-  }
-  ${storeGrad('dx', 'idx', 'acc', o?.accumulate)}`;
-  return gradElementProgram({
-    label: `${kind}pool backward ${p.kernelH}x${p.kernelW} s${p.strideH} ${p.outH}x${p.outW}→${p.height}x${p.width}`,
-    key: `pool2d-bwd|${kind}|${include ? 'incl' : 'excl'}|${accKey(o)}`,
-    total: p.planes * p.height * p.width,
-    reads: max ? ['x', 'dy'] : ['dy'],
-    params,
     body,
   });
 }
