@@ -2,6 +2,7 @@
 export {};
 const SUITES: Record<string, string> = {
   inference: './inference.ts',
+  train: './train.ts',
 };
 
 const suite = process.argv[2];
