@@ -54,7 +54,9 @@ describe('GEMM core', () => {
   });
   afterAll(() => gpu?.dispose());
 
-  /** Skips (saying why) a variant this device cannot run: the subgroup ones need subgroups of 8. */
+  /** Skips (saying why) a variant this device cannot run: the subgroup ones need subgroups of 8.
+   * On lavapipe (CI and the benchmarks) every variant runs; a GPU with other subgroup sizes never
+   * picks them (variantRuns gates defaultVariant and the autotuner too), so nothing is left untested there. */
   const skipUnless = (variant: GemmVariant, ctx: { skip: (note?: string) => void }) => {
     if (!variantRuns(variant, gemmTarget(gpu))) ctx.skip(`${variantKey(variant)} needs subgroups of exactly ${variant.wgX} invocations; this device has ${gemmTarget(gpu).subgroupSize ?? 'none (or no fixed size)'}`);
   };
