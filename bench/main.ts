@@ -2,6 +2,7 @@
 export {};
 const SUITES: Record<string, string> = {
   inference: './inference.ts',
+  main: './main-job.ts',
   train: './train.ts',
 };
 

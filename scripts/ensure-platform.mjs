@@ -11,11 +11,13 @@ import { fileURLToPath } from 'node:url';
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 const forTests = process.argv.includes('--tests');
 const SETUP_COMMAND = 'sudo bash scripts/setup-system.sh';
-/** What the tests read from the system: ONNX conformance cases, Fashion-MNIST, sample photos. */
+/** What the tests read from the system: ONNX conformance cases, Fashion-MNIST, sample photos, Pillow. */
 const TEST_DATA = [
   ['/usr/share/libonnx-testdata/data', 'Debian package libonnx-testdata'],
   ['/usr/share/datasets/fashion-mnist', 'Debian package dataset-fashion-mnist'],
   ['/usr/share/darknet/data/dog.jpg', "darknet's sample photographs (unpacked from Debian's darknet .deb)"],
+  ['/usr/lib/python3/dist-packages/PIL', 'Debian package python3-pil (Pillow, the pixel reference of test/data-pillow.test.ts)'],
+  ['/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz', "scikit-learn's digits (unpacked from Debian's python3-sklearn .deb)"],
 ];
 
 // Runs in a child: a crash or hang inside Dawn must not take this script down with it.

@@ -9,9 +9,12 @@ need_testdata=1
 if ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 && dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | grep -qv '^22\.'; then
   need_vulkan=0
 fi
-# Test data: ONNX's conformance cases, Fashion-MNIST, and darknet's sample photographs.
+DIGITS_CSV=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
+# Test data: ONNX's conformance cases, Fashion-MNIST, darknet's sample photographs, and Pillow
+# (python3-pil: the libjpeg-turbo decoding and resizing the pixel tests compare with).
 [ -d /usr/share/libonnx-testdata/data/node ] && [ -d /usr/share/datasets/fashion-mnist ] \
-  && [ -f /usr/share/darknet/data/dog.jpg ] && command -v gdk-pixbuf-csource >/dev/null && need_testdata=0
+  && [ -f /usr/share/darknet/data/dog.jpg ] && command -v gdk-pixbuf-csource >/dev/null \
+  && [ -d /usr/lib/python3/dist-packages/PIL ] && [ -f "$DIGITS_CSV" ] && need_testdata=0
 [ "${GRAFT_SKIP_TESTDATA:-0}" = 1 ] && need_testdata=0
 if [ $need_vulkan = 0 ] && [ $need_testdata = 0 ]; then exit 0; fi
 
@@ -39,9 +42,10 @@ if [ $need_vulkan = 1 ]; then
 fi
 if [ $need_testdata = 1 ]; then
   [ $need_vulkan = 1 ] || $SUDO apt-get update -qq
-  # libgdk-pixbuf2.0-bin: libjpeg-turbo, the independent JPEG decoder the decode test compares with.
-  $SUDO apt-get install -y -qq libonnx-testdata dataset-fashion-mnist libgdk-pixbuf2.0-bin >/dev/null \
-    || echo "setup-system: libonnx-testdata or dataset-fashion-mnist not available from apt; the tests will say what is missing" >&2
+  # libgdk-pixbuf2.0-bin and python3-pil: libjpeg-turbo, the independent JPEG decoders the decode
+  # tests compare with (Pillow also as the reference for resizing).
+  $SUDO apt-get install -y -qq libonnx-testdata dataset-fashion-mnist libgdk-pixbuf2.0-bin python3-pil >/dev/null \
+    || echo "setup-system: libonnx-testdata, dataset-fashion-mnist or python3-pil not available from apt; the tests will say what is missing" >&2
   if [ ! -f /usr/share/darknet/data/dog.jpg ]; then
     # Only darknet's sample JPEGs are wanted; installing the package would pull in ~340
     # packages (OpenCV, Qt, GDAL), so unpack just those files from its .deb.
@@ -50,6 +54,17 @@ if [ $need_testdata = 1 ]; then
       dpkg-deb --fsys-tarfile "$tmp"/darknet_*.deb | $SUDO tar -x -C / --wildcards './usr/share/darknet/data/*.jpg'
     else
       echo "setup-system: could not download darknet's sample photographs; the decode tests will say so" >&2
+    fi
+    rm -rf "$tmp"
+  fi
+  if [ ! -f "$DIGITS_CSV" ]; then
+    # The digits test compares the copy in models-onnx/samples/ with scikit-learn's original;
+    # only that file is wanted, not python3-sklearn's numpy/scipy dependencies.
+    tmp=$(mktemp -d)
+    if (cd "$tmp" && apt-get download python3-sklearn >/dev/null 2>&1); then
+      dpkg-deb --fsys-tarfile "$tmp"/python3-sklearn_*.deb | $SUDO tar -x -C / ".$DIGITS_CSV"
+    else
+      echo "setup-system: could not download python3-sklearn's digits.csv.gz; the digits test will say so" >&2
     fi
     rm -rf "$tmp"
   fi

@@ -5,6 +5,10 @@ export { decodeModel, encodeModel, type DecodeOptions, type EncodeOptions, type 
 export { loadModel, prepareGraph, MAX_SUPPORTED_OPSET, MIN_SUPPORTED_OPSET, type PrepareOptions } from './graph/load.ts';
 export { ModelError } from './graph/errors.ts';
 export { SUPPORTED_OPS } from './graph/shape-inference.ts';
+export {
+  preprocessPreset, readLabels, readPreprocess, writeLabels, writePreprocess, LABELS_KEY, PREPROCESS_KEY, PREPROCESS_PRESETS,
+  type PreprocessPreset, type PreprocessSpec,
+} from './graph/model-metadata.ts';
 export { summarizeGraph, type GraphSummary, type NodeSummary } from './graph/summary.ts';
 export { GraphBuilder } from './graph/builder.ts';
 export type { DataType, TensorValue } from './graph/tensor.ts';

@@ -52,97 +52,102 @@ class Tally {
   }
 }
 
-function alexnetTally(): Tally {
-  const t = new Tally();
-  // Krizhevsky 2014, torchvision: 11×11/4 → 64, 5×5 → 192, 3×3 → 384, 256, 256; 6×6×256 → 4096 → 4096 → 1000.
-  for (const [cin, cout, k] of [[3, 64, 11], [64, 192, 5], [192, 384, 3], [384, 256, 3], [256, 256, 3]]) t.conv(cin, cout, k, k, true);
-  return t.linear(256 * 6 * 6, 4096).linear(4096, 4096).linear(4096, 1000);
+/** The width multiplier's rule, as the builder documents it: c·w rounded to a multiple of 8, at least 8. */
+function scaled(c: number, w: number): number {
+  return w === 1 ? c : Math.max(8, 8 * Math.round((c * w) / 8));
 }
 
-function vggTally(columns: string): Tally {
+function alexnetTally(w = 1, classes = 1000): Tally {
+  const t = new Tally();
+  const s = (c: number) => scaled(c, w);
+  // Krizhevsky 2014, torchvision: 11×11/4 → 64, 5×5 → 192, 3×3 → 384, 256, 256; 6×6×256 → 4096 → 4096 → 1000.
+  for (const [cin, cout, k] of [[3, 64, 11], [64, 192, 5], [192, 384, 3], [384, 256, 3], [256, 256, 3]]) t.conv(cin === 3 ? 3 : s(cin), s(cout), k, k, true);
+  return t.linear(s(256) * 6 * 6, s(4096)).linear(s(4096), s(4096)).linear(s(4096), classes);
+}
+
+function vggTally(columns: string, w = 1, classes = 1000): Tally {
   const t = new Tally();
   let cin = 3;
   for (const token of columns.split(' ')) {
     if (token === 'pool') continue;
     const [count, cout] = token.split('x').map(Number);
     for (let i = 0; i < count; i++) {
-      t.conv(cin, cout, 3, 3, true);
-      cin = cout;
+      t.conv(cin, scaled(cout, w), 3, 3, true);
+      cin = scaled(cout, w);
     }
   }
-  return t.linear(512 * 7 * 7, 4096).linear(4096, 4096).linear(4096, 1000);
+  const hidden = scaled(4096, w);
+  return t.linear(scaled(512, w) * 7 * 7, hidden).linear(hidden, hidden).linear(hidden, classes);
 }
 
-function resnet50Tally(): Tally {
-  const t = new Tally().conv(3, 64, 7).bn(64);
-  let cin = 64;
-  for (const [blocks, width] of [[3, 64], [4, 128], [6, 256], [3, 512]]) {
+/** Bottleneck outputs are 4× the (scaled) bottleneck width, as torchvision's expansion. */
+function resnet50Tally(w = 1, classes = 1000): Tally {
+  const stem = scaled(64, w);
+  const t = new Tally().conv(3, stem, 7).bn(stem);
+  let cin = stem;
+  for (const [blocks, published] of [[3, 64], [4, 128], [6, 256], [3, 512]]) {
+    const width = scaled(published, w);
     for (let b = 0; b < blocks; b++) {
       t.conv(cin, width, 1).bn(width).conv(width, width, 3).bn(width).conv(width, 4 * width, 1).bn(4 * width);
       if (b === 0) t.conv(cin, 4 * width, 1).bn(4 * width); // projection shortcut
       cin = 4 * width;
     }
   }
-  return t.linear(2048, 1000);
+  return t.linear(cin, classes);
 }
 
-function googlenetTally(): Tally {
-  const t = new Tally().basic(3, 64, 7).basic(64, 64, 1).basic(64, 192, 3);
+function googlenetTally(w = 1, classes = 1000): Tally {
+  const s = (c: number) => scaled(c, w);
+  const t = new Tally().basic(3, s(64), 7).basic(s(64), s(64), 1).basic(s(64), s(192), 3);
   // Szegedy et al. 2015, Table 1: #1×1, #3×3 reduce, #3×3, #5×5 reduce, #5×5 (3×3 in torchvision), pool proj.
   const table = [
     [64, 96, 128, 16, 32, 32], [128, 128, 192, 32, 96, 64],
     [192, 96, 208, 16, 48, 64], [160, 112, 224, 24, 64, 64], [128, 128, 256, 24, 64, 64], [112, 144, 288, 32, 64, 64], [256, 160, 320, 32, 128, 128],
     [256, 160, 320, 32, 128, 128], [384, 192, 384, 48, 128, 128],
   ];
-  let cin = 192;
-  for (const [c1, c3r, c3, c5r, c5, pp] of table) {
+  let cin = s(192);
+  for (const row of table) {
+    const [c1, c3r, c3, c5r, c5, pp] = row.map(s);
     t.basic(cin, c1, 1).basic(cin, c3r, 1).basic(c3r, c3, 3).basic(cin, c5r, 1).basic(c5r, c5, 3).basic(cin, pp, 1);
     cin = c1 + c3 + c5 + pp;
   }
-  expect(cin).toBe(1024);
-  return t.linear(1024, 1000);
+  if (w === 1) expect(cin).toBe(1024);
+  return t.linear(cin, classes);
 }
 
-function inceptionV3Tally(withAux = false): Tally {
-  const t = new Tally().basic(3, 32, 3).basic(32, 32, 3).basic(32, 64, 3).basic(64, 80, 1).basic(80, 192, 3);
-  const a = (cin: number, pool: number) => {
-    t.basic(cin, 64, 1).basic(cin, 48, 1).basic(48, 64, 5).basic(cin, 64, 1).basic(64, 96, 3).basic(96, 96, 3).basic(cin, pool, 1);
-    return 64 + 64 + 96 + pool;
+function inceptionV3Tally(withAux = false, w = 1, classes = 1000): Tally {
+  const t = new Tally();
+  // conv(channels in, published channels out): counts one BasicConv2d, returns its (scaled) output channels.
+  const conv = (cin: number, cout: number, kh: number, kw = kh) => {
+    t.basic(cin, scaled(cout, w), kh, kw);
+    return scaled(cout, w);
   };
-  const b = (cin: number) => {
-    t.basic(cin, 384, 3).basic(cin, 64, 1).basic(64, 96, 3).basic(96, 96, 3);
-    return 384 + 96 + cin;
-  };
-  const c = (cin: number, c7: number) => {
-    t.basic(cin, 192, 1);
-    t.basic(cin, c7, 1).basic(c7, c7, 1, 7).basic(c7, 192, 7, 1);
-    t.basic(cin, c7, 1).basic(c7, c7, 7, 1).basic(c7, c7, 1, 7).basic(c7, c7, 7, 1).basic(c7, 192, 1, 7);
-    t.basic(cin, 192, 1);
-    return 4 * 192;
-  };
-  const d = (cin: number) => {
-    t.basic(cin, 192, 1).basic(192, 320, 3);
-    t.basic(cin, 192, 1).basic(192, 192, 1, 7).basic(192, 192, 7, 1).basic(192, 192, 3);
-    return 320 + 192 + cin;
-  };
+  const a = (cin: number, pool: number) =>
+    conv(cin, 64, 1) + conv(conv(cin, 48, 1), 64, 5) + conv(conv(conv(cin, 64, 1), 96, 3), 96, 3) + conv(cin, pool, 1);
+  const b = (cin: number) => conv(cin, 384, 3) + conv(conv(conv(cin, 64, 1), 96, 3), 96, 3) + cin;
+  const c = (cin: number, c7: number) =>
+    conv(cin, 192, 1) +
+    conv(conv(conv(cin, c7, 1), c7, 1, 7), 192, 7, 1) +
+    conv(conv(conv(conv(conv(cin, c7, 1), c7, 7, 1), c7, 1, 7), c7, 7, 1), 192, 1, 7) +
+    conv(cin, 192, 1);
+  const d = (cin: number) => conv(conv(cin, 192, 1), 320, 3) + conv(conv(conv(conv(cin, 192, 1), 192, 1, 7), 192, 7, 1), 192, 3) + cin;
   const e = (cin: number) => {
-    t.basic(cin, 320, 1);
-    t.basic(cin, 384, 1).basic(384, 384, 1, 3).basic(384, 384, 3, 1);
-    t.basic(cin, 448, 1).basic(448, 384, 3).basic(384, 384, 1, 3).basic(384, 384, 3, 1);
-    t.basic(cin, 192, 1);
-    return 320 + 2 * 384 + 2 * 384 + 192;
+    const s3 = conv(cin, 384, 1);
+    const sd = conv(conv(cin, 448, 1), 384, 3);
+    return conv(cin, 320, 1) + conv(s3, 384, 1, 3) + conv(s3, 384, 3, 1) + conv(sd, 384, 1, 3) + conv(sd, 384, 3, 1) + conv(cin, 192, 1);
   };
-  let ch = a(192, 32);
+  let ch = conv(conv(conv(conv(conv(3, 32, 3), 32, 3), 64, 3), 80, 1), 192, 3);
+  ch = a(ch, 32);
   ch = a(ch, 64);
   ch = a(ch, 64);
   ch = b(ch);
   for (const c7 of [128, 160, 160, 192]) ch = c(ch, c7);
-  if (withAux) t.basic(768, 128, 1).basic(128, 768, 5).linear(768, 1000); // AuxLogits after Mixed_6e
+  if (withAux) t.basic(768, 128, 1).basic(128, 768, 5).linear(768, 1000); // AuxLogits after Mixed_6e (published width only)
   ch = d(ch);
   ch = e(ch);
   ch = e(ch);
-  expect(ch).toBe(2048);
-  return t.linear(2048, 1000);
+  if (w === 1) expect(ch).toBe(2048);
+  return t.linear(ch, classes);
 }
 
 interface Expected {
@@ -327,6 +332,76 @@ function classifierOf(name: ArchitectureName): number {
   return flat * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 1000 + 1000;
 }
 
+// ─── the width multiplier ─────────────────────────────────────────────────────────────────────
+
+describe('width multiplier', () => {
+  const smallInput: Record<ArchitectureName, number> = { alexnet: 63, vgg16: 32, vgg19: 32, googlenet: 32, inception_v3: 75, resnet50: 32 };
+  const tallyAt: Record<ArchitectureName, (w: number, classes: number) => Tally> = {
+    alexnet: alexnetTally,
+    vgg16: (w, c) => vggTally('2x64 pool 2x128 pool 3x256 pool 3x512 pool 3x512 pool', w, c),
+    vgg19: (w, c) => vggTally('2x64 pool 2x128 pool 4x256 pool 4x512 pool 4x512 pool', w, c),
+    googlenet: googlenetTally,
+    inception_v3: (w, c) => inceptionV3Tally(false, w, c),
+    resnet50: resnet50Tally,
+  };
+
+  for (const info of ARCHITECTURES) {
+    it(`${info.name} at width 0.25: parameters as counted from the layer table, the same layers and names as at width 1, runs in onnxruntime`, async () => {
+      const size = smallInput[info.name];
+      const narrow = buildArchitecture(info.name, { width: 0.25, classes: 10, inputSize: size, batch: 'batch' });
+      const full = buildArchitecture(info.name, { classes: 10, inputSize: size, batch: 'batch' });
+      const tally = tallyAt[info.name](0.25, 10);
+      expect(narrow.parameterCount((i) => i.trainable)).toBe(tally.parameters);
+      expect(narrow.parameterCount((i) => !i.trainable && /\.running_(mean|var)$/.test(i.name))).toBe(tally.statistics);
+      // A quarter of the channels: roughly a sixteenth of the weights (more where counts round up to 8).
+      expect(tally.parameters / full.parameterCount((i) => i.trainable)).toBeLessThan(0.1);
+      expect([...narrow.initializers.keys()]).toEqual([...full.initializers.keys()]);
+      expect(narrow.nodes.map((n) => `${n.name} ${n.opType} ${n.inputs.join(',')}`)).toEqual(full.nodes.map((n) => `${n.name} ${n.opType} ${n.inputs.join(',')}`));
+      for (const n of narrow.nodes) {
+        if (n.opType !== 'Conv') continue;
+        const [cout, cin] = narrow.initializers.get(n.inputs[1])!.value.dims;
+        expect(cout % 8, n.name).toBe(0);
+        expect(cin === 3 || cin % 8 === 0, n.name).toBe(true);
+      }
+      expect(narrow.modelDocString).toContain('width 0.25');
+      const out = await runOrt(encodeModel(narrow), randomFloat32Array(2 * 3 * size * size, 15), [2, 3, size, size]);
+      expect(out.dims).toEqual([2, 10]);
+      expectFiniteAndVaried(out.data as Float32Array);
+    });
+  }
+
+  it('ResNet-50 at width 0.125 (the source network): stem 8, bottleneck widths 8/16/32/64, 256 feature channels', () => {
+    const g = buildArchitecture('resnet50', { width: 0.125, classes: 5, inputSize: 32 });
+    const dims = (name: string) => g.initializers.get(name)?.value.dims;
+    expect(dims('conv1.weight')).toEqual([8, 3, 7, 7]);
+    expect(dims('layer1.0.conv1.weight')).toEqual([8, 8, 1, 1]);
+    expect(dims('layer2.0.conv2.weight')).toEqual([16, 16, 3, 3]);
+    expect(dims('layer3.5.conv3.weight')).toEqual([128, 32, 1, 1]);
+    expect(dims('layer4.0.downsample.0.weight')).toEqual([256, 128, 1, 1]);
+    expect(dims('fc.weight')).toEqual([5, 256]);
+    expect(g.parameterCount((i) => i.trainable)).toBe(resnet50Tally(0.125, 5).parameters);
+  });
+
+  it('width 1 is the published network: the same bytes as leaving it out', () => {
+    for (const name of ['resnet50', 'googlenet'] as const) {
+      const size = smallInput[name];
+      expect(sameBytes(encodeModel(buildArchitecture(name, { width: 1, inputSize: size })), encodeModel(buildArchitecture(name, { inputSize: size })))).toBe(true);
+    }
+    for (const info of ARCHITECTURES) expect(tallyAt[info.name](1, 1000).parameters).toBe(info.publishedParameters);
+  });
+
+  it('refuses a width outside 0 < width ≤ 1, naming the accepted range', () => {
+    for (const width of [0, -0.25, Number.NaN, 1.5, Infinity, '0.5' as unknown as number]) {
+      expect(() => buildArchitecture('resnet50', { width, inputSize: 32 }), String(width)).toThrow(ModelError);
+      expect(() => buildArchitecture('vgg16', { width, inputSize: 32 }), String(width)).toThrow(/vgg16: width .* 0 < width ≤ 1/);
+    }
+  });
+});
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.from(a).equals(Buffer.from(b));
+}
+
 describe('options', () => {
   it('classes sizes the final layer; a symbolic batch runs each sample as it would alone', async () => {
     const g = buildArchitecture('googlenet', { classes: 10, batch: 'batch', inputSize: 64 });
@@ -464,11 +539,28 @@ describe('graft build', () => {
     for (const [name, init] of built.initializers) expect(sameData(loaded.initializers.get(name)!.value.data as Float32Array, init.value.data as Float32Array), name).toBe(true);
   });
 
+  it('--width builds the narrow network', async () => {
+    const file = join(dir, 'r.onnx');
+    const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    let printed: string;
+    try {
+      expect(await buildCommand.run(['resnet50', '--width', '0.125', '--input-size', '32', '--classes', '5', '--out', file])).toBe(0);
+      printed = write.mock.calls.map((c) => String(c[0])).join('');
+    } finally {
+      write.mockRestore();
+    }
+    const trainable = resnet50Tally(0.125, 5).parameters;
+    expect(printed).toContain('width 0.125');
+    expect(printed).toContain(`trainable ${trainable.toLocaleString('en-US')}`);
+    expect(loadModelFile(file).parameterCount((i) => i.trainable)).toBe(trainable);
+  });
+
   it('names the accepted architectures and options when given others', () => {
     expect(() => buildCommand.run(['resnet', '--out', join(dir, 'x.onnx')])).toThrow(UsageError);
     expect(() => buildCommand.run(['resnet'])).toThrow(/accepted: alexnet, vgg16, vgg19, googlenet, inception_v3, resnet50/);
     expect(() => buildCommand.run(['resnet50', '--pooling', 'avg'])).toThrow(/--no-top/);
     expect(() => buildCommand.run(['resnet50', '--no-top', '--pooling', 'mean'])).toThrow(/avg or max/);
     expect(() => buildCommand.run(['resnet50', '--classes', 'ten'])).toThrow(/integer/);
+    for (const bad of ['0', '2', '-0.5', 'abc', '1e-1x']) expect(() => buildCommand.run(['resnet50', '--width', bad])).toThrow(/--width expects .*0 < W ≤ 1/);
   });
 });

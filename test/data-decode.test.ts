@@ -323,8 +323,8 @@ describe('imageFolder', () => {
     writeFileSync(join(dir, 'good', 'text.png'), 'hello');
     const ds = imageFolder(dir);
     expect(ds.files.map((f) => f.slice(dir.length + 1))).toEqual(['good/broken.jpg', 'good/ok.jpg', 'good/text.png']);
-    expect(() => ds.get(0)).toThrow(new RegExp(`^${join(dir, 'good', 'broken.jpg')}: cannot decode JPEG`));
-    expect(() => ds.get(2)).toThrow(new RegExp(`^${join(dir, 'good', 'text.png')}: not a JPEG or PNG`));
+    await expect(ds.get(0)).rejects.toThrow(new RegExp(`^${join(dir, 'good', 'broken.jpg')}: cannot decode JPEG`));
+    await expect(ds.get(2)).rejects.toThrow(new RegExp(`^${join(dir, 'good', 'text.png')}: not a JPEG or PNG`));
     expect((await ds.get(1)).image.width).toBe(4);
     expect(() => imageFolder(join(root, 'nope'))).toThrow(/does not exist; expected a folder of class folders/);
     mkdirSync(join(root, 'flat'));

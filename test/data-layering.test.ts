@@ -34,6 +34,8 @@ describe('src/data layering', () => {
       for (const spec of imports(file)) {
         expect(GPU.test(spec), `${name} imports ${spec}`).toBe(false);
         if (!name.startsWith('node/')) expect(NODE.has(spec), `${name} imports ${spec}`).toBe(false);
+        // sharp is a native Node addon: only the Node readers may load it.
+        if (!name.startsWith('node/')) expect(spec, `${name} imports sharp`).not.toBe('sharp');
         if (spec.startsWith('.')) {
           // Browser-safe files must not reach into node/ either.
           if (!name.startsWith('node/')) expect(spec.includes('node/'), `${name} imports ${spec}`).toBe(false);

@@ -107,9 +107,9 @@ describe('full fine-tuning of each light topology on one fixed batch', () => {
 
 /**
  * Trains `name` on one fixed batch, every step on the same images and labels, until the loss is
- * ≤ 10% of the first step's or STEPS steps have run (the source stops yielding the batch once
- * the target is reached: "within 50 steps" is decided at the step it is reached). Fails when
- * the target is not reached.
+ * ≤ 10% of the first step's or STEPS steps have run (fit is stopped through its signal at the
+ * step the target is reached: "within 50 steps" is decided there). Fails when the target is not
+ * reached.
  */
 async function train(gpu: GpuContext, name: LightModel, c: Case): Promise<void> {
   const graph = prepared(name, c.size);
@@ -125,9 +125,15 @@ async function train(gpu: GpuContext, name: LightModel, c: Case): Promise<void> 
   const losses: number[] = [];
   const reached = () => losses.length > 0 && losses.at(-1)! <= TARGET * losses[0];
   const started = Date.now();
-  const { trainer } = await fit(gpu, graph, () => (reached() ? [] : [batch]), {
-    epochs: STEPS, optimizer: c.optimizer, dropout: false, featureCache: false,
-    callbacks: { onStep: (s) => void losses.push(s.loss) },
+  const stop = new AbortController();
+  const { trainer } = await fit(gpu, graph, () => [batch], {
+    epochs: STEPS, optimizer: c.optimizer, dropout: false, featureCache: false, signal: stop.signal,
+    callbacks: {
+      onStep: (s) => {
+        losses.push(s.loss);
+        if (reached()) stop.abort();
+      },
+    },
   });
   trainer.dispose();
   const seconds = (Date.now() - started) / 1000;

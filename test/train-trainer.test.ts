@@ -10,7 +10,8 @@ import { Graph } from '../src/graph/ir.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import type { Checkpoint } from '../src/train/checkpoint.ts';
-import { fit, Trainer, TrainingDivergedError, type TrainBatch } from '../src/train/trainer.ts';
+import { readLabels, writeLabels } from '../src/graph/model-metadata.ts';
+import { BatchSourceError, fit, Trainer, TrainingDivergedError, type BatchSource, type StepInfo, type TrainBatch } from '../src/train/trainer.ts';
 import { mulberry32, randomFloat32Array } from './helpers/random.ts';
 import { onnxBytesForOrt, runOrt } from './helpers/reference-models.ts';
 import { relL2 } from './helpers/reference-ops.ts';
@@ -307,4 +308,224 @@ describe('trainer on a light zoo model', () => {
     expect(frozen).toBeGreaterThan(100);
     result.trainer.dispose();
   }, 300_000);
+});
+
+describe('trainer: what a user expects (progress, stop and resume, cached validation, classify, export, misuse)', () => {
+  let gpu: GpuContext;
+  beforeAll(async () => {
+    gpu = await createNodeGpuContext();
+  });
+  afterAll(() => gpu?.dispose());
+
+  it('reports progress per step; an abort stops after the step, checkpoints mid-epoch, and resuming gives the uninterrupted weights', async () => {
+    const data = dataset(16, 31);
+    const options = { optimizer: { type: 'sgd' as const, lr: 0.05, momentum: 0.9 }, seed: 4 };
+    const steps: StepInfo[] = [];
+    const straight = await fit(gpu, smallCnn(), batchesOf(data, 6), { ...options, epochs: 3, callbacks: { onStep: (s) => void steps.push(s) } });
+    expect(steps.map((s) => [s.epoch, s.stepInEpoch, s.stepsInEpoch, s.step])).toEqual(
+      [0, 1, 2].flatMap((e) => [1, 2, 3].map((k) => [e, k, 3, e * 3 + k])),
+    );
+    // The running epoch loss is the sample-weighted mean of the step losses so far (sizes 6, 6, 4).
+    const sizes = [6, 6, 4];
+    for (let e = 0; e < 3; e++) {
+      let sum = 0;
+      let count = 0;
+      for (let k = 0; k < 3; k++) {
+        const s = steps[e * 3 + k];
+        sum += s.loss * sizes[k];
+        count += sizes[k];
+        expect(s.epochLoss).toBeCloseTo(sum / count, 5);
+        expect(s.imagesPerSecond).toBeGreaterThan(0);
+      }
+      expect(straight.history[e].loss).toBeCloseTo(sum / count, 5);
+      expect(straight.history[e].seconds).toBeCloseTo(straight.history[e].trainSeconds + straight.history[e].valSeconds, 6);
+    }
+
+    const controller = new AbortController();
+    const saved: Checkpoint[] = [];
+    const first = await fit(gpu, smallCnn(), batchesOf(data, 6), {
+      ...options, epochs: 3, signal: controller.signal,
+      callbacks: { onStep: (s) => { if (s.step === 5) controller.abort(); } },
+      checkpoint: { save: (ck) => void saved.push(ck) },
+    });
+    expect(first.interrupted).toBe(true);
+    expect(first.steps).toBe(5);
+    expect(first.history.map((h) => h.epoch)).toEqual([1]);
+    expect(saved.map((c) => [c.epoch, c.step])).toEqual([[1, 3], [1, 5]]);
+    const resumed = await fit(gpu, smallCnn(), batchesOf(data, 6), { ...options, epochs: 3, checkpoint: { save: (ck) => void saved.push(ck), resume: saved[1] } });
+    expect(resumed.interrupted).toBe(false);
+    expect(resumed.history.map((h) => h.epoch)).toEqual([2, 3]);
+    // The resumed epoch 2 continues the interrupted one's running sums: same mean loss as the straight run.
+    expect(resumed.history[0].loss).toBeCloseTo(straight.history[1].loss, 5);
+    expect((saved.at(-1)!.extra!.history as unknown[]).length).toBe(3);
+    const a = await straight.trainer.exportGraph();
+    const b = await resumed.trainer.exportGraph();
+    for (const [name, init] of a.initializers) {
+      if (init.value.dtype !== 'float32') continue;
+      expect(Buffer.from((init.value.data as Float32Array).buffer).equals(Buffer.from((b.initializers.get(name)!.value.data as Float32Array).buffer)), name).toBe(true);
+    }
+    for (const r of [straight, first, resumed]) r.trainer.dispose();
+  });
+
+  it('times each step: the wait for the batch source is measured (a slow source shows it), within the step, summed per epoch', async () => {
+    const data = dataset(12, 37);
+    const delayMs = 40;
+    const ready = batchesOf(data, 4);
+    // A source that takes delayMs to produce each batch, as a loader the GPU outpaces would.
+    async function* slow(epoch: number): AsyncGenerator<TrainBatch> {
+      for (const b of ready(epoch)) {
+        await new Promise((r) => setTimeout(r, delayMs));
+        yield b;
+      }
+    }
+    for (const [source, waits] of [[slow, true], [ready, false]] as const) {
+      const steps: StepInfo[] = [];
+      const { history, trainer } = await fit(gpu, smallCnn(), source, { epochs: 2, optimizer: { type: 'sgd', lr: 0.05 }, callbacks: { onStep: (s) => void steps.push(s) } });
+      trainer.dispose();
+      expect(steps).toHaveLength(6);
+      for (const s of steps) {
+        expect(s.dataWaitSeconds).toBeGreaterThanOrEqual(0);
+        expect(s.stepSeconds).toBeGreaterThan(s.dataWaitSeconds); // the update itself takes time too
+        // setTimeout may fire up to a ms early; an in-memory array is ready at once.
+        if (waits) expect(s.dataWaitSeconds).toBeGreaterThan((delayMs - 2) / 1000);
+        else expect(s.dataWaitSeconds).toBeLessThan(s.stepSeconds / 2);
+      }
+      for (const m of history) {
+        const mine = steps.filter((s) => s.epoch === m.epoch - 1);
+        expect(m.dataWaitSeconds).toBeCloseTo(mine.reduce((a, s) => a + s.dataWaitSeconds, 0), 9);
+        expect(m.trainSeconds).toBeCloseTo(mine.reduce((a, s) => a + s.stepSeconds, 0), 9);
+        expect(m.dataWaitSeconds).toBeLessThanOrEqual(m.trainSeconds);
+        expect(mine.at(-1)!.epochSeconds).toBeCloseTo(m.trainSeconds, 9);
+      }
+    }
+  });
+
+  it('asks for the next epoch two steps before the end (stepsPerEpoch known): no wait at epoch starts; dropped when fit stops', async () => {
+    const data = dataset(12, 41);
+    const delayMs = 40;
+    const ready = batchesOf(data, 4);
+    const asked: number[] = [];
+    const closed: number[] = [];
+    // Produces a batch only when pulled, after delayMs: like a loader that starts an epoch when asked.
+    const slow = (epoch: number): AsyncIterable<TrainBatch> => {
+      asked.push(epoch);
+      return (async function* () {
+        try {
+          for (const b of ready(epoch)) {
+            await new Promise((r) => setTimeout(r, delayMs));
+            yield b;
+          }
+        } finally {
+          closed.push(epoch);
+        }
+      })();
+    };
+    for (const stepsPerEpoch of [3, undefined]) {
+      asked.length = 0;
+      const steps: StepInfo[] = [];
+      const { trainer } = await fit(gpu, smallCnn(), slow, { epochs: 3, stepsPerEpoch, optimizer: { type: 'sgd', lr: 0.05 }, callbacks: { onStep: (s) => void steps.push(s) } });
+      trainer.dispose();
+      expect(asked).toEqual([0, 1, 2]); // each epoch asked for once, in order
+      for (const s of steps) {
+        const early = stepsPerEpoch !== undefined && s.epoch > 0 && s.stepInEpoch === 1;
+        if (early) expect(s.dataWaitSeconds).toBeLessThan(delayMs / 2 / 1000);
+        else expect(s.dataWaitSeconds).toBeGreaterThan((delayMs - 2) / 1000);
+      }
+    }
+    // Aborted in epoch 1's last step: epoch 2 was already asked for (at its second batch); fit closes it.
+    closed.length = 0;
+    asked.length = 0;
+    const controller = new AbortController();
+    const { trainer, interrupted } = await fit(gpu, smallCnn(), slow, {
+      epochs: 3, stepsPerEpoch: 3, optimizer: { type: 'sgd', lr: 0.05 }, signal: controller.signal,
+      callbacks: { onStep: (s) => { if (s.stepInEpoch === 3) controller.abort(); } },
+    });
+    trainer.dispose();
+    expect(interrupted).toBe(true);
+    await new Promise((r) => setTimeout(r, 3 * delayMs));
+    expect(asked).toEqual([0, 1]);
+    expect(closed.sort()).toEqual([0, 1]); // 1: never trained on, yet closed (a loader cancels its work)
+  });
+
+  it('frozen body: validation runs on its own feature cache (indices shared with training, images not) and matches a full evaluation', async () => {
+    const graph = smallCnn();
+    for (const name of BODY) graph.initializers.get(name)!.trainable = false;
+    const train = dataset(12, 41);
+    const val = dataset(10, 43); // the same dataset indices 0…9 as training, other images
+    const logs: string[] = [];
+    const result = await fit(gpu, graph, batchesOf(train, 6), { epochs: 2, optimizer: { type: 'sgd', lr: 0.1 }, validation: batchesOf(val, 5), callbacks: { onLog: (m) => logs.push(m) } });
+    expect(result.featureCache).toBe(true);
+    const last = result.history.at(-1)!;
+    const full = await result.trainer.evaluate(batchesOf(val, 5)); // the whole model, no cache
+    expect(last.valLoss).toBeCloseTo(full.loss, 4);
+    expect(last.valTop1).toBeCloseTo(full.top1, 6);
+    const onTrain = await result.trainer.evaluate(batchesOf(train, 6));
+    expect(Math.abs(onTrain.loss - full.loss)).toBeGreaterThan(1e-3); // what mixing the caches would have given differs
+    expect(last.seconds).toBeCloseTo(last.trainSeconds + last.valSeconds, 6);
+    expect(last.valSeconds).toBeGreaterThan(0);
+    expect(logs.some((l) => /s training, .* s validation/.test(l))).toBe(true);
+    result.trainer.dispose();
+  });
+
+  it('classify: softmax of the logits once (the graph ends in Softmax), top-k by probability, labels from metadata, any image count', async () => {
+    const graph = smallCnn(7);
+    const names = ['ant', 'bee', 'cat', 'dog', 'eel'];
+    writeLabels(graph, names);
+    const trainer = await Trainer.create(gpu, graph);
+    const data = dataset(11, 51);
+    const result = await trainer.classify(data.images, { topK: 3, batchSize: 4 });
+    expect(result).toHaveLength(11);
+    // Reference: onnxruntime's output of the same model (its last op is the Softmax).
+    const ort = await runOrt(onnxBytesForOrt(graph), { x: { dims: [11, 3, 10, 10], data: data.images } });
+    for (let n = 0; n < 11; n++) {
+      const want = ort.prob.data.subarray(n * CLASSES, (n + 1) * CLASSES);
+      expect(relL2(result[n].probabilities, want)).toBeLessThan(1e-5);
+      const order = [...want.keys()].sort((a, b) => want[b] - want[a]).slice(0, 3);
+      expect(result[n].top.map((t) => t.index)).toEqual(order);
+      expect(result[n].top.map((t) => t.label)).toEqual(order.map((i) => names[i]));
+      result[n].top.forEach((t, i) => expect(t.probability).toBeCloseTo(want[order[i]], 6));
+    }
+    const one = await trainer.classify({ images: data.images.slice(300, 600), size: 1 }, { topK: 10 });
+    expect(one[0].top).toHaveLength(CLASSES);
+    expect(relL2(one[0].probabilities, result[1].probabilities)).toBeLessThan(1e-6);
+    await expect(trainer.classify(data.images.slice(0, 299))).rejects.toThrow(/299 floats are not a whole number of images of 300 floats \(3×10×10\)/);
+    trainer.dispose();
+  });
+
+  it('exportModel: a model trained from a fixed batch of 1 runs in onnxruntime at batch 1 and 8, labels kept', async () => {
+    const graph = smallCnn(9);
+    graph.inputs[0].shape = [1, 3, 10, 10];
+    graph.values.set('x', { ...graph.inputs[0] });
+    writeLabels(graph, ['a', 'b', 'c', 'd', 'e']);
+    const data = dataset(8, 61);
+    const { trainer } = await fit(gpu, graph, batchesOf(data, 4), { epochs: 1, optimizer: { type: 'adam', lr: 0.01 } });
+    const bytes = await trainer.exportModel();
+    const exported = decodeModel(bytes);
+    expect(typeof exported.feedInputs[0].shape![0]).toBe('string');
+    expect(readLabels(exported)).toEqual(['a', 'b', 'c', 'd', 'e']);
+    const engine = await trainer.classify(data.images, { batchSize: 4 });
+    for (const batch of [1, 8]) {
+      const ort = await runOrt(bytes, { x: { dims: [batch, 3, 10, 10], data: data.images.slice(0, batch * 300) } });
+      expect(ort.prob.dims).toEqual([batch, CLASSES]);
+      for (let n = 0; n < batch; n++) expect(relL2(engine[n].probabilities, ort.prob.data.subarray(n * CLASSES, (n + 1) * CLASSES))).toBeLessThan(1e-5);
+    }
+    trainer.dispose();
+  });
+
+  it('fit(batches(...)) instead of fit((epoch) => batches(...)) says what to pass', async () => {
+    const trainer = await Trainer.create(gpu, smallCnn());
+    const data = dataset(8, 71);
+    async function* oneEpoch() {
+      yield* batchesOf(data, 4)(0);
+    }
+    const misuse = [oneEpoch(), batchesOf(data, 4)(0)] as unknown as BatchSource[];
+    for (const m of misuse) {
+      const e = await trainer.fit(m, { epochs: 1, optimizer: { type: 'sgd', lr: 0.1 } }).then(() => undefined, (x: Error) => x);
+      expect(e).toBeInstanceOf(BatchSourceError);
+      expect(e!.message).toMatch(/fit: the first argument must be a BatchSource, a function \(epoch\) => batches, but got one epoch's batches.*fit\(\(epoch\) => batches\(dataset, \{ batchSize: 8, shuffle: true, epoch \}\), options\)/);
+    }
+    await expect(trainer.fit((() => 3) as unknown as BatchSource, { epochs: 1, optimizer: { type: 'sgd', lr: 0.1 } })).rejects.toThrow(/the batch source returned number, not an iterable/);
+    await expect(trainer.evaluate(batchesOf(data, 4)(0) as unknown as BatchSource)).rejects.toThrow(BatchSourceError);
+    trainer.dispose();
+  });
 });

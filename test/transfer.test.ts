@@ -11,6 +11,7 @@ import {
   cutPoints, graft, headOf, includeTop, removeTop, setBatchSize, transfer, type TransferSummary,
 } from '../src/graph/surgery/index.ts';
 import { isFloatType, sizeOf } from '../src/graph/tensor.ts';
+import { preprocessPreset, readLabels, readPreprocess, writeLabels, writePreprocess } from '../src/graph/model-metadata.ts';
 import { loadModelFile } from '../src/node/files.ts';
 import { lightModelPath, type LightModel } from './helpers/models.ts';
 import { maxAbsDiff, nodesBehind, normals, randomizeWeights, runOrt, type Outputs } from './helpers/surgery-support.ts';
@@ -314,5 +315,70 @@ describe('removeTop', () => {
     const { graph } = removeTop(g);
     expect(graph.nodes.length).toBe(g.nodes.length - head.nodes.length);
     expect(head.nodes.map((n) => n.opType)).toEqual(['AveragePool', 'Reshape', 'Gemm', 'Softmax']);
+  });
+});
+
+describe('transfer pooling (cases 1 and 2)', () => {
+  const source = () => buildArchitecture('resnet50', { width: 0.125, inputSize: 32, classes: 5, seed: 3 });
+
+  it("'flatten' keeps every position of the cut's map; the head matches a float64 reference in onnxruntime", async () => {
+    const g = source();
+    const cut = cutPoints(g).find((p) => p.stageEnd)!;
+    const { graph, summary } = transfer(g, { case: 2, classes: 3, cutAt: cut.tensor, seed: 1, pooling: 'flatten' });
+    const [, c, h, w] = cut.shape as number[];
+    const dense = graph.nodes.find((n) => summary.newWeights.includes(n.inputs[1]))!;
+    const weight = graph.initializers.get(dense.inputs[1])!.value;
+    // One weight per class and per feature of the flattened c×h×w map.
+    expect(weight.dims.reduce((a, b) => a * b, 1)).toBe(3 * c * h * w);
+    expect(graph.nodes.some((n) => n.opType === 'Flatten')).toBe(true);
+    const batch = setBatchSize(graph, 2);
+    const out = await runOrt(batch, normals(2 * 3 * 32 * 32, 11), [cut.tensor]);
+    const features = out[cut.tensor].data;
+    const wData = weight.data as Float32Array;
+    const bias = graph.initializers.get(dense.inputs[2])?.value.data as Float32Array | undefined;
+    const transB = dense.attributes.transB?.type === 'int' && dense.attributes.transB.value !== 0;
+    const per = c * h * w;
+    const logits = new Float64Array(2 * 3);
+    for (let n = 0; n < 2; n++) for (let k = 0; k < 3; k++) {
+      let s = bias ? bias[k] : 0;
+      for (let f = 0; f < per; f++) s += features[n * per + f] * wData[transB ? k * per + f : f * 3 + k];
+      logits[n * 3 + k] = s;
+    }
+    const got = out[summary.output].data;
+    const expected = summary.output === dense.outputs[0] ? [...logits] : softmaxRows([...logits], 3);
+    expect(maxAbsDiff(got, expected)).toBeLessThan(1e-4);
+    expect(out[summary.output].dims).toEqual([2, 3]);
+  });
+
+  it('refuses pooling for cases 3 and 4 and values outside avg, max, flatten', () => {
+    expect(() => transfer(source(), { case: 3, classes: 3, seed: 1, pooling: 'flatten' })).toThrow(/pooling applies to cases 1 and 2/);
+    expect(() => transfer(source(), { case: 1, classes: 3, seed: 1, pooling: 'sum' as never })).toThrow(/'avg', 'max' or 'flatten'/);
+  });
+});
+
+function softmaxRows(x: number[], k: number): number[] {
+  const out: number[] = [];
+  for (let r = 0; r < x.length / k; r++) {
+    const row = x.slice(r * k, (r + 1) * k);
+    const m = Math.max(...row);
+    const e = row.map((v) => Math.exp(v - m));
+    const s = e.reduce((a, b) => a + b, 0);
+    out.push(...e.map((v) => v / s));
+  }
+  return out;
+}
+
+describe('transfer and the model metadata', () => {
+  it("drops the source's class names (the classifier is new) and keeps its preprocessing", () => {
+    const g = buildArchitecture('resnet50', { width: 0.125, inputSize: 32, classes: 5, seed: 3 });
+    writeLabels(g, ['a', 'b', 'c', 'd', 'e']);
+    const spec = preprocessPreset('torchvision', 32);
+    writePreprocess(g, spec);
+    for (const c of [1, 2, 3, 4] as const) {
+      const { graph } = transfer(g, { case: c, classes: 3, seed: 1 });
+      expect(readLabels(graph)).toBeUndefined();
+      expect(readPreprocess(graph)).toEqual(spec);
+    }
+    expect(readLabels(g)).toEqual(['a', 'b', 'c', 'd', 'e']); // the input graph is untouched
   });
 });

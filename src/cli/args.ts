@@ -5,6 +5,8 @@ export interface CommandSpec {
   name: string;
   usage: string;
   summary: string;
+  /** More text for `graft NAME --help` (options, what each does). */
+  details?: string;
   run(argv: string[]): number | Promise<number>;
 }
 

@@ -85,7 +85,12 @@ export function epochOrder(length: number, shuffle: boolean, seed: number, epoch
 
 /** The generator a sample's transform gets: a function of (seed, epoch, index) only. */
 export function sampleRng(seed: number, epoch: number, index: number): Rng {
-  return seededRandom(mixSeed(SAMPLE_STREAM, seed, epoch, index));
+  return seededRandom(sampleSeed(seed, epoch, index));
+}
+
+/** The seed behind sampleRng, for code that builds the generator elsewhere (a worker thread). */
+export function sampleSeed(seed: number, epoch: number, index: number): number {
+  return mixSeed(SAMPLE_STREAM, seed, epoch, index);
 }
 
 // Distinct first parts keep the order's generator and the samples' generators unrelated.

@@ -1,5 +1,7 @@
 // Encoded image bytes → ByteImage (RGB), choosing the decoder by the bytes' magic, not the name.
-// JPEG through jpeg-js (pure JS); PNG through ./png.ts with a caller-supplied inflate.
+// JPEG through jpeg-js (pure JS, the fallback: its pixels differ from libjpeg-turbo's by a few
+// levels, see test/data-pillow.test.ts; Node code decodes through ./node/decode-native.ts, which
+// matches Pillow exactly); PNG through ./png.ts with a caller-supplied inflate.
 // Browser-safe. EXIF orientation is ignored, as PIL's open() and torchvision's loader ignore it.
 
 import jpeg from 'jpeg-js';

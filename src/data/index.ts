@@ -50,5 +50,16 @@ export {
   type Dataset,
   type Sample,
 } from './datasets.ts';
-export { batches, epochOrder, sampleRng, type Batch, type BatchOptions } from './batcher.ts';
+export { batches, epochOrder, sampleRng, sampleSeed, type Batch, type BatchOptions } from './batcher.ts';
+export { DataError } from './errors.ts';
+export {
+  CROP_AUGMENTS,
+  evalTransform,
+  randomResizedCrop,
+  toGray,
+  trainTransform,
+  type Augment,
+  type CropAugment,
+  type Preprocess,
+} from './preprocess.ts';
 export { mixSeed, permutation, seededRandom } from './seed.ts';

@@ -408,6 +408,28 @@ function resizeBytes(image: ByteImage, width: number, height: number, antialias:
     for (let y = 0; y < curH; y++) {
       const src = y * curW * channels;
       const dst = y * width * channels;
+      if (channels === 3) {
+        // RGB in one sweep over the taps: three times fewer loads of weights and loop overhead.
+        for (let x = 0; x < width; x++) {
+          const w0 = x * ksize;
+          const taps = count[x];
+          let p = src + start[x] * 3;
+          let r = HALF;
+          let g = HALF;
+          let b = HALF;
+          for (let t = 0; t < taps; t++, p += 3) {
+            const w = ints[w0 + t];
+            r += cur[p] * w;
+            g += cur[p + 1] * w;
+            b += cur[p + 2] * w;
+          }
+          const o = dst + x * 3;
+          next[o] = clip8(r);
+          next[o + 1] = clip8(g);
+          next[o + 2] = clip8(b);
+        }
+        continue;
+      }
       for (let x = 0; x < width; x++) {
         const w0 = x * ksize;
         const first = src + start[x] * channels;

@@ -51,10 +51,16 @@ export {
 export { differentiate, logitsOf, partitionGraph, type GraphPartition, type TrainableParameter, type TrainingLowered } from './autodiff.ts';
 export { TrainingPlan, type TrainingPlanOptions } from './training-plan.ts';
 export {
+  BatchSourceError,
   fit,
+  rankClasses,
+  softmaxRows,
   Trainer,
   TrainingDivergedError,
   type BatchSource,
+  type Classification,
+  type ClassifyOptions,
+  type StepInfo,
   type EpochMetrics,
   type EvaluateResult,
   type FitOptions,

@@ -10,6 +10,7 @@
 import { encodeModel } from '../graph/codec.ts';
 import { ModelError } from '../graph/errors.ts';
 import type { Graph } from '../graph/ir.ts';
+import { readLabels } from '../graph/model-metadata.ts';
 import { setBatchSize } from '../graph/surgery/batch.ts';
 import type { GemmVariant } from '../kernels/gemm.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
@@ -35,6 +36,40 @@ export interface TrainBatch {
 /** The batches of one epoch (a new order per epoch is the source's business). */
 export type BatchSource = (epoch: number) => AsyncIterable<TrainBatch> | Iterable<TrainBatch>;
 
+/** fit/evaluate were given something that is not a BatchSource (say, one epoch's iterator). */
+export class BatchSourceError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BatchSourceError';
+  }
+}
+
+/** What onStep reports after each optimizer step. */
+export interface StepInfo {
+  /** 0-based epoch. */
+  epoch: number;
+  /** Optimizer steps taken in total (1-based, including a resumed run's). */
+  step: number;
+  /** 1-based step within this epoch. */
+  stepInEpoch: number;
+  /** Steps in this epoch, when known (FitOptions.stepsPerEpoch, or a source that returns an array). */
+  stepsInEpoch?: number;
+  /** This step's mean loss. */
+  loss: number;
+  /** Running mean loss and top-1 accuracy over this epoch so far. */
+  epochLoss: number;
+  epochTop1: number;
+  lr: number;
+  /** Training images per second in this epoch so far. */
+  imagesPerSecond: number;
+  /** Training seconds of this epoch so far. */
+  epochSeconds: number;
+  /** This step's wall time: from asking the batch source for the batch to the end of the update. */
+  stepSeconds: number;
+  /** The part of stepSeconds spent awaiting the batch source (the GPU idle for want of data). */
+  dataWaitSeconds: number;
+}
+
 export interface EpochMetrics {
   epoch: number;
   loss: number;
@@ -43,14 +78,21 @@ export interface EpochMetrics {
   samples: number;
   steps: number;
   lr: number;
+  /** trainSeconds + valSeconds. */
   seconds: number;
+  /** Training steps alone (with feature extraction when features are cached). */
+  trainSeconds: number;
+  /** Validation alone (0 without validation). */
+  valSeconds: number;
+  /** The part of trainSeconds spent awaiting the batch source (a resumed epoch's: this run's part alone). */
+  dataWaitSeconds: number;
   valLoss?: number;
   valTop1?: number;
   valTop5?: number;
 }
 
 export interface TrainerCallbacks {
-  onStep?(info: { epoch: number; step: number; loss: number; lr: number }): void;
+  onStep?(info: StepInfo): void;
   onEpochEnd?(metrics: EpochMetrics): void | Promise<void>;
   onLog?(message: string): void;
 }
@@ -78,6 +120,13 @@ export interface FitOptions {
   featureCache?: boolean;
   /** Stored in the checkpoint for the caller (seed of the data order, say). */
   seed?: number;
+  /** Steps per epoch, for progress (onStep's stepsInEpoch). */
+  stepsPerEpoch?: number;
+  /**
+   * Stop after the current step when aborted (Ctrl-C): a checkpoint of the state so far goes
+   * through checkpoint.save (resuming continues mid-epoch) and fit returns interrupted: true.
+   */
+  signal?: AbortSignal;
 }
 
 export interface FitResult {
@@ -87,6 +136,24 @@ export interface FitResult {
   steps: number;
   /** Whether the frozen body ran once per example and the head trained on cached features. */
   featureCache: boolean;
+  /** Stopped through FitOptions.signal; the partial epoch is not in history. */
+  interrupted: boolean;
+}
+
+/** Per image: the k most probable classes, most probable first. */
+export interface Classification {
+  top: { index: number; label: string; probability: number }[];
+  /** Softmax over all classes. */
+  probabilities: Float32Array;
+}
+
+export interface ClassifyOptions {
+  /** How many classes per image (default 5, at most the class count). */
+  topK?: number;
+  /** Images per forward pass (default 8; the last chunk is padded). */
+  batchSize?: number;
+  /** Class names (default: the model's labels metadata, else the class index). */
+  labels?: readonly string[];
 }
 
 export interface EvaluateResult {
@@ -152,11 +219,14 @@ export class Trainer {
 
   async fit(batches: BatchSource, options: FitOptions): Promise<FitResult> {
     this.#checkUsable();
+    checkSource(batches, 'fit');
     const log = (m: string) => options.callbacks?.onLog?.(m);
     const schedule = createSchedule(options.schedule ?? { type: 'constant', lr: options.optimizer.lr });
     this.#optimizer?.dispose();
     this.#optimizer = await createOptimizer(this.#gpu, options.optimizer);
     let startEpoch = 0;
+    let partial: PartialEpoch | undefined;
+    let previous: JsonValue[] = [];
     const resume = options.checkpoint?.resume;
     if (resume) {
       this.#checkResume(resume);
@@ -165,109 +235,246 @@ export class Trainer {
       if (resume.optimizer) this.#optimizer.loadState(resume.optimizer);
       this.#steps = resume.step;
       startEpoch = resume.epoch;
-      log(`resumed at epoch ${resume.epoch}, step ${resume.step}`);
+      partial = readPartial(resume.extra?.partial);
+      if (Array.isArray(resume.extra?.history)) previous = resume.extra.history;
+      log(partial ? `resumed in epoch ${resume.epoch + 1} after ${partial.batches} of its batches, step ${resume.step}` : `resumed after epoch ${resume.epoch}, step ${resume.step}`);
     }
     const history: EpochMetrics[] = [];
+    const extra = (more: { [key: string]: JsonValue } = {}) => ({ history: [...previous, ...(history as unknown as JsonValue[])], seed: options.seed ?? null, ...more });
     let best = Infinity;
     let since = 0;
     let stoppedEarly = false;
+    let interrupted = false;
     let cacheUsed = false;
     const cache = new Map<number, Float32Array[]>();
-    for (let epoch = startEpoch; epoch < options.epochs; epoch++) {
-      const started = Date.now();
-      let loss = 0;
-      let top1 = 0;
-      let top5 = 0;
-      let samples = 0;
-      let steps = 0;
-      let lr = schedule.lrAt(this.#steps);
-      let index = 0;
-      for await (const batch of batches(epoch)) {
-        const where = `epoch ${epoch + 1}, batch ${++index}, step ${this.#steps + 1}`;
-        this.#checkBatch(batch, where);
-        const mode = this.#cacheMode(batch, options);
-        if (mode && !cacheUsed) {
-          cacheUsed = true;
-          log(`feature caching: nothing before '${mode.partition.boundary.join("', '")}' trains and the inputs are not augmented, so the frozen body runs once per example and the head trains on cached features`);
-        }
-        const plan = await this.#plan(batch.size, Boolean(mode) ? 'head' : 'full');
-        this.#checkLabels(batch, plan.classes, where);
-        const feeds = mode ? await this.#features(batch, mode.partition, cache) : new Map([[this.#input, batch.images]]);
-        lr = schedule.lrAt(this.#steps);
-        let stats: LossStats;
-        try {
-          stats = await plan.step(feeds, batch.labels, this.#optimizer, lr, where, mixSeed(options.seed ?? 0, this.#steps));
-        } catch (e) {
-          if (e instanceof NonFiniteLossError) {
-            await plan.undoLastStep();
-            throw await this.#diverged(e, batch, epoch);
+    const valCache = new Map<number, Float32Array[]>();
+    // The next epoch's batches, asked for two steps before this epoch ends so its first batches
+    // load while those steps run (a loader starts an epoch only when asked; two: by then one that
+    // reads two batches ahead has queued all of this epoch's): no wait at epoch starts.
+    let ahead: EpochAhead | undefined;
+    try {
+      for (let epoch = startEpoch; epoch < options.epochs && !interrupted; epoch++) {
+        const resumed = epoch === startEpoch ? partial : undefined;
+        let trainMs = resumed ? resumed.trainSeconds * 1000 : 0;
+        // performance.now: steps can be a few ms, under Date.now's resolution.
+        let segment = performance.now();
+        let waitMs = 0;
+        let loss = resumed?.loss ?? 0;
+        let top1 = resumed?.top1 ?? 0;
+        let top5 = resumed?.top5 ?? 0;
+        let samples = resumed?.samples ?? 0;
+        let steps = resumed?.batches ?? 0;
+        let lr = schedule.lrAt(this.#steps);
+        let index = 0;
+        let cachedEpoch = false;
+        const epochBatches = ahead?.iterable ?? batches(epoch);
+        checkEpoch(epochBatches, 'fit');
+        const started = ahead?.started;
+        ahead = undefined;
+        const stepsInEpoch = options.stepsPerEpoch ?? (Array.isArray(epochBatches) ? epochBatches.length : undefined);
+        for await (const batch of started ? continueAhead(started) : epochBatches) {
+          // A resumed mid-epoch run skips the batches the interrupted run already trained on.
+          if (++index <= (resumed?.batches ?? 0)) continue;
+          const stepWaitMs = performance.now() - segment;
+          waitMs += stepWaitMs;
+          if (!ahead && stepsInEpoch !== undefined && index >= stepsInEpoch - 2 && epoch + 1 < options.epochs && !options.signal?.aborted) {
+            ahead = startAhead(batches(epoch + 1));
           }
-          throw e;
+          const where = `epoch ${epoch + 1}, batch ${index}, step ${this.#steps + 1}`;
+          this.#checkBatch(batch, where);
+          const mode = this.#cacheMode(batch, options);
+          if (mode && !cacheUsed) {
+            cacheUsed = true;
+            log(`feature caching: nothing before '${mode.partition.boundary.join("', '")}' trains and the inputs are not augmented, so the frozen body runs once per example and the head trains on cached features`);
+          }
+          if (mode) cachedEpoch = true;
+          const plan = await this.#plan(batch.size, Boolean(mode) ? 'head' : 'full');
+          this.#checkLabels(batch, plan.classes, where);
+          const feeds = mode ? await this.#features(batch, mode.partition, cache) : new Map([[this.#input, batch.images]]);
+          lr = schedule.lrAt(this.#steps);
+          let stats: LossStats;
+          try {
+            stats = await plan.step(feeds, batch.labels, this.#optimizer, lr, where, mixSeed(options.seed ?? 0, this.#steps));
+          } catch (e) {
+            if (e instanceof NonFiniteLossError) {
+              await plan.undoLastStep();
+              throw await this.#diverged(e, batch, epoch);
+            }
+            throw e;
+          }
+          this.#steps++;
+          steps++;
+          loss += stats.loss * batch.size;
+          top1 += stats.top1;
+          top5 += stats.top5;
+          samples += batch.size;
+          const now = performance.now();
+          const stepMs = now - segment;
+          trainMs += stepMs;
+          segment = now;
+          options.callbacks?.onStep?.({
+            epoch, step: this.#steps, stepInEpoch: steps, stepsInEpoch, loss: stats.loss, epochLoss: loss / samples, epochTop1: top1 / samples, lr,
+            imagesPerSecond: samples / Math.max(1e-3, trainMs / 1000), epochSeconds: trainMs / 1000,
+            stepSeconds: stepMs / 1000, dataWaitSeconds: stepWaitMs / 1000,
+          });
+          segment = performance.now(); // the callback's own time is not training time
+          if (options.signal?.aborted) {
+            interrupted = true;
+            log(`stopped after step ${this.#steps} (epoch ${epoch + 1}, batch ${index})`);
+            if (options.checkpoint) {
+              const state: PartialEpoch = { batches: index, loss, top1, top5, samples, trainSeconds: trainMs / 1000 };
+              await options.checkpoint.save(await this.checkpoint(epoch, extra({ partial: state as unknown as JsonValue }), schedule.toJSON() as unknown as JsonValue));
+            }
+            break;
+          }
         }
-        this.#steps++;
-        steps++;
-        loss += stats.loss * batch.size;
-        top1 += stats.top1;
-        top5 += stats.top5;
-        samples += batch.size;
-        options.callbacks?.onStep?.({ epoch, step: this.#steps, loss: stats.loss, lr });
-      }
-      const metrics: EpochMetrics = { epoch: epoch + 1, loss: loss / samples, top1: top1 / samples, top5: top5 / samples, samples, steps, lr, seconds: (Date.now() - started) / 1000 };
-      if (options.validation) {
-        const v = await this.evaluate(options.validation);
-        Object.assign(metrics, { valLoss: v.loss, valTop1: v.top1, valTop5: v.top5 });
-      }
-      history.push(metrics);
-      log(`epoch ${metrics.epoch}: loss ${metrics.loss.toFixed(4)} top-1 ${(100 * metrics.top1).toFixed(1)}% top-5 ${(100 * metrics.top5).toFixed(1)}%` +
-        (metrics.valLoss !== undefined ? ` | val loss ${metrics.valLoss.toFixed(4)} top-1 ${(100 * metrics.valTop1!).toFixed(1)}%` : ''));
-      await options.callbacks?.onEpochEnd?.(metrics);
-      const every = options.checkpoint?.everyEpochs ?? 1;
-      if (options.checkpoint && ((epoch + 1) % every === 0 || epoch + 1 === options.epochs)) {
-        await options.checkpoint.save(await this.checkpoint(epoch + 1, { history: history as unknown as JsonValue, seed: options.seed ?? null }, schedule.toJSON() as unknown as JsonValue));
-      }
-      if (options.earlyStopping) {
-        const monitored = metrics.valLoss ?? metrics.loss;
-        if (monitored < best - (options.earlyStopping.minDelta ?? 0)) {
-          best = monitored;
-          since = 0;
-        } else if (++since >= options.earlyStopping.patience) {
-          stoppedEarly = true;
-          log(`early stopping after epoch ${metrics.epoch}: no improvement for ${since} epochs`);
+        if (interrupted) break;
+        if (samples === 0) throw new BatchSourceError(`fit: the batch source gave no batches for epoch ${epoch + 1}`);
+        const metrics: EpochMetrics = {
+          epoch: epoch + 1, loss: loss / samples, top1: top1 / samples, top5: top5 / samples, samples, steps, lr,
+          seconds: trainMs / 1000, trainSeconds: trainMs / 1000, valSeconds: 0, dataWaitSeconds: waitMs / 1000,
+        };
+        if (options.validation) {
+          const started = Date.now();
+          // With a frozen body the validation images go through it once too (their own cache: never mixed with training indices).
+          const v = cachedEpoch ? await this.#evaluateCached(options.validation, valCache) : await this.evaluate(options.validation);
+          metrics.valSeconds = (Date.now() - started) / 1000;
+          metrics.seconds += metrics.valSeconds;
+          Object.assign(metrics, { valLoss: v.loss, valTop1: v.top1, valTop5: v.top5 });
+        }
+        history.push(metrics);
+        log(`epoch ${metrics.epoch}: loss ${metrics.loss.toFixed(4)} top-1 ${(100 * metrics.top1).toFixed(1)}% top-5 ${(100 * metrics.top5).toFixed(1)}%` +
+          (metrics.valLoss !== undefined ? ` | val loss ${metrics.valLoss.toFixed(4)} top-1 ${(100 * metrics.valTop1!).toFixed(1)}%` : '') +
+          ` | ${metrics.trainSeconds.toFixed(1)} s training` + (options.validation ? `, ${metrics.valSeconds.toFixed(1)} s validation` : ''));
+        await options.callbacks?.onEpochEnd?.(metrics);
+        const every = options.checkpoint?.everyEpochs ?? 1;
+        if (options.checkpoint && ((epoch + 1) % every === 0 || epoch + 1 === options.epochs || options.signal?.aborted)) {
+          await options.checkpoint.save(await this.checkpoint(epoch + 1, extra(), schedule.toJSON() as unknown as JsonValue));
+        }
+        if (options.signal?.aborted && epoch + 1 < options.epochs) {
+          interrupted = true;
+          log(`stopped after epoch ${epoch + 1}`);
           break;
         }
+        if (options.earlyStopping) {
+          const monitored = metrics.valLoss ?? metrics.loss;
+          if (monitored < best - (options.earlyStopping.minDelta ?? 0)) {
+            best = monitored;
+            since = 0;
+          } else if (++since >= options.earlyStopping.patience) {
+            stoppedEarly = true;
+            log(`early stopping after epoch ${metrics.epoch}: no improvement for ${since} epochs`);
+            break;
+          }
+        }
       }
+    } finally {
+      if (ahead?.started) dropAhead(ahead.started);
     }
-    return { history, stoppedEarly, steps: this.#steps, featureCache: cacheUsed };
+    return { history, stoppedEarly, steps: this.#steps, featureCache: cacheUsed, interrupted };
   }
 
   /** Mean loss, top-1 and top-5 over the batches (forward only). */
   async evaluate(batches: BatchSource): Promise<EvaluateResult> {
     this.#checkUsable();
+    checkSource(batches, 'evaluate');
+    return this.#evaluateWith(batches, 'evaluate', (batch) => new Map([[this.#input, batch.images]]));
+  }
+
+  /** Evaluation of the head on features cached per dataset index (the frozen body runs once per example). */
+  #evaluateCached(batches: BatchSource, cache: Map<number, Float32Array[]>): Promise<EvaluateResult> {
+    // The partition of the graph at this batch's size (nodes differ per prepared size).
+    return this.#evaluateWith(batches, 'head-evaluate', (batch) =>
+      batch.indices ? this.#features(batch, partitionGraph(this.#prepared(batch.size)), cache) : undefined);
+  }
+
+  async #evaluateWith(
+    batches: BatchSource,
+    kind: 'evaluate' | 'head-evaluate',
+    feedsOf: (batch: TrainBatch) => Map<string, Float32Array> | undefined | Promise<Map<string, Float32Array> | undefined>,
+  ): Promise<EvaluateResult> {
     let loss = 0;
     let top1 = 0;
     let top5 = 0;
     let samples = 0;
     let index = 0;
-    for await (const batch of batches(0)) {
+    const epochBatches = batches(0);
+    checkEpoch(epochBatches, 'evaluate');
+    for await (const batch of epochBatches) {
       const where = `evaluation, batch ${++index}`;
       this.#checkBatch(batch, where);
-      const plan = await this.#plan(batch.size, 'evaluate');
+      const cached = await feedsOf(batch);
+      // A batch without dataset indices cannot use the cache: it runs through the whole model.
+      const plan = await this.#plan(batch.size, cached ? kind : 'evaluate');
       this.#checkLabels(batch, plan.classes, where);
-      const { stats } = await plan.evaluate(new Map([[this.#input, batch.images]]), batch.labels);
+      const { stats } = await plan.evaluate(cached ?? new Map([[this.#input, batch.images]]), batch.labels);
       loss += stats!.loss * batch.size;
       top1 += stats!.top1;
       top5 += stats!.top5;
       samples += batch.size;
     }
+    if (samples === 0) throw new BatchSourceError('evaluate: the batch source gave no batches');
     return { loss: loss / samples, top1: top1 / samples, top5: top5 / samples, samples };
   }
 
-  /** Logits [batch, classes] for NCHW images of `batch` samples. */
-  async predict(images: Float32Array, batch: number): Promise<Float32Array> {
+  /**
+   * Logits [count, classes] for `count` NCHW images (the outputs before a final Softmax; the
+   * graph's output when it has none). Runs in chunks of `batchSize` images (default: count, at
+   * most 8), the last chunk padded, so every call reuses one compiled plan.
+   */
+  async predict(images: Float32Array, count?: number, batchSize?: number): Promise<Float32Array> {
+    return (await this.#logits(images, count, batchSize)).logits;
+  }
+
+  async #logits(images: Float32Array, count: number | undefined, batchSize: number | undefined): Promise<{ logits: Float32Array; count: number; classes: number }> {
     this.#checkUsable();
-    this.#checkBatch({ images, labels: new Uint32Array(batch), size: batch }, 'predict');
-    const plan = await this.#plan(batch, 'evaluate');
-    return (await plan.evaluate(new Map([[this.#input, images]]), undefined, true)).logits!;
+    const per = this.#exampleFloats();
+    const n = count ?? (per ? images.length / per : NaN);
+    if (!Number.isInteger(n) || n < 1) {
+      throw new ModelError(`predict: ${images.length} floats are not a whole number of images` + (per ? ` of ${per} floats (${this.#graph.feedInputs[0].shape?.slice(1).join('×')})` : '; pass the image count'), { file: this.#graph.source });
+    }
+    this.#checkBatch({ images, labels: new Uint32Array(n), size: n }, 'predict');
+    const size = batchSize ?? Math.min(n, 8);
+    if (!Number.isInteger(size) || size < 1) throw new ModelError(`predict: batchSize must be a positive integer, got ${batchSize}`);
+    const each = images.length / n;
+    const plan = await this.#plan(size, 'evaluate');
+    const out = new Float32Array(n * plan.classes);
+    for (let start = 0; start < n; start += size) {
+      const take = Math.min(size, n - start);
+      let chunk = images.subarray(start * each, (start + take) * each);
+      if (take < size) {
+        const padded = new Float32Array(size * each);
+        padded.set(chunk);
+        chunk = padded;
+      }
+      const logits = (await plan.evaluate(new Map([[this.#input, chunk]]), undefined, true)).logits!;
+      out.set(logits.subarray(0, take * plan.classes), start * plan.classes);
+    }
+    return { logits: out, count: n, classes: plan.classes };
+  }
+
+  /**
+   * Per image, the topK most probable classes with their probabilities (softmax of the logits;
+   * a graph that ends in Softmax gets it once, as predict returns what goes into it), named by
+   * the model's labels when it has them. `images`: NCHW floats of one or more images, or a batch.
+   */
+  async classify(images: Float32Array | { images: Float32Array; size: number }, options: ClassifyOptions = {}): Promise<Classification[]> {
+    const [data, count] = images instanceof Float32Array ? [images, undefined] : [images.images, images.size];
+    const { logits, count: n, classes } = await this.#logits(data, count, options.batchSize);
+    const labels = options.labels ?? readLabels(this.#graph);
+    if (labels && labels.length !== classes) {
+      throw new ModelError(`classify: ${labels.length} labels for a model with ${classes} outputs`, { file: this.#graph.source });
+    }
+    const k = Math.min(options.topK ?? 5, classes);
+    if (!Number.isInteger(k) || k < 1) throw new ModelError(`classify: topK must be a positive integer, got ${options.topK}`);
+    const out: Classification[] = [];
+    const all = softmaxRows(logits, classes).probabilities;
+    for (let i = 0; i < n; i++) {
+      const probabilities = Float32Array.from(all.subarray(i * classes, (i + 1) * classes));
+      const order = rankClasses(probabilities).slice(0, k);
+      out.push({ top: order.map((index) => ({ index, label: labels?.[index] ?? String(index), probability: probabilities[index] })), probabilities });
+    }
+    return out;
   }
 
   /** The model with the trained weights read back into its initializers (trainable flags kept). */
@@ -290,9 +497,15 @@ export class Trainer {
     return g;
   }
 
-  /** ONNX bytes of exportGraph(). */
-  async exportModel(): Promise<Uint8Array> {
-    return encodeModel(await this.exportGraph());
+  /**
+   * ONNX bytes of exportGraph() with a symbolic batch dimension (the input's own name for it,
+   * else 'N'), so onnxruntime runs it at any batch size; metadata (labels, preprocessing) kept.
+   * `batch`: a fixed size instead.
+   */
+  async exportModel(options: { batch?: number | string } = {}): Promise<Uint8Array> {
+    const g = await this.exportGraph();
+    const first = g.feedInputs[0].shape?.[0];
+    return encodeModel(setBatchSize(g, options.batch ?? (typeof first === 'string' && first ? first : 'N')));
   }
 
   /** A checkpoint of the current weights, optimizer state and counters. */
@@ -339,17 +552,17 @@ export class Trainer {
     return g;
   }
 
-  /** 'full': training over the whole graph; 'head': training on cached features; 'evaluate': the evaluation forward. */
-  #plan(batch: number, kind: 'full' | 'head' | 'evaluate'): Promise<TrainingPlan> {
+  /** 'full': training over the whole graph; 'head': training on cached features; 'evaluate': the evaluation forward; 'head-evaluate': the head's, on cached features. */
+  #plan(batch: number, kind: 'full' | 'head' | 'evaluate' | 'head-evaluate'): Promise<TrainingPlan> {
     const key = `${batch}|${kind}`;
     let plan = this.#plans.get(key);
     if (!plan) {
       plan = (async () => {
         const full = this.#prepared(batch);
-        const graph = kind === 'head' ? headGraph(full, partitionGraph(full)) : full;
+        const graph = kind === 'head' || kind === 'head-evaluate' ? headGraph(full, partitionGraph(full)) : full;
         return TrainingPlan.create(this.#gpu, graph, {
           constants: this.#constants, labelSmoothing: this.#options.labelSmoothing, gemm: this.#options.gemm,
-          mode: kind === 'evaluate' ? 'evaluate' : 'train', dropout: this.#options.dropout,
+          mode: kind === 'evaluate' || kind === 'head-evaluate' ? 'evaluate' : 'train', dropout: this.#options.dropout,
         });
       })();
       this.#plans.set(key, plan);
@@ -488,6 +701,87 @@ export async function fit(gpu: GpuContext, graph: Graph, batches: BatchSource, o
   const trainer = await Trainer.create(gpu, graph, options);
   const result = await trainer.fit(batches, options);
   return { ...result, trainer };
+}
+
+/** An epoch's batches asked for early; `started`: an async source's iterator with its first next() under way. */
+interface EpochAhead {
+  iterable: AsyncIterable<TrainBatch> | Iterable<TrainBatch>;
+  started?: { iterator: AsyncIterator<TrainBatch>; first: Promise<IteratorResult<TrainBatch>> };
+}
+
+function startAhead(iterable: AsyncIterable<TrainBatch> | Iterable<TrainBatch>): EpochAhead {
+  // checkEpoch reports a bad source when the epoch itself begins.
+  if (!iterable || typeof iterable !== 'object' || !(Symbol.asyncIterator in iterable)) return { iterable };
+  const iterator = iterable[Symbol.asyncIterator]();
+  const first = iterator.next();
+  first.catch(() => undefined); // surfaced when the epoch awaits it; never an unhandled rejection meanwhile
+  return { iterable, started: { iterator, first } };
+}
+
+/** The started iterator as an iterable: the first result already asked for, then the rest; closed on break. */
+async function* continueAhead(started: NonNullable<EpochAhead['started']>): AsyncGenerator<TrainBatch, void, undefined> {
+  try {
+    for (let r = await started.first; !r.done; r = await started.iterator.next()) yield r.value;
+  } finally {
+    await started.iterator.return?.();
+  }
+}
+
+/** fit ended before the early epoch began (stopped, failed): the source may drop its work. */
+function dropAhead(started: NonNullable<EpochAhead['started']>): void {
+  Promise.resolve(started.iterator.return?.()).catch(() => undefined);
+}
+
+/** What an interrupted epoch had done, kept in its checkpoint so a resumed run continues it. */
+interface PartialEpoch {
+  batches: number;
+  loss: number;
+  top1: number;
+  top5: number;
+  samples: number;
+  trainSeconds: number;
+}
+
+function readPartial(v: JsonValue | undefined): PartialEpoch | undefined {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+  const keys = ['batches', 'loss', 'top1', 'top5', 'samples', 'trainSeconds'] as const;
+  if (!keys.every((k) => typeof v[k] === 'number')) throw new CheckpointError('not-a-checkpoint', '', `resume: the checkpoint's partial epoch record is incomplete (needs ${keys.join(', ')})`);
+  return v as unknown as PartialEpoch;
+}
+
+const SOURCE_HINT = 'pass a function of the epoch that returns that epoch\'s batches, e.g. fit((epoch) => batches(dataset, { batchSize: 8, shuffle: true, epoch }), options)';
+
+/** fit(batches(...)) hands over one epoch's iterator: say what to pass instead of failing inside the loop. */
+function checkSource(source: unknown, what: string): void {
+  if (typeof source === 'function') return;
+  const kind = source && typeof source === 'object' && (Symbol.asyncIterator in source || Symbol.iterator in source) ? 'one epoch\'s batches (an iterable)' : source === null ? 'null' : typeof source;
+  throw new BatchSourceError(`${what}: the first argument must be a BatchSource, a function (epoch) => batches, but got ${kind}; ${SOURCE_HINT}`);
+}
+
+function checkEpoch(batches: unknown, what: string): void {
+  if (batches && typeof batches === 'object' && (Symbol.asyncIterator in batches || Symbol.iterator in batches)) return;
+  throw new BatchSourceError(`${what}: the batch source returned ${batches === null ? 'null' : typeof batches}, not an iterable of batches; ${SOURCE_HINT}`);
+}
+
+/** Softmax of each row of [rows, classes] logits in float64 (max subtracted), with each row's log-sum-exp (cross-entropy = lse − logit[label]). */
+export function softmaxRows(logits: ArrayLike<number>, classes: number): { probabilities: Float64Array; logSumExp: Float64Array } {
+  const rows = logits.length / classes;
+  const probabilities = new Float64Array(logits.length);
+  const logSumExp = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let max = -Infinity;
+    for (let c = 0; c < classes; c++) max = Math.max(max, logits[r * classes + c]);
+    let sum = 0;
+    for (let c = 0; c < classes; c++) sum += Math.exp(logits[r * classes + c] - max);
+    for (let c = 0; c < classes; c++) probabilities[r * classes + c] = Math.exp(logits[r * classes + c] - max) / sum;
+    logSumExp[r] = max + Math.log(sum);
+  }
+  return { probabilities, logSumExp };
+}
+
+/** Class indices of one row of scores, highest first (ties: lower index first). */
+export function rankClasses(row: ArrayLike<number>): number[] {
+  return Array.from({ length: row.length }, (_, i) => i).sort((a, b) => row[b] - row[a] || a - b);
 }
 
 /** The trainable part alone: fed by the boundary values, ending at the logits. */

@@ -10,10 +10,10 @@ import { parseArgs, UsageError, type CommandSpec } from '../args.ts';
 
 export const buildCommand: CommandSpec = {
   name: 'build',
-  usage: `graft build <${ARCHITECTURE_NAMES.join('|')}> [--out FILE] [--classes N] [--no-top] [--pooling avg|max] [--seed N] [--input-size N] [--batch N|batch]`,
+  usage: `graft build <${ARCHITECTURE_NAMES.join('|')}> [--out FILE] [--classes N] [--no-top] [--pooling avg|max] [--seed N] [--input-size N] [--batch N|batch] [--width W]`,
   summary: 'an architecture with seeded random weights in torchvision ONNX layout, written to FILE (default <arch>.onnx)',
   run(argv) {
-    const args = parseArgs(argv, { flags: ['no-top'], options: ['out', 'classes', 'pooling', 'seed', 'input-size', 'batch'], positional: 1, usage: this.usage });
+    const args = parseArgs(argv, { flags: ['no-top'], options: ['out', 'classes', 'pooling', 'seed', 'input-size', 'batch', 'width'], positional: 1, usage: this.usage });
     const name = args.positional[0];
     if (!isArchitectureName(name)) throw new UsageError(`unknown architecture '${name}'; accepted: ${ARCHITECTURE_NAMES.join(', ')}\nusage: ${this.usage}`);
     const pooling = args.options.pooling;
@@ -27,6 +27,7 @@ export const buildCommand: CommandSpec = {
       seed: integerOption(args.options.seed, 'seed', 0, this.usage),
       inputSize: integerOption(args.options['input-size'], 'input-size', 1, this.usage),
       batch: batch === 'batch' ? 'batch' : integerOption(batch, 'batch', 1, this.usage),
+      width: widthOption(args.options.width, this.usage),
     };
     const graph = buildArchitecture(name, options);
     const out = resolve(args.options.out ?? `${name}.onnx`);
@@ -36,7 +37,7 @@ export const buildCommand: CommandSpec = {
     const count = (n: number) => n.toLocaleString('en-US');
     const lines = [
       `wrote ${out} (${(statSync(out).size / 1e6).toFixed(1)} MB)`,
-      `architecture: ${name}: ${architectureInfo(name).description}${options.includeTop ? '' : `, no top${options.pooling ? `, ${options.pooling} pooling` : ''}`}, seed ${options.seed ?? 0}`,
+      `architecture: ${name}: ${architectureInfo(name).description}${options.includeTop ? '' : `, no top${options.pooling ? `, ${options.pooling} pooling` : ''}`}${options.width !== undefined && options.width !== 1 ? `, width ${options.width}` : ''}, seed ${options.seed ?? 0}`,
       `input:  ${s.inputs.map(shape).join(', ')}`,
       `output: ${s.outputs.map(shape).join(', ')}`,
       `parameters: ${count(s.parameters)} (trainable ${count(s.trainableParameters)}, non-trainable ${count(s.nonTrainableParameters)})`,
@@ -52,4 +53,12 @@ function integerOption(text: string | undefined, name: string, min: number, usag
   const n = Number(text);
   if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} expects an integer ≥ ${min}, got '${text}'\nusage: ${usage}`);
   return n;
+}
+
+/** The channel multiplier, 0 < W ≤ 1, or undefined when absent (width 1). */
+function widthOption(text: string | undefined, usage: string): number | undefined {
+  if (text === undefined) return undefined;
+  const w = Number(text);
+  if (!/^\d*\.?\d+$/.test(text) || !(w > 0 && w <= 1)) throw new UsageError(`--width expects a channel multiplier W with 0 < W ≤ 1 (e.g. 0.25), got '${text}'\nusage: ${usage}`);
+  return w;
 }

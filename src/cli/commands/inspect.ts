@@ -1,19 +1,31 @@
 // graft inspect <model.onnx> [--json] [--batch N]: a per-node table and parameter totals.
 import { decodeModelFile } from '../../node/files.ts';
 import { prepareGraph } from '../../graph/load.ts';
-import { cutPoints, formatCutPoints } from '../../graph/surgery/index.ts';
+import { cutPoints, formatCutPoints, setBatchSize } from '../../graph/surgery/index.ts';
 import { summarizeGraph, type GraphSummary } from '../../graph/summary.ts';
 import type { Dim } from '../../graph/ir.ts';
-import { parseArgs, type CommandSpec } from '../args.ts';
+import { parseArgs, UsageError, type CommandSpec } from '../args.ts';
 
 export const inspectCommand: CommandSpec = {
   name: 'inspect',
-  usage: 'graft inspect <model.onnx> [--json] [--input name=1x3x224x224]',
+  usage: 'graft inspect <model.onnx> [--json] [--input [name=]8x3x224x224]',
   summary: 'per-node table (name, op, output shape, parameters, trainable) and totals',
   run(argv) {
     const args = parseArgs(argv, { flags: ['json'], options: ['input'], positional: 1, usage: this.usage });
-    const graph = decodeModelFile(args.positional[0]);
-    const inputShapes = args.options.input ? parseInputShape(args.options.input) : {};
+    let graph = decodeModelFile(args.positional[0]);
+    const inputShapes = args.options.input ? parseInputShape(args.options.input, graph.feedInputs.map((i) => i.name)) : {};
+    // Zoo models declare a batch of 1: another batch size is applied after preparing (as training
+    // does), flattens included, instead of contradicting the declared shape.
+    let batch: number | undefined;
+    for (const input of graph.feedInputs) {
+      const want = inputShapes[input.name];
+      const declared = input.shape;
+      if (!want || !declared || declared.length !== want.length || typeof declared[0] !== 'number' || declared[0] === want[0]) continue;
+      if (declared.every((d, i) => i === 0 || typeof d !== 'number' || d === want[i])) {
+        batch = want[0];
+        inputShapes[input.name] = [declared[0], ...want.slice(1)];
+      }
+    }
     // Symbolic dimensions (a dynamic batch, say) are bound to 1 unless --input says otherwise,
     // so that torch's shape-computation chains fold and every shape is a number.
     for (const input of graph.feedInputs) {
@@ -22,6 +34,7 @@ export const inspectCommand: CommandSpec = {
       process.stderr.write(`note: input '${input.name}' has symbolic dimensions [${input.shape.join(', ')}]; inspecting with [${inputShapes[input.name].join(', ')}] (choose with --input ${input.name}=${inputShapes[input.name].join('x')})\n`);
     }
     prepareGraph(graph, { inputShapes });
+    if (batch !== undefined) graph = setBatchSize(graph, batch);
     const summary = summarizeGraph(graph);
     if (args.flags.json) {
       process.stdout.write(JSON.stringify({ ...summary, cutPoints: cutPoints(graph) }, null, 2) + '\n');
@@ -32,9 +45,16 @@ export const inspectCommand: CommandSpec = {
   },
 };
 
-function parseInputShape(text: string): Record<string, number[]> {
-  const [name, dims] = text.split('=');
-  if (!name || !dims || !/^\d+(x\d+)*$/.test(dims)) throw new Error(`--input expects name=DxDxD (e.g. data_0=8x3x224x224), got '${text}'`);
+/** --input [name=]DxDxD; without a name, the model's one input. */
+function parseInputShape(text: string, inputs: string[]): Record<string, number[]> {
+  const at = text.lastIndexOf('=');
+  const dims = text.slice(at + 1);
+  if (!/^\d+(x\d+)*$/.test(dims)) throw new UsageError(`--input expects [name=]DxDxD (e.g. 8x3x224x224 or ${inputs[0] ?? 'data_0'}=8x3x224x224), got '${text}'`);
+  let name = at < 0 ? undefined : text.slice(0, at);
+  if (name === undefined) {
+    if (inputs.length !== 1) throw new UsageError(`--input: the model has ${inputs.length} inputs (${inputs.join(', ')}); name one, as name=${dims}`);
+    name = inputs[0];
+  }
   return { [name]: dims.split('x').map(Number) };
 }
 

@@ -1,12 +1,15 @@
 // torchvision's ImageFolder layout: root/<class>/**/<image>, labels by sorted class folder name.
-// Files are listed up front and decoded on get(). Node-only.
+// Files are listed up front and decoded on get() (see ./image-loader.ts for the worker-pool
+// loader the CLI uses). Node-only.
 
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { inflateSync } from 'node:zlib';
 import { checkIndex, type Dataset, type Sample } from '../datasets.ts';
 import { decodeImage } from '../decode.ts';
+import { DataError } from '../errors.ts';
 import type { ByteImage } from '../tensor-image.ts';
+import { decodeImageFile, type JpegDecoder } from './decode-native.ts';
 
 export const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png'];
 
@@ -21,25 +24,57 @@ export interface ImageFolderDataset extends Dataset {
 export interface ImageFolderOptions {
   /** Lower-case, with the dot; default .jpg .jpeg .png. Other files are skipped. */
   readonly extensions?: readonly string[];
+  /** JPEG decoder for get(): 'sharp' (libjpeg-turbo, Pillow's pixels; default) or 'jpeg-js'. */
+  readonly jpeg?: JpegDecoder;
 }
 
 /**
  * Lists root/<class>/… (class folders sorted by code point, as Python's sorted(); files found
  * recursively, sorted; hidden entries skipped). Throws when root has no class folders or a
- * class folder holds no images; get(i) throws naming the file when it does not decode.
+ * class folder holds no images; get(i) rejects naming the file when it does not decode.
  */
 export function imageFolder(root: string, options: ImageFolderOptions = {}): ImageFolderDataset {
+  const { classes, files, labels } = listImageFolder(root, options, 'imageFolder');
+  return {
+    root,
+    classes,
+    files,
+    labels,
+    length: files.length,
+    async get(index): Promise<Sample> {
+      checkIndex(index, files.length, `imageFolder(${root})`);
+      return { image: await decodeImageFile(files[index], { jpeg: options.jpeg }), label: labels[index] };
+    },
+  };
+}
+
+export interface ImageFolderListing {
+  readonly classes: readonly string[];
+  readonly files: readonly string[];
+  readonly labels: Uint32Array;
+}
+
+/**
+ * The class folders and image files of root/<class>/… without decoding anything; throws a
+ * DataError (prefixed with `caller`) for a missing root, a file, a folder with no class
+ * folders, or a class folder with no images.
+ */
+export function listImageFolder(root: string, options: ImageFolderOptions = {}, caller = 'image folder'): ImageFolderListing {
   const extensions = new Set((options.extensions ?? IMAGE_EXTENSIONS).map((e) => e.toLowerCase()));
   let rootStat;
   try {
     rootStat = statSync(root);
   } catch {
-    throw new Error(`imageFolder: ${root} does not exist; expected a folder of class folders (root/<class>/<image>)`);
+    throw new DataError(`${caller}: ${root} does not exist; expected a folder of class folders (root/<class>/<image>)`);
   }
-  if (!rootStat.isDirectory()) throw new Error(`imageFolder: ${root} is not a folder`);
-  const classes = listEntries(root).filter((e) => e.isDirectory).map((e) => e.name);
+  if (!rootStat.isDirectory()) {
+    throw new DataError(`${caller}: ${root} is not a folder; expected a folder of class folders (root/<class>/<image>)`);
+  }
+  const entries = listEntries(root);
+  const classes = entries.filter((e) => e.isDirectory).map((e) => e.name);
   if (classes.length === 0) {
-    throw new Error(`imageFolder: ${root} has no class folders; expected root/<class>/<image>`);
+    const found = entries.length === 0 ? 'it is empty' : `it holds ${entries.length} files and no folders`;
+    throw new DataError(`${caller}: ${root} has no class folders; expected root/<class>/<image>, one folder per class (${found})`);
   }
   const files: string[] = [];
   const labels: number[] = [];
@@ -52,8 +87,8 @@ export function imageFolder(root: string, options: ImageFolderOptions = {}): Ima
       else skipped++;
     });
     if (found.length === 0) {
-      throw new Error(
-        `imageFolder: class folder ${dir} holds no images (${skipped} other files); accepted extensions: ${[...extensions].join(' ')}`,
+      throw new DataError(
+        `${caller}: class folder ${dir} holds no images (${skipped} other files); accepted extensions: ${[...extensions].join(' ')}`,
       );
     }
     for (const f of found) {
@@ -61,21 +96,13 @@ export function imageFolder(root: string, options: ImageFolderOptions = {}): Ima
       labels.push(label);
     }
   });
-  const labelArray = Uint32Array.from(labels);
-  return {
-    root,
-    classes,
-    files,
-    labels: labelArray,
-    length: files.length,
-    get(index): Sample {
-      checkIndex(index, files.length, `imageFolder(${root})`);
-      return { image: readImageFile(files[index]), label: labelArray[index] };
-    },
-  };
+  return { classes, files, labels: Uint32Array.from(labels) };
 }
 
-/** Reads and decodes one JPEG or PNG to RGB; errors name the path. */
+/**
+ * Reads and decodes one JPEG or PNG to RGB, synchronously, with the pure-JS JPEG decoder (its
+ * pixels differ slightly from Pillow's); decodeImageFile is the libjpeg-turbo path. Errors name the path.
+ */
 export function readImageFile(path: string): ByteImage {
   return decodeImage(readFileSync(path), { name: path, inflate: (b) => inflateSync(b) });
 }

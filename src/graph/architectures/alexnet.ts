@@ -6,13 +6,14 @@ import type { TorchLayout } from './torch-layout.ts';
 
 /** `features.0` … `features.12`: the convolutional trunk, ending in a 256-channel map. */
 export function alexnetFeatures(t: TorchLayout, x: string): string {
-  x = t.relu('features.1', t.conv('features.0', x, { cin: 3, cout: 64, kernel: 11, stride: 4, pad: 2, bias: true }));
+  const [c1, c2, c3, c4, c5] = [64, 192, 384, 256, 256].map((c) => t.ch(c));
+  x = t.relu('features.1', t.conv('features.0', x, { cin: 3, cout: c1, kernel: 11, stride: 4, pad: 2, bias: true }));
   x = t.maxPool('features.2', x, 3, 2);
-  x = t.relu('features.4', t.conv('features.3', x, { cin: 64, cout: 192, kernel: 5, pad: 2, bias: true }));
+  x = t.relu('features.4', t.conv('features.3', x, { cin: c1, cout: c2, kernel: 5, pad: 2, bias: true }));
   x = t.maxPool('features.5', x, 3, 2);
-  x = t.relu('features.7', t.conv('features.6', x, { cin: 192, cout: 384, kernel: 3, pad: 1, bias: true }));
-  x = t.relu('features.9', t.conv('features.8', x, { cin: 384, cout: 256, kernel: 3, pad: 1, bias: true }));
-  x = t.relu('features.11', t.conv('features.10', x, { cin: 256, cout: 256, kernel: 3, pad: 1, bias: true }));
+  x = t.relu('features.7', t.conv('features.6', x, { cin: c2, cout: c3, kernel: 3, pad: 1, bias: true }));
+  x = t.relu('features.9', t.conv('features.8', x, { cin: c3, cout: c4, kernel: 3, pad: 1, bias: true }));
+  x = t.relu('features.11', t.conv('features.10', x, { cin: c4, cout: c5, kernel: 3, pad: 1, bias: true }));
   return t.maxPool('features.12', x, 3, 2);
 }
 
@@ -21,8 +22,10 @@ export const ALEXNET_FEATURE_CHANNELS = 256;
 /** `avgpool` (adaptive 6×6), flatten, and `classifier.1/4/6` (dropout layers 0 and 3 vanish in
  * an eval-mode export). */
 export function alexnetClassifier(t: TorchLayout, x: string, classes: number): string {
+  const hidden = t.ch(4096);
+  const flat = t.channels(x) * 6 * 6;
   x = t.flatten('', t.adaptiveAvgPool('avgpool', x, 6));
-  x = t.relu('classifier.2', t.linear('classifier.1', x, 256 * 6 * 6, 4096));
-  x = t.relu('classifier.5', t.linear('classifier.4', x, 4096, 4096));
-  return t.linear('classifier.6', x, 4096, classes);
+  x = t.relu('classifier.2', t.linear('classifier.1', x, flat, hidden));
+  x = t.relu('classifier.5', t.linear('classifier.4', x, hidden, hidden));
+  return t.linear('classifier.6', x, hidden, classes);
 }

@@ -34,10 +34,10 @@ export const GOOGLENET_BODY: (GoogLeNetInception | { pool: string; kernel: numbe
 ];
 
 export function googlenetFeatures(t: TorchLayout, x: string): string {
-  x = t.basicConv('conv1', x, { cin: 3, cout: 64, kernel: 7, stride: 2, pad: 3 });
+  x = t.basicConv('conv1', x, { cin: 3, cout: t.ch(64), kernel: 7, stride: 2, pad: 3 });
   x = t.maxPool('maxpool1', x, 3, 2, 0, true);
-  x = t.basicConv('conv2', x, { cin: 64, cout: 64, kernel: 1 });
-  x = t.basicConv('conv3', x, { cin: 64, cout: 192, kernel: 3, pad: 1 });
+  x = t.basicConv('conv2', x, { cin: t.ch(64), cout: t.ch(64), kernel: 1 });
+  x = t.basicConv('conv3', x, { cin: t.ch(64), cout: t.ch(192), kernel: 3, pad: 1 });
   x = t.maxPool('maxpool2', x, 3, 2, 0, true);
   for (const item of GOOGLENET_BODY) {
     x = 'pool' in item ? t.maxPool(item.pool, x, item.kernel, item.stride, 0, true) : inception(t, x, item);
@@ -49,17 +49,21 @@ export const GOOGLENET_FEATURE_CHANNELS = 1024;
 
 /** `avgpool` (global), flatten, `fc` (the dropout before it vanishes in eval mode). */
 export function googlenetClassifier(t: TorchLayout, x: string, classes: number): string {
-  return t.linear('fc', t.flatten('', t.adaptiveAvgPool('avgpool', x, 1)), GOOGLENET_FEATURE_CHANNELS, classes);
+  return t.linear('fc', t.flatten('', t.adaptiveAvgPool('avgpool', x, 1)), t.channels(x), classes);
 }
 
-function inception(t: TorchLayout, x: string, m: GoogLeNetInception): string {
-  const p = m.name;
-  const b1 = t.basicConv(`${p}.branch1`, x, { cin: m.cin, cout: m.ch1x1, kernel: 1 });
-  let b2 = t.basicConv(`${p}.branch2.0`, x, { cin: m.cin, cout: m.ch3x3red, kernel: 1 });
-  b2 = t.basicConv(`${p}.branch2.1`, b2, { cin: m.ch3x3red, cout: m.ch3x3, kernel: 3, pad: 1 });
-  let b3 = t.basicConv(`${p}.branch3.0`, x, { cin: m.cin, cout: m.ch5x5red, kernel: 1 });
-  b3 = t.basicConv(`${p}.branch3.1`, b3, { cin: m.ch5x5red, cout: m.ch5x5, kernel: 3, pad: 1 });
+/** The module's channel counts scaled by the width multiplier; `cin` is the incoming map's (the
+ * table's `cin` holds at width 1 only). */
+function inception(t: TorchLayout, x: string, table: GoogLeNetInception): string {
+  const p = table.name;
+  const cin = t.channels(x);
+  const [ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, poolProj] = [table.ch1x1, table.ch3x3red, table.ch3x3, table.ch5x5red, table.ch5x5, table.poolProj].map((c) => t.ch(c));
+  const b1 = t.basicConv(`${p}.branch1`, x, { cin, cout: ch1x1, kernel: 1 });
+  let b2 = t.basicConv(`${p}.branch2.0`, x, { cin, cout: ch3x3red, kernel: 1 });
+  b2 = t.basicConv(`${p}.branch2.1`, b2, { cin: ch3x3red, cout: ch3x3, kernel: 3, pad: 1 });
+  let b3 = t.basicConv(`${p}.branch3.0`, x, { cin, cout: ch5x5red, kernel: 1 });
+  b3 = t.basicConv(`${p}.branch3.1`, b3, { cin: ch5x5red, cout: ch5x5, kernel: 3, pad: 1 });
   let b4 = t.maxPool(`${p}.branch4.0`, x, 3, 1, 1, true);
-  b4 = t.basicConv(`${p}.branch4.1`, b4, { cin: m.cin, cout: m.poolProj, kernel: 1 });
+  b4 = t.basicConv(`${p}.branch4.1`, b4, { cin, cout: poolProj, kernel: 1 });
   return t.concat(p, [b1, b2, b3, b4]);
 }

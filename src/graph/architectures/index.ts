@@ -28,6 +28,13 @@ export interface BuildOptions {
   inputSize?: number;
   /** The batch dimension: a number, or 'batch' for a symbolic one (default 1). */
   batch?: number | 'batch';
+  /**
+   * Channel multiplier, 0 < width ≤ 1 (default 1, the published network): every channel count,
+   * and the hidden width of AlexNet's and VGG's classifiers, is scaled and rounded to a multiple
+   * of 8 (at least 8). Layer names and layout are unchanged. A narrow network for small data
+   * and slow devices (the project's own pretrained source network is ResNet-50 at width 0.125).
+   */
+  width?: number;
 }
 
 export interface ArchitectureInfo {
@@ -36,7 +43,7 @@ export interface ArchitectureInfo {
   defaultInputSize: number;
   /** The smallest square input whose feature maps do not vanish. */
   minInputSize: number;
-  /** Channels of the last feature map (the width of includeTop=false with pooling). */
+  /** Channels of the last feature map at width 1 (the width of includeTop=false with pooling). */
   featureChannels: number;
   /** torchvision's count, sum(p.numel() for p in model.parameters()), with 1000 classes. */
   publishedParameters: number;
@@ -131,8 +138,8 @@ export function buildArchitecture(name: ArchitectureName, options: BuildOptions 
   graph.name = info.name;
   graph.irVersion = 8;
   graph.opsetImports = [{ domain: '', version: 17 }];
-  graph.modelDocString = `${info.description}; seeded random weights (seed ${o.seed}), torchvision ONNX layout`;
-  const t = new TorchLayout(graph, o.seed);
+  graph.modelDocString = `${info.description}${o.width === 1 ? '' : `, width ${o.width}`}; seeded random weights (seed ${o.seed}), torchvision ONNX layout`;
+  const t = new TorchLayout(graph, o.seed, o.width);
   let x = family.features(t, t.addInput('input', [o.batch, 3, o.inputSize, o.inputSize]));
   if (o.includeTop) x = family.classifier(t, x, o.classes);
   else if (o.pooling) x = t.flatten('', t.globalPool('', x, o.pooling));
@@ -161,6 +168,7 @@ interface ResolvedOptions {
   seed: number;
   inputSize: number;
   batch: Dim;
+  width: number;
 }
 
 function resolveOptions(info: ArchitectureInfo, options: BuildOptions): ResolvedOptions {
@@ -170,6 +178,7 @@ function resolveOptions(info: ArchitectureInfo, options: BuildOptions): Resolved
   const seed = options.seed ?? 0;
   const inputSize = options.inputSize ?? info.defaultInputSize;
   const batch = options.batch ?? 1;
+  const width = options.width ?? 1;
   const bad = (what: string) => new ModelError(`${info.name}: ${what}`);
   if (pooling !== null && pooling !== 'avg' && pooling !== 'max') throw bad(`pooling '${String(pooling)}' is not accepted; accepted: 'avg', 'max' or null`);
   if (includeTop && pooling !== null) throw bad(`pooling '${pooling}' applies only without the classifier (includeTop=false); with the top the classifier's own pooling is used`);
@@ -180,5 +189,8 @@ function resolveOptions(info: ArchitectureInfo, options: BuildOptions): Resolved
     throw bad(`inputSize ${inputSize} is not accepted: it must be an integer ≥ ${info.minInputSize} (smaller inputs shrink the feature maps to nothing); default ${info.defaultInputSize}`);
   }
   if (batch !== 'batch' && (!Number.isInteger(batch) || batch < 1)) throw bad(`batch must be a positive integer or 'batch' (symbolic), got ${String(batch)}`);
-  return { includeTop, pooling, classes, seed, inputSize, batch };
+  if (typeof width !== 'number' || !(width > 0 && width <= 1)) {
+    throw bad(`width ${String(width)} is not accepted: the channel multiplier must be a number with 0 < width ≤ 1 (1: the published network; 0.25: a quarter of every channel count)`);
+  }
+  return { includeTop, pooling, classes, seed, inputSize, batch, width };
 }

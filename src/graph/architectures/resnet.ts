@@ -15,16 +15,19 @@ export const RESNET50_STAGES: { blocks: number; width: number; stride: number }[
 const EXPANSION = 4;
 const EPSILON = 1e-5;
 
-/** The stem (`conv1`, `bn1`, `relu`, `maxpool`) and `layer1` … `layer4`: a 2048-channel map. */
+/** The stem (`conv1`, `bn1`, `relu`, `maxpool`) and `layer1` … `layer4`: a 2048-channel map
+ * (at width 1; the width multiplier scales the stem and each stage's bottleneck width, and a
+ * block's output stays 4× its bottleneck width, as in torchvision's width_per_group). */
 export function resnet50Features(t: TorchLayout, x: string): string {
-  x = t.conv('conv1', x, { cin: 3, cout: 64, kernel: 7, stride: 2, pad: 3 });
-  x = t.relu('relu', t.batchNorm('bn1', x, 64, EPSILON));
+  const stem = t.ch(64);
+  x = t.conv('conv1', x, { cin: 3, cout: stem, kernel: 7, stride: 2, pad: 3 });
+  x = t.relu('relu', t.batchNorm('bn1', x, stem, EPSILON));
   x = t.maxPool('maxpool', x, 3, 2, 1);
-  let channels = 64;
+  let channels = stem;
   RESNET50_STAGES.forEach((stage, s) => {
     for (let b = 0; b < stage.blocks; b++) {
-      x = bottleneck(t, `layer${s + 1}.${b}`, x, channels, stage.width, b === 0 ? stage.stride : 1);
-      channels = stage.width * EXPANSION;
+      x = bottleneck(t, `layer${s + 1}.${b}`, x, channels, t.ch(stage.width), b === 0 ? stage.stride : 1);
+      channels = t.ch(stage.width) * EXPANSION;
     }
   });
   return x;
@@ -34,7 +37,7 @@ export const RESNET50_FEATURE_CHANNELS = 512 * EXPANSION;
 
 /** `avgpool` (global), flatten, `fc`. */
 export function resnet50Classifier(t: TorchLayout, x: string, classes: number): string {
-  return t.linear('fc', t.flatten('', t.adaptiveAvgPool('avgpool', x, 1)), RESNET50_FEATURE_CHANNELS, classes);
+  return t.linear('fc', t.flatten('', t.adaptiveAvgPool('avgpool', x, 1)), t.channels(x), classes);
 }
 
 /** 1×1 reduce, 3×3 (carrying the stride), 1×1 expand; the shortcut is projected when the shape changes. */

@@ -27,8 +27,20 @@ export class TorchLayout {
   /** How often each module has been called: torch names a module's second call `relu_1`. */
   private readonly calls = new Map<string, number>();
 
-  constructor(readonly graph: Graph, seed: number) {
+  /** `width`: the channel multiplier every family applies through ch() (1: the published network). */
+  constructor(readonly graph: Graph, seed: number, readonly width = 1) {
     this.builder = new GraphBuilder(graph, seed);
+  }
+
+  /** A published channel count scaled by the width multiplier: a multiple of 8 (whole SIMD
+   * vectors for the kernels), at least 8; exactly `channels` at width 1. */
+  ch(channels: number): number {
+    return scaleChannels(channels, this.width);
+  }
+
+  /** The channel dimension of a 4-D (or [N, C]) value. */
+  channels(value: string): number {
+    return this.shape(value)[1] as number;
   }
 
   /** The input shape, [N, C, H, W] with symbolic or numeric N. */
@@ -191,6 +203,12 @@ export class TorchLayout {
     const inferred = shapeRuleFor(this.graph, node)(ctx);
     node.outputs.forEach((o, i) => this.graph.values.set(o, { name: o, dtype: inferred[i].dtype, shape: inferred[i].shape }));
   }
+}
+
+/** `channels`·`width` rounded to a multiple of 8, at least 8; `channels` itself at width 1. */
+export function scaleChannels(channels: number, width: number): number {
+  if (width === 1) return channels;
+  return Math.max(8, Math.round((channels * width) / 8) * 8);
 }
 
 function pair(v: number | [number, number]): [number, number] {

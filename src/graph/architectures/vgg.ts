@@ -21,19 +21,22 @@ export function vggFeatures(t: TorchLayout, x: string, depth: VggDepth): string 
       x = t.maxPool(`features.${index++}`, x, 2, 2);
       continue;
     }
-    x = t.conv(`features.${index++}`, x, { cin: channels, cout: item, kernel: 3, pad: 1, bias: true });
+    x = t.conv(`features.${index++}`, x, { cin: channels, cout: t.ch(item), kernel: 3, pad: 1, bias: true });
     x = t.relu(`features.${index++}`, x);
-    channels = item;
+    channels = t.ch(item);
   }
   return x;
 }
 
 export const VGG_FEATURE_CHANNELS = 512;
 
-/** `avgpool` (adaptive 7×7), flatten, `classifier.0/3/6` (dropouts 2 and 5 vanish in eval mode). */
+/** `avgpool` (adaptive 7×7), flatten, `classifier.0/3/6` (dropouts 2 and 5 vanish in eval mode);
+ * the width multiplier scales the 4096 hidden units too. */
 export function vggClassifier(t: TorchLayout, x: string, classes: number): string {
+  const hidden = t.ch(4096);
+  const flat = t.channels(x) * 7 * 7;
   x = t.flatten('', t.adaptiveAvgPool('avgpool', x, 7));
-  x = t.relu('classifier.1', t.linear('classifier.0', x, 512 * 7 * 7, 4096));
-  x = t.relu('classifier.4', t.linear('classifier.3', x, 4096, 4096));
-  return t.linear('classifier.6', x, 4096, classes);
+  x = t.relu('classifier.1', t.linear('classifier.0', x, flat, hidden));
+  x = t.relu('classifier.4', t.linear('classifier.3', x, hidden, hidden));
+  return t.linear('classifier.6', x, hidden, classes);
 }

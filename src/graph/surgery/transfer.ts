@@ -5,6 +5,7 @@
 //   4. as 3, and with `reinitialize` every weight starts afresh (the architecture only).
 import { ModelError } from '../errors.ts';
 import type { Graph } from '../ir.ts';
+import { LABELS_KEY } from '../model-metadata.ts';
 import { initWeights, seedFor } from '../random.ts';
 import { isFloatType, sizeOf, type TensorValue } from '../tensor.ts';
 import { dataInputs, descendants, forgetShapes, keepUpTo, refresh, shapeOf, showShape, stateTensors } from './common.ts';
@@ -25,6 +26,10 @@ export interface TransferOptions {
   /** End the new head with Softmax; default: as the original head did (a zoo model's Softmax
    * stays, a torchvision export's logits stay logits). */
   softmax?: boolean;
+  /** Cases 1 and 2: how the kept feature map becomes the new layer's input: global average
+   * (default) or max pooling, or 'flatten', which keeps where things are (useful for an early
+   * cut on small maps, where averaging keeps only which textures are present). */
+  pooling?: 'avg' | 'max' | 'flatten';
 }
 
 export interface TransferSummary {
@@ -50,6 +55,8 @@ export function transfer(graph: Graph, options: TransferOptions): { graph: Graph
   if (!Number.isInteger(options.seed)) throw new ModelError(`transfer: seed must be an integer, got ${options.seed}`, { file });
   if (options.cutAt !== undefined && options.case !== 2) throw new ModelError(`transfer: cutAt applies to case 2 only (case ${options.case} ${options.case === 1 ? 'cuts at the features' : 'keeps the whole network'})`, { file });
   if (options.reinitialize && options.case !== 4) throw new ModelError(`transfer: reinitialize applies to case 4 only`, { file });
+  if (options.pooling !== undefined && options.case > 2) throw new ModelError(`transfer: pooling applies to cases 1 and 2 (cases 3 and 4 keep the network's own head)`, { file });
+  if (options.pooling !== undefined && !['avg', 'max', 'flatten'].includes(options.pooling)) throw new ModelError(`transfer: pooling must be 'avg', 'max' or 'flatten', got '${String(options.pooling)}'`, { file });
 
   const warnings: string[] = [];
   let g: Graph;
@@ -81,7 +88,7 @@ export function transfer(graph: Graph, options: TransferOptions): { graph: Graph
     for (const init of kept.initializers.values()) init.trainable = false;
     const shape = shapeOf(kept, cutPoint);
     const grafted = graft(kept, {
-      pooling: shape && shape.length > 2 ? 'avg' : 'none',
+      pooling: shape && shape.length > 2 ? (options.pooling ?? 'avg') : 'none',
       classes: options.classes,
       softmax: options.softmax ?? (head ? head.softmax !== undefined : true),
       seed: options.seed,
@@ -102,6 +109,9 @@ export function transfer(graph: Graph, options: TransferOptions): { graph: Graph
       reinitLayers(g, g.nodes.filter((n) => n.inputs.some((i) => g.initializers.has(i) && !fresh.has(i))), options.seed);
     }
   }
+  // The classifier is new: the source's class names no longer describe its outputs (the
+  // preprocessing still describes the inputs, so it stays).
+  g.metadataProps = g.metadataProps.filter((p) => p.key !== LABELS_KEY);
   makeBatchFlexible(g);
   refresh(g);
   return {

@@ -1,0 +1,45 @@
+// `graft inspect --input` at another batch size than the one a zoo model declares (1): the
+// README's example, on every shipped light model, named or not; the batch reaches the classifier.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { LIGHT_MODELS, lightModelPath } from './helpers/reference-models.ts';
+
+const REPO_ROOT = path.resolve(import.meta.dirname, '..');
+const cli = (...args: string[]) => spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'graft.mjs'), ...args], { encoding: 'utf8', cwd: REPO_ROOT });
+const totals = (stdout: string) => /^parameters: .*$/m.exec(stdout)?.[0];
+
+describe('graft inspect --input', () => {
+  it('binds batch 8 on every light model; every shape starts with 8; totals as at batch 1 (ResNet-50, VGG-19)', () => {
+    for (const name of LIGHT_MODELS) {
+      const at8 = cli('inspect', lightModelPath(name), '--input', '8x3x224x224');
+      expect(at8.status, `${name}: ${at8.stderr}`).toBe(0);
+      const input = /^input: +(\S+) float32 \[(.*)\]$/m.exec(at8.stdout)!;
+      expect(input[2], name).toBe('8, 3, 224, 224');
+      expect(/^output: +\S+ float32 \[(\d+)/m.exec(at8.stdout)![1], name).toBe('8');
+      const rows = at8.stdout.split('\n').filter((l) => /^\d+ /.test(l));
+      expect(rows.length).toBeGreaterThan(10);
+      for (const row of rows) expect(row, `${name}: ${row}`).toMatch(/\[8(, \d+)*\]/);
+      if (name === 'resnet50' || name === 'vgg19') {
+        // The batch changes shapes, not parameters (VGG's flatten feeds a 102M-weight Gemm).
+        expect(totals(at8.stdout), name).toBe(totals(cli('inspect', lightModelPath(name)).stdout));
+      }
+      if (name === 'resnet50') {
+        // The named form, with the model's own input name.
+        const named = cli('inspect', lightModelPath(name), '--input', `${input[1]}=8x3x224x224`);
+        expect(named.status, named.stderr).toBe(0);
+        expect(named.stdout).toBe(at8.stdout);
+      }
+    }
+  }, 180_000);
+
+  it('a wrong name or a malformed shape is one line naming the flag', () => {
+    const wrong = cli('inspect', lightModelPath('resnet50'), '--input', 'data_0=8x3x224x224');
+    expect(wrong.status).toBe(1);
+    expect(wrong.stderr.trim().split('\n')).toHaveLength(1);
+    expect(wrong.stderr).toMatch(/'data_0', which is not a graph input; inputs: gpu_0\/data_0/);
+    const malformed = cli('inspect', lightModelPath('resnet50'), '--input', '8by3');
+    expect(malformed.status).toBe(2);
+    expect(malformed.stderr).toMatch(/^graft inspect: --input expects \[name=\]DxDxD .*, got '8by3'/);
+  }, 60_000);
+});
