@@ -179,6 +179,29 @@ describe('openImageFolder', () => {
     }
   });
 
+  it('pixels: false gives the epoch\'s labels and indices without decoding anything; known-bad files stay out', async () => {
+    const warnings: string[] = [];
+    const source = await openImageFolder(folder, { preprocess: SPEC, workers: 1, onWarning: (m) => warnings.push(m) });
+    try {
+      const options = { batchSize: 3, shuffle: true, seed: 7 };
+      const bare = await collect(source, 2, { ...options, pixels: false });
+      expect(warnings).toEqual([]); // nothing was decoded, so the bad files were not met
+      expect(source.skipped).toEqual([]);
+      expect(bare.every((b) => b.images.length === 0)).toBe(true);
+      // The same order as a decoded epoch, which also meets (and from then on leaves out) the bad files.
+      const decoded = await collect(source, 2, options);
+      const badIndices = new Set(source.skipped.map((s) => source.files.indexOf(s.file)));
+      expect(badIndices.size).toBe(BAD.length);
+      const order = bare.flatMap((b) => Array.from(b.indices));
+      expect(order.filter((i) => !badIndices.has(i))).toEqual(decoded.flatMap((b) => Array.from(b.indices)));
+      expect(bare.flatMap((b) => Array.from(b.labels))).toEqual(order.map((i) => source.labels[i]));
+      const again = (await collect(source, 2, { ...options, pixels: false })).flatMap((b) => Array.from(b.indices));
+      expect(again).toEqual(order.filter((i) => !badIndices.has(i)));
+    } finally {
+      await source.close();
+    }
+  });
+
   it('aligns labels to a model class list that contains the folder classes', async () => {
     const source = await openImageFolder(folder, { preprocess: SPEC, classes: ['bird', 'dog', 'cat'], workers: 1 });
     await source.close();

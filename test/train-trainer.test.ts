@@ -11,7 +11,7 @@ import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import type { Checkpoint } from '../src/train/checkpoint.ts';
 import { readLabels, writeLabels } from '../src/graph/model-metadata.ts';
-import { BatchSourceError, fit, Trainer, TrainingDivergedError, type BatchSource, type StepInfo, type TrainBatch } from '../src/train/trainer.ts';
+import { BatchSourceError, fit, Trainer, TrainingDivergedError, type BatchRequest, type BatchSource, type StepInfo, type TrainBatch } from '../src/train/trainer.ts';
 import { mulberry32, randomFloat32Array } from './helpers/random.ts';
 import { onnxBytesForOrt, runOrt } from './helpers/reference-models.ts';
 import { relL2 } from './helpers/reference-ops.ts';
@@ -465,6 +465,43 @@ describe('trainer: what a user expects (progress, stop and resume, cached valida
     expect(last.valSeconds).toBeGreaterThan(0);
     expect(logs.some((l) => /s training, .* s validation/.test(l))).toBe(true);
     result.trainer.dispose();
+  });
+
+  it('frozen body: once every example is cached the trainer asks for labels only; honouring it changes nothing, a source that changes its examples is refused', async () => {
+    const frozen = () => {
+      const graph = smallCnn();
+      for (const name of BODY) graph.initializers.get(name)!.trainable = false;
+      return graph;
+    };
+    const train = dataset(12, 51);
+    const val = dataset(10, 53);
+    const full = batchesOf(train, 5);
+    const fullVal = batchesOf(val, 5);
+    // A source that honours the request: empty images, the same labels and indices.
+    const requests: [string, number, boolean | undefined][] = [];
+    const honouring = (what: string, all: (epoch: number) => TrainBatch[]) => (epoch: number, request?: BatchRequest) => {
+      requests.push([what, epoch, request?.pixels]);
+      return all(epoch).map((b) => (request?.pixels === false ? { ...b, images: new Float32Array(0) } : b));
+    };
+    const options = { epochs: 4, stepsPerEpoch: 3, optimizer: { type: 'sgd' as const, lr: 0.1 } };
+    const reference = await fit(gpu, frozen(), full, { ...options, validation: fullVal });
+    const labelsOnly = await fit(gpu, frozen(), honouring('train', full), { ...options, validation: honouring('val', fullVal) });
+    expect(labelsOnly.featureCache).toBe(true);
+    // Epoch 0 (and its validation pass) needs pixels; the next epoch is asked for during epoch 0, already without.
+    expect(requests.filter(([w]) => w === 'train')).toEqual([['train', 0, true], ['train', 1, false], ['train', 2, false], ['train', 3, false]]);
+    expect(requests.filter(([w]) => w === 'val')).toEqual([['val', 0, true], ['val', 0, false], ['val', 0, false], ['val', 0, false]]);
+    expect(labelsOnly.history.map((m) => [m.loss, m.valLoss])).toEqual(reference.history.map((m) => [m.loss, m.valLoss]));
+    const weights = async (t: Trainer) => [...(await t.exportGraph()).initializers.values()].map((i) => [...(i.value.data as Float32Array)]);
+    expect(await weights(labelsOnly.trainer)).toEqual(await weights(reference.trainer));
+    reference.trainer.dispose();
+    labelsOnly.trainer.dispose();
+    // Honouring the request but bringing examples never seen: a clear error, not a wrong feed.
+    const shifting = (epoch: number, request?: BatchRequest) =>
+      full(epoch).map((b) => (request?.pixels === false ? { ...b, images: new Float32Array(0), indices: b.indices!.map((i) => i + 100) } : b));
+    await expect(fit(gpu, frozen(), shifting, options)).rejects.toThrow(/example 100 was never seen: a source that honours \{ pixels: false \} must visit the same examples every epoch/);
+    // Without a frozen body nothing is cached: an empty batch is refused naming the step.
+    const empty = () => full(0).map((b) => ({ ...b, images: new Float32Array(0) }));
+    await expect(fit(gpu, smallCnn(), empty, { epochs: 1, optimizer: { type: 'sgd', lr: 0.1 } })).rejects.toThrow(/images hold 0 floats/);
   });
 
   it('classify: softmax of the logits once (the graph ends in Softmax), top-k by probability, labels from metadata, any image count', async () => {

@@ -57,6 +57,7 @@ export {
   softmaxRows,
   Trainer,
   TrainingDivergedError,
+  type BatchRequest,
   type BatchSource,
   type Classification,
   type ClassifyOptions,

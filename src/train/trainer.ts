@@ -33,8 +33,17 @@ export interface TrainBatch {
   readonly indices?: Uint32Array;
 }
 
-/** The batches of one epoch (a new order per epoch is the source's business). */
-export type BatchSource = (epoch: number) => AsyncIterable<TrainBatch> | Iterable<TrainBatch>;
+/**
+ * The batches of one epoch (a new order per epoch is the source's business). `request.pixels`
+ * false: the trainer holds cached features of every example it has seen and needs only labels
+ * and indices, so a source that visits the same examples every epoch may skip decoding and yield
+ * batches with empty `images` (a source may also ignore the request).
+ */
+export type BatchSource = (epoch: number, request?: BatchRequest) => AsyncIterable<TrainBatch> | Iterable<TrainBatch>;
+
+export interface BatchRequest {
+  readonly pixels: boolean;
+}
 
 /** fit/evaluate were given something that is not a BatchSource (say, one epoch's iterator). */
 export class BatchSourceError extends Error {
@@ -252,6 +261,10 @@ export class Trainer {
     // load while those steps run (a loader starts an epoch only when asked; two: by then one that
     // reads two batches ahead has queued all of this epoch's): no wait at epoch starts.
     let ahead: EpochAhead | undefined;
+    // Every batch of the last full epoch trained on cached features: later epochs need no pixels.
+    let cacheComplete = false;
+    let aheadPixels = true;
+    let valCacheComplete = false;
     try {
       for (let epoch = startEpoch; epoch < options.epochs && !interrupted; epoch++) {
         const resumed = epoch === startEpoch ? partial : undefined;
@@ -267,7 +280,9 @@ export class Trainer {
         let lr = schedule.lrAt(this.#steps);
         let index = 0;
         let cachedEpoch = false;
-        const epochBatches = ahead?.iterable ?? batches(epoch);
+        let everyBatchCached = true;
+        const pixels = ahead ? aheadPixels : !cacheComplete;
+        const epochBatches = ahead?.iterable ?? batches(epoch, { pixels });
         checkEpoch(epochBatches, 'fit');
         const started = ahead?.started;
         ahead = undefined;
@@ -277,12 +292,17 @@ export class Trainer {
           if (++index <= (resumed?.batches ?? 0)) continue;
           const stepWaitMs = performance.now() - segment;
           waitMs += stepWaitMs;
-          if (!ahead && stepsInEpoch !== undefined && index >= stepsInEpoch - 2 && epoch + 1 < options.epochs && !options.signal?.aborted) {
-            ahead = startAhead(batches(epoch + 1));
-          }
           const where = `epoch ${epoch + 1}, batch ${index}, step ${this.#steps + 1}`;
-          this.#checkBatch(batch, where);
+          this.#checkBatch(batch, where, !pixels);
           const mode = this.#cacheMode(batch, options);
+          if (!mode) everyBatchCached = false;
+          if (!ahead && stepsInEpoch !== undefined && index >= stepsInEpoch - 2 && epoch + 1 < options.epochs && !options.signal?.aborted) {
+            // Every batch of this epoch goes through the cache (the source gives the same kind of
+            // batch throughout): by the next epoch every example's features are held, no pixels needed.
+            aheadPixels = !(mode && everyBatchCached && !resumed);
+            ahead = startAhead(batches(epoch + 1, { pixels: aheadPixels }));
+          }
+          if (!mode && batch.images.length === 0) throw new BatchSourceError(`${where}: the batch came without images, but this step needs them (it does not train on cached features)`);
           if (mode && !cacheUsed) {
             cacheUsed = true;
             log(`feature caching: nothing before '${mode.partition.boundary.join("', '")}' trains and the inputs are not augmented, so the frozen body runs once per example and the head trains on cached features`);
@@ -330,6 +350,7 @@ export class Trainer {
         }
         if (interrupted) break;
         if (samples === 0) throw new BatchSourceError(`fit: the batch source gave no batches for epoch ${epoch + 1}`);
+        cacheComplete = cachedEpoch && everyBatchCached && !resumed;
         const metrics: EpochMetrics = {
           epoch: epoch + 1, loss: loss / samples, top1: top1 / samples, top5: top5 / samples, samples, steps, lr,
           seconds: trainMs / 1000, trainSeconds: trainMs / 1000, valSeconds: 0, dataWaitSeconds: waitMs / 1000,
@@ -337,7 +358,12 @@ export class Trainer {
         if (options.validation) {
           const started = Date.now();
           // With a frozen body the validation images go through it once too (their own cache: never mixed with training indices).
-          const v = cachedEpoch ? await this.#evaluateCached(options.validation, valCache) : await this.evaluate(options.validation);
+          let v: EvaluateResult;
+          if (cachedEpoch) {
+            const pass = await this.#evaluateCached(options.validation, valCache, valCacheComplete);
+            v = pass.result;
+            valCacheComplete = pass.complete;
+          } else v = await this.evaluate(options.validation);
           metrics.valSeconds = (Date.now() - started) / 1000;
           metrics.seconds += metrics.valSeconds;
           Object.assign(metrics, { valLoss: v.loss, valTop1: v.top1, valTop5: v.top5 });
@@ -382,28 +408,35 @@ export class Trainer {
   }
 
   /** Evaluation of the head on features cached per dataset index (the frozen body runs once per example). */
-  #evaluateCached(batches: BatchSource, cache: Map<number, Float32Array[]>): Promise<EvaluateResult> {
+  async #evaluateCached(batches: BatchSource, cache: Map<number, Float32Array[]>, labelsOnly: boolean): Promise<{ result: EvaluateResult; complete: boolean }> {
+    let complete = true;
     // The partition of the graph at this batch's size (nodes differ per prepared size).
-    return this.#evaluateWith(batches, 'head-evaluate', (batch) =>
-      batch.indices ? this.#features(batch, partitionGraph(this.#prepared(batch.size)), cache) : undefined);
+    const result = await this.#evaluateWith(batches, 'head-evaluate', (batch) => {
+      if (!batch.indices) complete = false;
+      return batch.indices ? this.#features(batch, partitionGraph(this.#prepared(batch.size)), cache) : undefined;
+    }, { pixels: !labelsOnly });
+    // Every validation example now has its features cached: later passes need no pixels.
+    return { result, complete };
   }
 
   async #evaluateWith(
     batches: BatchSource,
     kind: 'evaluate' | 'head-evaluate',
     feedsOf: (batch: TrainBatch) => Map<string, Float32Array> | undefined | Promise<Map<string, Float32Array> | undefined>,
+    request?: BatchRequest,
   ): Promise<EvaluateResult> {
     let loss = 0;
     let top1 = 0;
     let top5 = 0;
     let samples = 0;
     let index = 0;
-    const epochBatches = batches(0);
+    const epochBatches = request ? batches(0, request) : batches(0);
     checkEpoch(epochBatches, 'evaluate');
     for await (const batch of epochBatches) {
       const where = `evaluation, batch ${++index}`;
-      this.#checkBatch(batch, where);
+      this.#checkBatch(batch, where, request?.pixels === false);
       const cached = await feedsOf(batch);
+      if (!cached && batch.images.length === 0) throw new BatchSourceError(`${where}: the batch came without images and without dataset indices to find cached features by`);
       // A batch without dataset indices cannot use the cache: it runs through the whole model.
       const plan = await this.#plan(batch.size, cached ? kind : 'evaluate');
       this.#checkLabels(batch, plan.classes, where);
@@ -579,12 +612,13 @@ export class Trainer {
   }
 
   /** A batch whose images do not hold size × C·H·W floats, or whose labels do not match its size, is refused naming where. */
-  #checkBatch(batch: TrainBatch, where: string): void {
+  /** `labelsOnly`: the trainer asked for no pixels, so a batch may come with empty images. */
+  #checkBatch(batch: TrainBatch, where: string, labelsOnly = false): void {
     const per = this.#exampleFloats();
     const dims = this.#graph.feedInputs[0].shape?.slice(1).join('×');
     if (!Number.isInteger(batch.size) || batch.size < 1) throw new ModelError(`${where}: batch size ${batch.size} is not a positive integer`);
     if (batch.labels.length !== batch.size) throw new ModelError(`${where}: ${batch.labels.length} labels for a batch of ${batch.size} images`);
-    if (per !== undefined && batch.images.length !== batch.size * per) {
+    if (per !== undefined && batch.images.length !== batch.size * per && !(labelsOnly && batch.images.length === 0)) {
       const each = batch.images.length / batch.size;
       throw new ModelError(
         `${where}: the images hold ${batch.images.length} floats, but ${batch.size} images of ${dims} (${per} floats each) need ${batch.size * per}` +
@@ -633,6 +667,13 @@ export class Trainer {
     const n = batch.size;
     const indices = batch.indices!;
     if (![...indices].every((i) => cache.has(i))) {
+      if (batch.images.length === 0) {
+        const missing = [...indices].find((i) => !cache.has(i));
+        throw new BatchSourceError(
+          `a batch came without images (the trainer asked for labels only, holding the features of every example seen so far), but example ${missing} was never seen: ` +
+            'a source that honours { pixels: false } must visit the same examples every epoch',
+        );
+      }
       let body = this.#bodies.get(n);
       if (!body) {
         const full = this.#prepared(n);

@@ -14,7 +14,7 @@ import { loadCheckpoint, saveCheckpoint } from '../../node/checkpoint-files.ts';
 import { loadModelFile, writeFileAtomic } from '../../node/files.ts';
 import type { Checkpoint } from '../../train/checkpoint.ts';
 import type { OptimizerType } from '../../train/optimizers.ts';
-import { Trainer, type EpochMetrics, type TrainBatch } from '../../train/trainer.ts';
+import { Trainer, type BatchRequest, type EpochMetrics, type TrainBatch } from '../../train/trainer.ts';
 import { parseArgs, UsageError, type CommandSpec } from '../args.ts';
 import {
   besides, checkOutputFile, checkWritableFolder, choiceFlag, choosePreprocess, describePreprocess, integerFlag,
@@ -156,11 +156,12 @@ export const trainCommand: CommandSpec = {
         say(`resuming from ${checkpointPath} (epoch ${resume.epoch}, step ${resume.step})`);
       }
       const source = train;
-      const batches = (epoch: number): AsyncIterable<TrainBatch> =>
-        source.batches(epoch, { batchSize, shuffle: true, seed, indices: trainIndices, ...(augmented ? { augment } : {}) });
+      // The trainer asks for labels only (request.pixels false) once it holds every image's features.
+      const batches = (epoch: number, request?: BatchRequest): AsyncIterable<TrainBatch> =>
+        source.batches(epoch, { batchSize, shuffle: true, seed, indices: trainIndices, pixels: request?.pixels, ...(augmented ? { augment } : {}) });
       const validation = val
-        ? (() => val!.batches(0, { batchSize }))
-        : valIndices?.length ? (() => source.batches(0, { batchSize, indices: valIndices })) : undefined;
+        ? ((_: number, request?: BatchRequest) => val!.batches(0, { batchSize, pixels: request?.pixels }))
+        : valIndices?.length ? ((_: number, request?: BatchRequest) => source.batches(0, { batchSize, indices: valIndices, pixels: request?.pixels })) : undefined;
       progress = new Progress(process.stdout, epochs);
       if (!progress.interactive) say(`training ${epochs} epochs of ${Math.ceil(trainCount / batchSize)} steps (batch ${batchSize}, ${optimizer}, lr ${lr})`);
       let checkpointSaved = false;

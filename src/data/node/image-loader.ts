@@ -51,6 +51,11 @@ export interface ImageBatchOptions {
   readonly indices?: ArrayLike<number>;
   /** Batches decoded ahead of the one being consumed (default 2). */
   readonly prefetch?: number;
+  /**
+   * false: labels and indices only, `images` empty, nothing decoded (for a trainer that holds
+   * every example's features already: the Trainer's BatchRequest). Default true.
+   */
+  readonly pixels?: boolean;
 }
 
 export interface ImageFolderSource {
@@ -157,6 +162,10 @@ class Loader {
     // Files known to be bad from earlier epochs are left out up front.
     const order = (subset ? visit.map((i) => subset[i]) : visit).filter((i) => !this.bad.has(i));
     const count = options.dropLast ? Math.floor(order.length / batchSize) : Math.ceil(order.length / batchSize);
+    if (options.pixels === false) {
+      yield* labelBatches(labels, order, count, batchSize, this.spec.crop);
+      return;
+    }
     const owner = {};
     const start = (k: number): Promise<PoolResult>[] =>
       Array.from(order.subarray(k * batchSize, Math.min((k + 1) * batchSize, order.length)), (index) => {
@@ -214,6 +223,14 @@ class Loader {
       batchIndices[slot] = indices[n];
     });
     return { images, labels: batchLabels, size: kept.length, channels: 3, height: crop, width: crop, indices: batchIndices };
+  }
+}
+
+/** An epoch's batches without pixels: the labels and dataset indices in the epoch's order. */
+function* labelBatches(labels: Uint32Array, order: Uint32Array, count: number, batchSize: number, crop: number): Generator<Batch, void, undefined> {
+  for (let k = 0; k < count; k++) {
+    const indices = order.slice(k * batchSize, Math.min((k + 1) * batchSize, order.length));
+    yield { images: new Float32Array(0), labels: indices.map((i) => labels[i]), size: indices.length, channels: 3, height: crop, width: crop, indices };
   }
 }
 
