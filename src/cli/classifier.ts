@@ -34,8 +34,11 @@ export async function openClassifier(graph: Graph, file: string, gpu: GpuContext
       const parts: Float32Array[] = [];
       for (let start = 0; start < count; start += chunk) {
         const take = Math.min(chunk, count - start);
-        const data = new Float32Array(chunk * per); // the last chunk padded with zeros
-        data.set(images.subarray(start * per, (start + take) * per));
+        let data = images.subarray(start * per, (start + take) * per);
+        if (take < chunk) {
+          data = new Float32Array(chunk * per); // the last chunk padded with zeros
+          data.set(images.subarray(start * per, (start + take) * per));
+        }
         const result = (await session.run({ [input]: { dims, data } }))[logitsName];
         classes = result.data.length / chunk;
         // [batch, classes], or [batch, classes, 1, 1] as SqueezeNet ends.

@@ -201,6 +201,8 @@ export class Trainer {
   readonly #bodies = new Map<number, Promise<Session>>();
   readonly #input: string;
   readonly #preparedGraphs = new Map<number, Graph>();
+  /** partitionGraph of each prepared graph: asked for at every step of a cached epoch. */
+  readonly #partitions = new Map<number, GraphPartition>();
   #optimizer: Optimizer | undefined;
   #steps = 0;
   #disposed = false;
@@ -413,7 +415,7 @@ export class Trainer {
     // The partition of the graph at this batch's size (nodes differ per prepared size).
     const result = await this.#evaluateWith(batches, 'head-evaluate', (batch) => {
       if (!batch.indices) complete = false;
-      return batch.indices ? this.#features(batch, partitionGraph(this.#prepared(batch.size)), cache) : undefined;
+      return batch.indices ? this.#features(batch, this.#partition(batch.size), cache) : undefined;
     }, { pixels: !labelsOnly });
     // Every validation example now has its features cached: later passes need no pixels.
     return { result, complete };
@@ -577,6 +579,7 @@ export class Trainer {
     // New host weights must reach the GPU: parameter buffers are re-uploaded on first use.
     for (const name of this.#graph.initializers.keys()) this.#constants.forget(`const:${name}`);
     this.#preparedGraphs.clear();
+    this.#partitions.clear();
   }
 
   #prepared(batch: number): Graph {
@@ -592,7 +595,7 @@ export class Trainer {
     if (!plan) {
       plan = (async () => {
         const full = this.#prepared(batch);
-        const graph = kind === 'head' || kind === 'head-evaluate' ? headGraph(full, partitionGraph(full)) : full;
+        const graph = kind === 'head' || kind === 'head-evaluate' ? headGraph(full, this.#partition(batch)) : full;
         return TrainingPlan.create(this.#gpu, graph, {
           constants: this.#constants, labelSmoothing: this.#options.labelSmoothing, gemm: this.#options.gemm,
           mode: kind === 'evaluate' || kind === 'head-evaluate' ? 'evaluate' : 'train', dropout: this.#options.dropout,
@@ -656,9 +659,15 @@ export class Trainer {
     }
   }
 
+  #partition(batch: number): GraphPartition {
+    let p = this.#partitions.get(batch);
+    if (!p) this.#partitions.set(batch, (p = partitionGraph(this.#prepared(batch))));
+    return p;
+  }
+
   #cacheMode(batch: TrainBatch, options: FitOptions): { partition: GraphPartition } | undefined {
     if (options.featureCache === false || options.augmented || !batch.indices) return undefined;
-    const partition = partitionGraph(this.#prepared(batch.size));
+    const partition = this.#partition(batch.size);
     if (partition.frozen.length === 0 || partition.trainableReadsInput || partition.boundary.length === 0) return undefined;
     return { partition };
   }

@@ -55,7 +55,7 @@ export const evalCommand: CommandSpec = {
     try {
       const classifier = await openClassifier(graph, modelPath, gpu, batch, size);
       try {
-        let classNames = labels ?? data.classes;
+        const classNames = labels ?? data.classes;
         const evaluation = await evaluate(data, batch, (images, count) => classifier.logits(images, count), () => classifier.classes);
         const classes = classifier.classes;
         if (classNames.length !== classes) {
@@ -63,7 +63,6 @@ export const evalCommand: CommandSpec = {
             ? `${modelPath}: ${labels.length} labels in its metadata for ${classes} outputs`
             : `${modelPath} has no labels in its metadata and ${classes} outputs, but ${dataDir} has ${data.classes.length} class folders (${data.classes.join(', ')})`);
         }
-        if (!labels) classNames = data.classes;
         const out: string[] = [];
         out.push(`preprocessing from ${why}: ${describePreprocess(spec)}`);
         if (!labels) out.push(`note: ${modelPath} has no labels in its metadata; output i is taken to be folder class i (sorted names)`);
