@@ -48,8 +48,12 @@ export async function measureDataPipeline(options: DataPipelineOptions = {}): Pr
   const pools = options.workers ?? [...new Set([1, defaultWorkerCount()])];
   const decoders = options.decoders ?? ['sharp', 'jpeg-js'];
   const photoDir = options.photos ?? DARKNET;
-  if (!existsSync(photoDir)) throw new Error(`data-pipeline bench: ${photoDir} is missing; install it with sudo bash scripts/setup-system.sh`);
-  const photos = readdirSync(photoDir).filter((f) => /\.jpe?g$/i.test(f)).sort().map((f) => join(photoDir, f));
+  if (!existsSync(photoDir))
+    throw new Error(`data-pipeline bench: ${photoDir} is missing; install it with sudo bash scripts/setup-system.sh`);
+  const photos = readdirSync(photoDir)
+    .filter((f) => /\.jpe?g$/i.test(f))
+    .sort()
+    .map((f) => join(photoDir, f));
   if (photos.length === 0) throw new Error(`data-pipeline bench: no JPEGs in ${photoDir}`);
   const spec = preprocessPreset('torchvision', size);
   const root = mkdtempSync(join(tmpdir(), 'graft-bench-data-'));
@@ -73,21 +77,33 @@ export async function measureDataPipeline(options: DataPipelineOptions = {}): Pr
       const cpuSeconds = (cpu.user + cpu.system) / 1e6;
       const images = count * epochs;
       const ips = images / seconds;
-      return { decoder, workers, size, images, seconds, imagesPerSecond: ips, perThread: ips / Math.max(1, workers), cpuSeconds, imagesPerCpuSecond: images / cpuSeconds };
+      return {
+        decoder,
+        workers,
+        size,
+        images,
+        seconds,
+        imagesPerSecond: ips,
+        perThread: ips / Math.max(1, workers),
+        cpuSeconds,
+        imagesPerCpuSecond: images / cpuSeconds,
+      };
     };
     for (const decoder of decoders) {
       // The calling thread alone: what one core does with no pool overhead.
       const transform = evalTransform(spec);
       await transform(await decodeImageFile(files[0], { jpeg: decoder }), () => 0);
       begin();
-      for (let e = 0; e < epochs; e++) for (const f of files) transform(await decodeImageFile(f, { jpeg: decoder }), () => 0);
+      for (let e = 0; e < epochs; e++)
+        for (const f of files) transform(await decodeImageFile(f, { jpeg: decoder }), () => 0);
       rows.push(row(decoder, 0));
       for (const workers of pools) {
         const source = await openImageFolder(root, { preprocess: spec, workers, jpeg: decoder });
         try {
           for await (const _ of source.batches(0, { batchSize: 8 })) void _; // starts the workers
           begin();
-          for (let e = 1; e <= epochs; e++) for await (const _ of source.batches(e, { batchSize: 8, shuffle: true })) void _;
+          for (let e = 1; e <= epochs; e++)
+            for await (const _ of source.batches(e, { batchSize: 8, shuffle: true })) void _;
           rows.push(row(decoder, workers));
         } finally {
           await source.close();
@@ -142,10 +158,16 @@ async function main(argv: string[]): Promise<void> {
   if (unknown.length) throw new Error(`unknown option ${unknown[0]}; see --help`);
   const workersText = value('--workers');
   const workers = workersText?.split(',').map((w) => {
-    if (!/^[1-9]\d*$/.test(w)) throw new Error(`--workers takes positive integers separated by commas, got '${workersText}'`);
+    if (!/^[1-9]\d*$/.test(w))
+      throw new Error(`--workers takes positive integers separated by commas, got '${workersText}'`);
     return Number(w);
   });
-  const rows = await measureDataPipeline({ size: int('--size'), images: int('--images'), epochs: int('--epochs'), workers });
+  const rows = await measureDataPipeline({
+    size: int('--size'),
+    images: int('--images'),
+    epochs: int('--epochs'),
+    workers,
+  });
   console.log(argv.includes('--json') ? JSON.stringify(rows, null, 2) : formatDataPipelineTable(rows));
 }
 

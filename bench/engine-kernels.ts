@@ -4,7 +4,15 @@
 // run on our own command encoder so that the compute pass carries timestampWrites: Session and
 // Plan encode their own pass and take no timestamp writes.
 import { conv2dGemmProblem, conv2dPrograms, packConvWeights, type Conv2dParams } from '../src/kernels/conv.ts';
-import { defaultVariant, gemmPrograms, gemmTarget, variantKey, type GemmProblem, type GemmTarget, type GemmVariant } from '../src/kernels/gemm.ts';
+import {
+  defaultVariant,
+  gemmPrograms,
+  gemmTarget,
+  variantKey,
+  type GemmProblem,
+  type GemmTarget,
+  type GemmVariant,
+} from '../src/kernels/gemm.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { matmulProblem, packB } from '../src/kernels/linear.ts';
 import { prepareStep, STORAGE_USAGE, type KernelProgram, type KernelStep } from '../src/kernels/program.ts';
@@ -30,7 +38,15 @@ function choose(gpu: GpuContext, problem: GemmProblem, choice: VariantChoice): G
   return defaultVariant(problem, choice ?? gemmTarget(gpu));
 }
 
-export function matmulJob(gpu: GpuContext, M: number, K: number, N: number, x: Float32Array, w: Float32Array, choice?: VariantChoice): KernelJob {
+export function matmulJob(
+  gpu: GpuContext,
+  M: number,
+  K: number,
+  N: number,
+  x: Float32Array,
+  w: Float32Array,
+  choice?: VariantChoice,
+): KernelJob {
   const problem = matmulProblem([M, K], [K, N], true);
   const variant = choose(gpu, problem, choice);
   return {
@@ -43,12 +59,32 @@ export function matmulJob(gpu: GpuContext, M: number, K: number, N: number, x: F
   };
 }
 
-export function convJob(gpu: GpuContext, s: ConvShape, x: Float32Array, w: Float32Array, bias: Float32Array, choice?: VariantChoice): KernelJob {
+export function convJob(
+  gpu: GpuContext,
+  s: ConvShape,
+  x: Float32Array,
+  w: Float32Array,
+  bias: Float32Array,
+  choice?: VariantChoice,
+): KernelJob {
   const out = Math.floor((s.size + 2 * s.pad - s.kernel) / s.stride) + 1;
   const p: Conv2dParams = {
-    images: s.images, inChannels: s.inChannels, height: s.size, width: s.size, outChannels: s.outChannels, group: 1,
-    kernelH: s.kernel, kernelW: s.kernel, strideH: s.stride, strideW: s.stride, pads: [s.pad, s.pad, s.pad, s.pad],
-    dilationH: 1, dilationW: 1, outH: out, outW: out, hasBias: true,
+    images: s.images,
+    inChannels: s.inChannels,
+    height: s.size,
+    width: s.size,
+    outChannels: s.outChannels,
+    group: 1,
+    kernelH: s.kernel,
+    kernelW: s.kernel,
+    strideH: s.stride,
+    strideW: s.stride,
+    pads: [s.pad, s.pad, s.pad, s.pad],
+    dilationH: 1,
+    dilationW: 1,
+    outH: out,
+    outW: out,
+    hasBias: true,
   };
   const variant = choose(gpu, conv2dGemmProblem(p), choice);
   return {
@@ -75,7 +111,8 @@ export interface KernelRunner {
 /** `pace`: wait for the submit as Plan.execute does (SubmitPacer: a timer first on a software
  * adapter under Node, where dawn.node spins while a map is pending); false maps right away. */
 export async function kernelRunner(gpu: GpuContext, job: KernelJob, pace = true): Promise<KernelRunner> {
-  if (!gpu.hasFeature('timestamp-query')) throw new Error('the adapter has no timestamp-query: time kernels by wall clock instead');
+  if (!gpu.hasFeature('timestamp-query'))
+    throw new Error('the adapter has no timestamp-query: time kernels by wall clock instead');
   const device = gpu.device;
   const created: GPUBuffer[] = [];
   const buffers = new Map<string, GPUBuffer>();
@@ -93,7 +130,11 @@ export async function kernelRunner(gpu: GpuContext, job: KernelJob, pace = true)
   }
   const steps: KernelStep[] = [];
   for (const program of job.programs) {
-    const step = await prepareStep(gpu, program, program.bindings.filter((b) => b.name !== 'params').map((b) => ({ buffer: buffers.get(b.name)! })));
+    const step = await prepareStep(
+      gpu,
+      program,
+      program.bindings.filter((b) => b.name !== 'params').map((b) => ({ buffer: buffers.get(b.name)! })),
+    );
     for (const b of step.owned) bytes += b.size;
     created.push(...step.owned);
     steps.push(step);
@@ -102,7 +143,11 @@ export async function kernelRunner(gpu: GpuContext, job: KernelJob, pace = true)
   const resolved = gpu.createBuffer(`${job.label}:timestamps`, 16, 0x200 /* QUERY_RESOLVE */ | 0x04 /* COPY_SRC */);
   const stamps = gpu.createBuffer(`${job.label}:timestamps (read)`, 16, 0x01 /* MAP_READ */ | 0x08 /* COPY_DST */);
   const outBytes = job.output.floats * 4;
-  const staging = gpu.createBuffer(`${job.label}:output (read)`, Math.ceil(outBytes / 16) * 16, 0x01 /* MAP_READ */ | 0x08 /* COPY_DST */);
+  const staging = gpu.createBuffer(
+    `${job.label}:output (read)`,
+    Math.ceil(outBytes / 16) * 16,
+    0x01 /* MAP_READ */ | 0x08 /* COPY_DST */,
+  );
   created.push(resolved, stamps, staging);
   const input = buffers.get(job.activation)!;
   const output = buffers.get(job.output.name)!;
@@ -115,7 +160,10 @@ export async function kernelRunner(gpu: GpuContext, job: KernelJob, pace = true)
     async run(keepOutput: boolean) {
       gpu.upload(input, job.inputs[job.activation]);
       const encoder = device.createCommandEncoder({ label: job.label });
-      const pass = encoder.beginComputePass({ label: job.label, timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
+      const pass = encoder.beginComputePass({
+        label: job.label,
+        timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
+      });
       for (const s of steps) {
         pass.setPipeline(s.pipeline);
         pass.setBindGroup(0, s.bindGroup);

@@ -29,7 +29,9 @@ function nodeMacs(graph: Graph, node: Node): number | undefined {
   const shape = (name: string): number[] => {
     const dims = graph.initializers.get(name)?.value.dims ?? graph.values.get(name)?.shape;
     if (!dims || dims.some((d) => typeof d !== 'number')) {
-      throw new Error(`flops: '${name}' (of ${node.opType} '${node.name}') has no static shape; prepare the graph first`);
+      throw new Error(
+        `flops: '${name}' (of ${node.opType} '${node.name}') has no static shape; prepare the graph first`,
+      );
     }
     return dims as number[];
   };

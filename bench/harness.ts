@@ -40,11 +40,15 @@ export function defaultSamplesFor(firstMs: number): number {
  * Runs `iteration` once (untimed), then in a Benchmark.js deferred loop. `iteration` gets
  * whether this is the warm-up run.
  */
-export async function measure(name: string, iteration: (warmup: boolean) => Promise<void>, options: MeasureOptions = {}): Promise<Timing> {
+export async function measure(
+  name: string,
+  iteration: (warmup: boolean) => Promise<void>,
+  options: MeasureOptions = {},
+): Promise<Timing> {
   const start = performance.now();
   await iteration(true);
   const firstMs = performance.now() - start;
-  const minSamples = options.samplesFor ? options.samplesFor(firstMs) : options.minSamples ?? 5;
+  const minSamples = options.samplesFor ? options.samplesFor(firstMs) : (options.minSamples ?? 5);
   let failure: unknown;
   let runs = 0;
   const bench = new Benchmark(name, {

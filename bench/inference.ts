@@ -16,7 +16,13 @@ import type { Graph } from '../src/graph/ir.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import { Session } from '../src/runtime/session.ts';
-import { LIGHT_MODELS, lightModelPath, onnxBytesForOrt, randomizedLightModel, type LightModel } from '../test/helpers/reference-models.ts';
+import {
+  LIGHT_MODELS,
+  lightModelPath,
+  onnxBytesForOrt,
+  randomizedLightModel,
+  type LightModel,
+} from '../test/helpers/reference-models.ts';
 import { convJob, kernelRunner, matmulJob, type KernelJob } from './engine-kernels.ts';
 import { graphFlops } from './flops.ts';
 import { defaultSamplesFor, measure, median, relL2, RssPeak, settle, type Timing } from './harness.ts';
@@ -32,7 +38,8 @@ const option = (name: string): string | undefined => {
   return i >= 0 ? argv[i + 1] : undefined;
 };
 const MODELS = (option('--models')?.split(',') ?? [...LIGHT_MODELS]) as LightModel[];
-for (const m of MODELS) if (!LIGHT_MODELS.includes(m)) throw new Error(`--models: unknown model '${m}' (${LIGHT_MODELS.join(', ')})`);
+for (const m of MODELS)
+  if (!LIGHT_MODELS.includes(m)) throw new Error(`--models: unknown model '${m}' (${LIGHT_MODELS.join(', ')})`);
 const BATCHES = option('--batches')?.split(',').map(Number) ?? [1, 8];
 const MAX_TIME = Number(option('--max-time') ?? 3);
 const RUN_KERNELS = !flag('--skip-kernels');
@@ -88,7 +95,9 @@ function add(row: Row): Row {
   rows.push(row);
   const ms = row.ms !== undefined ? `${row.ms.toFixed(1)} ms` : 'failed';
   const gf = row.gflops !== undefined ? ` ${row.gflops.toFixed(2)} GFLOP/s` : '';
-  console.log(`  ${row.what} | ${row.engine} | ${row.method}: ${ms}${gf}${row.error ? ` ERROR ${row.error}` : ''}${row.notes.length ? ` (${row.notes.join('; ')})` : ''}`);
+  console.log(
+    `  ${row.what} | ${row.engine} | ${row.method}: ${ms}${gf}${row.error ? ` ERROR ${row.error}` : ''}${row.notes.length ? ` (${row.notes.join('; ')})` : ''}`,
+  );
   return row;
 }
 
@@ -131,17 +140,31 @@ async function ortRows(
       const tensor = new ort.Tensor('float32', feed.data, feed.dims);
       let out: Float32Array | undefined;
       const s = session;
-      const t = await measure(`${what} ${engine}`, async (warmup) => {
-        const result = await s.run({ [feed.name]: tensor });
-        rss.sample();
-        const first = result[s.outputNames[0]];
-        if (warmup) out = new Float32Array(first.data as Float32Array);
-        for (const v of Object.values(result)) v.dispose();
-      }, { maxTime, samplesFor: defaultSamplesFor });
+      const t = await measure(
+        `${what} ${engine}`,
+        async (warmup) => {
+          const result = await s.run({ [feed.name]: tensor });
+          rss.sample();
+          const first = result[s.outputNames[0]];
+          if (warmup) out = new Float32Array(first.data as Float32Array);
+          for (const v of Object.values(result)) v.dispose();
+        },
+        { maxTime, samplesFor: defaultSamplesFor },
+      );
       const notes = [`create ${createMs.toFixed(0)} ms`, `first run ${t.firstMs.toFixed(0)} ms`];
       if (t.samples < 5) notes.push(`only ${t.samples} samples: first run took ${(t.firstMs / 1000).toFixed(0)} s`);
       if (reference && out) notes.push(`rel.err vs ORT CPU ${relL2(out, reference).toExponential(1)}`);
-      add({ section, what, engine, method: 'wall', timing, flops, ...fromTiming(t), memory: { bytes: rss.stop(), kind: 'RSS Δ' }, notes });
+      add({
+        section,
+        what,
+        engine,
+        method: 'wall',
+        timing,
+        flops,
+        ...fromTiming(t),
+        memory: { bytes: rss.stop(), kind: 'RSS Δ' },
+        notes,
+      });
       if (provider === 'cpu' && !reference) reference = out;
     } catch (e) {
       rss.stop();
@@ -159,7 +182,11 @@ interface KernelWorkload {
   what: string;
   model: SingleNode;
   job: (gpu: GpuContext) => KernelJob;
-  tfjs: (tf: typeof import('@tensorflow/tfjs')) => { op: () => import('@tensorflow/tfjs').Tensor; toNchw?: (y: Float32Array) => Float32Array; dispose: () => void };
+  tfjs: (tf: typeof import('@tensorflow/tfjs')) => {
+    op: () => import('@tensorflow/tfjs').Tensor;
+    toNchw?: (y: Float32Array) => Float32Array;
+    dispose: () => void;
+  };
 }
 
 function gemmWorkload(n: number): KernelWorkload {
@@ -188,18 +215,41 @@ function convWorkload(s: ConvShape): KernelWorkload {
     model,
     job: (gpu) => convJob(gpu, s, model.input.data, w, bias),
     tfjs: (tf) => {
-      const x = tf.tidy(() => tf.tensor4d(model.input.data, [s.images, s.inChannels, s.size, s.size]).transpose([0, 2, 3, 1]) as import('@tensorflow/tfjs').Tensor4D);
-      const filter = tf.tidy(() => tf.tensor4d(w, [s.outChannels, s.inChannels, s.kernel, s.kernel]).transpose([2, 3, 1, 0]) as import('@tensorflow/tfjs').Tensor4D);
+      const x = tf.tidy(
+        () =>
+          tf
+            .tensor4d(model.input.data, [s.images, s.inChannels, s.size, s.size])
+            .transpose([0, 2, 3, 1]) as import('@tensorflow/tfjs').Tensor4D,
+      );
+      const filter = tf.tidy(
+        () =>
+          tf
+            .tensor4d(w, [s.outChannels, s.inChannels, s.kernel, s.kernel])
+            .transpose([2, 3, 1, 0]) as import('@tensorflow/tfjs').Tensor4D,
+      );
       const b = tf.tensor1d(bias);
       const p = s.pad;
       return {
-        op: () => tf.fused.conv2d({ x, filter, bias: b, strides: s.stride, pad: [[0, 0], [p, p], [p, p], [0, 0]] }),
+        op: () =>
+          tf.fused.conv2d({
+            x,
+            filter,
+            bias: b,
+            strides: s.stride,
+            pad: [
+              [0, 0],
+              [p, p],
+              [p, p],
+              [0, 0],
+            ],
+          }),
         toNchw: (y) => {
           const hw = out * out;
           const nchw = new Float32Array(y.length);
           for (let i = 0; i < s.images; i++) {
             for (let q = 0; q < hw; q++) {
-              for (let c = 0; c < s.outChannels; c++) nchw[(i * s.outChannels + c) * hw + q] = y[(i * hw + q) * s.outChannels + c];
+              for (let c = 0; c < s.outChannels; c++)
+                nchw[(i * s.outChannels + c) * hw + q] = y[(i * hw + q) * s.outChannels + c];
             }
           }
           return nchw;
@@ -211,9 +261,13 @@ function convWorkload(s: ConvShape): KernelWorkload {
 }
 
 async function benchKernels(gpu: GpuContext): Promise<void> {
-  const resnet = loadModel(new Uint8Array(fs.readFileSync(lightModelPath('resnet50'))), { file: lightModelPath('resnet50') });
+  const resnet = loadModel(new Uint8Array(fs.readFileSync(lightModelPath('resnet50'))), {
+    file: lightModelPath('resnet50'),
+  });
   const convs = distinctConvs(resnet, 3);
-  console.log(`ResNet-50's distinct 3×3 convolutions at batch 1: ${convs.map((c) => `${c.inChannels}→${c.outChannels}@${c.size}${c.stride > 1 ? ` s${c.stride}` : ''}`).join(', ')}`);
+  console.log(
+    `ResNet-50's distinct 3×3 convolutions at batch 1: ${convs.map((c) => `${c.inChannels}→${c.outChannels}@${c.size}${c.stride > 1 ? ` s${c.stride}` : ''}`).join(', ')}`,
+  );
   const workloads = [gemmWorkload(512), gemmWorkload(1024), ...convs.map(convWorkload)];
   const tf = RUN_TFJS ? await tfjsWebGpu() : undefined;
   const tfTimestamps = tf ? tfjsHasTimestamps(tf) : false;
@@ -222,7 +276,16 @@ async function benchKernels(gpu: GpuContext): Promise<void> {
     console.log(`${wl.what}`);
     const flops = graphFlops(wl.model.graph).total;
     const providers: ('cpu' | 'webgpu')[] = RUN_ORT_WEBGPU ? ['cpu', 'webgpu'] : ['cpu'];
-    const reference = await ortRows('kernel', wl.what, wl.model.graph, wl.model.input, flops, undefined, providers, MAX_TIME);
+    const reference = await ortRows(
+      'kernel',
+      wl.what,
+      wl.model.graph,
+      wl.model.input,
+      flops,
+      undefined,
+      providers,
+      MAX_TIME,
+    );
 
     // onnx-graft: one loop, two readings: pass timestamps (GPU) and Benchmark.js wall time
     // (upload of the activation + dispatch + readback of the output, like session.run).
@@ -233,16 +296,54 @@ async function benchKernels(gpu: GpuContext): Promise<void> {
       try {
         const t = await measure(`${wl.what} onnx-graft`, (warmup) => runner.run(warmup), { maxTime: MAX_TIME });
         const gpuMs = runner.gpuMs.slice(1); // run 0 is the warm-up (compiles)
-        const err = reference && runner.output ? `rel.err vs ORT CPU ${relL2(runner.output, reference).toExponential(1)}` : undefined;
+        const err =
+          reference && runner.output
+            ? `rel.err vs ORT CPU ${relL2(runner.output, reference).toExponential(1)}`
+            : undefined;
         const memory = { bytes: runner.bytes, kind: 'GPU buffers' };
-        const common = [`variant ${job.variant}`, ...(job.programs.length > 1 ? [`${job.programs.length} dispatches`] : [])];
-        add({ section: 'kernel', what: wl.what, engine: 'onnx-graft', method: 'gpu', timing: `GPU: pass timestamps (median of ${gpuMs.length} runs)`, flops, ms: median(gpuMs), samples: gpuMs.length, runs: gpuMs.length, firstMs: t.firstMs, memory, notes: [...common, ...(err ? [err] : [])] });
-        add({ section: 'kernel', what: wl.what, engine: 'onnx-graft', method: 'wall', timing: 'wall: upload + dispatch + readback', flops, ...fromTiming(t), memory, notes: [...common, `first run ${t.firstMs.toFixed(0)} ms`] });
+        const common = [
+          `variant ${job.variant}`,
+          ...(job.programs.length > 1 ? [`${job.programs.length} dispatches`] : []),
+        ];
+        add({
+          section: 'kernel',
+          what: wl.what,
+          engine: 'onnx-graft',
+          method: 'gpu',
+          timing: `GPU: pass timestamps (median of ${gpuMs.length} runs)`,
+          flops,
+          ms: median(gpuMs),
+          samples: gpuMs.length,
+          runs: gpuMs.length,
+          firstMs: t.firstMs,
+          memory,
+          notes: [...common, ...(err ? [err] : [])],
+        });
+        add({
+          section: 'kernel',
+          what: wl.what,
+          engine: 'onnx-graft',
+          method: 'wall',
+          timing: 'wall: upload + dispatch + readback',
+          flops,
+          ...fromTiming(t),
+          memory,
+          notes: [...common, `first run ${t.firstMs.toFixed(0)} ms`],
+        });
       } finally {
         runner.dispose();
       }
     } catch (e) {
-      add({ section: 'kernel', what: wl.what, engine: 'onnx-graft', method: 'wall', timing: 'wall', flops, notes: [], error: errText(e) });
+      add({
+        section: 'kernel',
+        what: wl.what,
+        engine: 'onnx-graft',
+        method: 'wall',
+        timing: 'wall',
+        flops,
+        notes: [],
+        error: errText(e),
+      });
     }
 
     // TF.js WebGPU: tf.time gives kernelMs from timestamp queries (GPU); Benchmark.js's wall time
@@ -256,25 +357,61 @@ async function benchKernels(gpu: GpuContext): Promise<void> {
         let out: Float32Array | undefined;
         let pool = 0;
         const s = setup;
-        const t = await measure(`${wl.what} TF.js`, async (warmup) => {
-          let y: import('@tensorflow/tfjs').Tensor | undefined;
-          const info = await tf.time(() => {
-            y = s.op();
-          });
-          const data = (await y!.data()) as Float32Array;
-          pool = Math.max(pool, (tf.memory() as { numBytesAllocatedInGPU?: number }).numBytesAllocatedInGPU ?? 0);
-          y!.dispose();
-          if (warmup) out = s.toNchw ? s.toNchw(data) : data;
-          else kernelMs.push(info.kernelMs as number);
-        }, { maxTime: MAX_TIME });
+        const t = await measure(
+          `${wl.what} TF.js`,
+          async (warmup) => {
+            let y: import('@tensorflow/tfjs').Tensor | undefined;
+            const info = await tf.time(() => {
+              y = s.op();
+            });
+            const data = (await y!.data()) as Float32Array;
+            pool = Math.max(pool, (tf.memory() as { numBytesAllocatedInGPU?: number }).numBytesAllocatedInGPU ?? 0);
+            y!.dispose();
+            if (warmup) out = s.toNchw ? s.toNchw(data) : data;
+            else kernelMs.push(info.kernelMs as number);
+          },
+          { maxTime: MAX_TIME },
+        );
         const err = reference && out ? [`rel.err vs ORT CPU ${relL2(out, reference).toExponential(1)}`] : [];
         const memory = { bytes: pool, kind: 'TF.js GPU pool' };
         if (tfTimestamps) {
-          add({ section: 'kernel', what: wl.what, engine: 'TF.js WebGPU', method: 'gpu', timing: `GPU: tf.time kernelMs (timestamps, median of ${kernelMs.length})`, flops, ms: median(kernelMs), samples: kernelMs.length, runs: kernelMs.length, firstMs: t.firstMs, memory, notes: err });
+          add({
+            section: 'kernel',
+            what: wl.what,
+            engine: 'TF.js WebGPU',
+            method: 'gpu',
+            timing: `GPU: tf.time kernelMs (timestamps, median of ${kernelMs.length})`,
+            flops,
+            ms: median(kernelMs),
+            samples: kernelMs.length,
+            runs: kernelMs.length,
+            firstMs: t.firstMs,
+            memory,
+            notes: err,
+          });
         }
-        add({ section: 'kernel', what: wl.what, engine: 'TF.js WebGPU', method: 'wall', timing: 'wall: dispatch + readback (tf.time + data())', flops, ...fromTiming(t), memory, notes: [`first run ${t.firstMs.toFixed(0)} ms`, ...(tfTimestamps ? [] : err)] });
+        add({
+          section: 'kernel',
+          what: wl.what,
+          engine: 'TF.js WebGPU',
+          method: 'wall',
+          timing: 'wall: dispatch + readback (tf.time + data())',
+          flops,
+          ...fromTiming(t),
+          memory,
+          notes: [`first run ${t.firstMs.toFixed(0)} ms`, ...(tfTimestamps ? [] : err)],
+        });
       } catch (e) {
-        add({ section: 'kernel', what: wl.what, engine: 'TF.js WebGPU', method: 'wall', timing: 'wall', flops, notes: [], error: errText(e) });
+        add({
+          section: 'kernel',
+          what: wl.what,
+          engine: 'TF.js WebGPU',
+          method: 'wall',
+          timing: 'wall',
+          flops,
+          notes: [],
+          error: errText(e),
+        });
       } finally {
         setup?.dispose();
       }
@@ -291,7 +428,17 @@ async function benchModels(gpu: GpuContext): Promise<void> {
     try {
       base = randomizedLightModel(name, 42);
     } catch (e) {
-      for (const batch of BATCHES) add({ section: 'model', what: `${name} b${batch}`, engine: 'onnx-graft', method: 'wall', timing: 'not run', flops: NaN, notes: [], error: `loading the model failed: ${errText(e)}` });
+      for (const batch of BATCHES)
+        add({
+          section: 'model',
+          what: `${name} b${batch}`,
+          engine: 'onnx-graft',
+          method: 'wall',
+          timing: 'not run',
+          flops: NaN,
+          notes: [],
+          error: `loading the model failed: ${errText(e)}`,
+        });
       continue;
     }
     console.log(`${name}: loaded and randomised in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -304,7 +451,16 @@ async function benchModels(gpu: GpuContext): Promise<void> {
         graph = batch === 1 ? base : withBatch(base, batch);
         flops = graphFlops(graph).total;
       } catch (e) {
-        add({ section: 'model', what, engine: 'onnx-graft', method: 'wall', timing: 'not run', flops: NaN, notes: [], error: `preparing batch ${batch} failed: ${errText(e)}` });
+        add({
+          section: 'model',
+          what,
+          engine: 'onnx-graft',
+          method: 'wall',
+          timing: 'not run',
+          flops: NaN,
+          notes: [],
+          error: `preparing batch ${batch} failed: ${errText(e)}`,
+        });
         continue;
       }
       const feedInfo = graph.feedInputs[0];
@@ -322,11 +478,15 @@ async function benchModels(gpu: GpuContext): Promise<void> {
         const createMs = performance.now() - c0;
         let out: Float32Array | undefined;
         const s = session;
-        const t = await measure(`${what} onnx-graft`, async (warmup) => {
-          const result = await s.run({ [feed.name]: { dims, data: feed.data } });
-          rss.sample();
-          if (warmup) out = result[s.outputNames[0]].data;
-        }, { maxTime: 4, samplesFor: defaultSamplesFor });
+        const t = await measure(
+          `${what} onnx-graft`,
+          async (warmup) => {
+            const result = await s.run({ [feed.name]: { dims, data: feed.data } });
+            rss.sample();
+            if (warmup) out = result[s.outputNames[0]].data;
+          },
+          { maxTime: 4, samplesFor: defaultSamplesFor },
+        );
         const gpuBytes = session.peakActivationBytes + session.weightBytes;
         const rssDelta = rss.stop();
         const notes = [
@@ -338,10 +498,29 @@ async function benchModels(gpu: GpuContext): Promise<void> {
         ];
         if (t.samples < 5) notes.push(`only ${t.samples} samples: first run took ${(t.firstMs / 1000).toFixed(0)} s`);
         if (reference && out) notes.push(`rel.err vs ORT CPU ${relL2(out, reference).toExponential(1)}`);
-        add({ section: 'model', what, engine: 'onnx-graft', method: 'wall', timing, flops, ...fromTiming(t), memory: { bytes: gpuBytes, kind: 'GPU: activations + weights' }, notes });
+        add({
+          section: 'model',
+          what,
+          engine: 'onnx-graft',
+          method: 'wall',
+          timing,
+          flops,
+          ...fromTiming(t),
+          memory: { bytes: gpuBytes, kind: 'GPU: activations + weights' },
+          notes,
+        });
       } catch (e) {
         rss.stop();
-        add({ section: 'model', what, engine: 'onnx-graft', method: 'wall', timing, flops, notes: [], error: errText(e) });
+        add({
+          section: 'model',
+          what,
+          engine: 'onnx-graft',
+          method: 'wall',
+          timing,
+          flops,
+          notes: [],
+          error: errText(e),
+        });
       } finally {
         session?.dispose();
       }
@@ -367,8 +546,10 @@ function computeRatios(): void {
 }
 
 const fmtMs = (ms: number) => (ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2));
-const fmtRatio = (r: Ratio | undefined) => (r ? `${r.value >= 10 ? r.value.toFixed(1) : r.value.toFixed(2)}×${r.likeForLike ? '' : '†'}` : '');
-const fmtMem = (m: Row['memory']) => (m ? `${(m.bytes / MiB).toFixed(m.bytes < 10 * MiB ? 1 : 0)} MiB ${m.kind}` : 'n/a');
+const fmtRatio = (r: Ratio | undefined) =>
+  r ? `${r.value >= 10 ? r.value.toFixed(1) : r.value.toFixed(2)}×${r.likeForLike ? '' : '†'}` : '';
+const fmtMem = (m: Row['memory']) =>
+  m ? `${(m.bytes / MiB).toFixed(m.bytes < 10 * MiB ? 1 : 0)} MiB ${m.kind}` : 'n/a';
 
 /** Workloads in the order run; within one: onnx-graft, ORT WebGPU, ORT CPU, TF.js; GPU time before wall. */
 function orderedRows(): Row[] {
@@ -379,8 +560,22 @@ function orderedRows(): Row[] {
 }
 
 function table(): string {
-  const head = ['what', 'engine', 'ms', 'GFLOP/s', 'peak memory', '× vs ORT WebGPU', '× vs ORT CPU', '× vs TF.js', 'timing method', 'notes'];
-  const lines = [`| ${head.join(' | ')} |`, `|${head.map((h, i) => (i >= 2 && i <= 7 && i !== 4 ? '---:' : '---')).join('|')}|`];
+  const head = [
+    'what',
+    'engine',
+    'ms',
+    'GFLOP/s',
+    'peak memory',
+    '× vs ORT WebGPU',
+    '× vs ORT CPU',
+    '× vs TF.js',
+    'timing method',
+    'notes',
+  ];
+  const lines = [
+    `| ${head.join(' | ')} |`,
+    `|${head.map((h, i) => (i >= 2 && i <= 7 && i !== 4 ? '---:' : '---')).join('|')}|`,
+  ];
   for (const r of orderedRows()) {
     const tfjs = r.section === 'model' && r.engine === 'onnx-graft' ? 'n/a' : fmtRatio(r.ratios?.tfjs);
     const cells = [
@@ -408,7 +603,9 @@ function targets(): string[] {
     const wall = engineRows.find((r) => r.what === what && r.method === 'wall')?.ratios?.ortWebgpu;
     const gpu = engineRows.find((r) => r.what === what && r.method === 'gpu')?.ratios?.ortWebgpu;
     if (!wall) continue;
-    out.push(`- ${what}: ≥ 2× ORT WebGPU — ${wall.value >= 2 ? 'met' : 'MISSED'} (${fmtRatio(wall)} wall vs wall; ${gpu ? `${fmtRatio(gpu)} onnx-graft GPU time vs ORT wall` : 'no GPU time'})`);
+    out.push(
+      `- ${what}: ≥ 2× ORT WebGPU — ${wall.value >= 2 ? 'met' : 'MISSED'} (${fmtRatio(wall)} wall vs wall; ${gpu ? `${fmtRatio(gpu)} onnx-graft GPU time vs ORT wall` : 'no GPU time'})`,
+    );
   }
   for (const r of engineRows.filter((x) => x.section === 'model')) {
     const v = r.ratios?.ortWebgpu;
@@ -419,7 +616,9 @@ function targets(): string[] {
 
 const gpu = await createNodeGpuContext();
 const adapter = `${gpu.info.vendor} ${gpu.info.architecture} ${gpu.info.description || gpu.info.device}`;
-console.log(`adapter: ${adapter}; timestamp-query: ${gpu.hasFeature('timestamp-query')}; ${os.cpus().length} CPUs; load ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}`);
+console.log(
+  `adapter: ${adapter}; timestamp-query: ${gpu.hasFeature('timestamp-query')}; ${os.cpus().length} CPUs; load ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}`,
+);
 try {
   if (RUN_KERNELS) await benchKernels(gpu);
   if (RUN_MODELS) await benchModels(gpu);
@@ -435,36 +634,46 @@ const header = [
   '',
   `- command: \`${command}\``,
   `- date: ${startedAt.toISOString()}; total runtime ${(totalS / 60).toFixed(1)} min`,
-  `- adapter: ${adapter} (timestamp-query: ${gpu.info.features.includes('timestamp-query')}); ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'CPU'}; load average at start ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}, at end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+  `- adapter: ${adapter} (timestamp-query: ${gpu.info.features.includes('timestamp-query')}); ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'CPU'}; load average at start ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}, at end ${os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')}`,
   `- versions: node ${process.version}, onnxruntime-node ${ort.env.versions.common}, TF.js ${RUN_TFJS ? (await import('@tensorflow/tfjs')).version.tfjs : 'not run'}`,
 ];
 const legend = [
   '',
   'How to read it:',
-  '- **ms** is the median per run over Benchmark.js samples (deferred async loop; a first, untimed run compiles pipelines), or over the runs\' GPU timestamps for `GPU:` rows.',
-  '- **× vs X** = X\'s ms ÷ onnx-graft\'s ms on that workload: above 1, onnx-graft is faster. Ratios compare like with like (GPU time with GPU time, wall with wall) where the rival has that reading; † marks a ratio of onnx-graft\'s GPU time against the rival\'s wall time (onnxruntime-node exposes no GPU timer), which flatters onnx-graft by the upload/readback and submit overhead.',
+  "- **ms** is the median per run over Benchmark.js samples (deferred async loop; a first, untimed run compiles pipelines), or over the runs' GPU timestamps for `GPU:` rows.",
+  "- **× vs X** = X's ms ÷ onnx-graft's ms on that workload: above 1, onnx-graft is faster. Ratios compare like with like (GPU time with GPU time, wall with wall) where the rival has that reading; † marks a ratio of onnx-graft's GPU time against the rival's wall time (onnxruntime-node exposes no GPU timer), which flatters onnx-graft by the upload/readback and submit overhead.",
   '- **GFLOP/s** counts 2·MACs of Conv/Gemm/MatMul from the graph (bench/flops.ts).',
   '- **peak memory**: onnx-graft reports its own GPU buffers (models: Session.peakActivationBytes + weightBytes; kernels: bound buffers); onnxruntime reports no memory, so its column is the process RSS growth from before session create to the peak during runs (on lavapipe GPU memory is host memory, so it is counted; memory freed by earlier rows and reused can hide some of it); TF.js: its GPU buffer pool (tf.memory().numBytesAllocatedInGPU).',
-  '- Kernel rows: onnx-graft runs the kernels the runtime would pick for a single MatMul / Conv node (src/runtime/lower.ts\'s packing and default variant) on its own encoder with timestampWrites, and waits for the submit as Session.run does (src/kernels/submit-pacer.ts: on a software adapter it sleeps through most of the expected time before mapping, since dawn.node spins the JS thread while a map is pending and that takes CPU from lavapipe); onnxruntime runs single-node ONNX models built with GraphBuilder; TF.js runs tf.matMul / tf.fused.conv2d (NHWC, bias) on resident tensors.',
+  "- Kernel rows: onnx-graft runs the kernels the runtime would pick for a single MatMul / Conv node (src/runtime/lower.ts's packing and default variant) on its own encoder with timestampWrites, and waits for the submit as Session.run does (src/kernels/submit-pacer.ts: on a software adapter it sleeps through most of the expected time before mapping, since dawn.node spins the JS thread while a map is pending and that takes CPU from lavapipe); onnxruntime runs single-node ONNX models built with GraphBuilder; TF.js runs tf.matMul / tf.fused.conv2d (NHWC, bias) on resident tensors.",
   `- Repetitions: Benchmark.js with minSamples 5 and maxTime ${MAX_TIME} s (kernels) / 4 s (models); a row whose first run takes over 15 s gets 3 samples, over 60 s 2 (the brief's rule for VGG-19 at batch 8). Every row's warm-up run, sample count and total time are in the JSON.`,
-  '- rel.err: relative L2 distance of the output from onnxruntime\'s CPU provider on the same input.',
+  "- rel.err: relative L2 distance of the output from onnxruntime's CPU provider on the same input.",
 ];
 const md = [...header, '', table(), ...legend, '', 'Targets (issue 3):', ...targets(), ''].join('\n');
 console.log(`\n${table()}\n\nTargets:\n${targets().join('\n')}\n\ntotal runtime ${(totalS / 60).toFixed(1)} min`);
 
 fs.mkdirSync('bench/results', { recursive: true });
 const file = `bench/results/inference-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`;
-fs.writeFileSync(file, JSON.stringify({
-  date: startedAt.toISOString(),
-  command,
-  totalS,
-  adapter,
-  adapterInfo: gpu.info,
-  cpus: os.cpus().length,
-  cpuModel: os.cpus()[0]?.model,
-  loadavg: { start: loadAtStart, end: os.loadavg() },
-  rows,
-}, null, 2));
+fs.writeFileSync(
+  file,
+  JSON.stringify(
+    {
+      date: startedAt.toISOString(),
+      command,
+      totalS,
+      adapter,
+      adapterInfo: gpu.info,
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      loadavg: { start: loadAtStart, end: os.loadavg() },
+      rows,
+    },
+    null,
+    2,
+  ),
+);
 console.log(`wrote ${file}`);
 if (WRITE_MD) {
   fs.writeFileSync('bench/results/inference-latest.md', md);

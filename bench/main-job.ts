@@ -48,7 +48,8 @@ function parse(argv: string[]): Options | 'help' {
   const options: Options = { quick: false, images: 0, md: true };
   let images: number | undefined;
   const count = (flag: string, text: string | undefined, min: number): number => {
-    if (text === undefined || !/^\d+$/.test(text) || Number(text) < min) throw new Error(`${flag} takes an integer ≥ ${min}, got '${text ?? ''}'`);
+    if (text === undefined || !/^\d+$/.test(text) || Number(text) < min)
+      throw new Error(`${flag} takes an integer ≥ ${min}, got '${text ?? ''}'`);
     return Number(text);
   };
   for (let i = 0; i < argv.length; i++) {
@@ -68,8 +69,13 @@ function parse(argv: string[]): Options | 'help' {
  * to learn), resized to 256–400 px a side and saved at quality 85–95, as photographs come.
  */
 async function makeImageFolder(root: string, images: number, seed: number): Promise<void> {
-  const photos = readdirSync(PHOTOS).filter((f) => /\.jpe?g$/i.test(f)).sort();
-  if (photos.length < CLASSES) throw new Error(`main bench: ${PHOTOS} has ${photos.length} JPEGs, ${CLASSES} needed; install darknet's data with sudo bash scripts/setup-system.sh`);
+  const photos = readdirSync(PHOTOS)
+    .filter((f) => /\.jpe?g$/i.test(f))
+    .sort();
+  if (photos.length < CLASSES)
+    throw new Error(
+      `main bench: ${PHOTOS} has ${photos.length} JPEGs, ${CLASSES} needed; install darknet's data with sudo bash scripts/setup-system.sh`,
+    );
   const rng = seededRandom(seed);
   const between = (lo: number, hi: number) => Math.floor(lo + rng() * (hi - lo + 1));
   for (let c = 0; c < CLASSES; c++) {
@@ -105,20 +111,49 @@ interface TrainRun {
 }
 
 /** `graft train` in this process, its stdout kept aside; the epochs come from the history file it writes. */
-async function graftTrain(data: string, out: string, transferCase: 1 | 3, batch: number, epochs: number, workers: number | undefined): Promise<TrainRun> {
-  const argv = [MODEL, data, '--case', String(transferCase), '--out', out, '--batch', String(batch), '--epochs', String(epochs), '--val-split', '0', '--seed', '1'];
+async function graftTrain(
+  data: string,
+  out: string,
+  transferCase: 1 | 3,
+  batch: number,
+  epochs: number,
+  workers: number | undefined,
+): Promise<TrainRun> {
+  const argv = [
+    MODEL,
+    data,
+    '--case',
+    String(transferCase),
+    '--out',
+    out,
+    '--batch',
+    String(batch),
+    '--epochs',
+    String(epochs),
+    '--val-split',
+    '0',
+    '--seed',
+    '1',
+  ];
   if (workers !== undefined) argv.push('--workers', String(workers));
   const output: string[] = [];
   const write = process.stdout.write.bind(process.stdout);
   process.stdout.write = ((chunk: string | Uint8Array) => {
-    output.push(...String(chunk).split('\n').filter((l) => l.trim()));
+    output.push(
+      ...String(chunk)
+        .split('\n')
+        .filter((l) => l.trim()),
+    );
     return true;
   }) as typeof process.stdout.write;
   // The per-step reports go to the command's progress display; a bench-only wrapper of fit sees them too.
   const stepInfo: StepInfo[] = [];
   const fit = Trainer.prototype.fit;
   Trainer.prototype.fit = function (this: Trainer, batches, options: FitOptions) {
-    const callbacks = { ...options.callbacks, onStep: (s: StepInfo) => (stepInfo.push(s), options.callbacks?.onStep?.(s)) };
+    const callbacks = {
+      ...options.callbacks,
+      onStep: (s: StepInfo) => (stepInfo.push(s), options.callbacks?.onStep?.(s)),
+    };
     return fit.call(this, batches, { ...options, callbacks });
   };
   const started = performance.now();
@@ -131,8 +166,20 @@ async function graftTrain(data: string, out: string, transferCase: 1 | 3, batch:
   }
   const commandSeconds = (performance.now() - started) / 1000;
   if (code !== 0) throw new Error(`main bench: graft train ${argv.join(' ')} exited ${code}:\n${output.join('\n')}`);
-  const history = JSON.parse(readFileSync(out.replace(/\.onnx$/, '.history.json'), 'utf8')) as { epochs: EpochMetrics[]; featureCache: boolean };
-  return { case: transferCase, batch, epochs, commandSeconds, featureCache: history.featureCache, epochMetrics: history.epochs, stepInfo, output };
+  const history = JSON.parse(readFileSync(out.replace(/\.onnx$/, '.history.json'), 'utf8')) as {
+    epochs: EpochMetrics[];
+    featureCache: boolean;
+  };
+  return {
+    case: transferCase,
+    batch,
+    epochs,
+    commandSeconds,
+    featureCache: history.featureCache,
+    epochMetrics: history.epochs,
+    stepInfo,
+    output,
+  };
 }
 
 interface Row {
@@ -163,9 +210,17 @@ function rowOf(what: string, batch: number, metrics: EpochMetrics[], steps: read
   const last = metrics.at(-1)!.epoch;
   const mine = steps.filter((s) => s.epoch + 1 >= first && s.epoch + 1 <= last).map((s) => s.dataWaitSeconds);
   return {
-    what, batch, epochs: first === last ? String(first) : `${first}–${last}`, images, steps: sum((m) => m.steps), seconds,
-    imagesPerSecond: images / seconds, dataWaitSeconds: wait, waitFraction: wait / seconds,
-    stepsWaiting: mine.filter((w) => w > WAIT_MS / 1000).length, longestWaitSeconds: Math.max(...mine),
+    what,
+    batch,
+    epochs: first === last ? String(first) : `${first}–${last}`,
+    images,
+    steps: sum((m) => m.steps),
+    seconds,
+    imagesPerSecond: images / seconds,
+    dataWaitSeconds: wait,
+    waitFraction: wait / seconds,
+    stepsWaiting: mine.filter((w) => w > WAIT_MS / 1000).length,
+    longestWaitSeconds: Math.max(...mine),
   };
 }
 
@@ -175,8 +230,10 @@ function trainTable(rows: readonly Row[]): string {
     '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
-    lines.push(`| ${r.what} | ${r.batch} | ${r.epochs} | ${r.images} | ${r.steps} | ${r.seconds.toFixed(1)} | ${r.imagesPerSecond.toFixed(1)} | ` +
-      `${(100 * r.waitFraction).toFixed(1)}% (${r.dataWaitSeconds.toFixed(2)} s) | ${r.stepsWaiting} | ${(1000 * r.longestWaitSeconds).toFixed(0)} ms |`);
+    lines.push(
+      `| ${r.what} | ${r.batch} | ${r.epochs} | ${r.images} | ${r.steps} | ${r.seconds.toFixed(1)} | ${r.imagesPerSecond.toFixed(1)} | ` +
+        `${(100 * r.waitFraction).toFixed(1)}% (${r.dataWaitSeconds.toFixed(2)} s) | ${r.stepsWaiting} | ${(1000 * r.longestWaitSeconds).toFixed(0)} ms |`,
+    );
   }
   return lines.join('\n');
 }
@@ -203,12 +260,15 @@ async function main(argv: string[]): Promise<void> {
     for (const batch of [32, DEFAULT_BATCH]) {
       for (const c of [1, 3] as const) {
         const epochs = c === 1 ? epochs1 : epochs3;
-        console.log(`main bench: graft train --case ${c} --batch ${batch} --epochs ${epochs} (${options.images} images)`);
+        console.log(
+          `main bench: graft train --case ${c} --batch ${batch} --epochs ${epochs} (${options.images} images)`,
+        );
         const run = await graftTrain(data, join(root, `case${c}-b${batch}.onnx`), c, batch, epochs, options.workers);
         runs.push(run);
         const [first, ...later] = run.epochMetrics;
         if (c === 1) {
-          if (!run.featureCache) throw new Error('main bench: graft train --case 1 did not cache features (see its output in the JSON)');
+          if (!run.featureCache)
+            throw new Error('main bench: graft train --case 1 did not cache features (see its output in the JSON)');
           rows.push(rowOf('case 1: feature extraction (epoch 1)', batch, [first], run.stepInfo));
           rows.push(rowOf('case 1: cached features', batch, later, run.stepInfo));
         } else {
@@ -224,8 +284,18 @@ async function main(argv: string[]): Promise<void> {
     // What the training rows decode: the generated photographs at the source network's input size.
     const flat = join(root, 'flat');
     mkdirSync(flat);
-    for (const c of readdirSync(data)) for (const f of readdirSync(join(data, c))) copyFileSync(join(data, c, f), join(flat, `${c}-${f}`));
-    decode.push(...(await measureDataPipeline({ size: 32, images: options.images, epochs: options.quick ? 1 : 2, decoders: ['sharp'], workers: [defaultWorkerCount()], photos: flat })));
+    for (const c of readdirSync(data))
+      for (const f of readdirSync(join(data, c))) copyFileSync(join(data, c, f), join(flat, `${c}-${f}`));
+    decode.push(
+      ...(await measureDataPipeline({
+        size: 32,
+        images: options.images,
+        epochs: options.quick ? 1 : 2,
+        decoders: ['sharp'],
+        workers: [defaultWorkerCount()],
+        photos: flat,
+      })),
+    );
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
@@ -236,36 +306,58 @@ async function main(argv: string[]): Promise<void> {
   const totalS = (Date.now() - startedAt.getTime()) / 1000;
   const caseThree = rows.filter((r) => r.what === 'case 3: fine-tuning');
   // "Never waits": no step's batch arrived later than WAIT_MS after the trainer asked for it.
-  const target = caseThree.map((r) => `- batch ${r.batch}: the GPU waited for data ${(100 * r.waitFraction).toFixed(1)}% of case 3's training time; ` +
-    `${r.stepsWaiting} of ${r.steps} steps waited over ${WAIT_MS} ms (longest ${(1000 * r.longestWaitSeconds).toFixed(0)} ms) — ${r.stepsWaiting === 0 ? 'met' : 'MISSED'}`);
+  const target = caseThree.map(
+    (r) =>
+      `- batch ${r.batch}: the GPU waited for data ${(100 * r.waitFraction).toFixed(1)}% of case 3's training time; ` +
+      `${r.stepsWaiting} of ${r.steps} steps waited over ${WAIT_MS} ms (longest ${(1000 * r.longestWaitSeconds).toFixed(0)} ms) — ${r.stepsWaiting === 0 ? 'met' : 'MISSED'}`,
+  );
   const tables = `${trainTable(rows)}\n\n${formatDataPipelineTable(decode)}`;
   const md = [
     '# Main benchmark: `graft train` on the shipped source network (latest run)',
     '',
     `- command: \`${command}\``,
     `- date: ${startedAt.toISOString()}; total runtime ${(totalS / 60).toFixed(1)} min`,
-    `- adapter: ${machine.adapter as string}; ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'CPU'}; load average at start ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}, at end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}` +
-      ' (a shared machine: other jobs ran alongside, so the figures are lower bounds)',
+    `- adapter: ${machine.adapter as string}; ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'CPU'}; load average at start ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}, at end ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}` + ' (a shared machine: other jobs ran alongside, so the figures are lower bounds)',
     `- model: ${MODEL}; data: ${options.images} generated JPEGs, ${CLASSES} classes, 256–400 px a side; \`graft train MODEL DATA --case C --batch B --epochs E --val-split 0 --seed 1${options.workers ? ` --workers ${options.workers}` : ''}\` run in-process`,
     '',
     tables,
     '',
     'How to read it:',
-    '- **images/s** = training images ÷ EpochMetrics.trainSeconds (the steps: awaiting the batch, feature extraction where it happens, forward, backward, update; not model loading, surgery or export). **waiting for data** = EpochMetrics.dataWaitSeconds ÷ trainSeconds: the time the trainer spent awaiting the loader\'s next batch, with nothing else for the GPU to do.',
+    "- **images/s** = training images ÷ EpochMetrics.trainSeconds (the steps: awaiting the batch, feature extraction where it happens, forward, backward, update; not model loading, surgery or export). **waiting for data** = EpochMetrics.dataWaitSeconds ÷ trainSeconds: the time the trainer spent awaiting the loader's next batch, with nothing else for the GPU to do.",
     '- **case 1**: epoch 1 runs the frozen body once per image (feature extraction) and trains the new head; the later epochs train the head on the cached features, and the trainer asks the loader for labels only (BatchRequest pixels: false), so nothing is decoded.',
-    '- **case 3, first epoch** includes compiling the training pipelines, and its first step waits for the first batch (worker threads starting, nothing yet to overlap with); **case 3** is the later epochs. Between epochs the trainer asks for the next epoch\'s batches two steps before the end (FitOptions.stepsPerEpoch, which graft train passes), so an epoch\'s first batch is already loaded when it starts (before that change each epoch\'s first step waited 150 ms to 1.5 s). What wait remains comes in single steps of 20–45 ms: the same training fed from batches held in memory waits 0 of 40 steps, and neither a deeper loader prefetch (6 batches instead of 2) nor 1 worker instead of 2 changes it, so it is this machine\'s contention (the decoding workers, lavapipe — the "GPU" here is the same 2 CPU cores — and garbage collection share 2 busy cores), not the queue running dry for lack of depth.',
-    '- Decoding rows (bench/data-pipeline.ts): at 224, darknet\'s photographs (352×448 to 1352×900) decoded and preprocessed with torchvision\'s preset, on the calling thread, 1 worker and one worker per core; at 32, the generated 256–400 px photographs of the training rows through the loader\'s pool (what `graft train` decodes). "images per CPU-second" is the per-core rate.',
+    "- **case 3, first epoch** includes compiling the training pipelines, and its first step waits for the first batch (worker threads starting, nothing yet to overlap with); **case 3** is the later epochs. Between epochs the trainer asks for the next epoch's batches two steps before the end (FitOptions.stepsPerEpoch, which graft train passes), so an epoch's first batch is already loaded when it starts (before that change each epoch's first step waited 150 ms to 1.5 s). What wait remains comes in single steps of 20–45 ms: the same training fed from batches held in memory waits 0 of 40 steps, and neither a deeper loader prefetch (6 batches instead of 2) nor 1 worker instead of 2 changes it, so it is this machine's contention (the decoding workers, lavapipe — the \"GPU\" here is the same 2 CPU cores — and garbage collection share 2 busy cores), not the queue running dry for lack of depth.",
+    "- Decoding rows (bench/data-pipeline.ts): at 224, darknet's photographs (352×448 to 1352×900) decoded and preprocessed with torchvision's preset, on the calling thread, 1 worker and one worker per core; at 32, the generated 256–400 px photographs of the training rows through the loader's pool (what `graft train` decodes). \"images per CPU-second\" is the per-core rate.",
     '',
     'Target (the GPU never waits for data in case 3):',
     ...target,
     '',
   ].join('\n');
   console.log(`\n${tables}\n\nTarget:\n${target.join('\n')}\n\ntotal runtime ${(totalS / 60).toFixed(1)} min`);
-  writeResults('main', startedAt, {
-    date: startedAt.toISOString(), command, totalS, ...machine,
-    settings: { model: resolve(MODEL), images: options.images, classes: CLASSES, workers: options.workers ?? defaultWorkerCount(), epochsCase1: epochs1, epochsCase3: epochs3 },
-    rows, decode, runs,
-  }, options.md ? md : undefined);
+  writeResults(
+    'main',
+    startedAt,
+    {
+      date: startedAt.toISOString(),
+      command,
+      totalS,
+      ...machine,
+      settings: {
+        model: resolve(MODEL),
+        images: options.images,
+        classes: CLASSES,
+        workers: options.workers ?? defaultWorkerCount(),
+        epochsCase1: epochs1,
+        epochsCase3: epochs3,
+      },
+      rows,
+      decode,
+      runs,
+    },
+    options.md ? md : undefined,
+  );
 }
 
 try {

@@ -14,7 +14,14 @@ import { GEMM_VARIANTS, variantKey } from '../src/kernels/gemm.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import { lightModelPath, onnxBytesForOrt } from '../test/helpers/reference-models.ts';
-import { convJob, kernelRunner, matmulJob, type KernelJob, type KernelRunner, type VariantChoice } from './engine-kernels.ts';
+import {
+  convJob,
+  kernelRunner,
+  matmulJob,
+  type KernelJob,
+  type KernelRunner,
+  type VariantChoice,
+} from './engine-kernels.ts';
 import { graphFlops } from './flops.ts';
 import { median, relL2 } from './harness.ts';
 import { convModel, distinctConvs, matmulModel, type ConvShape, type SingleNode } from './workloads.ts';
@@ -39,7 +46,10 @@ function variantByKey(gpu: GpuContext, key: string): VariantChoice {
   if (key === 'default') return undefined;
   if (key === 'default-nosg') return { software: gpu.info.isSoftware };
   const v = GEMM_VARIANTS.find((x) => variantKey(x) === key);
-  if (!v) throw new Error(`--variants: unknown variant '${key}' (default, default-nosg, ${GEMM_VARIANTS.map(variantKey).join(', ')})`);
+  if (!v)
+    throw new Error(
+      `--variants: unknown variant '${key}' (default, default-nosg, ${GEMM_VARIANTS.map(variantKey).join(', ')})`,
+    );
   return v;
 }
 
@@ -77,11 +87,20 @@ function conv(s: ConvShape): Workload {
   };
 }
 
-const wanted = (id: string) => !ONLY || ONLY.some((o) => id === o || (o === 'conv' && id.startsWith('conv')) || (o === 'gemm' && id.startsWith('gemm')));
-const resnet = loadModel(new Uint8Array(fs.readFileSync(lightModelPath('resnet50'))), { file: lightModelPath('resnet50') });
+const wanted = (id: string) =>
+  !ONLY ||
+  ONLY.some((o) => id === o || (o === 'conv' && id.startsWith('conv')) || (o === 'gemm' && id.startsWith('gemm')));
+const resnet = loadModel(new Uint8Array(fs.readFileSync(lightModelPath('resnet50'))), {
+  file: lightModelPath('resnet50'),
+});
 // --only gemmMxKxN adds a GEMM of that shape (X[M, K] · W[K, N], W constant).
-const extraGemms = (ONLY ?? []).map((o) => /^gemm(\d+)x(\d+)x(\d+)$/.exec(o)).filter((m) => m !== null).map((m) => gemm(+m[1], +m[2], +m[3]));
-const workloads = [gemm(512), gemm(1024), ...distinctConvs(resnet, 3).map(conv), ...extraGemms].filter((w) => wanted(w.id));
+const extraGemms = (ONLY ?? [])
+  .map((o) => /^gemm(\d+)x(\d+)x(\d+)$/.exec(o))
+  .filter((m) => m !== null)
+  .map((m) => gemm(+m[1], +m[2], +m[3]));
+const workloads = [gemm(512), gemm(1024), ...distinctConvs(resnet, 3).map(conv), ...extraGemms].filter((w) =>
+  wanted(w.id),
+);
 
 interface Engine {
   name: string;
@@ -94,7 +113,12 @@ interface Engine {
 }
 
 const gpu = await createNodeGpuContext();
-console.log(`load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; rounds ${ROUNDS} × ${PER_ROUND} runs per engine`);
+console.log(
+  `load ${os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')}; rounds ${ROUNDS} × ${PER_ROUND} runs per engine`,
+);
 const summary: string[] = [];
 try {
   for (const wl of workloads) {
@@ -102,7 +126,10 @@ try {
     const engines: Engine[] = [];
     let ortOut: Float32Array | undefined;
     if (RUN_ORT) {
-      const session = await ort.InferenceSession.create(onnxBytesForOrt(wl.model.graph), { executionProviders: ['webgpu'], logSeverityLevel: 3 });
+      const session = await ort.InferenceSession.create(onnxBytesForOrt(wl.model.graph), {
+        executionProviders: ['webgpu'],
+        logSeverityLevel: 3,
+      });
       const tensor = new ort.Tensor('float32', wl.model.input.data, wl.model.input.dims);
       const run = async (keep: boolean) => {
         const result = await session.run({ [wl.model.input.name]: tensor });
@@ -118,10 +145,19 @@ try {
       const t0 = performance.now();
       await runner.run(true);
       const firstMs = performance.now() - t0;
-      const err = ortOut && runner.output ? ` rel.err vs ORT WebGPU ${relL2(runner.output, ortOut).toExponential(1)}` : '';
-      if (err && relL2(runner.output!, ortOut!) > 1e-4) throw new Error(`${wl.what} ${job.variant}: wrong result:${err}`);
+      const err =
+        ortOut && runner.output ? ` rel.err vs ORT WebGPU ${relL2(runner.output, ortOut).toExponential(1)}` : '';
+      if (err && relL2(runner.output!, ortOut!) > 1e-4)
+        throw new Error(`${wl.what} ${job.variant}: wrong result:${err}`);
       runner.gpuMs.length = 0;
-      engines.push({ name: `ours ${key.startsWith('default') ? `${job.variant} (${key})` : key}${WAITS.length > 1 ? ` ${wait}` : ''}`, run: () => runner.run(false), wall: [], runner, firstMs, dispose: () => runner.dispose() });
+      engines.push({
+        name: `ours ${key.startsWith('default') ? `${job.variant} (${key})` : key}${WAITS.length > 1 ? ` ${wait}` : ''}`,
+        run: () => runner.run(false),
+        wall: [],
+        runner,
+        firstMs,
+        dispose: () => runner.dispose(),
+      });
     }
     for (let r = 0; r < ROUNDS; r++) {
       for (let e = 0; e < engines.length; e++) {
@@ -133,12 +169,16 @@ try {
         }
       }
     }
-    const ortMs = engines.find((e) => e.name === 'ORT WebGPU') ? median(engines.find((e) => e.name === 'ORT WebGPU')!.wall) : undefined;
+    const ortMs = engines.find((e) => e.name === 'ORT WebGPU')
+      ? median(engines.find((e) => e.name === 'ORT WebGPU')!.wall)
+      : undefined;
     console.log(`${wl.what} (load ${os.loadavg()[0].toFixed(2)})`);
     for (const e of engines) {
       const wall = median(e.wall);
       const gpuMs = e.runner ? median(e.runner.gpuMs) : undefined;
-      const ratio = (ortMs && e.runner ? `  ×${(ortMs / wall).toFixed(2)} wall (×${(ortMs / gpuMs!).toFixed(2)}† GPU)` : '') + (e.firstMs !== undefined ? `  first ${e.firstMs.toFixed(0)} ms` : '');
+      const ratio =
+        (ortMs && e.runner ? `  ×${(ortMs / wall).toFixed(2)} wall (×${(ortMs / gpuMs!).toFixed(2)}† GPU)` : '') +
+        (e.firstMs !== undefined ? `  first ${e.firstMs.toFixed(0)} ms` : '');
       const line = `  ${e.name.padEnd(34)} wall ${wall.toFixed(1).padStart(6)} ms${gpuMs !== undefined ? `  GPU ${gpuMs.toFixed(1).padStart(6)} ms` : '                '}  ${(flops / wall / 1e6).toFixed(2).padStart(6)} GFLOP/s${ratio}`;
       console.log(line);
       if (e.runner) summary.push(`${wl.what.padEnd(28)} ${line.trim()}`);
@@ -148,5 +188,10 @@ try {
 } finally {
   gpu.dispose();
 }
-console.log(`\nsummary (load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}):\n${summary.join('\n')}`);
+console.log(
+  `\nsummary (load ${os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')}):\n${summary.join('\n')}`,
+);
 process.exit(0);

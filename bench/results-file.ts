@@ -16,7 +16,12 @@ export function machineRecord(gpu: GpuContext, loadAtStart: number[]): Record<st
 }
 
 /** Writes the JSON record and, when `md` is given, the latest-run markdown. */
-export function writeResults(suite: string, startedAt: Date, record: Record<string, unknown>, md: string | undefined): void {
+export function writeResults(
+  suite: string,
+  startedAt: Date,
+  record: Record<string, unknown>,
+  md: string | undefined,
+): void {
   fs.mkdirSync('bench/results', { recursive: true });
   const file = `bench/results/${suite}-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`;
   fs.writeFileSync(file, JSON.stringify(record, null, 2));

@@ -51,25 +51,55 @@ interface Loaded {
  * Builds `name` for square inputs of `size` with `classes` outputs (logits, no softmax);
  * `maxBindingBytes`: the device's maxStorageBufferBindingSize (larger Dense kernels are split).
  */
-export function buildTfjsNet(tf: Tf, name: TfjsArchitecture, size: number, classes: number, maxBindingBytes = Infinity): TfjsNet {
+export function buildTfjsNet(
+  tf: Tf,
+  name: TfjsArchitecture,
+  size: number,
+  classes: number,
+  maxBindingBytes = Infinity,
+): TfjsNet {
   const loaded: Loaded[] = [];
   const splits: TfjsNet['splits'] = [];
   const input = tf.input({ shape: [size, size, 3] });
   // Zero initial weights: `load` overwrites them, and random ones would cost seconds for VGG-16.
   const zeros = 'zeros';
-  const conv = (x: Sym, path: string, filters: number, kernel: number, stride: number, pad: number, options: { bias?: boolean; relu?: boolean } = {}): Sym => {
+  const conv = (
+    x: Sym,
+    path: string,
+    filters: number,
+    kernel: number,
+    stride: number,
+    pad: number,
+    options: { bias?: boolean; relu?: boolean } = {},
+  ): Sym => {
     let padding: 'same' | 'valid' = 'valid';
     if (pad > 0 && stride === 1 && 2 * pad === kernel - 1) padding = 'same';
     else if (pad > 0) x = tf.layers.zeroPadding2d({ padding: pad }).apply(x) as Sym;
-    const layer = tf.layers.conv2d({ filters, kernelSize: kernel, strides: stride, padding, useBias: options.bias ?? false, activation: options.relu ? 'relu' : 'linear', kernelInitializer: zeros });
+    const layer = tf.layers.conv2d({
+      filters,
+      kernelSize: kernel,
+      strides: stride,
+      padding,
+      useBias: options.bias ?? false,
+      activation: options.relu ? 'relu' : 'linear',
+      kernelInitializer: zeros,
+    });
     loaded.push({ layers: [layer], path, kind: 'conv' });
     return layer.apply(x) as Sym;
   };
-  const dense = (x: Sym, path: string, units: number, relu: boolean, flattenedFrom?: [number, number, number]): { y: Sym; layer: tfjs.layers.Layer } => {
+  const dense = (
+    x: Sym,
+    path: string,
+    units: number,
+    relu: boolean,
+    flattenedFrom?: [number, number, number],
+  ): { y: Sym; layer: tfjs.layers.Layer } => {
     const inputs = x.shape[1] as number;
     let blocks = 1;
     while (inputs * (units / blocks) * 4 > maxBindingBytes || units % blocks) blocks++;
-    const layers = Array.from({ length: blocks }, () => tf.layers.dense({ units: units / blocks, activation: relu ? 'relu' : 'linear', kernelInitializer: zeros }));
+    const layers = Array.from({ length: blocks }, () =>
+      tf.layers.dense({ units: units / blocks, activation: relu ? 'relu' : 'linear', kernelInitializer: zeros }),
+    );
     loaded.push({ layers, path, kind: 'dense', flattenedFrom });
     if (blocks === 1) return { y: layers[0].apply(x) as Sym, layer: layers[0] };
     splits.push({ path, blocks });
@@ -84,7 +114,26 @@ export function buildTfjsNet(tf: Tf, name: TfjsArchitecture, size: number, class
     // (its dropouts are left out on both sides: the ONNX-layout graph has none).
     let x: Sym = input;
     let index = 0;
-    for (const item of [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M'] as const) {
+    for (const item of [
+      64,
+      64,
+      'M',
+      128,
+      128,
+      'M',
+      256,
+      256,
+      256,
+      'M',
+      512,
+      512,
+      512,
+      'M',
+      512,
+      512,
+      512,
+      'M',
+    ] as const) {
       if (item === 'M') {
         x = tf.layers.maxPooling2d({ poolSize: 2, strides: 2, padding: 'valid' }).apply(x) as Sym;
         index++;
@@ -111,7 +160,12 @@ export function buildTfjsNet(tf: Tf, name: TfjsArchitecture, size: number, class
     x = tf.layers.zeroPadding2d({ padding: 1 }).apply(x) as Sym;
     x = tf.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: 'valid' }).apply(x) as Sym;
     let channels = 64;
-    const stages = [[3, 64, 1], [4, 128, 2], [6, 256, 2], [3, 512, 2]] as const;
+    const stages = [
+      [3, 64, 1],
+      [4, 128, 2],
+      [6, 256, 2],
+      [3, 512, 2],
+    ] as const;
     stages.forEach(([blocks, width, firstStride], s) => {
       for (let b = 0; b < blocks; b++) {
         const path = `layer${s + 1}.${b}`;
@@ -120,7 +174,10 @@ export function buildTfjsNet(tf: Tf, name: TfjsArchitecture, size: number, class
         let y = relu(bn(conv(x, `${path}.conv1`, width, 1, 1, 0), `${path}.bn1`));
         y = relu(bn(conv(y, `${path}.conv2`, width, 3, stride, 1), `${path}.bn2`));
         y = bn(conv(y, `${path}.conv3`, out, 1, 1, 0), `${path}.bn3`);
-        const shortcut = stride !== 1 || channels !== out ? bn(conv(x, `${path}.downsample.0`, out, 1, stride, 0), `${path}.downsample.1`) : x;
+        const shortcut =
+          stride !== 1 || channels !== out
+            ? bn(conv(x, `${path}.downsample.0`, out, 1, stride, 0), `${path}.downsample.1`)
+            : x;
         x = relu(tf.layers.add().apply([y, shortcut]) as Sym);
         channels = out;
       }
@@ -144,7 +201,9 @@ function loadWeights(tf: Tf, loaded: Loaded[], weights: WeightSource): void {
     layers.forEach((layer, block) => {
       let values: tfjs.Tensor[];
       if (kind === 'bn') {
-        values = ['weight', 'bias', 'running_mean', 'running_var'].map((k) => tf.tensor1d(weights(`${path}.${k}`).data));
+        values = ['weight', 'bias', 'running_mean', 'running_var'].map((k) =>
+          tf.tensor1d(weights(`${path}.${k}`).data),
+        );
       } else if (kind === 'conv') {
         values = [convKernel(w.dims, w.data)];
         if (hasBias) values.push(tf.tensor1d(weights(`${path}.bias`).data));
@@ -152,11 +211,13 @@ function loadWeights(tf: Tf, loaded: Loaded[], weights: WeightSource): void {
         // Block `block` of a split Dense layer takes its share of the output columns.
         const width = w.dims[0] / layers.length;
         values = [denseKernel(w.dims, w.data, block * width, width, flattenedFrom)];
-        if (hasBias) values.push(tf.tensor1d(weights(`${path}.bias`).data.subarray(block * width, (block + 1) * width)));
+        if (hasBias)
+          values.push(tf.tensor1d(weights(`${path}.bias`).data.subarray(block * width, (block + 1) * width)));
       }
       const want = layer.getWeights().map((t) => t.shape.join('×'));
       const got = values.map((t) => t.shape.join('×'));
-      if (want.join() !== got.join()) throw new Error(`TF.js layer for '${path}': weights ${got.join(', ')} do not fit its ${want.join(', ')}`);
+      if (want.join() !== got.join())
+        throw new Error(`TF.js layer for '${path}': weights ${got.join(', ')} do not fit its ${want.join(', ')}`);
       layer.setWeights(values);
       tf.dispose(values);
     });
@@ -166,15 +227,24 @@ function loadWeights(tf: Tf, loaded: Loaded[], weights: WeightSource): void {
   function convKernel(dims: readonly number[], data: Float32Array): tfjs.Tensor {
     const [o, i, kh, kw] = dims;
     const out = new Float32Array(data.length);
-    for (let a = 0; a < o; a++) for (let b = 0; b < i; b++) for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) {
-      out[((y * kw + x) * i + b) * o + a] = data[((a * i + b) * kh + y) * kw + x];
-    }
+    for (let a = 0; a < o; a++)
+      for (let b = 0; b < i; b++)
+        for (let y = 0; y < kh; y++)
+          for (let x = 0; x < kw; x++) {
+            out[((y * kw + x) * i + b) * o + a] = data[((a * i + b) * kh + y) * kw + x];
+          }
     return tf.tensor4d(out, [kh, kw, i, o]);
   }
 
   // torch linear [O, I] → TF.js [I, O] (output columns first…first+width); after a flatten, row
   // (h, w, c) of TF.js is column (c, h, w) of torch.
-  function denseKernel(dims: readonly number[], data: Float32Array, first: number, width: number, from?: [number, number, number]): tfjs.Tensor {
+  function denseKernel(
+    dims: readonly number[],
+    data: Float32Array,
+    first: number,
+    width: number,
+    from?: [number, number, number],
+  ): tfjs.Tensor {
     const i = dims[1];
     const out = new Float32Array(i * width);
     for (let r = 0; r < i; r++) {
@@ -197,7 +267,10 @@ function loadWeights(tf: Tf, loaded: Loaded[], weights: WeightSource): void {
  * as onnx-graft's architecture builder lowers it.
  */
 function adaptiveAvgPool(tf: Tf, side: number, target: number): tfjs.layers.Layer {
-  const windows = Array.from({ length: target }, (_, t) => [Math.floor((t * side) / target), Math.ceil(((t + 1) * side) / target)] as const);
+  const windows = Array.from(
+    { length: target },
+    (_, t) => [Math.floor((t * side) / target), Math.ceil(((t + 1) * side) / target)] as const,
+  );
   const averaging = new Float32Array(target * side);
   windows.forEach(([from, to], t) => averaging.fill(1 / (to - from), t * side + from, t * side + to));
   class AdaptiveAvgPool extends tf.layers.Layer {
@@ -211,8 +284,12 @@ function adaptiveAvgPool(tf: Tf, side: number, target: number): tfjs.layers.Laye
         const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tfjs.Tensor4D;
         const [n, , , c] = x.shape;
         // Pool the rows: [H, N·W·C] → [T, N·W·C], then the columns the same way.
-        const rows = tf.matMul(this.#m, x.transpose([1, 0, 2, 3]).reshape([side, n * side * c])).reshape([target, n, side, c]);
-        const cols = tf.matMul(this.#m, rows.transpose([2, 1, 0, 3]).reshape([side, n * target * c])).reshape([target, n, target, c]);
+        const rows = tf
+          .matMul(this.#m, x.transpose([1, 0, 2, 3]).reshape([side, n * side * c]))
+          .reshape([target, n, side, c]);
+        const cols = tf
+          .matMul(this.#m, rows.transpose([2, 1, 0, 3]).reshape([side, n * target * c]))
+          .reshape([target, n, target, c]);
         return cols.transpose([1, 2, 0, 3]);
       });
     }

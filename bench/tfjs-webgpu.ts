@@ -21,7 +21,8 @@ export async function tfjsWebGpu(): Promise<Tf> {
   Object.defineProperty(globalThis, 'navigator', { value: { gpu: dawn }, configurable: true, writable: true });
   const lib = await import('@tensorflow/tfjs');
   await import('@tensorflow/tfjs-backend-webgpu');
-  if (!(await lib.setBackend('webgpu')) || lib.getBackend() !== 'webgpu') throw new Error('TF.js: the webgpu backend did not start');
+  if (!(await lib.setBackend('webgpu')) || lib.getBackend() !== 'webgpu')
+    throw new Error('TF.js: the webgpu backend did not start');
   await lib.ready();
   tf = lib;
   return lib;

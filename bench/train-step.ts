@@ -16,7 +16,8 @@ import { TrainingPlan } from '../src/train/training-plan.ts';
 /** ResNet-50 or VGG-16 as built by the architectures module; '-features': the body, GAP and a small head. */
 export function trainingGraph(name: string, size: number, batch: number): Graph {
   const [arch, features] = name.endsWith('-features') ? [name.slice(0, -'-features'.length), true] : [name, false];
-  if (arch !== 'resnet50' && arch !== 'vgg16') throw new Error(`model '${name}': use resnet50, vgg16, resnet50-features or vgg16-features`);
+  if (arch !== 'resnet50' && arch !== 'vgg16')
+    throw new Error(`model '${name}': use resnet50, vgg16, resnet50-features or vgg16-features`);
   if (!features) return buildArchitecture(arch, { inputSize: size, batch });
   const body = buildArchitecture(arch, { inputSize: size, batch, includeTop: false, pooling: 'avg' });
   return graft(body, { classes: 10, seed: 1, softmax: false }).graph;
@@ -51,12 +52,22 @@ async function main(): Promise<void> {
   }
   times.sort((a, b) => a - b);
   const s = plan.stats;
-  console.log(JSON.stringify({
-    model: name, size, batch, compileMs: Math.round(compileMs), firstStepMs: Math.round(firstMs),
-    stepMs: Math.round(times[Math.floor(times.length / 2)]), steps: times.map(Math.round), loss,
-    activationMiB: +(s.activationBytes / 2 ** 20).toFixed(1), peakLiveMiB: +(s.peakLiveBytes / 2 ** 20).toFixed(1),
-    forwardSteps: s.forwardSteps, backwardSteps: s.backwardSteps,
-  }));
+  console.log(
+    JSON.stringify({
+      model: name,
+      size,
+      batch,
+      compileMs: Math.round(compileMs),
+      firstStepMs: Math.round(firstMs),
+      stepMs: Math.round(times[Math.floor(times.length / 2)]),
+      steps: times.map(Math.round),
+      loss,
+      activationMiB: +(s.activationBytes / 2 ** 20).toFixed(1),
+      peakLiveMiB: +(s.peakLiveBytes / 2 ** 20).toFixed(1),
+      forwardSteps: s.forwardSteps,
+      backwardSteps: s.backwardSteps,
+    }),
+  );
   plan.dispose();
   constants.dispose();
   gpu.dispose();

@@ -44,9 +44,11 @@ const QUICK = flag('--quick');
 const ONLY = (option('--only')?.split(',') ?? ARCHS) as TfjsArchitecture[];
 for (const m of ONLY) if (!ARCHS.includes(m)) throw new Error(`--only: unknown model '${m}' (${ARCHS.join(', ')})`);
 const SIZES = option('--sizes')?.split(',').map(Number) ?? (QUICK ? [REDUCED] : [224, REDUCED]);
-for (const s of SIZES) if (!Number.isInteger(s) || s < 32) throw new Error(`--sizes: ${s} is not an integer ≥ 32 (VGG-16's smallest input)`);
+for (const s of SIZES)
+  if (!Number.isInteger(s) || s < 32) throw new Error(`--sizes: ${s} is not an integer ≥ 32 (VGG-16's smallest input)`);
 const RUN_MODES = (option('--modes')?.split(',') ?? [...MODES]) as Mode[];
-for (const m of RUN_MODES) if (!MODES.includes(m)) throw new Error(`--modes: unknown mode '${m}' (${MODES.join(', ')})`);
+for (const m of RUN_MODES)
+  if (!MODES.includes(m)) throw new Error(`--modes: unknown mode '${m}' (${MODES.join(', ')})`);
 const BATCH = Number(option('--batch') ?? 8);
 if (!Number.isInteger(BATCH) || BATCH < 1) throw new Error(`--batch: ${option('--batch')} is not a positive integer`);
 const MAX_TIME = Number(option('--max-time') ?? 3);
@@ -117,11 +119,30 @@ async function timeSteps(name: string, step: () => Promise<unknown>): Promise<Pa
   await step();
   const firstMs = performance.now() - t0;
   if (firstMs > MAX_STEP_S * 1000) {
-    return { ms: firstMs, imagesPerS: (BATCH * 1000) / firstMs, samples: 1, runs: 1, firstMs, totalS: firstMs / 1000, firstOnly: true };
+    return {
+      ms: firstMs,
+      imagesPerS: (BATCH * 1000) / firstMs,
+      samples: 1,
+      runs: 1,
+      firstMs,
+      totalS: firstMs / 1000,
+      firstOnly: true,
+    };
   }
   const samples = firstMs > 120_000 ? 1 : defaultSamplesFor(firstMs);
-  const t: Timing = await measure(name, async (warmup) => void (warmup ? undefined : await step()), { maxTime: MAX_TIME, samplesFor: () => samples });
-  return { ms: t.ms, imagesPerS: (BATCH * 1000) / t.ms, samples: t.samples, runs: t.runs, firstMs, rme: t.rme, totalS: t.totalS + firstMs / 1000 };
+  const t: Timing = await measure(name, async (warmup) => void (warmup ? undefined : await step()), {
+    maxTime: MAX_TIME,
+    samplesFor: () => samples,
+  });
+  return {
+    ms: t.ms,
+    imagesPerS: (BATCH * 1000) / t.ms,
+    samples: t.samples,
+    runs: t.runs,
+    firstMs,
+    rme: t.rme,
+    totalS: t.totalS + firstMs / 1000,
+  };
 }
 
 // ---- data: seeded random images (standard normal, like normalised pixels) and labels ----
@@ -146,7 +167,9 @@ function makeData(size: number, batch: number, seed: number): Data {
     const indices = Uint32Array.from({ length: batch }, (_, k) => b * batch + k);
     batches.push({ images, labels, size: batch, indices });
     const t = new Float32Array(images.length);
-    for (let n = 0; n < batch; n++) for (let c = 0; c < 3; c++) for (let p = 0; p < plane; p++) t[(n * plane + p) * 3 + c] = images[(n * 3 + c) * plane + p];
+    for (let n = 0; n < batch; n++)
+      for (let c = 0; c < 3; c++)
+        for (let p = 0; p < plane; p++) t[(n * plane + p) * 3 + c] = images[(n * 3 + c) * plane + p];
     nhwc.push(t);
   }
   return { batches, nhwc };
@@ -226,7 +249,10 @@ class FitDriver {
   step(): Promise<number> {
     const stepped = (this.#stepped = deferred<number>());
     this.#go.resolve(true);
-    return Promise.race([stepped.promise, this.#done.then(() => Promise.reject(new Error('fit ended before the step')))]);
+    return Promise.race([
+      stepped.promise,
+      this.#done.then(() => Promise.reject(new Error('fit ended before the step'))),
+    ]);
   }
 
   finish(): Promise<FitResult> {
@@ -244,7 +270,13 @@ function ourGraphs(model: TfjsArchitecture, size: number): { full: Graph; head: 
   return { full, head };
 }
 
-async function runOurs(gpu: GpuContext, meter: ReturnType<typeof meterBuffers>, graph: Graph, mode: Mode, data: Data): Promise<Side> {
+async function runOurs(
+  gpu: GpuContext,
+  meter: ReturnType<typeof meterBuffers>,
+  graph: Graph,
+  mode: Mode,
+  data: Data,
+): Promise<Side> {
   const side: Side = { engine: 'onnx-graft', notes: [] };
   side.trainableParameters = graph.parameterCount((i) => i.trainable);
   await settle();
@@ -277,7 +309,8 @@ async function runOurs(gpu: GpuContext, meter: ReturnType<typeof meterBuffers>, 
     const result = await d.finish();
     const cacheLine = d.log.find((m) => m.startsWith('feature caching'));
     side.notes.push(`Trainer chose feature caching: ${result.featureCache ? 'yes' : 'no'}`);
-    if ((mode === 'cached') !== result.featureCache) side.notes.push(`UNEXPECTED: the ${mode} row ${result.featureCache ? 'cached' : 'did not cache'} features`);
+    if ((mode === 'cached') !== result.featureCache)
+      side.notes.push(`UNEXPECTED: the ${mode} row ${result.featureCache ? 'cached' : 'did not cache'} features`);
     if (mode === 'cached' && cacheLine) side.notes.push(`its log: "${cacheLine.slice(0, 80)}…"`);
   } catch (e) {
     side.error = errText(e);
@@ -287,7 +320,8 @@ async function runOurs(gpu: GpuContext, meter: ReturnType<typeof meterBuffers>, 
     trainer?.dispose();
     await settle();
     const left = meter.live() - baseline;
-    if (left > MiB) side.notes.push(`${(left / MiB).toFixed(0)} MiB of GPU buffers still alive after Trainer.dispose()`);
+    if (left > MiB)
+      side.notes.push(`${(left / MiB).toFixed(0)} MiB of GPU buffers still alive after Trainer.dispose()`);
   }
   return side;
 }
@@ -296,7 +330,11 @@ async function runOurs(gpu: GpuContext, meter: ReturnType<typeof meterBuffers>, 
 
 /** Tracks the most bytes TF.js's buffer manager has handed out at once (its pool keeps freed buffers for reuse). */
 function meterTfjs(tf: Tf): { peak: () => number; pool: () => number } {
-  const manager = (tf.backend() as unknown as { bufferManager: { acquireBuffer: (...a: unknown[]) => GPUBuffer; numBytesUsed: number; numBytesAllocated: number } }).bufferManager;
+  const manager = (
+    tf.backend() as unknown as {
+      bufferManager: { acquireBuffer: (...a: unknown[]) => GPUBuffer; numBytesUsed: number; numBytesAllocated: number };
+    }
+  ).bufferManager;
   let peak = manager.numBytesUsed;
   const acquire = manager.acquireBuffer.bind(manager);
   manager.acquireBuffer = (...a: unknown[]) => {
@@ -332,11 +370,19 @@ async function scoped<T>(tf: Tf, f: () => Promise<T>): Promise<T> {
   const memory = await device.popErrorScope();
   if (failure) throw failure;
   const error = validation ?? memory;
-  if (error) throw new Error(`WebGPU ${validation ? 'validation' : 'out-of-memory'} error: ${error.message.split('\n')[0]}`);
+  if (error)
+    throw new Error(`WebGPU ${validation ? 'validation' : 'out-of-memory'} error: ${error.message.split('\n')[0]}`);
   return result as T;
 }
 
-async function runTfjs(tf: Tf, model: TfjsArchitecture, size: number, mode: Mode, data: Data, weights: Graph): Promise<Side> {
+async function runTfjs(
+  tf: Tf,
+  model: TfjsArchitecture,
+  size: number,
+  mode: Mode,
+  data: Data,
+  weights: Graph,
+): Promise<Side> {
   const side: Side = { engine: 'TF.js WebGPU', notes: [] };
   await freshTfjs(tf);
   await settle();
@@ -346,7 +392,10 @@ async function runTfjs(tf: Tf, model: TfjsArchitecture, size: number, mode: Mode
   try {
     const limit = (tf.backend() as unknown as { device: GPUDevice }).device.limits.maxStorageBufferBindingSize;
     net = buildTfjsNet(tf, model, size, CLASSES, limit);
-    for (const { path, blocks } of net.splits) side.notes.push(`${path} as ${blocks} Dense blocks + concat (its kernel exceeds the ${limit / MiB} MiB binding limit)`);
+    for (const { path, blocks } of net.splits)
+      side.notes.push(
+        `${path} as ${blocks} Dense blocks + concat (its kernel exceeds the ${limit / MiB} MiB binding limit)`,
+      );
     net.load((name) => {
       const init = weights.initializers.get(name);
       if (!init) throw new Error(`TF.js model: the graph has no weight '${name}'`);
@@ -356,7 +405,10 @@ async function runTfjs(tf: Tf, model: TfjsArchitecture, size: number, mode: Mode
     const headOnly = mode !== 'full';
     for (const layer of n.model.layers) layer.trainable = !headOnly || layer === n.head;
     const variables = n.model.trainableWeights.map((w) => w.read() as tfjs.Variable);
-    side.trainableParameters = n.model.trainableWeights.reduce((s, w) => s + w.shape.reduce((a, b) => (a ?? 1) * (b ?? 1), 1)!, 0);
+    side.trainableParameters = n.model.trainableWeights.reduce(
+      (s, w) => s + w.shape.reduce((a, b) => (a ?? 1) * (b ?? 1), 1)!,
+      0,
+    );
     optimizer = tf.train.momentum(LR, MOMENTUM);
     const opt = optimizer;
     const labels = data.batches.map((b) => Int32Array.from(b.labels));
@@ -397,11 +449,14 @@ async function runTfjs(tf: Tf, model: TfjsArchitecture, size: number, mode: Mode
       step = DISTINCT_BATCHES;
     }
     const firstMs = side.firstMs;
-    Object.assign(side, await timeSteps(`${mode} TF.js`, async () => {
-      const k = step++ % DISTINCT_BATCHES;
-      const loss = await scoped(tf, () => (mode === 'cached' ? featureStep(k) : imageStep(k)));
-      firstLoss ??= loss;
-    }));
+    Object.assign(
+      side,
+      await timeSteps(`${mode} TF.js`, async () => {
+        const k = step++ % DISTINCT_BATCHES;
+        const loss = await scoped(tf, () => (mode === 'cached' ? featureStep(k) : imageStep(k)));
+        firstLoss ??= loss;
+      }),
+    );
     if (firstMs !== undefined) side.firstMs = firstMs;
     side.firstLoss = firstLoss;
     side.peakBytes = meter.peak();
@@ -427,8 +482,14 @@ function describeRow(row: Row): string {
 
 function printRow(row: Row): void {
   const fmt = (s: Side | undefined) =>
-    !s ? 'not run' : s.error ? `FAILED ${s.error}` : `${s.imagesPerS!.toFixed(2)} img/s (${s.ms!.toFixed(0)} ms/step, ${s.samples} samples, peak ${((s.peakBytes ?? 0) / MiB).toFixed(0)} MiB)`;
-  console.log(`  ${describeRow(row)} | onnx-graft ${fmt(row.ours)} | TF.js ${fmt(row.tfjs)}${row.ratio !== undefined ? ` | ${row.ratio.toFixed(2)}×` : ''}`);
+    !s
+      ? 'not run'
+      : s.error
+        ? `FAILED ${s.error}`
+        : `${s.imagesPerS!.toFixed(2)} img/s (${s.ms!.toFixed(0)} ms/step, ${s.samples} samples, peak ${((s.peakBytes ?? 0) / MiB).toFixed(0)} MiB)`;
+  console.log(
+    `  ${describeRow(row)} | onnx-graft ${fmt(row.ours)} | TF.js ${fmt(row.tfjs)}${row.ratio !== undefined ? ` | ${row.ratio.toFixed(2)}×` : ''}`,
+  );
 }
 
 const gpu = await createNodeGpuContext();
@@ -444,20 +505,39 @@ try {
       try {
         graphs = ourGraphs(model, size);
       } catch (e) {
-        for (const mode of RUN_MODES) rows.push({ model, size, mode, batch: BATCH, ours: { engine: 'onnx-graft', notes: [], error: `building the graph failed: ${errText(e)}` } });
+        for (const mode of RUN_MODES)
+          rows.push({
+            model,
+            size,
+            mode,
+            batch: BATCH,
+            ours: { engine: 'onnx-graft', notes: [], error: `building the graph failed: ${errText(e)}` },
+          });
         continue;
       }
       const data = makeData(size, BATCH, 1000 + size);
       for (const mode of RUN_MODES) {
-        const row: Row = { model, size, mode, batch: BATCH, ours: await runOurs(gpu, meter, mode === 'full' ? graphs.full : graphs.head, mode, data) };
+        const row: Row = {
+          model,
+          size,
+          mode,
+          batch: BATCH,
+          ours: await runOurs(gpu, meter, mode === 'full' ? graphs.full : graphs.head, mode, data),
+        };
         if (tf) row.tfjs = await runTfjs(tf, model, size, mode, data, graphs.full);
         const [a, b] = [row.ours, row.tfjs];
         if (a.imagesPerS !== undefined && b?.imagesPerS !== undefined) row.ratio = a.imagesPerS / b.imagesPerS;
         if (a.firstLoss !== undefined && b?.firstLoss !== undefined) {
           const diff = Math.abs(a.firstLoss - b.firstLoss) / Math.max(Math.abs(b.firstLoss), 1e-6);
-          a.notes.push(`first loss ${a.firstLoss.toFixed(4)} vs TF.js ${b.firstLoss.toFixed(4)}${diff > 1e-3 ? ' MISMATCH' : ''}`);
+          a.notes.push(
+            `first loss ${a.firstLoss.toFixed(4)} vs TF.js ${b.firstLoss.toFixed(4)}${diff > 1e-3 ? ' MISMATCH' : ''}`,
+          );
         }
-        if (a.trainableParameters !== undefined && b?.trainableParameters !== undefined && a.trainableParameters !== b.trainableParameters) {
+        if (
+          a.trainableParameters !== undefined &&
+          b?.trainableParameters !== undefined &&
+          a.trainableParameters !== b.trainableParameters
+        ) {
           a.notes.push(`MISMATCH: ${a.trainableParameters} trainable parameters, TF.js ${b.trainableParameters}`);
         }
         row.load = os.loadavg()[0];
@@ -472,19 +552,40 @@ try {
 
 // ---- table, files ----
 
-const MODE_TEXT: Record<Mode, string> = { full: 'full fine-tune', head: 'head only, no cache', cached: 'head only, cached features' };
+const MODE_TEXT: Record<Mode, string> = {
+  full: 'full fine-tune',
+  head: 'head only, no cache',
+  cached: 'head only, cached features',
+};
 const fmtRate = (s: Side | undefined) =>
-  !s ? 'not run' : s.error ? `failed: ${s.error}` : `${s.imagesPerS! >= 10 ? s.imagesPerS!.toFixed(1) : s.imagesPerS!.toFixed(2)}${s.firstOnly ? '‡' : ''}`;
-const fmtMem = (s: Side | undefined) => (s?.peakBytes !== undefined && !s.error ? `${(s.peakBytes / MiB).toFixed(s.peakBytes < 10 * MiB ? 1 : 0)}` : '');
+  !s
+    ? 'not run'
+    : s.error
+      ? `failed: ${s.error}`
+      : `${s.imagesPerS! >= 10 ? s.imagesPerS!.toFixed(1) : s.imagesPerS!.toFixed(2)}${s.firstOnly ? '‡' : ''}`;
+const fmtMem = (s: Side | undefined) =>
+  s?.peakBytes !== undefined && !s.error ? `${(s.peakBytes / MiB).toFixed(s.peakBytes < 10 * MiB ? 1 : 0)}` : '';
 const fmtSideNotes = (s: Side | undefined, who: string) => {
   if (!s || s.error) return [];
   const notes = [`${s.ms!.toFixed(0)} ms/step`, `first step ${(s.firstMs! / 1000).toFixed(1)} s`];
-  if (s.firstEpochImagesPerS !== undefined) notes.push(`first epoch (features extracted) ${s.firstEpochImagesPerS.toFixed(2)} img/s`);
+  if (s.firstEpochImagesPerS !== undefined)
+    notes.push(`first epoch (features extracted) ${s.firstEpochImagesPerS.toFixed(2)} img/s`);
   return [`${who}: ${[...notes, ...s.notes].join(', ')}`];
 };
 
 function table(): string {
-  const head = ['model', 'input', 'training', 'onnx-graft img/s', 'TF.js img/s', '× vs TF.js', 'onnx-graft peak GPU MiB', 'TF.js peak GPU MiB', 'timing', 'notes'];
+  const head = [
+    'model',
+    'input',
+    'training',
+    'onnx-graft img/s',
+    'TF.js img/s',
+    '× vs TF.js',
+    'onnx-graft peak GPU MiB',
+    'TF.js peak GPU MiB',
+    'timing',
+    'notes',
+  ];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i >= 3 && i <= 7 ? '---:' : '---')).join('|')}|`];
   for (const r of rows) {
     const cells = [
@@ -506,7 +607,14 @@ function table(): string {
 
 function targets(): string[] {
   return rows.map((r) => {
-    const verdict = r.ratio === undefined ? (r.ours.error ? 'MISSED (onnx-graft failed)' : 'no comparison (TF.js failed or not run)') : r.ratio > 1 ? 'met' : 'MISSED';
+    const verdict =
+      r.ratio === undefined
+        ? r.ours.error
+          ? 'MISSED (onnx-graft failed)'
+          : 'no comparison (TF.js failed or not run)'
+        : r.ratio > 1
+          ? 'met'
+          : 'MISSED';
     return `- ${describeRow(r)}: ahead of TF.js — ${verdict}${r.ratio !== undefined ? ` (${r.ratio.toFixed(2)}×)` : ''}`;
   });
 }
@@ -518,7 +626,10 @@ const header = [
   '',
   `- command: \`${command}\``,
   `- date: ${startedAt.toISOString()}; total runtime ${(totalS / 60).toFixed(1)} min`,
-  `- adapter: ${adapter}; ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'CPU'}; load average at start ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}, at end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+  `- adapter: ${adapter}; ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'CPU'}; load average at start ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}, at end ${os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')}`,
   `- versions: node ${process.version}, TF.js ${tf ? tf.version.tfjs : 'not run'}`,
 ];
 const legend = [
@@ -527,21 +638,36 @@ const legend = [
   `- **img/s** = batch ÷ the median wall time of one training step over Benchmark.js samples (deferred async loop, after an untimed first step that compiles pipelines; a first step over 15 s gets 3 samples, over 60 s 2, over 120 s 1). ‡: timed by its first step alone (pipeline compilation included), which took over ${MAX_STEP_S} s (\`--max-step\`). One step, on both sides: the batch uploaded from the host, forward, softmax cross-entropy, backward, the SGD update (lr ${LR}, momentum ${MOMENTUM}, no weight decay) and the loss read back. **× vs TF.js** = onnx-graft img/s ÷ TF.js img/s: above 1, onnx-graft is faster. **timing**: wall clock on both sides (like for like); the Benchmark.js sample counts, onnx-graft / TF.js.`,
   `- Same network, weights and data on both sides: onnx-graft builds torchvision's layout (src/graph/architectures, seeded He-normal weights) and replaces the last layer with a ${CLASSES}-class one (transfer case 3); TF.js builds the same layers channels-last (bench/tfjs-models.ts) and copies those weights in; images are seeded standard-normal, labels seeded uniform over ${CLASSES} classes, ${DISTINCT_BATCHES} distinct batches cycled. "first loss" compares the two engines' losses on the first batch with the initial weights (checks that the networks match). VGG-16 has no dropout on either side (the ONNX-layout graph has none); below 224 its adaptive 7×7 pool is two MatMuls with averaging matrices on both sides.`,
   '- **full fine-tune**: every weight trains; BatchNormalization uses batch statistics (and updates its running ones). onnx-graft: `Trainer.fit`; TF.js: `optimizer.minimize` over `model.apply(x, {training: true})` with every trainable variable.',
-  '- **head only, no cache**: everything but the last layer frozen (`freeze(graph, { allButLast: 1 })`; TF.js `layer.trainable = false`); each step runs the frozen body forward, BatchNormalization on running statistics (TF.js `training: false`), and trains the last layer. onnx-graft: `Trainer.fit` with `featureCache: false`; TF.js: `optimizer.minimize` over the whole model with the head\'s variables only.',
+  "- **head only, no cache**: everything but the last layer frozen (`freeze(graph, { allButLast: 1 })`; TF.js `layer.trainable = false`); each step runs the frozen body forward, BatchNormalization on running statistics (TF.js `training: false`), and trains the last layer. onnx-graft: `Trainer.fit` with `featureCache: false`; TF.js: `optimizer.minimize` over the whole model with the head's variables only.",
   '- **head only, cached features**: onnx-graft: `Trainer.fit` with dataset indices and no `featureCache` option: the trainer decides by itself to run the frozen body once per example and train the head on the cached features (its log line is quoted); TF.js: `body.predict` once per example, the features read back to the host. Timed steps (both sides): the 8 feature vectors uploaded, the last layer trained. The first epoch (first step excluded: it compiles) is given separately in the notes, body forward included.',
   '- **peak GPU MiB**: onnx-graft: the most bytes of GPU buffers alive at once during the row, counted at GpuContext.createBuffer (weights, gradients, optimizer moments, the pre-step copies kept to undo a diverged step, activations, the feature-extraction session; readback staging excluded); TF.js: the most bytes its buffer manager had handed out at once (its tensors, uniforms and upload staging); the buffer pool it keeps (freed buffers held for reuse) is in the notes. Each TF.js row starts on a fresh backend (new device, empty pool).',
-  '- Every row\'s warm-up time, sample count and total time are in the JSON.',
+  "- Every row's warm-up time, sample count and total time are in the JSON.",
 ];
-const md = [...header, '', table(), ...legend, '', 'Target (ahead of TF.js on every row):', ...targets(), ''].join('\n');
+const md = [...header, '', table(), ...legend, '', 'Target (ahead of TF.js on every row):', ...targets(), ''].join(
+  '\n',
+);
 console.log(`\n${table()}\n\nTarget:\n${targets().join('\n')}\n\ntotal runtime ${(totalS / 60).toFixed(1)} min`);
 
-writeResults('train', startedAt, {
-  date: startedAt.toISOString(),
-  command,
-  totalS,
-  ...machineRecord(gpu, loadAtStart),
-  settings: { batch: BATCH, classes: CLASSES, lr: LR, momentum: MOMENTUM, distinctBatches: DISTINCT_BATCHES, maxTime: MAX_TIME, maxStepS: MAX_STEP_S },
-  rows,
-}, WRITE_MD ? md : undefined);
+writeResults(
+  'train',
+  startedAt,
+  {
+    date: startedAt.toISOString(),
+    command,
+    totalS,
+    ...machineRecord(gpu, loadAtStart),
+    settings: {
+      batch: BATCH,
+      classes: CLASSES,
+      lr: LR,
+      momentum: MOMENTUM,
+      distinctBatches: DISTINCT_BATCHES,
+      maxTime: MAX_TIME,
+      maxStepS: MAX_STEP_S,
+    },
+    rows,
+  },
+  WRITE_MD ? md : undefined,
+);
 // TF.js holds a Dawn instance for the life of the process.
 process.exit(0);

@@ -15,7 +15,8 @@ import { mulberry32 } from '../test/helpers/random.ts';
 export function withBatch(prepared: Graph, batch: number): Graph {
   const g = prepared.clone();
   const feeds = new Set(g.feedInputs.map((i) => i.name));
-  const rebatch = (shape: (number | string | null)[] | undefined) => (shape && shape.length ? [batch, ...shape.slice(1)] : shape);
+  const rebatch = (shape: (number | string | null)[] | undefined) =>
+    shape && shape.length ? [batch, ...shape.slice(1)] : shape;
   g.inputs = g.inputs.map((i) => (feeds.has(i.name) ? { ...i, shape: rebatch(i.shape) } : i));
   g.outputs = g.outputs.map((o) => ({ ...o, shape: rebatch(o.shape) }));
   for (const name of [...g.values.keys()]) {
@@ -26,9 +27,15 @@ export function withBatch(prepared: Graph, batch: number): Graph {
   for (const node of g.nodes) {
     if (node.opType !== 'Reshape') continue;
     const target = g.initializers.get(node.inputs[1]);
-    if (!target) throw new Error(`withBatch: Reshape '${node.name}' has a computed shape; only constant targets are rewritten`);
+    if (!target)
+      throw new Error(`withBatch: Reshape '${node.name}' has a computed shape; only constant targets are rewritten`);
     const dims = toNumbers(target.value);
-    if (dims[0] === 1) g.setInitializer(node.inputs[1], fromNumbers(target.value.dtype, [...target.value.dims], [batch, ...dims.slice(1)]), false);
+    if (dims[0] === 1)
+      g.setInitializer(
+        node.inputs[1],
+        fromNumbers(target.value.dtype, [...target.value.dims], [batch, ...dims.slice(1)]),
+        false,
+      );
   }
   return prepareGraph(g);
 }
@@ -91,11 +98,18 @@ export interface ConvShape {
 /** Y = Conv(X, W, B), NCHW, square kernel, symmetric padding: weights and bias constants. */
 export function convModel(s: ConvShape, seed = 1): SingleNode {
   const dims = [s.images, s.inChannels, s.size, s.size];
-  const { g, b } = newGraph(`conv ${s.kernel}x${s.kernel} s${s.stride} ${s.inChannels}→${s.outChannels} @${s.size}`, dims);
+  const { g, b } = newGraph(
+    `conv ${s.kernel}x${s.kernel} s${s.stride} ${s.inChannels}→${s.outChannels} @${s.size}`,
+    dims,
+  );
   const w = b.unique('w');
   const bias = b.unique('b');
   const fanIn = s.inChannels * s.kernel * s.kernel;
-  g.setInitializer(w, { dtype: 'float32', dims: [s.outChannels, s.inChannels, s.kernel, s.kernel], data: normal(s.outChannels * fanIn, Math.sqrt(2 / fanIn), seed + 1) });
+  g.setInitializer(w, {
+    dtype: 'float32',
+    dims: [s.outChannels, s.inChannels, s.kernel, s.kernel],
+    data: normal(s.outChannels * fanIn, Math.sqrt(2 / fanIn), seed + 1),
+  });
   g.setInitializer(bias, { dtype: 'float32', dims: [s.outChannels], data: normal(s.outChannels, 0.1, seed + 2) });
   const y = b.op('Conv', ['x', w, bias], {
     kernel_shape: [s.kernel, s.kernel],
@@ -121,10 +135,26 @@ export function distinctConvs(graph: Graph, kernel: number): ConvShape[] {
     const strides = ints('strides', [1, 1]);
     const pads = ints('pads', [0, 0, 0, 0]);
     const dilations = ints('dilations', [1, 1]);
-    if (group !== 1 || x[2] !== x[3] || strides[0] !== strides[1] || new Set(pads).size !== 1 || dilations.some((d) => d !== 1)) {
-      throw new Error(`distinctConvs: conv '${node.name}' is not a plain square one (group ${group}, strides ${strides}, pads ${pads})`);
+    if (
+      group !== 1 ||
+      x[2] !== x[3] ||
+      strides[0] !== strides[1] ||
+      new Set(pads).size !== 1 ||
+      dilations.some((d) => d !== 1)
+    ) {
+      throw new Error(
+        `distinctConvs: conv '${node.name}' is not a plain square one (group ${group}, strides ${strides}, pads ${pads})`,
+      );
     }
-    const shape: ConvShape = { images: x[0], inChannels: w[1], outChannels: w[0], size: x[2], kernel, stride: strides[0], pad: pads[0] };
+    const shape: ConvShape = {
+      images: x[0],
+      inChannels: w[1],
+      outChannels: w[0],
+      size: x[2],
+      kernel,
+      stride: strides[0],
+      pad: pads[0],
+    };
     seen.set(JSON.stringify(shape), shape);
   }
   return [...seen.values()];

@@ -16,8 +16,14 @@ const TEST_DATA = [
   ['/usr/share/libonnx-testdata/data', 'Debian package libonnx-testdata'],
   ['/usr/share/datasets/fashion-mnist', 'Debian package dataset-fashion-mnist'],
   ['/usr/share/darknet/data/dog.jpg', "darknet's sample photographs (unpacked from Debian's darknet .deb)"],
-  ['/usr/lib/python3/dist-packages/PIL', 'Debian package python3-pil (Pillow, the pixel reference of test/data-pillow.test.ts)'],
-  ['/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz', "scikit-learn's digits (unpacked from Debian's python3-sklearn .deb)"],
+  [
+    '/usr/lib/python3/dist-packages/PIL',
+    'Debian package python3-pil (Pillow, the pixel reference of test/data-pillow.test.ts)',
+  ],
+  [
+    '/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz',
+    "scikit-learn's digits (unpacked from Debian's python3-sklearn .deb)",
+  ],
 ];
 
 // Runs in a child: a crash or hang inside Dawn must not take this script down with it.
@@ -60,10 +66,18 @@ function main() {
 
   const missing = () => TEST_DATA.filter(([path]) => !existsSync(path));
   if (forTests && missing().length) {
-    console.error(`ensure-platform: test data missing (${missing().map(([p]) => p).join(', ')}); installing with scripts/setup-system.sh`);
+    console.error(
+      `ensure-platform: test data missing (${missing()
+        .map(([p]) => p)
+        .join(', ')}); installing with scripts/setup-system.sh`,
+    );
     runSetup({ skipTestdata: false });
     if (missing().length) {
-      fail(`test data still missing: ${missing().map(([p, what]) => `${p} (${what})`).join('; ')}. Install it with:\n  ${SETUP_COMMAND}`);
+      fail(
+        `test data still missing: ${missing()
+          .map(([p, what]) => `${p} (${what})`)
+          .join('; ')}. Install it with:\n  ${SETUP_COMMAND}`,
+      );
     }
   }
 
@@ -85,14 +99,15 @@ function probeAdapter() {
     encoding: 'utf8',
     timeout: 30_000,
   });
-  const details = `adapter probe: exit ${child.status}${child.signal ? `, signal ${child.signal}` : ''}\n${child.stderr ?? ''}`.trim();
+  const details =
+    `adapter probe: exit ${child.status}${child.signal ? `, signal ${child.signal}` : ''}\n${child.stderr ?? ''}`.trim();
   const line = /^ADAPTER (.*)$/m.exec(child.stdout ?? '');
   if (child.status !== 0 || !line) return { ok: false, problem: 'the WebGPU adapter probe failed', details };
   const adapter = JSON.parse(line[1]);
   if (!adapter) return { ok: false, problem: 'dawn.node found no WebGPU adapter', details };
   const fields = [adapter.vendor, adapter.architecture, adapter.device, adapter.description];
   if (fields.some((f) => /null[\s_-]*backend/i.test(f ?? ''))) {
-    return { ok: false, problem: "dawn.node offers only its null backend, which runs nothing", details };
+    return { ok: false, problem: 'dawn.node offers only its null backend, which runs nothing', details };
   }
   return { ok: true, adapter };
 }

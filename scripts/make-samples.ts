@@ -14,16 +14,21 @@ import { writeFileAtomic } from '../src/node/files.ts';
 import { UsageError, parseArgs } from '../src/cli/args.ts';
 import { FASHION_TARGET_CLASSES } from '../src/cli/commands/demo.ts';
 
-
 const USAGE = 'npx tsx scripts/make-samples.ts [--per-class-train N] [--per-class-test N] [--seed S] [--out DIR]';
 const DEFAULTS = { train: 300, test: 100, seed: 2026, out: 'models-onnx/samples' };
 
 function main(argv: string[]): void {
   if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`usage: ${USAGE}\n  writes a seeded Fashion-MNIST subset (classes ${FASHION_TARGET_CLASSES.join(', ')}) and a copy of sklearn's digits.csv.gz under --out (default ${DEFAULTS.out})\n`);
+    process.stdout.write(
+      `usage: ${USAGE}\n  writes a seeded Fashion-MNIST subset (classes ${FASHION_TARGET_CLASSES.join(', ')}) and a copy of sklearn's digits.csv.gz under --out (default ${DEFAULTS.out})\n`,
+    );
     return;
   }
-  const args = parseArgs(argv, { options: ['per-class-train', 'per-class-test', 'seed', 'out'], positional: 0, usage: USAGE });
+  const args = parseArgs(argv, {
+    options: ['per-class-train', 'per-class-test', 'seed', 'out'],
+    positional: 0,
+    usage: USAGE,
+  });
   const count = (key: string, fallback: number) => {
     const raw = args.options[key];
     const v = raw === undefined ? fallback : Number(raw);
@@ -34,21 +39,36 @@ function main(argv: string[]): void {
   const perTest = count('per-class-test', DEFAULTS.test);
   const seed = count('seed', DEFAULTS.seed);
   const out = args.options.out ?? DEFAULTS.out;
-  if (!existsSync(FASHION_MNIST_ROOT)) throw new UsageError(`${FASHION_MNIST_ROOT} not found: apt-get install dataset-fashion-mnist`);
-  if (!existsSync(SKLEARN_DIGITS_PATH)) throw new UsageError(`${SKLEARN_DIGITS_PATH} not found: apt-get install python3-sklearn`);
+  if (!existsSync(FASHION_MNIST_ROOT))
+    throw new UsageError(`${FASHION_MNIST_ROOT} not found: apt-get install dataset-fashion-mnist`);
+  if (!existsSync(SKLEARN_DIGITS_PATH))
+    throw new UsageError(`${SKLEARN_DIGITS_PATH} not found: apt-get install python3-sklearn`);
 
   const folder = join(out, 'fashion-mnist');
   mkdirSync(folder, { recursive: true });
-  for (const [split, prefix, per] of [['train', 'train', perTrain], ['test', 't10k', perTest]] as const) {
+  for (const [split, prefix, per] of [
+    ['train', 'train', perTrain],
+    ['test', 't10k', perTest],
+  ] as const) {
     const data = fashionMnist(split);
     const picked = pickPerClass(data.labels, per, mixSeed(seed, split === 'train' ? 1 : 2));
     const side = 28;
     const pixels = new Uint8Array(picked.length * side * side);
-    picked.forEach((index, k) => pixels.set(data.pixels.subarray(index * side * side, (index + 1) * side * side), k * side * side));
+    picked.forEach((index, k) =>
+      pixels.set(data.pixels.subarray(index * side * side, (index + 1) * side * side), k * side * side),
+    );
     const labels = Uint8Array.from(picked, (i) => data.labels[i]);
-    writeFileAtomic(join(folder, `${prefix}-images-idx3-ubyte.gz`), gzipSync(idxUint8([picked.length, side, side], pixels), { level: 9 }));
-    writeFileAtomic(join(folder, `${prefix}-labels-idx1-ubyte.gz`), gzipSync(idxUint8([picked.length], labels), { level: 9 }));
-    process.stdout.write(`${folder}/${prefix}-*: ${picked.length} images (${per} per class of ${FASHION_TARGET_CLASSES.join(', ')})\n`);
+    writeFileAtomic(
+      join(folder, `${prefix}-images-idx3-ubyte.gz`),
+      gzipSync(idxUint8([picked.length, side, side], pixels), { level: 9 }),
+    );
+    writeFileAtomic(
+      join(folder, `${prefix}-labels-idx1-ubyte.gz`),
+      gzipSync(idxUint8([picked.length], labels), { level: 9 }),
+    );
+    process.stdout.write(
+      `${folder}/${prefix}-*: ${picked.length} images (${per} per class of ${FASHION_TARGET_CLASSES.join(', ')})\n`,
+    );
   }
   const digitsCopy = join(out, 'digits.csv.gz');
   writeFileAtomic(digitsCopy, readFileSync(SKLEARN_DIGITS_PATH));

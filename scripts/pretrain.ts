@@ -15,7 +15,12 @@ import { buildArchitecture } from '../src/graph/architectures/index.ts';
 import type { Graph } from '../src/graph/ir.ts';
 import { writeLabels, writePreprocess, type PreprocessSpec } from '../src/graph/model-metadata.ts';
 import { batches, type Dataset } from '../src/data/index.ts';
-import { fashionMnist, FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, type IdxImageDataset } from '../src/data/node/index.ts';
+import {
+  fashionMnist,
+  FASHION_MNIST_CLASSES,
+  FASHION_MNIST_ROOT,
+  type IdxImageDataset,
+} from '../src/data/node/index.ts';
 import { evalTransform, trainTransform } from '../src/data/preprocess.ts';
 import { createNodeGpuContext, type GpuContext } from '../src/node/index.ts';
 import { saveModelFile, writeFileAtomic } from '../src/node/files.ts';
@@ -59,7 +64,15 @@ export interface PretrainOptions {
   log?: (line: string) => void;
 }
 
-export const DEFAULTS = { seed: 0, epochs: 2, perClass: 3000, batch: 32, lr: 0.002, out: 'models-onnx/source/source-net.onnx', data: FASHION_MNIST_ROOT } as const;
+export const DEFAULTS = {
+  seed: 0,
+  epochs: 2,
+  perClass: 3000,
+  batch: 32,
+  lr: 0.002,
+  out: 'models-onnx/source/source-net.onnx',
+  data: FASHION_MNIST_ROOT,
+} as const;
 
 export interface PretrainResult {
   graph: Graph;
@@ -94,18 +107,31 @@ export async function pretrain(options: PretrainOptions, gpu?: GpuContext): Prom
     } catch (e) {
       // fashionMnist names the missing file; here the fix is the package or --data.
       const missing = (e as Error).message.split('. Install')[0];
-      throw new PretrainError(`${missing}: install Debian's dataset-fashion-mnist (sudo apt-get install dataset-fashion-mnist) or pass --data DIR`);
+      throw new PretrainError(
+        `${missing}: install Debian's dataset-fashion-mnist (sudo apt-get install dataset-fashion-mnist) or pass --data DIR`,
+      );
     }
-    return split === 'train' ? sourceClasses(data, options.perClass, '--per-class') : sourceClasses(data, options.testPerClass ?? 1000, '--test-per-class');
+    return split === 'train'
+      ? sourceClasses(data, options.perClass, '--per-class')
+      : sourceClasses(data, options.testPerClass ?? 1000, '--test-per-class');
   });
 
   const ownGpu = !gpu;
   gpu ??= await createNodeGpuContext();
   let trainer: Trainer | undefined;
   try {
-    const graph = buildArchitecture(SOURCE_ARCHITECTURE.name, { ...SOURCE_ARCHITECTURE, classes: SOURCE_CLASSES.length, batch: 'batch', seed: options.seed });
-    log(`source network: ResNet-50 width ${SOURCE_ARCHITECTURE.width}, ${SOURCE_ARCHITECTURE.inputSize}×${SOURCE_ARCHITECTURE.inputSize}, ${graph.parameterCount((i) => i.trainable).toLocaleString('en-US')} trainable parameters, seed ${options.seed}`);
-    log(`data: ${train.length} training images (${options.perClass} per class of ${SOURCE_LABELS.join(', ')}), ${test.length} t10k test images; adapter ${gpu.info.description || gpu.info.device || gpu.info.vendor}`);
+    const graph = buildArchitecture(SOURCE_ARCHITECTURE.name, {
+      ...SOURCE_ARCHITECTURE,
+      classes: SOURCE_CLASSES.length,
+      batch: 'batch',
+      seed: options.seed,
+    });
+    log(
+      `source network: ResNet-50 width ${SOURCE_ARCHITECTURE.width}, ${SOURCE_ARCHITECTURE.inputSize}×${SOURCE_ARCHITECTURE.inputSize}, ${graph.parameterCount((i) => i.trainable).toLocaleString('en-US')} trainable parameters, seed ${options.seed}`,
+    );
+    log(
+      `data: ${train.length} training images (${options.perClass} per class of ${SOURCE_LABELS.join(', ')}), ${test.length} t10k test images; adapter ${gpu.info.description || gpu.info.device || gpu.info.vendor}`,
+    );
     trainer = await Trainer.create(gpu, graph);
     const stepsPerEpoch = Math.floor(train.length / options.batch);
     const trainTf = trainTransform(SOURCE_PREPROCESS, { flip: true });
@@ -116,12 +142,27 @@ export async function pretrain(options: PretrainOptions, gpu?: GpuContext): Prom
     const trainStart = performance.now();
     let lastReport = trainStart;
     const fitted = await trainer.fit(
-      (epoch) => batches(train, { batchSize: options.batch, shuffle: true, seed: options.seed, epoch, transform: trainTf, dropLast: true, prefetch: 2 }),
+      (epoch) =>
+        batches(train, {
+          batchSize: options.batch,
+          shuffle: true,
+          seed: options.seed,
+          epoch,
+          transform: trainTf,
+          dropLast: true,
+          prefetch: 2,
+        }),
       {
         epochs: options.epochs,
         optimizer: { type: 'adam', lr: options.lr },
         // Cosine decay to 1% over the whole run: the last epochs settle instead of bouncing.
-        schedule: { type: 'cosine', lr: options.lr, totalSteps: stepsPerEpoch * options.epochs, minLr: options.lr / 100, warmup: { steps: warmupSteps } },
+        schedule: {
+          type: 'cosine',
+          lr: options.lr,
+          totalSteps: stepsPerEpoch * options.epochs,
+          minLr: options.lr / 100,
+          warmup: { steps: warmupSteps },
+        },
         augmented: true,
         seed: options.seed,
         validation: () => batches(test, { batchSize: evalBatch, transform: evalTf }),
@@ -131,10 +172,14 @@ export async function pretrain(options: PretrainOptions, gpu?: GpuContext): Prom
             if (now - lastReport < 30_000) return;
             lastReport = now;
             const inEpoch = step - epoch * stepsPerEpoch;
-            log(`  epoch ${epoch + 1} step ${inEpoch}/${stepsPerEpoch} loss ${loss.toFixed(4)} (${((now - trainStart) / 1000).toFixed(0)} s)`);
+            log(
+              `  epoch ${epoch + 1} step ${inEpoch}/${stepsPerEpoch} loss ${loss.toFixed(4)} (${((now - trainStart) / 1000).toFixed(0)} s)`,
+            );
           },
           onEpochEnd: (m) => {
-            log(`epoch ${m.epoch}/${options.epochs}: loss ${m.loss.toFixed(4)} train top-1 ${pct(m.top1)} | t10k loss ${m.valLoss!.toFixed(4)} top-1 ${pct(m.valTop1!)} | training ${m.trainSeconds.toFixed(0)} s, ${(m.samples / m.trainSeconds).toFixed(0)} img/s, evaluation ${m.valSeconds.toFixed(0)} s`);
+            log(
+              `epoch ${m.epoch}/${options.epochs}: loss ${m.loss.toFixed(4)} train top-1 ${pct(m.top1)} | t10k loss ${m.valLoss!.toFixed(4)} top-1 ${pct(m.valTop1!)} | training ${m.trainSeconds.toFixed(0)} s, ${(m.samples / m.trainSeconds).toFixed(0)} img/s, evaluation ${m.valSeconds.toFixed(0)} s`,
+            );
           },
         },
       },
@@ -150,12 +195,24 @@ export async function pretrain(options: PretrainOptions, gpu?: GpuContext): Prom
     saveModelFile(trained, files.model);
     writeFileAtomic(files.labels, new TextEncoder().encode(SOURCE_LABELS.join('\n') + '\n'));
     const result: PretrainResult = {
-      graph: trained, history: fitted.history, top1: correct / evaluated, perClassTop1: perClass, correct, evaluated,
-      trainImages: train.length, seconds: (performance.now() - started) / 1000, trainSeconds, files,
+      graph: trained,
+      history: fitted.history,
+      top1: correct / evaluated,
+      perClassTop1: perClass,
+      correct,
+      evaluated,
+      trainImages: train.length,
+      seconds: (performance.now() - started) / 1000,
+      trainSeconds,
+      files,
     };
     writeFileAtomic(files.card, new TextEncoder().encode(modelCard(options, result, gpu)));
-    log(`t10k top-1 on the source classes: ${pct(result.top1)} (${correct} / ${evaluated}); per class ${SOURCE_LABELS.map((l, i) => `${l} ${pct(perClass[i])}`).join(', ')}`);
-    log(`wrote ${files.model} (${(statSync(files.model).size / 1e6).toFixed(2)} MB), ${files.labels}, ${files.card}; wall time ${result.seconds.toFixed(0)} s`);
+    log(
+      `t10k top-1 on the source classes: ${pct(result.top1)} (${correct} / ${evaluated}); per class ${SOURCE_LABELS.map((l, i) => `${l} ${pct(perClass[i])}`).join(', ')}`,
+    );
+    log(
+      `wrote ${files.model} (${(statSync(files.model).size / 1e6).toFixed(2)} MB), ${files.labels}, ${files.card}; wall time ${result.seconds.toFixed(0)} s`,
+    );
     return result;
   } finally {
     trainer?.dispose();
@@ -165,7 +222,11 @@ export async function pretrain(options: PretrainOptions, gpu?: GpuContext): Prom
 
 /** The first `perClass` images of each source class, in file order, relabelled 0…4;
  * `fileIndices` says which images of the file they are. */
-export function sourceClasses(data: IdxImageDataset, perClass: number, what: string): Dataset & { fileIndices: Uint32Array } {
+export function sourceClasses(
+  data: IdxImageDataset,
+  perClass: number,
+  what: string,
+): Dataset & { fileIndices: Uint32Array } {
   const picked: number[] = [];
   const counts = SOURCE_CLASSES.map(() => 0);
   for (let i = 0; i < data.length; i++) {
@@ -176,7 +237,10 @@ export function sourceClasses(data: IdxImageDataset, perClass: number, what: str
     }
   }
   const short = counts.findIndex((c) => c < perClass);
-  if (short >= 0) throw new PretrainError(`${what} ${perClass}: the file holds only ${counts[short]} images of class '${SOURCE_LABELS[short]}'`);
+  if (short >= 0)
+    throw new PretrainError(
+      `${what} ${perClass}: the file holds only ${counts[short]} images of class '${SOURCE_LABELS[short]}'`,
+    );
   return {
     length: picked.length,
     classes: SOURCE_LABELS,
@@ -189,7 +253,12 @@ export function sourceClasses(data: IdxImageDataset, perClass: number, what: str
 }
 
 /** Correct predictions overall and per class, from the trainer's own forward pass. */
-async function classify(trainer: Trainer, data: Dataset, transform: ReturnType<typeof evalTransform>, batchSize: number): Promise<{ correct: number; perClass: number[] }> {
+async function classify(
+  trainer: Trainer,
+  data: Dataset,
+  transform: ReturnType<typeof evalTransform>,
+  batchSize: number,
+): Promise<{ correct: number; perClass: number[] }> {
   const hits = SOURCE_CLASSES.map(() => 0);
   const totals = SOURCE_CLASSES.map(() => 0);
   for await (const b of batches(data, { batchSize, transform })) {
@@ -207,14 +276,18 @@ async function classify(trainer: Trainer, data: Dataset, transform: ReturnType<t
 
 function checkOptions(o: PretrainOptions): void {
   const int = (v: number, name: string, min: number, max = Infinity) => {
-    if (!Number.isInteger(v) || v < min || v > max) throw new PretrainError(`--${name} expects an integer in [${min}, ${max === Infinity ? '∞' : max}], got ${v}`);
+    if (!Number.isInteger(v) || v < min || v > max)
+      throw new PretrainError(`--${name} expects an integer in [${min}, ${max === Infinity ? '∞' : max}], got ${v}`);
   };
   int(o.seed, 'seed', 0, 2 ** 32 - 1);
   int(o.epochs, 'epochs', 1, 1000);
   int(o.perClass, 'per-class', 1, 6000);
   if (o.testPerClass !== undefined) int(o.testPerClass, 'test-per-class', 1, 1000);
   int(o.batch, 'batch', 1, 1024);
-  if (o.batch > o.perClass * SOURCE_CLASSES.length) throw new PretrainError(`--batch ${o.batch} is larger than the ${o.perClass * SOURCE_CLASSES.length} training images; lower --batch or raise --per-class`);
+  if (o.batch > o.perClass * SOURCE_CLASSES.length)
+    throw new PretrainError(
+      `--batch ${o.batch} is larger than the ${o.perClass * SOURCE_CLASSES.length} training images; lower --batch or raise --per-class`,
+    );
   if (!(o.lr > 0 && o.lr < 1)) throw new PretrainError(`--lr expects a number in (0, 1), got ${o.lr}`);
   if (!o.out.endsWith('.onnx')) throw new PretrainError(`--out '${o.out}' must name a .onnx file`);
 }
@@ -225,7 +298,9 @@ function checkWritable(dir: string): void {
     if (!statSync(dir).isDirectory()) throw new Error('not a folder');
     accessSync(dir, constants.W_OK);
   } catch (e) {
-    throw new PretrainError(`output folder ${dir} is missing or not writable (${(e as Error).message}); create it or pass another --out`);
+    throw new PretrainError(
+      `output folder ${dir} is missing or not writable (${(e as Error).message}); create it or pass another --out`,
+    );
   }
 }
 
@@ -235,9 +310,14 @@ function pct(x: number): string {
 
 function modelCard(o: PretrainOptions, r: PretrainResult, gpu: GpuContext): string {
   const cpu = cpus();
-  const rows = r.history.map((m) => `| ${m.epoch} | ${m.loss.toFixed(4)} | ${pct(m.top1)} | ${m.valLoss!.toFixed(4)} | ${pct(m.valTop1!)} | ${m.trainSeconds.toFixed(0)} | ${(m.samples / m.trainSeconds).toFixed(0)} | ${m.valSeconds.toFixed(0)} |`);
+  const rows = r.history.map(
+    (m) =>
+      `| ${m.epoch} | ${m.loss.toFixed(4)} | ${pct(m.top1)} | ${m.valLoss!.toFixed(4)} | ${pct(m.valTop1!)} | ${m.trainSeconds.toFixed(0)} | ${(m.samples / m.trainSeconds).toFixed(0)} | ${m.valSeconds.toFixed(0)} |`,
+  );
   const params = r.graph.parameterCount((i) => i.trainable);
-  const adapter = [gpu.info.vendor, gpu.info.architecture, gpu.info.description || gpu.info.device].filter(Boolean).join(' / ');
+  const adapter = [gpu.info.vendor, gpu.info.architecture, gpu.info.description || gpu.info.device]
+    .filter(Boolean)
+    .join(' / ');
   return `# Source network: ResNet-50 (width ${SOURCE_ARCHITECTURE.width}) pretrained on five Fashion-MNIST classes
 
 \`source-net.onnx\` is the network onnx-graft's transfer-learning demo (\`npm start\`) starts from: no
@@ -332,12 +412,16 @@ export function parsePretrainArgs(argv: string[]): PretrainOptions | null {
     const arg = argv[i];
     if (arg === '--help' || arg === '-h') return null;
     const [key, inline] = arg.startsWith('--') ? arg.slice(2).split(/=(.*)/s, 2) : [arg, undefined];
-    if (!(OPTIONS as readonly string[]).includes(key)) throw new PretrainError(`unknown argument '${arg}'; accepted: ${OPTIONS.map((k) => `--${k}`).join(', ')}, --help`);
+    if (!(OPTIONS as readonly string[]).includes(key))
+      throw new PretrainError(
+        `unknown argument '${arg}'; accepted: ${OPTIONS.map((k) => `--${k}`).join(', ')}, --help`,
+      );
     const value = inline ?? argv[++i];
     if (value === undefined) throw new PretrainError(`--${key} needs a value`);
     const number = () => {
       const n = Number(value);
-      if (value.trim() === '' || !Number.isFinite(n)) throw new PretrainError(`--${key} expects a number, got '${value}'`);
+      if (value.trim() === '' || !Number.isFinite(n))
+        throw new PretrainError(`--${key} expects a number, got '${value}'`);
       return n;
     };
     if (key === 'out') o.out = value;
@@ -359,7 +443,9 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const result = await pretrain({ ...options, log: (line) => process.stdout.write(line + '\n') });
-    process.stdout.write(`done: ${relative(process.cwd(), result.files.model)}, t10k top-1 ${pct(result.top1)} on ${SOURCE_LABELS.length} source classes, ${result.seconds.toFixed(0)} s\n`);
+    process.stdout.write(
+      `done: ${relative(process.cwd(), result.files.model)}, t10k top-1 ${pct(result.top1)} on ${SOURCE_LABELS.length} source classes, ${result.seconds.toFixed(0)} s\n`,
+    );
     return 0;
   } catch (e) {
     process.stderr.write(`pretrain: ${(e as Error).message.split('\n')[0]}\n`);

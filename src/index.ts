@@ -1,13 +1,33 @@
 // onnx-graft's engine API: runs anywhere WebGPU does (Node via src/node, browsers, edge).
 // Node-only helpers (files, Dawn) live in 'onnx-graft/node'.
 export { Graph, type Node, type Initializer, type ValueInfo, type Attribute, type Dim } from './graph/ir.ts';
-export { decodeModel, encodeModel, type DecodeOptions, type EncodeOptions, type ExternalDataReader } from './graph/codec.ts';
-export { loadModel, prepareGraph, MAX_SUPPORTED_OPSET, MIN_SUPPORTED_OPSET, type PrepareOptions } from './graph/load.ts';
+export {
+  decodeModel,
+  encodeModel,
+  type DecodeOptions,
+  type EncodeOptions,
+  type ExternalDataReader,
+} from './graph/codec.ts';
+export {
+  loadModel,
+  prepareGraph,
+  MAX_SUPPORTED_OPSET,
+  MIN_SUPPORTED_OPSET,
+  type PrepareOptions,
+} from './graph/load.ts';
 export { ModelError } from './graph/errors.ts';
 export { SUPPORTED_OPS } from './graph/shape-inference.ts';
 export {
-  preprocessPreset, readLabels, readPreprocess, writeLabels, writePreprocess, LABELS_KEY, PREPROCESS_KEY, PREPROCESS_PRESETS,
-  type PreprocessPreset, type PreprocessSpec,
+  preprocessPreset,
+  readLabels,
+  readPreprocess,
+  writeLabels,
+  writePreprocess,
+  LABELS_KEY,
+  PREPROCESS_KEY,
+  PREPROCESS_PRESETS,
+  type PreprocessPreset,
+  type PreprocessSpec,
 } from './graph/model-metadata.ts';
 export { summarizeGraph, type GraphSummary, type NodeSummary } from './graph/summary.ts';
 export { GraphBuilder } from './graph/builder.ts';
@@ -16,6 +36,11 @@ export { GpuContext, type AdapterReport, type GpuContextOptions } from './kernel
 export * from './kernels/errors.ts';
 export * as data from './data/index.ts';
 export * as surgery from './graph/surgery/index.ts';
-export { buildArchitecture, ARCHITECTURES, type ArchitectureName, type BuildOptions } from './graph/architectures/index.ts';
+export {
+  buildArchitecture,
+  ARCHITECTURES,
+  type ArchitectureName,
+  type BuildOptions,
+} from './graph/architectures/index.ts';
 export { Session, type SessionOptions, type Tensor } from './runtime/session.ts';
 export * as train from './train/index.ts';

@@ -61,8 +61,18 @@ function alexnetTally(w = 1, classes = 1000): Tally {
   const t = new Tally();
   const s = (c: number) => scaled(c, w);
   // Krizhevsky 2014, torchvision: 11×11/4 → 64, 5×5 → 192, 3×3 → 384, 256, 256; 6×6×256 → 4096 → 4096 → 1000.
-  for (const [cin, cout, k] of [[3, 64, 11], [64, 192, 5], [192, 384, 3], [384, 256, 3], [256, 256, 3]]) t.conv(cin === 3 ? 3 : s(cin), s(cout), k, k, true);
-  return t.linear(s(256) * 6 * 6, s(4096)).linear(s(4096), s(4096)).linear(s(4096), classes);
+  for (const [cin, cout, k] of [
+    [3, 64, 11],
+    [64, 192, 5],
+    [192, 384, 3],
+    [384, 256, 3],
+    [256, 256, 3],
+  ])
+    t.conv(cin === 3 ? 3 : s(cin), s(cout), k, k, true);
+  return t
+    .linear(s(256) * 6 * 6, s(4096))
+    .linear(s(4096), s(4096))
+    .linear(s(4096), classes);
 }
 
 function vggTally(columns: string, w = 1, classes = 1000): Tally {
@@ -77,7 +87,10 @@ function vggTally(columns: string, w = 1, classes = 1000): Tally {
     }
   }
   const hidden = scaled(4096, w);
-  return t.linear(scaled(512, w) * 7 * 7, hidden).linear(hidden, hidden).linear(hidden, classes);
+  return t
+    .linear(scaled(512, w) * 7 * 7, hidden)
+    .linear(hidden, hidden)
+    .linear(hidden, classes);
 }
 
 /** Bottleneck outputs are 4× the (scaled) bottleneck width, as torchvision's expansion. */
@@ -85,10 +98,20 @@ function resnet50Tally(w = 1, classes = 1000): Tally {
   const stem = scaled(64, w);
   const t = new Tally().conv(3, stem, 7).bn(stem);
   let cin = stem;
-  for (const [blocks, published] of [[3, 64], [4, 128], [6, 256], [3, 512]]) {
+  for (const [blocks, published] of [
+    [3, 64],
+    [4, 128],
+    [6, 256],
+    [3, 512],
+  ]) {
     const width = scaled(published, w);
     for (let b = 0; b < blocks; b++) {
-      t.conv(cin, width, 1).bn(width).conv(width, width, 3).bn(width).conv(width, 4 * width, 1).bn(4 * width);
+      t.conv(cin, width, 1)
+        .bn(width)
+        .conv(width, width, 3)
+        .bn(width)
+        .conv(width, 4 * width, 1)
+        .bn(4 * width);
       if (b === 0) t.conv(cin, 4 * width, 1).bn(4 * width); // projection shortcut
       cin = 4 * width;
     }
@@ -101,9 +124,15 @@ function googlenetTally(w = 1, classes = 1000): Tally {
   const t = new Tally().basic(3, s(64), 7).basic(s(64), s(64), 1).basic(s(64), s(192), 3);
   // Szegedy et al. 2015, Table 1: #1×1, #3×3 reduce, #3×3, #5×5 reduce, #5×5 (3×3 in torchvision), pool proj.
   const table = [
-    [64, 96, 128, 16, 32, 32], [128, 128, 192, 32, 96, 64],
-    [192, 96, 208, 16, 48, 64], [160, 112, 224, 24, 64, 64], [128, 128, 256, 24, 64, 64], [112, 144, 288, 32, 64, 64], [256, 160, 320, 32, 128, 128],
-    [256, 160, 320, 32, 128, 128], [384, 192, 384, 48, 128, 128],
+    [64, 96, 128, 16, 32, 32],
+    [128, 128, 192, 32, 96, 64],
+    [192, 96, 208, 16, 48, 64],
+    [160, 112, 224, 24, 64, 64],
+    [128, 128, 256, 24, 64, 64],
+    [112, 144, 288, 32, 64, 64],
+    [256, 160, 320, 32, 128, 128],
+    [256, 160, 320, 32, 128, 128],
+    [384, 192, 384, 48, 128, 128],
   ];
   let cin = s(192);
   for (const row of table) {
@@ -130,11 +159,19 @@ function inceptionV3Tally(withAux = false, w = 1, classes = 1000): Tally {
     conv(conv(conv(cin, c7, 1), c7, 1, 7), 192, 7, 1) +
     conv(conv(conv(conv(conv(cin, c7, 1), c7, 7, 1), c7, 1, 7), c7, 7, 1), 192, 1, 7) +
     conv(cin, 192, 1);
-  const d = (cin: number) => conv(conv(cin, 192, 1), 320, 3) + conv(conv(conv(conv(cin, 192, 1), 192, 1, 7), 192, 7, 1), 192, 3) + cin;
+  const d = (cin: number) =>
+    conv(conv(cin, 192, 1), 320, 3) + conv(conv(conv(conv(cin, 192, 1), 192, 1, 7), 192, 7, 1), 192, 3) + cin;
   const e = (cin: number) => {
     const s3 = conv(cin, 384, 1);
     const sd = conv(conv(cin, 448, 1), 384, 3);
-    return conv(cin, 320, 1) + conv(s3, 384, 1, 3) + conv(s3, 384, 3, 1) + conv(sd, 384, 1, 3) + conv(sd, 384, 3, 1) + conv(cin, 192, 1);
+    return (
+      conv(cin, 320, 1) +
+      conv(s3, 384, 1, 3) +
+      conv(s3, 384, 3, 1) +
+      conv(sd, 384, 1, 3) +
+      conv(sd, 384, 3, 1) +
+      conv(cin, 192, 1)
+    );
   };
   let ch = conv(conv(conv(conv(conv(3, 32, 3), 32, 3), 64, 3), 80, 1), 192, 3);
   ch = a(ch, 32);
@@ -161,12 +198,58 @@ interface Expected {
 }
 
 const EXPECTED: Record<ArchitectureName, Expected> = {
-  alexnet: { tally: alexnetTally, featureMap: [256, 6], convs: 5, batchNorms: 0, ops: ['AveragePool', 'Conv', 'Flatten', 'Gemm', 'MaxPool', 'Relu'] },
-  vgg16: { tally: () => vggTally('2x64 pool 2x128 pool 3x256 pool 3x512 pool 3x512 pool'), featureMap: [512, 7], convs: 13, batchNorms: 0, ops: ['AveragePool', 'Conv', 'Flatten', 'Gemm', 'MaxPool', 'Relu'] },
-  vgg19: { tally: () => vggTally('2x64 pool 2x128 pool 4x256 pool 4x512 pool 4x512 pool'), featureMap: [512, 7], convs: 16, batchNorms: 0, ops: ['AveragePool', 'Conv', 'Flatten', 'Gemm', 'MaxPool', 'Relu'] },
-  googlenet: { tally: googlenetTally, featureMap: [1024, 7], convs: 57, batchNorms: 57, ops: ['BatchNormalization', 'Concat', 'Conv', 'Flatten', 'Gemm', 'GlobalAveragePool', 'MaxPool', 'Relu'] },
-  inception_v3: { tally: () => inceptionV3Tally(), featureMap: [2048, 8], convs: 94, batchNorms: 94, ops: ['AveragePool', 'BatchNormalization', 'Concat', 'Conv', 'Flatten', 'Gemm', 'GlobalAveragePool', 'MaxPool', 'Relu'] },
-  resnet50: { tally: resnet50Tally, featureMap: [2048, 7], convs: 53, batchNorms: 53, ops: ['Add', 'BatchNormalization', 'Conv', 'Flatten', 'Gemm', 'GlobalAveragePool', 'MaxPool', 'Relu'] },
+  alexnet: {
+    tally: alexnetTally,
+    featureMap: [256, 6],
+    convs: 5,
+    batchNorms: 0,
+    ops: ['AveragePool', 'Conv', 'Flatten', 'Gemm', 'MaxPool', 'Relu'],
+  },
+  vgg16: {
+    tally: () => vggTally('2x64 pool 2x128 pool 3x256 pool 3x512 pool 3x512 pool'),
+    featureMap: [512, 7],
+    convs: 13,
+    batchNorms: 0,
+    ops: ['AveragePool', 'Conv', 'Flatten', 'Gemm', 'MaxPool', 'Relu'],
+  },
+  vgg19: {
+    tally: () => vggTally('2x64 pool 2x128 pool 4x256 pool 4x512 pool 4x512 pool'),
+    featureMap: [512, 7],
+    convs: 16,
+    batchNorms: 0,
+    ops: ['AveragePool', 'Conv', 'Flatten', 'Gemm', 'MaxPool', 'Relu'],
+  },
+  googlenet: {
+    tally: googlenetTally,
+    featureMap: [1024, 7],
+    convs: 57,
+    batchNorms: 57,
+    ops: ['BatchNormalization', 'Concat', 'Conv', 'Flatten', 'Gemm', 'GlobalAveragePool', 'MaxPool', 'Relu'],
+  },
+  inception_v3: {
+    tally: () => inceptionV3Tally(),
+    featureMap: [2048, 8],
+    convs: 94,
+    batchNorms: 94,
+    ops: [
+      'AveragePool',
+      'BatchNormalization',
+      'Concat',
+      'Conv',
+      'Flatten',
+      'Gemm',
+      'GlobalAveragePool',
+      'MaxPool',
+      'Relu',
+    ],
+  },
+  resnet50: {
+    tally: resnet50Tally,
+    featureMap: [2048, 7],
+    convs: 53,
+    batchNorms: 53,
+    ops: ['Add', 'BatchNormalization', 'Conv', 'Flatten', 'Gemm', 'GlobalAveragePool', 'MaxPool', 'Relu'],
+  },
 };
 
 describe('independent counts agree with the published ones', () => {
@@ -251,7 +334,13 @@ for (const info of ARCHITECTURES) {
         expect(init.trainable, init.name).toBe(!/\.running_(mean|var)$/.test(init.name));
       }
       for (const n of g.nodes) {
-        if (n.opType === 'BatchNormalization') expect(n.inputs.slice(1).map((i) => i.split('.').pop())).toEqual(['weight', 'bias', 'running_mean', 'running_var']);
+        if (n.opType === 'BatchNormalization')
+          expect(n.inputs.slice(1).map((i) => i.split('.').pop())).toEqual([
+            'weight',
+            'bias',
+            'running_mean',
+            'running_var',
+          ]);
         if (n.opType === 'Gemm') expect(n.attributes.transB).toEqual({ type: 'int', value: 1 });
         if (n.opType === 'Conv') expect(g.initializers.get(n.inputs[1])!.name).toMatch(/\.weight$/);
       }
@@ -265,7 +354,10 @@ for (const info of ARCHITECTURES) {
       };
       const [name, dims] = first[info.name];
       expect(g.initializers.get(name)?.value.dims).toEqual(dims);
-      const [fc, features] = info.name === 'alexnet' || info.name.startsWith('vgg') ? ['classifier.6', 4096] : ['fc', expected.featureMap[0]];
+      const [fc, features] =
+        info.name === 'alexnet' || info.name.startsWith('vgg')
+          ? ['classifier.6', 4096]
+          : ['fc', expected.featureMap[0]];
       expect(g.initializers.get(`${fc}.weight`)?.value.dims).toEqual([1000, features]);
     });
 
@@ -294,11 +386,21 @@ describe('includeTop=false', () => {
       const g = buildArchitecture(info.name, { includeTop: false, pooling: 'avg', inputSize: info.minInputSize });
       expect(g.values.get('output')?.shape).toEqual([1, channels]);
       expect(g.nodes.slice(-2).map((n) => n.opType)).toEqual(['GlobalAveragePool', 'Flatten']);
-      expect(g.parameterCount((i) => i.trainable)).toBe(info.publishedParameters - (info.name === 'alexnet' || info.name.startsWith('vgg') ? classifierOf(info.name) : channels * 1000 + 1000));
-      const out = await runOrt(encodeModel(g), randomFloat32Array(3 * info.minInputSize ** 2, 12), [1, 3, info.minInputSize, info.minInputSize]);
+      expect(g.parameterCount((i) => i.trainable)).toBe(
+        info.publishedParameters -
+          (info.name === 'alexnet' || info.name.startsWith('vgg') ? classifierOf(info.name) : channels * 1000 + 1000),
+      );
+      const out = await runOrt(encodeModel(g), randomFloat32Array(3 * info.minInputSize ** 2, 12), [
+        1,
+        3,
+        info.minInputSize,
+        info.minInputSize,
+      ]);
       expect(out.dims).toEqual([1, channels]);
       for (const v of out.data as Float32Array) expect(Number.isFinite(v)).toBe(true);
-      expect(() => buildArchitecture(info.name, { includeTop: false, inputSize: info.minInputSize - 1 })).toThrow(ModelError);
+      expect(() => buildArchitecture(info.name, { includeTop: false, inputSize: info.minInputSize - 1 })).toThrow(
+        ModelError,
+      );
     });
   }
 
@@ -323,7 +425,9 @@ describe('includeTop=false', () => {
     expect(() => buildArchitecture('alexnet', { inputSize: 62 })).toThrow(/≥ 63/);
     expect(() => buildArchitecture('inception_v3', { inputSize: 74 })).toThrow(/≥ 75/);
     expect(() => buildArchitecture('resnet50', { classes: 0 })).toThrow(/positive integer/);
-    expect(() => buildArchitecture('nope' as ArchitectureName)).toThrow(/accepted: alexnet, vgg16, vgg19, googlenet, inception_v3, resnet50/);
+    expect(() => buildArchitecture('nope' as ArchitectureName)).toThrow(
+      /accepted: alexnet, vgg16, vgg19, googlenet, inception_v3, resnet50/,
+    );
   });
 });
 
@@ -335,7 +439,14 @@ function classifierOf(name: ArchitectureName): number {
 // ─── the width multiplier ─────────────────────────────────────────────────────────────────────
 
 describe('width multiplier', () => {
-  const smallInput: Record<ArchitectureName, number> = { alexnet: 63, vgg16: 32, vgg19: 32, googlenet: 32, inception_v3: 75, resnet50: 32 };
+  const smallInput: Record<ArchitectureName, number> = {
+    alexnet: 63,
+    vgg16: 32,
+    vgg19: 32,
+    googlenet: 32,
+    inception_v3: 75,
+    resnet50: 32,
+  };
   const tallyAt: Record<ArchitectureName, (w: number, classes: number) => Tally> = {
     alexnet: alexnetTally,
     vgg16: (w, c) => vggTally('2x64 pool 2x128 pool 3x256 pool 3x512 pool 3x512 pool', w, c),
@@ -356,7 +467,9 @@ describe('width multiplier', () => {
       // A quarter of the channels: roughly a sixteenth of the weights (more where counts round up to 8).
       expect(tally.parameters / full.parameterCount((i) => i.trainable)).toBeLessThan(0.1);
       expect([...narrow.initializers.keys()]).toEqual([...full.initializers.keys()]);
-      expect(narrow.nodes.map((n) => `${n.name} ${n.opType} ${n.inputs.join(',')}`)).toEqual(full.nodes.map((n) => `${n.name} ${n.opType} ${n.inputs.join(',')}`));
+      expect(narrow.nodes.map((n) => `${n.name} ${n.opType} ${n.inputs.join(',')}`)).toEqual(
+        full.nodes.map((n) => `${n.name} ${n.opType} ${n.inputs.join(',')}`),
+      );
       for (const n of narrow.nodes) {
         if (n.opType !== 'Conv') continue;
         const [cout, cin] = narrow.initializers.get(n.inputs[1])!.value.dims;
@@ -385,7 +498,12 @@ describe('width multiplier', () => {
   it('width 1 is the published network: the same bytes as leaving it out', () => {
     for (const name of ['resnet50', 'googlenet'] as const) {
       const size = smallInput[name];
-      expect(sameBytes(encodeModel(buildArchitecture(name, { width: 1, inputSize: size })), encodeModel(buildArchitecture(name, { inputSize: size })))).toBe(true);
+      expect(
+        sameBytes(
+          encodeModel(buildArchitecture(name, { width: 1, inputSize: size })),
+          encodeModel(buildArchitecture(name, { inputSize: size })),
+        ),
+      ).toBe(true);
     }
     for (const info of ARCHITECTURES) expect(tallyAt[info.name](1, 1000).parameters).toBe(info.publishedParameters);
   });
@@ -393,7 +511,9 @@ describe('width multiplier', () => {
   it('refuses a width outside 0 < width ≤ 1, naming the accepted range', () => {
     for (const width of [0, -0.25, Number.NaN, 1.5, Infinity, '0.5' as unknown as number]) {
       expect(() => buildArchitecture('resnet50', { width, inputSize: 32 }), String(width)).toThrow(ModelError);
-      expect(() => buildArchitecture('vgg16', { width, inputSize: 32 }), String(width)).toThrow(/vgg16: width .* 0 < width ≤ 1/);
+      expect(() => buildArchitecture('vgg16', { width, inputSize: 32 }), String(width)).toThrow(
+        /vgg16: width .* 0 < width ≤ 1/,
+      );
     }
   });
 });
@@ -416,7 +536,8 @@ describe('options', () => {
     const data = both.data as Float32Array;
     expectFiniteAndVaried(data);
     for (const i of [0, 1]) {
-      const alone = (await runOrt(bytes, input.slice(i * 3 * 64 * 64, (i + 1) * 3 * 64 * 64), [1, 3, 64, 64])).data as Float32Array;
+      const alone = (await runOrt(bytes, input.slice(i * 3 * 64 * 64, (i + 1) * 3 * 64 * 64), [1, 3, 64, 64]))
+        .data as Float32Array;
       for (let k = 0; k < 10; k++) expect(alone[k]).toBeCloseTo(data[i * 10 + k], 4);
     }
   });
@@ -427,7 +548,10 @@ describe('options', () => {
     const c = buildArchitecture('googlenet', { seed: 1, inputSize: 32 });
     let compared = 0;
     for (const [name, init] of b.initializers) {
-      expect(sameData(a.initializers.get(name)!.value.data as Float32Array, init.value.data as Float32Array), name).toBe(true);
+      expect(
+        sameData(a.initializers.get(name)!.value.data as Float32Array, init.value.data as Float32Array),
+        name,
+      ).toBe(true);
       compared++;
     }
     expect(compared).toBe(a.initializers.size - 2); // all but fc.weight and fc.bias
@@ -504,7 +628,9 @@ describe('adaptive average pooling', () => {
       const input = randomFloat32Array(2 * size * size, size * 100 + target);
       const out = await runOrt(encodeModel(graph), input, [1, 2, size, size]);
       expect(out.dims).toEqual([1, 2, target, target]);
-      const reference = [0, 1].flatMap((c) => adaptiveAvgPoolReference(input.subarray(c * size * size, (c + 1) * size * size), size, target));
+      const reference = [0, 1].flatMap((c) =>
+        adaptiveAvgPoolReference(input.subarray(c * size * size, (c + 1) * size * size), size, target),
+      );
       const got = Array.from(out.data as Float32Array);
       reference.forEach((r, i) => expect(got[i]).toBeCloseTo(r, 5));
     });
@@ -523,7 +649,18 @@ describe('graft build', () => {
     let code: number;
     let printed: string;
     try {
-      code = await buildCommand.run(['googlenet', '--no-top', '--pooling', 'avg', '--input-size', '32', '--seed', '3', '--out', file]);
+      code = await buildCommand.run([
+        'googlenet',
+        '--no-top',
+        '--pooling',
+        'avg',
+        '--input-size',
+        '32',
+        '--seed',
+        '3',
+        '--out',
+        file,
+      ]);
       printed = write.mock.calls.map((c) => String(c[0])).join('');
     } finally {
       write.mockRestore();
@@ -536,7 +673,11 @@ describe('graft build', () => {
     const built = buildArchitecture('googlenet', { includeTop: false, pooling: 'avg', inputSize: 32, seed: 3 });
     expect(loaded.parameterCount((i) => i.trainable)).toBe(6_624_904 - 1_025_000);
     expect(loaded.parameterCount((i) => !i.trainable)).toBe(built.parameterCount((i) => !i.trainable));
-    for (const [name, init] of built.initializers) expect(sameData(loaded.initializers.get(name)!.value.data as Float32Array, init.value.data as Float32Array), name).toBe(true);
+    for (const [name, init] of built.initializers)
+      expect(
+        sameData(loaded.initializers.get(name)!.value.data as Float32Array, init.value.data as Float32Array),
+        name,
+      ).toBe(true);
   });
 
   it('--width builds the narrow network', async () => {
@@ -544,7 +685,9 @@ describe('graft build', () => {
     const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
     let printed: string;
     try {
-      expect(await buildCommand.run(['resnet50', '--width', '0.125', '--input-size', '32', '--classes', '5', '--out', file])).toBe(0);
+      expect(
+        await buildCommand.run(['resnet50', '--width', '0.125', '--input-size', '32', '--classes', '5', '--out', file]),
+      ).toBe(0);
       printed = write.mock.calls.map((c) => String(c[0])).join('');
     } finally {
       write.mockRestore();
@@ -557,10 +700,13 @@ describe('graft build', () => {
 
   it('names the accepted architectures and options when given others', () => {
     expect(() => buildCommand.run(['resnet', '--out', join(dir, 'x.onnx')])).toThrow(UsageError);
-    expect(() => buildCommand.run(['resnet'])).toThrow(/accepted: alexnet, vgg16, vgg19, googlenet, inception_v3, resnet50/);
+    expect(() => buildCommand.run(['resnet'])).toThrow(
+      /accepted: alexnet, vgg16, vgg19, googlenet, inception_v3, resnet50/,
+    );
     expect(() => buildCommand.run(['resnet50', '--pooling', 'avg'])).toThrow(/--no-top/);
     expect(() => buildCommand.run(['resnet50', '--no-top', '--pooling', 'mean'])).toThrow(/avg or max/);
     expect(() => buildCommand.run(['resnet50', '--classes', 'ten'])).toThrow(/integer/);
-    for (const bad of ['0', '2', '-0.5', 'abc', '1e-1x']) expect(() => buildCommand.run(['resnet50', '--width', bad])).toThrow(/--width expects .*0 < W ≤ 1/);
+    for (const bad of ['0', '2', '-0.5', 'abc', '1e-1x'])
+      expect(() => buildCommand.run(['resnet50', '--width', bad])).toThrow(/--width expects .*0 < W ≤ 1/);
   });
 });

@@ -10,9 +10,35 @@ import { rankClasses, softmaxRows, type EpochMetrics, type StepInfo } from '../s
 import { mulberry32 } from './helpers/random.ts';
 
 const step = (k: number, total: number): StepInfo => ({
-  epoch: 0, step: k, stepInEpoch: k, stepsInEpoch: total, loss: 1 / k, epochLoss: 2 / k, epochTop1: k / total, lr: 0.01, imagesPerSecond: 10 * k, epochSeconds: 3 * k, stepSeconds: 3, dataWaitSeconds: 0,
+  epoch: 0,
+  step: k,
+  stepInEpoch: k,
+  stepsInEpoch: total,
+  loss: 1 / k,
+  epochLoss: 2 / k,
+  epochTop1: k / total,
+  lr: 0.01,
+  imagesPerSecond: 10 * k,
+  epochSeconds: 3 * k,
+  stepSeconds: 3,
+  dataWaitSeconds: 0,
 });
-const metrics: EpochMetrics = { epoch: 1, loss: 0.5, top1: 0.75, top5: 1, samples: 40, steps: 4, lr: 0.01, seconds: 5, trainSeconds: 4, valSeconds: 1, dataWaitSeconds: 0, valLoss: 0.6, valTop1: 0.5, valTop5: 1 };
+const metrics: EpochMetrics = {
+  epoch: 1,
+  loss: 0.5,
+  top1: 0.75,
+  top5: 1,
+  samples: 40,
+  steps: 4,
+  lr: 0.01,
+  seconds: 5,
+  trainSeconds: 4,
+  valSeconds: 1,
+  dataWaitSeconds: 0,
+  valLoss: 0.6,
+  valTop1: 0.5,
+  valTop5: 1,
+};
 
 describe('progress', () => {
   it('on a terminal: a bar redrawn in place with step, loss, accuracy, images/s and time left; then the epoch line', async () => {
@@ -26,7 +52,11 @@ describe('progress', () => {
     expect(draws[1]).toMatch(/^epoch 1\/3 \[#{10}\.{10}\] 2\/4 loss 1\.0000 acc 50\.0% 20\.0 img\/s 6 s left/); // 2 steps left × 3 s
     expect(text).not.toContain('\n');
     p.epoch(metrics);
-    expect(text.endsWith('\r\x1b[2Kepoch 1/3  loss 0.5000 acc 75.0%  val loss 0.6000 acc 50.0%  10.0 img/s  4.0 s training + 1.0 s validation\n')).toBe(true);
+    expect(
+      text.endsWith(
+        '\r\x1b[2Kepoch 1/3  loss 0.5000 acc 75.0%  val loss 0.6000 acc 50.0%  10.0 img/s  4.0 s training + 1.0 s validation\n',
+      ),
+    ).toBe(true);
   });
 
   it('elsewhere: nothing per step, one line per epoch', () => {
@@ -58,10 +88,15 @@ describe('stratified split', () => {
 });
 
 describe('preprocessing choice', () => {
-  it('flag, else the model\'s metadata (scaled to the input size), else torchvision; says which', () => {
+  it("flag, else the model's metadata (scaled to the input size), else torchvision; says which", () => {
     const g = new Graph();
-    expect(choosePreprocess(g, 'm.onnx', undefined, 224)).toEqual({ spec: preprocessPreset('torchvision', 224), why: 'the default (the model has none in its metadata)' });
-    expect(() => choosePreprocess(g, 'm.onnx', 'model', 224)).toThrow(/--preprocess model: m\.onnx has no preprocessing in its metadata/);
+    expect(choosePreprocess(g, 'm.onnx', undefined, 224)).toEqual({
+      spec: preprocessPreset('torchvision', 224),
+      why: 'the default (the model has none in its metadata)',
+    });
+    expect(() => choosePreprocess(g, 'm.onnx', 'model', 224)).toThrow(
+      /--preprocess model: m\.onnx has no preprocessing in its metadata/,
+    );
     writePreprocess(g, preprocessPreset('caffe', 224));
     const stored = choosePreprocess(g, 'm.onnx', undefined, 112);
     expect(stored.why).toBe("the model's metadata");
@@ -94,10 +129,14 @@ describe('constantWeights (graft train warns on placeholder weights)', () => {
     const { loadModelFile } = await import('../src/node/files.ts');
     const light = loadModelFile('models-onnx/light/light_squeezenet.onnx');
     // Counted here independently: trainable float tensors of ≥ 64 values, and those whose values are all equal.
-    const tensors = [...light.initializers.values()].filter((i) => i.trainable && i.value.data instanceof Float32Array && i.value.data.length >= 64);
+    const tensors = [...light.initializers.values()].filter(
+      (i) => i.trainable && i.value.data instanceof Float32Array && i.value.data.length >= 64,
+    );
     const repeated = tensors.filter((i) => new Set(i.value.data as Float32Array).size === 1);
     expect(repeated.length).toBeGreaterThan(tensors.length / 2);
-    expect(constantWeights(light)).toBe(`${repeated.length} of its ${tensors.length} weight tensors hold one value repeated`);
+    expect(constantWeights(light)).toBe(
+      `${repeated.length} of its ${tensors.length} weight tensors hold one value repeated`,
+    );
     expect(constantWeights(loadModelFile('models-onnx/source/source-net.onnx'))).toBeUndefined();
   });
 });

@@ -6,7 +6,11 @@ import { describe, expect, it } from 'vitest';
 import { LIGHT_MODELS, lightModelPath } from './helpers/reference-models.ts';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
-const cli = (...args: string[]) => spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'graft.mjs'), ...args], { encoding: 'utf8', cwd: REPO_ROOT });
+const cli = (...args: string[]) =>
+  spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'graft.mjs'), ...args], {
+    encoding: 'utf8',
+    cwd: REPO_ROOT,
+  });
 const totals = (stdout: string) => /^parameters: .*$/m.exec(stdout)?.[0];
 
 describe('graft inspect --input', () => {

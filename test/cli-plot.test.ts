@@ -104,8 +104,15 @@ describe('plot', () => {
   it('lineChart is well-formed and places every point by its axes', () => {
     const rand = seededRandom(11);
     const series = [
-      { name: 'train loss <a&b>', points: Array.from({ length: 9 }, (_, i) => [i + 1, 2 * rand() + 0.1] as [number, number]) },
-      { name: "val loss 'x'", dashed: true, points: Array.from({ length: 9 }, (_, i) => [i + 1, 3 * rand()] as [number, number]) },
+      {
+        name: 'train loss <a&b>',
+        points: Array.from({ length: 9 }, (_, i) => [i + 1, 2 * rand() + 0.1] as [number, number]),
+      },
+      {
+        name: "val loss 'x'",
+        dashed: true,
+        points: Array.from({ length: 9 }, (_, i) => [i + 1, 3 * rand()] as [number, number]),
+      },
     ];
     const svg = parseXml(lineChart({ title: 'Loss & accuracy', xLabel: 'epoch', yLabel: 'loss', series }));
     expect(texts(svg)).toContain('Loss & accuracy');
@@ -133,11 +140,30 @@ describe('plot', () => {
   });
 
   it('lineChart honours a fixed yRange', () => {
-    const svg = parseXml(lineChart({ title: 't', xLabel: 'x', yLabel: 'y', yRange: [0, 1], series: [{ name: 'acc', points: [[0, 0.25], [1, 0.5], [2, 0.75]] }] }));
+    const svg = parseXml(
+      lineChart({
+        title: 't',
+        xLabel: 'x',
+        yLabel: 'y',
+        yRange: [0, 1],
+        series: [
+          {
+            name: 'acc',
+            points: [
+              [0, 0.25],
+              [1, 0.5],
+              [2, 0.75],
+            ],
+          },
+        ],
+      }),
+    );
     const ys = axisMap(svg, 'y-tick');
     expect(ys.ticks[0]).toBe(0);
     expect(ys.ticks[ys.ticks.length - 1]).toBe(1);
-    const pts = all(svg, (e) => e.name === 'polyline')[0].attrs.points.split(' ').map((p) => Number(p.split(',')[1]));
+    const pts = all(svg, (e) => e.name === 'polyline')[0]
+      .attrs.points.split(' ')
+      .map((p) => Number(p.split(',')[1]));
     expect(pts[1]).toBeCloseTo((ys.map(0) + ys.map(1)) / 2, 1);
   });
 
@@ -145,7 +171,9 @@ describe('plot', () => {
     const rand = seededRandom(5);
     const labels = ['cat', 'dog', 'a<b'];
     const values = labels.map(() => labels.map(() => Math.floor(rand() * 20)));
-    const svg = parseXml(heatmap({ title: 'confusion', rowLabels: labels, colLabels: labels, values, format: (v) => `${v}` }));
+    const svg = parseXml(
+      heatmap({ title: 'confusion', rowLabels: labels, colLabels: labels, values, format: (v) => `${v}` }),
+    );
     const cells = all(svg, (e) => e.attrs.class === 'cell');
     expect(cells).toHaveLength(9);
     const rects = cells.map((c) => c.children.find((e) => e.name === 'rect')!);
@@ -162,15 +190,46 @@ describe('plot', () => {
       expect(c.children.find((e) => e.name === 'text')!.text).toBe(String(values[r][k]));
       if (values[r][k] === max) maxFill = rect.attrs.fill;
     }
-    const darkness = (fill: string) => fill.match(/\d+/g)!.map(Number).reduce((a, b) => a + b);
+    const darkness = (fill: string) =>
+      fill
+        .match(/\d+/g)!
+        .map(Number)
+        .reduce((a, b) => a + b);
     for (const rect of rects) expect(darkness(rect.attrs.fill)).toBeGreaterThanOrEqual(darkness(maxFill));
     expect(texts(svg)).toContain('a<b');
     expect(() => heatmap({ title: 'x', rowLabels: ['a'], colLabels: ['a', 'b'], values: [[1]] })).toThrow(/1×2/);
   });
 
   it('stackCharts puts charts one above the other in one well-formed document', () => {
-    const a = lineChart({ title: 'loss', xLabel: 'epoch', yLabel: 'loss', series: [{ name: 'train', points: [[1, 2], [2, 1]] }] });
-    const b = lineChart({ title: 'accuracy', xLabel: 'epoch', yLabel: 'acc', height: 300, series: [{ name: 'train', points: [[1, 0.5], [2, 0.7]] }] });
+    const a = lineChart({
+      title: 'loss',
+      xLabel: 'epoch',
+      yLabel: 'loss',
+      series: [
+        {
+          name: 'train',
+          points: [
+            [1, 2],
+            [2, 1],
+          ],
+        },
+      ],
+    });
+    const b = lineChart({
+      title: 'accuracy',
+      xLabel: 'epoch',
+      yLabel: 'acc',
+      height: 300,
+      series: [
+        {
+          name: 'train',
+          points: [
+            [1, 0.5],
+            [2, 0.7],
+          ],
+        },
+      ],
+    });
     const svg = parseXml(stackCharts([a, b]));
     expect(svg.attrs.height).toBe(String(420 + 300));
     const groups = svg.children.filter((e) => e.name === 'g');
@@ -196,6 +255,8 @@ describe('plot', () => {
       expect(Number(rect.attrs.y)).toBeCloseTo(ys.map(v), 1);
       expect(Number(rect.attrs.y) + Number(rect.attrs.height)).toBeCloseTo(ys.map(0), 1);
     }
-    expect(() => barChart({ title: 'x', groups: ['a', 'b'], series: [{ name: 's', values: [1] }] })).toThrow(/'s' has 1 values for 2 groups/);
+    expect(() => barChart({ title: 'x', groups: ['a', 'b'], series: [{ name: 's', values: [1] }] })).toThrow(
+      /'s' has 1 values for 2 groups/,
+    );
   });
 });

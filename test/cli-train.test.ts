@@ -4,7 +4,16 @@
 // onnxruntime-node at batch 1 and 8 and gives predict's probabilities; SIGINT leaves a
 // checkpoint and no temporary file; bad input gets one line naming the folder or flag.
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -18,7 +27,10 @@ import { mulberry32 } from './helpers/random.ts';
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
 const SOURCE = path.join(REPO_ROOT, 'models-onnx', 'source', 'source-net.onnx');
 const CLASSES = ['bright', 'hstripes', 'vstripes'];
-const sharp = createRequire(import.meta.url)('sharp') as (input: Buffer, options: object) => { png(): { toBuffer(): Promise<Buffer> }; jpeg(o: object): { toBuffer(): Promise<Buffer> } };
+const sharp = createRequire(import.meta.url)('sharp') as (
+  input: Buffer,
+  options: object,
+) => { png(): { toBuffer(): Promise<Buffer> }; jpeg(o: object): { toBuffer(): Promise<Buffer> } };
 const ENV = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp/xdg' };
 
 interface Run {
@@ -28,7 +40,11 @@ interface Run {
 }
 
 function graft(...args: string[]): Run {
-  const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'graft.mjs'), ...args], { encoding: 'utf8', cwd: REPO_ROOT, env: ENV });
+  const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'graft.mjs'), ...args], {
+    encoding: 'utf8',
+    cwd: REPO_ROOT,
+    env: ENV,
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -43,9 +59,11 @@ function pattern(k: number, width: number, height: number, channels: number, rng
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
       const inside = x > width / 5 && x < (4 * width) / 5 && y > height / 5 && y < (4 * height) / 5;
-      const on = inside && (k === 0 || (k === 1 && Math.floor(y / 3) % 2 === 0) || (k === 2 && Math.floor(x / 3) % 2 === 0));
+      const on =
+        inside && (k === 0 || (k === 1 && Math.floor(y / 3) % 2 === 0) || (k === 2 && Math.floor(x / 3) % 2 === 0));
       for (let c = 0; c < channels; c++) {
-        px[(y * width + x) * channels + c] = c === 3 ? 255 : Math.max(0, Math.min(255, Math.round((on ? 200 : 20) + (rng() - 0.5) * 40)));
+        px[(y * width + x) * channels + c] =
+          c === 3 ? 255 : Math.max(0, Math.min(255, Math.round((on ? 200 : 20) + (rng() - 0.5) * 40)));
       }
     }
   }
@@ -98,15 +116,50 @@ describe('graft train / eval / predict', () => {
     const out = path.join(dir, 'out');
     mkdirSync(out);
     const tuned = path.join(out, 'tuned.onnx');
-    const first = graft('train', SOURCE, data, '--case', '1', '--out', tuned, '--epochs', '1', '--batch', '8', '--lr', '0.003', '--seed', '3');
+    const first = graft(
+      'train',
+      SOURCE,
+      data,
+      '--case',
+      '1',
+      '--out',
+      tuned,
+      '--epochs',
+      '1',
+      '--batch',
+      '8',
+      '--lr',
+      '0.003',
+      '--seed',
+      '3',
+    );
     expect(first.status, first.stderr).toBe(0);
     expect(first.stdout).toMatch(/preprocessing from the model's metadata/);
-    expect(first.stdout).toMatch(/data: .*: 25 images in 3 classes \(bright, hstripes, vstripes\); 19 for training, 6 for validation/);
+    expect(first.stdout).toMatch(
+      /data: .*: 25 images in 3 classes \(bright, hstripes, vstripes\); 19 for training, 6 for validation/,
+    );
     expect(first.stdout).toMatch(/^epoch 1\/1 {2}loss \d/m); // not a terminal: one line per epoch
     expect(first.stdout).toMatch(/skipped files: 1 \(truncated\.jpg\)/);
     expect(first.stderr).toMatch(/warning: skipped .*truncated\.jpg/);
 
-    const resumed = graft('train', SOURCE, data, '--case', '1', '--out', tuned, '--epochs', '2', '--batch', '8', '--lr', '0.003', '--seed', '3', '--resume');
+    const resumed = graft(
+      'train',
+      SOURCE,
+      data,
+      '--case',
+      '1',
+      '--out',
+      tuned,
+      '--epochs',
+      '2',
+      '--batch',
+      '8',
+      '--lr',
+      '0.003',
+      '--seed',
+      '3',
+      '--resume',
+    );
     expect(resumed.status, resumed.stderr).toBe(0);
     expect(resumed.stdout).toMatch(/resuming from .*tuned\.ckpt \(epoch 1, step 3\)/);
     const history = JSON.parse(readFileSync(path.join(out, 'tuned.history.json'), 'utf8'));
@@ -132,15 +185,22 @@ describe('graft train / eval / predict', () => {
     const some = [files[0], files[1], files[2], files[3], files[9], files[12], files[17], files[22]];
     const predicted = graft('predict', tuned, ...some, '--json', '--top', '3');
     expect(predicted.status, predicted.stderr).toBe(0);
-    const json = JSON.parse(predicted.stdout) as { predictions: { file: string; top: { label: string; index: number; probability: number }[] }[] };
+    const json = JSON.parse(predicted.stdout) as {
+      predictions: { file: string; top: { label: string; index: number; probability: number }[] }[];
+    };
     expect(json.predictions.map((p) => p.file)).toEqual(some);
     const { images } = await loadImageFiles(some, spec, { workers: 1 });
-    const session = await ort.InferenceSession.create(readFileSync(tuned), { executionProviders: ['cpu'], logSeverityLevel: 3 });
+    const session = await ort.InferenceSession.create(readFileSync(tuned), {
+      executionProviders: ['cpu'],
+      logSeverityLevel: 3,
+    });
     const input = session.inputNames[0];
     const endsInSoftmax = model.producers().get(model.outputs[0].name)?.opType === 'Softmax';
     const per = 3 * size * size;
     for (const batch of [1, 8]) {
-      const result = await session.run({ [input]: new ort.Tensor('float32', images.slice(0, batch * per), [batch, 3, size, size]) });
+      const result = await session.run({
+        [input]: new ort.Tensor('float32', images.slice(0, batch * per), [batch, 3, size, size]),
+      });
       const outputs = result[session.outputNames[0]];
       expect(outputs.dims).toEqual([batch, 3]);
       for (let n = 0; n < batch; n++) {
@@ -164,7 +224,9 @@ describe('graft train / eval / predict', () => {
     const plot = path.join(out, 'confusion.svg');
     const evaluated = graft('eval', tuned, data, '--plot', plot);
     expect(evaluated.status, evaluated.stderr).toBe(0);
-    const rows = CLASSES.map((c, k) => new RegExp(`^${k} ${c} +(\\d+) +(\\d+) +(\\d+)$`, 'm').exec(evaluated.stdout)!.slice(1).map(Number));
+    const rows = CLASSES.map((c, k) =>
+      new RegExp(`^${k} ${c} +(\\d+) +(\\d+) +(\\d+)$`, 'm').exec(evaluated.stdout)!.slice(1).map(Number),
+    );
     const total = rows.flat().reduce((a, b) => a + b, 0);
     expect(total).toBe(24);
     const top1 = Number(/top-1 ([\d.]+)%/.exec(evaluated.stdout)![1]);
@@ -178,7 +240,28 @@ describe('graft train / eval / predict', () => {
     mkdirSync(out);
     const ckpt = path.join(dir, 'checkpoints');
     mkdirSync(ckpt);
-    const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin', 'graft.mjs'), 'train', SOURCE, data, '--case', '1', '--out', path.join(out, 'm.onnx'), '--epochs', '200', '--batch', '8', '--checkpoint-dir', ckpt, '--val', data], { cwd: REPO_ROOT, env: ENV });
+    const child = spawn(
+      process.execPath,
+      [
+        path.join(REPO_ROOT, 'bin', 'graft.mjs'),
+        'train',
+        SOURCE,
+        data,
+        '--case',
+        '1',
+        '--out',
+        path.join(out, 'm.onnx'),
+        '--epochs',
+        '200',
+        '--batch',
+        '8',
+        '--checkpoint-dir',
+        ckpt,
+        '--val',
+        data,
+      ],
+      { cwd: REPO_ROOT, env: ENV },
+    );
     let stdout = '';
     let stderr = '';
     let sent = false;
@@ -198,7 +281,9 @@ describe('graft train / eval / predict', () => {
     expect(stdout).toMatch(/25 images in 3 classes .*; 25 for training, 25 for validation from /); // --val DIR
     expect(code, stderr).toBe(130);
     expect(stderr).toMatch(/SIGINT: stopping after the current step/);
-    expect(stderr).toMatch(/graft train: interrupted; checkpoint saved to .*m\.ckpt; resume with: graft train .* --resume\n/);
+    expect(stderr).toMatch(
+      /graft train: interrupted; checkpoint saved to .*m\.ckpt; resume with: graft train .* --resume\n/,
+    );
     expect(readdirSync(ckpt)).toEqual(['m.ckpt']);
     expect(readdirSync(out)).toEqual([]); // no model, no temporary file
   }, 180_000);
@@ -206,7 +291,24 @@ describe('graft train / eval / predict', () => {
   it('SIGTERM before training is under way (model compiling): exit 130, nothing half-written', async () => {
     const out = path.join(dir, 'terminated');
     mkdirSync(out);
-    const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin', 'graft.mjs'), 'train', SOURCE, data, '--case', '3', '--out', path.join(out, 'm.onnx'), '--epochs', '50', '--batch', '8'], { cwd: REPO_ROOT, env: ENV });
+    const child = spawn(
+      process.execPath,
+      [
+        path.join(REPO_ROOT, 'bin', 'graft.mjs'),
+        'train',
+        SOURCE,
+        data,
+        '--case',
+        '3',
+        '--out',
+        path.join(out, 'm.onnx'),
+        '--epochs',
+        '50',
+        '--batch',
+        '8',
+      ],
+      { cwd: REPO_ROOT, env: ENV },
+    );
     let stdout = '';
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
@@ -222,7 +324,9 @@ describe('graft train / eval / predict', () => {
     expect(stderr).toMatch(/SIGTERM: stopping after the current step/);
     // Either it stopped before the first step or after it with a checkpoint; never a model or a temporary file.
     const last = errorLines({ status: code, stdout, stderr }).at(-1)!;
-    expect(last).toMatch(/^graft train: interrupted( before training started; nothing was written|; checkpoint saved to .*m\.ckpt; resume with: .* --resume)$/);
+    expect(last).toMatch(
+      /^graft train: interrupted( before training started; nothing was written|; checkpoint saved to .*m\.ckpt; resume with: .* --resume)$/,
+    );
     expect(readdirSync(out).filter((f) => f !== 'm.ckpt')).toEqual([]);
   }, 180_000);
 
@@ -241,14 +345,35 @@ describe('graft train / eval / predict', () => {
     const unwritable = process.getuid?.() === 0 ? '/proc' : readOnly;
     const out = path.join(dir, 'bad-out', 'm.onnx');
     const cases: [string[], RegExp][] = [
-      [['train', SOURCE, empty, '--case', '1', '--out', path.join(dir, 'e.onnx')], new RegExp(`${empty} has no class folders.*it is empty`)],
-      [['train', SOURCE, noImages, '--case', '1', '--out', path.join(dir, 'e.onnx')], /class folder .*no-images\/b holds no images/],
-      [['train', SOURCE, data, '--case', '1', '--out', out], new RegExp(`--out: folder ${path.dirname(out)} does not exist`)],
-      [['train', SOURCE, data, '--case', '1', '--out', path.join(unwritable, 'm.onnx')], new RegExp(`--out: folder ${unwritable} is not writable`)],
+      [
+        ['train', SOURCE, empty, '--case', '1', '--out', path.join(dir, 'e.onnx')],
+        new RegExp(`${empty} has no class folders.*it is empty`),
+      ],
+      [
+        ['train', SOURCE, noImages, '--case', '1', '--out', path.join(dir, 'e.onnx')],
+        /class folder .*no-images\/b holds no images/,
+      ],
+      [
+        ['train', SOURCE, data, '--case', '1', '--out', out],
+        new RegExp(`--out: folder ${path.dirname(out)} does not exist`),
+      ],
+      [
+        ['train', SOURCE, data, '--case', '1', '--out', path.join(unwritable, 'm.onnx')],
+        new RegExp(`--out: folder ${unwritable} is not writable`),
+      ],
       [['train', SOURCE, data, '--out', path.join(dir, 'e.onnx')], /--case 1\|2\|3\|4 is required/],
-      [['train', SOURCE, data, '--case', '5', '--out', path.join(dir, 'e.onnx')], /--case must be an integer from 1 to 4, got '5'/],
-      [['train', SOURCE, data, '--case', '1', '--out', path.join(dir, 'e.onnx'), '--resume'], /--resume: no checkpoint at .*e\.ckpt/],
-      [['train', SOURCE, data, '--case', '1', '--out', path.join(dir, 'e.onnx'), '--preprocess', 'imagenet'], /--preprocess must be one of torchvision, caffe, inception, model, got 'imagenet'/],
+      [
+        ['train', SOURCE, data, '--case', '5', '--out', path.join(dir, 'e.onnx')],
+        /--case must be an integer from 1 to 4, got '5'/,
+      ],
+      [
+        ['train', SOURCE, data, '--case', '1', '--out', path.join(dir, 'e.onnx'), '--resume'],
+        /--resume: no checkpoint at .*e\.ckpt/,
+      ],
+      [
+        ['train', SOURCE, data, '--case', '1', '--out', path.join(dir, 'e.onnx'), '--preprocess', 'imagenet'],
+        /--preprocess must be one of torchvision, caffe, inception, model, got 'imagenet'/,
+      ],
       [['eval', SOURCE, noImages], /class folder .*no-images\/b holds no images/],
       [['predict', SOURCE, path.join(dir, 'missing.png')], /missing\.png: no such image file/],
       [['predict', path.join(dir, 'missing.onnx'), files[0]], /missing\.onnx: no such model file/],
@@ -267,7 +392,7 @@ describe('graft train / eval / predict', () => {
     chmodSync(readOnly, 0o755);
   }, 120_000);
 
-  it('eval on a folder whose classes are not the model\'s labels lists both', () => {
+  it("eval on a folder whose classes are not the model's labels lists both", () => {
     const other = path.join(dir, 'other');
     for (const c of ['bright', 'zebra']) {
       mkdirSync(path.join(other, c), { recursive: true });
@@ -277,6 +402,8 @@ describe('graft train / eval / predict', () => {
     expect(r.status).toBe(1);
     const lines = errorLines(r);
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/class folders the model does not know \(bright, zebra\).*folder classes: bright, zebra; model classes: T-shirt\/top, Pullover, Dress, Sandal, Bag/);
+    expect(lines[0]).toMatch(
+      /class folders the model does not know \(bright, zebra\).*folder classes: bright, zebra; model classes: T-shirt\/top, Pullover, Dress, Sandal, Bag/,
+    );
   }, 60_000);
 });

@@ -16,7 +16,6 @@ import { describeGraphDifference } from './helpers/graph-equal.ts';
 import { LIGHT_DIR } from './helpers/models.ts';
 import { listCases, readBytes, readTestDataSets } from './helpers/onnx-testdata.ts';
 
-
 /** Models the codec is expected to refuse, by id ('light/…', 'simple/…', 'node/…'), each with
  * the reason. A listed model that starts decoding fails the test (so the list stays honest);
  * any unlisted failure fails it too. Currently every model decodes. */
@@ -37,7 +36,10 @@ function collectModels(): { models: ModelEntry[]; problems: string[] } {
   const models: ModelEntry[] = [];
   const problems: string[] = [];
   if (fs.existsSync(LIGHT_DIR)) {
-    for (const f of fs.readdirSync(LIGHT_DIR).filter((f) => f.endsWith('.onnx')).sort()) {
+    for (const f of fs
+      .readdirSync(LIGHT_DIR)
+      .filter((f) => f.endsWith('.onnx'))
+      .sort()) {
       models.push({ id: `light/${f.slice(0, -5)}`, file: path.join(LIGHT_DIR, f) });
     }
   } else {
@@ -71,7 +73,8 @@ function errorText(e: unknown): string {
 
 function firstByteDifference(a: Uint8Array, b: Uint8Array): string | undefined {
   const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return `byte ${i} differs (${a[i]} vs ${b[i]}); lengths ${a.length} and ${b.length}`;
+  for (let i = 0; i < n; i++)
+    if (a[i] !== b[i]) return `byte ${i} differs (${a[i]} vs ${b[i]}); lengths ${a.length} and ${b.length}`;
   return a.length === b.length ? undefined : `lengths differ: ${a.length} vs ${b.length}`;
 }
 
@@ -96,10 +99,19 @@ const SESSION_OPTIONS: ort.InferenceSession.SessionOptions = {
 };
 
 const ORT_TYPES: Partial<Record<DataType, ort.Tensor.Type>> = {
-  float32: 'float32', float64: 'float64', float16: 'float16',
-  int8: 'int8', int16: 'int16', int32: 'int32', int64: 'int64',
-  uint8: 'uint8', uint16: 'uint16', uint32: 'uint32', uint64: 'uint64',
-  bool: 'bool', string: 'string',
+  float32: 'float32',
+  float64: 'float64',
+  float16: 'float16',
+  int8: 'int8',
+  int16: 'int16',
+  int32: 'int32',
+  int64: 'int64',
+  uint8: 'uint8',
+  uint16: 'uint16',
+  uint32: 'uint32',
+  uint64: 'uint64',
+  bool: 'bool',
+  string: 'string',
 };
 const utf8 = new TextDecoder();
 
@@ -107,7 +119,12 @@ const utf8 = new TextDecoder();
 function toOrtTensor(t: TensorValue): ort.Tensor | string {
   const type = ORT_TYPES[t.dtype];
   if (!type) return `onnxruntime-node has no tensor type for ${t.dtype}`;
-  if (type === 'string') return new ort.Tensor('string', (t.data as Uint8Array[]).map((b) => utf8.decode(b)), t.dims);
+  if (type === 'string')
+    return new ort.Tensor(
+      'string',
+      (t.data as Uint8Array[]).map((b) => utf8.decode(b)),
+      t.dims,
+    );
   return new ort.Tensor(type, t.data as Exclude<TensorValue['data'], Uint8Array[]>, t.dims);
 }
 
@@ -128,7 +145,8 @@ type Feeds = Record<string, ort.Tensor>;
 function buildFeeds(m: ModelEntry, g: Graph): Feeds | string {
   const feedInputs = g.feedInputs;
   const nonTensor = feedInputs.find((v) => v.otherType !== undefined);
-  if (nonTensor) return `input '${nonTensor.name}' is not a tensor (sequence/map/optional inputs cannot be fed from onnxruntime-node)`;
+  if (nonTensor)
+    return `input '${nonTensor.name}' is not a tensor (sequence/map/optional inputs cannot be fed from onnxruntime-node)`;
   const feeds: Feeds = {};
   if (!m.caseDir) {
     const random = seededRandom(1234);
@@ -143,7 +161,8 @@ function buildFeeds(m: ModelEntry, g: Graph): Feeds | string {
   }
   const [set] = readTestDataSets(m.caseDir, { sets: 1, outputs: false });
   if (!set) return 'the case has no test_data_set_0';
-  if (set.inputs.length > feedInputs.length) return `test_data_set_0 has ${set.inputs.length} inputs, the graph ${feedInputs.length}`;
+  if (set.inputs.length > feedInputs.length)
+    return `test_data_set_0 has ${set.inputs.length} inputs, the graph ${feedInputs.length}`;
   for (let i = 0; i < set.inputs.length; i++) {
     const t = toOrtTensor(set.inputs[i]);
     if (typeof t === 'string') return `input '${feedInputs[i].name}': ${t}`;
@@ -162,21 +181,32 @@ async function runOnce(bytes: Uint8Array, feeds: Feeds): Promise<ort.InferenceSe
 }
 
 /** undefined when both runs produced the same outputs, bit for bit. */
-function describeOutputDifference(a: ort.InferenceSession.ReturnType, b: ort.InferenceSession.ReturnType): string | undefined {
-  const ka = Object.keys(a), kb = Object.keys(b);
+function describeOutputDifference(
+  a: ort.InferenceSession.ReturnType,
+  b: ort.InferenceSession.ReturnType,
+): string | undefined {
+  const ka = Object.keys(a),
+    kb = Object.keys(b);
   if (ka.join('\0') !== kb.join('\0')) return `output names [${ka}] vs [${kb}]`;
   for (const k of ka) {
-    const x = a[k], y = b[k];
+    const x = a[k],
+      y = b[k];
     if (x.type !== y.type) return `output '${k}': type ${x.type} vs ${y.type}`;
     if (x.dims.join(',') !== y.dims.join(',')) return `output '${k}': dims [${x.dims}] vs [${y.dims}]`;
     if (Array.isArray(x.data) || Array.isArray(y.data)) {
-      const sx = x.data as string[], sy = y.data as string[];
+      const sx = x.data as string[],
+        sy = y.data as string[];
       if (sx.length !== sy.length) return `output '${k}': ${sx.length} strings vs ${sy.length}`;
-      for (let i = 0; i < sx.length; i++) if (sx[i] !== sy[i]) return `output '${k}'[${i}]: ${JSON.stringify(sx[i])} vs ${JSON.stringify(sy[i])}`;
+      for (let i = 0; i < sx.length; i++)
+        if (sx[i] !== sy[i]) return `output '${k}'[${i}]: ${JSON.stringify(sx[i])} vs ${JSON.stringify(sy[i])}`;
       continue;
     }
-    const vx = x.data as ArrayBufferView, vy = y.data as ArrayBufferView;
-    const d = firstByteDifference(new Uint8Array(vx.buffer, vx.byteOffset, vx.byteLength), new Uint8Array(vy.buffer, vy.byteOffset, vy.byteLength));
+    const vx = x.data as ArrayBufferView,
+      vy = y.data as ArrayBufferView;
+    const d = firstByteDifference(
+      new Uint8Array(vx.buffer, vx.byteOffset, vx.byteLength),
+      new Uint8Array(vy.buffer, vy.byteOffset, vy.byteLength),
+    );
     if (d) return `output '${k}' (${x.type}, dims [${x.dims}]): ${d}`;
   }
   return undefined;
@@ -193,7 +223,8 @@ describe('codec round trip over real models', () => {
         `names not decodable: [${undecodable.map((u) => u.split(':')[0]).join(', ')}]`,
     );
     console.log(`round-trip: not runnable in onnxruntime (original fails): [${originalFails.join(', ')}]`);
-    if (notFed.length) console.log(`round-trip: not run by onnxruntime (inputs cannot be fed):\n  ${notFed.join('\n  ')}`);
+    if (notFed.length)
+      console.log(`round-trip: not run by onnxruntime (inputs cannot be fed):\n  ${notFed.join('\n  ')}`);
     if (excluded.length) console.log(`round-trip: excluded as nondeterministic: [${excluded.join(', ')}]`);
     if (undecodable.length) console.log(`round-trip: decode failures:\n  ${undecodable.join('\n  ')}`);
     console.log(`round-trip: ${MODELS.length} models, ${seconds} s`);
@@ -215,16 +246,25 @@ describe('codec round trip over real models', () => {
           if (expected) return;
           throw error;
         }
-        if (expected) throw new Error(`${m.id} is listed in EXPECTED_DECODE_FAILURES (${expected}) but decodes now: remove it from the list`);
+        if (expected)
+          throw new Error(
+            `${m.id} is listed in EXPECTED_DECODE_FAILURES (${expected}) but decodes now: remove it from the list`,
+          );
         decodedCount++;
         expect(bytes.byteLength).toBeGreaterThan(0);
 
         const e1 = encodeModel(g1);
         const g2 = decodeModel(e1, { file: `${m.id} (re-encoded)` });
-        expect(describeGraphDifference(g1, g2), `${m.id}: decode(encode(decode(x))) differs from decode(x)`).toBeUndefined();
+        expect(
+          describeGraphDifference(g1, g2),
+          `${m.id}: decode(encode(decode(x))) differs from decode(x)`,
+        ).toBeUndefined();
 
         const e2 = encodeModel(g2);
-        expect(firstByteDifference(e1, e2), `${m.id}: encode(decode(encode(decode(x)))) differs from encode(decode(x))`).toBeUndefined();
+        expect(
+          firstByteDifference(e1, e2),
+          `${m.id}: encode(decode(encode(decode(x)))) differs from encode(decode(x))`,
+        ).toBeUndefined();
       });
     }
   });
@@ -261,7 +301,9 @@ describe('codec round trip over real models', () => {
         if (diff) {
           // Tell a codec bug from an op that is random by itself.
           const again = describeOutputDifference(original!, await runOnce(bytes, feeds as Feeds));
-          const hint = again ? ` (the original alone is not reproducible either: ${again}; list it in NONDETERMINISTIC)` : '';
+          const hint = again
+            ? ` (the original alone is not reproducible either: ${again}; list it in NONDETERMINISTIC)`
+            : '';
           throw new Error(`${m.id}: outputs differ after the round trip: ${diff}${hint}`);
         }
         compared.push(m.id);

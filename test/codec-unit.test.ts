@@ -11,7 +11,14 @@ import { Graph } from '../src/graph/ir.ts';
 import { onnxModelType } from '../src/graph/onnx-proto.ts';
 import type { TensorValue } from '../src/graph/tensor.ts';
 import { describeGraphDifference, describeTensorDifference } from './helpers/graph-equal.ts';
-import { TESTDATA_ROOT, listCases, readBytes, readTensorProto, readTestDataSets, requireTestdata } from './helpers/onnx-testdata.ts';
+import {
+  TESTDATA_ROOT,
+  listCases,
+  readBytes,
+  readTensorProto,
+  readTestDataSets,
+  requireTestdata,
+} from './helpers/onnx-testdata.ts';
 
 const ModelProto = onnxModelType();
 const TensorProto = ModelProto.root.lookupType('onnx.TensorProto');
@@ -42,7 +49,13 @@ function expectRoundTrip(t: TensorValue): void {
 }
 
 function modelBytes(graph: Fields, extra: Fields = {}): Uint8Array {
-  const model = ModelProto.fromObject({ ir_version: 8, opset_import: [{ domain: '', version: 17 }], producer_name: 'unit', graph, ...extra });
+  const model = ModelProto.fromObject({
+    ir_version: 8,
+    opset_import: [{ domain: '', version: 17 }],
+    producer_name: 'unit',
+    graph,
+    ...extra,
+  });
   return ModelProto.encode(model).finish();
 }
 
@@ -66,7 +79,12 @@ function expectModelError(f: () => unknown, ...patterns: RegExp[]): ModelError {
 
 describe('decodeTensor: typed fields', () => {
   it('float_data → Float32Array (NaN, ±Infinity and -0 kept)', () => {
-    const t = decodeFields({ name: 'f', data_type: 1, dims: [2, 3], float_data: [1, -2.5, NaN, Infinity, -Infinity, -0] });
+    const t = decodeFields({
+      name: 'f',
+      data_type: 1,
+      dims: [2, 3],
+      float_data: [1, -2.5, NaN, Infinity, -Infinity, -0],
+    });
     expect(t.dtype).toBe('float32');
     expect(t.dims).toEqual([2, 3]);
     expect(t.data).toBeInstanceOf(Float32Array);
@@ -101,7 +119,9 @@ describe('decodeTensor: typed fields', () => {
   });
 
   it('int32_data → float16 keeps the raw bits in a Uint16Array', () => {
-    const bits = [0x3c00 /* 1 */, 0xc000 /* -2 */, 0x7e00 /* NaN */, 0xfc00 /* -inf */, 0x0001 /* subnormal */, 0x8000 /* -0 */];
+    const bits = [
+      0x3c00 /* 1 */, 0xc000 /* -2 */, 0x7e00 /* NaN */, 0xfc00 /* -inf */, 0x0001 /* subnormal */, 0x8000 /* -0 */,
+    ];
     const t = decodeFields({ name: 'h', data_type: 10, dims: [6], int32_data: bits });
     expect(t.dtype).toBe('float16');
     expect(t.data).toBeInstanceOf(Uint16Array);
@@ -122,7 +142,11 @@ describe('decodeTensor: typed fields', () => {
     const back = reencode(t);
     expect(Array.from(back.data as BigInt64Array)).toEqual(values.map(BigInt));
     // And through a whole model: an int64 initializer survives decode → encode → decode.
-    const bytes = modelBytes({ name: 'g', initializer: [{ name: 'ids', data_type: 7, dims: [6], int64_data: values }], output: [{ name: 'ids' }] });
+    const bytes = modelBytes({
+      name: 'g',
+      initializer: [{ name: 'ids', data_type: 7, dims: [6], int64_data: values }],
+      output: [{ name: 'ids' }],
+    });
     const g = decodeModel(bytes, { file: FILE });
     const g2 = decodeModel(encodeModel(g), { file: FILE });
     expect(Array.from(g2.initializers.get('ids')!.value.data as BigInt64Array)).toEqual(values.map(BigInt));
@@ -152,13 +176,22 @@ describe('decodeTensor: typed fields', () => {
 
   it('string_data → byte strings (UTF-8, empty and non-UTF-8 bytes kept as they are)', () => {
     const enc = new TextEncoder();
-    const strings = [enc.encode('hello'), enc.encode('ünïcødé ✓'), new Uint8Array(0), new Uint8Array([0xff, 0x00, 0xfe])];
+    const strings = [
+      enc.encode('hello'),
+      enc.encode('ünïcødé ✓'),
+      new Uint8Array(0),
+      new Uint8Array([0xff, 0x00, 0xfe]),
+    ];
     const t = decodeFields({ name: 's', data_type: 8, dims: [2, 2], string_data: strings });
     expect(t.dtype).toBe('string');
     expect(Array.isArray(t.data)).toBe(true);
     expect((t.data as Uint8Array[]).map((b) => Array.from(b))).toEqual(strings.map((b) => Array.from(b)));
     expectRoundTrip(t);
-    expectModelError(() => decodeFields({ name: 's', data_type: 8, dims: [3], string_data: strings.slice(0, 2) }), /'s'/, /2 entries, expected 3/);
+    expectModelError(
+      () => decodeFields({ name: 's', data_type: 8, dims: [3], string_data: strings.slice(0, 2) }),
+      /'s'/,
+      /2 entries, expected 3/,
+    );
   });
 
   it('complex64 from float_data interleaves real and imaginary parts', () => {
@@ -169,13 +202,30 @@ describe('decodeTensor: typed fields', () => {
   });
 
   it('a typed field with the wrong number of values is a ModelError naming the tensor', () => {
-    expectModelError(() => decodeFields({ name: 'w1', data_type: 1, dims: [2, 2], float_data: [1, 2, 3] }), /unit\.onnx/, /'w1'/, /float_data has 3 values, expected 4/);
-    expectModelError(() => decodeFields({ name: 'w2', data_type: 7, dims: [3], int64_data: ['1'] }), /'w2'/, /int64_data/);
+    expectModelError(
+      () => decodeFields({ name: 'w1', data_type: 1, dims: [2, 2], float_data: [1, 2, 3] }),
+      /unit\.onnx/,
+      /'w1'/,
+      /float_data has 3 values, expected 4/,
+    );
+    expectModelError(
+      () => decodeFields({ name: 'w2', data_type: 7, dims: [3], int64_data: ['1'] }),
+      /'w2'/,
+      /int64_data/,
+    );
   });
 
   it('an unknown data_type or negative dims is a ModelError', () => {
-    expectModelError(() => decodeFields({ name: 'x', data_type: 99, dims: [1], raw_data: new Uint8Array(4) }), /'x'/, /data_type 99/);
-    expectModelError(() => decodeFields({ name: 'y', data_type: 1, dims: ['-1'], float_data: [] }), /'y'/, /invalid dims/);
+    expectModelError(
+      () => decodeFields({ name: 'x', data_type: 99, dims: [1], raw_data: new Uint8Array(4) }),
+      /'x'/,
+      /data_type 99/,
+    );
+    expectModelError(
+      () => decodeFields({ name: 'y', data_type: 1, dims: ['-1'], float_data: [] }),
+      /'y'/,
+      /invalid dims/,
+    );
   });
 
   it('scalars (no dims) and empty tensors (a zero dim)', () => {
@@ -212,7 +262,12 @@ describe('decodeTensor: raw_data', () => {
   });
 
   it('reads raw_data at an odd offset inside a larger buffer (an unaligned view)', () => {
-    const msg = wireTensor({ name: 'w', data_type: 11, dims: [2], raw_data: new Uint8Array(new Float64Array([Math.E, -1]).buffer) });
+    const msg = wireTensor({
+      name: 'w',
+      data_type: 11,
+      dims: [2],
+      raw_data: new Uint8Array(new Float64Array([Math.E, -1]).buffer),
+    });
     const raw = msg.raw_data as Uint8Array;
     const big = new Uint8Array(raw.byteLength + 3);
     big.set(raw, 3);
@@ -223,12 +278,22 @@ describe('decodeTensor: raw_data', () => {
   it('a raw_data length mismatch is a ModelError naming the tensor and both byte counts', () => {
     const e = expectModelError(
       () => decodeFields({ name: 'conv1.weight', data_type: 1, dims: [2, 2], raw_data: new Uint8Array(12) }),
-      /unit\.onnx/, /'conv1\.weight'/, /raw_data has 12 bytes, expected 16/,
+      /unit\.onnx/,
+      /'conv1\.weight'/,
+      /raw_data has 12 bytes, expected 16/,
     );
     expect(e.file).toBe(FILE);
     // The same in a model initializer: the error names the model file too.
-    const bytes = modelBytes({ name: 'g', initializer: [{ name: 'fc.bias', data_type: 1, dims: [3], raw_data: new Uint8Array(8) }] });
-    expectModelError(() => decodeModel(bytes, { file: 'net.onnx' }), /^net\.onnx: /, /'fc\.bias'/, /8 bytes, expected 12/);
+    const bytes = modelBytes({
+      name: 'g',
+      initializer: [{ name: 'fc.bias', data_type: 1, dims: [3], raw_data: new Uint8Array(8) }],
+    });
+    expectModelError(
+      () => decodeModel(bytes, { file: 'net.onnx' }),
+      /^net\.onnx: /,
+      /'fc\.bias'/,
+      /8 bytes, expected 12/,
+    );
   });
 });
 
@@ -254,7 +319,11 @@ describe('external data', () => {
       calls.push([location, offset, length]);
       return file.subarray(offset, length === undefined ? undefined : offset + length);
     };
-    const bytes = externalModel([{ key: 'location', value: 'weights.bin' }, { key: 'offset', value: '8' }, { key: 'length', value: '16' }]);
+    const bytes = externalModel([
+      { key: 'location', value: 'weights.bin' },
+      { key: 'offset', value: '8' },
+      { key: 'length', value: '16' },
+    ]);
     const g = decodeModel(bytes, { file: 'ext.onnx', readExternal });
     expect(calls).toEqual([['weights.bin', 8, 16]]);
     const w = g.initializers.get('fc.weight')!.value;
@@ -267,37 +336,64 @@ describe('external data', () => {
 
   it('without a length entry, asks for exactly the bytes the dims need', () => {
     const calls: [string, number, number | undefined][] = [];
-    const g = decodeModel(externalModel([{ key: 'location', value: 'weights.bin' }, { key: 'offset', value: '8' }]), {
-      file: 'ext.onnx',
-      readExternal: (location, offset, length) => {
-        calls.push([location, offset, length]);
-        return file.subarray(offset);
+    const g = decodeModel(
+      externalModel([
+        { key: 'location', value: 'weights.bin' },
+        { key: 'offset', value: '8' },
+      ]),
+      {
+        file: 'ext.onnx',
+        readExternal: (location, offset, length) => {
+          calls.push([location, offset, length]);
+          return file.subarray(offset);
+        },
       },
-    });
+    );
     expect(calls).toEqual([['weights.bin', 8, 16]]);
     expect(Array.from(g.initializers.get('fc.weight')!.value.data as Float32Array)).toEqual(Array.from(weights));
   });
 
   it('without readExternal: a ModelError naming the model file and the external location', () => {
-    const bytes = externalModel([{ key: 'location', value: 'weights.bin' }, { key: 'offset', value: '8' }]);
+    const bytes = externalModel([
+      { key: 'location', value: 'weights.bin' },
+      { key: 'offset', value: '8' },
+    ]);
     expectModelError(() => decodeModel(bytes, { file: 'ext.onnx' }), /^ext\.onnx: /, /'fc\.weight'/, /weights\.bin/);
   });
 
   it('a reader returning fewer bytes: a ModelError with both byte counts', () => {
-    const bytes = externalModel([{ key: 'location', value: 'weights.bin' }, { key: 'offset', value: '8' }, { key: 'length', value: '16' }]);
+    const bytes = externalModel([
+      { key: 'location', value: 'weights.bin' },
+      { key: 'offset', value: '8' },
+      { key: 'length', value: '16' },
+    ]);
     expectModelError(
       () => decodeModel(bytes, { file: 'ext.onnx', readExternal: (_l, offset) => file.subarray(offset, offset + 10) }),
-      /ext\.onnx/, /weights\.bin/, /only 10 bytes/, /16 needed/,
+      /ext\.onnx/,
+      /weights\.bin/,
+      /only 10 bytes/,
+      /16 needed/,
     );
   });
 
   it('a declared length that does not match the dims, or no location: a ModelError', () => {
     const reader: ExternalDataReader = (_l, offset) => file.subarray(offset);
     expectModelError(
-      () => decodeModel(externalModel([{ key: 'location', value: 'weights.bin' }, { key: 'length', value: '12' }]), { file: 'ext.onnx', readExternal: reader }),
-      /length 12/, /16 bytes/,
+      () =>
+        decodeModel(
+          externalModel([
+            { key: 'location', value: 'weights.bin' },
+            { key: 'length', value: '12' },
+          ]),
+          { file: 'ext.onnx', readExternal: reader },
+        ),
+      /length 12/,
+      /16 bytes/,
     );
-    expectModelError(() => decodeModel(externalModel([{ key: 'offset', value: '0' }]), { file: 'ext.onnx', readExternal: reader }), /no location/);
+    expectModelError(
+      () => decodeModel(externalModel([{ key: 'offset', value: '0' }]), { file: 'ext.onnx', readExternal: reader }),
+      /no location/,
+    );
   });
 });
 
@@ -308,11 +404,42 @@ describe('decodeModel on bytes that are not a whole ONNX model', () => {
     modelBytes({
       name: 'sample',
       node: [
-        { name: 'conv', op_type: 'Conv', input: ['x', 'w'], output: ['y'], attribute: [{ name: 'pads', type: 7, ints: [1, 1, 1, 1] }, { name: 'auto_pad', type: 3, s: new TextEncoder().encode('NOTSET') }] },
-        { name: 'c', op_type: 'Constant', output: ['k'], attribute: [{ name: 'value', type: 4, t: { data_type: 1, dims: [2], float_data: [1, 2] } }] },
+        {
+          name: 'conv',
+          op_type: 'Conv',
+          input: ['x', 'w'],
+          output: ['y'],
+          attribute: [
+            { name: 'pads', type: 7, ints: [1, 1, 1, 1] },
+            { name: 'auto_pad', type: 3, s: new TextEncoder().encode('NOTSET') },
+          ],
+        },
+        {
+          name: 'c',
+          op_type: 'Constant',
+          output: ['k'],
+          attribute: [{ name: 'value', type: 4, t: { data_type: 1, dims: [2], float_data: [1, 2] } }],
+        },
       ],
-      initializer: [{ name: 'w', data_type: 1, dims: [4, 1, 3, 3], raw_data: new Uint8Array(new Float32Array(36).map((_, i) => i / 7).buffer) }],
-      input: [{ name: 'x', type: { tensor_type: { elem_type: 1, shape: { dim: [{ dim_value: 1 }, { dim_value: 1 }, { dim_param: 'H' }, { dim_param: 'W' }] } } } }],
+      initializer: [
+        {
+          name: 'w',
+          data_type: 1,
+          dims: [4, 1, 3, 3],
+          raw_data: new Uint8Array(new Float32Array(36).map((_, i) => i / 7).buffer),
+        },
+      ],
+      input: [
+        {
+          name: 'x',
+          type: {
+            tensor_type: {
+              elem_type: 1,
+              shape: { dim: [{ dim_value: 1 }, { dim_value: 1 }, { dim_param: 'H' }, { dim_param: 'W' }] },
+            },
+          },
+        },
+      ],
       output: [{ name: 'y', type: { tensor_type: { elem_type: 1 } } }],
     });
 
@@ -345,7 +472,17 @@ describe('decodeModel on bytes that are not a whole ONNX model', () => {
   });
 
   it('a PNG header followed by text: a ModelError, not a crash', () => {
-    const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, ...new TextEncoder().encode('IHDR this is a picture, not a network')]);
+    const png = new Uint8Array([
+      0x89,
+      0x50,
+      0x4e,
+      0x47,
+      0x0d,
+      0x0a,
+      0x1a,
+      0x0a,
+      ...new TextEncoder().encode('IHDR this is a picture, not a network'),
+    ]);
     expectModelError(() => decodeModel(png, { file: 'cat.png' }), /^cat\.png: /, /not (a valid )?(an )?ONNX model/);
   });
 
@@ -357,7 +494,8 @@ describe('decodeModel on bytes that are not a whole ONNX model', () => {
       ['nograph.onnx', ModelProto.encode(ModelProto.fromObject({ ir_version: 8, producer_name: 'x' })).finish()],
       ['noir.onnx', ModelProto.encode(ModelProto.fromObject({ graph: { name: 'g' } })).finish()],
     ];
-    for (const [name, bytes] of inputs) expectModelError(() => decodeModel(bytes, { file: name }), new RegExp(`^${name.replace('.', '\\.')}: `));
+    for (const [name, bytes] of inputs)
+      expectModelError(() => decodeModel(bytes, { file: name }), new RegExp(`^${name.replace('.', '\\.')}: `));
   });
 
   it('empty bytes: a ModelError saying the file is empty', () => {
@@ -376,12 +514,19 @@ describe('decodeModel on bytes that are not a whole ONNX model', () => {
 
 describe('known codec bugs (expected to fail until codec.ts is fixed)', () => {
   const withAttribute = (attribute: Fields) =>
-    modelBytes({ name: 'g', node: [{ name: 'n', op_type: 'Slice', input: ['x'], output: ['y'], attribute: [attribute] }], input: [{ name: 'x' }], output: [{ name: 'y' }] });
+    modelBytes({
+      name: 'g',
+      node: [{ name: 'n', op_type: 'Slice', input: ['x'], output: ['y'], attribute: [attribute] }],
+      input: [{ name: 'x' }],
+      output: [{ name: 'y' }],
+    });
 
   it('an INT64_MAX ints attribute (Slice ends, opset < 10) survives encode; today it becomes INT64_MIN', () => {
     const bytes = withAttribute({ name: 'ends', type: 7, ints: ['9223372036854775807', '-9223372036854775808'] });
     const g = decodeModel(bytes, { file: FILE });
-    const back = ModelProto.decode(encodeModel(g)) as unknown as { graph: { node: { attribute: { ints: protobuf.Long[] }[] }[] } };
+    const back = ModelProto.decode(encodeModel(g)) as unknown as {
+      graph: { node: { attribute: { ints: protobuf.Long[] }[] }[] };
+    };
     expect(back.graph.node[0].attribute[0].ints.map(String)).toEqual(['9223372036854775807', '-9223372036854775808']);
   });
 
@@ -408,35 +553,72 @@ describe('known codec bugs (expected to fail until codec.ts is fixed)', () => {
   });
 
   it('an elem_type the codec does not know (23, float4e2m1) is written back, not replaced by 0', () => {
-    const bytes = modelBytes({ name: 'g', input: [{ name: 'x', type: { tensor_type: { elem_type: 23, shape: { dim: [{ dim_value: 4 }] } } } }], output: [{ name: 'x' }] });
-    const back = ModelProto.decode(encodeModel(decodeModel(bytes, { file: FILE }))) as unknown as { graph: { input: { type: { tensor_type: { elem_type: number } } }[] } };
+    const bytes = modelBytes({
+      name: 'g',
+      input: [{ name: 'x', type: { tensor_type: { elem_type: 23, shape: { dim: [{ dim_value: 4 }] } } } }],
+      output: [{ name: 'x' }],
+    });
+    const back = ModelProto.decode(encodeModel(decodeModel(bytes, { file: FILE }))) as unknown as {
+      graph: { input: { type: { tensor_type: { elem_type: number } } }[] };
+    };
     expect(back.graph.input[0].type.tensor_type.elem_type).toBe(23);
   });
 
   it('string attributes keep their exact bytes (a leading BOM, non-UTF-8 bytes)', () => {
-    const bom = new Uint8Array([0xef, 0xbb, 0xbf, 0x41]), latin1 = new Uint8Array([0xff, 0x41]);
-    const bytes = modelBytes({ name: 'g', node: [{ op_type: 'LabelEncoder', domain: 'ai.onnx.ml', input: ['x'], output: ['y'], attribute: [{ name: 'a', type: 3, s: bom }, { name: 'b', type: 8, strings: [latin1] }] }] });
-    const back = ModelProto.decode(encodeModel(decodeModel(bytes, { file: FILE }))) as unknown as { graph: { node: { attribute: { s: Uint8Array; strings: Uint8Array[] }[] }[] } };
+    const bom = new Uint8Array([0xef, 0xbb, 0xbf, 0x41]),
+      latin1 = new Uint8Array([0xff, 0x41]);
+    const bytes = modelBytes({
+      name: 'g',
+      node: [
+        {
+          op_type: 'LabelEncoder',
+          domain: 'ai.onnx.ml',
+          input: ['x'],
+          output: ['y'],
+          attribute: [
+            { name: 'a', type: 3, s: bom },
+            { name: 'b', type: 8, strings: [latin1] },
+          ],
+        },
+      ],
+    });
+    const back = ModelProto.decode(encodeModel(decodeModel(bytes, { file: FILE }))) as unknown as {
+      graph: { node: { attribute: { s: Uint8Array; strings: Uint8Array[] }[] }[] };
+    };
     expect(Array.from(back.graph.node[0].attribute[0].s)).toEqual(Array.from(bom));
     expect(Array.from(back.graph.node[0].attribute[1].strings[0])).toEqual(Array.from(latin1));
   });
 
   it('graph inputs/outputs are written as the file had them (no shape borrowed from an initializer or value_info)', () => {
-    const bytes = modelBytes({
-      name: 'g',
-      initializer: [{ name: 'W', data_type: 1, dims: [2], float_data: [1, 2] }],
-      input: [{ name: 'W', type: { tensor_type: { elem_type: 1 } } }],
-      output: [{ name: 'y', type: { tensor_type: { elem_type: 1 } } }],
-      value_info: [{ name: 'y', type: { tensor_type: { elem_type: 1, shape: { dim: [{ dim_value: 2 }] } } } }],
-      node: [{ op_type: 'Identity', input: ['W'], output: ['y'] }],
-    }, { ir_version: 3 });
+    const bytes = modelBytes(
+      {
+        name: 'g',
+        initializer: [{ name: 'W', data_type: 1, dims: [2], float_data: [1, 2] }],
+        input: [{ name: 'W', type: { tensor_type: { elem_type: 1 } } }],
+        output: [{ name: 'y', type: { tensor_type: { elem_type: 1 } } }],
+        value_info: [{ name: 'y', type: { tensor_type: { elem_type: 1, shape: { dim: [{ dim_value: 2 }] } } } }],
+        node: [{ op_type: 'Identity', input: ['W'], output: ['y'] }],
+      },
+      { ir_version: 3 },
+    );
     const g1 = decodeModel(bytes, { file: FILE });
     expect(describeGraphDifference(g1, decodeModel(encodeModel(g1), { file: FILE }))).toBeUndefined();
   });
 
   it('a dimension denotation survives the round trip', () => {
-    const bytes = modelBytes({ name: 'g', input: [{ name: 'x', type: { tensor_type: { elem_type: 1, shape: { dim: [{ dim_value: 1, denotation: 'DATA_BATCH' }] } } } }], output: [{ name: 'x' }] });
-    const back = ModelProto.decode(encodeModel(decodeModel(bytes, { file: FILE }))) as unknown as { graph: { input: { type: { tensor_type: { shape: { dim: { denotation?: string }[] } } } }[] } };
+    const bytes = modelBytes({
+      name: 'g',
+      input: [
+        {
+          name: 'x',
+          type: { tensor_type: { elem_type: 1, shape: { dim: [{ dim_value: 1, denotation: 'DATA_BATCH' }] } } },
+        },
+      ],
+      output: [{ name: 'x' }],
+    });
+    const back = ModelProto.decode(encodeModel(decodeModel(bytes, { file: FILE }))) as unknown as {
+      graph: { input: { type: { tensor_type: { shape: { dim: { denotation?: string }[] } } } }[] };
+    };
     expect(back.graph.input[0].type.tensor_type.shape.dim[0].denotation).toBe('DATA_BATCH');
   });
 });
@@ -447,7 +629,16 @@ describe('describeGraphDifference', () => {
   const build = () => {
     const g = new Graph();
     g.name = 'g';
-    g.nodes = [{ name: 'add', opType: 'Add', domain: '', inputs: ['x', 'b'], outputs: ['y'], attributes: { alpha: { type: 'float', value: NaN }, k: { type: 'ints', value: [1, 2] } } }];
+    g.nodes = [
+      {
+        name: 'add',
+        opType: 'Add',
+        domain: '',
+        inputs: ['x', 'b'],
+        outputs: ['y'],
+        attributes: { alpha: { type: 'float', value: NaN }, k: { type: 'ints', value: [1, 2] } },
+      },
+    ];
     g.inputs = [{ name: 'x', dtype: 'float32', shape: [1, 'N'] }];
     g.outputs = [{ name: 'y', dtype: 'float32', shape: [1, 'N'] }];
     for (const v of [...g.inputs, ...g.outputs]) g.values.set(v.name, { ...v });
@@ -457,7 +648,8 @@ describe('describeGraphDifference', () => {
   };
 
   it('equal graphs (NaN equals NaN, source ignored) → undefined', () => {
-    const a = build(), b = build();
+    const a = build(),
+      b = build();
     b.source = 'elsewhere.onnx';
     expect(describeGraphDifference(a, b)).toBeUndefined();
     // And two decoded graphs of the same model.
@@ -467,22 +659,88 @@ describe('describeGraphDifference', () => {
 
   it('names the path to the first difference', () => {
     const cases: [(g: Graph) => void, RegExp][] = [
-      [(g) => { g.producerVersion = '2'; }, /^producerVersion/],
-      [(g) => { g.nodes[0].inputs[1] = 'z'; }, /nodes\[0\] 'add' \(Add\)\.inputs\[1\]/],
-      [(g) => { (g.nodes[0].attributes.k as { value: number[] }).value[1] = 3; }, /attributes\.k\.value\[1\]: 2 vs 3/],
-      [(g) => { g.nodes[0].attributes.alpha = { type: 'float', value: 0 }; }, /attributes\.alpha\.value: NaN vs 0/],
-      [(g) => { (g.initializers.get('b')!.value.data as Float32Array)[1] = 2; }, /initializers\['b'\]\.value\.data\[1\]: 1 vs 2/],
-      [(g) => { (g.initializers.get('c')!.value.data as BigInt64Array)[0] += 1n; }, /initializers\['c'\]\.value\.data\[0\]/],
-      [(g) => { g.initializers.get('b')!.trainable = false; }, /initializers\['b'\]\.trainable/],
-      [(g) => { g.initializers.get('b')!.value = { dtype: 'float64', dims: [2], data: new Float64Array(2) }; }, /initializers\['b'\]\.value\.dtype/],
-      [(g) => { g.outputs[0].shape = [1, 'M']; }, /outputs\[0\] 'y'\.shape\[1\]/],
-      [(g) => { g.values.get('x')!.docString = 'doc'; }, /values\['x'\]\.docString/],
-      [(g) => { g.metadataProps.push({ key: 'k', value: 'v' }); }, /^metadataProps/],
-      [(g) => { g.extra['graph.metadata_props'] = [{ key: 'a', value: 'b' }]; }, /^extra\.graph\.metadata_props/],
-      [(g) => { g.initializers = new Map([...g.initializers].reverse()); }, /initializers: order differs/],
+      [
+        (g) => {
+          g.producerVersion = '2';
+        },
+        /^producerVersion/,
+      ],
+      [
+        (g) => {
+          g.nodes[0].inputs[1] = 'z';
+        },
+        /nodes\[0\] 'add' \(Add\)\.inputs\[1\]/,
+      ],
+      [
+        (g) => {
+          (g.nodes[0].attributes.k as { value: number[] }).value[1] = 3;
+        },
+        /attributes\.k\.value\[1\]: 2 vs 3/,
+      ],
+      [
+        (g) => {
+          g.nodes[0].attributes.alpha = { type: 'float', value: 0 };
+        },
+        /attributes\.alpha\.value: NaN vs 0/,
+      ],
+      [
+        (g) => {
+          (g.initializers.get('b')!.value.data as Float32Array)[1] = 2;
+        },
+        /initializers\['b'\]\.value\.data\[1\]: 1 vs 2/,
+      ],
+      [
+        (g) => {
+          (g.initializers.get('c')!.value.data as BigInt64Array)[0] += 1n;
+        },
+        /initializers\['c'\]\.value\.data\[0\]/,
+      ],
+      [
+        (g) => {
+          g.initializers.get('b')!.trainable = false;
+        },
+        /initializers\['b'\]\.trainable/,
+      ],
+      [
+        (g) => {
+          g.initializers.get('b')!.value = { dtype: 'float64', dims: [2], data: new Float64Array(2) };
+        },
+        /initializers\['b'\]\.value\.dtype/,
+      ],
+      [
+        (g) => {
+          g.outputs[0].shape = [1, 'M'];
+        },
+        /outputs\[0\] 'y'\.shape\[1\]/,
+      ],
+      [
+        (g) => {
+          g.values.get('x')!.docString = 'doc';
+        },
+        /values\['x'\]\.docString/,
+      ],
+      [
+        (g) => {
+          g.metadataProps.push({ key: 'k', value: 'v' });
+        },
+        /^metadataProps/,
+      ],
+      [
+        (g) => {
+          g.extra['graph.metadata_props'] = [{ key: 'a', value: 'b' }];
+        },
+        /^extra\.graph\.metadata_props/,
+      ],
+      [
+        (g) => {
+          g.initializers = new Map([...g.initializers].reverse());
+        },
+        /initializers: order differs/,
+      ],
     ];
     for (const [mutate, pattern] of cases) {
-      const a = build(), b = build();
+      const a = build(),
+        b = build();
       mutate(b);
       const d = describeGraphDifference(a, b);
       expect(d, `${mutate}`).toBeDefined();
@@ -495,7 +753,8 @@ describe('onnx-testdata helpers', () => {
   it('readBytes copies a small file out of the shared pool', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'onnx-graft-'));
     try {
-      const a = path.join(dir, 'a.bin'), b = path.join(dir, 'b.bin');
+      const a = path.join(dir, 'a.bin'),
+        b = path.join(dir, 'b.bin');
       fs.writeFileSync(a, Buffer.from([1, 2, 3]));
       fs.writeFileSync(b, Buffer.from([4, 5, 6, 7, 8]));
       fs.readFileSync(a);
@@ -520,10 +779,16 @@ describe('onnx-testdata helpers', () => {
     const add = cases.find((c) => c.name === 'test_add')!;
     expect(add.modelPath).toBe(path.join(add.dir, 'model.onnx'));
     const [set] = readTestDataSets(add.dir);
-    expect(set.inputs.map((t) => [t.dtype, t.dims])).toEqual([['float32', [3, 4, 5]], ['float32', [3, 4, 5]]]);
-    const x = set.inputs[0].data as Float32Array, y = set.inputs[1].data as Float32Array, sum = set.outputs[0].data as Float32Array;
+    expect(set.inputs.map((t) => [t.dtype, t.dims])).toEqual([
+      ['float32', [3, 4, 5]],
+      ['float32', [3, 4, 5]],
+    ]);
+    const x = set.inputs[0].data as Float32Array,
+      y = set.inputs[1].data as Float32Array,
+      sum = set.outputs[0].data as Float32Array;
     for (let i = 0; i < sum.length; i++) expect(sum[i]).toBeCloseTo(x[i] + y[i], 5);
     expect(readTensorProto(path.join(add.dir, 'test_data_set_0', 'output_0.pb')).dims).toEqual([3, 4, 5]);
-    for (const suite of ['simple', 'pytorch-converted', 'pytorch-operator'] as const) expect(listCases(suite).length).toBeGreaterThan(0);
+    for (const suite of ['simple', 'pytorch-converted', 'pytorch-operator'] as const)
+      expect(listCases(suite).length).toBeGreaterThan(0);
   });
 });

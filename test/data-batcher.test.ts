@@ -22,12 +22,20 @@ import { mulberry32 } from './helpers/random.ts';
 
 function randomImage(width: number, height: number, seed: number, channels: 1 | 3 = 1): ByteImage {
   const rng = mulberry32(seed);
-  return { width, height, channels, data: Uint8Array.from({ length: width * height * channels }, () => Math.floor(rng() * 256)) };
+  return {
+    width,
+    height,
+    channels,
+    data: Uint8Array.from({ length: width * height * channels }, () => Math.floor(rng() * 256)),
+  };
 }
 
 /** n random 6×5 gray images, label = index mod 3. */
 function smallDataset(n: number): Dataset {
-  return inMemoryDataset(Array.from({ length: n }, (_, i) => randomImage(6, 5, 1000 + i)), Array.from({ length: n }, (_, i) => i % 3));
+  return inMemoryDataset(
+    Array.from({ length: n }, (_, i) => randomImage(6, 5, 1000 + i)),
+    Array.from({ length: n }, (_, i) => i % 3),
+  );
 }
 
 async function collect(ds: Dataset, options: BatchOptions): Promise<Batch[]> {
@@ -44,7 +52,8 @@ describe('dataset views', () => {
     const ds = smallDataset(10);
     const [a, b] = split(ds, [0.7, 0.3], { seed: 3 });
     expect([a.length, b.length]).toEqual([7, 3]);
-    const images = async (d: Dataset) => Promise.all(Array.from({ length: d.length }, async (_, i) => (await d.get(i)).image));
+    const images = async (d: Dataset) =>
+      Promise.all(Array.from({ length: d.length }, async (_, i) => (await d.get(i)).image));
     const all = [...(await images(a)), ...(await images(b))];
     const originals = await images(ds);
     // Every original image appears exactly once across the parts.
@@ -55,7 +64,9 @@ describe('dataset views', () => {
     expect((await c.get(1)).image).toBe(originals[1]); // no seed: contiguous
     expect((await d.get(0)).image).toBe(originals[2]);
     expect(split(ds, [1 / 3, 1 / 3, 1 / 3]).map((p) => p.length)).toEqual([4, 3, 3]);
-    expect(() => split(ds, [0.5, 0.2])).toThrow(/neither counts summing to the dataset's 10 nor fractions summing to 1/);
+    expect(() => split(ds, [0.5, 0.2])).toThrow(
+      /neither counts summing to the dataset's 10 nor fractions summing to 1/,
+    );
   });
 
   it('subset and shuffle index the underlying dataset; bad indices are named', async () => {
@@ -79,7 +90,9 @@ describe('dataset views', () => {
     expect(() => inMemoryDataset([im, im], [0])).toThrow(/2 images but 1 labels/);
     expect(() => inMemoryDataset([im], [-1])).toThrow(/label 0 is -1/);
     expect(() => inMemoryDataset([im], [3], ['a', 'b'])).toThrow(/label 3 but only 2 classes/);
-    expect(() => inMemoryDataset([{ ...im, data: new Uint8Array(3) }], [0])).toThrow(/data holds 3 values but 2×2×1 needs 4/);
+    expect(() => inMemoryDataset([{ ...im, data: new Uint8Array(3) }], [0])).toThrow(
+      /data holds 3 values but 2×2×1 needs 4/,
+    );
     expect(inMemoryDataset([im, im], [0, 4]).classes).toBe(5);
   });
 });
@@ -94,7 +107,9 @@ describe('batches', () => {
     expect([b.channels, b.height, b.width, b.images.length]).toEqual([1, 5, 6, 4 * 30]);
     for (let n = 0; n < b.size; n++) {
       const s = (await ds.get(4 + n)) as Sample;
-      expect(Array.from(b.images.subarray(n * 30, (n + 1) * 30))).toEqual(Array.from(toFloat(s.image as ByteImage).data));
+      expect(Array.from(b.images.subarray(n * 30, (n + 1) * 30))).toEqual(
+        Array.from(toFloat(s.image as ByteImage).data),
+      );
       expect(b.labels[n]).toBe(s.label);
     }
     expect((await collect(ds, { batchSize: 4, dropLast: true })).map((x) => x.size)).toEqual([4, 4]);
@@ -102,7 +117,8 @@ describe('batches', () => {
 
   it('shuffled order is a function of (seed, epoch) and covers every index once', async () => {
     const ds = smallDataset(23);
-    const run = async (seed: number, epoch: number) => order(await collect(ds, { batchSize: 5, shuffle: true, seed, epoch }));
+    const run = async (seed: number, epoch: number) =>
+      order(await collect(ds, { batchSize: 5, shuffle: true, seed, epoch }));
     const a = await run(1, 0);
     expect(await run(1, 0)).toEqual(a);
     expect([...a].sort((x, y) => x - y)).toEqual(Array.from({ length: 23 }, (_, i) => i));
@@ -117,8 +133,15 @@ describe('batches', () => {
   });
 
   it('random augmentations depend on (seed, epoch, index), not on batch size or prefetch', async () => {
-    const ds = inMemoryDataset(Array.from({ length: 13 }, (_, i) => randomImage(10, 8, i, 3)), new Array(13).fill(0));
-    const transform = compose(steps.randomCrop(8, 8, { padding: 2 }), steps.randomHorizontalFlip(), steps.normalize(IMAGENET_TORCHVISION));
+    const ds = inMemoryDataset(
+      Array.from({ length: 13 }, (_, i) => randomImage(10, 8, i, 3)),
+      new Array(13).fill(0),
+    );
+    const transform = compose(
+      steps.randomCrop(8, 8, { padding: 2 }),
+      steps.randomHorizontalFlip(),
+      steps.normalize(IMAGENET_TORCHVISION),
+    );
     const bySample = async (options: Partial<BatchOptions>) => {
       const map = new Map<number, number[]>();
       for (const b of await collect(ds, { batchSize: 4, shuffle: true, seed: 5, transform, ...options })) {
@@ -161,7 +184,10 @@ describe('batches', () => {
       return [...events];
     };
     const getsBetween = (ev: string[], from: string, to: string) =>
-      ev.slice(ev.indexOf(from) + 1, ev.indexOf(to)).filter((e) => e.startsWith('get')).map((e) => Number(e.slice(4)));
+      ev
+        .slice(ev.indexOf(from) + 1, ev.indexOf(to))
+        .filter((e) => e.startsWith('get'))
+        .map((e) => Number(e.slice(4)));
 
     const overlapped = await trace(1);
     // While batch 0 is being consumed, batch 1 (indices 4–7) is fetched; none before the consumer starts.
@@ -229,10 +255,16 @@ describe('batches', () => {
   });
 
   it('Fashion-MNIST batches into an ImageNet-shaped input', async () => {
-    const test = subset(fashionMnist('test'), Array.from({ length: 64 }, (_, i) => i));
+    const test = subset(
+      fashionMnist('test'),
+      Array.from({ length: 64 }, (_, i) => i),
+    );
     const transform = compose(steps.grayscaleToRgb(), steps.resize(32, 32), steps.normalize(IMAGENET_TORCHVISION));
     const bs = await collect(test, { batchSize: 32, shuffle: true, seed: 1, transform });
-    expect(bs.map((b) => [b.size, b.channels, b.height, b.width])).toEqual([[32, 3, 32, 32], [32, 3, 32, 32]]);
+    expect(bs.map((b) => [b.size, b.channels, b.height, b.width])).toEqual([
+      [32, 3, 32, 32],
+      [32, 3, 32, 32],
+    ]);
     expect(bs[0].images.length).toBe(32 * 3 * 32 * 32);
     // Gray in, so the three normalised planes are the same byte through three (mean, std) pairs.
     const plane = 32 * 32;

@@ -29,11 +29,12 @@ describe('JPEG (Debian darknet photographs)', () => {
     const mean = [0, 0, 0];
     const sq = [0, 0, 0];
     const n = im.width * im.height;
-    for (let p = 0; p < n; p++) for (let c = 0; c < 3; c++) {
-      const v = im.data[3 * p + c];
-      mean[c] += v;
-      sq[c] += v * v;
-    }
+    for (let p = 0; p < n; p++)
+      for (let c = 0; c < 3; c++) {
+        const v = im.data[3 * p + c];
+        mean[c] += v;
+        sq[c] += v * v;
+      }
     for (let c = 0; c < 3; c++) {
       mean[c] /= n;
       const std = Math.sqrt(sq[c] / n - mean[c] ** 2);
@@ -68,19 +69,24 @@ describe('JPEG (Debian darknet photographs)', () => {
       total += d;
     }
     const within = (k: number) => diffs.subarray(0, k + 1).reduce((a, b) => a + b, 0) / ours.data.length;
-    console.log(`JPEG vs ${reference.by}: mean |Δ| ${(total / ours.data.length).toFixed(3)}, ≤3: ${(within(3) * 100).toFixed(2)}%, ≤10: ${(within(10) * 100).toFixed(2)}%`);
+    console.log(
+      `JPEG vs ${reference.by}: mean |Δ| ${(total / ours.data.length).toFixed(3)}, ≤3: ${(within(3) * 100).toFixed(2)}%, ≤10: ${(within(10) * 100).toFixed(2)}%`,
+    );
     expect(total / ours.data.length).toBeLessThan(1.5);
     expect(within(3)).toBeGreaterThan(0.95);
     expect(within(10)).toBeGreaterThan(0.99);
     let worstBlock = 0;
-    for (let by = 0; by < 576; by += 8) for (let bx = 0; bx < 768; bx += 8) for (let c = 0; c < 3; c++) {
-      let d = 0;
-      for (let y = by; y < by + 8; y++) for (let x = bx; x < bx + 8; x++) {
-        const i = (y * 768 + x) * 3 + c;
-        d += ours.data[i] - reference.image.data[i];
-      }
-      worstBlock = Math.max(worstBlock, Math.abs(d / 64));
-    }
+    for (let by = 0; by < 576; by += 8)
+      for (let bx = 0; bx < 768; bx += 8)
+        for (let c = 0; c < 3; c++) {
+          let d = 0;
+          for (let y = by; y < by + 8; y++)
+            for (let x = bx; x < bx + 8; x++) {
+              const i = (y * 768 + x) * 3 + c;
+              d += ours.data[i] - reference.image.data[i];
+            }
+          worstBlock = Math.max(worstBlock, Math.abs(d / 64));
+        }
     console.log(`worst 8×8 block mean |Δ| ${worstBlock.toFixed(2)}`);
     expect(worstBlock).toBeLessThan(4);
   });
@@ -88,7 +94,9 @@ describe('JPEG (Debian darknet photographs)', () => {
   it('errors name the file and say what failed', () => {
     const bytes = readFileSync(DOG);
     expect(() => decodeImage(bytes.subarray(0, 50000), { name: 'cut.jpg' })).toThrow(/^cut\.jpg: cannot decode JPEG: /);
-    expect(() => decodeImage(new Uint8Array([1, 2, 3]), { name: 'x.bin' })).toThrow(/x\.bin: not a JPEG or PNG \(first bytes: 01 02 03\)/);
+    expect(() => decodeImage(new Uint8Array([1, 2, 3]), { name: 'x.bin' })).toThrow(
+      /x\.bin: not a JPEG or PNG \(first bytes: 01 02 03\)/,
+    );
     expect(() => decodeImage(new Uint8Array(0), { name: 'e' })).toThrow(/the file is empty/);
   });
 });
@@ -97,33 +105,60 @@ describe('JPEG (Debian darknet photographs)', () => {
 function independentDecode(path: string): { image: ByteImage; by: string } | string {
   const pil = spawnSync(
     'python3',
-    ['-c', 'import sys; from PIL import Image; im = Image.open(sys.argv[1]).convert("RGB"); sys.stdout.buffer.write(im.tobytes())', path],
+    [
+      '-c',
+      'import sys; from PIL import Image; im = Image.open(sys.argv[1]).convert("RGB"); sys.stdout.buffer.write(im.tobytes())',
+      path,
+    ],
     { maxBuffer: 1 << 26 },
   );
-  if (pil.status === 0) return { image: { width: 768, height: 576, channels: 3, data: new Uint8Array(pil.stdout) }, by: 'PIL' };
+  if (pil.status === 0)
+    return { image: { width: 768, height: 576, channels: 3, data: new Uint8Array(pil.stdout) }, by: 'PIL' };
   const gdk = spawnSync('gdk-pixbuf-csource', ['--raw', '--stream', path], { maxBuffer: 1 << 27 });
-  if (gdk.status === 0) return { image: parseGdkPixdata(gdk.stdout.toString('latin1')), by: 'gdk-pixbuf (libjpeg-turbo)' };
+  if (gdk.status === 0)
+    return { image: parseGdkPixdata(gdk.stdout.toString('latin1')), by: 'gdk-pixbuf (libjpeg-turbo)' };
   return 'neither python3 with PIL (python3-pil) nor gdk-pixbuf-csource (libgdk-pixbuf2.0-bin) is installed';
 }
 
 /** gdk-pixbuf-csource --raw --stream prints a GdkPixdata blob as C string literals. */
 function parseGdkPixdata(source: string): ByteImage {
   const bytes: number[] = [];
-  const escapes: Record<string, number> = { n: 10, t: 9, r: 13, a: 7, b: 8, f: 12, v: 11, '"': 34, '\\': 92, '?': 63, "'": 39 };
+  const escapes: Record<string, number> = {
+    n: 10,
+    t: 9,
+    r: 13,
+    a: 7,
+    b: 8,
+    f: 12,
+    v: 11,
+    '"': 34,
+    '\\': 92,
+    '?': 63,
+    "'": 39,
+  };
   const literal = /"((?:[^"\\]|\\.)*)"/g;
   const body = source.slice(source.indexOf('{'));
   for (let m = literal.exec(body); m; m = literal.exec(body)) {
     const s = m[1];
     for (let i = 0; i < s.length; i++) {
-      if (s[i] !== '\\') { bytes.push(s.charCodeAt(i)); continue; }
+      if (s[i] !== '\\') {
+        bytes.push(s.charCodeAt(i));
+        continue;
+      }
       const octal = /^[0-7]{1,3}/.exec(s.slice(i + 1));
-      if (octal) { bytes.push(parseInt(octal[0], 8)); i += octal[0].length; }
-      else { bytes.push(escapes[s[i + 1]] ?? s.charCodeAt(i + 1)); i++; }
+      if (octal) {
+        bytes.push(parseInt(octal[0], 8));
+        i += octal[0].length;
+      } else {
+        bytes.push(escapes[s[i + 1]] ?? s.charCodeAt(i + 1));
+        i++;
+      }
     }
   }
   const blob = Uint8Array.from(bytes);
   const view = new DataView(blob.buffer);
-  if (String.fromCharCode(...blob.subarray(0, 4)) !== 'GdkP') throw new Error('gdk-pixbuf-csource output has no GdkP magic');
+  if (String.fromCharCode(...blob.subarray(0, 4)) !== 'GdkP')
+    throw new Error('gdk-pixbuf-csource output has no GdkP magic');
   const [type, stride, width, height] = [view.getUint32(8), view.getUint32(12), view.getUint32(16), view.getUint32(20)];
   if (type !== 0x01010001) throw new Error(`unexpected GdkPixdata type 0x${type.toString(16)} (want raw 8-bit RGB)`);
   const data = new Uint8Array(width * height * 3);
@@ -160,14 +195,25 @@ function encodePng(spec: PngSpec, seed: number): { file: Uint8Array; rgb: Uint8A
   const rgb = new Uint8Array(width * height * 3);
   pixels.forEach((s, p) => {
     const to8 = (v: number) => (bitDepth === 16 ? v >> 8 : bitDepth === 8 ? v : Math.round((v * 255) / maxSample));
-    const colour = colorType === 3 ? [palette[3 * s[0]], palette[3 * s[0] + 1], palette[3 * s[0] + 2]]
-      : colorType === 0 || colorType === 4 ? [to8(s[0]), to8(s[0]), to8(s[0])]
-      : [to8(s[0]), to8(s[1]), to8(s[2])];
+    const colour =
+      colorType === 3
+        ? [palette[3 * s[0]], palette[3 * s[0] + 1], palette[3 * s[0] + 2]]
+        : colorType === 0 || colorType === 4
+          ? [to8(s[0]), to8(s[0]), to8(s[0])]
+          : [to8(s[0]), to8(s[1]), to8(s[2])];
     rgb.set(colour, 3 * p);
   });
 
   const passes = spec.interlace
-    ? [[0, 0, 8, 8], [4, 0, 8, 8], [0, 4, 4, 8], [2, 0, 4, 4], [0, 2, 2, 4], [1, 0, 2, 2], [0, 1, 1, 2]]
+    ? [
+        [0, 0, 8, 8],
+        [4, 0, 8, 8],
+        [0, 4, 4, 8],
+        [2, 0, 4, 4],
+        [0, 2, 2, 4],
+        [1, 0, 2, 2],
+        [0, 1, 1, 2],
+      ]
     : [[0, 0, 1, 1]];
   const raw: number[] = [];
   const bpp = Math.max(1, (samples * bitDepth) / 8);
@@ -180,11 +226,14 @@ function encodePng(spec: PngSpec, seed: number): { file: Uint8Array; rgb: Uint8A
     for (let y = y0; y < height; y += dy) {
       // Pack the row's samples MSB-first.
       const bits: number[] = [];
-      for (let x = x0; x < width; x += dx) for (const v of pixels[y * width + x]) {
-        for (let b = bitDepth - 1; b >= 0; b--) bits.push((v >> b) & 1);
-      }
+      for (let x = x0; x < width; x += dx)
+        for (const v of pixels[y * width + x]) {
+          for (let b = bitDepth - 1; b >= 0; b--) bits.push((v >> b) & 1);
+        }
       while (bits.length % 8) bits.push(0);
-      const row = Array.from({ length: bits.length / 8 }, (_, i) => bits.slice(8 * i, 8 * i + 8).reduce((a, b) => a * 2 + b, 0));
+      const row = Array.from({ length: bits.length / 8 }, (_, i) =>
+        bits.slice(8 * i, 8 * i + 8).reduce((a, b) => a * 2 + b, 0),
+      );
       const filter = rowNumber++ % 5;
       raw.push(filter);
       row.forEach((x, i) => {
@@ -192,8 +241,17 @@ function encodePng(spec: PngSpec, seed: number): { file: Uint8Array; rgb: Uint8A
         const b = prev ? prev[i] : 0;
         const c = prev && i >= bpp ? prev[i - bpp] : 0;
         const p = a + b - c;
-        const pred = [0, a, b, (a + b) >> 1,
-          Math.abs(p - a) <= Math.abs(p - b) && Math.abs(p - a) <= Math.abs(p - c) ? a : Math.abs(p - b) <= Math.abs(p - c) ? b : c][filter];
+        const pred = [
+          0,
+          a,
+          b,
+          (a + b) >> 1,
+          Math.abs(p - a) <= Math.abs(p - b) && Math.abs(p - a) <= Math.abs(p - c)
+            ? a
+            : Math.abs(p - b) <= Math.abs(p - c)
+              ? b
+              : c,
+        ][filter];
         raw.push((x - pred) & 0xff);
       });
       prev = row;
@@ -230,16 +288,30 @@ const inflate = (b: Uint8Array) => inflateSync(b);
 
 describe('PNG', () => {
   const specs: Omit<PngSpec, 'interlace' | 'width' | 'height'>[] = [
-    { colorType: 0, bitDepth: 1 }, { colorType: 0, bitDepth: 2 }, { colorType: 0, bitDepth: 4 },
-    { colorType: 0, bitDepth: 8 }, { colorType: 0, bitDepth: 16 }, { colorType: 2, bitDepth: 8 },
-    { colorType: 2, bitDepth: 16 }, { colorType: 3, bitDepth: 1 }, { colorType: 3, bitDepth: 2 },
-    { colorType: 3, bitDepth: 4 }, { colorType: 3, bitDepth: 8 }, { colorType: 4, bitDepth: 8 },
-    { colorType: 4, bitDepth: 16 }, { colorType: 6, bitDepth: 8 }, { colorType: 6, bitDepth: 16 },
+    { colorType: 0, bitDepth: 1 },
+    { colorType: 0, bitDepth: 2 },
+    { colorType: 0, bitDepth: 4 },
+    { colorType: 0, bitDepth: 8 },
+    { colorType: 0, bitDepth: 16 },
+    { colorType: 2, bitDepth: 8 },
+    { colorType: 2, bitDepth: 16 },
+    { colorType: 3, bitDepth: 1 },
+    { colorType: 3, bitDepth: 2 },
+    { colorType: 3, bitDepth: 4 },
+    { colorType: 3, bitDepth: 8 },
+    { colorType: 4, bitDepth: 8 },
+    { colorType: 4, bitDepth: 16 },
+    { colorType: 6, bitDepth: 8 },
+    { colorType: 6, bitDepth: 16 },
   ];
   for (const s of specs) {
     it(`colour type ${s.colorType}, ${s.bitDepth}-bit, plain and Adam7, decodes to the encoded RGB`, () => {
       for (const interlace of [false, true]) {
-        for (const [width, height] of [[11, 7], [3, 2], [1, 1]]) {
+        for (const [width, height] of [
+          [11, 7],
+          [3, 2],
+          [1, 1],
+        ]) {
           const { file, rgb } = encodePng({ ...s, width, height, interlace }, s.colorType * 100 + s.bitDepth + width);
           const im = decodeImage(file, { inflate, name: 't.png' });
           expect([im.width, im.height, im.channels]).toEqual([width, height, 3]);
@@ -260,7 +332,9 @@ describe('PNG', () => {
     const flipped = file.slice();
     flipped[40] ^= 0xff;
     expect(() => decodeImage(flipped, { inflate, name: 'b.png' })).toThrow(/b\.png: corrupt PNG: CRC mismatch/);
-    expect(() => decodeImage(file.subarray(0, file.length - 20), { inflate, name: 'c.png' })).toThrow(/c\.png: truncated PNG/);
+    expect(() => decodeImage(file.subarray(0, file.length - 20), { inflate, name: 'c.png' })).toThrow(
+      /c\.png: truncated PNG/,
+    );
   });
 });
 
@@ -275,9 +349,14 @@ describe('imageFolder', () => {
     const rng = mulberry32(seed);
     // Smooth content (JPEG's home ground): a gradient plus a little noise.
     const rgba = new Uint8Array(width * height * 4);
-    for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) for (let c = 0; c < 4; c++) {
-      rgba[(y * width + x) * 4 + c] = c === 3 ? 255 : Math.min(255, Math.floor(((x + y * c) * 200) / (width + height * 2)) + Math.floor(rng() * 8));
-    }
+    for (let y = 0; y < height; y++)
+      for (let x = 0; x < width; x++)
+        for (let c = 0; c < 4; c++) {
+          rgba[(y * width + x) * 4 + c] =
+            c === 3
+              ? 255
+              : Math.min(255, Math.floor(((x + y * c) * 200) / (width + height * 2)) + Math.floor(rng() * 8));
+        }
     writeFileSync(path, jpeg.encode({ width, height, data: rgba }, 95).data);
     const rgb = new Uint8Array(width * height * 3);
     for (let p = 0; p < width * height; p++) rgb.set(rgba.subarray(4 * p, 4 * p + 3), 3 * p);
@@ -298,7 +377,12 @@ describe('imageFolder', () => {
 
     const ds = imageFolder(dir);
     expect(ds.classes).toEqual(['B', 'a', 'cat']);
-    expect(ds.files.map((f) => f.slice(dir.length + 1))).toEqual(['B/y.jpg', 'B/z.jpeg', 'a/x.JPG', 'cat/nested/p.png']);
+    expect(ds.files.map((f) => f.slice(dir.length + 1))).toEqual([
+      'B/y.jpg',
+      'B/z.jpeg',
+      'a/x.JPG',
+      'cat/nested/p.png',
+    ]);
     expect(Array.from(ds.labels)).toEqual([0, 0, 1, 2]);
     expect(ds.length).toBe(4);
     const png = await ds.get(3);
@@ -317,7 +401,11 @@ describe('imageFolder', () => {
     mkdirSync(join(dir, 'empty'), { recursive: true });
     writeFileSync(join(dir, 'empty', 'readme.md'), '#');
     writeJpeg(join(dir, 'good', 'ok.jpg'), 4, 4, 6);
-    expect(() => imageFolder(dir)).toThrow(new RegExp(`class folder ${join(dir, 'empty')} holds no images \\(1 other files\\); accepted extensions: .jpg .jpeg .png`));
+    expect(() => imageFolder(dir)).toThrow(
+      new RegExp(
+        `class folder ${join(dir, 'empty')} holds no images \\(1 other files\\); accepted extensions: .jpg .jpeg .png`,
+      ),
+    );
     rmSync(join(dir, 'empty'), { recursive: true });
     writeFileSync(join(dir, 'good', 'broken.jpg'), new Uint8Array([0xff, 0xd8, 0xff, 0xe0, 0, 16, 1, 2]));
     writeFileSync(join(dir, 'good', 'text.png'), 'hello');

@@ -15,7 +15,10 @@ const SHIPPED = 'models-onnx/samples/digits.csv.gz';
 /** Rows of the file as the gzip program decompresses it, numbers matched by a regular expression. */
 function referenceRows(path: string): number[][] {
   const text = execFileSync('gzip', ['-dc', path], { encoding: 'utf8', maxBuffer: 1 << 26 });
-  return text.split(/\r?\n/).filter((l) => /\d/.test(l)).map((l) => (l.match(/\d+/g) ?? []).map((s) => parseInt(s, 10)));
+  return text
+    .split(/\r?\n/)
+    .filter((l) => /\d/.test(l))
+    .map((l) => (l.match(/\d+/g) ?? []).map((s) => parseInt(s, 10)));
 }
 
 describe('readDigits', () => {
@@ -29,11 +32,15 @@ describe('readDigits', () => {
     expect(Math.min(...labels)).toBe(0);
     expect(Math.max(...labels)).toBe(9);
     // Every class present with the counts the reference sees.
-    for (let c = 0; c < 10; c++) expect(labels.filter((l) => l === c).length).toBe(rows.filter((r) => r[64] === c).length);
+    for (let c = 0; c < 10; c++)
+      expect(labels.filter((l) => l === c).length).toBe(rows.filter((r) => r[64] === c).length);
     const rng = mulberry32(91);
     for (let k = 0; k < 25; k++) {
       const i = Math.floor(rng() * rows.length);
-      const sample = data.get(i) as { image: { width: number; height: number; channels: number; data: Uint8Array }; label: number };
+      const sample = data.get(i) as {
+        image: { width: number; height: number; channels: number; data: Uint8Array };
+        label: number;
+      };
       expect(sample.label).toBe(rows[i][64]);
       expect([sample.image.width, sample.image.height, sample.image.channels]).toEqual([8, 8, 1]);
       const want = rows[i].slice(0, 64).map((v) => Math.round((v / 16) * 255));
@@ -44,7 +51,10 @@ describe('readDigits', () => {
   });
 
   it('the shipped copy is the python3-sklearn file unchanged', () => {
-    if (!existsSync(SKLEARN_DIGITS_PATH)) throw new Error(`${SKLEARN_DIGITS_PATH} is missing: apt-get install python3-sklearn (the test compares the shipped copy with it)`);
+    if (!existsSync(SKLEARN_DIGITS_PATH))
+      throw new Error(
+        `${SKLEARN_DIGITS_PATH} is missing: apt-get install python3-sklearn (the test compares the shipped copy with it)`,
+      );
     expect(Buffer.compare(readFileSync(SHIPPED), readFileSync(SKLEARN_DIGITS_PATH))).toBe(0);
   });
 

@@ -76,7 +76,9 @@ describe('parseIdx on hand-built bytes', () => {
     badType[2] = 0x07;
     expect(() => parseIdx(badType, 'f')).toThrow(/unknown IDX type byte 0x07/);
     expect(() => parseIdx(good.subarray(0, 9), 'f')).toThrow(/truncated header/);
-    expect(() => parseIdx(good.subarray(0, good.length - 1), 'f')).toThrow(/need 16 bytes, file has 15 \(truncated\?\)/);
+    expect(() => parseIdx(good.subarray(0, good.length - 1), 'f')).toThrow(
+      /need 16 bytes, file has 15 \(truncated\?\)/,
+    );
     const long = new Uint8Array(good.length + 2);
     long.set(good);
     expect(() => parseIdx(long, 'f')).toThrow(/trailing bytes/);
@@ -114,7 +116,10 @@ describe('Fashion-MNIST (Debian dataset-fashion-mnist)', () => {
 
   // Zalando documents 60,000 training and 10,000 test images, 28×28, ten balanced classes;
   // the counts below come from the files, so the parser and the data are checked together.
-  for (const [split, n] of [['train', 60000], ['test', 10000]] as const) {
+  for (const [split, n] of [
+    ['train', 60000],
+    ['test', 10000],
+  ] as const) {
     it(`${split}: ${n} images of 28×28, ${n / 10} per class`, async () => {
       const ds = fashionMnist(split);
       expect(ds.length).toBe(n);

@@ -27,19 +27,37 @@ function noise(width: number, height: number, channels: 1 | 2 | 3 | 4, seed: num
 }
 
 beforeAll(async () => {
-  for (const dir of ['cat', 'dog/nested', '.hidden-class', 'empty-later']) mkdirSync(join(folder, dir), { recursive: true });
+  for (const dir of ['cat', 'dog/nested', '.hidden-class', 'empty-later'])
+    mkdirSync(join(folder, dir), { recursive: true });
   rmSync(join(folder, 'empty-later'), { recursive: true });
   copyFileSync(join(DARKNET, 'dog.jpg'), join(folder, 'dog', 'dog.jpg'));
   copyFileSync(join(DARKNET, 'scream.jpg'), join(folder, 'cat', 'scream.jpg'));
   copyFileSync(join(DARKNET, 'kite.jpg'), join(folder, 'dog', 'nested', 'kite.JPG'));
-  const raw = (w: number, h: number, c: 1 | 2 | 3 | 4, seed: number) => sharp(noise(w, h, c, seed), { raw: { width: w, height: h, channels: c } });
-  await raw(50, 37, 1, 1).toColourspace('b-w').png().toFile(join(folder, 'cat', 'gray.png'));
-  await raw(33, 71, 4, 2).png().toFile(join(folder, 'cat', 'rgba.png'));
-  await raw(45, 45, 3, 3).toColourspace('rgb16').png().toFile(join(folder, 'dog', 'deep16.png'));
-  await raw(81, 40, 3, 4).toColourspace('cmyk').jpeg({ quality: 90 }).toFile(join(folder, 'dog', 'cmyk.jpg'));
-  await raw(300, 20, 3, 5).jpeg().toFile(join(folder, 'cat', 'wide.jpeg'));
+  const raw = (w: number, h: number, c: 1 | 2 | 3 | 4, seed: number) =>
+    sharp(noise(w, h, c, seed), { raw: { width: w, height: h, channels: c } });
+  await raw(50, 37, 1, 1)
+    .toColourspace('b-w')
+    .png()
+    .toFile(join(folder, 'cat', 'gray.png'));
+  await raw(33, 71, 4, 2)
+    .png()
+    .toFile(join(folder, 'cat', 'rgba.png'));
+  await raw(45, 45, 3, 3)
+    .toColourspace('rgb16')
+    .png()
+    .toFile(join(folder, 'dog', 'deep16.png'));
+  await raw(81, 40, 3, 4)
+    .toColourspace('cmyk')
+    .jpeg({ quality: 90 })
+    .toFile(join(folder, 'dog', 'cmyk.jpg'));
+  await raw(300, 20, 3, 5)
+    .jpeg()
+    .toFile(join(folder, 'cat', 'wide.jpeg'));
   const dog = readFileSync(join(DARKNET, 'dog.jpg'));
-  writeFileSync(join(folder, 'cat', 'corrupt.jpg'), Buffer.concat([dog.subarray(0, 5000), Buffer.alloc(3000, 0x55), dog.subarray(8000)]));
+  writeFileSync(
+    join(folder, 'cat', 'corrupt.jpg'),
+    Buffer.concat([dog.subarray(0, 5000), Buffer.alloc(3000, 0x55), dog.subarray(8000)]),
+  );
   writeFileSync(join(folder, 'cat', 'truncated.jpg'), dog.subarray(0, dog.length >> 1));
   writeFileSync(join(folder, 'dog', 'notes.png'), 'these are notes, not a picture\n');
   writeFileSync(join(folder, 'dog', 'readme.txt'), 'ignored: not an image extension');
@@ -48,7 +66,11 @@ beforeAll(async () => {
 });
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-async function collect(source: ImageFolderSource, epoch: number, options: Parameters<ImageFolderSource['batches']>[1]): Promise<Batch[]> {
+async function collect(
+  source: ImageFolderSource,
+  epoch: number,
+  options: Parameters<ImageFolderSource['batches']>[1],
+): Promise<Batch[]> {
   const out: Batch[] = [];
   for await (const b of source.batches(epoch, options)) out.push(b);
   return out;
@@ -75,8 +97,17 @@ describe('openImageFolder', () => {
     try {
       expect(source.classes).toEqual(['cat', 'dog']);
       expect(source.files.map((f) => f.slice(folder.length + 1))).toEqual([
-        'cat/corrupt.jpg', 'cat/gray.png', 'cat/rgba.png', 'cat/scream.jpg', 'cat/truncated.jpg', 'cat/wide.jpeg',
-        'dog/cmyk.jpg', 'dog/deep16.png', 'dog/dog.jpg', 'dog/nested/kite.JPG', 'dog/notes.png',
+        'cat/corrupt.jpg',
+        'cat/gray.png',
+        'cat/rgba.png',
+        'cat/scream.jpg',
+        'cat/truncated.jpg',
+        'cat/wide.jpeg',
+        'dog/cmyk.jpg',
+        'dog/deep16.png',
+        'dog/dog.jpg',
+        'dog/nested/kite.JPG',
+        'dog/notes.png',
       ]);
       expect(Array.from(source.labels)).toEqual([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1]);
       expect(source.length).toBe(11);
@@ -171,15 +202,19 @@ describe('openImageFolder', () => {
       const pick = [9, 1, 6, 3, 2];
       const plain = await collect(source, 0, { batchSize: 2, indices: pick });
       expect(plain.flatMap((b) => Array.from(b.indices))).toEqual(pick);
-      const shuffled = (await collect(source, 0, { batchSize: 2, indices: pick, shuffle: true, seed: 3 })).flatMap((b) => Array.from(b.indices));
+      const shuffled = (await collect(source, 0, { batchSize: 2, indices: pick, shuffle: true, seed: 3 })).flatMap(
+        (b) => Array.from(b.indices),
+      );
       expect([...shuffled].sort()).toEqual([...pick].sort());
-      await expect(collect(source, 0, { batchSize: 2, indices: [1, 11] })).rejects.toThrow(/indices\[1\] is 11; expected an integer in 0…10/);
+      await expect(collect(source, 0, { batchSize: 2, indices: [1, 11] })).rejects.toThrow(
+        /indices\[1\] is 11; expected an integer in 0…10/,
+      );
     } finally {
       await source.close();
     }
   });
 
-  it('pixels: false gives the epoch\'s labels and indices without decoding anything; known-bad files stay out', async () => {
+  it("pixels: false gives the epoch's labels and indices without decoding anything; known-bad files stay out", async () => {
     const warnings: string[] = [];
     const source = await openImageFolder(folder, { preprocess: SPEC, workers: 1, onWarning: (m) => warnings.push(m) });
     try {
@@ -235,7 +270,9 @@ describe('openImageFolder', () => {
     mkdirSync(join(noImages, 'b'));
     copyFileSync(join(DARKNET, 'dog.jpg'), join(noImages, 'a', 'x.jpg'));
     writeFileSync(join(noImages, 'b', 'list.csv'), '1,2');
-    await expect(open(noImages)).rejects.toThrow(new RegExp(`class folder ${join(noImages, 'b')} holds no images \\(1 other files\\)`));
+    await expect(open(noImages)).rejects.toThrow(
+      new RegExp(`class folder ${join(noImages, 'b')} holds no images \\(1 other files\\)`),
+    );
   });
 
   it('refuses bad batch options and use after close', async () => {
@@ -243,12 +280,18 @@ describe('openImageFolder', () => {
     await expect(collect(source, 0, { batchSize: 0 })).rejects.toThrow(/batchSize must be a positive integer, got 0/);
     await source.close();
     await expect(collect(source, 0, { batchSize: 2 })).rejects.toThrow(/the image loader was closed/);
-    await expect(openImageFolder(folder, { preprocess: SPEC, workers: 0 })).rejects.toThrow(/workers must be a positive integer, got 0/);
+    await expect(openImageFolder(folder, { preprocess: SPEC, workers: 0 })).rejects.toThrow(
+      /workers must be a positive integer, got 0/,
+    );
     // Settings every image would fail on are refused once, up front, not skipped per file.
     await expect(openImageFolder(folder, { preprocess: { ...SPEC, crop: 500 } })).rejects.toThrow(/1 ≤ crop ≤ resize/);
-    await expect(openImageFolder(folder, { preprocess: SPEC, jpeg: 'libjpeg' as never })).rejects.toThrow(/JPEG decoder 'libjpeg' is not known; accepted: sharp, jpeg-js/);
+    await expect(openImageFolder(folder, { preprocess: SPEC, jpeg: 'libjpeg' as never })).rejects.toThrow(
+      /JPEG decoder 'libjpeg' is not known; accepted: sharp, jpeg-js/,
+    );
     const open = await openImageFolder(folder, { preprocess: SPEC, workers: 1 });
-    await expect(collect(open, 0, { batchSize: 2, augment: { crop: 'zoom' as never } })).rejects.toThrow(/augment crop 'zoom' is not known/);
+    await expect(collect(open, 0, { batchSize: 2, augment: { crop: 'zoom' as never } })).rejects.toThrow(
+      /augment crop 'zoom' is not known/,
+    );
     await open.close();
   });
 });
@@ -282,7 +325,11 @@ describe('the pool and the process', () => {
       console.log('done');`;
     const file = join(root, `child-${Math.random().toString(36).slice(2)}.mts`); // .mts: ESM outside the package
     writeFileSync(file, script);
-    return spawnSync(process.execPath, ['--import', 'tsx', file], { encoding: 'utf8', timeout: 60_000, cwd: join(import.meta.dirname, '..') });
+    return spawnSync(process.execPath, ['--import', 'tsx', file], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      cwd: join(import.meta.dirname, '..'),
+    });
   };
 
   it('exits after close(), after an early break, and when close() is forgotten', () => {
@@ -299,7 +346,9 @@ describe('the pool and the process', () => {
   });
 
   it('a consumer that throws mid-epoch, then closes, leaves nothing running', () => {
-    const r = child(`try { for await (const b of source.batches(0, { batchSize: 2 })) throw new Error('consumer failed'); } catch (e) { console.log(e.message); } finally { await source.close(); }`);
+    const r = child(
+      `try { for await (const b of source.batches(0, { batchSize: 2 })) throw new Error('consumer failed'); } catch (e) { console.log(e.message); } finally { await source.close(); }`,
+    );
     expect(r.signal, r.stderr).toBe(null);
     expect(r.stdout.trim().split('\n')).toEqual(['consumer failed', 'done']);
   });

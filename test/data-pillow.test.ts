@@ -134,7 +134,9 @@ let manifest: Entry[] = [];
 
 beforeAll(() => {
   if ('problem' in found) return;
-  const photos = readdirSync(DARKNET).filter((f) => f.endsWith('.jpg')).map((f) => join(DARKNET, f));
+  const photos = readdirSync(DARKNET)
+    .filter((f) => f.endsWith('.jpg'))
+    .map((f) => join(DARKNET, f));
   manifest = JSON.parse(runPython(found.python, PILLOW_SCRIPT, [dir, ...photos])) as Entry[];
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -200,7 +202,9 @@ describe('decoding against Pillow', () => {
       const r = compare(await decodeImageFile(e.path, { jpeg: 'jpeg-js' }), e);
       report('jpeg-js', e, r);
       worstMean = Math.max(worstMean, r.meanAbs);
-      expect(r.maxAbs, e.name).toBeLessThanOrEqual(e.mode === 'CMYK' ? JPEG_JS_BOUNDS.cmykMaxAbs : JPEG_JS_BOUNDS.maxAbs);
+      expect(r.maxAbs, e.name).toBeLessThanOrEqual(
+        e.mode === 'CMYK' ? JPEG_JS_BOUNDS.cmykMaxAbs : JPEG_JS_BOUNDS.maxAbs,
+      );
       expect(r.meanAbs, e.name).toBeLessThanOrEqual(JPEG_JS_BOUNDS.meanAbs);
     }
     // The report means something only if the fallback really differs: it is a different decoder.
@@ -211,7 +215,9 @@ describe('decoding against Pillow', () => {
     requirePillow();
     const pngs = manifest.filter((e) => e.name.endsWith('.png'));
     // Pillow's modes: 16-bit RGB opens as RGB, 16-bit gray+alpha as RGBA, 16-bit gray as I.
-    expect(pngs.map((e) => e.mode).sort()).toEqual(['1', 'I', 'L', 'LA', 'P', 'P', 'RGB', 'RGB', 'RGBA', 'RGBA', 'RGBA', 'RGBA'].sort());
+    expect(pngs.map((e) => e.mode).sort()).toEqual(
+      ['1', 'I', 'L', 'LA', 'P', 'P', 'RGB', 'RGB', 'RGBA', 'RGBA', 'RGBA', 'RGBA'].sort(),
+    );
     for (const e of pngs) {
       const r = compare(await decodeImageFile(e.path), e);
       report('png.ts', e, r);

@@ -125,7 +125,9 @@ describe('trainTransform against the reference with the same draws', () => {
     const f: FloatImage = { width: 4, height: 4, channels: 3, data: new Float32Array(48) };
     expect(() => evalTransform(spec)(f, () => 0)).toThrow(DataError);
     expect(() => evalTransform(spec)(f, () => 0)).toThrow(/expects decoded bytes/);
-    expect(() => trainTransform(spec, { crop: 'zoom' as never })).toThrow(/augment crop 'zoom' is not known; accepted: center, random, resized/);
+    expect(() => trainTransform(spec, { crop: 'zoom' as never })).toThrow(
+      /augment crop 'zoom' is not known; accepted: center, random, resized/,
+    );
     expect(() => trainTransform(spec, { crop: 'resized', scale: [0.9, 0.2] })).toThrow(/0 < min ≤ max ≤ 1/);
     expect(() => evalTransform({ ...spec, crop: 300 })).toThrow(/1 ≤ crop ≤ resize/);
   });

@@ -29,12 +29,22 @@ import { mulberry32 } from './helpers/random.ts';
 
 function randomBytes(width: number, height: number, channels: 1 | 3, seed: number): ByteImage {
   const rng = mulberry32(seed);
-  return { width, height, channels, data: Uint8Array.from({ length: width * height * channels }, () => Math.floor(rng() * 256)) };
+  return {
+    width,
+    height,
+    channels,
+    data: Uint8Array.from({ length: width * height * channels }, () => Math.floor(rng() * 256)),
+  };
 }
 
 function randomFloats(width: number, height: number, channels: number, seed: number): FloatImage {
   const rng = mulberry32(seed);
-  return { width, height, channels, data: Float32Array.from({ length: width * height * channels }, () => rng() * 2 - 1) };
+  return {
+    width,
+    height,
+    channels,
+    data: Float32Array.from({ length: width * height * channels }, () => rng() * 2 - 1),
+  };
 }
 
 /** Byte pixel (x, y, c) of an HWC image. */
@@ -81,7 +91,13 @@ function resizeReference(
 }
 
 /** torch.nn.functional.interpolate(mode='bilinear', align_corners=False, antialias=False). */
-function torchBilinear(get: (x: number, y: number) => number, inW: number, inH: number, outW: number, outH: number): Float64Array {
+function torchBilinear(
+  get: (x: number, y: number) => number,
+  inW: number,
+  inH: number,
+  outW: number,
+  outH: number,
+): Float64Array {
   const source = (o: number, inSize: number, outSize: number) => {
     const s = Math.max((o + 0.5) * (inSize / outSize) - 0.5, 0);
     const i0 = Math.floor(s);
@@ -117,7 +133,8 @@ describe('resize', () => {
         expect([out.width, out.height, out.channels]).toEqual([outW, outH, 2]);
         for (let c = 0; c < 2; c++) {
           const ref = resizeReference((x, y) => fx(im, x, y, c), inW, inH, outW, outH, antialias);
-          for (let i = 0; i < ref.length; i++) expect(Math.abs(out.data[c * outW * outH + i] - ref[i])).toBeLessThan(1e-5);
+          for (let i = 0; i < ref.length; i++)
+            expect(Math.abs(out.data[c * outW * outH + i] - ref[i])).toBeLessThan(1e-5);
         }
       }
     });
@@ -147,7 +164,9 @@ describe('resize', () => {
     torchBilinear(get, 6, 5, 15, 14).forEach((v, i) => expect(Math.abs(up.data[i] - v)).toBeLessThan(1e-5));
     const src = randomFloats(23, 19, 1, 12);
     const down = resize(src, 7, 5, { antialias: false });
-    torchBilinear((x, y) => fx(src, x, y, 0), 23, 19, 7, 5).forEach((v, i) => expect(Math.abs(down.data[i] - v)).toBeLessThan(1e-5));
+    torchBilinear((x, y) => fx(src, x, y, 0), 23, 19, 7, 5).forEach((v, i) =>
+      expect(Math.abs(down.data[i] - v)).toBeLessThan(1e-5),
+    );
   });
 
   it('halving averages four taps 1/8, 3/8, 3/8, 1/8 (worked by hand)', () => {
@@ -171,13 +190,21 @@ describe('resize', () => {
 
 describe('crops', () => {
   it('centerCrop uses half-to-even offsets like torchvision and pads when too small', () => {
-    expect([roundHalfEven(16.5), roundHalfEven(17.5), roundHalfEven(2.5), roundHalfEven(2.4), roundHalfEven(2.6)]).toEqual([16, 18, 2, 2, 3]);
+    expect([
+      roundHalfEven(16.5),
+      roundHalfEven(17.5),
+      roundHalfEven(2.5),
+      roundHalfEven(2.4),
+      roundHalfEven(2.6),
+    ]).toEqual([16, 18, 2, 2, 3]);
     const im = randomBytes(13, 10, 3, 5);
     // W 13 → 8: (13−8)/2 = 2.5 → 2; H 10 → 5: 2.5 → 2.
     const c = centerCrop(im, 8, 5);
-    for (let y = 0; y < 5; y++) for (let x = 0; x < 8; x++) for (let ch = 0; ch < 3; ch++) {
-      expect(px(c, x, y, ch)).toBe(px(im, x + 2, y + 2, ch));
-    }
+    for (let y = 0; y < 5; y++)
+      for (let x = 0; x < 8; x++)
+        for (let ch = 0; ch < 3; ch++) {
+          expect(px(c, x, y, ch)).toBe(px(im, x + 2, y + 2, ch));
+        }
     // W 13 → 10: 1.5 → 2; H 10 → 3: 3.5 → 4.
     const d = centerCrop(im, 10, 3);
     expect(px(d, 0, 0, 1)).toBe(px(im, 2, 4, 1));
@@ -197,10 +224,11 @@ describe('crops', () => {
       expect(applyTransform(steps.randomCrop(6, 5, { padding: 2 }), im, seed)).toEqual(out);
       // Find the offset: the crop equals crop(im, dx, dy) with zero fill for exactly one (dx, dy).
       const matches: string[] = [];
-      for (let dy = -2; dy <= 2; dy++) for (let dx = -2; dx <= 2; dx++) {
-        const ref = crop(im, dx, dy, 6, 5);
-        if (ref.data.every((v, i) => v === out.data[i])) matches.push(`${dx},${dy}`);
-      }
+      for (let dy = -2; dy <= 2; dy++)
+        for (let dx = -2; dx <= 2; dx++) {
+          const ref = crop(im, dx, dy, 6, 5);
+          if (ref.data.every((v, i) => v === out.data[i])) matches.push(`${dx},${dy}`);
+        }
       expect(matches.length).toBe(1);
       seen.add(matches[0]);
     }
@@ -258,19 +286,23 @@ describe('normalize', () => {
     const out = normalize(im, IMAGENET_TORCHVISION);
     const mean = [0.485, 0.456, 0.406];
     const std = [0.229, 0.224, 0.225];
-    for (let c = 0; c < 3; c++) for (let y = 0; y < 4; y++) for (let x = 0; x < 6; x++) {
-      const ref = (px(im, x, y, c) / 255 - mean[c]) / std[c];
-      expect(Math.abs(fx(out, x, y, c) - ref)).toBeLessThan(1e-5);
-    }
+    for (let c = 0; c < 3; c++)
+      for (let y = 0; y < 4; y++)
+        for (let x = 0; x < 6; x++) {
+          const ref = (px(im, x, y, c) / 255 - mean[c]) / std[c];
+          expect(Math.abs(fx(out, x, y, c) - ref)).toBeLessThan(1e-5);
+        }
   });
 
   it('Caffe: BGR planes on 0–255 minus [103.939, 116.779, 123.68]', () => {
     const im = randomBytes(5, 5, 3, 13);
     const out = normalize(im, CAFFE_BGR);
     const mean = [103.939, 116.779, 123.68];
-    for (let c = 0; c < 3; c++) for (let y = 0; y < 5; y++) for (let x = 0; x < 5; x++) {
-      expect(Math.abs(fx(out, x, y, c) - (px(im, x, y, 2 - c) - mean[c]))).toBeLessThan(1e-4);
-    }
+    for (let c = 0; c < 3; c++)
+      for (let y = 0; y < 5; y++)
+        for (let x = 0; x < 5; x++) {
+          expect(Math.abs(fx(out, x, y, c) - (px(im, x, y, 2 - c) - mean[c]))).toBeLessThan(1e-4);
+        }
   });
 
   it('asks for grayscaleToRgb on gray input and refuses floats', () => {
@@ -294,7 +326,12 @@ describe('normalize', () => {
 describe('compose', () => {
   it('chains steps with one generator; same seed, same output', () => {
     const im = randomBytes(40, 30, 3, 16);
-    const t = compose(steps.resizeShorter(20), steps.randomCrop(16, 16, { padding: 2 }), steps.randomHorizontalFlip(), steps.normalize(IMAGENET_TORCHVISION));
+    const t = compose(
+      steps.resizeShorter(20),
+      steps.randomCrop(16, 16, { padding: 2 }),
+      steps.randomHorizontalFlip(),
+      steps.normalize(IMAGENET_TORCHVISION),
+    );
     const a = applyTransform(t, im, 5);
     expect(applyTransform(t, im, 5)).toEqual(a);
     expect([a.width, a.height, a.channels]).toEqual([16, 16, 3]);

@@ -9,7 +9,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { fashionMnist, FASHION_MNIST_ROOT } from '../src/data/node/index.ts';
-import { DEFAULT_SOURCE, demoCommand, FASHION_TARGET_CLASSES, parseDemoArgs, runDemo, type DemoResults } from '../src/cli/commands/demo.ts';
+import {
+  DEFAULT_SOURCE,
+  demoCommand,
+  FASHION_TARGET_CLASSES,
+  parseDemoArgs,
+  runDemo,
+  type DemoResults,
+} from '../src/cli/commands/demo.ts';
 import { UsageError } from '../src/cli/args.ts';
 import type { Graph } from '../src/graph/ir.ts';
 import { isFloatType, sizeOf } from '../src/graph/tensor.ts';
@@ -20,9 +27,12 @@ afterAll(() => rmSync(out, { recursive: true, force: true }));
 
 /** Trainable float parameters counted by walking the graph: BatchNormalization's running mean and variance never train. */
 function trainableCount(g: Graph): number {
-  const stats = new Set(g.nodes.filter((n) => n.opType === 'BatchNormalization').flatMap((n) => [n.inputs[3], n.inputs[4]]));
+  const stats = new Set(
+    g.nodes.filter((n) => n.opType === 'BatchNormalization').flatMap((n) => [n.inputs[3], n.inputs[4]]),
+  );
   let total = 0;
-  for (const [name, init] of g.initializers) if (isFloatType(init.value.dtype) && !stats.has(name)) total += sizeOf(init.value.dims);
+  for (const [name, init] of g.initializers)
+    if (isFloatType(init.value.dtype) && !stats.has(name)) total += sizeOf(init.value.dims);
   return total;
 }
 
@@ -31,13 +41,18 @@ describe('graft demo --quick --cases 1 (shipped source network and sample)', () 
   let printed = '';
 
   beforeAll(async () => {
-    if (!existsSync(DEFAULT_SOURCE)) throw new Error(`${DEFAULT_SOURCE} is missing: the demo's source network ships in the repository (npm run pretrain rebuilds it)`);
+    if (!existsSync(DEFAULT_SOURCE))
+      throw new Error(
+        `${DEFAULT_SOURCE} is missing: the demo's source network ships in the repository (npm run pretrain rebuilds it)`,
+      );
     const write = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => {
       printed += String(chunk);
       return true;
     });
     try {
-      expect(await demoCommand.run(['--quick', '--cases', '1', '--seeds', '3', '--data', 'sample', '--out', out])).toBe(0);
+      expect(await demoCommand.run(['--quick', '--cases', '1', '--seeds', '3', '--data', 'sample', '--out', out])).toBe(
+        0,
+      );
     } finally {
       write.mockRestore();
     }
@@ -96,11 +111,17 @@ describe('graft demo --quick --cases 1 (shipped source network and sample)', () 
     const [c] = results.cases;
     const rows = printed.split('\n').filter((l) => l.startsWith('| '));
     expect(rows).toHaveLength(3); // header, rule, case 1
-    const cells = rows[2].split('|').slice(1, -1).map((s) => s.trim());
-    const pm = (v: { mean: number; spread: number }) => `${(100 * v.mean).toFixed(1)} ± ${(100 * v.spread).toFixed(1)}%`;
+    const cells = rows[2]
+      .split('|')
+      .slice(1, -1)
+      .map((s) => s.trim());
+    const pm = (v: { mean: number; spread: number }) =>
+      `${(100 * v.mean).toFixed(1)} ± ${(100 * v.spread).toFixed(1)}%`;
     expect(cells[0]).toBe('1');
     expect(cells[2]).toBe(String(c.perClass));
-    expect(cells[4]).toBe(`${c.fineTuned.trainableParameters.toLocaleString('en-US')} / ${c.scratch.trainableParameters.toLocaleString('en-US')}`);
+    expect(cells[4]).toBe(
+      `${c.fineTuned.trainableParameters.toLocaleString('en-US')} / ${c.scratch.trainableParameters.toLocaleString('en-US')}`,
+    );
     expect(cells[5]).toBe(String(c.epochs));
     expect(cells[7]).toBe(pm(c.fineTuned));
     expect(cells[8]).toBe(pm(c.scratch));
@@ -117,8 +138,14 @@ describe('graft demo --quick --cases 1 (shipped source network and sample)', () 
 
 describe('the shipped data sample (models-onnx/samples)', () => {
   it('holds 300 / 100 images per target class, each one byte for byte an image of the full split with the same label', () => {
-    if (!existsSync(FASHION_MNIST_ROOT)) throw new Error(`${FASHION_MNIST_ROOT} is missing: apt-get install dataset-fashion-mnist (the sample is checked against it)`);
-    for (const [split, per] of [['train', 300], ['test', 100]] as const) {
+    if (!existsSync(FASHION_MNIST_ROOT))
+      throw new Error(
+        `${FASHION_MNIST_ROOT} is missing: apt-get install dataset-fashion-mnist (the sample is checked against it)`,
+      );
+    for (const [split, per] of [
+      ['train', 300],
+      ['test', 100],
+    ] as const) {
       const sample = fashionMnist(split, { root: 'models-onnx/samples/fashion-mnist' });
       const full = fashionMnist(split);
       const counts = new Map<number, number>();
@@ -139,7 +166,13 @@ describe('the shipped data sample (models-onnx/samples)', () => {
   it('scripts/make-samples.ts rebuilds it byte for byte', () => {
     const again = join(out, 'samples');
     execFileSync('npx', ['tsx', 'scripts/make-samples.ts', '--out', again], { encoding: 'utf8' });
-    for (const f of ['digits.csv.gz', ...['train', 't10k'].flatMap((p) => [`fashion-mnist/${p}-images-idx3-ubyte.gz`, `fashion-mnist/${p}-labels-idx1-ubyte.gz`])]) {
+    for (const f of [
+      'digits.csv.gz',
+      ...['train', 't10k'].flatMap((p) => [
+        `fashion-mnist/${p}-images-idx3-ubyte.gz`,
+        `fashion-mnist/${p}-labels-idx1-ubyte.gz`,
+      ]),
+    ]) {
       expect(Buffer.compare(readFileSync(join(again, f)), readFileSync(join('models-onnx/samples', f))), f).toBe(0);
     }
   });
@@ -165,7 +198,9 @@ describe('graft demo: bad arguments fail before any training', () => {
 
   it('names a missing source network', async () => {
     const config = parseDemoArgs(['--model', join(out, 'none.onnx'), '--out', out]);
-    await expect(runDemo(config, () => {})).rejects.toThrow(/none\.onnx.*source network is missing|source network is missing.*none\.onnx/);
+    await expect(runDemo(config, () => {})).rejects.toThrow(
+      /none\.onnx.*source network is missing|source network is missing.*none\.onnx/,
+    );
   });
 
   it('--help prints the usage through the graft command', () => {

@@ -4,12 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import { GpuContext } from '../src/kernels/gpu-context.ts';
-import {
-  GpuAdapterError,
-  GpuDeviceLostError,
-  GpuError,
-  GpuValidationError,
-} from '../src/kernels/errors.ts';
+import { GpuAdapterError, GpuDeviceLostError, GpuError, GpuValidationError } from '../src/kernels/errors.ts';
 import { randomFloat32Array } from './helpers/random.ts';
 
 // C[M,N] = A[M,K] · B[K,N], one output per invocation; sizes deliberately not multiples of 8.
@@ -67,7 +62,7 @@ describe('GpuContext', () => {
     ctx?.dispose();
   });
 
-  it('reports the real adapter, not Dawn\'s null backend', () => {
+  it("reports the real adapter, not Dawn's null backend", () => {
     const { info } = ctx;
     expect(info.device).not.toMatch(/null/i);
     expect(`${info.vendor}${info.architecture}${info.description}`).not.toBe('');
@@ -75,7 +70,9 @@ describe('GpuContext', () => {
     expect(info.limits.maxStorageBufferBindingSize).toBeGreaterThan(0);
     // The compute limits were requested at the adapter's maximum.
     expect(ctx.device.limits.maxStorageBufferBindingSize).toBe(ctx.adapter.limits.maxStorageBufferBindingSize);
-    expect(ctx.device.limits.maxComputeInvocationsPerWorkgroup).toBe(ctx.adapter.limits.maxComputeInvocationsPerWorkgroup);
+    expect(ctx.device.limits.maxComputeInvocationsPerWorkgroup).toBe(
+      ctx.adapter.limits.maxComputeInvocationsPerWorkgroup,
+    );
     for (const feature of ['timestamp-query', 'shader-f16', 'subgroups']) {
       expect(ctx.hasFeature(feature)).toBe(ctx.adapter.features.has(feature));
     }
@@ -128,7 +125,11 @@ describe('GpuContext', () => {
 
   it('reads a sub-range of a buffer', async () => {
     const data = randomFloat32Array(64, 3);
-    const buffer = ctx.createBuffer('sub-range', data.byteLength, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC);
+    const buffer = ctx.createBuffer(
+      'sub-range',
+      data.byteLength,
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
+    );
     ctx.upload(buffer, data);
     const part = new Float32Array(await ctx.read(buffer, 10 * 4, 5 * 4));
     expect([...part]).toEqual([...data.subarray(5, 15)]);
@@ -163,15 +164,24 @@ describe('GpuContext', () => {
     expect(() => ctx.createBuffer('huge', tooBig, GPUBufferUsage.STORAGE)).toThrow(/huge.*maxBufferSize/);
     // The same request straight to the device is caught by the error scopes.
     const error = await ctx
-      .scope('allocate huge', () => ctx.device.createBuffer({ label: 'huge', size: tooBig, usage: GPUBufferUsage.STORAGE }))
-      .then(() => null, (e: unknown) => e);
+      .scope('allocate huge', () =>
+        ctx.device.createBuffer({ label: 'huge', size: tooBig, usage: GPUBufferUsage.STORAGE }),
+      )
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
     expect(error).toBeInstanceOf(GpuError);
     expect((error as GpuError).operation).toBe('allocate huge');
     expect((error as GpuError).message).toMatch(/size/i);
   });
 
   it('reports an error made outside any scope at the next scope() call', async () => {
-    ctx.device.createBuffer({ label: 'unscoped huge', size: ctx.device.limits.maxBufferSize + 4, usage: GPUBufferUsage.STORAGE });
+    ctx.device.createBuffer({
+      label: 'unscoped huge',
+      size: ctx.device.limits.maxBufferSize + 4,
+      usage: GPUBufferUsage.STORAGE,
+    });
     await ctx.device.queue.onSubmittedWorkDone();
     await new Promise((resolve) => setTimeout(resolve, 50)); // uncaptured-error events arrive asynchronously
     await expect(ctx.scope('next operation', () => 1)).rejects.toThrow(/next operation: an earlier GPU call/);
@@ -206,7 +216,12 @@ describe('GpuContext lifecycle', () => {
     await new Promise((resolve) => setTimeout(resolve, 0));
     expect(ctx.lost?.reason).toBe('destroyed');
     expect(() => ctx.createBuffer('after loss', 16, GPUBufferUsage.STORAGE)).toThrow(GpuDeviceLostError);
-    const error = await ctx.scope('run after loss', () => 1).then(() => null, (e: unknown) => e);
+    const error = await ctx
+      .scope('run after loss', () => 1)
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
     expect(error).toBeInstanceOf(GpuDeviceLostError);
     expect((error as GpuDeviceLostError).operation).toBe('run after loss');
     ctx.dispose();
@@ -214,7 +229,10 @@ describe('GpuContext lifecycle', () => {
   });
 
   it("refuses Dawn's null backend", async () => {
-    const error = await createNodeGpuContext({ dawnOptions: ['backend=null'] }).then(() => null, (e: unknown) => e);
+    const error = await createNodeGpuContext({ dawnOptions: ['backend=null'] }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(error).toBeInstanceOf(GpuAdapterError);
     expect((error as GpuAdapterError).problem).toBe('null-backend');
     expect((error as GpuAdapterError).message).toMatch(/null backend/);
@@ -222,7 +240,10 @@ describe('GpuContext lifecycle', () => {
 
   it('gives the install command when Dawn finds no adapter', async () => {
     if (process.platform === 'win32') return; // there, d3d12 is a real backend
-    const error = await createNodeGpuContext({ dawnOptions: ['backend=d3d12'] }).then(() => null, (e: unknown) => e);
+    const error = await createNodeGpuContext({ dawnOptions: ['backend=d3d12'] }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(error).toBeInstanceOf(GpuAdapterError);
     expect((error as GpuAdapterError).problem).toBe('no-adapter');
     expect((error as Error).message).toContain(
@@ -239,7 +260,10 @@ describe('GpuContext lifecycle', () => {
     expect(byName.info.device).toBe(slug);
     byName.dispose();
 
-    const error = await createNodeGpuContext({ adapterName: 'no-such-gpu-9000' }).then(() => null, (e: unknown) => e);
+    const error = await createNodeGpuContext({ adapterName: 'no-such-gpu-9000' }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(error).toBeInstanceOf(GpuAdapterError);
     expect((error as GpuAdapterError).problem).toBe('name-mismatch');
     expect((error as Error).message).toContain('no-such-gpu-9000');
@@ -257,7 +281,10 @@ describe('GpuContext lifecycle', () => {
 
   it('without a GPU object and no navigator.gpu, says to use the node entry', async () => {
     if ((globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu) return; // a runtime with WebGPU built in
-    const error = await GpuContext.create().then(() => null, (e: unknown) => e);
+    const error = await GpuContext.create().then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(error).toBeInstanceOf(GpuAdapterError);
     expect((error as Error).message).toMatch(/no WebGPU is available.*createNodeGpuContext/s);
   });

@@ -30,9 +30,12 @@ const PUBLISHED: Partial<Record<LightModel, { total: number; trainable: number }
  * shape initializer), minus the BN running statistics for the trainable figure. */
 function rawCount(raw: Graph): { total: number; trainable: number } {
   const used = new Set(raw.nodes.flatMap((n) => n.inputs));
-  const state = new Set(raw.nodes.filter((n) => n.opType === 'BatchNormalization').flatMap((n) => [n.inputs[3], n.inputs[4]]));
+  const state = new Set(
+    raw.nodes.filter((n) => n.opType === 'BatchNormalization').flatMap((n) => [n.inputs[3], n.inputs[4]]),
+  );
   const sizes = new Map<string, number>();
-  for (const [name, init] of raw.initializers) if (init.value.dtype === 'float32' && used.has(name)) sizes.set(name, sizeOf(init.value.dims));
+  for (const [name, init] of raw.initializers)
+    if (init.value.dtype === 'float32' && used.has(name)) sizes.set(name, sizeOf(init.value.dims));
   for (const n of raw.nodes) {
     if (n.opType !== 'ConstantOfShape') continue;
     const dims = toNumbers(raw.initializers.get(n.inputs[0])!.value);
@@ -53,7 +56,9 @@ describe('graft inspect', () => {
       const file = lightModelPath(name);
       const summary = summarizeGraph(loadModelFile(file));
       const expected = rawCount(decodeModelFile(file));
-      console.log(`${name}: ${summary.parameters.toLocaleString('en-US')} parameters, ${summary.trainableParameters.toLocaleString('en-US')} trainable`);
+      console.log(
+        `${name}: ${summary.parameters.toLocaleString('en-US')} parameters, ${summary.trainableParameters.toLocaleString('en-US')} trainable`,
+      );
       expect(summary.parameters).toBe(expected.total);
       expect(summary.trainableParameters).toBe(expected.trainable);
       expect(summary.nonTrainableParameters).toBe(expected.total - expected.trainable);
@@ -62,7 +67,11 @@ describe('graft inspect', () => {
       // Per-node parameters add up to the total: every weight is attributed to one node.
       expect(summary.nodes.reduce((s, n) => s + n.parameters, 0)).toBe(summary.parameters);
       for (const n of summary.nodes) {
-        for (const s of n.outputShapes) expect(s.every((d) => typeof d === 'number' && d > 0), `${n.name} ${n.opType}`).toBe(true);
+        for (const s of n.outputShapes)
+          expect(
+            s.every((d) => typeof d === 'number' && d > 0),
+            `${n.name} ${n.opType}`,
+          ).toBe(true);
       }
       const out = summary.outputs[0].shape!;
       expect(out.filter((d) => d !== 1)).toEqual([1000]);
@@ -71,7 +80,10 @@ describe('graft inspect', () => {
   }
 
   const cli = (...args: string[]) =>
-    spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'graft.mjs'), ...args], { encoding: 'utf8', cwd: REPO_ROOT });
+    spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'graft.mjs'), ...args], {
+      encoding: 'utf8',
+      cwd: REPO_ROOT,
+    });
 
   it('prints the table and totals from the command line', () => {
     const r = cli('inspect', lightModelPath('resnet50'));

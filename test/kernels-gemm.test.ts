@@ -3,7 +3,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
-import { GEMM_VARIANTS, gemmProgram, gemmPrograms, gemmTarget, roundUp, variantKey, variantRuns, type GemmProblem, type GemmVariant } from '../src/kernels/gemm.ts';
+import {
+  GEMM_VARIANTS,
+  gemmProgram,
+  gemmPrograms,
+  gemmTarget,
+  roundUp,
+  variantKey,
+  variantRuns,
+  type GemmProblem,
+  type GemmVariant,
+} from '../src/kernels/gemm.ts';
 import { conv2dProgram, packConvWeights, type Conv2dParams } from '../src/kernels/conv.ts';
 import { runProgram, type Activation } from '../src/kernels/program.ts';
 import { Autotuner, memoryTuningStore } from '../src/kernels/autotune.ts';
@@ -32,19 +42,75 @@ const CASES: Case[] = [
   { name: '1×1×1 bias relu', M: 1, N: 1, K: 1, bias: { dims: [1, 1] }, act: { kind: 'relu' } },
   { name: '7×13×5 bias[N] relu', M: 7, N: 13, K: 5, bias: { dims: [1, 13] }, act: { kind: 'relu' } },
   { name: '65×33×129 bias[M,N] relu', M: 65, N: 33, K: 129, bias: { dims: [65, 33] }, act: { kind: 'relu' } },
-  { name: 'batch 3, 9×20×17 bias[M,N] relu', batch: 3, M: 9, N: 20, K: 17, bias: { dims: [9, 20] }, act: { kind: 'relu' } },
+  {
+    name: 'batch 3, 9×20×17 bias[M,N] relu',
+    batch: 3,
+    M: 9,
+    N: 20,
+    K: 17,
+    bias: { dims: [9, 20] },
+    act: { kind: 'relu' },
+  },
   // Aᵀ · Bᵀ, alpha, beta·bias, clip
-  { name: '7×13×5 AᵀBᵀ bias[M,1] clip α β', M: 7, N: 13, K: 5, transA: true, transB: true, alpha: 0.5, bias: { dims: [7, 1], beta: -2 }, act: { kind: 'clip', min: -0.5, max: 1.5 } },
-  { name: '65×33×129 AᵀBᵀ bias[1,N] clip α β', M: 65, N: 33, K: 129, transA: true, transB: true, alpha: 1.5, bias: { dims: [1, 33], beta: 0.25 }, act: { kind: 'clip', min: -1, max: 1 } },
-  { name: '3×40×300 (GEMV-like) AᵀBᵀ bias[1,1] clip', M: 3, N: 40, K: 300, transA: true, transB: true, bias: { dims: [1, 1], beta: 3 }, act: { kind: 'clip', min: -2, max: 2 } },
+  {
+    name: '7×13×5 AᵀBᵀ bias[M,1] clip α β',
+    M: 7,
+    N: 13,
+    K: 5,
+    transA: true,
+    transB: true,
+    alpha: 0.5,
+    bias: { dims: [7, 1], beta: -2 },
+    act: { kind: 'clip', min: -0.5, max: 1.5 },
+  },
+  {
+    name: '65×33×129 AᵀBᵀ bias[1,N] clip α β',
+    M: 65,
+    N: 33,
+    K: 129,
+    transA: true,
+    transB: true,
+    alpha: 1.5,
+    bias: { dims: [1, 33], beta: 0.25 },
+    act: { kind: 'clip', min: -1, max: 1 },
+  },
+  {
+    name: '3×40×300 (GEMV-like) AᵀBᵀ bias[1,1] clip',
+    M: 3,
+    N: 40,
+    K: 300,
+    transA: true,
+    transB: true,
+    bias: { dims: [1, 1], beta: 3 },
+    act: { kind: 'clip', min: -2, max: 2 },
+  },
   // A · Bᵀ and Aᵀ · B, no bias, no activation
   { name: '7×13×5 Bᵀ', M: 7, N: 13, K: 5, transB: true },
   { name: '65×33×129 Bᵀ', M: 65, N: 33, K: 129, transB: true },
   { name: '7×13×5 Aᵀ', M: 7, N: 13, K: 5, transA: true },
   { name: '65×33×129 Aᵀ', M: 65, N: 33, K: 129, transA: true },
   // Aᵀ with M % 4 = 0 (vec4 A loads) and packed B [K][roundUp(N, 8)], leaky relu
-  { name: '64×61×32 Aᵀ (vec4 A) packed B, leaky relu', M: 64, N: 61, K: 32, transA: true, padB: true, bias: { dims: [64, 61] }, act: { kind: 'leakyRelu', alpha: 0.1 } },
-  { name: 'batch 2, 20×8×9 Aᵀ (vec4 A) packed B, leaky relu', batch: 2, M: 20, N: 8, K: 9, transA: true, padB: true, bias: { dims: [1, 8] }, act: { kind: 'leakyRelu', alpha: 0.3 } },
+  {
+    name: '64×61×32 Aᵀ (vec4 A) packed B, leaky relu',
+    M: 64,
+    N: 61,
+    K: 32,
+    transA: true,
+    padB: true,
+    bias: { dims: [64, 61] },
+    act: { kind: 'leakyRelu', alpha: 0.1 },
+  },
+  {
+    name: 'batch 2, 20×8×9 Aᵀ (vec4 A) packed B, leaky relu',
+    batch: 2,
+    M: 20,
+    N: 8,
+    K: 9,
+    transA: true,
+    padB: true,
+    bias: { dims: [1, 8] },
+    act: { kind: 'leakyRelu', alpha: 0.3 },
+  },
 ];
 
 describe('GEMM core', () => {
@@ -58,7 +124,10 @@ describe('GEMM core', () => {
    * On lavapipe (CI and the benchmarks) every variant runs; a GPU with other subgroup sizes never
    * picks them (variantRuns gates defaultVariant and the autotuner too), so nothing is left untested there. */
   const skipUnless = (variant: GemmVariant, ctx: { skip: (note?: string) => void }) => {
-    if (!variantRuns(variant, gemmTarget(gpu))) ctx.skip(`${variantKey(variant)} needs subgroups of exactly ${variant.wgX} invocations; this device has ${gemmTarget(gpu).subgroupSize ?? 'none (or no fixed size)'}`);
+    if (!variantRuns(variant, gemmTarget(gpu)))
+      ctx.skip(
+        `${variantKey(variant)} needs subgroups of exactly ${variant.wgX} invocations; this device has ${gemmTarget(gpu).subgroupSize ?? 'none (or no fixed size)'}`,
+      );
   };
 
   for (const variant of GEMM_VARIANTS) {
@@ -78,9 +147,27 @@ describe('GEMM core', () => {
   // masks, strides, dilation and groups (the GEMM batch), against the float64 reference.
   const subgroupVariants = GEMM_VARIANTS.filter((v) => v.kind === 'register' && v.subgroupA);
   const CONV_CASES: ConvCase[] = [
-    { name: '3×3 pad 1, 2 images, bias relu (M = 2·9·11)', x: [2, 5, 9, 11], w: [13, 5, 3, 3], bias: true, o: { pads: [1, 1, 1, 1], act: { kind: 'relu' } } },
-    { name: '3×3 stride 2, asymmetric pads, groups 2', x: [1, 6, 10, 9], w: [10, 3, 3, 3], bias: true, o: { strides: [2, 2], pads: [0, 1, 1, 0], group: 2, act: { kind: 'relu' } } },
-    { name: '3×3 dilation 2, no pad, no bias (unmasked loads)', x: [1, 4, 12, 13], w: [9, 4, 3, 3], bias: false, o: { dilations: [2, 2] } },
+    {
+      name: '3×3 pad 1, 2 images, bias relu (M = 2·9·11)',
+      x: [2, 5, 9, 11],
+      w: [13, 5, 3, 3],
+      bias: true,
+      o: { pads: [1, 1, 1, 1], act: { kind: 'relu' } },
+    },
+    {
+      name: '3×3 stride 2, asymmetric pads, groups 2',
+      x: [1, 6, 10, 9],
+      w: [10, 3, 3, 3],
+      bias: true,
+      o: { strides: [2, 2], pads: [0, 1, 1, 0], group: 2, act: { kind: 'relu' } },
+    },
+    {
+      name: '3×3 dilation 2, no pad, no bias (unmasked loads)',
+      x: [1, 4, 12, 13],
+      w: [9, 4, 3, 3],
+      bias: false,
+      o: { dilations: [2, 2] },
+    },
   ];
   for (const variant of subgroupVariants) {
     for (const c of CONV_CASES) {
@@ -92,7 +179,10 @@ describe('GEMM core', () => {
   }
 
   it('computes a wide GEMM in column chunks (nOffset), as the runtime does for weights over the binding limit', async () => {
-    const M = 5, K = 70, N = 45, chunk = 16;
+    const M = 5,
+      K = 70,
+      N = 45,
+      chunk = 16;
     const a = randomFloat32Array(M * K, 11);
     const b = randomFloat32Array(N * K, 12); // [N][K], transB
     const bias = randomFloat32Array(N, 13);
@@ -101,7 +191,10 @@ describe('GEMM core', () => {
     for (let n0 = 0; n0 < N; n0 += chunk) {
       const nc = Math.min(chunk, N - n0);
       const problem: GemmProblem = {
-        batch: 1, M, N: nc, K,
+        batch: 1,
+        M,
+        N: nc,
+        K,
         a: { kind: 'matrix', layout: 'mk', batchStride: 0 },
         b: { layout: 'nk', batchStride: 0, ld: K },
         c: { kind: 'matrix', batchStride: 0, strideM: N, strideN: 1 },
@@ -120,11 +213,16 @@ describe('GEMM core', () => {
   for (const variant of [GEMM_VARIANTS[0], GEMM_VARIANTS[5], SG24]) {
     it(`splits rows over several dispatches past the workgroup limit [${variantKey(variant)}]`, async (ctx) => {
       skipUnless(variant, ctx);
-      const M = 70, N = 20, K = 9;
+      const M = 70,
+        N = 20,
+        K = 9;
       const a = randomFloat32Array(M * K, 21);
       const b = randomFloat32Array(K * N, 22);
       const problem: GemmProblem = {
-        batch: 1, M, N, K,
+        batch: 1,
+        M,
+        N,
+        K,
         a: { kind: 'matrix', layout: 'mk', batchStride: 0 },
         b: { layout: 'kn', batchStride: 0, ld: N },
         c: { kind: 'matrix', batchStride: 0, strideM: N, strideN: 1 },
@@ -171,7 +269,10 @@ async function runCase(gpu: GpuContext, c: Case, variant: GemmVariant): Promise<
     for (let i = 0; i < batch * K; i++) bStored.set(b.subarray(i * N, (i + 1) * N), i * ldB);
   }
   const problem: GemmProblem = {
-    batch, M, N, K,
+    batch,
+    M,
+    N,
+    K,
     a: { kind: 'matrix', layout: c.transA ? 'km' : 'mk', batchStride: M * K },
     b: { layout: c.transB ? 'nk' : 'kn', batchStride: K * ldB, ld: ldB, padded: c.padB },
     c: { kind: 'matrix', batchStride: M * N, strideM: N, strideN: 1 },
@@ -191,8 +292,20 @@ async function runCase(gpu: GpuContext, c: Case, variant: GemmVariant): Promise<
   for (let i = 0; i < batch; i++) {
     const biasDims = c.bias?.dims;
     const y = gemmRef(a.subarray(i * M * K, (i + 1) * M * K), b.subarray(i * K * N, (i + 1) * K * N), {
-      M, N, K, transA: c.transA, transB: c.transB, alpha: c.alpha, beta: c.bias?.beta,
-      c: biasData && biasDims ? { data: biasData.subarray(i * biasDims[0] * biasDims[1], (i + 1) * biasDims[0] * biasDims[1]), dims: biasDims } : undefined,
+      M,
+      N,
+      K,
+      transA: c.transA,
+      transB: c.transB,
+      alpha: c.alpha,
+      beta: c.bias?.beta,
+      c:
+        biasData && biasDims
+          ? {
+              data: biasData.subarray(i * biasDims[0] * biasDims[1], (i + 1) * biasDims[0] * biasDims[1]),
+              dims: biasDims,
+            }
+          : undefined,
       act: c.act && c.act.kind !== 'sigmoid' ? c.act : undefined,
     });
     want.set(y, i * M * N);
@@ -220,9 +333,23 @@ async function runConvCase(gpu: GpuContext, c: ConvCase, variant: GemmVariant): 
   const [sh, sw] = c.o.strides ?? [1, 1];
   const [dh, dw] = c.o.dilations ?? [1, 1];
   const p: Conv2dParams = {
-    images: N, inChannels: C, height: H, width: W, outChannels: CO, group: c.o.group ?? 1,
-    kernelH: KH, kernelW: KW, strideH: sh, strideW: sw, pads: (c.o.pads ?? [0, 0, 0, 0]) as Conv2dParams['pads'],
-    dilationH: dh, dilationW: dw, outH: want.dims[2], outW: want.dims[3], hasBias: c.bias, activation: c.o.act,
+    images: N,
+    inChannels: C,
+    height: H,
+    width: W,
+    outChannels: CO,
+    group: c.o.group ?? 1,
+    kernelH: KH,
+    kernelW: KW,
+    strideH: sh,
+    strideW: sw,
+    pads: (c.o.pads ?? [0, 0, 0, 0]) as Conv2dParams['pads'],
+    dilationH: dh,
+    dilationW: dw,
+    outH: want.dims[2],
+    outW: want.dims[3],
+    hasBias: c.bias,
+    activation: c.o.act,
   };
   const inputs: Record<string, Float32Array> = { x, w: packConvWeights(w, p) };
   if (bias) inputs.bias = bias;

@@ -87,7 +87,13 @@ describe('bad model files', () => {
     const g = tinyModel();
     g.nodes[1].opType = 'FancyActivation';
     const file = write('unknown-op.onnx', encodeModel(g));
-    const e = expectModelError(() => loadModelFile(file), file, "node 'relu' (FancyActivation)", /supported ops/, /Relu/);
+    const e = expectModelError(
+      () => loadModelFile(file),
+      file,
+      "node 'relu' (FancyActivation)",
+      /supported ops/,
+      /Relu/,
+    );
     expect(e.nodeName).toBe('relu');
     expect(e.opType).toBe('FancyActivation');
   });
@@ -104,7 +110,11 @@ describe('bad model files', () => {
     const g = tinyModel();
     g.opsetImports = [{ domain: '', version: MAX_SUPPORTED_OPSET + 1 }];
     const file = write('new-opset.onnx', encodeModel(g));
-    expectModelError(() => loadModelFile(file), file, new RegExp(`opset ${MAX_SUPPORTED_OPSET + 1} is newer than supported`));
+    expectModelError(
+      () => loadModelFile(file),
+      file,
+      new RegExp(`opset ${MAX_SUPPORTED_OPSET + 1} is newer than supported`),
+    );
   });
 
   it('a graph with a cycle', () => {
@@ -144,7 +154,13 @@ describe('bad model files', () => {
     g.values.set('y', { name: 'y', dtype: 'float32', shape: [1, 4, 7, 7] });
     g.outputs = [{ name: 'y', dtype: 'float32', shape: [1, 4, 7, 7] }];
     const file = write('declared.onnx', encodeModel(g));
-    expectModelError(() => loadModelFile(file), file, "node 'relu' (Relu)", /declared \[1, 4, 7, 7\]/, /\[1, 4, 6, 6\]/);
+    expectModelError(
+      () => loadModelFile(file),
+      file,
+      "node 'relu' (Relu)",
+      /declared \[1, 4, 7, 7\]/,
+      /\[1, 4, 6, 6\]/,
+    );
   });
 
   it('a bad attribute value names the node and what is accepted', () => {
@@ -159,7 +175,9 @@ describe('external data', () => {
   /** The tiny model with its weight moved to `weights.bin` at an offset. */
   function externalModel(name: string, fileBytes: Uint8Array, declaredLength: number, offset = 16): string {
     const g = tinyModel();
-    const model = onnxModelType().decode(encodeModel(g)) as unknown as { graph: { initializer: Record<string, unknown>[] } };
+    const model = onnxModelType().decode(encodeModel(g)) as unknown as {
+      graph: { initializer: Record<string, unknown>[] };
+    };
     const init = model.graph.initializer[0];
     delete init.raw_data;
     init.data_location = 1;
@@ -192,7 +210,13 @@ describe('external data', () => {
 
   it('an external file shorter than its declared length', () => {
     const file = externalModel('short', weightBytes.subarray(0, 100), weightBytes.length);
-    expectModelError(() => loadModelFile(file), file, /weights\.bin/, /has 100 bytes/, new RegExp(`needs ${weightBytes.length} bytes at offset 16`));
+    expectModelError(
+      () => loadModelFile(file),
+      file,
+      /weights\.bin/,
+      /has 100 bytes/,
+      new RegExp(`needs ${weightBytes.length} bytes at offset 16`),
+    );
   });
 
   it('a declared length that does not fit the tensor', () => {

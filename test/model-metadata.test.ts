@@ -5,7 +5,13 @@ import { buildArchitecture } from '../src/graph/architectures/index.ts';
 import { decodeModel, encodeModel } from '../src/graph/codec.ts';
 import { ModelError } from '../src/graph/errors.ts';
 import {
-  LABELS_KEY, PREPROCESS_KEY, preprocessPreset, readLabels, readPreprocess, writeLabels, writePreprocess,
+  LABELS_KEY,
+  PREPROCESS_KEY,
+  preprocessPreset,
+  readLabels,
+  readPreprocess,
+  writeLabels,
+  writePreprocess,
 } from '../src/graph/model-metadata.ts';
 
 const small = () => buildArchitecture('alexnet', { inputSize: 63, classes: 3, seed: 1 });

@@ -20,7 +20,17 @@ import type { Graph } from '../src/graph/ir.ts';
 import { createNodeGpuContext, type GpuContext } from '../src/node/index.ts';
 import { loadModelFile, readBytes } from '../src/node/files.ts';
 import { Session } from '../src/runtime/session.ts';
-import { DEFAULTS, HELD_OUT_CLASSES, pretrain, SOURCE_ARCHITECTURE, SOURCE_CLASSES, SOURCE_LABELS, SOURCE_PREPROCESS, sourceClasses, type PretrainResult } from '../scripts/pretrain.ts';
+import {
+  DEFAULTS,
+  HELD_OUT_CLASSES,
+  pretrain,
+  SOURCE_ARCHITECTURE,
+  SOURCE_CLASSES,
+  SOURCE_LABELS,
+  SOURCE_PREPROCESS,
+  sourceClasses,
+  type PretrainResult,
+} from '../scripts/pretrain.ts';
 import { randomFloat32Array } from './helpers/random.ts';
 
 const SHIPPED = 'models-onnx/source/source-net.onnx';
@@ -72,7 +82,9 @@ describe('source data', () => {
     for (let i = 0; i < picked.length; i++) {
       const s = await picked.get(i);
       expect(s.label).toBe(SOURCE_CLASSES.indexOf(train.labels[picked.fileIndices[i]]));
-      expect(Array.from(s.image.data)).toEqual(Array.from((train.get(picked.fileIndices[i]) as { image: { data: Uint8Array } }).image.data));
+      expect(Array.from(s.image.data)).toEqual(
+        Array.from((train.get(picked.fileIndices[i]) as { image: { data: Uint8Array } }).image.data),
+      );
     }
   });
 });
@@ -83,7 +95,15 @@ describe('a tiny pretraining run', () => {
   let first: PretrainResult;
   const tiny = (sub: string) => {
     mkdirSync(join(dir, sub));
-    return { ...DEFAULTS, seed: 7, epochs: 1, perClass: 40, batch: 20, testPerClass: 20, out: join(dir, sub, 'net.onnx') };
+    return {
+      ...DEFAULTS,
+      seed: 7,
+      epochs: 1,
+      perClass: 40,
+      batch: 20,
+      testPerClass: 20,
+      out: join(dir, sub, 'net.onnx'),
+    };
   };
 
   beforeAll(async () => {
@@ -113,7 +133,7 @@ describe('a tiny pretraining run', () => {
     }
   });
 
-  it('runs in onnxruntime-node at batch 1 and 3 with the outputs of the project\'s Session', async () => {
+  it("runs in onnxruntime-node at batch 1 and 3 with the outputs of the project's Session", async () => {
     const bytes = readBytes(first.files.model);
     const session = await Session.create(loadModelFile(first.files.model), { gpu });
     try {
@@ -151,7 +171,7 @@ describe('the shipped source network', () => {
     expect(readFileSync('models-onnx/source/labels.txt', 'utf8').trimEnd().split('\n')).toEqual(readLabels(g));
   });
 
-  it('reaches the model card\'s t10k accuracy, recomputed with onnxruntime on the CPU', async () => {
+  it("reaches the model card's t10k accuracy, recomputed with onnxruntime on the CPU", async () => {
     const card = readFileSync('models-onnx/source/MODEL_CARD.md', 'utf8');
     const stated = /Top-1 on the held-out t10k source classes: ([\d.]+)% \((\d+) \/ (\d+)\)/.exec(card);
     expect(stated, 'the card states the accuracy').not.toBeNull();
@@ -171,7 +191,8 @@ describe('the shipped source network', () => {
           images.set(transform(s.image, () => 0).data, k * 3 * 32 * 32);
           labels.push(s.label);
         }
-        const logits = (await session.run({ input: new ort.Tensor('float32', images, [n, 3, 32, 32]) })).output.data as Float32Array;
+        const logits = (await session.run({ input: new ort.Tensor('float32', images, [n, 3, 32, 32]) })).output
+          .data as Float32Array;
         for (let k = 0; k < n; k++) {
           const row = Array.from(logits.subarray(k * 5, k * 5 + 5));
           if (row.indexOf(Math.max(...row)) === labels[k]) correct++;
@@ -188,7 +209,8 @@ describe('the shipped source network', () => {
 });
 
 describe('npm run pretrain', () => {
-  const run = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'scripts/pretrain.ts', ...args], { encoding: 'utf8' });
+  const run = (args: string[]) =>
+    spawnSync(process.execPath, ['--import', 'tsx', 'scripts/pretrain.ts', ...args], { encoding: 'utf8' });
 
   it('--help describes the options', () => {
     const r = run(['--help']);
@@ -199,13 +221,22 @@ describe('npm run pretrain', () => {
   it('refuses a missing Fashion-MNIST in one line naming the file and the Debian package', () => {
     const r = run(['--data', '/nonexistent/fashion']);
     expect(r.status).toBe(1);
-    const lines = r.stderr.trim().split('\n').filter((l) => !/artificially|XDG_RUNTIME_DIR/.test(l));
+    const lines = r.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => !/artificially|XDG_RUNTIME_DIR/.test(l));
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^pretrain: .*\/nonexistent\/fashion\/train-images-idx3-ubyte\.gz.*dataset-fashion-mnist/);
   });
 
   it('refuses bad options before any work', () => {
-    for (const [args, pattern] of [[['--epochs', '0'], /--epochs expects an integer/], [['--per-class', '7000'], /--per-class/], [['--test-per-class', '0'], /--test-per-class/], [['--bogus'], /unknown argument/], [['--out', '/nonexistent/x.onnx'], /output folder \/nonexistent/]] as const) {
+    for (const [args, pattern] of [
+      [['--epochs', '0'], /--epochs expects an integer/],
+      [['--per-class', '7000'], /--per-class/],
+      [['--test-per-class', '0'], /--test-per-class/],
+      [['--bogus'], /unknown argument/],
+      [['--out', '/nonexistent/x.onnx'], /output folder \/nonexistent/],
+    ] as const) {
       const r = run([...args]);
       expect(r.status, args.join(' ')).toBe(1);
       expect(r.stderr).toMatch(pattern);

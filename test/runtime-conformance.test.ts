@@ -73,17 +73,41 @@ const EXPECTED_REFUSALS: Record<string, { reason: string; message: RegExp }> = {
   test_Conv3d_stride: { reason: '3-D convolution', message: CONV_3D },
   test_Conv3d_stride_padding: { reason: '3-D convolution', message: CONV_3D },
   // MaxPool's Indices output
-  test_maxpool_with_argmax_2d_precomputed_pads: { reason: 'MaxPool Indices output', message: /Indices output .* is used/ },
-  test_maxpool_with_argmax_2d_precomputed_strides: { reason: 'MaxPool Indices output', message: /Indices output .* is used/ },
+  test_maxpool_with_argmax_2d_precomputed_pads: {
+    reason: 'MaxPool Indices output',
+    message: /Indices output .* is used/,
+  },
+  test_maxpool_with_argmax_2d_precomputed_strides: {
+    reason: 'MaxPool Indices output',
+    message: /Indices output .* is used/,
+  },
   // training mode
-  test_batchnorm_epsilon_training_mode: { reason: 'BatchNormalization training_mode=1', message: /training_mode=1 is not supported/ },
-  test_batchnorm_example_training_mode: { reason: 'BatchNormalization training_mode=1', message: /training_mode=1 is not supported/ },
+  test_batchnorm_epsilon_training_mode: {
+    reason: 'BatchNormalization training_mode=1',
+    message: /training_mode=1 is not supported/,
+  },
+  test_batchnorm_example_training_mode: {
+    reason: 'BatchNormalization training_mode=1',
+    message: /training_mode=1 is not supported/,
+  },
   test_training_dropout: { reason: 'Dropout in training mode', message: /training_mode must be a constant false/ },
-  test_training_dropout_default: { reason: 'Dropout in training mode', message: /training_mode must be a constant false/ },
-  test_training_dropout_default_mask: { reason: 'Dropout in training mode', message: /training_mode must be a constant false/ },
+  test_training_dropout_default: {
+    reason: 'Dropout in training mode',
+    message: /training_mode must be a constant false/,
+  },
+  test_training_dropout_default_mask: {
+    reason: 'Dropout in training mode',
+    message: /training_mode must be a constant false/,
+  },
   test_training_dropout_mask: { reason: 'Dropout in training mode', message: /training_mode must be a constant false/ },
-  test_training_dropout_zero_ratio: { reason: 'Dropout in training mode', message: /training_mode must be a constant false/ },
-  test_training_dropout_zero_ratio_mask: { reason: 'Dropout in training mode', message: /training_mode must be a constant false/ },
+  test_training_dropout_zero_ratio: {
+    reason: 'Dropout in training mode',
+    message: /training_mode must be a constant false/,
+  },
+  test_training_dropout_zero_ratio_mask: {
+    reason: 'Dropout in training mode',
+    message: /training_mode must be a constant false/,
+  },
   // Dropout's mask output (bool)
   test_dropout_default_mask: { reason: 'Dropout mask output', message: /mask output .* is used/ },
   test_dropout_default_mask_ratio: { reason: 'Dropout mask output', message: /mask output .* is used/ },
@@ -91,7 +115,10 @@ const EXPECTED_REFUSALS: Record<string, { reason: string; message: RegExp }> = {
   test_identity_opt: { reason: 'optional value (tensors only)', message: NON_TENSOR },
   test_identity_sequence: { reason: 'sequence value (tensors only)', message: NON_TENSOR },
   // empty tensors: the declared input [0,3,4] could never be fed (run() takes positive dims only)
-  test_reshape_allowzero_reordered: { reason: 'zero-size input [0,3,4] (empty tensors are not run)', message: /input 'data' has dims \[0, 3, 4\]: .*empty tensor/ },
+  test_reshape_allowzero_reordered: {
+    reason: 'zero-size input [0,3,4] (empty tensors are not run)',
+    message: /input 'data' has dims \[0, 3, 4\]: .*empty tensor/,
+  },
 };
 
 /**
@@ -137,15 +164,25 @@ describe('runtime on ONNX conformance cases (data/node, data/pytorch-converted)'
       const count = (r: Outcome['result']) => mine.filter((o) => o.result === r).length;
       const refused = count('refused');
       const known = count('known');
-      const notes = [refused ? `${refused} refused by design` : '', known ? `${known} known issue` : ''].filter(Boolean);
-      console.log(`${op}: ${count('passed')} passed, ${count('failed') + known} failed${notes.length ? ` (${notes.join(', ')})` : ''}`);
+      const notes = [refused ? `${refused} refused by design` : '', known ? `${known} known issue` : ''].filter(
+        Boolean,
+      );
+      console.log(
+        `${op}: ${count('passed')} passed, ${count('failed') + known} failed${notes.length ? ` (${notes.join(', ')})` : ''}`,
+      );
     }
     const refused = outcomes.filter((o) => o.result === 'refused');
-    console.log(`refused by design (${refused.length}):\n${refused.map((o) => `  ${o.name}: ${EXPECTED_REFUSALS[o.name].reason} — ${o.detail}`).join('\n')}`);
+    console.log(
+      `refused by design (${refused.length}):\n${refused.map((o) => `  ${o.name}: ${EXPECTED_REFUSALS[o.name].reason} — ${o.detail}`).join('\n')}`,
+    );
     const known = outcomes.filter((o) => o.result === 'known');
-    if (known.length) console.log(`known engine issues (${known.length}), reported:\n${known.map((o) => `  ${o.name}: ${KNOWN_ISSUES[o.name].issue} — ${o.detail}`).join('\n')}`);
+    if (known.length)
+      console.log(
+        `known engine issues (${known.length}), reported:\n${known.map((o) => `  ${o.name}: ${KNOWN_ISSUES[o.name].issue} — ${o.detail}`).join('\n')}`,
+      );
     const failed = outcomes.filter((o) => o.result === 'failed');
-    if (failed.length) console.log(`FAILED (${failed.length}):\n${failed.map((o) => `  ${o.name}: ${o.detail}`).join('\n')}`);
+    if (failed.length)
+      console.log(`FAILED (${failed.length}):\n${failed.map((o) => `  ${o.name}: ${o.detail}`).join('\n')}`);
     const passed = outcomes.filter((o) => o.result === 'passed').length;
     console.log(
       `conformance: ${outcomes.length} cases, ${passed} passed, ${failed.length + known.length} failed ` +
@@ -165,7 +202,11 @@ async function runCase(gpu: GpuContext, suite: Suite, c: TestCase, bytes: Uint8A
   const known = KNOWN_ISSUES[c.name];
   if (!known) return outcome;
   if (outcome.result === 'failed' && known.detail.test(outcome.detail ?? '')) return { ...outcome, result: 'known' };
-  return { ...outcome, result: 'failed', detail: `listed as a known issue (${known.issue}) but ${outcome.result}: ${outcome.detail ?? 'no detail'}` };
+  return {
+    ...outcome,
+    result: 'failed',
+    detail: `listed as a known issue (${known.issue}) but ${outcome.result}: ${outcome.detail ?? 'no detail'}`,
+  };
 }
 
 async function tryCase(gpu: GpuContext, suite: Suite, c: TestCase, bytes: Uint8Array, raw: Graph): Promise<Outcome> {
@@ -199,7 +240,10 @@ async function tryCase(gpu: GpuContext, suite: Suite, c: TestCase, bytes: Uint8A
   feedInputs.forEach((input, k) => {
     const t: TensorValue | undefined = set.inputs[k];
     if (bound.has(input.name) || !t) return;
-    feeds[input.name] = { dims: [...t.dims], data: t.data instanceof Float32Array ? t.data : Float32Array.from(toNumbers(t)) };
+    feeds[input.name] = {
+      dims: [...t.dims],
+      data: t.data instanceof Float32Array ? t.data : Float32Array.from(toNumbers(t)),
+    };
   });
 
   let session: Session;
@@ -207,13 +251,16 @@ async function tryCase(gpu: GpuContext, suite: Suite, c: TestCase, bytes: Uint8A
     session = await Session.create(model, { gpu, file: `${suite}/${c.name}/model.onnx` });
   } catch (e) {
     const message = (e as Error).message;
-    if (!(e instanceof ModelError)) return outcome('failed', `Session.create threw ${(e as Error).name}, not a ModelError: ${message}`);
+    if (!(e instanceof ModelError))
+      return outcome('failed', `Session.create threw ${(e as Error).name}, not a ModelError: ${message}`);
     if (!expected) return outcome('failed', `refused unexpectedly: ${message}`);
-    if (!expected.message.test(message)) return outcome('failed', `refused (${expected.reason}), but the message does not say so: ${message}`);
+    if (!expected.message.test(message))
+      return outcome('failed', `refused (${expected.reason}), but the message does not say so: ${message}`);
     return outcome('refused', message);
   }
   try {
-    if (expected) return outcome('failed', `expected a refusal (${expected.reason}), but Session.create accepted the model`);
+    if (expected)
+      return outcome('failed', `expected a refusal (${expected.reason}), but Session.create accepted the model`);
     const got = await session.run(feeds);
     const problems: string[] = [];
     raw.outputs.forEach((o, k) => {

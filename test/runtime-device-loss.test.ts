@@ -20,14 +20,19 @@ const HANG_MS = 30_000;
 const squeezenet: Graph = randomizedLightModel('squeezenet', 77);
 
 function feedsFor(graph: Graph, batch: number, seed: number): Record<string, Tensor> {
-  return { [graph.feedInputs[0].name]: { dims: [batch, 3, 224, 224], data: randomFloat32Array(batch * 3 * 224 * 224, seed) } };
+  return {
+    [graph.feedInputs[0].name]: { dims: [batch, 3, 224, 224], data: randomFloat32Array(batch * 3 * 224 * 224, seed) },
+  };
 }
 
 /** The error `promise` rejects with, failing the test if it resolves or hangs. */
 async function rejection(promise: Promise<unknown>, what: string): Promise<Error> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const hang = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} neither resolved nor rejected within ${HANG_MS / 1000} s`)), HANG_MS);
+    timer = setTimeout(
+      () => reject(new Error(`${what} neither resolved nor rejected within ${HANG_MS / 1000} s`)),
+      HANG_MS,
+    );
   });
   try {
     await Promise.race([promise, hang]);

@@ -59,7 +59,9 @@ describe(`activation memory of the plan at batch ${BATCH} vs the ideal for its s
         expect(held).toBeGreaterThanOrEqual(ideal.bytes);
         if (knownIssue) {
           console.log(`KNOWN ISSUE (reported): ${title}: ${knownIssue}`);
-          expect(held, `${title} is now within ${SLACK}× of the ideal: remove its knownIssue entry`).toBeGreaterThan(SLACK * ideal.bytes);
+          expect(held, `${title} is now within ${SLACK}× of the ideal: remove its knownIssue entry`).toBeGreaterThan(
+            SLACK * ideal.bytes,
+          );
         } else {
           expect(held).toBeLessThanOrEqual(SLACK * ideal.bytes);
         }
@@ -111,14 +113,19 @@ function idealPeak(graph: Graph): IdealPeak {
     let tail = node;
     if (node.opType === 'Conv') {
       const bn = fusible(node.outputs[0]);
-      if (bn?.opType === 'BatchNormalization' && bn.inputs.slice(1).every(isConstant) && bn.outputs.filter(Boolean).length === 1) {
+      if (
+        bn?.opType === 'BatchNormalization' &&
+        bn.inputs.slice(1).every(isConstant) &&
+        bn.outputs.filter(Boolean).length === 1
+      ) {
         stepOf.set(bn, i);
         tail = bn;
       }
     }
     if (ABSORB_ACTIVATION.has(node.opType)) {
       const act = fusible(tail.outputs[0]);
-      if (act && ACTIVATIONS.has(act.opType) && act.inputs.slice(1).every((x) => !x || isConstant(x))) stepOf.set(act, i);
+      if (act && ACTIVATIONS.has(act.opType) && act.inputs.slice(1).every((x) => !x || isConstant(x)))
+        stepOf.set(act, i);
     }
   });
   const root = (v: string): string => (alias.has(v) ? root(alias.get(v)!) : v);
@@ -157,7 +164,13 @@ function idealPeak(graph: Graph): IdealPeak {
         live++;
       }
     }
-    if (bytes > best.bytes) best = { ...best, bytes, live, at: i < 0 ? '(inputs)' : `${graph.nodes[i].name || graph.nodes[i].outputs[0]} (${graph.nodes[i].opType})` };
+    if (bytes > best.bytes)
+      best = {
+        ...best,
+        bytes,
+        live,
+        at: i < 0 ? '(inputs)' : `${graph.nodes[i].name || graph.nodes[i].outputs[0]} (${graph.nodes[i].opType})`,
+      };
   }
   return best;
 }

@@ -7,7 +7,14 @@ import { setBatchSize } from '../src/graph/surgery/batch.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { Session } from '../src/runtime/session.ts';
-import { LIGHT_MODELS, onnxBytesForOrt, randomizedLightModel, runOrt, topK, type LightModel } from './helpers/reference-models.ts';
+import {
+  LIGHT_MODELS,
+  onnxBytesForOrt,
+  randomizedLightModel,
+  runOrt,
+  topK,
+  type LightModel,
+} from './helpers/reference-models.ts';
 import { randomFloat32Array } from './helpers/random.ts';
 import { relL2 } from './helpers/reference-ops.ts';
 
@@ -39,7 +46,9 @@ describe('light model-zoo networks vs onnxruntime (CPU)', () => {
         if (batch === LAST_BATCH) graphs.delete(name); // let VGG's weights go
         const input = graph.feedInputs[0];
         const dims = [batch, 3, 224, 224];
-        const feeds = { [input.name]: { dims, data: randomFloat32Array(batch * 3 * 224 * 224, 2000 + index + 100 * (batch - 1)) } };
+        const feeds = {
+          [input.name]: { dims, data: randomFloat32Array(batch * 3 * 224 * 224, 2000 + index + 100 * (batch - 1)) },
+        };
         const t0 = performance.now();
         const want = await runOrt(onnxBytesForOrt(graph), feeds, 'cpu');
         const t1 = performance.now();
@@ -49,7 +58,9 @@ describe('light model-zoo networks vs onnxruntime (CPU)', () => {
           const t2 = performance.now();
           const output = graph.outputs[0].name;
           const error = relL2(got[output].data, want[output].data);
-          console.log(`${name}, batch ${batch}: relative L2 ${error.toExponential(2)}; onnxruntime ${((t1 - t0) / 1000).toFixed(1)} s, create + run ${((t2 - t1) / 1000).toFixed(1)} s`);
+          console.log(
+            `${name}, batch ${batch}: relative L2 ${error.toExponential(2)}; onnxruntime ${((t1 - t0) / 1000).toFixed(1)} s, create + run ${((t2 - t1) / 1000).toFixed(1)} s`,
+          );
           expect(got[output].dims).toEqual(want[output].dims);
           // [N, 1000] (SqueezeNet: [N, 1000, 1, 1]).
           expect([want[output].dims[0], want[output].data.length]).toEqual([batch, batch * CLASSES]);
@@ -62,7 +73,9 @@ describe('light model-zoo networks vs onnxruntime (CPU)', () => {
           // Liveness reuse: the pool holds less than every activation at once would.
           let everyActivation = 0;
           for (const node of graph.nodes) {
-            for (const o of node.outputs) everyActivation += 4 * ((graph.values.get(o)?.shape as number[] | undefined) ?? []).reduce((a, b) => a * b, 1);
+            for (const o of node.outputs)
+              everyActivation +=
+                4 * ((graph.values.get(o)?.shape as number[] | undefined) ?? []).reduce((a, b) => a * b, 1);
           }
           expect(session.peakActivationBytes).toBeGreaterThan(0);
           expect(session.peakActivationBytes).toBeLessThan(everyActivation / 2);

@@ -35,15 +35,27 @@ function classifier(batch: number | string): { g: Graph; w: string; bias: string
   const fcBias = b.weight('fcb', [5], 'glorot');
   const logits = b.op('Gemm', [f, fc, fcBias], { transB: 1 });
   const prob = b.node('Softmax', [logits], { axis: 1 }, { outputs: ['prob'] })[0];
-  g.outputs = [{ name: prob, dtype: 'float32' }, { name: 'features', dtype: 'float32' }];
+  g.outputs = [
+    { name: prob, dtype: 'float32' },
+    { name: 'features', dtype: 'float32' },
+  ];
   return { g, w, bias, fc, fcBias };
 }
 
 function reference(m: ReturnType<typeof classifier>, x: Float32Array, batch: number) {
   const data = (name: string) => m.g.initializers.get(name)!.value.data as Float32Array;
-  const conv = convRef(x, [batch, 3, 8, 8], data(m.w), [4, 3, 3, 3], data(m.bias), { pads: [1, 1, 1, 1], act: { kind: 'relu' } });
+  const conv = convRef(x, [batch, 3, 8, 8], data(m.w), [4, 3, 3, 3], data(m.bias), {
+    pads: [1, 1, 1, 1],
+    act: { kind: 'relu' },
+  });
   const pooled = globalPoolRef('avg', conv.data, conv.dims);
-  const logits = gemmRef(pooled.data, data(m.fc), { M: batch, N: 5, K: 4, transB: true, c: { data: data(m.fcBias), dims: [5] } });
+  const logits = gemmRef(pooled.data, data(m.fc), {
+    M: batch,
+    N: 5,
+    K: 4,
+    transB: true,
+    c: { data: data(m.fcBias), dims: [5] },
+  });
   return { prob: softmaxRef(logits, [batch, 5], 1, 17), features: pooled.data };
 }
 
@@ -114,10 +126,17 @@ describe('Session', () => {
     const good = randomFloat32Array(2 * 192, 3);
     await expectRejected(session.run({ y: { dims: [2, 3, 8, 8], data: good } }), "'y' is not an input", /'x'/);
     await expectRejected(session.run({}), "input 'x' is missing");
-    await expectRejected(session.run({ x: { dims: [2, 3, 8, 8], data: new Float64Array(384) as unknown as Float32Array } }), /float32/, /Float64Array/);
+    await expectRejected(
+      session.run({ x: { dims: [2, 3, 8, 8], data: new Float64Array(384) as unknown as Float32Array } }),
+      /float32/,
+      /Float64Array/,
+    );
     await expectRejected(session.run({ x: { dims: [2, 192], data: good } }), /rank 2/, /rank 4/);
     await expectRejected(session.run({ x: { dims: [2, 3, 8, 8], data: good.subarray(1) } }), /383 values/, /need 384/);
-    await expectRejected(session.run({ x: { dims: [1, 3, 8, 8], data: good.subarray(0, 192) } }), /expects \[2, 3, 8, 8\]/);
+    await expectRejected(
+      session.run({ x: { dims: [1, 3, 8, 8], data: good.subarray(0, 192) } }),
+      /expects \[2, 3, 8, 8\]/,
+    );
     // And the session still works afterwards.
     const out = await session.run({ x: { dims: [2, 3, 8, 8], data: good } });
     expect(relL2(out.prob.data, reference(m, good, 2).prob)).toBeLessThan(1e-5);
@@ -127,11 +146,18 @@ describe('Session', () => {
   it('lowers the long tail of ops like onnxruntime does (BN, LeakyRelu, Transpose, MatMul, Add, Sigmoid, Pad, Clip, Unsqueeze, Squeeze, Div, Sub, Softmax axis)', async () => {
     const { g, b } = newGraph([2, 4, 6, 6]);
     const f32 = (name: string, dims: number[], seed: number, positive = false) => {
-      const data = randomFloat32Array(dims.reduce((x, y) => x * y, 1), seed).map((v) => (positive ? Math.abs(v) + 0.2 : v));
+      const data = randomFloat32Array(
+        dims.reduce((x, y) => x * y, 1),
+        seed,
+      ).map((v) => (positive ? Math.abs(v) + 0.2 : v));
       g.setInitializer(name, { dtype: 'float32', dims, data });
       return name;
     };
-    const bn = b.op('BatchNormalization', ['x', f32('s', [4], 1), f32('bb', [4], 2), f32('m', [4], 3), f32('v', [4], 4, true)], { epsilon: 1e-3 });
+    const bn = b.op(
+      'BatchNormalization',
+      ['x', f32('s', [4], 1), f32('bb', [4], 2), f32('m', [4], 3), f32('v', [4], 4, true)],
+      { epsilon: 1e-3 },
+    );
     const lr = b.op('LeakyRelu', [bn], { alpha: 0.2 });
     const t = b.op('Transpose', [lr], { perm: [0, 2, 3, 1] });
     const mm = b.op('MatMul', [t, f32('w', [4, 5], 5)]);
@@ -146,7 +172,10 @@ describe('Session', () => {
     const dv = b.op('Div', [sq, f32('two', [1], 10, true)]);
     const sb = b.op('Sub', [dv, f32('off', [7, 1, 5], 11)]);
     const sm = b.node('Softmax', [sb], { axis: 2 }, { outputs: ['y'] })[0];
-    g.outputs = [{ name: sm, dtype: 'float32' }, { name: t, dtype: 'float32' }];
+    g.outputs = [
+      { name: sm, dtype: 'float32' },
+      { name: t, dtype: 'float32' },
+    ];
     const feeds = { x: { dims: [2, 4, 6, 6], data: randomFloat32Array(288, 12) } };
     const want = await runOrt(encodeModel(g), feeds);
     const session = await Session.create(g, { gpu });
@@ -164,7 +193,12 @@ describe('Session', () => {
     const bias = b.weight('b', [6], 'glorot');
     const c = b.op('Conv', ['x', w, bias], { kernel_shape: [3], strides: [2], pads: [1, 2], dilations: [1] });
     const mp = b.op('MaxPool', [c], { kernel_shape: [2], strides: [2], ceil_mode: 1 });
-    const ap = b.node('AveragePool', [mp], { kernel_shape: [3], pads: [1, 1], count_include_pad: 1 }, { outputs: ['y'] })[0];
+    const ap = b.node(
+      'AveragePool',
+      [mp],
+      { kernel_shape: [3], pads: [1, 1], count_include_pad: 1 },
+      { outputs: ['y'] },
+    )[0];
     g.outputs = [{ name: ap, dtype: 'float32' }];
     const feeds = { x: { dims: [2, 3, 20], data: randomFloat32Array(120, 13) } };
     const want = await runOrt(encodeModel(g), feeds);
@@ -181,7 +215,10 @@ describe('Session', () => {
     const consts: Float32Array[] = [];
     for (let i = 0; i < 8; i++) {
       const dims = i % 2 ? [3] : [2, 3];
-      const data = randomFloat32Array(dims.reduce((p, q) => p * q, 1), 30 + i);
+      const data = randomFloat32Array(
+        dims.reduce((p, q) => p * q, 1),
+        30 + i,
+      );
       g.setInitializer(`t${i}`, { dtype: 'float32', dims, data });
       terms.push(`t${i}`);
       consts.push(data);
@@ -192,7 +229,12 @@ describe('Session', () => {
     const x = randomFloat32Array(6, 40);
     const session = await Session.create(g, { gpu });
     const got = await session.run({ x: { dims: [2, 3], data: x } });
-    const want = Array.from(x, (v, i) => Math.max(0, consts.reduce((acc, c, k) => acc + c[k % 2 ? i % 3 : i], v)));
+    const want = Array.from(x, (v, i) =>
+      Math.max(
+        0,
+        consts.reduce((acc, c, k) => acc + c[k % 2 ? i % 3 : i], v),
+      ),
+    );
     expect(relL2(got.y.data, want)).toBeLessThan(1e-5);
     session.dispose();
   });

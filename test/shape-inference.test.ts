@@ -25,10 +25,21 @@ describe('shape inference on the light models agrees with onnxruntime', () => {
       const computed = graph.nodes.flatMap((n) => n.outputs.filter(Boolean));
       probe.outputs = computed.map((o) => ({ name: o }));
       probe.irVersion = Math.max(probe.irVersion, 4); // lets the outputs carry no declared type
-      const session = await ort.InferenceSession.create(Buffer.from(encodeModel(probe)), { executionProviders: ['cpu'] });
+      const session = await ort.InferenceSession.create(Buffer.from(encodeModel(probe)), {
+        executionProviders: ['cpu'],
+      });
       const input = graph.feedInputs[0];
       const dims = input.shape as number[];
-      const feeds = { [input.name]: new ort.Tensor('float32', randomFloat32Array(dims.reduce((a, b) => a * b, 1), 1), dims) };
+      const feeds = {
+        [input.name]: new ort.Tensor(
+          'float32',
+          randomFloat32Array(
+            dims.reduce((a, b) => a * b, 1),
+            1,
+          ),
+          dims,
+        ),
+      };
       const results = await session.run(feeds);
       let compared = 0;
       for (const o of computed) {
@@ -105,13 +116,18 @@ function compareOutputs(graph: Graph, expected: TensorValue[]): string | undefin
     const want = expected[i];
     if (!want) continue; // optional outputs without reference data
     const shape = graph.values.get(name)?.shape;
-    if (JSON.stringify(shape) !== JSON.stringify(want.dims)) return `output '${name}' shape [${shape}] ≠ expected [${want.dims}]`;
+    if (JSON.stringify(shape) !== JSON.stringify(want.dims))
+      return `output '${name}' shape [${shape}] ≠ expected [${want.dims}]`;
     const folded = graph.initializers.get(name);
     if (folded && want.dtype !== 'string') {
-      if (folded.value.dtype !== want.dtype) return `output '${name}' dtype ${folded.value.dtype} ≠ expected ${want.dtype}`;
+      if (folded.value.dtype !== want.dtype)
+        return `output '${name}' dtype ${folded.value.dtype} ≠ expected ${want.dtype}`;
       const got = toNumbers(folded.value);
       const ref = toNumbers(want);
-      const bad = ref.findIndex((r, k) => !(Math.abs(r - got[k]) <= 1e-6 * Math.max(1, Math.abs(r)) || (Number.isNaN(r) && Number.isNaN(got[k]))));
+      const bad = ref.findIndex(
+        (r, k) =>
+          !(Math.abs(r - got[k]) <= 1e-6 * Math.max(1, Math.abs(r)) || (Number.isNaN(r) && Number.isNaN(got[k]))),
+      );
       if (bad >= 0) return `output '${name}' element ${bad} folded to ${got[bad]}, expected ${ref[bad]}`;
     }
   }
@@ -127,13 +143,23 @@ describe("torch's shape-computation chain with a symbolic batch", () => {
     g.inputs = [{ name: 'input', dtype: 'float32', shape: ['batch', 3, 8, 8] }];
     g.values.set('input', { ...g.inputs[0] });
     const b = new GraphBuilder(g, 5);
-    const conv = b.op('Conv', ['input', b.weight('conv.weight', [4, 3, 3, 3], 'he'), b.weight('conv.bias', [4], 'he')], { kernel_shape: [3, 3] }, '/conv/Conv');
+    const conv = b.op(
+      'Conv',
+      ['input', b.weight('conv.weight', [4, 3, 3, 3], 'he'), b.weight('conv.bias', [4], 'he')],
+      { kernel_shape: [3, 3] },
+      '/conv/Conv',
+    );
     const shape = b.op('Shape', [conv], {}, '/Shape');
     const first = b.op('Gather', [shape, b.int64('/Constant_output_0', [0])], { axis: 0 }, '/Gather');
     const unsq = b.op('Unsqueeze', [first, b.int64('/Constant_1_output_0', [0])], {}, '/Unsqueeze');
     const target = b.op('Concat', [unsq, b.int64('/Constant_2_output_0', [-1])], { axis: 0 }, '/Concat');
     const flat = b.op('Reshape', [conv, target], {}, '/Reshape');
-    const fc = b.node('Gemm', [flat, b.weight('fc.weight', [5, 144], 'glorot'), b.weight('fc.bias', [5], 'he')], { transB: 1 }, { name: '/fc/Gemm', outputs: ['output'] })[0];
+    const fc = b.node(
+      'Gemm',
+      [flat, b.weight('fc.weight', [5, 144], 'glorot'), b.weight('fc.bias', [5], 'he')],
+      { transB: 1 },
+      { name: '/fc/Gemm', outputs: ['output'] },
+    )[0];
     g.outputs = [{ name: fc, dtype: 'float32', shape: ['batch', 5] }];
     // Gather's index is a scalar, as torch emits.
     g.initializers.get('/Constant_output_0')!.value = { dtype: 'int64', dims: [], data: new BigInt64Array([0n]) };
@@ -143,20 +169,26 @@ describe("torch's shape-computation chain with a symbolic batch", () => {
   it('folds once the batch is bound, and agrees with onnxruntime', async () => {
     const g = torchStyle();
     const bytes = encodeModel(g);
-    const prepared = prepareGraph(decodeModel(bytes, { file: 'torch-style.onnx' }), { inputShapes: { input: [3, 3, 8, 8] } });
+    const prepared = prepareGraph(decodeModel(bytes, { file: 'torch-style.onnx' }), {
+      inputShapes: { input: [3, 3, 8, 8] },
+    });
     expect(prepared.nodes.map((n) => n.opType)).toEqual(['Conv', 'Reshape', 'Gemm']);
     expect(toNumbers(prepared.initializers.get(prepared.nodes[1].inputs[1])!.value)).toEqual([3, -1]);
     expect(prepared.values.get(prepared.nodes[1].outputs[0])?.shape).toEqual([3, 144]);
     expect(prepared.values.get('output')?.shape).toEqual([3, 5]);
     const session = await ort.InferenceSession.create(Buffer.from(bytes), { executionProviders: ['cpu'] });
-    const result = await session.run({ input: new ort.Tensor('float32', randomFloat32Array(3 * 3 * 8 * 8, 4), [3, 3, 8, 8]) });
+    const result = await session.run({
+      input: new ort.Tensor('float32', randomFloat32Array(3 * 3 * 8 * 8, 4), [3, 3, 8, 8]),
+    });
     expect([...result.output.dims]).toEqual([3, 5]);
     await session.release();
   });
 
   it('without a bound batch, says which input to bind', () => {
     const g = torchStyle();
-    expect(() => prepareGraph(decodeModel(encodeModel(g), { file: 'torch-style.onnx' }))).toThrow(/torch-style\.onnx: node '\/Reshape' \(Reshape\): the target shape .* must be a constant.*input 'input' has symbolic dimensions \[batch, 3, 8, 8\]: bind them/);
+    expect(() => prepareGraph(decodeModel(encodeModel(g), { file: 'torch-style.onnx' }))).toThrow(
+      /torch-style\.onnx: node '\/Reshape' \(Reshape\): the target shape .* must be a constant.*input 'input' has symbolic dimensions \[batch, 3, 8, 8\]: bind them/,
+    );
   });
 });
 

@@ -38,16 +38,25 @@ describe('adaptToInputSize', () => {
   }
 
   it('AlexNet and VGG-19 at 224 and SqueezeNet at 64: nothing to rewrite', () => {
-    for (const [name, size] of [['bvlc_alexnet', 224], ['vgg19', 224], ['squeezenet', 64]] as const) {
+    for (const [name, size] of [
+      ['bvlc_alexnet', 224],
+      ['vgg19', 224],
+      ['squeezenet', 64],
+    ] as const) {
       const { summary } = adaptToInputSize(light(name), size);
       expect(summary, name).toEqual({ globalPools: [], adaptivePools: [] });
     }
   });
 
-  for (const [name, size, from, to] of [['bvlc_alexnet', 64, 1, 6], ['vgg19', 64, 2, 7]] as const) {
+  for (const [name, size, from, to] of [
+    ['bvlc_alexnet', 64, 1, 6],
+    ['vgg19', 64, 2, 7],
+  ] as const) {
     it(`${name} at ${size}: fc6 reads torch's adaptive average pool ${from}×${from} → ${to}×${to}`, async () => {
       const { graph, summary } = adaptToInputSize(randomizeWeights(light(name), 6), size);
-      expect(summary.adaptivePools).toEqual([{ before: expect.any(String), from: [from, from], to: [to, to], how: 'MatMul' }]);
+      expect(summary.adaptivePools).toEqual([
+        { before: expect.any(String), from: [from, from], to: [to, to], how: 'MatMul' },
+      ]);
       const flatten = graph.nodes.find((n) => n.name === summary.adaptivePools[0].before)!;
       const first = graph.nodes.find((n) => n.name === `${summary.adaptivePools[0].before}_adaptive_pool_w`)!;
       const [map, pooled] = [first.inputs[0], flatten.inputs[0]];
@@ -70,7 +79,8 @@ describe('adaptToInputSize', () => {
       }
       expect(maxAbsDiff(out[pooled].data, want)).toBeLessThanOrEqual(1e-5 * Math.max(1, maxAbs(want)));
       // The averaging matrices are constants, not weights.
-      for (const n of graph.nodes.filter((m) => m.opType === 'MatMul')) expect(graph.initializers.get(n.inputs[1])!.trainable).toBe(false);
+      for (const n of graph.nodes.filter((m) => m.opType === 'MatMul'))
+        expect(graph.initializers.get(n.inputs[1])!.trainable).toBe(false);
     }, 120_000);
   }
 

@@ -14,22 +14,44 @@ import { ModelError } from '../src/graph/errors.ts';
 import type { Graph, Node } from '../src/graph/ir.ts';
 import { loadModel } from '../src/graph/load.ts';
 import {
-  cutAt, cutPoints, formatCutPoints, freeze, graft, headOf, includeTop, reinit, removeTop,
-  setBatchSize, transfer, unfreeze, type CutPoint,
+  cutAt,
+  cutPoints,
+  formatCutPoints,
+  freeze,
+  graft,
+  headOf,
+  includeTop,
+  reinit,
+  removeTop,
+  setBatchSize,
+  transfer,
+  unfreeze,
+  type CutPoint,
 } from '../src/graph/surgery/index.ts';
 import { isFloatType, sizeOf, toNumbers } from '../src/graph/tensor.ts';
 import { loadModelFile } from '../src/node/files.ts';
 import { describeGraphDifference } from './helpers/graph-equal.ts';
 import { lightModelPath } from './helpers/models.ts';
-import { light, maxAbsDiff, nodesBehind, normals, randomizeWeights, runOrt, type Outputs } from './helpers/surgery-support.ts';
+import {
+  light,
+  maxAbsDiff,
+  nodesBehind,
+  normals,
+  randomizeWeights,
+  runOrt,
+  type Outputs,
+} from './helpers/surgery-support.ts';
 
 function floatNamesRead(graph: Graph, nodes: Node[]): Set<string> {
   const names = new Set<string>();
-  for (const n of nodes) for (const i of n.inputs) if (graph.initializers.has(i) && isFloatType(graph.initializers.get(i)!.value.dtype)) names.add(i);
+  for (const n of nodes)
+    for (const i of n.inputs)
+      if (graph.initializers.has(i) && isFloatType(graph.initializers.get(i)!.value.dtype)) names.add(i);
   return names;
 }
 
-const sizeOfNames = (graph: Graph, names: Iterable<string>) => [...names].reduce((s, n) => s + sizeOf(graph.initializers.get(n)!.value.dims), 0);
+const sizeOfNames = (graph: Graph, names: Iterable<string>) =>
+  [...names].reduce((s, n) => s + sizeOf(graph.initializers.get(n)!.value.dims), 0);
 
 /** Whether `tensor` separates the graph: nothing after it reads anything from before it. */
 function separates(graph: Graph, tensor: string): boolean {
@@ -86,7 +108,11 @@ describe.each([
     expect(graph.nodes.map((n) => n.name)).toEqual(kept.map((n) => n.name));
     const usedInits = new Set(kept.flatMap((n) => n.inputs).filter((i) => original.initializers.has(i)));
     expect(new Set(graph.initializers.keys())).toEqual(usedInits);
-    for (const v of graph.values.keys()) expect(graph.nodes.some((n) => n.inputs.includes(v) || n.outputs.includes(v)) || graph.inputs.some((i) => i.name === v)).toBe(true);
+    for (const v of graph.values.keys())
+      expect(
+        graph.nodes.some((n) => n.inputs.includes(v) || n.outputs.includes(v)) ||
+          graph.inputs.some((i) => i.name === v),
+      ).toBe(true);
     for (const i of graph.inputs) expect(graph.initializers.has(i.name) || graph.feedInputs.includes(i)).toBe(true);
     const out = await runOrt(graph, input);
     expect(maxAbsDiff(out[tensor].data, reference[tensor].data)).toBeLessThanOrEqual(1e-6);
@@ -119,7 +145,11 @@ describe.each([
 
 describe('cutAt refusals', () => {
   it('an unknown name lists the five closest names', () => {
-    const e = expectModelError(() => cutAt(light('resnet50'), 'r1711'), /no tensor or node is named 'r1711'/, /closest names: /);
+    const e = expectModelError(
+      () => cutAt(light('resnet50'), 'r1711'),
+      /no tensor or node is named 'r1711'/,
+      /closest names: /,
+    );
     const listed = e.message.split('closest names: ')[1].split(', ');
     expect(listed).toHaveLength(5);
     expect(listed).toContain("'r171'");
@@ -153,16 +183,28 @@ describe('cutPoints', () => {
     const g = light('resnet50');
     const points = cutPoints(g);
     check(g, points);
-    const blockOutputs = g.nodes.filter((n) => n.opType === 'Relu' && g.nodes.some((s) => s.opType === 'Sum' && s.outputs[0] === n.inputs[0])).map((n) => n.outputs[0]);
+    const blockOutputs = g.nodes
+      .filter((n) => n.opType === 'Relu' && g.nodes.some((s) => s.opType === 'Sum' && s.outputs[0] === n.inputs[0]))
+      .map((n) => n.outputs[0]);
     expect(blockOutputs).toHaveLength(16);
     expect(points.filter((p) => p.kind === 'residual').map((p) => p.tensor)).toEqual(blockOutputs);
     expect(points.filter((p) => p.kind === 'pool').map((p) => p.tensor)).toEqual(['r3']);
-    expect(points.filter((p) => p.kind === 'residual' && p.stageEnd).map((p) => p.tensor)).toEqual(['r35', 'r77', 'r139', 'r171']);
+    expect(points.filter((p) => p.kind === 'residual' && p.stageEnd).map((p) => p.tensor)).toEqual([
+      'r35',
+      'r77',
+      'r139',
+      'r171',
+    ]);
     expect(points.find((p) => p.features)!.tensor).toBe('r171');
   });
 
   it('Inception v1 and SqueezeNet: module Concat outputs and pools; VGG and AlexNet: pool outputs', () => {
-    for (const [model, modules, pools] of [['inception_v1', 9, 4], ['squeezenet', 8, 3], ['bvlc_alexnet', 0, 3], ['vgg19', 0, 5]] as const) {
+    for (const [model, modules, pools] of [
+      ['inception_v1', 9, 4],
+      ['squeezenet', 8, 3],
+      ['bvlc_alexnet', 0, 3],
+      ['vgg19', 0, 5],
+    ] as const) {
       const g = light(model);
       const points = cutPoints(g);
       check(g, points);
@@ -201,10 +243,31 @@ describe('graft', () => {
   });
 
   it('appends pooling, hidden dense layers with dropout and a softmax classifier, matching a float64 reference', async () => {
-    const r = graft(body, { pooling: 'avg', dense: [{ units: 16, activation: 'relu' }, { units: 8, activation: 'sigmoid' }], dropout: 0.3, classes: 4, seed: 5 });
+    const r = graft(body, {
+      pooling: 'avg',
+      dense: [
+        { units: 16, activation: 'relu' },
+        { units: 8, activation: 'sigmoid' },
+      ],
+      dropout: 0.3,
+      classes: 4,
+      seed: 5,
+    });
     const g = r.graph;
     expect(r.input).toBe('r60');
-    expect(g.nodes.slice(-11).map((n) => n.opType)).toEqual(['GlobalAveragePool', 'Flatten', 'Dropout', 'Gemm', 'Relu', 'Dropout', 'Gemm', 'Sigmoid', 'Dropout', 'Gemm', 'Softmax']);
+    expect(g.nodes.slice(-11).map((n) => n.opType)).toEqual([
+      'GlobalAveragePool',
+      'Flatten',
+      'Dropout',
+      'Gemm',
+      'Relu',
+      'Dropout',
+      'Gemm',
+      'Sigmoid',
+      'Dropout',
+      'Gemm',
+      'Softmax',
+    ]);
     expect(r.parameters).toBe(512 * 16 + 16 + 16 * 8 + 8 + 8 * 4 + 4);
     const fresh = [...g.initializers.values()].filter((i) => !body.initializers.has(i.name));
     expect(fresh.every((i) => i.trainable)).toBe(true);
@@ -248,9 +311,12 @@ describe('graft', () => {
   });
 
   it('is seeded: the same seed gives the same weights, another seed others', () => {
-    const a = graft(body, { pooling: 'avg', classes: 3, seed: 7 }).graph.initializers.get('head.classifier.weight')!.value.data;
-    const b = graft(body, { pooling: 'avg', classes: 3, seed: 7 }).graph.initializers.get('head.classifier.weight')!.value.data;
-    const c = graft(body, { pooling: 'avg', classes: 3, seed: 8 }).graph.initializers.get('head.classifier.weight')!.value.data;
+    const a = graft(body, { pooling: 'avg', classes: 3, seed: 7 }).graph.initializers.get('head.classifier.weight')!
+      .value.data;
+    const b = graft(body, { pooling: 'avg', classes: 3, seed: 7 }).graph.initializers.get('head.classifier.weight')!
+      .value.data;
+    const c = graft(body, { pooling: 'avg', classes: 3, seed: 8 }).graph.initializers.get('head.classifier.weight')!
+      .value.data;
     expect(Buffer.compare(Buffer.from((a as Float32Array).buffer), Buffer.from((b as Float32Array).buffer))).toBe(0);
     expect(maxAbsDiff(a as Float32Array, c as Float32Array)).toBeGreaterThan(0);
   });
@@ -263,7 +329,13 @@ describe('graft', () => {
   });
 
   it('refuses dense layers on a 4-D map without pooling, saying which pooling to add', () => {
-    expectModelError(() => graft(body, { classes: 3, seed: 1 }), /4-D \[1, 512, 13, 13\]/, /add pooling 'avg'/, /'max'/, /'flatten'/);
+    expectModelError(
+      () => graft(body, { classes: 3, seed: 1 }),
+      /4-D \[1, 512, 13, 13\]/,
+      /add pooling 'avg'/,
+      /'max'/,
+      /'flatten'/,
+    );
     const pooled = graft(body, { pooling: 'avg', classes: 3, seed: 1, softmax: false });
     const flatOutput = cutAt(pooled.graph, 'head_flatten_output').graph;
     expectModelError(() => graft(flatOutput, { pooling: 'avg', classes: 3, seed: 1 }), /already 2-D/);
@@ -287,8 +359,10 @@ describe('graft', () => {
 
 describe('freeze / unfreeze / reinit', () => {
   const resnet = () => light('resnet50').clone();
-  const frozenNames = (g: Graph) => new Set([...g.initializers.values()].filter((i) => isFloatType(i.value.dtype) && !i.trainable).map((i) => i.name));
-  const bnStats = (g: Graph) => new Set(g.nodes.filter((n) => n.opType === 'BatchNormalization').flatMap((n) => [n.inputs[3], n.inputs[4]]));
+  const frozenNames = (g: Graph) =>
+    new Set([...g.initializers.values()].filter((i) => isFloatType(i.value.dtype) && !i.trainable).map((i) => i.name));
+  const bnStats = (g: Graph) =>
+    new Set(g.nodes.filter((n) => n.opType === 'BatchNormalization').flatMap((n) => [n.inputs[3], n.inputs[4]]));
 
   it('by pattern over initializer and node names', () => {
     const g = resnet();
@@ -317,7 +391,10 @@ describe('freeze / unfreeze / reinit', () => {
   it('all but the last N layers with parameters, and unfreeze all (state stays frozen)', () => {
     const g = resnet();
     freeze(g, { allButLast: 1 });
-    const trainable = [...g.initializers.values()].filter((i) => i.trainable).map((i) => i.name).sort();
+    const trainable = [...g.initializers.values()]
+      .filter((i) => i.trainable)
+      .map((i) => i.name)
+      .sort();
     expect(trainable).toEqual(['gpu_0/pred_b_0', 'gpu_0/pred_w_0']);
     unfreeze(g, 'all');
     freeze(g, { allButLast: 3 }); // the last conv, its BatchNormalization and the classifier train
@@ -351,7 +428,9 @@ describe('freeze / unfreeze / reinit', () => {
     expect(std).toBeGreaterThan(Math.sqrt(2 / 512) * 0.97);
     expect(std).toBeLessThan(Math.sqrt(2 / 512) * 1.03);
     expect(w.trainable).toBe(false);
-    const fill = (name: string) => [...new Set(g.initializers.get(`gpu_0/res5_2_branch2c_bn_${name}_0`)!.value.data as Float32Array)];
+    const fill = (name: string) => [
+      ...new Set(g.initializers.get(`gpu_0/res5_2_branch2c_bn_${name}_0`)!.value.data as Float32Array),
+    ];
     expect([fill('s'), fill('b'), fill('rm'), fill('riv')]).toEqual([[1], [0], [0], [1]]);
     expect(light('resnet50').initializers.get('gpu_0/res5_2_branch2c_w_0')!.value.data).not.toBe(data);
   });
@@ -362,9 +441,23 @@ describe('freeze / unfreeze / reinit', () => {
 describe('rewrite → encode → decode → rewrite again', () => {
   const rewrites: [string, (g: Graph) => Graph][] = [
     ['cutAt r89', (g) => cutAt(g, 'r89').graph],
-    ['removeTop + graft', (g) => graft(removeTop(g).graph, { pooling: 'avg', dense: [{ units: 32 }], dropout: 0.5, classes: 3, seed: 4 }).graph],
-    ['freeze before r47', (g) => { const c = g.clone(); freeze(c, { before: 'r47' }); return c; }],
-    ...([1, 2, 3, 4] as const).map((c): [string, (g: Graph) => Graph] => [`transfer case ${c}`, (g) => transfer(g, { case: c, classes: 3, seed: 2, reinitialize: c === 4 }).graph]),
+    [
+      'removeTop + graft',
+      (g) =>
+        graft(removeTop(g).graph, { pooling: 'avg', dense: [{ units: 32 }], dropout: 0.5, classes: 3, seed: 4 }).graph,
+    ],
+    [
+      'freeze before r47',
+      (g) => {
+        const c = g.clone();
+        freeze(c, { before: 'r47' });
+        return c;
+      },
+    ],
+    ...([1, 2, 3, 4] as const).map((c): [string, (g: Graph) => Graph] => [
+      `transfer case ${c}`,
+      (g) => transfer(g, { case: c, classes: 3, seed: 2, reinitialize: c === 4 }).graph,
+    ]),
   ];
 
   it.each(rewrites)('%s', (_, rewrite) => {
@@ -374,9 +467,14 @@ describe('rewrite → encode → decode → rewrite again', () => {
     const reloaded = loadModel(bytes, { file: 'first.onnx' });
     // The file holds the same graph, trainable flags included.
     expect(describeGraphDifference(decodeModel(bytes), decodeModel(encodeModel(reloaded)))).toBeUndefined();
-    expect(reloaded.nodes.map((n) => [n.name, n.opType, n.inputs, n.outputs])).toEqual(first.nodes.map((n) => [n.name, n.opType, n.inputs, n.outputs]));
-    expect([...reloaded.initializers.values()].map((i) => [i.name, i.trainable])).toEqual([...first.initializers.values()].map((i) => [i.name, i.trainable]));
-    for (const n of first.nodes) for (const o of n.outputs) expect(reloaded.values.get(o)?.shape).toEqual(first.values.get(o)?.shape);
+    expect(reloaded.nodes.map((n) => [n.name, n.opType, n.inputs, n.outputs])).toEqual(
+      first.nodes.map((n) => [n.name, n.opType, n.inputs, n.outputs]),
+    );
+    expect([...reloaded.initializers.values()].map((i) => [i.name, i.trainable])).toEqual(
+      [...first.initializers.values()].map((i) => [i.name, i.trainable]),
+    );
+    for (const n of first.nodes)
+      for (const o of n.outputs) expect(reloaded.values.get(o)?.shape).toEqual(first.values.get(o)?.shape);
     // The same rewrite of the re-decoded original gives the same file.
     const again = rewrite(loadModel(encodeModel(original), { file: 'again.onnx' }));
     expect(describeGraphDifference(decodeModel(bytes), decodeModel(encodeModel(again)))).toBeUndefined();
@@ -422,7 +520,19 @@ describe('graft rewrite', () => {
 
   it('applies a transfer case and writes a model onnxruntime runs', async () => {
     const file = path.join(dir, 'case2.onnx');
-    const r = await run([lightModelPath('squeezenet'), '--out', file, '--case', '2', '--classes', '3', '--cut', 'r39', '--seed', '5']);
+    const r = await run([
+      lightModelPath('squeezenet'),
+      '--out',
+      file,
+      '--case',
+      '2',
+      '--classes',
+      '3',
+      '--cut',
+      'r39',
+      '--seed',
+      '5',
+    ]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/transfer case 2: new layers attach at 'r39'/);
     expect(r.stdout).toMatch(/trainable 1,155/);
@@ -435,21 +545,77 @@ describe('graft rewrite', () => {
 
   it('cuts, grafts a head, freezes and re-initialises; warns about in-block cuts', async () => {
     const file = path.join(dir, 'custom.onnx');
-    const r = await run([lightModelPath('resnet50'), '--out', file, '--cut', 'r11', '--head', 'avg', '--classes', '4', '--dense', '16,8:sigmoid', '--dropout', '0.2', '--freeze-before', 'r11', '--reinit', '^head']);
+    const r = await run([
+      lightModelPath('resnet50'),
+      '--out',
+      file,
+      '--cut',
+      'r11',
+      '--head',
+      'avg',
+      '--classes',
+      '4',
+      '--dense',
+      '16,8:sigmoid',
+      '--dropout',
+      '0.2',
+      '--freeze-before',
+      'r11',
+      '--reinit',
+      '^head',
+    ]);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/warning: 'r11' is inside a residual block/);
     const g = loadModelFile(file);
     expect(g.parameterCount((i) => i.trainable)).toBe(256 * 16 + 16 + 16 * 8 + 8 + 8 * 4 + 4);
-    const top = await run([lightModelPath('resnet50'), '--out', path.join(dir, 'top.onnx'), '--no-top', '--head', 'max', '--classes', '2', '--freeze-all-but', '1']);
+    const top = await run([
+      lightModelPath('resnet50'),
+      '--out',
+      path.join(dir, 'top.onnx'),
+      '--no-top',
+      '--head',
+      'max',
+      '--classes',
+      '2',
+      '--freeze-all-but',
+      '1',
+    ]);
     expect(top.stdout).toMatch(/removed the top \(4 nodes: AveragePool → Reshape → Gemm → Softmax\)/);
   });
 
   it('reports bad names and bad flag combinations', async () => {
-    await expect(run([lightModelPath('resnet50'), '--out', path.join(dir, 'x.onnx'), '--cut', 'r1711'])).rejects.toThrow(/closest names: .*'r171'/);
-    await expect(run([lightModelPath('resnet50'), '--out', path.join(dir, 'x.onnx'), '--head', 'avg'])).rejects.toThrow(UsageError);
-    await expect(run([lightModelPath('resnet50'), '--out', path.join(dir, 'x.onnx'), '--case', '3', '--classes', '2', '--cut', 'r89'])).rejects.toThrow(/--cut goes with --case 2/);
+    await expect(
+      run([lightModelPath('resnet50'), '--out', path.join(dir, 'x.onnx'), '--cut', 'r1711']),
+    ).rejects.toThrow(/closest names: .*'r171'/);
+    await expect(run([lightModelPath('resnet50'), '--out', path.join(dir, 'x.onnx'), '--head', 'avg'])).rejects.toThrow(
+      UsageError,
+    );
+    await expect(
+      run([
+        lightModelPath('resnet50'),
+        '--out',
+        path.join(dir, 'x.onnx'),
+        '--case',
+        '3',
+        '--classes',
+        '2',
+        '--cut',
+        'r89',
+      ]),
+    ).rejects.toThrow(/--cut goes with --case 2/);
     await expect(run([lightModelPath('resnet50'), '--case', '1', '--classes', '2'])).rejects.toThrow(/--out/);
-    await expect(run([lightModelPath('resnet50'), '--out', path.join(dir, 'x.onnx'), '--no-top', '--head', 'none', '--classes', '2'])).rejects.toThrow(/add pooling 'avg'/);
+    await expect(
+      run([
+        lightModelPath('resnet50'),
+        '--out',
+        path.join(dir, 'x.onnx'),
+        '--no-top',
+        '--head',
+        'none',
+        '--classes',
+        '2',
+      ]),
+    ).rejects.toThrow(/add pooling 'avg'/);
     expect(fs.existsSync(path.join(dir, 'x.onnx'))).toBe(false);
   });
 });

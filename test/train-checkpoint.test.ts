@@ -35,17 +35,29 @@ function tinyNet(options: { classes?: number; stride?: number; fcName?: string }
   const b = new GraphBuilder(g, 7);
   const w = b.weight('conv.weight', [4, 3, 3, 3], 'he');
   const bias = b.weight('conv.bias', [4], 'glorot');
-  const conv = b.op('Conv', ['image', w, bias], { kernel_shape: [3, 3], pads: [1, 1, 1, 1], strides: [stride, stride] });
-  const bn = b.op('BatchNormalization', [
-    conv,
-    b.weight('bn.weight', [4], 'ones'),
-    b.weight('bn.bias', [4], 'glorot'),
-    b.weight('bn.running_mean', [4], 'glorot', false),
-    b.weight('bn.running_var', [4], 'ones', false),
-  ], { epsilon: { float: 1e-5 } });
+  const conv = b.op('Conv', ['image', w, bias], {
+    kernel_shape: [3, 3],
+    pads: [1, 1, 1, 1],
+    strides: [stride, stride],
+  });
+  const bn = b.op(
+    'BatchNormalization',
+    [
+      conv,
+      b.weight('bn.weight', [4], 'ones'),
+      b.weight('bn.bias', [4], 'glorot'),
+      b.weight('bn.running_mean', [4], 'glorot', false),
+      b.weight('bn.running_var', [4], 'ones', false),
+    ],
+    { epsilon: { float: 1e-5 } },
+  );
   const pooled = b.op('GlobalAveragePool', [b.op('Relu', [bn])]);
   const flat = b.op('Flatten', [pooled], { axis: 1 });
-  const y = b.op('Gemm', [flat, b.weight(`${fcName}.weight`, [classes, 4], 'glorot'), b.weight(`${fcName}.bias`, [classes], 'glorot')], { transB: 1 });
+  const y = b.op(
+    'Gemm',
+    [flat, b.weight(`${fcName}.weight`, [classes, 4], 'glorot'), b.weight(`${fcName}.bias`, [classes], 'glorot')],
+    { transB: 1 },
+  );
   g.outputs = [{ name: y, dtype: 'float32', shape: [2, classes] }];
   return g;
 }
@@ -57,7 +69,13 @@ function sampleCheckpoint(): Checkpoint {
   weights.set('scalar', { dims: [], data: new Float32Array([Math.PI]) });
   weights.set('empty', { dims: [0, 3], data: new Float32Array(0) });
   const slots = new Map(
-    [...weights].map(([name, w], i) => [name, { exp_avg: randomFloat32Array(w.data.length, 10 + i), exp_avg_sq: randomFloat32Array(w.data.length, 50 + i).map(Math.abs) }]),
+    [...weights].map(([name, w], i) => [
+      name,
+      {
+        exp_avg: randomFloat32Array(w.data.length, 10 + i),
+        exp_avg_sq: randomFloat32Array(w.data.length, 50 + i).map(Math.abs),
+      },
+    ]),
   );
   return {
     fingerprint: architectureFingerprint(graph),
@@ -81,7 +99,12 @@ function expectSameCheckpoint(got: Checkpoint, want: Checkpoint): void {
   for (const [name, w] of want.weights) {
     const g = got.weights.get(name)!;
     expect(g.dims, name).toEqual(w.dims);
-    expect(Buffer.from(g.data.buffer, g.data.byteOffset, g.data.byteLength).equals(Buffer.from(w.data.buffer, w.data.byteOffset, w.data.byteLength)), name).toBe(true);
+    expect(
+      Buffer.from(g.data.buffer, g.data.byteOffset, g.data.byteLength).equals(
+        Buffer.from(w.data.buffer, w.data.byteOffset, w.data.byteLength),
+      ),
+      name,
+    ).toBe(true);
   }
   expect(got.optimizer?.type).toBe(want.optimizer?.type);
   expect(got.optimizer?.step).toBe(want.optimizer?.step);
@@ -152,7 +175,9 @@ describe('checkpoint format', () => {
     expect(graph.initializers.get('fc.weight')!.value.data).toBe(fc.data);
     expect(graph.initializers.get('bn.running_mean')!.trainable).toBe(false);
     expect(graph.initializers.get('conv.weight')!.trainable).toBe(true);
-    expect(() => restoreGraphWeights(tinyNet({ classes: 3 }), mine)).toThrow(/weight 'fc.weight' is \[10, 4\] in the checkpoint but \[3, 4\] in the model/);
+    expect(() => restoreGraphWeights(tinyNet({ classes: 3 }), mine)).toThrow(
+      /weight 'fc.weight' is \[10, 4\] in the checkpoint but \[3, 4\] in the model/,
+    );
     expect(() => restoreGraphWeights(graph, ck.weights)).toThrow(/has weight 'odd', which the model lacks/);
   });
 });
@@ -172,10 +197,14 @@ describe('architecture fingerprint', () => {
     const base = architectureFingerprint(tinyNet());
     const wider = architectureFingerprint(tinyNet({ classes: 1000 }));
     expect(wider.hash).not.toBe(base.hash);
-    expect(errorOf(() => checkFingerprint(base, wider)).message).toMatch(/different architecture: parameter 'fc.weight' is \[10, 4\] in the checkpoint but \[1000, 4\] in the model/);
+    expect(errorOf(() => checkFingerprint(base, wider)).message).toMatch(
+      /different architecture: parameter 'fc.weight' is \[10, 4\] in the checkpoint but \[1000, 4\] in the model/,
+    );
 
     const renamed = architectureFingerprint(tinyNet({ fcName: 'classifier' }));
-    expect(errorOf(() => checkFingerprint(base, renamed)).message).toMatch(/the model's parameter 'classifier.weight' \[10, 4\] is not in the checkpoint/);
+    expect(errorOf(() => checkFingerprint(base, renamed)).message).toMatch(
+      /the model's parameter 'classifier.weight' \[10, 4\] is not in the checkpoint/,
+    );
 
     const strided = architectureFingerprint(tinyNet({ stride: 2 }));
     expect(strided.hash).not.toBe(base.hash);
@@ -185,7 +214,9 @@ describe('architecture fingerprint', () => {
 
     const extra = tinyNet();
     new GraphBuilder(extra).weight('aux.weight', [2, 2], 'glorot');
-    expect(errorOf(() => checkFingerprint(architectureFingerprint(extra), base)).message).toMatch(/the checkpoint has parameter 'aux.weight' \[2, 2\], which the model lacks/);
+    expect(errorOf(() => checkFingerprint(architectureFingerprint(extra), base)).message).toMatch(
+      /the checkpoint has parameter 'aux.weight' \[2, 2\], which the model lacks/,
+    );
   });
 });
 
@@ -212,7 +243,9 @@ describe('checkpoint files', () => {
     writeFileSync(path, bytes.subarray(0, bytes.length - 1000));
     const e = errorOf(() => loadCheckpoint(path));
     expect(e.problem).toBe('truncated');
-    expect(e.message).toBe(`checkpoint ${path}: truncated: the header says ${bytes.length} bytes, found ${bytes.length - 1000} (an interrupted copy or download?)`);
+    expect(e.message).toBe(
+      `checkpoint ${path}: truncated: the header says ${bytes.length} bytes, found ${bytes.length - 1000} (an interrupted copy or download?)`,
+    );
 
     writeFileSync(path, bytes.subarray(0, 20));
     expect(errorOf(() => loadCheckpoint(path)).message).toMatch(/truncated: found 20 bytes, the header alone is 32/);
@@ -222,10 +255,15 @@ describe('checkpoint files', () => {
 
   it('refuses a file that is not a checkpoint', () => {
     const path = join(folder, 'model.onnx');
-    writeFileSync(path, Uint8Array.from([0x08, 0x07, 0x12, 0x07, 0x70, 0x79, 0x74, 0x6f, 0x72, 0x63, 0x68, 0, 0, 0, 0, 0]));
+    writeFileSync(
+      path,
+      Uint8Array.from([0x08, 0x07, 0x12, 0x07, 0x70, 0x79, 0x74, 0x6f, 0x72, 0x63, 0x68, 0, 0, 0, 0, 0]),
+    );
     const e = errorOf(() => loadCheckpoint(path));
     expect(e.problem).toBe('not-a-checkpoint');
-    expect(e.message).toMatch(new RegExp(`^checkpoint ${path}: not an onnx-graft checkpoint .*looks like an ONNX model`));
+    expect(e.message).toMatch(
+      new RegExp(`^checkpoint ${path}: not an onnx-graft checkpoint .*looks like an ONNX model`),
+    );
     writeFileSync(path, 'GRAFTCK2 and more bytes than a header has');
     expect(errorOf(() => loadCheckpoint(path)).problem).toBe('not-a-checkpoint');
     // A prefix of the magic is the start of a checkpoint, cut short.
@@ -251,7 +289,9 @@ describe('checkpoint files', () => {
   it('refuses another format version and a missing file', () => {
     const bytes = serializeCheckpoint(ck);
     new DataView(bytes.buffer).setUint32(8, 2, true);
-    expect(errorOf(() => deserializeCheckpoint(bytes, { source: 'x.ck' })).message).toMatch(/^checkpoint x.ck: format version 2; this onnx-graft reads version 1 \(written by a newer onnx-graft\)/);
+    expect(errorOf(() => deserializeCheckpoint(bytes, { source: 'x.ck' })).message).toMatch(
+      /^checkpoint x.ck: format version 2; this onnx-graft reads version 1 \(written by a newer onnx-graft\)/,
+    );
     const missing = join(folder, 'nope.ck');
     expect(errorOf(() => loadCheckpoint(missing)).message).toBe(`checkpoint ${missing}: no such file`);
   });
@@ -274,7 +314,9 @@ describe('checkpoint files', () => {
     const outcomes: string[] = [];
     for (let run = 0; run < 5; run++) {
       const path = join(folder, `killed-${run}.ck`);
-      const proc = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', child(path)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const proc = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', child(path)], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let out = '';
       let stderr = '';
       proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));

@@ -42,7 +42,14 @@ interface Variant {
   split: string[];
 }
 
-const gemm = (w: string, transA: boolean, transB: boolean, dims: [number, number]): Layer => ({ kind: 'gemm', w, bias: `${w}_bias`, transA, transB, dims });
+const gemm = (w: string, transA: boolean, transB: boolean, dims: [number, number]): Layer => ({
+  kind: 'gemm',
+  w,
+  bias: `${w}_bias`,
+  transA,
+  transB,
+  dims,
+});
 
 /** A small first layer, so that the split layers' input gradients are wanted too. */
 const FIRST: Layer[] = [gemm('w0', false, true, [IN, IN]), { kind: 'relu' }];
@@ -50,15 +57,27 @@ const FIRST: Layer[] = [gemm('w0', false, true, [IN, IN]), { kind: 'relu' }];
 const VARIANTS: Variant[] = [
   {
     title: 'Gemm transB=1 (W [N, K], split along N) and transB=0 (W [K, N], split along K)',
-    layers: [...FIRST, gemm('w1', false, true, [HIDDEN, IN]), { kind: 'relu' }, gemm('w2', false, false, [HIDDEN, MID]), { kind: 'relu' }, gemm('w3', false, true, [10, MID])],
+    layers: [
+      ...FIRST,
+      gemm('w1', false, true, [HIDDEN, IN]),
+      { kind: 'relu' },
+      gemm('w2', false, false, [HIDDEN, MID]),
+      { kind: 'relu' },
+      gemm('w3', false, true, [10, MID]),
+    ],
     classes: 10,
     split: ['w1', 'w2'],
   },
   {
     title: 'Gemm with transA=1 on both layouts (A read at an offset, dY through a view)',
     layers: [
-      ...FIRST, gemm('w1', false, true, [HIDDEN, IN]), { kind: 'relu' }, { kind: 'transpose' },
-      gemm('w2', true, false, [HIDDEN, MID]), { kind: 'relu' }, { kind: 'transpose' },
+      ...FIRST,
+      gemm('w1', false, true, [HIDDEN, IN]),
+      { kind: 'relu' },
+      { kind: 'transpose' },
+      gemm('w2', true, false, [HIDDEN, MID]),
+      { kind: 'relu' },
+      { kind: 'transpose' },
       gemm('w3', true, true, [HIDDEN, MID]),
     ],
     classes: HIDDEN,
@@ -66,7 +85,14 @@ const VARIANTS: Variant[] = [
   },
   {
     title: 'MatMul with a shared B (split along K like Gemm transB=0)',
-    layers: [...FIRST, gemm('w1', false, true, [HIDDEN, IN]), { kind: 'relu' }, { kind: 'matmul', w: 'w2', dims: [HIDDEN, MID] }, { kind: 'relu' }, gemm('w3', false, true, [10, MID])],
+    layers: [
+      ...FIRST,
+      gemm('w1', false, true, [HIDDEN, IN]),
+      { kind: 'relu' },
+      { kind: 'matmul', w: 'w2', dims: [HIDDEN, MID] },
+      { kind: 'relu' },
+      gemm('w3', false, true, [10, MID]),
+    ],
     classes: 10,
     split: ['w1', 'w2'],
   },
@@ -93,7 +119,8 @@ function buildGraph(v: Variant, inputDims = [BATCH, IN]): Graph {
   g.outputs = [{ name: h, dtype: 'float32' }];
   // Biases away from zero so few pre-activations sit near a Relu kink.
   for (const [name, init] of g.initializers) {
-    if (name.endsWith('_bias')) init.value = { ...init.value, data: Float32Array.from(init.value.data as Float32Array, (x) => x + 0.1) };
+    if (name.endsWith('_bias'))
+      init.value = { ...init.value, data: Float32Array.from(init.value.data as Float32Array, (x) => x + 0.1) };
   }
   return prepareGraph(g);
 }
@@ -125,8 +152,17 @@ function matmul(x: Mat, y: Mat): Mat {
 }
 
 /** The loss and the gradient of every weight, in float64. */
-function referenceGradients(v: Variant, weights: Map<string, Float32Array>, x: Float32Array, labels: Uint32Array): { loss: number; grads: Map<string, Float64Array> } {
-  const W = (name: string, dims: [number, number]): Mat => ({ data: Float64Array.from(weights.get(name)!), rows: dims[0], cols: dims[1] });
+function referenceGradients(
+  v: Variant,
+  weights: Map<string, Float32Array>,
+  x: Float32Array,
+  labels: Uint32Array,
+): { loss: number; grads: Map<string, Float64Array> } {
+  const W = (name: string, dims: [number, number]): Mat => ({
+    data: Float64Array.from(weights.get(name)!),
+    rows: dims[0],
+    cols: dims[1],
+  });
   const inputs: Mat[] = [];
   let h: Mat = { data: Float64Array.from(x), rows: BATCH, cols: IN };
   for (const layer of v.layers) {
@@ -151,7 +187,8 @@ function referenceGradients(v: Variant, weights: Map<string, Float32Array>, x: F
     const max = Math.max(...row);
     const sum = row.reduce((s, t) => s + Math.exp(t - max), 0);
     loss += max + Math.log(sum) - row[labels[n]];
-    for (let c = 0; c < h.cols; c++) dy[n * h.cols + c] = (Math.exp(row[c] - max) / sum - (c === labels[n] ? 1 : 0)) / h.rows;
+    for (let c = 0; c < h.cols; c++)
+      dy[n * h.cols + c] = (Math.exp(row[c] - max) / sum - (c === labels[n] ? 1 : 0)) / h.rows;
   }
   const grads = new Map<string, Float64Array>();
   let d: Mat = { data: dy, rows: h.rows, cols: h.cols };
@@ -226,7 +263,12 @@ describe('weights larger than one storage binding', () => {
       const blocked = await run(LIMIT);
       expect(whole.blockSteps).toHaveLength(0);
       for (const w of v.split) {
-        expect(blocked.blockSteps.some((s) => s.refs.some((r) => r.view && 'constant' in r && r.constant.key.endsWith(`:${w}`))), `${w} bound in blocks`).toBe(true);
+        expect(
+          blocked.blockSteps.some((s) =>
+            s.refs.some((r) => r.view && 'constant' in r && r.constant.key.endsWith(`:${w}`)),
+          ),
+          `${w} bound in blocks`,
+        ).toBe(true);
       }
       const ref = referenceGradients(v, whole.initial, x, labels);
       expect(Math.abs(blocked.loss - ref.loss)).toBeLessThan(1e-5);
@@ -275,7 +317,12 @@ describe('weights larger than one storage binding', () => {
           gpu.upload(param, randomFloat32Array(size, 40 + k));
           return { param, grad };
         });
-        const bindings: ParamBinding[] = sizes.map((size, k) => ({ name: `t${k}`, size, ...buffers[k], maxBindingBytes }));
+        const bindings: ParamBinding[] = sizes.map((size, k) => ({
+          name: `t${k}`,
+          size,
+          ...buffers[k],
+          maxBindingBytes,
+        }));
         for (let s = 1; s <= 3; s++) {
           sizes.forEach((size, k) => gpu.upload(buffers[k].grad, randomFloat32Array(size, 100 * s + k)));
           const encoder = gpu.device.createCommandEncoder();
@@ -297,13 +344,15 @@ describe('weights larger than one storage binding', () => {
       // Σg² of the last step's gradients in float64: both norms against it.
       let sum = 0;
       sizes.forEach((size, k) => randomFloat32Array(size, 300 + k).forEach((g) => (sum += g * g)));
-      for (const r of [whole, chunked]) expect(Math.abs(r.norm.norm - Math.sqrt(sum)) / Math.sqrt(sum)).toBeLessThan(1e-5);
+      for (const r of [whole, chunked])
+        expect(Math.abs(r.norm.norm - Math.sqrt(sum)) / Math.sqrt(sum)).toBeLessThan(1e-5);
       const exact = config.clipNorm === undefined; // clipping: the norm's summation order differs
       sizes.forEach((_, k) => {
         if (exact) expect(chunked.params[k], `${config.type} t${k}`).toEqual(whole.params[k]);
         else expect(relL2(chunked.params[k], whole.params[k])).toBeLessThan(1e-6);
         for (const [slot, data] of Object.entries(whole.state.slots.get(`t${k}`)!)) {
-          if (exact) expect(chunked.state.slots.get(`t${k}`)![slot as 'exp_avg'], `${config.type} t${k} ${slot}`).toEqual(data);
+          if (exact)
+            expect(chunked.state.slots.get(`t${k}`)![slot as 'exp_avg'], `${config.type} t${k} ${slot}`).toEqual(data);
           else expect(relL2(chunked.state.slots.get(`t${k}`)![slot as 'exp_avg']!, data!)).toBeLessThan(1e-6);
         }
       });
@@ -312,10 +361,15 @@ describe('weights larger than one storage binding', () => {
 
   it('refuses what cannot be split, naming the value or weight, the node and the sizes', async () => {
     // An activation over the limit: bound whole by its Gemm.
-    const wide = buildGraph({ title: '', layers: [gemm('w1', false, true, [30, 20])], classes: 30, split: [] }, [40, 20]);
+    const wide = buildGraph(
+      { title: '', layers: [gemm('w1', false, true, [30, 20])], classes: 30, split: [] },
+      [40, 20],
+    );
     const constants = new ConstantStore(gpu);
     const activation = TrainingPlan.create(gpu, wide, { constants, maxBindingBytes: 4096 });
-    await expect(activation).rejects.toThrow(/node 'fc0' \(Gemm\): value 'fc0_output' takes 4800 bytes, over the binding limit of 4096 bytes \(maxBindingBytes; the device allows \d+\), and this step binds it whole/);
+    await expect(activation).rejects.toThrow(
+      /node 'fc0' \(Gemm\): value 'fc0_output' takes 4800 bytes, over the binding limit of 4096 bytes \(maxBindingBytes; the device allows \d+\), and this step binds it whole/,
+    );
     await expect(activation).rejects.toBeInstanceOf(ModelError);
     // A weight whose 64-row blocks (37 floats a row) already exceed the limit.
     const narrow = buildGraph(VARIANTS[0]);

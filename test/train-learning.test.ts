@@ -56,7 +56,8 @@ const CASES: Record<LightModel, Case> = {
  * on this one (the exact error plan creation throws). Where `applies` is false (a device with a
  * larger limit) the model trains like the others. Never a silent skip. None at present.
  */
-const EXCLUDED: Partial<Record<LightModel, { reason: string; applies: (gpu: GpuContext) => boolean; error: string }>> = {};
+const EXCLUDED: Partial<Record<LightModel, { reason: string; applies: (gpu: GpuContext) => boolean; error: string }>> =
+  {};
 
 function loadLight(name: LightModel): Graph {
   const file = lightModelPath(name);
@@ -95,13 +96,24 @@ describe('full fine-tuning of each light topology on one fixed batch', () => {
         const { graph: adapted } = adaptToInputSize(graph, c.size);
         const images = new Float32Array(c.batch * 3 * c.size * c.size);
         const started = Date.now();
-        await expect(fit(gpu, adapted, () => [{ images, labels: new Uint32Array(c.batch), size: c.batch }], { epochs: 1, optimizer: c.optimizer, dropout: false }))
-          .rejects.toThrow(excluded.error);
-        console.log(`${name}: EXCLUDED on this device (maxStorageBufferBindingSize ${gpu.device.limits.maxStorageBufferBindingSize}): ${excluded.reason}; plan creation still throws "${excluded.error} …" (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+        await expect(
+          fit(gpu, adapted, () => [{ images, labels: new Uint32Array(c.batch), size: c.batch }], {
+            epochs: 1,
+            optimizer: c.optimizer,
+            dropout: false,
+          }),
+        ).rejects.toThrow(excluded.error);
+        console.log(
+          `${name}: EXCLUDED on this device (maxStorageBufferBindingSize ${gpu.device.limits.maxStorageBufferBindingSize}): ${excluded.reason}; plan creation still throws "${excluded.error} …" (${((Date.now() - started) / 1000).toFixed(1)} s)`,
+        );
       }, 300_000);
       continue;
     }
-    it(`${name}: loss on one fixed batch down ≥ 90% within ${STEPS} steps at ${c.size}×${c.size}`, () => train(gpu, name, c), 300_000);
+    it(
+      `${name}: loss on one fixed batch down ≥ 90% within ${STEPS} steps at ${c.size}×${c.size}`,
+      () => train(gpu, name, c),
+      300_000,
+    );
   }
 });
 
@@ -115,8 +127,14 @@ async function train(gpu: GpuContext, name: LightModel, c: Case): Promise<void> 
   const graph = prepared(name, c.size);
   // Every weight trains: the float initializers that do not are BN running statistics and the
   // adaptive pools' averaging matrices (constants, not weights).
-  const constants = new Set(graph.nodes.flatMap((n) => (n.opType === 'BatchNormalization' ? n.inputs.slice(3) : n.opType === 'MatMul' ? [n.inputs[1]] : [])));
-  const frozen = [...graph.initializers.values()].filter((i) => i.value.dtype === 'float32' && !i.trainable && !constants.has(i.name));
+  const constants = new Set(
+    graph.nodes.flatMap((n) =>
+      n.opType === 'BatchNormalization' ? n.inputs.slice(3) : n.opType === 'MatMul' ? [n.inputs[1]] : [],
+    ),
+  );
+  const frozen = [...graph.initializers.values()].filter(
+    (i) => i.value.dtype === 'float32' && !i.trainable && !constants.has(i.name),
+  );
   expect(frozen.map((i) => i.name)).toEqual([]);
   const rng = mulberry32(3);
   const labels = Uint32Array.from({ length: c.batch }, () => Math.floor(rng() * 1000));
@@ -127,7 +145,11 @@ async function train(gpu: GpuContext, name: LightModel, c: Case): Promise<void> 
   const started = Date.now();
   const stop = new AbortController();
   const { trainer } = await fit(gpu, graph, () => [batch], {
-    epochs: STEPS, optimizer: c.optimizer, dropout: false, featureCache: false, signal: stop.signal,
+    epochs: STEPS,
+    optimizer: c.optimizer,
+    dropout: false,
+    featureCache: false,
+    signal: stop.signal,
     callbacks: {
       onStep: (s) => {
         losses.push(s.loss);

@@ -86,7 +86,12 @@ describe('softmax cross-entropy kernels', () => {
     }
   }
 
-  function expectMatches(stats: LossStats, dlogits: Float32Array, ref: ReturnType<typeof crossEntropyReference>, checkGrad = true) {
+  function expectMatches(
+    stats: LossStats,
+    dlogits: Float32Array,
+    ref: ReturnType<typeof crossEntropyReference>,
+    checkGrad = true,
+  ) {
     expect(Math.abs(stats.loss - ref.loss)).toBeLessThanOrEqual(1e-5 * Math.abs(ref.loss) + 1e-6);
     expect(stats.top1).toBe(ref.top1);
     expect(stats.top5).toBe(ref.top5);
@@ -108,7 +113,8 @@ describe('softmax cross-entropy kernels', () => {
     const ref = crossEntropyReference(logits, labels, batch, classes);
     expectMatches(stats, dlogits, ref);
     expect(stats.batch).toBe(batch);
-    for (let n = 0; n < batch; n++) expect(Math.abs(rowLosses[n] - ref.rowLoss[n])).toBeLessThan(1e-5 * ref.rowLoss[n] + 1e-6);
+    for (let n = 0; n < batch; n++)
+      expect(Math.abs(rowLosses[n] - ref.rowLoss[n])).toBeLessThan(1e-5 * ref.rowLoss[n] + 1e-6);
   });
 
   it('applies label smoothing (ε = 0.1) over 130 samples × 37 classes', async () => {
@@ -195,7 +201,11 @@ describe('softmax cross-entropy kernels', () => {
     expect(e.message).toMatch(/^epoch 1, batch 4: label 10 of sample 3 .*outside \[0, 10\).*0…9.*2 of 6 labels/);
 
     // A -1 "ignore" label alone: named as such.
-    const minusOne = await checked({ batch: 2, classes }, logits.subarray(0, 2 * classes), new Uint32Array([0xffffffff, 1]));
+    const minusOne = await checked(
+      { batch: 2, classes },
+      logits.subarray(0, 2 * classes),
+      new Uint32Array([0xffffffff, 1]),
+    );
     expect((minusOne as Error).message).toMatch(/label 4294967295 \(-1 as a signed integer\) of sample 0/);
   });
 
@@ -219,7 +229,12 @@ describe('softmax cross-entropy kernels', () => {
     expect(overflow).toBeInstanceOf(NonFiniteLossError);
   });
 
-  async function checked(options: CrossEntropyOptions, logits: Float32Array, labels: Uint32Array, where?: string): Promise<unknown> {
+  async function checked(
+    options: CrossEntropyOptions,
+    logits: Float32Array,
+    labels: Uint32Array,
+    where?: string,
+  ): Promise<unknown> {
     const logitsBuffer = gpu.createBuffer('logits', logits.byteLength, storage());
     const labelsBuffer = gpu.createBuffer('labels', labels.byteLength, storage());
     const dlogitsBuffer = gpu.createBuffer('dlogits', logits.byteLength, storage());
@@ -246,9 +261,19 @@ describe('softmax cross-entropy kernels', () => {
 
   it('refuses bad options with a clear message', async () => {
     const b = gpu.createBuffer('x', 64, storage());
-    await expect(prepareCrossEntropy(gpu, { batch: 0, classes: 10 }, { logits: { buffer: b }, labels: { buffer: b } })).rejects.toThrow(/batch must be a positive integer/);
-    await expect(prepareCrossEntropy(gpu, { batch: 2, classes: 10, labelSmoothing: 1.5 }, { logits: { buffer: b }, labels: { buffer: b } })).rejects.toThrow(/labelSmoothing/);
-    await expect(prepareCrossEntropy(gpu, { batch: 2, classes: 10 }, { logits: { buffer: b }, labels: { buffer: b } })).rejects.toThrow(/dlogits buffer is required/);
+    await expect(
+      prepareCrossEntropy(gpu, { batch: 0, classes: 10 }, { logits: { buffer: b }, labels: { buffer: b } }),
+    ).rejects.toThrow(/batch must be a positive integer/);
+    await expect(
+      prepareCrossEntropy(
+        gpu,
+        { batch: 2, classes: 10, labelSmoothing: 1.5 },
+        { logits: { buffer: b }, labels: { buffer: b } },
+      ),
+    ).rejects.toThrow(/labelSmoothing/);
+    await expect(
+      prepareCrossEntropy(gpu, { batch: 2, classes: 10 }, { logits: { buffer: b }, labels: { buffer: b } }),
+    ).rejects.toThrow(/dlogits buffer is required/);
     b.destroy();
   });
 });

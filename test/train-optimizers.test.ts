@@ -29,7 +29,14 @@ interface RefTensor {
 
 function refTensor(initial: Float32Array, lrScale: number, weightDecay: number): RefTensor {
   const n = initial.length;
-  return { p: Float64Array.from(initial), buf: new Float64Array(n), m: new Float64Array(n), v: new Float64Array(n), lrScale, weightDecay };
+  return {
+    p: Float64Array.from(initial),
+    buf: new Float64Array(n),
+    m: new Float64Array(n),
+    v: new Float64Array(n),
+    lrScale,
+    weightDecay,
+  };
 }
 
 /** clip_grad_norm_: total = ‖all grads‖₂, coefficient min(1, max/(total + 1e-6)). */
@@ -40,7 +47,14 @@ function refClip(grads: Float32Array[], clipNorm: number | null): { norm: number
   return { norm, scale: clipNorm === null ? 1 : Math.min(1, clipNorm / (norm + 1e-6)) };
 }
 
-function refStep(c: ResolvedOptimizerConfig, t: RefTensor, grad: Float32Array, scale: number, step: number, baseLr: number): void {
+function refStep(
+  c: ResolvedOptimizerConfig,
+  t: RefTensor,
+  grad: Float32Array,
+  scale: number,
+  step: number,
+  baseLr: number,
+): void {
   const lr = baseLr * t.lrScale;
   const wd = t.weightDecay;
   for (let i = 0; i < t.p.length; i++) {
@@ -71,7 +85,8 @@ function relativeError(got: ArrayLike<number>, want: ArrayLike<number>): number 
   for (let i = 0; i < want.length; i++) ss += want[i] * want[i];
   const floor = 0.1 * Math.sqrt(ss / want.length) || 1e-30;
   let worst = 0;
-  for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]) / Math.max(Math.abs(want[i]), floor));
+  for (let i = 0; i < want.length; i++)
+    worst = Math.max(worst, Math.abs(got[i] - want[i]) / Math.max(Math.abs(want[i]), floor));
   return worst;
 }
 
@@ -121,12 +136,18 @@ describe('optimizers on the GPU', () => {
    * Runs `steps` steps on the GPU and in the reference; returns the worst relative errors of the
    * parameters and of the optimizer state, and the last gradient norms of both.
    */
-  async function compare(config: OptimizerConfig, specs: TensorSpec[], opts: { steps?: number; seed?: number; gradScale?: number } = {}) {
+  async function compare(
+    config: OptimizerConfig,
+    specs: TensorSpec[],
+    opts: { steps?: number; seed?: number; gradScale?: number } = {},
+  ) {
     const { steps = 5, seed = 1, gradScale = 1 } = opts;
     const resolved = resolveConfig(config);
     const optimizer = await createOptimizer(gpu, config);
     const tensors = makeTensors(specs, seed);
-    const refs = tensors.map((t) => refTensor(t.initial, t.spec.lrScale ?? 1, t.spec.weightDecay ?? resolved.weightDecay));
+    const refs = tensors.map((t) =>
+      refTensor(t.initial, t.spec.lrScale ?? 1, t.spec.weightDecay ?? resolved.weightDecay),
+    );
     const bindings: ParamBinding[] = tensors.map((t) => ({
       name: t.spec.name,
       param: t.param,
@@ -328,13 +349,21 @@ describe('optimizers on the GPU', () => {
     expect(() => opt.step([binding], encoder)).toThrow(/twice with one command encoder/);
     gpu.device.queue.submit([encoder.finish()]);
     expect(() => opt.step([{ ...binding, size: 12 }], gpu.device.createCommandEncoder())).toThrow(OptimizerError);
-    expect(() => opt.step([{ ...binding, size: 12 }], gpu.device.createCommandEncoder())).toThrow(/'w' has 12 elements but the optimizer's state for it has 10/);
+    expect(() => opt.step([{ ...binding, size: 12 }], gpu.device.createCommandEncoder())).toThrow(
+      /'w' has 12 elements but the optimizer's state for it has 10/,
+    );
     expect(() => opt.step([binding, binding], gpu.device.createCommandEncoder())).toThrow(/appears twice/);
-    expect(() => opt.step([{ ...binding, name: 'x', size: 11 }], gpu.device.createCommandEncoder())).toThrow(/do not fit its param buffer/);
-    expect(() => opt.step([{ ...binding, grad: t.param }], gpu.device.createCommandEncoder())).toThrow(/different buffers/);
+    expect(() => opt.step([{ ...binding, name: 'x', size: 11 }], gpu.device.createCommandEncoder())).toThrow(
+      /do not fit its param buffer/,
+    );
+    expect(() => opt.step([{ ...binding, grad: t.param }], gpu.device.createCommandEncoder())).toThrow(
+      /different buffers/,
+    );
     const sgd = await createOptimizer(gpu, { type: 'sgd', lr: 0.1, momentum: 0.9 });
     const adamState = await opt.state();
-    expect(() => sgd.loadState({ ...adamState, type: 'sgd' })).toThrow(/holds \[exp_avg, exp_avg_sq\] but sgd-momentum keeps \[momentum_buffer\]/);
+    expect(() => sgd.loadState({ ...adamState, type: 'sgd' })).toThrow(
+      /holds \[exp_avg, exp_avg_sq\] but sgd-momentum keeps \[momentum_buffer\]/,
+    );
     expect(() => sgd.loadState(adamState)).toThrow(/state is for 'adam', this optimizer is 'sgd'/);
     opt.dispose();
     sgd.dispose();

@@ -2,7 +2,8 @@
 import { describe, expect, it } from 'vitest';
 import { createSchedule, scheduleFromJson, ScheduleError, type ScheduleSpec } from '../src/train/schedules.ts';
 
-const close = (got: number, want: number) => expect(Math.abs(got - want)).toBeLessThanOrEqual(1e-15 * Math.max(1, Math.abs(want)));
+const close = (got: number, want: number) =>
+  expect(Math.abs(got - want)).toBeLessThanOrEqual(1e-15 * Math.max(1, Math.abs(want)));
 
 describe('learning-rate schedules', () => {
   it('constant', () => {
@@ -45,7 +46,13 @@ describe('learning-rate schedules', () => {
 
   it('linear warm-up, then the main schedule counted from the end of the warm-up', () => {
     // Warm-up over 10 steps from 0.2·lr: factor 0.2 + 0.8·s/10.
-    const spec: ScheduleSpec = { type: 'cosine', lr: 0.4, minLr: 0, totalSteps: 100, warmup: { steps: 10, startFactor: 0.2 } };
+    const spec: ScheduleSpec = {
+      type: 'cosine',
+      lr: 0.4,
+      minLr: 0,
+      totalSteps: 100,
+      warmup: { steps: 10, startFactor: 0.2 },
+    };
     const s = createSchedule(spec);
     close(s.lrAt(0), 0.4 * 0.2);
     close(s.lrAt(5), 0.4 * (0.2 + 0.8 * 0.5));
@@ -69,7 +76,13 @@ describe('learning-rate schedules', () => {
   });
 
   it('round-trips through JSON (what a checkpoint stores)', () => {
-    const s = createSchedule({ type: 'multistep', lr: 0.1, milestones: [3, 7], gamma: 0.1, warmup: { steps: 2, startFactor: 0.5 } });
+    const s = createSchedule({
+      type: 'multistep',
+      lr: 0.1,
+      milestones: [3, 7],
+      gamma: 0.1,
+      warmup: { steps: 2, startFactor: 0.5 },
+    });
     const back = scheduleFromJson(JSON.parse(JSON.stringify(s)));
     for (let step = 0; step < 12; step++) expect(back.lrAt(step)).toBe(s.lrAt(step));
     expect(back.spec).toEqual(s.spec);
@@ -77,11 +90,17 @@ describe('learning-rate schedules', () => {
 
   it('refuses bad specs and steps with messages naming the field', () => {
     expect(() => createSchedule({ type: 'poly' } as unknown as ScheduleSpec)).toThrow(/unknown schedule type 'poly'/);
-    expect(() => createSchedule({ type: 'step', lr: 0.1, stepSize: 0, gamma: 0.1 })).toThrow(/stepSize must be a positive integer/);
-    expect(() => createSchedule({ type: 'cosine', lr: 0.1, totalSteps: 10, minLr: 0.2 })).toThrow(/minLr must be in \[0, lr = 0.1\]/);
+    expect(() => createSchedule({ type: 'step', lr: 0.1, stepSize: 0, gamma: 0.1 })).toThrow(
+      /stepSize must be a positive integer/,
+    );
+    expect(() => createSchedule({ type: 'cosine', lr: 0.1, totalSteps: 10, minLr: 0.2 })).toThrow(
+      /minLr must be in \[0, lr = 0.1\]/,
+    );
     expect(() => createSchedule({ type: 'multistep', lr: 0.1, milestones: [5, 3], gamma: 0.1 })).toThrow(/ascending/);
     expect(() => createSchedule({ type: 'constant', lr: Number.NaN })).toThrow(/lr must be/);
-    expect(() => createSchedule({ type: 'constant', lr: 1, warmup: { steps: 2, startFactor: 2 } })).toThrow(/startFactor/);
+    expect(() => createSchedule({ type: 'constant', lr: 1, warmup: { steps: 2, startFactor: 2 } })).toThrow(
+      /startFactor/,
+    );
     expect(() => scheduleFromJson(null)).toThrow(ScheduleError);
     const s = createSchedule({ type: 'constant', lr: 1 });
     expect(() => s.lrAt(-1)).toThrow(/step must be an integer ≥ 0/);

@@ -8,10 +8,23 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { buildArchitecture, type ArchitectureName } from '../src/graph/architectures/index.ts';
 import type { Graph, Node } from '../src/graph/ir.ts';
 import {
-  cutPoints, graft, headOf, includeTop, removeTop, setBatchSize, transfer, type TransferSummary,
+  cutPoints,
+  graft,
+  headOf,
+  includeTop,
+  removeTop,
+  setBatchSize,
+  transfer,
+  type TransferSummary,
 } from '../src/graph/surgery/index.ts';
 import { isFloatType, sizeOf } from '../src/graph/tensor.ts';
-import { preprocessPreset, readLabels, readPreprocess, writeLabels, writePreprocess } from '../src/graph/model-metadata.ts';
+import {
+  preprocessPreset,
+  readLabels,
+  readPreprocess,
+  writeLabels,
+  writePreprocess,
+} from '../src/graph/model-metadata.ts';
 import { loadModelFile } from '../src/node/files.ts';
 import { lightModelPath, type LightModel } from './helpers/models.ts';
 import { maxAbsDiff, nodesBehind, normals, randomizeWeights, runOrt, type Outputs } from './helpers/surgery-support.ts';
@@ -36,13 +49,16 @@ const LARGE = new Set(['vgg19', 'vgg16', 'alexnet']);
 /** Elements of the float initializers `nodes` read, each once. */
 function floatsRead(graph: Graph, nodes: Node[]): number {
   const names = new Set<string>();
-  for (const n of nodes) for (const i of n.inputs) if (graph.initializers.get(i) && isFloatType(graph.initializers.get(i)!.value.dtype)) names.add(i);
+  for (const n of nodes)
+    for (const i of n.inputs)
+      if (graph.initializers.get(i) && isFloatType(graph.initializers.get(i)!.value.dtype)) names.add(i);
   return [...names].reduce((s, n) => s + sizeOf(graph.initializers.get(n)!.value.dims), 0);
 }
 
 function floatTotal(graph: Graph, filter: (trainable: boolean) => boolean = () => true): number {
   let s = 0;
-  for (const i of graph.initializers.values()) if (isFloatType(i.value.dtype) && filter(i.trainable)) s += sizeOf(i.value.dims);
+  for (const i of graph.initializers.values())
+    if (isFloatType(i.value.dtype) && filter(i.trainable)) s += sizeOf(i.value.dims);
   return s;
 }
 
@@ -88,7 +104,13 @@ function softmax(z: number[]): number[] {
 }
 
 /** GlobalAveragePool → Gemm(W [classes, C], b) → optional Softmax, for batch 1. */
-function denseHead(features: Float32Array, channels: number, w: Float32Array, b: Float32Array, withSoftmax: boolean): number[] {
+function denseHead(
+  features: Float32Array,
+  channels: number,
+  w: Float32Array,
+  b: Float32Array,
+  withSoftmax: boolean,
+): number[] {
   const spatial = features.length / channels;
   const pooled = Array.from({ length: channels }, (_, c) => {
     let s = 0;
@@ -144,7 +166,12 @@ describe.each(Object.keys(LIGHT))('light %s', (model) => {
       1: transfer(original, { case: 1, classes: CLASSES, seed: 1 }),
       2: transfer(original, { case: 2, classes: CLASSES, seed: 2 }),
       3: transfer(original, { case: 3, classes: CLASSES, seed: 3 }),
-      4: transfer(original, { case: 4, classes: CLASSES, seed: 4, reinitialize: !LARGE.has(model.replace('bvlc_', '')) }),
+      4: transfer(original, {
+        case: 4,
+        classes: CLASSES,
+        seed: 4,
+        reinitialize: !LARGE.has(model.replace('bvlc_', '')),
+      }),
     };
     reference = await runOrt(original, input, [spec.features, cases[2].summary.cutPoint, cases[3].summary.cutPoint]);
   });
@@ -184,7 +211,9 @@ describe.each(Object.keys(LIGHT))('light %s', (model) => {
     expect(maxAbsDiff(out[summary.cutPoint].data, reference[summary.cutPoint].data)).toBeLessThanOrEqual(1e-6);
     const channels = original.values.get(summary.cutPoint)!.shape![1] as number;
     const [w, b] = summary.newWeights.map((n) => weight(graph, n));
-    expect(maxAbsDiff(out[summary.output].data, denseHead(reference[summary.cutPoint].data, channels, w, b, true))).toBeLessThanOrEqual(1e-5);
+    expect(
+      maxAbsDiff(out[summary.output].data, denseHead(reference[summary.cutPoint].data, channels, w, b, true)),
+    ).toBeLessThanOrEqual(1e-5);
   });
 
   it('case 3: only the last layer is new, everything trains; the rest matches the original', async () => {
@@ -201,23 +230,27 @@ describe.each(Object.keys(LIGHT))('light %s', (model) => {
     expect(maxAbsDiff(out[summary.output].data, expected)).toBeLessThanOrEqual(1e-5);
   });
 
-  it('case 4: like case 3, every weight trainable' + (LARGE.has(model.replace('bvlc_', '')) ? '' : ' and re-initialised'), async () => {
-    const { graph, summary } = cases[4];
-    checkSummary(summary, graph, expectedCounts(original, 4, undefined));
-    if (!LARGE.has(model.replace('bvlc_', ''))) {
-      const conv = original.nodes.find((n) => n.opType === 'Conv')!;
-      expect(maxAbsDiff(weight(graph, conv.inputs[1]), weight(original, conv.inputs[1]))).toBeGreaterThan(0.01);
-      for (const n of graph.nodes.filter((n) => n.opType === 'BatchNormalization')) {
-        expect([...weight(graph, n.inputs[1])].every((v) => v === 1)).toBe(true);
-        expect([...weight(graph, n.inputs[4])].every((v) => v === 1)).toBe(true);
+  it(
+    'case 4: like case 3, every weight trainable' +
+      (LARGE.has(model.replace('bvlc_', '')) ? '' : ' and re-initialised'),
+    async () => {
+      const { graph, summary } = cases[4];
+      checkSummary(summary, graph, expectedCounts(original, 4, undefined));
+      if (!LARGE.has(model.replace('bvlc_', ''))) {
+        const conv = original.nodes.find((n) => n.opType === 'Conv')!;
+        expect(maxAbsDiff(weight(graph, conv.inputs[1]), weight(original, conv.inputs[1]))).toBeGreaterThan(0.01);
+        for (const n of graph.nodes.filter((n) => n.opType === 'BatchNormalization')) {
+          expect([...weight(graph, n.inputs[1])].every((v) => v === 1)).toBe(true);
+          expect([...weight(graph, n.inputs[4])].every((v) => v === 1)).toBe(true);
+        }
       }
-    }
-    if (LARGE.has(model.replace('bvlc_', ''))) return; // case 3 already ran the same graph shape
-    const out = await runOrt(graph, input);
-    const y = out[summary.output].data;
-    expect(y.length).toBe(CLASSES);
-    expect([...y].every(Number.isFinite)).toBe(true);
-  });
+      if (LARGE.has(model.replace('bvlc_', ''))) return; // case 3 already ran the same graph shape
+      const out = await runOrt(graph, input);
+      const y = out[summary.output].data;
+      expect(y.length).toBe(CLASSES);
+      expect([...y].every(Number.isFinite)).toBe(true);
+    },
+  );
 
   it('include_top=False + avg pooling + a 5-class head gives N×5 at batch 2', async () => {
     const top = includeTop(original, false);
@@ -233,7 +266,10 @@ describe.each(Object.keys(LIGHT))('light %s', (model) => {
     const out = await runOrt(batch2, both, [spec.features]);
     expect(out[grafted.output].dims).toEqual([2, CLASSES]);
     const y = out[grafted.output].data;
-    for (let r = 0; r < 2; r++) expect(y[r * CLASSES] + y[r * CLASSES + 1] + y[r * CLASSES + 2] + y[r * CLASSES + 3] + y[r * CLASSES + 4]).toBeCloseTo(1, 5);
+    for (let r = 0; r < 2; r++)
+      expect(
+        y[r * CLASSES] + y[r * CLASSES + 1] + y[r * CLASSES + 2] + y[r * CLASSES + 3] + y[r * CLASSES + 4],
+      ).toBeCloseTo(1, 5);
     const first = out[spec.features].data.subarray(0, reference[spec.features].data.length);
     expect(maxAbsDiff(first, reference[spec.features].data)).toBeLessThanOrEqual(1e-5);
   });
@@ -244,25 +280,72 @@ describe.each(Object.keys(LIGHT))('light %s', (model) => {
     expect(original.initializers.get(spec.classifier)!.value.dims[0]).toBe(1000);
     // Only BatchNormalization running statistics are not trainable, as loaded.
     let stats = 0;
-    for (const n of original.nodes.filter((n) => n.opType === 'BatchNormalization')) stats += sizeOf(original.initializers.get(n.inputs[3])!.value.dims) * 2;
+    for (const n of original.nodes.filter((n) => n.opType === 'BatchNormalization'))
+      stats += sizeOf(original.initializers.get(n.inputs[3])!.value.dims) * 2;
     expect(floatTotal(original, (t) => !t)).toBe(stats);
   });
 });
 
 const OUTPUTS: Record<string, string> = {
-  bvlc_alexnet: 'prob_1', vgg19: 'prob_1', inception_v1: 'prob_1', resnet50: 'gpu_0/softmax_1', squeezenet: 'softmaxout_1',
+  bvlc_alexnet: 'prob_1',
+  vgg19: 'prob_1',
+  inception_v1: 'prob_1',
+  resnet50: 'gpu_0/softmax_1',
+  squeezenet: 'softmaxout_1',
 };
 
 // ─── architecture builders ─────────────────────────────────────────────────────────────────
 
 /** Small inputs keep onnxruntime quick; AlexNet and VGG then pool adaptively with MatMuls. */
-const BUILDERS: { name: ArchitectureName; inputSize: number; features: string; channels: number; classifier: string }[] = [
-  { name: 'alexnet', inputSize: 63, features: '/features/features.12/MaxPool_output_0', channels: 256, classifier: 'classifier.6.weight' },
-  { name: 'vgg16', inputSize: 32, features: '/features/features.30/MaxPool_output_0', channels: 512, classifier: 'classifier.6.weight' },
-  { name: 'vgg19', inputSize: 32, features: '/features/features.36/MaxPool_output_0', channels: 512, classifier: 'classifier.6.weight' },
-  { name: 'googlenet', inputSize: 64, features: '/inception5b/Concat_output_0', channels: 1024, classifier: 'fc.weight' },
-  { name: 'inception_v3', inputSize: 96, features: '/Mixed_7c/Concat_2_output_0', channels: 2048, classifier: 'fc.weight' },
-  { name: 'resnet50', inputSize: 64, features: '/layer4/layer4.2/relu_2/Relu_output_0', channels: 2048, classifier: 'fc.weight' },
+const BUILDERS: {
+  name: ArchitectureName;
+  inputSize: number;
+  features: string;
+  channels: number;
+  classifier: string;
+}[] = [
+  {
+    name: 'alexnet',
+    inputSize: 63,
+    features: '/features/features.12/MaxPool_output_0',
+    channels: 256,
+    classifier: 'classifier.6.weight',
+  },
+  {
+    name: 'vgg16',
+    inputSize: 32,
+    features: '/features/features.30/MaxPool_output_0',
+    channels: 512,
+    classifier: 'classifier.6.weight',
+  },
+  {
+    name: 'vgg19',
+    inputSize: 32,
+    features: '/features/features.36/MaxPool_output_0',
+    channels: 512,
+    classifier: 'classifier.6.weight',
+  },
+  {
+    name: 'googlenet',
+    inputSize: 64,
+    features: '/inception5b/Concat_output_0',
+    channels: 1024,
+    classifier: 'fc.weight',
+  },
+  {
+    name: 'inception_v3',
+    inputSize: 96,
+    features: '/Mixed_7c/Concat_2_output_0',
+    channels: 2048,
+    classifier: 'fc.weight',
+  },
+  {
+    name: 'resnet50',
+    inputSize: 64,
+    features: '/layer4/layer4.2/relu_2/Relu_output_0',
+    channels: 2048,
+    classifier: 'fc.weight',
+  },
 ];
 
 describe.each(BUILDERS)('builder $name', ({ name, inputSize, features, channels, classifier }) => {
@@ -297,7 +380,12 @@ describe.each(BUILDERS)('builder $name', ({ name, inputSize, features, channels,
   });
 
   it.each([1, 2, 3, 4] as const)('case %i gives the expected trainable and frozen counts and runs', async (c) => {
-    const { graph, summary } = transfer(built, { case: c, classes: CLASSES, seed: c, reinitialize: c === 4 && !LARGE.has(name) });
+    const { graph, summary } = transfer(built, {
+      case: c,
+      classes: CLASSES,
+      seed: c,
+      reinitialize: c === 4 && !LARGE.has(name),
+    });
     checkSummary(summary, graph, expectedCounts(built, c, c === 1 ? features : c === 2 ? summary.cutPoint : undefined));
     if (c === 1) expect(summary.cutPoint).toBe(features);
     expect(graph.values.get(summary.output)!.shape).toEqual([2, CLASSES]);
@@ -339,11 +427,12 @@ describe('transfer pooling (cases 1 and 2)', () => {
     const transB = dense.attributes.transB?.type === 'int' && dense.attributes.transB.value !== 0;
     const per = c * h * w;
     const logits = new Float64Array(2 * 3);
-    for (let n = 0; n < 2; n++) for (let k = 0; k < 3; k++) {
-      let s = bias ? bias[k] : 0;
-      for (let f = 0; f < per; f++) s += features[n * per + f] * wData[transB ? k * per + f : f * 3 + k];
-      logits[n * 3 + k] = s;
-    }
+    for (let n = 0; n < 2; n++)
+      for (let k = 0; k < 3; k++) {
+        let s = bias ? bias[k] : 0;
+        for (let f = 0; f < per; f++) s += features[n * per + f] * wData[transB ? k * per + f : f * 3 + k];
+        logits[n * 3 + k] = s;
+      }
     const got = out[summary.output].data;
     const expected = summary.output === dense.outputs[0] ? [...logits] : softmaxRows([...logits], 3);
     expect(maxAbsDiff(got, expected)).toBeLessThan(1e-4);
@@ -351,8 +440,12 @@ describe('transfer pooling (cases 1 and 2)', () => {
   });
 
   it('refuses pooling for cases 3 and 4 and values outside avg, max, flatten', () => {
-    expect(() => transfer(source(), { case: 3, classes: 3, seed: 1, pooling: 'flatten' })).toThrow(/pooling applies to cases 1 and 2/);
-    expect(() => transfer(source(), { case: 1, classes: 3, seed: 1, pooling: 'sum' as never })).toThrow(/'avg', 'max' or 'flatten'/);
+    expect(() => transfer(source(), { case: 3, classes: 3, seed: 1, pooling: 'flatten' })).toThrow(
+      /pooling applies to cases 1 and 2/,
+    );
+    expect(() => transfer(source(), { case: 1, classes: 3, seed: 1, pooling: 'sum' as never })).toThrow(
+      /'avg', 'max' or 'flatten'/,
+    );
   });
 });
 

@@ -18,7 +18,10 @@ export interface ParsedArgs {
   positional: string[];
 }
 
-export function parseArgs(argv: string[], spec: { flags?: string[]; options?: string[]; positional: number | [number, number]; usage: string }): ParsedArgs {
+export function parseArgs(
+  argv: string[],
+  spec: { flags?: string[]; options?: string[]; positional: number | [number, number]; usage: string },
+): ParsedArgs {
   const flags: Record<string, boolean> = {};
   const options: Record<string, string | undefined> = {};
   const positional: string[] = [];
@@ -35,6 +38,9 @@ export function parseArgs(argv: string[], spec: { flags?: string[]; options?: st
     } else positional.push(a);
   }
   const [min, max] = Array.isArray(spec.positional) ? spec.positional : [spec.positional, spec.positional];
-  if (positional.length < min || positional.length > max) throw new UsageError(`expected ${min === max ? min : `${min}–${max}`} argument(s), got ${positional.length}\nusage: ${spec.usage}`);
+  if (positional.length < min || positional.length > max)
+    throw new UsageError(
+      `expected ${min === max ? min : `${min}–${max}`} argument(s), got ${positional.length}\nusage: ${spec.usage}`,
+    );
   return { flags, options, positional };
 }

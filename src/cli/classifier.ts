@@ -14,8 +14,15 @@ export interface Classifier {
   dispose(): void;
 }
 
-export async function openClassifier(graph: Graph, file: string, gpu: GpuContext, chunk: number, size: number): Promise<Classifier> {
-  if (graph.outputs.length !== 1) throw new UsageError(`${file}: expected one output (class scores), found ${graph.outputs.length}`);
+export async function openClassifier(
+  graph: Graph,
+  file: string,
+  gpu: GpuContext,
+  chunk: number,
+  size: number,
+): Promise<Classifier> {
+  if (graph.outputs.length !== 1)
+    throw new UsageError(`${file}: expected one output (class scores), found ${graph.outputs.length}`);
   const g = setBatchSize(graph, 'N');
   const out = g.outputs[0].name;
   const producer = g.producers().get(out);
@@ -43,7 +50,9 @@ export async function openClassifier(graph: Graph, file: string, gpu: GpuContext
         classes = result.data.length / chunk;
         // [batch, classes], or [batch, classes, 1, 1] as SqueezeNet ends.
         if (result.dims.length < 2 || result.dims[0] !== chunk || result.dims.slice(2).some((d) => d !== 1)) {
-          throw new UsageError(`${file}: output '${logitsName}' is [${result.dims.join(', ')}]; expected [batch, classes]`);
+          throw new UsageError(
+            `${file}: output '${logitsName}' is [${result.dims.join(', ')}]; expected [batch, classes]`,
+          );
         }
         parts.push(result.data.slice(0, take * classes));
       }

@@ -3,20 +3,29 @@
 import { accessSync, constants, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Graph } from '../graph/ir.ts';
-import { PREPROCESS_PRESETS, preprocessPreset, readPreprocess, type PreprocessPreset, type PreprocessSpec } from '../graph/model-metadata.ts';
+import {
+  PREPROCESS_PRESETS,
+  preprocessPreset,
+  readPreprocess,
+  type PreprocessPreset,
+  type PreprocessSpec,
+} from '../graph/model-metadata.ts';
 import { UsageError } from './args.ts';
 
 export function integerFlag(flag: string, text: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
   const v = Number(text);
   if (!/^-?\d+$/.test(text.trim()) || !Number.isSafeInteger(v) || v < min || v > max) {
-    throw new UsageError(`${flag} must be an integer${max < Number.MAX_SAFE_INTEGER ? ` from ${min} to ${max}` : ` ≥ ${min}`}, got '${text}'`);
+    throw new UsageError(
+      `${flag} must be an integer${max < Number.MAX_SAFE_INTEGER ? ` from ${min} to ${max}` : ` ≥ ${min}`}, got '${text}'`,
+    );
   }
   return v;
 }
 
 export function numberFlag(flag: string, text: string, check: (v: number) => boolean, accepted: string): number {
   const v = Number(text);
-  if (text.trim() === '' || !Number.isFinite(v) || !check(v)) throw new UsageError(`${flag} must be ${accepted}, got '${text}'`);
+  if (text.trim() === '' || !Number.isFinite(v) || !check(v))
+    throw new UsageError(`${flag} must be ${accepted}, got '${text}'`);
   return v;
 }
 
@@ -42,7 +51,9 @@ export function checkWritableFolder(folder: string, flag: string): void {
     accessSync(dir, constants.W_OK);
     rmSync(mkdtempSync(join(dir, '.graft-write-check-')), { recursive: true, force: true });
   } catch (e) {
-    throw new UsageError(`${flag}: folder ${dir} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new UsageError(
+      `${flag}: folder ${dir} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
 }
 
@@ -55,14 +66,24 @@ export function checkOutputFile(path: string, flag: string): void {
 export function modelInputSize(graph: Graph, file: string): { channels: number; size: number } {
   const shape = graph.feedInputs[0]?.shape;
   if (graph.feedInputs.length !== 1 || !shape || shape.length !== 4) {
-    throw new UsageError(`${file}: expected one image input N×C×H×W, found ${graph.feedInputs.map((i) => `'${i.name}' [${i.shape?.join(', ') ?? '?'}]`).join(', ') || 'none'}`);
+    throw new UsageError(
+      `${file}: expected one image input N×C×H×W, found ${graph.feedInputs.map((i) => `'${i.name}' [${i.shape?.join(', ') ?? '?'}]`).join(', ') || 'none'}`,
+    );
   }
   const [, c, h, w] = shape;
   if (typeof c !== 'number' || typeof h !== 'number' || typeof w !== 'number') {
-    throw new UsageError(`${file}: input '${graph.feedInputs[0].name}' has symbolic image dimensions [${shape.join(', ')}]; give it a fixed C×H×W first (e.g. export it from torch with a fixed image size)`);
+    throw new UsageError(
+      `${file}: input '${graph.feedInputs[0].name}' has symbolic image dimensions [${shape.join(', ')}]; give it a fixed C×H×W first (e.g. export it from torch with a fixed image size)`,
+    );
   }
-  if (c !== 3) throw new UsageError(`${file}: input '${graph.feedInputs[0].name}' takes ${c} channels; images are loaded as 3-channel RGB`);
-  if (h !== w) throw new UsageError(`${file}: input '${graph.feedInputs[0].name}' is ${h}×${w}; square inputs only (pass --input-size to train at a square size)`);
+  if (c !== 3)
+    throw new UsageError(
+      `${file}: input '${graph.feedInputs[0].name}' takes ${c} channels; images are loaded as 3-channel RGB`,
+    );
+  if (h !== w)
+    throw new UsageError(
+      `${file}: input '${graph.feedInputs[0].name}' is ${h}×${w}; square inputs only (pass --input-size to train at a square size)`,
+    );
   return { channels: c, size: h };
 }
 
@@ -72,17 +93,28 @@ export const PREPROCESS_CHOICES = [...PREPROCESS_PRESETS, 'model'] as const;
  * --preprocess NAME, or 'model' (the metadata's), or by default the metadata's when present,
  * else torchvision; at the input size `size` (a stored spec is scaled: resize/crop kept).
  */
-export function choosePreprocess(graph: Graph, file: string, flag: string | undefined, size: number): { spec: PreprocessSpec; why: string } {
+export function choosePreprocess(
+  graph: Graph,
+  file: string,
+  flag: string | undefined,
+  size: number,
+): { spec: PreprocessSpec; why: string } {
   const stored = readPreprocess(graph);
   if (flag !== undefined && flag !== 'model') {
     const name = choiceFlag('--preprocess', flag, PREPROCESS_CHOICES) as PreprocessPreset;
     return { spec: preprocessPreset(name, size), why: `--preprocess ${name}` };
   }
   if (stored) {
-    const spec = stored.crop === size ? stored : { ...stored, crop: size, resize: Math.max(size, Math.round((size * stored.resize) / stored.crop)) };
+    const spec =
+      stored.crop === size
+        ? stored
+        : { ...stored, crop: size, resize: Math.max(size, Math.round((size * stored.resize) / stored.crop)) };
     return { spec, why: "the model's metadata" };
   }
-  if (flag === 'model') throw new UsageError(`--preprocess model: ${file} has no preprocessing in its metadata; pass one of ${PREPROCESS_PRESETS.join(', ')}`);
+  if (flag === 'model')
+    throw new UsageError(
+      `--preprocess model: ${file} has no preprocessing in its metadata; pass one of ${PREPROCESS_PRESETS.join(', ')}`,
+    );
   return { spec: preprocessPreset('torchvision', size), why: 'the default (the model has none in its metadata)' };
 }
 
@@ -94,7 +126,11 @@ export function describePreprocess(p: PreprocessSpec): string {
 /** Columns padded to their widest cell; `right` lists the columns aligned right. */
 export function table(header: string[], rows: string[][], right: number[] = []): string {
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => (r[c] ?? '').length)));
-  const line = (r: string[]) => r.map((cell, c) => (right.includes(c) ? cell.padStart(widths[c]) : cell.padEnd(widths[c]))).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((cell, c) => (right.includes(c) ? cell.padStart(widths[c]) : cell.padEnd(widths[c])))
+      .join('  ')
+      .trimEnd();
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n') + '\n';
 }
 

@@ -11,7 +11,15 @@ import { predictCommand } from './commands/predict.ts';
 import { rewriteCommand } from './commands/rewrite.ts';
 import { trainCommand } from './commands/train.ts';
 
-const COMMANDS: CommandSpec[] = [inspectCommand, buildCommand, rewriteCommand, trainCommand, evalCommand, predictCommand, demoCommand];
+const COMMANDS: CommandSpec[] = [
+  inspectCommand,
+  buildCommand,
+  rewriteCommand,
+  trainCommand,
+  evalCommand,
+  predictCommand,
+  demoCommand,
+];
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -22,7 +30,9 @@ export async function main(argv: string[]): Promise<number> {
     return name && name !== '--help' ? 2 : 0;
   }
   if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(`usage: ${command.usage}\n  ${command.summary}\n${command.details ? `${command.details.replace(/^\n/, '')}\n` : ''}`);
+    process.stdout.write(
+      `usage: ${command.usage}\n  ${command.summary}\n${command.details ? `${command.details.replace(/^\n/, '')}\n` : ''}`,
+    );
     return 0;
   }
   try {
@@ -33,7 +43,10 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`graft ${command.name}: ${e.message.split('\n')[0]} (see graft ${command.name} --help)\n`);
       return 2;
     }
-    if (e instanceof ModelError || (e instanceof Error && e.name.endsWith('Error') && !(e instanceof TypeError) && !(e instanceof RangeError))) {
+    if (
+      e instanceof ModelError ||
+      (e instanceof Error && e.name.endsWith('Error') && !(e instanceof TypeError) && !(e instanceof RangeError))
+    ) {
       process.stderr.write(`graft ${command.name}: ${e.message.replace(/\s*\n\s*/g, '; ')}\n`);
       return 1;
     }

@@ -44,11 +44,27 @@ export interface BarChartOptions {
   format?: (value: number) => string;
 }
 
-const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
+const PALETTE = [
+  '#1f77b4',
+  '#d62728',
+  '#2ca02c',
+  '#ff7f0e',
+  '#9467bd',
+  '#8c564b',
+  '#e377c2',
+  '#7f7f7f',
+  '#bcbd22',
+  '#17becf',
+];
 const FONT = 'font-family="sans-serif"';
 
 export function escapeXml(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
+  return s
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;')
+    .replace(/'/g, '&apos;');
 }
 
 /** Round numbers for coordinates: 2 decimals, no "-0". */
@@ -65,7 +81,8 @@ function short(v: number): string {
 
 /** "Nice" ticks (1, 2, 5 × 10^k steps) covering [lo, hi]; lo/hi are widened to the outer ticks. */
 export function niceTicks(lo: number, hi: number, target = 5): { lo: number; hi: number; ticks: number[] } {
-  if (!Number.isFinite(lo) || !Number.isFinite(hi)) throw new RangeError(`plot: axis range [${lo}, ${hi}] is not finite`);
+  if (!Number.isFinite(lo) || !Number.isFinite(hi))
+    throw new RangeError(`plot: axis range [${lo}, ${hi}] is not finite`);
   if (hi < lo) [lo, hi] = [hi, lo];
   if (hi === lo) {
     const pad = lo === 0 ? 1 : Math.abs(lo) * 0.1;
@@ -112,17 +129,26 @@ function yAxis(out: string[], f: Frame, lo: number, hi: number, ticks: number[],
   }
   out.push(`<line x1="${n(f.left)}" y1="${n(f.top)}" x2="${n(f.left)}" y2="${n(f.top + f.height)}" stroke="black"/>`);
   const cy = n(f.top + f.height / 2);
-  out.push(`<text x="16" y="${cy}" transform="rotate(-90 16 ${cy})" text-anchor="middle" font-size="12" ${FONT}>${escapeXml(label)}</text>`);
+  out.push(
+    `<text x="16" y="${cy}" transform="rotate(-90 16 ${cy})" text-anchor="middle" font-size="12" ${FONT}>${escapeXml(label)}</text>`,
+  );
   return map;
 }
 
-function legend(out: string[], x: number, y: number, entries: { name: string; color: string; dashed?: boolean; bar?: boolean }[]): void {
+function legend(
+  out: string[],
+  x: number,
+  y: number,
+  entries: { name: string; color: string; dashed?: boolean; bar?: boolean }[],
+): void {
   entries.forEach((e, i) => {
     const ly = y + i * 18;
     const mark = e.bar
       ? `<rect x="${n(x)}" y="${n(ly - 6)}" width="20" height="12" fill="${e.color}"/>`
       : `<line x1="${n(x)}" y1="${n(ly)}" x2="${n(x + 20)}" y2="${n(ly)}" stroke="${e.color}" stroke-width="2"${e.dashed ? ' stroke-dasharray="6 4"' : ''}/>`;
-    out.push(`<g class="legend">${mark}<text x="${n(x + 26)}" y="${n(ly)}" dy="0.35em" font-size="12" ${FONT}>${escapeXml(e.name)}</text></g>`);
+    out.push(
+      `<g class="legend">${mark}<text x="${n(x + 26)}" y="${n(ly)}" dy="0.35em" font-size="12" ${FONT}>${escapeXml(e.name)}</text></g>`,
+    );
   });
 }
 
@@ -134,7 +160,9 @@ export function lineChart(o: LineChartOptions): string {
   const xs = all.map((p) => p[0]);
   const ys = all.map((p) => p[1]);
   const xt = niceTicks(xs.length ? Math.min(...xs) : 0, xs.length ? Math.max(...xs) : 1);
-  const yt = o.yRange ? niceTicks(o.yRange[0], o.yRange[1]) : niceTicks(ys.length ? Math.min(...ys) : 0, ys.length ? Math.max(...ys) : 1);
+  const yt = o.yRange
+    ? niceTicks(o.yRange[0], o.yRange[1])
+    : niceTicks(ys.length ? Math.min(...ys) : 0, ys.length ? Math.max(...ys) : 1);
   const f: Frame = { left: 64, top: 40, width: width - 64 - 170, height: height - 40 - 52 };
   const out = svgOpen(width, height, o.title);
   const my = yAxis(out, f, yt.lo, yt.hi, yt.ticks, o.yLabel);
@@ -146,9 +174,17 @@ export function lineChart(o: LineChartOptions): string {
         `<text x="${px}" y="${n(f.top + f.height + 18)}" text-anchor="middle" font-size="11" ${FONT}>${escapeXml(short(t))}</text></g>`,
     );
   }
-  out.push(`<line x1="${n(f.left)}" y1="${n(f.top + f.height)}" x2="${n(f.left + f.width)}" y2="${n(f.top + f.height)}" stroke="black"/>`);
-  out.push(`<text x="${n(f.left + f.width / 2)}" y="${n(height - 12)}" text-anchor="middle" font-size="12" ${FONT}>${escapeXml(o.xLabel)}</text>`);
-  const entries = o.series.map((s, i) => ({ name: s.name, color: s.color ?? PALETTE[i % PALETTE.length], dashed: s.dashed }));
+  out.push(
+    `<line x1="${n(f.left)}" y1="${n(f.top + f.height)}" x2="${n(f.left + f.width)}" y2="${n(f.top + f.height)}" stroke="black"/>`,
+  );
+  out.push(
+    `<text x="${n(f.left + f.width / 2)}" y="${n(height - 12)}" text-anchor="middle" font-size="12" ${FONT}>${escapeXml(o.xLabel)}</text>`,
+  );
+  const entries = o.series.map((s, i) => ({
+    name: s.name,
+    color: s.color ?? PALETTE[i % PALETTE.length],
+    dashed: s.dashed,
+  }));
   o.series.forEach((s, i) => {
     // Points outside a fixed yRange are clamped to the frame rather than drawn over the legend.
     const pts = s.points
@@ -204,15 +240,23 @@ export function heatmap(o: HeatmapOptions): string {
     }
   }
   o.rowLabels.forEach((l, r) => {
-    out.push(`<text x="${left - 6}" y="${n(top + r * cell + cell / 2)}" dy="0.35em" text-anchor="end" font-size="11" ${FONT}>${escapeXml(l)}</text>`);
+    out.push(
+      `<text x="${left - 6}" y="${n(top + r * cell + cell / 2)}" dy="0.35em" text-anchor="end" font-size="11" ${FONT}>${escapeXml(l)}</text>`,
+    );
   });
   o.colLabels.forEach((l, c) => {
     const x = n(left + c * cell + cell / 2);
-    out.push(`<text x="${x}" y="${top - 6}" transform="rotate(-45 ${x} ${top - 6})" font-size="11" ${FONT}>${escapeXml(l)}</text>`);
+    out.push(
+      `<text x="${x}" y="${top - 6}" transform="rotate(-45 ${x} ${top - 6})" font-size="11" ${FONT}>${escapeXml(l)}</text>`,
+    );
   });
   const cy = n(top + (rows * cell) / 2);
-  out.push(`<text x="14" y="${cy}" transform="rotate(-90 14 ${cy})" text-anchor="middle" font-size="12" ${FONT}>${escapeXml(o.yLabel ?? 'true class')}</text>`);
-  out.push(`<text x="${n(left + (cols * cell) / 2)}" y="${n(height - 12)}" text-anchor="middle" font-size="12" ${FONT}>${escapeXml(o.xLabel ?? 'predicted class')}</text>`);
+  out.push(
+    `<text x="14" y="${cy}" transform="rotate(-90 14 ${cy})" text-anchor="middle" font-size="12" ${FONT}>${escapeXml(o.yLabel ?? 'true class')}</text>`,
+  );
+  out.push(
+    `<text x="${n(left + (cols * cell) / 2)}" y="${n(height - 12)}" text-anchor="middle" font-size="12" ${FONT}>${escapeXml(o.xLabel ?? 'predicted class')}</text>`,
+  );
   out.push('</svg>');
   return out.join('\n') + '\n';
 }
@@ -220,7 +264,8 @@ export function heatmap(o: HeatmapOptions): string {
 /** Grouped vertical bars: for each group one bar per series, with its value above it. */
 export function barChart(o: BarChartOptions): string {
   for (const s of o.series) {
-    if (s.values.length !== o.groups.length) throw new RangeError(`barChart: series '${s.name}' has ${s.values.length} values for ${o.groups.length} groups`);
+    if (s.values.length !== o.groups.length)
+      throw new RangeError(`barChart: series '${s.name}' has ${s.values.length} values for ${o.groups.length} groups`);
   }
   const format = o.format ?? short;
   const values = o.series.flatMap((s) => s.values).filter(Number.isFinite);
@@ -250,11 +295,20 @@ export function barChart(o: BarChartOptions): string {
       );
     });
     const cx = n(gx + (groupWidth - 24) / 2);
-    const lines = labelLines[gi].map((l, k) => `<tspan x="${cx}" dy="${k === 0 ? 0 : 13}">${escapeXml(l)}</tspan>`).join('');
-    out.push(`<text x="${cx}" y="${n(f.top + f.height + 18)}" text-anchor="middle" font-size="11" ${FONT}>${lines}</text>`);
+    const lines = labelLines[gi]
+      .map((l, k) => `<tspan x="${cx}" dy="${k === 0 ? 0 : 13}">${escapeXml(l)}</tspan>`)
+      .join('');
+    out.push(
+      `<text x="${cx}" y="${n(f.top + f.height + 18)}" text-anchor="middle" font-size="11" ${FONT}>${lines}</text>`,
+    );
   });
   out.push(`<line x1="${n(f.left)}" y1="${n(base)}" x2="${n(f.left + f.width)}" y2="${n(base)}" stroke="black"/>`);
-  legend(out, f.left + f.width + 16, f.top + 10, o.series.map((s, i) => ({ name: s.name, color: colors[i], bar: true })));
+  legend(
+    out,
+    f.left + f.width + 16,
+    f.top + 10,
+    o.series.map((s, i) => ({ name: s.name, color: colors[i], bar: true })),
+  );
   out.push('</svg>');
   return out.join('\n') + '\n';
 }
@@ -265,7 +319,8 @@ export function stackCharts(svgs: readonly string[]): string {
   let width = 0;
   const parts = svgs.map((svg) => {
     const open = /^(?:<\?xml[^>]*>\s*)?<svg [^>]*width="([\d.]+)" height="([\d.]+)"[^>]*>/.exec(svg);
-    if (!open || !svg.trimEnd().endsWith('</svg>')) throw new RangeError('stackCharts: expects SVG documents made by this module');
+    if (!open || !svg.trimEnd().endsWith('</svg>'))
+      throw new RangeError('stackCharts: expects SVG documents made by this module');
     const inner = svg.slice(open[0].length, svg.lastIndexOf('</svg>'));
     const part = `<g transform="translate(0 ${y})">${inner}</g>`;
     y += Number(open[2]);

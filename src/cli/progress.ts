@@ -13,7 +13,10 @@ export class Progress {
   #lastDraw = 0;
   #drawn = false;
 
-  constructor(readonly out: ProgressOutput, readonly epochs: number) {}
+  constructor(
+    readonly out: ProgressOutput,
+    readonly epochs: number,
+  ) {}
 
   get interactive(): boolean {
     return Boolean(this.out.isTTY);
@@ -28,7 +31,9 @@ export class Progress {
     const width = 20;
     const total = s.stepsInEpoch;
     const filled = total ? Math.round((width * Math.min(s.stepInEpoch, total)) / total) : 0;
-    const bar = total ? `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${s.stepInEpoch}/${total}` : `step ${s.stepInEpoch}`;
+    const bar = total
+      ? `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${s.stepInEpoch}/${total}`
+      : `step ${s.stepInEpoch}`;
     const left = total ? ` ${formatSeconds(((total - s.stepInEpoch) * s.epochSeconds) / s.stepInEpoch)} left` : '';
     const text = `epoch ${s.epoch + 1}/${this.epochs} ${bar} loss ${s.epochLoss.toFixed(4)} acc ${percent(s.epochTop1)} ${s.imagesPerSecond.toFixed(1)} img/s${left}`;
     const cols = this.out.columns ?? 120;
@@ -57,7 +62,9 @@ export class Progress {
 
 export function epochLine(m: EpochMetrics, epochs: number): string {
   const val = m.valLoss !== undefined ? `  val loss ${m.valLoss.toFixed(4)} acc ${percent(m.valTop1!)}` : '';
-  const time = `  ${m.trainSeconds.toFixed(1)} s training` + (m.valLoss !== undefined ? ` + ${m.valSeconds.toFixed(1)} s validation` : '');
+  const time =
+    `  ${m.trainSeconds.toFixed(1)} s training` +
+    (m.valLoss !== undefined ? ` + ${m.valSeconds.toFixed(1)} s validation` : '');
   return `epoch ${m.epoch}/${epochs}  loss ${m.loss.toFixed(4)} acc ${percent(m.top1)}${val}  ${(m.samples / Math.max(1e-3, m.trainSeconds)).toFixed(1)} img/s${time}`;
 }
 

@@ -19,7 +19,9 @@ export function interruptible(): Interruptible {
   const onSignal = (name: NodeJS.Signals) => {
     if (!controller.signal.aborted) {
       controller.abort();
-      process.stderr.write(`\n${name}: stopping after the current step and saving a checkpoint (send it again to quit without one)\n`);
+      process.stderr.write(
+        `\n${name}: stopping after the current step and saving a checkpoint (send it again to quit without one)\n`,
+      );
       return;
     }
     if (writing > 0) quitWhenWritten = true;

@@ -148,8 +148,9 @@ function stack(images: FloatImage[], labels: Uint32Array, indices: Uint32Array, 
       list.push(indices[n]);
       sizes.set(key, list);
     });
-    const listing = [...sizes].map(([size, idx]) =>
-      `${size}: dataset ${idx.length === 1 ? 'index' : 'indices'} ${idx.slice(0, 5).join(', ')}${idx.length > 5 ? `, … (${idx.length})` : ''}`,
+    const listing = [...sizes].map(
+      ([size, idx]) =>
+        `${size}: dataset ${idx.length === 1 ? 'index' : 'indices'} ${idx.slice(0, 5).join(', ')}${idx.length > 5 ? `, … (${idx.length})` : ''}`,
     );
     throw new Error(
       `batches: batch ${batchIndex} mixes image sizes after the transform — ${listing.join('; ')}. ` +

@@ -43,7 +43,8 @@ export function inMemoryDataset(
   let max = -1;
   for (let i = 0; i < labels.length; i++) {
     const l = labels[i];
-    if (!Number.isInteger(l) || l < 0) throw new RangeError(`inMemoryDataset: label ${i} is ${l}; labels are integers ≥ 0`);
+    if (!Number.isInteger(l) || l < 0)
+      throw new RangeError(`inMemoryDataset: label ${i} is ${l}; labels are integers ≥ 0`);
     max = Math.max(max, l);
   }
   images.forEach((image, i) => checkImage(image, `inMemoryDataset image ${i}`));
@@ -63,12 +64,14 @@ export function inMemoryDataset(
 
 /** The samples at `indices` (in that order; repeats allowed), renumbered 0…indices.length−1. */
 export function subset(dataset: Dataset, indices: ArrayLike<number>): Dataset {
-  const picked = Uint32Array.from(Array.from(indices, (i, k) => {
-    if (!Number.isInteger(i) || i < 0 || i >= dataset.length) {
-      throw new RangeError(`subset: indices[${k}] = ${i} is out of range for a dataset of ${dataset.length}`);
-    }
-    return i;
-  }));
+  const picked = Uint32Array.from(
+    Array.from(indices, (i, k) => {
+      if (!Number.isInteger(i) || i < 0 || i >= dataset.length) {
+        throw new RangeError(`subset: indices[${k}] = ${i} is out of range for a dataset of ${dataset.length}`);
+      }
+      return i;
+    }),
+  );
   return {
     length: picked.length,
     classes: dataset.classes,
@@ -93,7 +96,8 @@ export function shuffle(dataset: Dataset, seed: number): Dataset {
 export function split(dataset: Dataset, sizes: readonly number[], options: { seed?: number } = {}): Dataset[] {
   const n = dataset.length;
   const counts = partCounts(n, sizes);
-  const order = options.seed === undefined ? Uint32Array.from({ length: n }, (_, i) => i) : permutation(n, options.seed);
+  const order =
+    options.seed === undefined ? Uint32Array.from({ length: n }, (_, i) => i) : permutation(n, options.seed);
   const parts: Dataset[] = [];
   let start = 0;
   for (const c of counts) {

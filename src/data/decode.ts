@@ -32,7 +32,9 @@ export function decodeImage(bytes: Uint8Array, options: DecodeOptions = {}): Byt
   if (format === 'jpeg') return decodeJpeg(bytes, name, options.maxMegapixels ?? 100);
   if (format === 'png') {
     if (!options.inflate) {
-      throw new Error(`${name}: PNG needs an inflate function (decodeImage's inflate option; the Node readers supply zlib's)`);
+      throw new Error(
+        `${name}: PNG needs an inflate function (decodeImage's inflate option; the Node readers supply zlib's)`,
+      );
     }
     return decodePng(bytes, options.inflate, name);
   }

@@ -6,7 +6,10 @@ export class DataError extends Error {
   readonly file?: string;
 
   constructor(message: string, where: { file?: string; cause?: unknown } = {}) {
-    super(where.file ? `${where.file}: ${message}` : message, where.cause === undefined ? undefined : { cause: where.cause });
+    super(
+      where.file ? `${where.file}: ${message}` : message,
+      where.cause === undefined ? undefined : { cause: where.cause },
+    );
     this.name = 'DataError';
     this.file = where.file;
   }

@@ -27,9 +27,7 @@ export function parseIdx(bytes: Uint8Array, name = 'IDX data'): IdxArray {
   }
   if (bytes.length < 4) throw new Error(`${name}: ${bytes.length} bytes is too short for an IDX header (4 bytes)`);
   if (bytes[0] !== 0 || bytes[1] !== 0) {
-    throw new Error(
-      `${name}: not an IDX file: magic starts ${hex(bytes[0])} ${hex(bytes[1])}, expected 0x00 0x00`,
-    );
+    throw new Error(`${name}: not an IDX file: magic starts ${hex(bytes[0])} ${hex(bytes[1])}, expected 0x00 0x00`);
   }
   const kind = TYPES[bytes[2]];
   if (!kind) {
@@ -42,7 +40,9 @@ export function parseIdx(bytes: Uint8Array, name = 'IDX data'): IdxArray {
   if (rank === 0) throw new Error(`${name}: IDX header declares 0 dimensions`);
   const headerBytes = 4 + 4 * rank;
   if (bytes.length < headerBytes) {
-    throw new Error(`${name}: truncated header: ${rank} dimensions need ${headerBytes} bytes, file has ${bytes.length}`);
+    throw new Error(
+      `${name}: truncated header: ${rank} dimensions need ${headerBytes} bytes, file has ${bytes.length}`,
+    );
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const dims: number[] = [];

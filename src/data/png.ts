@@ -22,12 +22,14 @@ export function decodePng(bytes: Uint8Array, inflate: Inflate, name = 'PNG data'
   let pos = 8;
   let ended = false;
   while (!ended) {
-    if (pos + 12 > bytes.length) throw new Error(`${name}: truncated PNG: chunk header at byte ${pos} runs past the end (no IEND)`);
+    if (pos + 12 > bytes.length)
+      throw new Error(`${name}: truncated PNG: chunk header at byte ${pos} runs past the end (no IEND)`);
     const length = view.getUint32(pos, false);
     const type = String.fromCharCode(bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]);
     const dataStart = pos + 8;
     const dataEnd = dataStart + length;
-    if (dataEnd + 4 > bytes.length) throw new Error(`${name}: truncated PNG: ${type} chunk at byte ${pos} runs past the end`);
+    if (dataEnd + 4 > bytes.length)
+      throw new Error(`${name}: truncated PNG: ${type} chunk at byte ${pos} runs past the end`);
     const stored = view.getUint32(dataEnd, false);
     const actual = crc32(bytes, pos + 4, dataEnd);
     if (stored !== actual) throw new Error(`${name}: corrupt PNG: CRC mismatch in ${type} chunk at byte ${pos}`);
@@ -56,9 +58,17 @@ export function decodePng(bytes: Uint8Array, inflate: Inflate, name = 'PNG data'
     const stride = Math.ceil((pass.width * header.bitsPerPixel) / 8);
     const need = (stride + 1) * pass.height;
     if (offset + need > raw.length) {
-      throw new Error(`${name}: truncated PNG: image data holds ${raw.length} bytes, ${header.width}×${header.height} needs more`);
+      throw new Error(
+        `${name}: truncated PNG: image data holds ${raw.length} bytes, ${header.width}×${header.height} needs more`,
+      );
     }
-    const rows = unfilter(raw.subarray(offset, offset + need), stride, pass.height, Math.max(1, header.bitsPerPixel >> 3), name);
+    const rows = unfilter(
+      raw.subarray(offset, offset + need),
+      stride,
+      pass.height,
+      Math.max(1, header.bitsPerPixel >> 3),
+      name,
+    );
     offset += need;
     for (let y = 0; y < pass.height; y++) {
       const row = rows.subarray(y * stride, (y + 1) * stride);
@@ -95,13 +105,25 @@ function parseHeader(d: Uint8Array, name: string): Header {
   const kind = SAMPLES[colorType];
   if (!kind) throw new Error(`${name}: PNG colour type ${colorType} is not one of 0, 2, 3, 4, 6`);
   if (!kind.depths.includes(bitDepth)) {
-    throw new Error(`${name}: PNG colour type ${colorType} with bit depth ${bitDepth}; accepted ${kind.depths.join(', ')}`);
+    throw new Error(
+      `${name}: PNG colour type ${colorType} with bit depth ${bitDepth}; accepted ${kind.depths.join(', ')}`,
+    );
   }
   if (width === 0 || height === 0) throw new Error(`${name}: PNG is ${width}×${height}`);
   if (compression !== 0 || filter !== 0 || interlace > 1) {
-    throw new Error(`${name}: PNG compression ${compression}, filter ${filter}, interlace ${interlace} are not standard`);
+    throw new Error(
+      `${name}: PNG compression ${compression}, filter ${filter}, interlace ${interlace} are not standard`,
+    );
   }
-  return { width, height, bitDepth, colorType, interlaced: interlace === 1, samples: kind.samples, bitsPerPixel: kind.samples * bitDepth };
+  return {
+    width,
+    height,
+    bitDepth,
+    colorType,
+    interlaced: interlace === 1,
+    samples: kind.samples,
+    bitsPerPixel: kind.samples * bitDepth,
+  };
 }
 
 interface Pass {
@@ -116,10 +138,19 @@ interface Pass {
 function passes(h: Header): Pass[] {
   if (!h.interlaced) return [{ x0: 0, y0: 0, dx: 1, dy: 1, width: h.width, height: h.height }];
   const adam7 = [
-    [0, 0, 8, 8], [4, 0, 8, 8], [0, 4, 4, 8], [2, 0, 4, 4], [0, 2, 2, 4], [1, 0, 2, 2], [0, 1, 1, 2],
+    [0, 0, 8, 8],
+    [4, 0, 8, 8],
+    [0, 4, 4, 8],
+    [2, 0, 4, 4],
+    [0, 2, 2, 4],
+    [1, 0, 2, 2],
+    [0, 1, 1, 2],
   ];
   return adam7.map(([x0, y0, dx, dy]) => ({
-    x0, y0, dx, dy,
+    x0,
+    y0,
+    dx,
+    dy,
     width: Math.max(0, Math.ceil((h.width - x0) / dx)),
     height: Math.max(0, Math.ceil((h.height - y0) / dy)),
   }));

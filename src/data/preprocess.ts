@@ -72,7 +72,12 @@ export function trainTransform(spec: PreprocessSpec, augment: Augment = {}): Pre
  * torchvision's RandomResizedCrop.get_params (ratio 3/4–4/3, ten tries, then the centre crop
  * clamped to the ratio range), then crop and resize to size×size.
  */
-export function randomResizedCrop(image: ByteImage, size: number, rng: Rng, scale: readonly [number, number]): ByteImage {
+export function randomResizedCrop(
+  image: ByteImage,
+  size: number,
+  rng: Rng,
+  scale: readonly [number, number],
+): ByteImage {
   const { width, height } = image;
   const area = width * height;
   const logLo = Math.log(3 / 4);

@@ -26,7 +26,11 @@ export function isFloatImage(image: Image): image is FloatImage {
 /** Checks the fields agree (data length = W·H·C, sizes positive integers); throws naming `what`. */
 export function checkImage(image: Image, what = 'image'): void {
   const { width, height, channels, data } = image;
-  for (const [name, v] of [['width', width], ['height', height], ['channels', channels]] as const) {
+  for (const [name, v] of [
+    ['width', width],
+    ['height', height],
+    ['channels', channels],
+  ] as const) {
     if (!Number.isInteger(v) || v < 1) throw new RangeError(`${what}: ${name} must be a positive integer, got ${v}`);
   }
   if (!isFloatImage(image) && channels !== 1 && channels !== 3) {

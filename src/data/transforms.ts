@@ -10,14 +10,7 @@
 // horizontal and vertical passes; floats are filtered in float and never rounded.
 
 import { seededRandom } from '../graph/random.ts';
-import {
-  describeSize,
-  isFloatImage,
-  toFloat,
-  type ByteImage,
-  type FloatImage,
-  type Image,
-} from './tensor-image.ts';
+import { describeSize, isFloatImage, toFloat, type ByteImage, type FloatImage, type Image } from './tensor-image.ts';
 
 /** Uniform floats in [0, 1); every random transform draws from one of these. */
 export type Rng = () => number;
@@ -169,8 +162,14 @@ export function randomCrop<T extends Image>(
   let w = image.width + pl + pr;
   let h = image.height + pt + pb;
   if (options.padIfNeeded) {
-    if (w < width) { left -= width - w; w += 2 * (width - w); }
-    if (h < height) { top -= height - h; h += 2 * (height - h); }
+    if (w < width) {
+      left -= width - w;
+      w += 2 * (width - w);
+    }
+    if (h < height) {
+      top -= height - h;
+      h += 2 * (height - h);
+    }
   }
   if (w < width || h < height) {
     throw new RangeError(
@@ -273,16 +272,32 @@ export function applyTransform(transform: Transform, image: Image, seed: number)
 
 /** Step factories for `compose`: each wraps the pure function of the same name. */
 export const steps = {
-  resize: (width: number, height: number, options?: ResizeOptions): Transform => (img) =>
-    resize(img, width, height, options),
-  resizeShorter: (size: number, options?: ResizeOptions): Transform => (img) => resizeShorter(img, size, options),
-  centerCrop: (width: number, height: number = width): Transform => (img) => centerCrop(img, width, height),
-  randomCrop: (width: number, height: number = width, options?: RandomCropOptions): Transform => (img, rng) =>
-    randomCrop(img, width, height, rng, options),
+  resize:
+    (width: number, height: number, options?: ResizeOptions): Transform =>
+    (img) =>
+      resize(img, width, height, options),
+  resizeShorter:
+    (size: number, options?: ResizeOptions): Transform =>
+    (img) =>
+      resizeShorter(img, size, options),
+  centerCrop:
+    (width: number, height: number = width): Transform =>
+    (img) =>
+      centerCrop(img, width, height),
+  randomCrop:
+    (width: number, height: number = width, options?: RandomCropOptions): Transform =>
+    (img, rng) =>
+      randomCrop(img, width, height, rng, options),
   horizontalFlip: (): Transform => (img) => horizontalFlip(img),
-  randomHorizontalFlip: (p = 0.5): Transform => (img, rng) => randomHorizontalFlip(img, rng, p),
+  randomHorizontalFlip:
+    (p = 0.5): Transform =>
+    (img, rng) =>
+      randomHorizontalFlip(img, rng, p),
   grayscaleToRgb: (): Transform => (img) => grayscaleToRgb(img),
-  normalize: (spec: NormalizeSpec): Transform => (img) => normalize(img, spec),
+  normalize:
+    (spec: NormalizeSpec): Transform =>
+    (img) =>
+      normalize(img, spec),
   toFloat: (): Transform => (img) => (isFloatImage(img) ? img : toFloat(img)),
 } as const;
 

@@ -4,7 +4,10 @@ import type { Graph, Node } from './ir.ts';
 import type { TensorValue } from './tensor.ts';
 
 export class AttributeReader {
-  constructor(readonly node: Node, readonly file?: string) {}
+  constructor(
+    readonly node: Node,
+    readonly file?: string,
+  ) {}
 
   has(name: string): boolean {
     return name in this.node.attributes;
@@ -56,7 +59,9 @@ export class AttributeReader {
   oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
     const v = this.string(name, fallback);
     if (!(allowed as readonly string[]).includes(v)) {
-      throw this.error(`attribute ${name}='${v}' is not supported; accepted: ${allowed.map((x) => `'${x}'`).join(', ')}`);
+      throw this.error(
+        `attribute ${name}='${v}' is not supported; accepted: ${allowed.map((x) => `'${x}'`).join(', ')}`,
+      );
     }
     return v as T;
   }

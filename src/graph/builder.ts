@@ -9,7 +9,10 @@ export type AttributeInput = number | string | number[] | { floats: number[] } |
 export class GraphBuilder {
   private readonly taken = new Set<string>();
 
-  constructor(readonly graph: Graph, readonly seed = 0) {
+  constructor(
+    readonly graph: Graph,
+    readonly seed = 0,
+  ) {
     for (const n of graph.nodes) {
       if (n.name) this.taken.add(n.name);
       for (const o of n.outputs) this.taken.add(o);
@@ -27,11 +30,18 @@ export class GraphBuilder {
   }
 
   /** Appends a node; returns its output names (one unless `outputs` > 1). */
-  node(opType: string, inputs: string[], attributes: Record<string, AttributeInput> = {}, options: { name?: string; outputs?: number | string[] } = {}): string[] {
+  node(
+    opType: string,
+    inputs: string[],
+    attributes: Record<string, AttributeInput> = {},
+    options: { name?: string; outputs?: number | string[] } = {},
+  ): string[] {
     const name = this.unique(options.name ?? opType.toLowerCase());
     const outputs = Array.isArray(options.outputs)
       ? options.outputs.map((o) => this.unique(o))
-      : Array.from({ length: options.outputs ?? 1 }, (_, i) => this.unique(i === 0 ? `${name}_output` : `${name}_output_${i}`));
+      : Array.from({ length: options.outputs ?? 1 }, (_, i) =>
+          this.unique(i === 0 ? `${name}_output` : `${name}_output_${i}`),
+        );
     const node: Node = { name, opType, domain: '', inputs, outputs, attributes: toAttributes(attributes) };
     this.graph.nodes.push(node);
     return outputs;
@@ -45,7 +55,11 @@ export class GraphBuilder {
   /** A new float weight initialised by `scheme` from the builder's seed and the weight's name. */
   weight(name: string, dims: number[], scheme: InitScheme, trainable = true): string {
     const unique = this.unique(name);
-    this.graph.setInitializer(unique, { dtype: 'float32', dims, data: initWeights(dims, scheme, seedFor(this.seed, unique)) }, trainable);
+    this.graph.setInitializer(
+      unique,
+      { dtype: 'float32', dims, data: initWeights(dims, scheme, seedFor(this.seed, unique)) },
+      trainable,
+    );
     return unique;
   }
 

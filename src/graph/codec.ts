@@ -5,8 +5,16 @@ import { ModelError } from './errors.ts';
 import { Graph, type Attribute, type Dim, type Initializer, type Node, type ValueInfo } from './ir.ts';
 import { onnxModelType } from './onnx-proto.ts';
 import {
-  bytesPerElement, dataTypeFromOnnx, isFloatType, dataTypeToOnnx, sizeOf, tensorBytes, typedArrayFromBytes,
-  type DataType, type TensorData, type TensorValue,
+  bytesPerElement,
+  dataTypeFromOnnx,
+  isFloatType,
+  dataTypeToOnnx,
+  sizeOf,
+  tensorBytes,
+  typedArrayFromBytes,
+  type DataType,
+  type TensorData,
+  type TensorValue,
 } from './tensor.ts';
 
 /** Reads `length` bytes (or to the end when undefined) at `offset` of an external-data file
@@ -29,7 +37,10 @@ export function decodeModel(bytes: Uint8Array, options: DecodeOptions = {}): Gra
   try {
     model = onnxModelType().decode(bytes) as unknown as Msg;
   } catch (e) {
-    throw new ModelError(`not a valid ONNX model: the protobuf data is ${/index out of range/i.test(String(e)) ? 'truncated' : 'malformed'} (${(e as Error).message})`, { file });
+    throw new ModelError(
+      `not a valid ONNX model: the protobuf data is ${/index out of range/i.test(String(e)) ? 'truncated' : 'malformed'} (${(e as Error).message})`,
+      { file },
+    );
   }
   if (!has(model, 'graph') || !has(model, 'ir_version')) {
     throw new ModelError('not an ONNX model: no ir_version or no graph in the ModelProto', { file });
@@ -55,7 +66,12 @@ export function decodeModel(bytes: Uint8Array, options: DecodeOptions = {}): Gra
 
   const ctx = { file, readExternal: options.readExternal };
   for (const t of graph.initializer as Msg[]) {
-    const init: Initializer = { name: t.name, value: decodeTensor(t, ctx), trainable: false, docString: t.doc_string || undefined };
+    const init: Initializer = {
+      name: t.name,
+      value: decodeTensor(t, ctx),
+      trainable: false,
+      docString: t.doc_string || undefined,
+    };
     if ((t.metadata_props as Msg[])?.length) init.extra = { metadata_props: t.metadata_props };
     g.setInitializer(init.name, init.value);
     g.initializers.set(init.name, { ...init, trainable: g.initializers.get(init.name)!.trainable });
@@ -76,7 +92,8 @@ export function decodeModel(bytes: Uint8Array, options: DecodeOptions = {}): Gra
     } catch {
       names = undefined;
     }
-    if (!Array.isArray(names)) throw new ModelError(`metadata_props '${FROZEN_KEY}' must be a JSON list of initializer names`, { file });
+    if (!Array.isArray(names))
+      throw new ModelError(`metadata_props '${FROZEN_KEY}' must be a JSON list of initializer names`, { file });
     for (const name of names) {
       const init = g.initializers.get(String(name));
       if (init) init.trainable = false;
@@ -101,7 +118,12 @@ export function encodeModel(g: Graph, options: EncodeOptions = {}): Uint8Array {
   const graph: Msg = {
     node: g.nodes.map(encodeNode),
     name: g.name,
-    initializer: [...g.initializers.values()].map((i) => ({ ...encodeTensor(i.value), name: i.name, doc_string: i.docString, ...i.extra })),
+    initializer: [...g.initializers.values()].map((i) => ({
+      ...encodeTensor(i.value),
+      name: i.name,
+      doc_string: i.docString,
+      ...i.extra,
+    })),
     doc_string: g.docString || undefined,
     input: g.inputs.map(encodeValueInfo),
     output: g.outputs.map(encodeValueInfo),
@@ -129,7 +151,9 @@ export function encodeModel(g: Graph, options: EncodeOptions = {}): Uint8Array {
 export const FROZEN_KEY = 'onnx_graft.frozen';
 
 function withFrozenList(g: Graph): { key: string; value: string }[] {
-  const frozen = [...g.initializers.values()].filter((i) => !i.trainable && isFloatType(i.value.dtype)).map((i) => i.name);
+  const frozen = [...g.initializers.values()]
+    .filter((i) => !i.trainable && isFloatType(i.value.dtype))
+    .map((i) => i.name);
   return frozen.length ? [...g.metadataProps, { key: FROZEN_KEY, value: JSON.stringify(frozen) }] : g.metadataProps;
 }
 
@@ -145,23 +169,32 @@ export function decodeTensor(t: Msg, ctx: TensorContext): TensorValue {
   const dtype = dataTypeFromOnnx(t.data_type ?? 0);
   if (!dtype) throw new ModelError(`tensor '${name}' has unknown data_type ${t.data_type}`, { file: ctx.file });
   const dims = (t.dims as unknown[]).map(toNumber);
-  if (dims.some((d) => d < 0 || !Number.isFinite(d))) throw new ModelError(`tensor '${name}' has invalid dims [${dims}]`, { file: ctx.file });
+  if (dims.some((d) => d < 0 || !Number.isFinite(d)))
+    throw new ModelError(`tensor '${name}' has invalid dims [${dims}]`, { file: ctx.file });
   const count = sizeOf(dims);
-  const fail = (what: string) => new ModelError(`tensor '${name}' (${dtype}, dims [${dims}]): ${what}`, { file: ctx.file });
+  const fail = (what: string) =>
+    new ModelError(`tensor '${name}' (${dtype}, dims [${dims}]): ${what}`, { file: ctx.file });
 
   if (t.data_location === 1) {
     const entries = new Map((t.external_data as Msg[]).map((e) => [e.key, e.value as string]));
     const location = entries.get('location');
     if (!location) throw fail('data_location is EXTERNAL but external_data has no location');
-    if (!ctx.readExternal) throw fail(`its data is in the external file '${location}'; load the model from a file path (loadModelFile) or pass readExternal`);
+    if (!ctx.readExternal)
+      throw fail(
+        `its data is in the external file '${location}'; load the model from a file path (loadModelFile) or pass readExternal`,
+      );
     const width = bytesPerElement(dtype);
     if (width === undefined) throw fail('external data is only supported for fixed-width types');
     const offset = Number(entries.get('offset') ?? 0);
     const declared = entries.has('length') ? Number(entries.get('length')) : undefined;
     const expected = count * width;
-    if (declared !== undefined && declared !== expected) throw fail(`external_data length ${declared} does not match the ${expected} bytes its dims need`);
+    if (declared !== undefined && declared !== expected)
+      throw fail(`external_data length ${declared} does not match the ${expected} bytes its dims need`);
     const bytes = ctx.readExternal(location, offset, declared ?? expected);
-    if (bytes.byteLength < expected) throw fail(`external file '${location}' has only ${bytes.byteLength} bytes at offset ${offset}, ${expected} needed`);
+    if (bytes.byteLength < expected)
+      throw fail(
+        `external file '${location}' has only ${bytes.byteLength} bytes at offset ${offset}, ${expected} needed`,
+      );
     return { dtype, dims, data: typedArrayFromBytes(dtype, bytes, count) };
   }
 
@@ -181,18 +214,27 @@ export function decodeTensor(t: Msg, ctx: TensorContext): TensorValue {
   const field = typedField(dtype);
   const values = (t[field] as unknown[]) ?? [];
   const perElement = dtype === 'complex64' || dtype === 'complex128' ? 2 : 1;
-  if (values.length !== count * perElement) throw fail(`${field} has ${values.length} values, expected ${count * perElement}`);
+  if (values.length !== count * perElement)
+    throw fail(`${field} has ${values.length} values, expected ${count * perElement}`);
   return { dtype, dims, data: fillTyped(dtype, values, count) };
 }
 
 /** ONNX's typed field for each dtype, when raw_data is not used. */
 function typedField(dtype: DataType): string {
   switch (dtype) {
-    case 'float32': case 'complex64': return 'float_data';
-    case 'float64': case 'complex128': return 'double_data';
-    case 'int64': return 'int64_data';
-    case 'uint32': case 'uint64': return 'uint64_data';
-    default: return 'int32_data'; // int8/16/32, uint8/16, bool, float16/bfloat16 bits, float8
+    case 'float32':
+    case 'complex64':
+      return 'float_data';
+    case 'float64':
+    case 'complex128':
+      return 'double_data';
+    case 'int64':
+      return 'int64_data';
+    case 'uint32':
+    case 'uint64':
+      return 'uint64_data';
+    default:
+      return 'int32_data'; // int8/16/32, uint8/16, bool, float16/bfloat16 bits, float8
   }
 }
 
@@ -202,7 +244,10 @@ function fillTyped(dtype: DataType, values: unknown[], count: number): TensorDat
   if (out instanceof BigInt64Array || out instanceof BigUint64Array) {
     for (let i = 0; i < values.length; i++) out[i] = BigInt(longString(values[i]));
   } else if (dtype === 'complex64' || dtype === 'complex128') {
-    const view = dtype === 'complex64' ? new Float32Array((out as Uint8Array).buffer) : new Float64Array((out as Uint8Array).buffer);
+    const view =
+      dtype === 'complex64'
+        ? new Float32Array((out as Uint8Array).buffer)
+        : new Float64Array((out as Uint8Array).buffer);
     for (let i = 0; i < values.length; i++) view[i] = values[i] as number;
   } else {
     const o = out as Float32Array;
@@ -221,8 +266,20 @@ export function encodeTensor(t: TensorValue): Msg {
 // ─── nodes and attributes ───────────────────────────────────────────────────────────────────
 
 const ATTRIBUTE_TYPES: Record<number, string> = {
-  1: 'float', 2: 'int', 3: 'string', 4: 'tensor', 5: 'graph', 6: 'floats', 7: 'ints', 8: 'strings',
-  9: 'tensors', 10: 'graphs', 11: 'sparse_tensor', 12: 'sparse_tensors', 13: 'type_proto', 14: 'type_protos',
+  1: 'float',
+  2: 'int',
+  3: 'string',
+  4: 'tensor',
+  5: 'graph',
+  6: 'floats',
+  7: 'ints',
+  8: 'strings',
+  9: 'tensors',
+  10: 'graphs',
+  11: 'sparse_tensor',
+  12: 'sparse_tensors',
+  13: 'type_proto',
+  14: 'type_protos',
 };
 // Fatal and BOM-keeping, so that a string attribute decodes only when it re-encodes to the same
 // bytes; anything else stays opaque.
@@ -253,7 +310,11 @@ function decodeNode(n: Msg, ctx: TensorContext): Node {
     try {
       node.attributes[a.name] = decodeAttribute(a, ctx);
     } catch (e) {
-      if (e instanceof ModelError) throw new ModelError(`attribute '${a.name}': ${e.message.replace(`${ctx.file}: `, '')}`, { file: ctx.file, node });
+      if (e instanceof ModelError)
+        throw new ModelError(`attribute '${a.name}': ${e.message.replace(`${ctx.file}: `, '')}`, {
+          file: ctx.file,
+          node,
+        });
       throw e;
     }
   }
@@ -264,8 +325,10 @@ function decodeAttribute(a: Msg, ctx: TensorContext): Attribute {
   const type = ATTRIBUTE_TYPES[a.type] ?? guessAttributeType(a);
   if (a.ref_attr_name || a.doc_string) return { type: 'opaque', proto: a };
   switch (type) {
-    case 'float': return { type, value: a.f };
-    case 'int': return { type, value: toNumber(a.i) };
+    case 'float':
+      return { type, value: a.f };
+    case 'int':
+      return { type, value: toNumber(a.i) };
     case 'string': {
       const text = a.s?.length ? exactUtf8(a.s) : '';
       return text === undefined ? { type: 'opaque', proto: a } : { type, value: text };
@@ -273,23 +336,39 @@ function decodeAttribute(a: Msg, ctx: TensorContext): Attribute {
     case 'tensor':
       if (!a.t) throw new ModelError(`attribute '${a.name}' has type TENSOR but no tensor`, { file: ctx.file });
       return { type, value: decodeTensor(a.t, ctx) };
-    case 'floats': return { type, value: [...(a.floats as number[])] };
-    case 'ints': return { type, value: (a.ints as unknown[]).map(toNumber) };
+    case 'floats':
+      return { type, value: [...(a.floats as number[])] };
+    case 'ints':
+      return { type, value: (a.ints as unknown[]).map(toNumber) };
     case 'strings': {
       const texts = (a.strings as Uint8Array[]).map(exactUtf8);
       return texts.some((t) => t === undefined) ? { type: 'opaque', proto: a } : { type, value: texts as string[] };
     }
-    case 'tensors': return { type, value: (a.tensors as Msg[]).map((t) => decodeTensor(t, ctx)) };
-    default: return { type: 'opaque', proto: a };
+    case 'tensors':
+      return { type, value: (a.tensors as Msg[]).map((t) => decodeTensor(t, ctx)) };
+    default:
+      return { type: 'opaque', proto: a };
   }
 }
 
 /** IR versions before 2 had no `type` field: the one field that is set tells. */
 function guessAttributeType(a: Msg): string {
-  for (const [field, type] of [['floats', 'floats'], ['ints', 'ints'], ['strings', 'strings'], ['tensors', 'tensors'], ['graphs', 'graphs']] as const) {
+  for (const [field, type] of [
+    ['floats', 'floats'],
+    ['ints', 'ints'],
+    ['strings', 'strings'],
+    ['tensors', 'tensors'],
+    ['graphs', 'graphs'],
+  ] as const) {
     if ((a[field] as unknown[])?.length) return type;
   }
-  for (const [field, type] of [['f', 'float'], ['i', 'int'], ['s', 'string'], ['t', 'tensor'], ['g', 'graph']] as const) {
+  for (const [field, type] of [
+    ['f', 'float'],
+    ['i', 'int'],
+    ['s', 'string'],
+    ['t', 'tensor'],
+    ['g', 'graph'],
+  ] as const) {
     if (has(a, field)) return type;
   }
   return 'undefined';
@@ -310,15 +389,24 @@ function encodeNode(n: Node): Msg {
 
 function encodeAttribute(name: string, a: Attribute): Msg {
   switch (a.type) {
-    case 'float': return { name, type: 1, f: a.value };
-    case 'int': return { name, type: 2, i: int64(a.value) };
-    case 'string': return { name, type: 3, s: utf8Encoder.encode(a.value) };
-    case 'tensor': return { name, type: 4, t: encodeTensor(a.value) };
-    case 'floats': return { name, type: 6, floats: a.value };
-    case 'ints': return { name, type: 7, ints: a.value.map(int64) };
-    case 'strings': return { name, type: 8, strings: a.value.map((s) => utf8Encoder.encode(s)) };
-    case 'tensors': return { name, type: 9, tensors: a.value.map(encodeTensor) };
-    case 'opaque': return a.proto;
+    case 'float':
+      return { name, type: 1, f: a.value };
+    case 'int':
+      return { name, type: 2, i: int64(a.value) };
+    case 'string':
+      return { name, type: 3, s: utf8Encoder.encode(a.value) };
+    case 'tensor':
+      return { name, type: 4, t: encodeTensor(a.value) };
+    case 'floats':
+      return { name, type: 6, floats: a.value };
+    case 'ints':
+      return { name, type: 7, ints: a.value.map(int64) };
+    case 'strings':
+      return { name, type: 8, strings: a.value.map((s) => utf8Encoder.encode(s)) };
+    case 'tensors':
+      return { name, type: 9, tensors: a.value.map(encodeTensor) };
+    case 'opaque':
+      return a.proto;
   }
 }
 
@@ -358,7 +446,9 @@ function encodeValueInfo(v: ValueInfo): Msg {
   if (v.otherType) {
     msg.type = v.otherType;
   } else if (v.dtype || v.shape || v.extra?.elemType) {
-    const tensor_type: Msg = { elem_type: v.dtype ? dataTypeToOnnx(v.dtype) : ((v.extra?.elemType as number | undefined) ?? 0) };
+    const tensor_type: Msg = {
+      elem_type: v.dtype ? dataTypeToOnnx(v.dtype) : ((v.extra?.elemType as number | undefined) ?? 0),
+    };
     if (v.shape) {
       const denotations = v.extra?.dimDenotations as string[] | undefined;
       tensor_type.shape = {
@@ -392,7 +482,8 @@ function keepIfPresent(into: Record<string, unknown>, msg: Msg, fields: string[]
 export function toNumber(v: unknown): number {
   if (typeof v === 'number') return v;
   if (typeof v === 'bigint') return Number(v);
-  if (v && typeof (v as { toNumber?: unknown }).toNumber === 'function') return (v as { toNumber(): number }).toNumber();
+  if (v && typeof (v as { toNumber?: unknown }).toNumber === 'function')
+    return (v as { toNumber(): number }).toNumber();
   return Number(v ?? 0);
 }
 

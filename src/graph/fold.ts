@@ -1,7 +1,15 @@
 // Constant folding: evaluates, on the host, the nodes whose inputs are all known constants and
 // whose op only builds or moves small tensors (weights made by ConstantOfShape, and the
 // Shape → Gather → Unsqueeze → Concat → Reshape chains that torch exports emit).
-import { normalizeAxis, sliceParameters, sliceRange, castTarget, resolveReshape, broadcastShapes, type ShapeContext } from './shape-inference.ts';
+import {
+  normalizeAxis,
+  sliceParameters,
+  sliceRange,
+  castTarget,
+  resolveReshape,
+  broadcastShapes,
+  type ShapeContext,
+} from './shape-inference.ts';
 import { allocate, fromNumbers, sizeOf, toNumbers, type TensorData, type TensorValue } from './tensor.ts';
 
 /** Arithmetic is folded only below this many elements: large constant math is real work that
@@ -10,7 +18,19 @@ const MAX_FOLDED_ARITHMETIC = 1 << 20;
 
 type Evaluator = (ctx: ShapeContext, inputs: (TensorValue | undefined)[]) => TensorValue[] | undefined;
 
-const HOST_CASTABLE = new Set(['float32', 'float64', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'uint64', 'bool']);
+const HOST_CASTABLE = new Set([
+  'float32',
+  'float64',
+  'int8',
+  'int16',
+  'int32',
+  'int64',
+  'uint8',
+  'uint16',
+  'uint32',
+  'uint64',
+  'bool',
+]);
 
 const EVALUATORS: Record<string, Evaluator> = {
   Constant: (ctx) => [constantValue(ctx)],
@@ -28,16 +48,34 @@ const EVALUATORS: Record<string, Evaluator> = {
     const dims = x!.dims.slice(clampIndex(ctx.attrs.int('start', 0)), clampIndex(ctx.attrs.int('end', rank)));
     return [fromNumbers('int64', [dims.length], dims)];
   },
-  Reshape: (ctx, [x, shape]) => [withDims(x!, resolveReshape(ctx, x!.dims, ctx.opset < 5 ? ctx.attrs.ints('shape') : toNumbers(shape!), ctx.attrs.int('allowzero', 0) === 1) as number[])],
+  Reshape: (ctx, [x, shape]) => [
+    withDims(
+      x!,
+      resolveReshape(
+        ctx,
+        x!.dims,
+        ctx.opset < 5 ? ctx.attrs.ints('shape') : toNumbers(shape!),
+        ctx.attrs.int('allowzero', 0) === 1,
+      ) as number[],
+    ),
+  ],
   Flatten: (ctx, [x]) => {
     let axis = ctx.attrs.int('axis', 1);
     if (axis < 0) axis += x!.dims.length;
     return [withDims(x!, [sizeOf(x!.dims.slice(0, axis)), sizeOf(x!.dims.slice(axis))])];
   },
   Squeeze: (ctx, [x, axesInput]) => {
-    const axes = ctx.opset < 13 ? (ctx.attrs.has('axes') ? ctx.attrs.ints('axes') : undefined) : axesInput && toNumbers(axesInput);
-    const drop = new Set(axes ? axes.map((a) => normalizeAxis(ctx, a, x!.dims.length)) : x!.dims.flatMap((d, i) => (d === 1 ? [i] : [])));
-    return [withDims(x!, x!.dims.filter((_, i) => !drop.has(i)))];
+    const axes =
+      ctx.opset < 13 ? (ctx.attrs.has('axes') ? ctx.attrs.ints('axes') : undefined) : axesInput && toNumbers(axesInput);
+    const drop = new Set(
+      axes ? axes.map((a) => normalizeAxis(ctx, a, x!.dims.length)) : x!.dims.flatMap((d, i) => (d === 1 ? [i] : [])),
+    );
+    return [
+      withDims(
+        x!,
+        x!.dims.filter((_, i) => !drop.has(i)),
+      ),
+    ];
   },
   Unsqueeze: (ctx, [x, axesInput]) => {
     const axes = ctx.opset < 13 ? ctx.attrs.ints('axes') : toNumbers(axesInput!);
@@ -54,7 +92,9 @@ const EVALUATORS: Record<string, Evaluator> = {
     // are real work for kernels, not folding.
     if (!HOST_CASTABLE.has(to) || !HOST_CASTABLE.has(x!.dtype)) return undefined;
     const values = toNumbers(x!);
-    return [fromNumbers(to, x!.dims, to === 'bool' ? values : to.startsWith('float') ? values : values.map(Math.trunc))];
+    return [
+      fromNumbers(to, x!.dims, to === 'bool' ? values : to.startsWith('float') ? values : values.map(Math.trunc)),
+    ];
   },
   Gather: (ctx, [data, indices]) => {
     const axis = normalizeAxis(ctx, ctx.attrs.int('axis', 0), data!.dims.length);
@@ -68,7 +108,9 @@ const EVALUATORS: Record<string, Evaluator> = {
     const dims = [...data!.dims.slice(0, axis), ...indices!.dims, ...data!.dims.slice(axis + 1)];
     const out = allocate(data!.dtype, sizeOf(dims));
     let o = 0;
-    for (let a = 0; a < outer; a++) for (const i of idx) for (let b = 0; b < inner; b++) copyElement(out, o++, data!.data, (a * size + i) * inner + b);
+    for (let a = 0; a < outer; a++)
+      for (const i of idx)
+        for (let b = 0; b < inner; b++) copyElement(out, o++, data!.data, (a * size + i) * inner + b);
     return [{ dtype: data!.dtype, dims, data: out }];
   },
   Concat: (ctx, inputs) => {
@@ -111,7 +153,10 @@ const EVALUATORS: Record<string, Evaluator> = {
   },
   Transpose: (ctx, [x]) => {
     const rank = x!.dims.length;
-    const perm = ctx.attrs.ints('perm', x!.dims.map((_, i) => rank - 1 - i));
+    const perm = ctx.attrs.ints(
+      'perm',
+      x!.dims.map((_, i) => rank - 1 - i),
+    );
     const dims = perm.map((p) => x!.dims[p]);
     const strides = stridesOf(x!.dims);
     const out = allocate(x!.dtype, sizeOf(dims));
@@ -129,7 +174,13 @@ const EVALUATORS: Record<string, Evaluator> = {
     const [l] = toNumbers(limit!);
     const [d] = toNumbers(delta!);
     const n = Math.max(0, Math.ceil((l - s) / d));
-    return [fromNumbers(start!.dtype, [n], Array.from({ length: n }, (_, i) => s + i * d))];
+    return [
+      fromNumbers(
+        start!.dtype,
+        [n],
+        Array.from({ length: n }, (_, i) => s + i * d),
+      ),
+    ];
   },
   Add: (ctx, inputs) => [arithmetic(ctx, inputs, (a, b) => a + b)],
   Sub: (ctx, inputs) => [arithmetic(ctx, inputs, (a, b) => a - b)],
@@ -138,7 +189,16 @@ const EVALUATORS: Record<string, Evaluator> = {
 };
 
 /** Ops that only move data: folded regardless of size. The rest only while small. */
-const DATA_MOVEMENT = new Set(['Constant', 'ConstantOfShape', 'Identity', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Shape']);
+const DATA_MOVEMENT = new Set([
+  'Constant',
+  'ConstantOfShape',
+  'Identity',
+  'Reshape',
+  'Flatten',
+  'Squeeze',
+  'Unsqueeze',
+  'Shape',
+]);
 
 export function isFoldable(opType: string): boolean {
   return opType in EVALUATORS;
@@ -153,7 +213,8 @@ export function foldNode(ctx: ShapeContext, inputs: (TensorValue | undefined)[])
   if (!evaluate || (ctx.node.domain !== '' && ctx.node.domain !== 'ai.onnx')) return undefined;
   if (ctx.node.outputs.length !== 1) return undefined;
   if (ctx.node.inputs.some((name, i) => name !== '' && !inputs[i])) return undefined;
-  if (!DATA_MOVEMENT.has(ctx.node.opType) && inputs.some((t) => t && sizeOf(t.dims) > MAX_FOLDED_ARITHMETIC)) return undefined;
+  if (!DATA_MOVEMENT.has(ctx.node.opType) && inputs.some((t) => t && sizeOf(t.dims) > MAX_FOLDED_ARITHMETIC))
+    return undefined;
   if (inputs.some((t) => t && t.dtype === 'string')) return undefined;
   return evaluate(ctx, inputs);
 }
@@ -164,12 +225,17 @@ function constantValue(ctx: ShapeContext): TensorValue {
   if (t) return t;
   if (a.value_float?.type === 'float') return fromNumbers('float32', [], [a.value_float.value]);
   if (a.value_int?.type === 'int') return fromNumbers('int64', [], [a.value_int.value]);
-  if (a.value_floats?.type === 'floats') return fromNumbers('float32', [a.value_floats.value.length], a.value_floats.value);
+  if (a.value_floats?.type === 'floats')
+    return fromNumbers('float32', [a.value_floats.value.length], a.value_floats.value);
   if (a.value_ints?.type === 'ints') return fromNumbers('int64', [a.value_ints.value.length], a.value_ints.value);
   throw ctx.error('Constant needs one of value, value_float(s), value_int(s)');
 }
 
-function arithmetic(ctx: ShapeContext, inputs: (TensorValue | undefined)[], op: (a: number, b: number) => number): TensorValue {
+function arithmetic(
+  ctx: ShapeContext,
+  inputs: (TensorValue | undefined)[],
+  op: (a: number, b: number) => number,
+): TensorValue {
   const [a, b] = inputs as TensorValue[];
   const dims = broadcastShapes(ctx, [a.dims, b.dims]) as number[];
   const av = toNumbers(a);

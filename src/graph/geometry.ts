@@ -15,13 +15,20 @@ export interface WindowGeometry {
  * `input` and `kernel` are the spatial sizes only. `ceilMode` applies to pooling; PyTorch's and
  * ONNX's rule drops a last window that would start entirely in the end padding.
  */
-export function windowGeometry(attrs: AttributeReader, input: number[], kernel: number[], ceilMode = false): WindowGeometry {
+export function windowGeometry(
+  attrs: AttributeReader,
+  input: number[],
+  kernel: number[],
+  ceilMode = false,
+): WindowGeometry {
   const rank = input.length;
   const strides = attrs.ints('strides', new Array(rank).fill(1));
   const dilations = attrs.ints('dilations', new Array(rank).fill(1));
   const autoPad = attrs.oneOf('auto_pad', ['NOTSET', 'SAME_UPPER', 'SAME_LOWER', 'VALID'] as const, 'NOTSET');
   if (strides.length !== rank || dilations.length !== rank || kernel.length !== rank) {
-    throw attrs.error(`kernel_shape [${kernel}], strides [${strides}] and dilations [${dilations}] must each have ${rank} entries (the input's spatial rank)`);
+    throw attrs.error(
+      `kernel_shape [${kernel}], strides [${strides}] and dilations [${dilations}] must each have ${rank} entries (the input's spatial rank)`,
+    );
   }
   if ([...strides, ...dilations, ...kernel].some((v) => !(v >= 1))) {
     throw attrs.error(`kernel_shape [${kernel}], strides [${strides}] and dilations [${dilations}] must be positive`);
@@ -30,7 +37,8 @@ export function windowGeometry(attrs: AttributeReader, input: number[], kernel: 
   const output: number[] = [];
   if (autoPad === 'NOTSET') {
     pads = attrs.ints('pads', new Array(2 * rank).fill(0));
-    if (pads.length !== 2 * rank || pads.some((p) => p < 0)) throw attrs.error(`pads [${pads}] must have ${2 * rank} non-negative entries`);
+    if (pads.length !== 2 * rank || pads.some((p) => p < 0))
+      throw attrs.error(`pads [${pads}] must have ${2 * rank} non-negative entries`);
     for (let i = 0; i < rank; i++) {
       const span = (kernel[i] - 1) * dilations[i] + 1;
       const room = input[i] + pads[i] + pads[i + rank] - span;
@@ -55,7 +63,9 @@ export function windowGeometry(attrs: AttributeReader, input: number[], kernel: 
     }
   }
   if (output.some((o) => o < 1)) {
-    throw attrs.error(`the window (kernel [${kernel}], dilations [${dilations}], pads [${pads}]) does not fit the input's spatial size [${input}]`);
+    throw attrs.error(
+      `the window (kernel [${kernel}], dilations [${dilations}], pads [${pads}]) does not fit the input's spatial size [${input}]`,
+    );
   }
   return { kernel, strides, dilations, pads, output };
 }

@@ -123,7 +123,10 @@ export class Graph {
     for (const n of this.nodes) {
       for (const i of n.inputs) {
         if (i && !available.has(i) && !producers.has(i)) {
-          throw new ModelError(`input '${i}' is neither a graph input, an initializer nor any node's output`, { file: this.source, node: n });
+          throw new ModelError(`input '${i}' is neither a graph input, an initializer nor any node's output`, {
+            file: this.source,
+            node: n,
+          });
         }
       }
     }
@@ -165,7 +168,13 @@ export class Graph {
     }
     if (order.length !== this.nodes.length) {
       const stuck = this.nodes.find((n) => !order.includes(n))!;
-      throw new ModelError(`the graph has a cycle through this node (its inputs ${stuck.inputs.filter((i) => !available.has(i)).map((i) => `'${i}'`).join(', ')} depend on its own outputs)`, { file: this.source, node: stuck });
+      throw new ModelError(
+        `the graph has a cycle through this node (its inputs ${stuck.inputs
+          .filter((i) => !available.has(i))
+          .map((i) => `'${i}'`)
+          .join(', ')} depend on its own outputs)`,
+        { file: this.source, node: stuck },
+      );
     }
     this.nodes = order;
   }
@@ -192,7 +201,12 @@ export class Graph {
   clone(): Graph {
     const g = new Graph();
     Object.assign(g, this);
-    g.nodes = this.nodes.map((n) => ({ ...n, inputs: [...n.inputs], outputs: [...n.outputs], attributes: { ...n.attributes } }));
+    g.nodes = this.nodes.map((n) => ({
+      ...n,
+      inputs: [...n.inputs],
+      outputs: [...n.outputs],
+      attributes: { ...n.attributes },
+    }));
     g.inputs = this.inputs.map((v) => ({ ...v, shape: v.shape && [...v.shape] }));
     g.outputs = this.outputs.map((v) => ({ ...v, shape: v.shape && [...v.shape] }));
     g.initializers = new Map([...this.initializers].map(([k, v]) => [k, { ...v }]));

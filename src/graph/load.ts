@@ -32,10 +32,16 @@ export function prepareGraph(graph: Graph, options: PrepareOptions = {}): Graph 
   if (graph.outputs.length === 0) throw new ModelError('the graph declares no outputs', { file });
   const opset = graph.opset;
   if (opset > MAX_SUPPORTED_OPSET) {
-    throw new ModelError(`default-domain opset ${opset} is newer than supported (${MIN_SUPPORTED_OPSET}…${MAX_SUPPORTED_OPSET}); re-export with opset ≤ ${MAX_SUPPORTED_OPSET}`, { file });
+    throw new ModelError(
+      `default-domain opset ${opset} is newer than supported (${MIN_SUPPORTED_OPSET}…${MAX_SUPPORTED_OPSET}); re-export with opset ≤ ${MAX_SUPPORTED_OPSET}`,
+      { file },
+    );
   }
   if (opset < MIN_SUPPORTED_OPSET) {
-    throw new ModelError(`default-domain opset ${opset} is older than supported (${MIN_SUPPORTED_OPSET}…${MAX_SUPPORTED_OPSET}); convert it with onnx.version_converter`, { file });
+    throw new ModelError(
+      `default-domain opset ${opset} is older than supported (${MIN_SUPPORTED_OPSET}…${MAX_SUPPORTED_OPSET}); convert it with onnx.version_converter`,
+      { file },
+    );
   }
   for (const n of graph.nodes) shapeRuleFor(graph, n); // refuse unknown ops before any work
   bindInputShapes(graph, options.inputShapes);
@@ -50,9 +56,13 @@ export function prepareGraph(graph: Graph, options: PrepareOptions = {}): Graph 
     const ctx = new ShapeContext(graph, node, opset, constant);
     // Arithmetic on a trainable weight stays a node: folding it would freeze what training
     // updates. Pure relabelling (a reshaped weight becomes the trainable weight) folds.
-    const readsTrainable = !RELABELLING_OPS.has(node.opType) && node.inputs.some((i) => graph.initializers.get(i)?.trainable);
+    const readsTrainable =
+      !RELABELLING_OPS.has(node.opType) && node.inputs.some((i) => graph.initializers.get(i)?.trainable);
     if (isFoldable(node.opType) && !readsTrainable) {
-      const folded = foldNode(ctx, node.inputs.map((i) => (i ? constant(i) ?? staticShapeOnly(node, i) : undefined)));
+      const folded = foldNode(
+        ctx,
+        node.inputs.map((i) => (i ? (constant(i) ?? staticShapeOnly(node, i)) : undefined)),
+      );
       if (folded) {
         // A relabelled weight keeps its own trainable flag; other folded floats start trainable.
         const source = RELABELLING_OPS.has(node.opType) ? graph.initializers.get(node.inputs[0]) : undefined;
@@ -94,10 +104,20 @@ function bindInputShapes(graph: Graph, shapes: Record<string, number[]> | undefi
   if (!shapes) return;
   for (const [name, dims] of Object.entries(shapes)) {
     const input = graph.feedInputs.find((i) => i.name === name);
-    if (!input) throw new ModelError(`inputShapes names '${name}', which is not a graph input; inputs: ${graph.feedInputs.map((i) => i.name).join(', ')}`, { file: graph.source });
+    if (!input)
+      throw new ModelError(
+        `inputShapes names '${name}', which is not a graph input; inputs: ${graph.feedInputs.map((i) => i.name).join(', ')}`,
+        { file: graph.source },
+      );
     const declared = input.shape;
-    if (declared && (declared.length !== dims.length || declared.some((d, i) => typeof d === 'number' && d !== dims[i]))) {
-      throw new ModelError(`input '${name}' is declared ${showShape(declared)}; the shape [${dims}] given does not fit it`, { file: graph.source });
+    if (
+      declared &&
+      (declared.length !== dims.length || declared.some((d, i) => typeof d === 'number' && d !== dims[i]))
+    ) {
+      throw new ModelError(
+        `input '${name}' is declared ${showShape(declared)}; the shape [${dims}] given does not fit it`,
+        { file: graph.source },
+      );
     }
     input.shape = [...dims];
     graph.values.set(name, { ...graph.values.get(name), ...input, shape: [...dims] });
@@ -105,11 +125,22 @@ function bindInputShapes(graph: Graph, shapes: Record<string, number[]> | undefi
 }
 
 /** A shape declared in the file must agree with the inferred one wherever both are numbers. */
-function checkDeclared(graph: Graph, node: Node, name: string, declared: (number | string | null)[] | undefined, inferred: (number | string | null)[]): void {
+function checkDeclared(
+  graph: Graph,
+  node: Node,
+  name: string,
+  declared: (number | string | null)[] | undefined,
+  inferred: (number | string | null)[],
+): void {
   if (!declared || declared.length === 0) return;
-  const clash = declared.length !== inferred.length || declared.some((d, i) => typeof d === 'number' && typeof inferred[i] === 'number' && d !== inferred[i]);
+  const clash =
+    declared.length !== inferred.length ||
+    declared.some((d, i) => typeof d === 'number' && typeof inferred[i] === 'number' && d !== inferred[i]);
   if (clash) {
-    throw new ModelError(`output '${name}' is declared ${showShape(declared)} in the file but computes to ${showShape(inferred)}`, { file: graph.source, node });
+    throw new ModelError(
+      `output '${name}' is declared ${showShape(declared)} in the file but computes to ${showShape(inferred)}`,
+      { file: graph.source, node },
+    );
   }
 }
 

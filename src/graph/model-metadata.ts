@@ -34,16 +34,43 @@ export const PREPROCESS_PRESETS: readonly PreprocessPreset[] = ['torchvision', '
  * subtracted), Inception (Keras/TF: [-1, 1], resize to size·342/299).
  */
 export function preprocessPreset(name: PreprocessPreset, size: number): PreprocessSpec {
-  if (!Number.isInteger(size) || size < 1) throw new ModelError(`preprocess: input size must be a positive integer, got ${size}`);
+  if (!Number.isInteger(size) || size < 1)
+    throw new ModelError(`preprocess: input size must be a positive integer, got ${size}`);
   switch (name) {
     case 'torchvision':
-      return { name, resize: Math.round((size * 256) / 224), crop: size, channelOrder: 'rgb', scale: 1 / 255, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+      return {
+        name,
+        resize: Math.round((size * 256) / 224),
+        crop: size,
+        channelOrder: 'rgb',
+        scale: 1 / 255,
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+      };
     case 'caffe':
-      return { name, resize: Math.round((size * 256) / 224), crop: size, channelOrder: 'bgr', scale: 1, mean: [103.939, 116.779, 123.68], std: [1, 1, 1] };
+      return {
+        name,
+        resize: Math.round((size * 256) / 224),
+        crop: size,
+        channelOrder: 'bgr',
+        scale: 1,
+        mean: [103.939, 116.779, 123.68],
+        std: [1, 1, 1],
+      };
     case 'inception':
-      return { name, resize: Math.round((size * 342) / 299), crop: size, channelOrder: 'rgb', scale: 1 / 255, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] };
+      return {
+        name,
+        resize: Math.round((size * 342) / 299),
+        crop: size,
+        channelOrder: 'rgb',
+        scale: 1 / 255,
+        mean: [0.5, 0.5, 0.5],
+        std: [0.5, 0.5, 0.5],
+      };
     default:
-      throw new ModelError(`preprocess '${String(name)}' is not known; accepted: ${PREPROCESS_PRESETS.join(', ')}, or 'model' (read from the model's metadata)`);
+      throw new ModelError(
+        `preprocess '${String(name)}' is not known; accepted: ${PREPROCESS_PRESETS.join(', ')}, or 'model' (read from the model's metadata)`,
+      );
   }
 }
 
@@ -55,7 +82,9 @@ export function readLabels(graph: Graph): string[] | undefined {
   try {
     parsed = JSON.parse(raw);
   } catch {
-    throw new ModelError(`metadata '${LABELS_KEY}' is not JSON; expected an array of class names`, { file: graph.source });
+    throw new ModelError(`metadata '${LABELS_KEY}' is not JSON; expected an array of class names`, {
+      file: graph.source,
+    });
   }
   if (!Array.isArray(parsed) || parsed.length === 0 || !parsed.every((l) => typeof l === 'string')) {
     throw new ModelError(`metadata '${LABELS_KEY}' must be a non-empty array of strings`, { file: graph.source });
@@ -64,7 +93,8 @@ export function readLabels(graph: Graph): string[] | undefined {
 }
 
 export function writeLabels(graph: Graph, labels: readonly string[]): void {
-  if (labels.length === 0 || !labels.every((l) => typeof l === 'string')) throw new ModelError('labels must be a non-empty list of strings', { file: graph.source });
+  if (labels.length === 0 || !labels.every((l) => typeof l === 'string'))
+    throw new ModelError('labels must be a non-empty list of strings', { file: graph.source });
   setProp(graph, LABELS_KEY, JSON.stringify(labels));
 }
 
@@ -80,19 +110,26 @@ export function readPreprocess(graph: Graph): PreprocessSpec | undefined {
   }
   const bad = (what: string) => new ModelError(`metadata '${PREPROCESS_KEY}': ${what}`, { file: graph.source });
   const positiveInt = (k: string) => {
-    if (!Number.isInteger(p[k]) || (p[k] as number) < 1) throw bad(`'${k}' must be a positive integer, got ${JSON.stringify(p[k])}`);
+    if (!Number.isInteger(p[k]) || (p[k] as number) < 1)
+      throw bad(`'${k}' must be a positive integer, got ${JSON.stringify(p[k])}`);
     return p[k] as number;
   };
   const triple = (k: string, nonZero: boolean) => {
     const v = p[k];
-    if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && (!nonZero || x !== 0))) {
+    if (
+      !Array.isArray(v) ||
+      v.length !== 3 ||
+      !v.every((x) => typeof x === 'number' && Number.isFinite(x) && (!nonZero || x !== 0))
+    ) {
       throw bad(`'${k}' must be three finite numbers${nonZero ? ', none zero' : ''}, got ${JSON.stringify(v)}`);
     }
     return v as unknown as readonly [number, number, number];
   };
   if (typeof p.name !== 'string') throw bad(`'name' must be a string`);
-  if (p.channelOrder !== 'rgb' && p.channelOrder !== 'bgr') throw bad(`'channelOrder' must be 'rgb' or 'bgr', got ${JSON.stringify(p.channelOrder)}`);
-  if (typeof p.scale !== 'number' || !Number.isFinite(p.scale) || p.scale <= 0) throw bad(`'scale' must be a positive number, got ${JSON.stringify(p.scale)}`);
+  if (p.channelOrder !== 'rgb' && p.channelOrder !== 'bgr')
+    throw bad(`'channelOrder' must be 'rgb' or 'bgr', got ${JSON.stringify(p.channelOrder)}`);
+  if (typeof p.scale !== 'number' || !Number.isFinite(p.scale) || p.scale <= 0)
+    throw bad(`'scale' must be a positive number, got ${JSON.stringify(p.scale)}`);
   if (p.grayscale !== undefined && typeof p.grayscale !== 'boolean') throw bad(`'grayscale' must be true or false`);
   const resize = positiveInt('resize');
   const crop = positiveInt('crop');

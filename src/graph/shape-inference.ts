@@ -49,7 +49,10 @@ export class ShapeContext {
   /** A shape whose every dimension must be a known number. */
   staticShape(i: number, why: string): number[] {
     const s = this.shape(i);
-    if (s.some((d) => typeof d !== 'number')) throw this.error(`input ${i} ('${this.node.inputs[i]}') has shape ${showShape(s)}, but ${why} needs every dimension known`);
+    if (s.some((d) => typeof d !== 'number'))
+      throw this.error(
+        `input ${i} ('${this.node.inputs[i]}') has shape ${showShape(s)}, but ${why} needs every dimension known`,
+      );
     return s as number[];
   }
 
@@ -68,8 +71,12 @@ export class ShapeContext {
     const c = this.constant(i);
     if (!c) {
       const symbolic = this.graph.feedInputs.find((v) => v.shape?.some((d) => typeof d !== 'number'));
-      const hint = symbolic ? `; input '${symbolic.name}' has symbolic dimensions ${showShape(symbolic.shape!)}: bind them with inputShapes (graft inspect --input)` : '';
-      throw this.error(`${what} (input ${i}, '${this.node.inputs[i]}') must be a constant (an initializer or foldable from one) so that the output shape is known${hint}`);
+      const hint = symbolic
+        ? `; input '${symbolic.name}' has symbolic dimensions ${showShape(symbolic.shape!)}: bind them with inputShapes (graft inspect --input)`
+        : '';
+      throw this.error(
+        `${what} (input ${i}, '${this.node.inputs[i]}') must be a constant (an initializer or foldable from one) so that the output shape is known${hint}`,
+      );
     }
     return toNumbers(c);
   }
@@ -91,7 +98,8 @@ export function showShape(dims: readonly Dim[]): string {
 
 /** Normalises a possibly negative axis into [0, rank), naming the node on failure. */
 export function normalizeAxis(ctx: ShapeContext, axis: number, rank: number): number {
-  if (axis < -rank || axis >= rank) throw ctx.error(`axis ${axis} is out of range for rank ${rank} (accepted: ${-rank} … ${rank - 1})`);
+  if (axis < -rank || axis >= rank)
+    throw ctx.error(`axis ${axis} is out of range for rank ${rank} (accepted: ${-rank} … ${rank - 1})`);
   return axis < 0 ? axis + rank : axis;
 }
 
@@ -117,7 +125,9 @@ export function broadcastShapes(ctx: ShapeContext, shapes: Dim[][]): Dim[] {
       if (e === 1) continue;
       if (d === 1) d = e;
       else if (typeof d === 'number' && typeof e === 'number' && d !== e) {
-        throw ctx.error(`shapes ${shapes.map((s) => `${showShape(s)}`).join(' and ')} cannot be broadcast together (dimension ${i} of the result: ${d} vs ${e})`);
+        throw ctx.error(
+          `shapes ${shapes.map((s) => `${showShape(s)}`).join(' and ')} cannot be broadcast together (dimension ${i} of the result: ${d} vs ${e})`,
+        );
       } else if (d !== e && typeof e === 'number') d = e; // a known size wins over a symbol
     }
     out.push(d);
@@ -127,7 +137,9 @@ export function broadcastShapes(ctx: ShapeContext, shapes: Dim[][]): Dim[] {
 
 const elementwise: ShapeRule = (ctx) => {
   if (ctx.attrs.has('broadcast') || ctx.attrs.has('axis')) {
-    throw ctx.error('legacy broadcast/axis attributes (opset < 7) are not supported; re-export the model with opset 7 or newer');
+    throw ctx.error(
+      'legacy broadcast/axis attributes (opset < 7) are not supported; re-export the model with opset 7 or newer',
+    );
   }
   const shapes: Dim[][] = [];
   for (let i = 0; i < ctx.inputCount; i++) shapes.push(ctx.shape(i));
@@ -139,7 +151,8 @@ const conv: ShapeRule = (ctx) => {
   const x = ctx.shape(0);
   const w = ctx.staticShape(1, 'Conv');
   if (x.length < 3) throw ctx.error(`input X has rank ${x.length}; Conv needs [N, C, spatial…]`);
-  if (w.length !== x.length) throw ctx.error(`weight W has shape [${w}] of rank ${w.length}; it must match X's rank ${x.length}`);
+  if (w.length !== x.length)
+    throw ctx.error(`weight W has shape [${w}] of rank ${w.length}; it must match X's rank ${x.length}`);
   const group = ctx.attrs.int('group', 1);
   const channels = x[1];
   if (typeof channels === 'number' && channels !== w[1] * group) {
@@ -151,9 +164,11 @@ const conv: ShapeRule = (ctx) => {
     if (b.length !== 1 || b[0] !== w[0]) throw ctx.error(`bias B has shape ${showShape(b)}; expected [${w[0]}]`);
   }
   const kernel = ctx.attrs.ints('kernel_shape', w.slice(2));
-  if (kernel.some((k, i) => k !== w[2 + i])) throw ctx.error(`kernel_shape [${kernel}] disagrees with W's spatial shape [${w.slice(2)}]`);
+  if (kernel.some((k, i) => k !== w[2 + i]))
+    throw ctx.error(`kernel_shape [${kernel}] disagrees with W's spatial shape [${w.slice(2)}]`);
   const spatial = x.slice(2);
-  if (spatial.some((d) => typeof d !== 'number')) throw ctx.error(`X's spatial dims ${showShape(spatial)} must be known`);
+  if (spatial.some((d) => typeof d !== 'number'))
+    throw ctx.error(`X's spatial dims ${showShape(spatial)} must be known`);
   const g = windowGeometry(ctx.attrs, spatial as number[], kernel);
   return [{ dtype: ctx.dtype(0), shape: [x[0], w[0], ...g.output] }];
 };
@@ -163,7 +178,8 @@ const pool: ShapeRule = (ctx) => {
   if (x.length < 3) throw ctx.error(`input X has rank ${x.length}; pooling needs [N, C, spatial…]`);
   const kernel = ctx.attrs.ints('kernel_shape');
   const spatial = x.slice(2);
-  if (spatial.some((d) => typeof d !== 'number')) throw ctx.error(`X's spatial dims ${showShape(spatial)} must be known`);
+  if (spatial.some((d) => typeof d !== 'number'))
+    throw ctx.error(`X's spatial dims ${showShape(spatial)} must be known`);
   const g = windowGeometry(ctx.attrs, spatial as number[], kernel, ctx.attrs.int('ceil_mode', 0) === 1);
   const shape = [x[0], x[1], ...g.output];
   const out: InferredValue[] = [{ dtype: ctx.dtype(0), shape }];
@@ -186,7 +202,9 @@ const batchNorm: ShapeRule = (ctx) => {
   for (let i = 1; i <= 4; i++) {
     const s = ctx.shape(i);
     if (s.length !== 1 || (typeof c === 'number' && typeof s[0] === 'number' && s[0] !== c)) {
-      throw ctx.error(`input ${i} ('${ctx.node.inputs[i]}') has shape ${showShape(s)}; expected [${showDim(c)}] (one value per channel)`);
+      throw ctx.error(
+        `input ${i} ('${ctx.node.inputs[i]}') has shape ${showShape(s)}; expected [${showDim(c)}] (one value per channel)`,
+      );
     }
   }
   const out: InferredValue[] = [{ dtype: ctx.dtype(0), shape: [...x] }];
@@ -200,11 +218,14 @@ const concat: ShapeRule = (ctx) => {
   const shape = [...first];
   for (let i = 1; i < ctx.inputCount; i++) {
     const s = ctx.shape(i);
-    if (s.length !== first.length) throw ctx.error(`input ${i} has rank ${s.length}, input 0 has rank ${first.length}; Concat needs equal ranks`);
+    if (s.length !== first.length)
+      throw ctx.error(`input ${i} has rank ${s.length}, input 0 has rank ${first.length}; Concat needs equal ranks`);
     s.forEach((d, k) => {
       if (k === axis) return;
       if (typeof d === 'number' && typeof shape[k] === 'number' && d !== shape[k]) {
-        throw ctx.error(`input ${i} has shape ${showShape(s)}, input 0 ${showShape(first)}; they may differ only on axis ${axis}`);
+        throw ctx.error(
+          `input ${i} has shape ${showShape(s)}, input 0 ${showShape(first)}; they may differ only on axis ${axis}`,
+        );
       }
     });
     const a = shape[axis];
@@ -216,13 +237,16 @@ const concat: ShapeRule = (ctx) => {
 const gemm: ShapeRule = (ctx) => {
   const a = ctx.shape(0);
   const b = ctx.shape(1);
-  if (a.length !== 2 || b.length !== 2) throw ctx.error(`A ${showShape(a)} and B ${showShape(b)} must both be 2-D (add a Flatten before Gemm)`);
+  if (a.length !== 2 || b.length !== 2)
+    throw ctx.error(`A ${showShape(a)} and B ${showShape(b)} must both be 2-D (add a Flatten before Gemm)`);
   const transA = ctx.attrs.int('transA', 0);
   const transB = ctx.attrs.int('transB', 0);
   const [m, ka] = transA ? [a[1], a[0]] : [a[0], a[1]];
   const [kb, n] = transB ? [b[1], b[0]] : [b[0], b[1]];
   if (typeof ka === 'number' && typeof kb === 'number' && ka !== kb) {
-    throw ctx.error(`inner dimensions differ: A${transA ? 'ᵀ' : ''} is [${showDim(m)}, ${ka}], B${transB ? 'ᵀ' : ''} is [${kb}, ${showDim(n)}]`);
+    throw ctx.error(
+      `inner dimensions differ: A${transA ? 'ᵀ' : ''} is [${showDim(m)}, ${ka}], B${transB ? 'ᵀ' : ''} is [${kb}, ${showDim(n)}]`,
+    );
   }
   if (ctx.hasInput(2)) broadcastShapes(ctx, [[m, n], ctx.shape(2)]);
   return [{ dtype: ctx.dtype(0), shape: [m, n] }];
@@ -237,7 +261,8 @@ const matmul: ShapeRule = (ctx) => {
   if (bVector) b = [b[0], 1];
   const k1 = a[a.length - 1];
   const k2 = b[b.length - 2];
-  if (typeof k1 === 'number' && typeof k2 === 'number' && k1 !== k2) throw ctx.error(`inner dimensions differ: ${showShape(a)} × ${showShape(b)}`);
+  if (typeof k1 === 'number' && typeof k2 === 'number' && k1 !== k2)
+    throw ctx.error(`inner dimensions differ: ${showShape(a)} × ${showShape(b)}`);
   const batch = broadcastShapes(ctx, [a.slice(0, -2), b.slice(0, -2)]);
   const shape = [...batch];
   if (!aVector) shape.push(a[a.length - 2]);
@@ -249,42 +274,52 @@ const flatten: ShapeRule = (ctx) => {
   const x = ctx.shape(0);
   let axis = ctx.attrs.int('axis', 1);
   if (axis < 0) axis += x.length;
-  if (axis < 0 || axis > x.length) throw ctx.error(`axis ${ctx.attrs.int('axis', 1)} is out of range for rank ${x.length}`);
+  if (axis < 0 || axis > x.length)
+    throw ctx.error(`axis ${ctx.attrs.int('axis', 1)} is out of range for rank ${x.length}`);
   return [{ dtype: ctx.dtype(0), shape: [mulDims(x.slice(0, axis)), mulDims(x.slice(axis))] }];
 };
 
 /** Reshape's target with 0 (copy) and -1 (infer) resolved. */
 export function resolveReshape(ctx: ShapeContext, input: Dim[], target: number[], allowZero: boolean): Dim[] {
-  const out: Dim[] = target.map((t, i) => (t === 0 && !allowZero ? input[i] ?? null : t));
+  const out: Dim[] = target.map((t, i) => (t === 0 && !allowZero ? (input[i] ?? null) : t));
   const unknown = out.filter((d) => d === -1).length;
   if (unknown > 1) throw ctx.error(`target shape [${target}] has more than one -1`);
-  if (out.some((d) => typeof d === 'number' && d < -1)) throw ctx.error(`target shape [${target}] has a negative size other than -1`);
-  if (target.some((t, i) => t === 0 && !allowZero && i >= input.length)) throw ctx.error(`target shape [${target}] copies (0) a dimension the input ${showShape(input)} does not have`);
+  if (out.some((d) => typeof d === 'number' && d < -1))
+    throw ctx.error(`target shape [${target}] has a negative size other than -1`);
+  if (target.some((t, i) => t === 0 && !allowZero && i >= input.length))
+    throw ctx.error(`target shape [${target}] copies (0) a dimension the input ${showShape(input)} does not have`);
   const total = mulDims(input);
   if (unknown === 1) {
     const known = mulDims(out.filter((d) => d !== -1));
     const at = out.indexOf(-1);
     if (typeof total === 'number' && typeof known === 'number') {
-      if (known === 0 || total % known !== 0) throw ctx.error(`cannot reshape ${showShape(input)} (${total} elements) to [${target}]`);
+      if (known === 0 || total % known !== 0)
+        throw ctx.error(`cannot reshape ${showShape(input)} (${total} elements) to [${target}]`);
       out[at] = total / known;
     } else {
       out[at] = null;
     }
   } else if (typeof total === 'number') {
     const n = mulDims(out);
-    if (typeof n === 'number' && n !== total) throw ctx.error(`cannot reshape ${showShape(input)} (${total} elements) to [${target}] (${n} elements)`);
+    if (typeof n === 'number' && n !== total)
+      throw ctx.error(`cannot reshape ${showShape(input)} (${total} elements) to [${target}] (${n} elements)`);
   }
   return out;
 }
 
 const reshape: ShapeRule = (ctx) => {
   const target = ctx.opset < 5 ? ctx.attrs.ints('shape') : ctx.constantInts(1, 'the target shape');
-  return [{ dtype: ctx.dtype(0), shape: resolveReshape(ctx, ctx.shape(0), target, ctx.attrs.int('allowzero', 0) === 1) }];
+  return [
+    { dtype: ctx.dtype(0), shape: resolveReshape(ctx, ctx.shape(0), target, ctx.attrs.int('allowzero', 0) === 1) },
+  ];
 };
 
 const transpose: ShapeRule = (ctx) => {
   const x = ctx.shape(0);
-  const perm = ctx.attrs.ints('perm', x.map((_, i) => x.length - 1 - i));
+  const perm = ctx.attrs.ints(
+    'perm',
+    x.map((_, i) => x.length - 1 - i),
+  );
   if (perm.length !== x.length || [...perm].sort((p, q) => p - q).some((p, i) => p !== i)) {
     throw ctx.error(`perm [${perm}] is not a permutation of 0…${x.length - 1}`);
   }
@@ -301,11 +336,14 @@ const squeeze: ShapeRule = (ctx) => {
   const x = ctx.shape(0);
   const axes = axesOf(ctx);
   if (!axes) {
-    if (x.some((d) => typeof d !== 'number')) throw ctx.error(`Squeeze without axes needs every dimension known; input is ${showShape(x)}`);
+    if (x.some((d) => typeof d !== 'number'))
+      throw ctx.error(`Squeeze without axes needs every dimension known; input is ${showShape(x)}`);
     return [{ dtype: ctx.dtype(0), shape: x.filter((d) => d !== 1) }];
   }
   const drop = new Set(axes.map((a) => normalizeAxis(ctx, a, x.length)));
-  for (const a of drop) if (typeof x[a] === 'number' && x[a] !== 1) throw ctx.error(`cannot squeeze axis ${a} of size ${x[a]} (only size-1 axes)`);
+  for (const a of drop)
+    if (typeof x[a] === 'number' && x[a] !== 1)
+      throw ctx.error(`cannot squeeze axis ${a} of size ${x[a]} (only size-1 axes)`);
   return [{ dtype: ctx.dtype(0), shape: x.filter((_, i) => !drop.has(i)) }];
 };
 
@@ -334,19 +372,24 @@ const pad: ShapeRule = (ctx) => {
     pads = ctx.constantInts(1, 'pads');
     if (ctx.hasInput(3)) axes = ctx.constantInts(3, 'axes').map((a) => normalizeAxis(ctx, a, x.length));
   }
-  if (pads.length !== 2 * axes.length) throw ctx.error(`pads [${pads}] must have ${2 * axes.length} entries (begin and end for each of ${axes.length} axes)`);
+  if (pads.length !== 2 * axes.length)
+    throw ctx.error(
+      `pads [${pads}] must have ${2 * axes.length} entries (begin and end for each of ${axes.length} axes)`,
+    );
   const out = [...x];
   axes.forEach((a, i) => {
     const d = out[a];
     out[a] = typeof d === 'number' ? d + pads[i] + pads[i + axes.length] : null;
-    if (typeof out[a] === 'number' && (out[a] as number) < 0) throw ctx.error(`pads [${pads}] remove more than axis ${a} holds`);
+    if (typeof out[a] === 'number' && (out[a] as number) < 0)
+      throw ctx.error(`pads [${pads}] remove more than axis ${a} holds`);
   });
   return [{ dtype: ctx.dtype(0), shape: out }];
 };
 
 const dropout: ShapeRule = (ctx) => {
   const out: InferredValue[] = [{ dtype: ctx.dtype(0), shape: [...ctx.shape(0)] }];
-  if (ctx.node.outputs.length > 1) out.push({ dtype: ctx.opset >= 10 ? 'bool' : ctx.dtype(0), shape: [...ctx.shape(0)] });
+  if (ctx.node.outputs.length > 1)
+    out.push({ dtype: ctx.opset >= 10 ? 'bool' : ctx.dtype(0), shape: [...ctx.shape(0)] });
   return out;
 };
 
@@ -383,15 +426,21 @@ const constant: ShapeRule = (ctx) => {
   if (t) return [{ dtype: t.dtype, shape: [...t.dims] }];
   if (a.value_float) return [{ dtype: 'float32', shape: [] }];
   if (a.value_int) return [{ dtype: 'int64', shape: [] }];
-  if (a.value_floats && a.value_floats.type === 'floats') return [{ dtype: 'float32', shape: [a.value_floats.value.length] }];
+  if (a.value_floats && a.value_floats.type === 'floats')
+    return [{ dtype: 'float32', shape: [a.value_floats.value.length] }];
   if (a.value_ints && a.value_ints.type === 'ints') return [{ dtype: 'int64', shape: [a.value_ints.value.length] }];
-  throw ctx.error('Constant needs one of value, value_float(s), value_int(s) (sparse and string values are not supported)');
+  throw ctx.error(
+    'Constant needs one of value, value_float(s), value_int(s) (sparse and string values are not supported)',
+  );
 };
 
 export function castTarget(ctx: ShapeContext): DataType {
   const a = ctx.node.attributes.to;
   const dtype = a?.type === 'int' ? dataTypeFromOnnx(a.value) : undefined;
-  if (!dtype) throw ctx.error(`Cast 'to' must be an ONNX TensorProto.DataType code (1 = FLOAT, 7 = INT64, …); got ${a?.type === 'int' ? a.value : 'none'}`);
+  if (!dtype)
+    throw ctx.error(
+      `Cast 'to' must be an ONNX TensorProto.DataType code (1 = FLOAT, 7 = INT64, …); got ${a?.type === 'int' ? a.value : 'none'}`,
+    );
   return dtype;
 }
 
@@ -496,7 +545,10 @@ export function shapeRuleFor(graph: Graph, node: Node): ShapeRule {
   const rule = node.domain === '' || node.domain === 'ai.onnx' ? RULES[node.opType] : undefined;
   if (!rule) {
     const where = node.domain && node.domain !== 'ai.onnx' ? ` in domain '${node.domain}'` : '';
-    throw new ModelError(`op ${node.opType}${where} is not supported; supported ops (default domain): ${SUPPORTED_OPS.join(', ')}`, { file: graph.source, node });
+    throw new ModelError(
+      `op ${node.opType}${where} is not supported; supported ops (default domain): ${SUPPORTED_OPS.join(', ')}`,
+      { file: graph.source, node },
+    );
   }
   return rule;
 }

@@ -38,7 +38,8 @@ export function summarizeGraph(graph: Graph): GraphSummary {
       parameters += size;
       if (init.trainable) trainableParameters += size;
     }
-    const trainable = parameters === 0 ? '' : trainableParameters === parameters ? 'yes' : trainableParameters === 0 ? 'no' : 'partly';
+    const trainable =
+      parameters === 0 ? '' : trainableParameters === parameters ? 'yes' : trainableParameters === 0 ? 'no' : 'partly';
     return {
       name: n.name,
       opType: n.opType,
@@ -50,7 +51,11 @@ export function summarizeGraph(graph: Graph): GraphSummary {
   });
   const parameters = graph.parameterCount();
   const trainableParameters = graph.parameterCount((i) => i.trainable);
-  const describe = (v: { name: string }) => ({ name: v.name, dtype: graph.values.get(v.name)?.dtype, shape: graph.values.get(v.name)?.shape });
+  const describe = (v: { name: string }) => ({
+    name: v.name,
+    dtype: graph.values.get(v.name)?.dtype,
+    shape: graph.values.get(v.name)?.shape,
+  });
   return {
     source: graph.source,
     opset: graph.opset,

@@ -1,17 +1,43 @@
 // Host-side tensors: the dtype names, the typed arrays behind them, and ONNX's data_type codes.
 
 export type DataType =
-  | 'float32' | 'float64' | 'float16' | 'bfloat16'
-  | 'int8' | 'int16' | 'int32' | 'int64'
-  | 'uint8' | 'uint16' | 'uint32' | 'uint64'
-  | 'bool' | 'string' | 'complex64' | 'complex128'
-  | 'float8e4m3fn' | 'float8e4m3fnuz' | 'float8e5m2' | 'float8e5m2fnuz' | 'uint4' | 'int4';
+  | 'float32'
+  | 'float64'
+  | 'float16'
+  | 'bfloat16'
+  | 'int8'
+  | 'int16'
+  | 'int32'
+  | 'int64'
+  | 'uint8'
+  | 'uint16'
+  | 'uint32'
+  | 'uint64'
+  | 'bool'
+  | 'string'
+  | 'complex64'
+  | 'complex128'
+  | 'float8e4m3fn'
+  | 'float8e4m3fnuz'
+  | 'float8e5m2'
+  | 'float8e5m2fnuz'
+  | 'uint4'
+  | 'int4';
 
 /** float16/bfloat16 keep their raw bits in a Uint16Array; bool is a Uint8Array of 0/1;
  * string tensors hold their byte strings; complex and 8/4-bit types keep raw bytes. */
 export type TensorData =
-  | Float32Array | Float64Array | Int8Array | Int16Array | Int32Array | BigInt64Array
-  | Uint8Array | Uint16Array | Uint32Array | BigUint64Array | Uint8Array[];
+  | Float32Array
+  | Float64Array
+  | Int8Array
+  | Int16Array
+  | Int32Array
+  | BigInt64Array
+  | Uint8Array
+  | Uint16Array
+  | Uint32Array
+  | BigUint64Array
+  | Uint8Array[];
 
 export interface TensorValue {
   dtype: DataType;
@@ -20,10 +46,28 @@ export interface TensorValue {
 }
 
 const CODES: [number, DataType][] = [
-  [1, 'float32'], [2, 'uint8'], [3, 'int8'], [4, 'uint16'], [5, 'int16'], [6, 'int32'],
-  [7, 'int64'], [8, 'string'], [9, 'bool'], [10, 'float16'], [11, 'float64'], [12, 'uint32'],
-  [13, 'uint64'], [14, 'complex64'], [15, 'complex128'], [16, 'bfloat16'], [17, 'float8e4m3fn'],
-  [18, 'float8e4m3fnuz'], [19, 'float8e5m2'], [20, 'float8e5m2fnuz'], [21, 'uint4'], [22, 'int4'],
+  [1, 'float32'],
+  [2, 'uint8'],
+  [3, 'int8'],
+  [4, 'uint16'],
+  [5, 'int16'],
+  [6, 'int32'],
+  [7, 'int64'],
+  [8, 'string'],
+  [9, 'bool'],
+  [10, 'float16'],
+  [11, 'float64'],
+  [12, 'uint32'],
+  [13, 'uint64'],
+  [14, 'complex64'],
+  [15, 'complex128'],
+  [16, 'bfloat16'],
+  [17, 'float8e4m3fn'],
+  [18, 'float8e4m3fnuz'],
+  [19, 'float8e5m2'],
+  [20, 'float8e5m2fnuz'],
+  [21, 'uint4'],
+  [22, 'int4'],
 ];
 const BY_CODE = new Map(CODES);
 const BY_NAME = new Map(CODES.map(([c, n]) => [n, c]));
@@ -39,13 +83,32 @@ export function dataTypeToOnnx(dtype: DataType): number {
 /** Bytes per element, for the types stored byte-aligned (undefined for string and 4-bit). */
 export function bytesPerElement(dtype: DataType): number | undefined {
   switch (dtype) {
-    case 'float64': case 'int64': case 'uint64': case 'complex64': return 8;
-    case 'complex128': return 16;
-    case 'float32': case 'int32': case 'uint32': return 4;
-    case 'float16': case 'bfloat16': case 'int16': case 'uint16': return 2;
-    case 'int8': case 'uint8': case 'bool':
-    case 'float8e4m3fn': case 'float8e4m3fnuz': case 'float8e5m2': case 'float8e5m2fnuz': return 1;
-    default: return undefined;
+    case 'float64':
+    case 'int64':
+    case 'uint64':
+    case 'complex64':
+      return 8;
+    case 'complex128':
+      return 16;
+    case 'float32':
+    case 'int32':
+    case 'uint32':
+      return 4;
+    case 'float16':
+    case 'bfloat16':
+    case 'int16':
+    case 'uint16':
+      return 2;
+    case 'int8':
+    case 'uint8':
+    case 'bool':
+    case 'float8e4m3fn':
+    case 'float8e4m3fnuz':
+    case 'float8e5m2':
+    case 'float8e5m2fnuz':
+      return 1;
+    default:
+      return undefined;
   }
 }
 
@@ -71,16 +134,28 @@ export function typedArrayFromBytes(dtype: DataType, bytes: Uint8Array, length: 
   copy.set(bytes.subarray(0, byteLength));
   const buf = copy.buffer;
   switch (dtype) {
-    case 'float32': return new Float32Array(buf);
-    case 'float64': return new Float64Array(buf);
-    case 'int32': return new Int32Array(buf);
-    case 'uint32': return new Uint32Array(buf);
-    case 'int64': return new BigInt64Array(buf);
-    case 'uint64': return new BigUint64Array(buf);
-    case 'int16': return new Int16Array(buf);
-    case 'uint16': case 'float16': case 'bfloat16': return new Uint16Array(buf);
-    case 'int8': return new Int8Array(buf);
-    default: return copy; // uint8, bool, complex and 8-bit floats keep raw bytes
+    case 'float32':
+      return new Float32Array(buf);
+    case 'float64':
+      return new Float64Array(buf);
+    case 'int32':
+      return new Int32Array(buf);
+    case 'uint32':
+      return new Uint32Array(buf);
+    case 'int64':
+      return new BigInt64Array(buf);
+    case 'uint64':
+      return new BigUint64Array(buf);
+    case 'int16':
+      return new Int16Array(buf);
+    case 'uint16':
+    case 'float16':
+    case 'bfloat16':
+      return new Uint16Array(buf);
+    case 'int8':
+      return new Int8Array(buf);
+    default:
+      return copy; // uint8, bool, complex and 8-bit floats keep raw bytes
   }
 }
 
@@ -103,7 +178,8 @@ export function tensorBytes(t: TensorValue): Uint8Array {
 export function toNumbers(t: TensorValue): number[] {
   if (Array.isArray(t.data)) throw new Error('string tensor has no numbers');
   if (t.dtype === 'float16') return Array.from(t.data as Uint16Array, halfToFloat);
-  if (t.dtype === 'bfloat16') return Array.from(t.data as Uint16Array, (b) => new Float32Array(new Uint32Array([b << 16]).buffer)[0]);
+  if (t.dtype === 'bfloat16')
+    return Array.from(t.data as Uint16Array, (b) => new Float32Array(new Uint32Array([b << 16]).buffer)[0]);
   const out: number[] = new Array(t.data.length);
   for (let i = 0; i < t.data.length; i++) out[i] = Number((t.data as ArrayLike<number | bigint>)[i]);
   return out;

@@ -2,7 +2,17 @@
 // im2col), time each candidate variant once on a representative problem, keep the fastest.
 // Choices are remembered per adapter in memory and, through an injectable store, wherever the
 // host wants (a JSON file in Node, localStorage in a browser): the engine itself touches no files.
-import { candidateVariants, gemmProgram, gemmTarget, roundUp, variantKey, variantRuns, GEMM_VARIANTS, type GemmProblem, type GemmVariant } from './gemm.ts';
+import {
+  candidateVariants,
+  gemmProgram,
+  gemmTarget,
+  roundUp,
+  variantKey,
+  variantRuns,
+  GEMM_VARIANTS,
+  type GemmProblem,
+  type GemmVariant,
+} from './gemm.ts';
 import type { GpuContext } from './gpu-context.ts';
 import { encodeSteps, prepareStep, STORAGE_USAGE, type KernelStep } from './program.ts';
 
@@ -56,7 +66,10 @@ export class Autotuner {
   #pending = new Map<string, Promise<GemmVariant>>();
   #queue: Promise<unknown> = Promise.resolve();
 
-  constructor(readonly gpu: GpuContext, readonly options: AutotunerOptions = {}) {
+  constructor(
+    readonly gpu: GpuContext,
+    readonly options: AutotunerOptions = {},
+  ) {
     const i = gpu.info;
     this.adapter = [i.vendor, i.architecture, i.device, i.description].join('|');
   }
@@ -77,7 +90,8 @@ export class Autotuner {
     const cls = this.shapeClass(q);
     const choices = await this.#load();
     // A stored choice this device cannot run (a store shared across devices) is tuned again.
-    const known = choices[cls] && GEMM_VARIANTS.find((v) => variantKey(v) === choices[cls] && variantRuns(v, gemmTarget(this.gpu)));
+    const known =
+      choices[cls] && GEMM_VARIANTS.find((v) => variantKey(v) === choices[cls] && variantRuns(v, gemmTarget(this.gpu)));
     if (known) return known;
     let pending = this.#pending.get(cls);
     if (!pending) {
@@ -96,7 +110,9 @@ export class Autotuner {
 
   async #tune(q: ShapeQuery, cls: string): Promise<GemmVariant> {
     const target = gemmTarget(this.gpu);
-    const candidates = (this.options.candidates?.(q) ?? candidateVariants(target, q.M)).filter((v) => variantRuns(v, target));
+    const candidates = (this.options.candidates?.(q) ?? candidateVariants(target, q.M)).filter((v) =>
+      variantRuns(v, target),
+    );
     if (candidates.length === 0) throw new Error(`autotune ${cls}: no candidate variant runs on this device`);
     const problem = representative(q, this.options.maxRepresentative ?? 512);
     const reps = this.options.repetitions ?? 2;
@@ -168,8 +184,30 @@ function representative(q: ShapeQuery, cap: number): Representative {
     const k = cin * 9;
     return {
       gemm: {
-        batch: 1, M: side * side, N, K: k,
-        a: { kind: 'im2col', conv: { images: 1, channels: cin, height: side, width: side, groupChannels: cin, kernelH: 3, kernelW: 3, strideH: 1, strideW: 1, padTop: 1, padLeft: 1, dilationH: 1, dilationW: 1, outH: side, outW: side } },
+        batch: 1,
+        M: side * side,
+        N,
+        K: k,
+        a: {
+          kind: 'im2col',
+          conv: {
+            images: 1,
+            channels: cin,
+            height: side,
+            width: side,
+            groupChannels: cin,
+            kernelH: 3,
+            kernelW: 3,
+            strideH: 1,
+            strideW: 1,
+            padTop: 1,
+            padLeft: 1,
+            dilationH: 1,
+            dilationW: 1,
+            outH: side,
+            outW: side,
+          },
+        },
         b: { layout: 'kn', batchStride: k * ld, ld, padded: true },
         c: { kind: 'nchw', spatial: side * side, imageStride: N * side * side, batchChannelStride: N },
         bias: { batchStride: N, strideM: 0, strideN: 1 },
@@ -180,7 +218,10 @@ function representative(q: ShapeQuery, cap: number): Representative {
   }
   return {
     gemm: {
-      batch: 1, M, N, K,
+      batch: 1,
+      M,
+      N,
+      K,
       a: { kind: 'matrix', layout: 'mk', batchStride: 0 },
       b: { layout: 'kn', batchStride: 0, ld, padded: true },
       c: { kind: 'matrix', batchStride: 0, strideM: N, strideN: 1 },

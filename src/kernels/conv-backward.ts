@@ -21,7 +21,13 @@ import { gemmPrograms, roundUp, type GemmProblem, type GemmVariant } from './gem
 import { elementProgram, NO_ACTIVATION, type KernelProgram, type ParamBlock } from './program.ts';
 
 /** Sizes derived from the params, shared by every program below. */
-export function convTrainSizes(p: Conv2dParams): { M: number; K: number; groupIn: number; groupOut: number; spatial: number } {
+export function convTrainSizes(p: Conv2dParams): {
+  M: number;
+  K: number;
+  groupIn: number;
+  groupOut: number;
+  spatial: number;
+} {
   const groupIn = p.inChannels / p.group;
   const groupOut = p.outChannels / p.group;
   const spatial = p.outH * p.outW;
@@ -66,7 +72,14 @@ const CHANNEL_BLOCK = 16;
 export function im2colProgram(p: Conv2dParams, rows: ConvRows = allRows(p)): KernelProgram {
   const s = convTrainSizes(p);
   const blocks = Math.ceil(s.groupIn / CHANNEL_BLOCK);
-  return windowProgram('im2col', p, p.group * blocks * rows.count, 'x', 'col', (P) => P.u32('rows', rows.count).u32('rowOffset', rows.offset).u32('blocks', blocks), `
+  return windowProgram(
+    'im2col',
+    p,
+    p.group * blocks * rows.count,
+    'x',
+    'col',
+    (P) => P.u32('rows', rows.count).u32('rowOffset', rows.offset).u32('blocks', blocks),
+    `
   let r = idx % P.rows;
   let block = (idx / P.rows) % P.blocks;
   let g = idx / (P.rows * P.blocks);
@@ -92,17 +105,28 @@ export function im2colProgram(p: Conv2dParams, rows: ConvRows = allRows(p)): Ker
         out++;
       }
     }
-  }`);
+  }`,
+  );
 }
 
 /**
  * dx of images [first, first + count) = Σ dCol over the windows that read each input, where
  * dCol [g][r][k] holds those images' rows. Bindings: dcol, dx, params.
  */
-export function col2imProgram(p: Conv2dParams, images: { first: number; count: number } = { first: 0, count: p.images }): KernelProgram {
+export function col2imProgram(
+  p: Conv2dParams,
+  images: { first: number; count: number } = { first: 0, count: p.images },
+): KernelProgram {
   const imageSize = p.inChannels * p.height * p.width;
   const rows = images.count * convTrainSizes(p).spatial;
-  return windowProgram('col2im', p, images.count * imageSize, 'dcol', 'dx', (P) => P.u32('rows', rows).u32('outOffset', images.first * imageSize), `
+  return windowProgram(
+    'col2im',
+    p,
+    images.count * imageSize,
+    'dcol',
+    'dx',
+    (P) => P.u32('rows', rows).u32('outOffset', images.first * imageSize),
+    `
   let w = i32(idx % P.width);
   let h = i32((idx / P.width) % P.height);
   let c = (idx / (P.width * P.height)) % P.channels;
@@ -125,7 +149,8 @@ export function col2imProgram(p: Conv2dParams, images: { first: number; count: n
       acc += dcol[(g * P.rows + r) * P.K + k];
     }
   }
-  y[P.outOffset + idx] = acc;`);
+  y[P.outOffset + idx] = acc;`,
+  );
 }
 
 /**
@@ -135,13 +160,19 @@ export function col2imProgram(p: Conv2dParams, images: { first: number; count: n
  */
 export function convGradRowsProgram(p: Conv2dParams, rows: ConvRows = allRows(p)): KernelProgram {
   const s = convTrainSizes(p);
-  return renameOutput(elementProgram({
-    label: `conv dy rows ${p.outChannels}×${rows.count}`,
-    key: 'conv-dy-rows',
-    total: p.group * rows.count,
-    inputs: [{ name: 'dy' }],
-    params: (P) => P.u32('rows', rows.count).u32('rowOffset', rows.offset).u32('groupOut', s.groupOut).u32('spatial', s.spatial).u32('outChannels', p.outChannels),
-    body: `
+  return renameOutput(
+    elementProgram({
+      label: `conv dy rows ${p.outChannels}×${rows.count}`,
+      key: 'conv-dy-rows',
+      total: p.group * rows.count,
+      inputs: [{ name: 'dy' }],
+      params: (P) =>
+        P.u32('rows', rows.count)
+          .u32('rowOffset', rows.offset)
+          .u32('groupOut', s.groupOut)
+          .u32('spatial', s.spatial)
+          .u32('outChannels', p.outChannels),
+      body: `
   let r = idx % P.rows;
   let g = idx / P.rows;
   let m = P.rowOffset + r;
@@ -151,7 +182,9 @@ export function convGradRowsProgram(p: Conv2dParams, rows: ConvRows = allRows(p)
     y[to + co] = dy[at];
     at += P.spatial;
   }`,
-  }), 'rows');
+    }),
+    'rows',
+  );
 }
 
 /**
@@ -159,16 +192,19 @@ export function convGradRowsProgram(p: Conv2dParams, rows: ConvRows = allRows(p)
  * its runs contiguously (backward/channel.ts). Bindings: dy, db, params.
  */
 export function channelSumProgram(images: number, channels: number, spatial: number): KernelProgram {
-  return channelReduceProgram({ images, channels, spatial }, {
-    label: `channel sum ${images}×${channels}×${spatial}`,
-    key: 'channel-sum',
-    reads: ['dy'],
-    writes: ['db'],
-    arenaReads: true,
-    before: '',
-    element: 'acc0 += dy[i];',
-    after: '  db[c] = acc.x;',
-  });
+  return channelReduceProgram(
+    { images, channels, spatial },
+    {
+      label: `channel sum ${images}×${channels}×${spatial}`,
+      key: 'channel-sum',
+      reads: ['dy'],
+      writes: ['db'],
+      arenaReads: true,
+      before: '',
+      element: 'acc0 += dy[i];',
+      after: '  db[c] = acc.x;',
+    },
+  );
 }
 
 /**
@@ -189,14 +225,22 @@ export function convPackWeightsProgram(p: Conv2dParams, transposed = false): Ker
   const ciRange = transposed ? ld : s.groupIn;
   const coRange = transposed ? s.groupOut : ld;
   const blocks = Math.ceil(coRange / CHANNEL_BLOCK);
-  return renameOutput(elementProgram({
-    label: `conv pack weights${transposed ? ' (transposed)' : ''} ${p.outChannels}×${s.groupIn}×${p.kernelH}×${p.kernelW}`,
-    key: 'conv-pack-weights',
-    total: p.group * blocks * ciRange,
-    inputs: [{ name: 'w' }],
-    params: (P) => P.u32('ld', ld).u32('blocks', blocks).u32('ciRange', ciRange).u32('coRange', coRange).u32('kernel', kernel)
-      .u32('groupIn', s.groupIn).u32('groupOut', s.groupOut).u32('transposed', transposed ? 1 : 0),
-    body: `
+  return renameOutput(
+    elementProgram({
+      label: `conv pack weights${transposed ? ' (transposed)' : ''} ${p.outChannels}×${s.groupIn}×${p.kernelH}×${p.kernelW}`,
+      key: 'conv-pack-weights',
+      total: p.group * blocks * ciRange,
+      inputs: [{ name: 'w' }],
+      params: (P) =>
+        P.u32('ld', ld)
+          .u32('blocks', blocks)
+          .u32('ciRange', ciRange)
+          .u32('coRange', coRange)
+          .u32('kernel', kernel)
+          .u32('groupIn', s.groupIn)
+          .u32('groupOut', s.groupOut)
+          .u32('transposed', transposed ? 1 : 0),
+      body: `
   let ci = idx % P.ciRange;
   let block = (idx / P.ciRange) % P.blocks;
   let g = idx / (P.ciRange * P.blocks);
@@ -214,13 +258,21 @@ export function convPackWeightsProgram(p: Conv2dParams, transposed = false): Ker
       y[row * P.ld + select(co, ci, t)] = v;
     }
   }`,
-  }), 'packed');
+    }),
+    'packed',
+  );
 }
 
 /** Floats of convPackWeightsProgram's output. */
 export function convPackedWeightsSize(p: Conv2dParams, transposed = false): number {
   const s = convTrainSizes(p);
-  return p.group * (transposed ? s.groupOut : s.groupIn) * p.kernelH * p.kernelW * roundUp(transposed ? s.groupIn : s.groupOut, PACKED_N_MULTIPLE);
+  return (
+    p.group *
+    (transposed ? s.groupOut : s.groupIn) *
+    p.kernelH *
+    p.kernelW *
+    roundUp(transposed ? s.groupIn : s.groupOut, PACKED_N_MULTIPLE)
+  );
 }
 
 /**
@@ -229,14 +281,28 @@ export function convPackedWeightsSize(p: Conv2dParams, transposed = false): numb
  * d·(k-1) - pad (negative where a pad exceeds the kernel's reach: the window starts inside).
  */
 export function convDataGradParams(p: Conv2dParams): Conv2dParams {
-  if (p.strideH !== 1 || p.strideW !== 1) throw new Error(`conv dX as a conv needs stride 1, got ${p.strideH}x${p.strideW}`);
+  if (p.strideH !== 1 || p.strideW !== 1)
+    throw new Error(`conv dX as a conv needs stride 1, got ${p.strideH}x${p.strideW}`);
   const reachH = p.dilationH * (p.kernelH - 1);
   const reachW = p.dilationW * (p.kernelW - 1);
   return {
-    images: p.images, inChannels: p.outChannels, height: p.outH, width: p.outW, outChannels: p.inChannels, group: p.group,
-    kernelH: p.kernelH, kernelW: p.kernelW, strideH: 1, strideW: 1, dilationH: p.dilationH, dilationW: p.dilationW,
+    images: p.images,
+    inChannels: p.outChannels,
+    height: p.outH,
+    width: p.outW,
+    outChannels: p.inChannels,
+    group: p.group,
+    kernelH: p.kernelH,
+    kernelW: p.kernelW,
+    strideH: 1,
+    strideW: 1,
+    dilationH: p.dilationH,
+    dilationW: p.dilationW,
     pads: [reachH - p.pads[0], reachW - p.pads[1], reachH - p.pads[2], reachW - p.pads[3]],
-    outH: p.height, outW: p.width, hasBias: false, activation: NO_ACTIVATION,
+    outH: p.height,
+    outW: p.width,
+    hasBias: false,
+    activation: NO_ACTIVATION,
   };
 }
 
@@ -245,15 +311,26 @@ export function convDataGradParams(p: Conv2dParams): Conv2dParams {
  * this stays as the check (test/train-gradients.test.ts) that im2col's column order is the ONNX
  * weight's, which the dW GEMM relies on. Bindings: col, w, y, [bias].
  */
-export function conv2dTrainForwardPrograms(p: Conv2dParams, variant: GemmVariant, maxWorkgroupsPerDimension?: number): KernelProgram[] {
-  return rename(gemmPrograms(conv2dTrainForwardProblem(p), variant, maxWorkgroupsPerDimension), { a: 'col', b: 'w', c: 'y' }, 'conv-train-fwd');
+export function conv2dTrainForwardPrograms(
+  p: Conv2dParams,
+  variant: GemmVariant,
+  maxWorkgroupsPerDimension?: number,
+): KernelProgram[] {
+  return rename(
+    gemmPrograms(conv2dTrainForwardProblem(p), variant, maxWorkgroupsPerDimension),
+    { a: 'col', b: 'w', c: 'y' },
+    'conv-train-fwd',
+  );
 }
 
 export function conv2dTrainForwardProblem(p: Conv2dParams): GemmProblem {
   const s = convTrainSizes(p);
   return {
     label: `conv train fwd ${p.inChannels}→${p.outChannels} ${p.height}x${p.width}`,
-    batch: p.group, M: s.M, N: s.groupOut, K: s.K,
+    batch: p.group,
+    M: s.M,
+    N: s.groupOut,
+    K: s.K,
     a: { kind: 'matrix', layout: 'mk', batchStride: s.M * s.K },
     b: { layout: 'nk', batchStride: s.groupOut * s.K, ld: s.K },
     c: { kind: 'nchw', spatial: s.spatial, imageStride: p.outChannels * s.spatial, batchChannelStride: s.groupOut },
@@ -263,8 +340,17 @@ export function conv2dTrainForwardProblem(p: Conv2dParams): GemmProblem {
 }
 
 /** dCol = dyRows · W over `rows` (dyRows and dCol hold those rows only). Bindings: rows, w, dcol. Follow with col2imProgram. */
-export function conv2dBackwardDataPrograms(p: Conv2dParams, variant: GemmVariant, maxWorkgroupsPerDimension?: number, rows: ConvRows = allRows(p)): KernelProgram[] {
-  return rename(gemmPrograms(conv2dBackwardDataProblem(p, rows), variant, maxWorkgroupsPerDimension), { a: 'rows', b: 'w', c: 'dcol' }, 'conv-bwd-data');
+export function conv2dBackwardDataPrograms(
+  p: Conv2dParams,
+  variant: GemmVariant,
+  maxWorkgroupsPerDimension?: number,
+  rows: ConvRows = allRows(p),
+): KernelProgram[] {
+  return rename(
+    gemmPrograms(conv2dBackwardDataProblem(p, rows), variant, maxWorkgroupsPerDimension),
+    { a: 'rows', b: 'w', c: 'dcol' },
+    'conv-bwd-data',
+  );
 }
 
 export function conv2dBackwardDataProblem(p: Conv2dParams, rows: ConvRows = allRows(p)): GemmProblem {
@@ -272,7 +358,10 @@ export function conv2dBackwardDataProblem(p: Conv2dParams, rows: ConvRows = allR
   const M = rows.count;
   return {
     label: `conv dX ${p.inChannels}←${p.outChannels} ${p.height}x${p.width}`,
-    batch: p.group, M, N: s.K, K: s.groupOut,
+    batch: p.group,
+    M,
+    N: s.K,
+    K: s.groupOut,
     a: { kind: 'matrix', layout: 'mk', batchStride: M * s.groupOut, ld: s.groupOut },
     b: { layout: 'kn', batchStride: s.groupOut * s.K, ld: s.K },
     c: { kind: 'matrix', batchStride: M * s.K, strideM: s.K, strideN: 1 },
@@ -283,16 +372,33 @@ export function conv2dBackwardDataProblem(p: Conv2dParams, rows: ConvRows = allR
  * dW[g][co][k] = dyRowsᵀ · col over `rows` (ONNX weight layout), added to dW when `accumulate`
  * (every chunk but the first). Bindings: rows, col, dw.
  */
-export function conv2dBackwardFilterPrograms(p: Conv2dParams, variant: GemmVariant, maxWorkgroupsPerDimension?: number, rows: ConvRows = allRows(p), accumulate = false): KernelProgram[] {
-  return rename(gemmPrograms(conv2dBackwardFilterProblem(p, rows, accumulate), variant, maxWorkgroupsPerDimension), { a: 'rows', b: 'col', c: 'dw' }, 'conv-bwd-filter');
+export function conv2dBackwardFilterPrograms(
+  p: Conv2dParams,
+  variant: GemmVariant,
+  maxWorkgroupsPerDimension?: number,
+  rows: ConvRows = allRows(p),
+  accumulate = false,
+): KernelProgram[] {
+  return rename(
+    gemmPrograms(conv2dBackwardFilterProblem(p, rows, accumulate), variant, maxWorkgroupsPerDimension),
+    { a: 'rows', b: 'col', c: 'dw' },
+    'conv-bwd-filter',
+  );
 }
 
-export function conv2dBackwardFilterProblem(p: Conv2dParams, rows: ConvRows = allRows(p), accumulate = false): GemmProblem {
+export function conv2dBackwardFilterProblem(
+  p: Conv2dParams,
+  rows: ConvRows = allRows(p),
+  accumulate = false,
+): GemmProblem {
   const s = convTrainSizes(p);
   const K = rows.count;
   return {
     label: `conv dW ${p.outChannels}×${p.inChannels / p.group}×${p.kernelH}×${p.kernelW}`,
-    batch: p.group, M: s.groupOut, N: s.K, K,
+    batch: p.group,
+    M: s.groupOut,
+    N: s.K,
+    K,
     a: { kind: 'matrix', layout: 'km', batchStride: K * s.groupOut, ld: s.groupOut },
     b: { layout: 'kn', batchStride: K * s.K, ld: s.K },
     c: { kind: 'matrix', batchStride: s.groupOut * s.K, strideM: s.K, strideN: 1 },
@@ -303,23 +409,45 @@ export function conv2dBackwardFilterProblem(p: Conv2dParams, rows: ConvRows = al
 // ---- helpers ----
 
 /** An element program over the conv's window geometry (im2col, col2im): input `input`, output `output`. */
-function windowProgram(kind: string, p: Conv2dParams, total: number, input: string, output: string, extra: (P: ParamBlock) => void, body: string): KernelProgram {
+function windowProgram(
+  kind: string,
+  p: Conv2dParams,
+  total: number,
+  input: string,
+  output: string,
+  extra: (P: ParamBlock) => void,
+  body: string,
+): KernelProgram {
   const s = convTrainSizes(p);
-  return renameOutput(elementProgram({
-    label: `${kind} ${p.kernelH}x${p.kernelW} s${p.strideH} ${p.inChannels}ch ${p.height}x${p.width}`,
-    key: kind,
-    total,
-    inputs: [{ name: input }],
-    params: (P) => {
-      P.u32('K', s.K).u32('spatial', s.spatial)
-        .u32('channels', p.inChannels).u32('groupIn', s.groupIn).u32('height', p.height).u32('width', p.width)
-        .u32('outH', p.outH).u32('outW', p.outW).u32('kernelH', p.kernelH).u32('kernelW', p.kernelW)
-        .u32('strideH', p.strideH).u32('strideW', p.strideW).i32('padTop', p.pads[0]).i32('padLeft', p.pads[1])
-        .i32('dilationH', p.dilationH).i32('dilationW', p.dilationW);
-      extra(P);
-    },
-    body,
-  }), output);
+  return renameOutput(
+    elementProgram({
+      label: `${kind} ${p.kernelH}x${p.kernelW} s${p.strideH} ${p.inChannels}ch ${p.height}x${p.width}`,
+      key: kind,
+      total,
+      inputs: [{ name: input }],
+      params: (P) => {
+        P.u32('K', s.K)
+          .u32('spatial', s.spatial)
+          .u32('channels', p.inChannels)
+          .u32('groupIn', s.groupIn)
+          .u32('height', p.height)
+          .u32('width', p.width)
+          .u32('outH', p.outH)
+          .u32('outW', p.outW)
+          .u32('kernelH', p.kernelH)
+          .u32('kernelW', p.kernelW)
+          .u32('strideH', p.strideH)
+          .u32('strideW', p.strideW)
+          .i32('padTop', p.pads[0])
+          .i32('padLeft', p.pads[1])
+          .i32('dilationH', p.dilationH)
+          .i32('dilationW', p.dilationW);
+        extra(P);
+      },
+      body,
+    }),
+    output,
+  );
 }
 
 /** elementProgram names its output binding 'y'; the conv programs name theirs by role. */

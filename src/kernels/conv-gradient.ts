@@ -27,14 +27,27 @@ export function convParamsOf(ctx: Pick<RuleContext, 'node' | 'attrs' | 'shape' |
   const n = ctx.node;
   const x = ctx.shape(n.inputs[0]);
   const w = ctx.shape(n.inputs[1]);
-  if (x.length !== 4 || w.length !== 4) throw ctx.error(`training supports 2-D convolutions only; X is [${x}], W is [${w}]`);
+  if (x.length !== 4 || w.length !== 4)
+    throw ctx.error(`training supports 2-D convolutions only; X is [${x}], W is [${w}]`);
   const group = ctx.attrs.int('group', 1);
   const g = windowGeometry(ctx.attrs, [x[2], x[3]], ctx.attrs.ints('kernel_shape', w.slice(2)));
   return {
-    images: x[0], inChannels: x[1], height: x[2], width: x[3], outChannels: w[0], group,
-    kernelH: w[2], kernelW: w[3], strideH: g.strides[0], strideW: g.strides[1],
-    pads: [g.pads[0], g.pads[1], g.pads[2], g.pads[3]], dilationH: g.dilations[0], dilationW: g.dilations[1],
-    outH: g.output[0], outW: g.output[1], hasBias: Boolean(n.inputs[2]),
+    images: x[0],
+    inChannels: x[1],
+    height: x[2],
+    width: x[3],
+    outChannels: w[0],
+    group,
+    kernelH: w[2],
+    kernelW: w[3],
+    strideH: g.strides[0],
+    strideW: g.strides[1],
+    pads: [g.pads[0], g.pads[1], g.pads[2], g.pads[3]],
+    dilationH: g.dilations[0],
+    dilationW: g.dilations[1],
+    outH: g.output[0],
+    outW: g.output[1],
+    hasBias: Boolean(n.inputs[2]),
   };
 }
 
@@ -43,14 +56,25 @@ export function convParamsOf(ctx: Pick<RuleContext, 'node' | 'attrs' | 'shape' |
 export const CONV_BACKWARD_BUDGET_BYTES = 64 * 2 ** 20;
 
 /** The implicit-GEMM conv over a weight packed from the ONNX layout this step: x, w → y. */
-function implicitConvSteps(ctx: RuleContext, p: Conv2dParams, x: string, w: string, y: string, bias: string | undefined, transposed: boolean): RuleStep[] {
+function implicitConvSteps(
+  ctx: RuleContext,
+  p: Conv2dParams,
+  x: string,
+  w: string,
+  y: string,
+  bias: string | undefined,
+  transposed: boolean,
+): RuleStep[] {
   const packed = ctx.temp(`${w} packed${transposed ? ' for dX' : ''}`, [convPackedWeightsSize(p, transposed)]);
   const conv = transposed ? convDataGradParams(p) : p;
   const bind: Record<string, string> = { x, w: packed, y };
   if (bias) bind.bias = bias;
   return [
     { program: convPackWeightsProgram(p, transposed), bind: { w, packed } },
-    ...conv2dPrograms(conv, ctx.variant(conv2dGemmProblem(conv)), ctx.maxWorkgroupsPerDimension).map((program) => ({ program, bind })),
+    ...conv2dPrograms(conv, ctx.variant(conv2dGemmProblem(conv)), ctx.maxWorkgroupsPerDimension).map((program) => ({
+      program,
+      bind,
+    })),
   ];
 }
 
@@ -58,7 +82,15 @@ registerGradientRule('Conv', {
   forward(ctx) {
     const p = convParamsOf(ctx);
     const n = ctx.node;
-    return implicitConvSteps(ctx, p, n.inputs[0], n.inputs[1], n.outputs[0], p.hasBias ? n.inputs[2] : undefined, false);
+    return implicitConvSteps(
+      ctx,
+      p,
+      n.inputs[0],
+      n.inputs[1],
+      n.outputs[0],
+      p.hasBias ? n.inputs[2] : undefined,
+      false,
+    );
   },
   backward(ctx, [dy]) {
     const n = ctx.node;
@@ -88,7 +120,9 @@ registerGradientRule('Conv', {
     const chunk = convBackwardChunkRows(p, budget);
     const rowBytes = convBackwardRowBytes(p);
     if (chunk * rowBytes > budget) {
-      throw ctx.error(`one output position's backward row takes ${rowBytes} bytes (group ${p.group} · max(K ${s.K}, Cout/group ${s.groupOut}) · 4), over the ${budget}-byte binding budget`);
+      throw ctx.error(
+        `one output position's backward row takes ${rowBytes} bytes (group ${p.group} · max(K ${s.K}, Cout/group ${s.groupOut}) · 4), over the ${budget}-byte binding budget`,
+      );
     }
     if (viaDcol && chunk < s.spatial) {
       throw ctx.error(
@@ -107,15 +141,29 @@ registerGradientRule('Conv', {
       if (wantsDw) {
         steps.push({ program: im2colProgram(p, range), bind: { x: n.inputs[0], col } });
         const accumulate = offset > 0;
-        for (const program of conv2dBackwardFilterPrograms(p, ctx.variant(conv2dBackwardFilterProblem(p, range, accumulate)), ctx.maxWorkgroupsPerDimension, range, accumulate)) {
+        for (const program of conv2dBackwardFilterPrograms(
+          p,
+          ctx.variant(conv2dBackwardFilterProblem(p, range, accumulate)),
+          ctx.maxWorkgroupsPerDimension,
+          range,
+          accumulate,
+        )) {
           steps.push({ program, bind: { rows, col, dw } });
         }
       }
       if (viaDcol) {
-        for (const program of conv2dBackwardDataPrograms(p, ctx.variant(conv2dBackwardDataProblem(p, range)), ctx.maxWorkgroupsPerDimension, range)) {
+        for (const program of conv2dBackwardDataPrograms(
+          p,
+          ctx.variant(conv2dBackwardDataProblem(p, range)),
+          ctx.maxWorkgroupsPerDimension,
+          range,
+        )) {
           steps.push({ program, bind: { rows, w: n.inputs[1], dcol } });
         }
-        steps.push({ program: col2imProgram(p, { first: offset / s.spatial, count: range.count / s.spatial }), bind: { dcol, dx: dx! } });
+        steps.push({
+          program: col2imProgram(p, { first: offset / s.spatial, count: range.count / s.spatial }),
+          bind: { dcol, dx: dx! },
+        });
       }
     }
     grads[0] = dx;

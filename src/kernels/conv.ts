@@ -30,7 +30,11 @@ export function conv2dProgram(p: Conv2dParams, variant: GemmVariant): KernelProg
 }
 
 /** The conv as one program, or several over row ranges when it exceeds a dispatch dimension. */
-export function conv2dPrograms(p: Conv2dParams, variant: GemmVariant, maxWorkgroupsPerDimension = 65535): KernelProgram[] {
+export function conv2dPrograms(
+  p: Conv2dParams,
+  variant: GemmVariant,
+  maxWorkgroupsPerDimension = 65535,
+): KernelProgram[] {
   checkConv(p);
   const names: Record<string, string> = { a: 'x', b: 'w', c: 'y' };
   return gemmPrograms(conv2dGemmProblem(p), variant, maxWorkgroupsPerDimension).map((program) => ({
@@ -103,12 +107,16 @@ export function conv2dGemmProblem(p: Conv2dParams): GemmProblem {
  * W [Cout, Cin/group, KH, KW] → B [group][K][roundUp(Cout/group, 8)] with K in (kh, kw, ci)
  * order (what the im2col loads walk), zero-padded columns.
  */
-export function packConvWeights(w: Float32Array, p: Pick<Conv2dParams, 'outChannels' | 'inChannels' | 'group' | 'kernelH' | 'kernelW'>): Float32Array {
+export function packConvWeights(
+  w: Float32Array,
+  p: Pick<Conv2dParams, 'outChannels' | 'inChannels' | 'group' | 'kernelH' | 'kernelW'>,
+): Float32Array {
   const groupOut = p.outChannels / p.group;
   const groupIn = p.inChannels / p.group;
   const kernel = p.kernelH * p.kernelW;
   const K = groupIn * kernel;
-  if (w.length !== p.outChannels * K) throw new Error(`conv weights have ${w.length} values; expected ${p.outChannels}·${K}`);
+  if (w.length !== p.outChannels * K)
+    throw new Error(`conv weights have ${w.length} values; expected ${p.outChannels}·${K}`);
   const ld = roundUp(groupOut, PACKED_N_MULTIPLE);
   const out = new Float32Array(p.group * K * ld);
   for (let g = 0; g < p.group; g++) {
@@ -128,8 +136,16 @@ export function conv2dFlops(p: Conv2dParams): number {
 }
 
 function isPointwise(p: Conv2dParams): boolean {
-  return p.group === 1 && p.kernelH === 1 && p.kernelW === 1 && p.strideH === 1 && p.strideW === 1 &&
-    p.pads.every((x) => x === 0) && p.outH === p.height && p.outW === p.width;
+  return (
+    p.group === 1 &&
+    p.kernelH === 1 &&
+    p.kernelW === 1 &&
+    p.strideH === 1 &&
+    p.strideW === 1 &&
+    p.pads.every((x) => x === 0) &&
+    p.outH === p.height &&
+    p.outW === p.width
+  );
 }
 
 function conv2dLabel(p: Conv2dParams): string {
@@ -144,5 +160,6 @@ function checkConv(p: Conv2dParams): void {
   const span = (k: number, d: number) => (k - 1) * d + 1;
   const oh = Math.floor((p.height + p.pads[0] + p.pads[2] - span(p.kernelH, p.dilationH)) / p.strideH) + 1;
   const ow = Math.floor((p.width + p.pads[1] + p.pads[3] - span(p.kernelW, p.dilationW)) / p.strideW) + 1;
-  if (oh !== p.outH || ow !== p.outW) throw new Error(`conv: output ${p.outH}x${p.outW} disagrees with the geometry (${oh}x${ow})`);
+  if (oh !== p.outH || ow !== p.outW)
+    throw new Error(`conv: output ${p.outH}x${p.outW} disagrees with the geometry (${oh}x${ow})`);
 }

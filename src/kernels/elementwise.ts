@@ -26,9 +26,15 @@ export const MAX_BROADCAST_INPUTS = 6;
  * y = act(x0 op x1 op …) with numpy broadcasting of every input to `outDims`
  * (Sum is 'add' over n inputs). Bindings: x0 … x{n-1}, y, params.
  */
-export function broadcastProgram(op: BroadcastOp, inputDims: number[][], outDims: number[], activation: Activation = NO_ACTIVATION): KernelProgram {
+export function broadcastProgram(
+  op: BroadcastOp,
+  inputDims: number[][],
+  outDims: number[],
+  activation: Activation = NO_ACTIVATION,
+): KernelProgram {
   const n = inputDims.length;
-  if (n < 1 || n > MAX_BROADCAST_INPUTS) throw new Error(`broadcast ${op}: ${n} inputs; 1…${MAX_BROADCAST_INPUTS} accepted`);
+  if (n < 1 || n > MAX_BROADCAST_INPUTS)
+    throw new Error(`broadcast ${op}: ${n} inputs; 1…${MAX_BROADCAST_INPUTS} accepted`);
   const { dims, strides } = collapse(inputDims, outDims);
   const rank = dims.length;
   const same = strides.map((s) => isContiguous(s, dims));
@@ -53,7 +59,10 @@ export function broadcastProgram(op: BroadcastOp, inputDims: number[][], outDims
     params: (P) => {
       for (let d = 0; d < rank; d++) P.u32(`d${d}`, dims[d]);
       for (let i = 0; i < n; i++) if (!same[i]) for (let d = 0; d < rank; d++) P.u32(`s${i}_${d}`, strides[i][d]);
-      P.f32('act0', activation.kind === 'clip' ? activation.min : activation.kind === 'leakyRelu' ? activation.alpha : 0);
+      P.f32(
+        'act0',
+        activation.kind === 'clip' ? activation.min : activation.kind === 'leakyRelu' ? activation.alpha : 0,
+      );
       P.f32('act1', activation.kind === 'clip' ? activation.max : 0);
     },
     body: L.join('\n'),
@@ -87,7 +96,9 @@ function unaryExpr(op: UnaryOp, v: string, fromParams = false): string {
     case 'relu':
       return `max(${v}, 0.0)`;
     case 'leakyRelu':
-      return fromParams ? `select(${v} * P.act0, ${v}, ${v} >= 0.0)` : `select(${v} * ${f32(op.alpha)}, ${v}, ${v} >= 0.0)`;
+      return fromParams
+        ? `select(${v} * P.act0, ${v}, ${v} >= 0.0)`
+        : `select(${v} * ${f32(op.alpha)}, ${v}, ${v} >= 0.0)`;
     case 'clip':
       return fromParams ? `clamp(${v}, P.act0, P.act1)` : `clamp(${v}, ${f32(op.min)}, ${f32(op.max)})`;
     case 'sigmoid':
@@ -108,7 +119,8 @@ function collapse(inputDims: number[][], outDims: number[]): { dims: number[]; s
     const s = new Array(rank).fill(0);
     let acc = 1;
     for (let d = rank - 1; d >= 0; d--) {
-      if (padded[d] !== 1 && padded[d] !== outDims[d]) throw new Error(`input [${dims}] does not broadcast to [${outDims}]`);
+      if (padded[d] !== 1 && padded[d] !== outDims[d])
+        throw new Error(`input [${dims}] does not broadcast to [${outDims}]`);
       s[d] = padded[d] === 1 ? 0 : acc;
       acc *= padded[d];
     }

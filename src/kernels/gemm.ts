@@ -16,7 +16,15 @@
 // structure (variant, layouts, alignment facts, which epilogue) selects the pipeline, so the
 // 50 convolutions of a ResNet share a handful of compiles.
 import type { GpuContext } from './gpu-context.ts';
-import { activationKey, ceilDiv, NO_ACTIVATION, ParamBlock, u32, type Activation, type KernelProgram } from './program.ts';
+import {
+  activationKey,
+  ceilDiv,
+  NO_ACTIVATION,
+  ParamBlock,
+  u32,
+  type Activation,
+  type KernelProgram,
+} from './program.ts';
 
 export type GemmVariant =
   /** subgroupA: lane l loads A rows l, l + wgX, … once and every lane takes each row's value by
@@ -102,7 +110,10 @@ export function gemmProgram(problem: GemmProblem, variant: GemmVariant): KernelP
   const s = structureOf(problem, variant);
   const params = gemmParams(problem, variant, s);
   const paramBinding = problem.bias ? 4 : 3;
-  const wgsl = variant.kind === 'register' ? registerKernel(s, variant, params.wgsl(paramBinding)) : sharedKernel(s, variant, params.wgsl(paramBinding));
+  const wgsl =
+    variant.kind === 'register'
+      ? registerKernel(s, variant, params.wgsl(paramBinding))
+      : sharedKernel(s, variant, params.wgsl(paramBinding));
   const bindings: KernelProgram['bindings'] = [
     // A and B are declared read_write (never written) so that activations sharing an arena
     // with C can be bound; the bias is a constant (or a pooled value) and stays read-only.
@@ -132,10 +143,19 @@ export function gemmDispatch(p: GemmProblem, v: GemmVariant): [number, number, n
  * The problem as one program, or as several over row ranges when its row tiles exceed the
  * per-dimension workgroup limit (a batch-16 VGG conv1 has 100 352 rows of 8).
  */
-export function gemmPrograms(problem: GemmProblem, variant: GemmVariant, maxWorkgroupsPerDimension = 65535): KernelProgram[] {
+export function gemmPrograms(
+  problem: GemmProblem,
+  variant: GemmVariant,
+  maxWorkgroupsPerDimension = 65535,
+): KernelProgram[] {
   const rowsPerGroup = variant.tileM * variant.wgY;
-  if (ceilDiv(problem.N, variant.tileN * variant.wgX) > maxWorkgroupsPerDimension || problem.batch > maxWorkgroupsPerDimension) {
-    throw new Error(`gemm ${problem.label ?? ''}: N = ${problem.N} or batch = ${problem.batch} needs more than ${maxWorkgroupsPerDimension} workgroups in one dimension`);
+  if (
+    ceilDiv(problem.N, variant.tileN * variant.wgX) > maxWorkgroupsPerDimension ||
+    problem.batch > maxWorkgroupsPerDimension
+  ) {
+    throw new Error(
+      `gemm ${problem.label ?? ''}: N = ${problem.N} or batch = ${problem.batch} needs more than ${maxWorkgroupsPerDimension} workgroups in one dimension`,
+    );
   }
   const span = maxWorkgroupsPerDimension * rowsPerGroup;
   if (problem.M <= span) return [gemmProgram(problem, variant)];
@@ -155,7 +175,9 @@ export function variantKey(v: GemmVariant): string {
 /** The pipeline key: everything that changes the WGSL, nothing that only changes params. */
 export function gemmKey(p: GemmProblem, v: GemmVariant): string {
   const s = structureOf(p, v);
-  return `gemm|${variantKey(v)}|${Object.entries(s).map(([k, x]) => `${k}=${x}`).join(',')}`;
+  return `gemm|${variantKey(v)}|${Object.entries(s)
+    .map(([k, x]) => `${k}=${x}`)
+    .join(',')}`;
 }
 
 /** Floating-point operations of the problem (2·batch·M·N·K). */
@@ -238,19 +260,30 @@ export function defaultVariant(p: Pick<GemmProblem, 'M' | 'N'>, target: boolean 
 // ---- checks ----
 
 function checkProblem(p: GemmProblem, v: GemmVariant): void {
-  for (const [name, value] of [['batch', p.batch], ['M', p.M], ['N', p.N], ['K', p.K]] as const) {
-    if (!Number.isInteger(value) || value < 1) throw new Error(`gemm: ${name} must be a positive integer, got ${value}`);
+  for (const [name, value] of [
+    ['batch', p.batch],
+    ['M', p.M],
+    ['N', p.N],
+    ['K', p.K],
+  ] as const) {
+    if (!Number.isInteger(value) || value < 1)
+      throw new Error(`gemm: ${name} must be a positive integer, got ${value}`);
   }
-  if (v.kind === 'register' && v.tileN !== 4 && v.tileN !== 8) throw new Error(`gemm: register tileN must be 4 or 8, got ${v.tileN}`);
-  if (v.kind === 'register' && v.tileM >= 4 && v.tileM % 4 !== 0) throw new Error(`gemm: register tileM must be 1, 2 or a multiple of 4, got ${v.tileM}`);
-  if (v.kind === 'register' && v.subgroupA && v.wgY !== 1) throw new Error(`gemm: a subgroup variant needs wgY = 1, got ${v.wgY}`);
-  if (p.accumulate && (p.activation ?? NO_ACTIVATION).kind !== 'none') throw new Error(`gemm: an accumulating GEMM cannot apply an activation (${(p.activation as Activation).kind})`);
+  if (v.kind === 'register' && v.tileN !== 4 && v.tileN !== 8)
+    throw new Error(`gemm: register tileN must be 4 or 8, got ${v.tileN}`);
+  if (v.kind === 'register' && v.tileM >= 4 && v.tileM % 4 !== 0)
+    throw new Error(`gemm: register tileM must be 1, 2 or a multiple of 4, got ${v.tileM}`);
+  if (v.kind === 'register' && v.subgroupA && v.wgY !== 1)
+    throw new Error(`gemm: a subgroup variant needs wgY = 1, got ${v.wgY}`);
+  if (p.accumulate && (p.activation ?? NO_ACTIVATION).kind !== 'none')
+    throw new Error(`gemm: an accumulating GEMM cannot apply an activation (${(p.activation as Activation).kind})`);
   if (p.b.layout === 'kn' && p.b.ld < p.N) throw new Error(`gemm: B ld ${p.b.ld} < N ${p.N}`);
   if (p.b.layout === 'nk' && p.b.ld < p.K) throw new Error(`gemm: B ld ${p.b.ld} < K ${p.K}`);
   if (p.a.kind === 'im2col') {
     const g = p.a.conv;
     if (p.M !== g.images * g.outH * g.outW) throw new Error(`gemm: im2col M ${p.M} ≠ images·outH·outW`);
-    if (p.K !== g.groupChannels * g.kernelH * g.kernelW) throw new Error(`gemm: im2col K ${p.K} ≠ groupChannels·kernelH·kernelW`);
+    if (p.K !== g.groupChannels * g.kernelH * g.kernelW)
+      throw new Error(`gemm: im2col K ${p.K} ≠ groupChannels·kernelH·kernelW`);
   }
 }
 
@@ -281,8 +314,16 @@ function structureOf(p: GemmProblem, v: GemmVariant): Structure {
   const bVec = register && p.b.layout === 'kn' && p.b.ld % 4 === 0 && p.b.batchStride % 4 === 0;
   return {
     a: a.kind === 'im2col' ? 'im2col' : a.layout,
-    aVec: register && !v.subgroupA && a.kind === 'matrix' && a.layout === 'km' && TM % 4 === 0 && p.M % 4 === 0 &&
-      (a.ld ?? p.M) % 4 === 0 && a.batchStride % 4 === 0 && (a.offset ?? 0) % 4 === 0,
+    aVec:
+      register &&
+      !v.subgroupA &&
+      a.kind === 'matrix' &&
+      a.layout === 'km' &&
+      TM % 4 === 0 &&
+      p.M % 4 === 0 &&
+      (a.ld ?? p.M) % 4 === 0 &&
+      a.batchStride % 4 === 0 &&
+      (a.offset ?? 0) % 4 === 0,
     aPad: a.kind === 'im2col' && needsBoundsChecks(a.conv),
     b: p.b.layout,
     bVec,
@@ -297,19 +338,32 @@ function structureOf(p: GemmProblem, v: GemmVariant): Structure {
 function gemmParams(p: GemmProblem, v: GemmVariant, s: Structure): ParamBlock {
   const P = new ParamBlock();
   const TN = v.tileN;
-  P.u32('M', p.M).u32('N', p.N).u32('K', p.K).u32('nOffset', p.nOffset ?? 0).u32('mOffset', p.rows?.offset ?? 0);
+  P.u32('M', p.M)
+    .u32('N', p.N)
+    .u32('K', p.K)
+    .u32('nOffset', p.nOffset ?? 0)
+    .u32('mOffset', p.rows?.offset ?? 0);
   P.u32('lastRow', p.M - 1).u32('lastCol', p.N - 1);
   const a = p.a;
   if (a.kind === 'matrix') {
     const ld = a.ld ?? (a.layout === 'mk' ? p.K : p.M);
-    P.u32('aBatch', s.aVec ? a.batchStride / 4 : a.batchStride).u32('aOffset', s.aVec ? (a.offset ?? 0) / 4 : a.offset ?? 0);
+    P.u32('aBatch', s.aVec ? a.batchStride / 4 : a.batchStride).u32(
+      'aOffset',
+      s.aVec ? (a.offset ?? 0) / 4 : (a.offset ?? 0),
+    );
     P.u32('aLd', s.aVec ? ld / 4 : ld).u32('lastRowVec', s.aVec ? (p.M - 4) / 4 : 0);
   } else {
     const g = a.conv;
-    P.u32('spatial', g.outH * g.outW).u32('outW', g.outW).u32('imageSize', g.channels * g.height * g.width);
-    P.u32('groupSize', g.groupChannels * g.height * g.width).u32('groupChannels', g.groupChannels).u32('plane', g.height * g.width);
+    P.u32('spatial', g.outH * g.outW)
+      .u32('outW', g.outW)
+      .u32('imageSize', g.channels * g.height * g.width);
+    P.u32('groupSize', g.groupChannels * g.height * g.width)
+      .u32('groupChannels', g.groupChannels)
+      .u32('plane', g.height * g.width);
     P.u32('height', g.height).u32('width', g.width).u32('kernelH', g.kernelH).u32('kernelW', g.kernelW);
-    P.u32('kernelSize', g.kernelH * g.kernelW).u32('strideH', g.strideH).u32('strideW', g.strideW);
+    P.u32('kernelSize', g.kernelH * g.kernelW)
+      .u32('strideH', g.strideH)
+      .u32('strideW', g.strideW);
     P.i32('padTop', g.padTop).i32('padLeft', g.padLeft).i32('dilationH', g.dilationH).i32('dilationW', g.dilationW);
     P.i32('rowStep', g.dilationH * g.width);
   }
@@ -317,12 +371,18 @@ function gemmParams(p: GemmProblem, v: GemmVariant, s: Structure): ParamBlock {
   P.u32('lastColBlock', s.bPadded ? (roundUp(p.N, TN) - TN) / 4 : 0).u32('lastColVec', Math.ceil(p.N / 4) - 1);
   const c = p.c;
   if (c.kind === 'matrix') {
-    P.u32('cBatch', c.batchStride).u32('cOffset', c.offset ?? 0).u32('cStrideM', c.strideM).u32('cStrideN', c.strideN);
+    P.u32('cBatch', c.batchStride)
+      .u32('cOffset', c.offset ?? 0)
+      .u32('cStrideM', c.strideM)
+      .u32('cStrideN', c.strideN);
   } else {
     P.u32('cSpatial', c.spatial).u32('cImage', c.imageStride).u32('cBatchChannels', c.batchChannelStride);
   }
   if (p.bias) {
-    P.u32('biasBatch', p.bias.batchStride).u32('biasStrideM', p.bias.strideM).u32('biasStrideN', p.bias.strideN).f32('beta', p.bias.beta ?? 1);
+    P.u32('biasBatch', p.bias.batchStride)
+      .u32('biasStrideM', p.bias.strideM)
+      .u32('biasStrideN', p.bias.strideN)
+      .f32('beta', p.bias.beta ?? 1);
   }
   P.f32('alpha', p.alpha ?? 1);
   const act = p.activation ?? NO_ACTIVATION;
@@ -404,11 +464,14 @@ function registerKernel(s: Structure, v: Extract<GemmVariant, { kind: 'register'
     for (const j of cols) {
       for (let e = 0; e < 4; e++) {
         const col = `min(col0 + ${u32(4 * j + e)}, P.lastCol)`;
-        L.push(s.b === 'kn' ? `  let bCol${j}_${e} = bBase + ${col};` : `  let bCol${j}_${e} = bBase + ${col} * P.bLd;`);
+        L.push(
+          s.b === 'kn' ? `  let bCol${j}_${e} = bBase + ${col};` : `  let bCol${j}_${e} = bBase + ${col} * P.bLd;`,
+        );
       }
     }
     const kTerm = (k: string) => (s.b === 'kn' ? `${k} * P.bLd` : k);
-    bLoad = (k) => cols.map((j) => `let b${j} = vec4f(${[0, 1, 2, 3].map((e) => `b[bCol${j}_${e} + ${kTerm(k)}]`).join(', ')});`);
+    bLoad = (k) =>
+      cols.map((j) => `let b${j} = vec4f(${[0, 1, 2, 3].map((e) => `b[bCol${j}_${e} + ${kTerm(k)}]`).join(', ')});`);
   }
   const fmas = () => {
     const out: string[] = [];
@@ -429,7 +492,8 @@ function registerKernel(s: Structure, v: Extract<GemmVariant, { kind: 'register'
   } else if (sg) {
     const loads = range(aRows.count);
     L.push(`  let aBase = batch * P.aBatch + P.aOffset;`);
-    for (const r of loads) L.push(`  let aRow${r} = aBase + min(${aRows.row(r)}, P.lastRow)${s.a === 'mk' ? ' * P.aLd' : ''};`);
+    for (const r of loads)
+      L.push(`  let aRow${r} = aBase + min(${aRows.row(r)}, P.lastRow)${s.a === 'mk' ? ' * P.aLd' : ''};`);
     L.push(`  for (var k = 0u; k < P.K; k++) {`);
     for (const r of loads) L.push(`    let aL${r} = a[aRow${r} + ${s.a === 'mk' ? 'k' : 'k * P.aLd'}];`);
     for (const x of aRows.values()) L.push(`    ${x}`);
@@ -487,7 +551,12 @@ interface ARows {
  * so the innermost loop over input channels is as lean as a plain GEMM's: one load per row, no
  * index arithmetic beyond a stride, B rows read in order.
  */
-function im2colRegisterLoop(s: Structure, aRows: ARows, bLoad: (k: string) => string[], fmas: () => string[]): string[] {
+function im2colRegisterLoop(
+  s: Structure,
+  aRows: ARows,
+  bLoad: (k: string) => string[],
+  fmas: () => string[],
+): string[] {
   const L: string[] = [];
   const rows = range(aRows.count);
   for (const i of rows) {
@@ -515,7 +584,9 @@ function im2colRegisterLoop(s: Structure, aRows: ARows, bLoad: (k: string) => st
   L.push(`      for (var ci = 0u; ci < P.groupChannels; ci++) {`);
   L.push(`        let cOff = ci * P.plane;`);
   for (const i of rows) {
-    L.push(s.aPad ? `        let aL${i} = select(0.0, a[at${i} + cOff], ok${i});` : `        let aL${i} = a[at${i} + cOff];`);
+    L.push(
+      s.aPad ? `        let aL${i} = select(0.0, a[at${i} + cOff], ok${i});` : `        let aL${i} = a[at${i} + cOff];`,
+    );
   }
   for (const x of aRows.values()) L.push(`        ${x}`);
   for (const x of bLoad('kk')) L.push(`        ${x}`);
@@ -532,11 +603,13 @@ function storeFunction(s: Structure): string[] {
   const L: string[] = [];
   L.push(`fn storeC(batch: u32, row: u32, col: u32, acc: f32) {`);
   let value = 'acc * P.alpha';
-  if (s.bias) value += ` + bias[batch * P.biasBatch + row * P.biasStrideM + (col + P.nOffset) * P.biasStrideN] * P.beta`;
+  if (s.bias)
+    value += ` + bias[batch * P.biasBatch + row * P.biasStrideM + (col + P.nOffset) * P.biasStrideN] * P.beta`;
   L.push(`  let v = ${value};`);
-  const cIdx = s.c === 'matrix'
-    ? `batch * P.cBatch + P.cOffset + row * P.cStrideM + (col + P.nOffset) * P.cStrideN`
-    : `(row / P.cSpatial) * P.cImage + row % P.cSpatial + (batch * P.cBatchChannels + P.nOffset + col) * P.cSpatial`;
+  const cIdx =
+    s.c === 'matrix'
+      ? `batch * P.cBatch + P.cOffset + row * P.cStrideM + (col + P.nOffset) * P.cStrideN`
+      : `(row / P.cSpatial) * P.cImage + row % P.cSpatial + (batch * P.cBatchChannels + P.nOffset + col) * P.cSpatial`;
   L.push(s.accumulate ? `  let at = ${cIdx};\n  c[at] = c[at] + v;` : `  c[${cIdx}] = ${activationWgsl(s.act, 'v')};`);
   L.push(`}`);
   return L;
@@ -565,7 +638,9 @@ function sharedKernel(s: Structure, v: Extract<GemmVariant, { kind: 'shared' }>,
   L.push(...storeFunction(s));
   L.push('');
   L.push(`@compute @workgroup_size(${v.wgX}, ${v.wgY}, 1)`);
-  L.push(`fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {`);
+  L.push(
+    `fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {`,
+  );
   L.push(`  let batch = wid.z;`);
   L.push(`  let m0 = wid.y * ${u32(BM)} + P.mOffset;`);
   L.push(`  let n0 = wid.x * ${u32(BN)};`);
@@ -581,7 +656,8 @@ function sharedKernel(s: Structure, v: Extract<GemmVariant, { kind: 'shared' }>,
   L.push(`    for (var kk = 0u; kk < ${u32(BK)}; kk++) {`);
   for (let i = 0; i < TM; i++) L.push(`      let a${i} = tileA[kk * ${u32(BM)} + lid.y + ${u32(i * v.wgY)}];`);
   for (let j = 0; j < TN; j++) L.push(`      let b${j} = tileB[kk * ${u32(BN)} + lid.x + ${u32(j * v.wgX)}];`);
-  for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) L.push(`      acc${i}_${j} = fma(a${i}, b${j}, acc${i}_${j});`);
+  for (let i = 0; i < TM; i++)
+    for (let j = 0; j < TN; j++) L.push(`      acc${i}_${j} = fma(a${i}, b${j}, acc${i}_${j});`);
   L.push(`    }`);
   L.push(`    workgroupBarrier();`);
   L.push(`  }`);
@@ -616,7 +692,9 @@ function sharedLoadA(s: Structure): string[] {
     L.push(`  let ih = i32((pos / P.outW) * P.strideH) - P.padTop + i32(r / P.kernelW) * P.dilationH;`);
     L.push(`  let iw = i32((pos % P.outW) * P.strideW) - P.padLeft + i32(r % P.kernelW) * P.dilationW;`);
     L.push(`  if (u32(ih) >= P.height || u32(iw) >= P.width) { return 0.0; }`);
-    L.push(`  return a[(m / P.spatial) * P.imageSize + batch * P.groupSize + ci * P.plane + u32(ih) * P.width + u32(iw)];`);
+    L.push(
+      `  return a[(m / P.spatial) * P.imageSize + batch * P.groupSize + ci * P.plane + u32(ih) * P.width + u32(iw)];`,
+    );
   }
   L.push(`}`);
   return L;
@@ -626,9 +704,7 @@ function sharedLoadB(s: Structure): string[] {
   const L: string[] = [`fn loadB(batch: u32, k: u32, n: u32) -> f32 {`];
   L.push(`  if (k >= P.K || n >= P.N) { return 0.0; }`);
   L.push(
-    s.b === 'kn'
-      ? `  return b[batch * P.bBatch + k * P.bLd + n];`
-      : `  return b[batch * P.bBatch + n * P.bLd + k];`,
+    s.b === 'kn' ? `  return b[batch * P.bBatch + k * P.bLd + n];` : `  return b[batch * P.bBatch + n * P.bLd + k];`,
   );
   L.push(`}`);
   return L;

@@ -326,14 +326,22 @@ export class GpuContext {
     if (this.#owned) this.#owned = null;
   }
 
-  async #compilePipeline(operation: string, label: string, wgsl: string, entryPoint: string): Promise<GPUComputePipeline> {
+  async #compilePipeline(
+    operation: string,
+    label: string,
+    wgsl: string,
+    entryPoint: string,
+  ): Promise<GPUComputePipeline> {
     return this.scope(operation, async () => {
       const device = this.#usableDevice(operation);
       const module = device.createShaderModule({ label, code: wgsl });
       const compilation = await module.getCompilationInfo();
       const errors = compilation.messages.filter((m) => m.type === 'error');
       if (errors.length > 0) {
-        throw new GpuValidationError(operation, `WGSL does not compile:\n${formatCompilationMessages(label, wgsl, errors)}`);
+        throw new GpuValidationError(
+          operation,
+          `WGSL does not compile:\n${formatCompilationMessages(label, wgsl, errors)}`,
+        );
       }
       try {
         return await device.createComputePipelineAsync({ label, layout: 'auto', compute: { module, entryPoint } });

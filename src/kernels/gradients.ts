@@ -43,7 +43,10 @@ registerGradientRule('Relu', {
     if (!dy || !ctx.wants(0)) return { steps: [], grads: [undefined] };
     const dims = ctx.shape(x);
     const dx = ctx.temp(`grad ${x}`, dims);
-    return { steps: [{ program: reluBackwardProgram(dims.reduce((a, b) => a * b, 1)), bind: { x, dy, dx } }], grads: [dx] };
+    return {
+      steps: [{ program: reluBackwardProgram(dims.reduce((a, b) => a * b, 1)), bind: { x, dy, dx } }],
+      grads: [dx],
+    };
   },
 });
 
@@ -76,11 +79,18 @@ function poolParamsOf(ctx: RuleContext): PoolBackwardParams & { countIncludePad:
   const g = windowGeometry(ctx.attrs, x.slice(2), kernel, ctx.attrs.int('ceil_mode', 0) === 1);
   const at = (v: number[], i: number, fill: number) => (oneD ? [fill, v[0]] : [v[0], v[1]])[i];
   return {
-    planes: x[0] * x[1], height: oneD ? 1 : x[2], width: oneD ? x[2] : x[3],
-    outH: at(g.output, 0, 1), outW: at(g.output, 1, 1), kernelH: at(kernel, 0, 1), kernelW: at(kernel, 1, 1),
-    strideH: at(g.strides, 0, 1), strideW: at(g.strides, 1, 1),
+    planes: x[0] * x[1],
+    height: oneD ? 1 : x[2],
+    width: oneD ? x[2] : x[3],
+    outH: at(g.output, 0, 1),
+    outW: at(g.output, 1, 1),
+    kernelH: at(kernel, 0, 1),
+    kernelW: at(kernel, 1, 1),
+    strideH: at(g.strides, 0, 1),
+    strideW: at(g.strides, 1, 1),
     pads: oneD ? [0, g.pads[0], 0, g.pads[1]] : [g.pads[0], g.pads[1], g.pads[2], g.pads[3]],
-    dilationH: at(g.dilations, 0, 1), dilationW: at(g.dilations, 1, 1),
+    dilationH: at(g.dilations, 0, 1),
+    dilationW: at(g.dilations, 1, 1),
     countIncludePad: ctx.attrs.int('count_include_pad', 0) === 1,
   };
 }
@@ -111,7 +121,12 @@ registerGradientRule('AveragePool', {
 // statistics over the same buffers. The running statistics never get a gradient.
 function bnShapeOf(ctx: RuleContext): BatchNormShape {
   const x = ctx.shape(ctx.node.inputs[0]);
-  return { images: x[0], channels: x[1] ?? 1, spatial: x.slice(2).reduce((a, b) => a * b, 1), epsilon: ctx.attrs.float('epsilon', 1e-5) };
+  return {
+    images: x[0],
+    channels: x[1] ?? 1,
+    spatial: x.slice(2).reduce((a, b) => a * b, 1),
+    epsilon: ctx.attrs.float('epsilon', 1e-5),
+  };
 }
 const bnTrainsItself = (ctx: RuleContext) => ctx.wants(1) || ctx.wants(2);
 const bnSaved = (n: Node) => ({ mean: `${n.outputs[0]}@bn-mean`, invStd: `${n.outputs[0]}@bn-invstd` });
@@ -127,7 +142,12 @@ registerGradientRule('BatchNormalization', {
       throw ctx.error(`training mode needs the running mean and variance as initializers ('${mean}', '${variance}')`);
     }
     if (!ctx.training) {
-      return [{ program: batchNormProgram(p.images, p.channels, p.spatial, p.epsilon), bind: { x, scale, bias, mean, var: variance, y: n.outputs[0] } }];
+      return [
+        {
+          program: batchNormProgram(p.images, p.channels, p.spatial, p.epsilon),
+          bind: { x, scale, bias, mean, var: variance, y: n.outputs[0] },
+        },
+      ];
     }
     const saved = bnSaved(n);
     ctx.temp(saved.mean, [p.channels]);
@@ -136,7 +156,10 @@ registerGradientRule('BatchNormalization', {
     ctx.state(variance);
     const [stats, apply] = batchNormTrainingForwardPrograms(p, ctx.attrs.float('momentum', 0.9));
     return [
-      { program: stats, bind: { x, saveMean: saved.mean, saveInvStd: saved.invStd, runningMean: mean, runningVar: variance } },
+      {
+        program: stats,
+        bind: { x, saveMean: saved.mean, saveInvStd: saved.invStd, runningMean: mean, runningVar: variance },
+      },
       { program: apply, bind: { x, scale, bias, saveMean: saved.mean, saveInvStd: saved.invStd, y: n.outputs[0] } },
     ];
   },
@@ -151,10 +174,24 @@ registerGradientRule('BatchNormalization', {
       const dScale = ctx.temp(`grad ${n.inputs[1]}`, [p.channels]);
       const dBias = ctx.temp(`grad ${n.inputs[2]}`, [p.channels]);
       const [sums, data] = batchNormTrainingBackwardPrograms(p);
-      const steps: RuleStep[] = [{ program: sums, bind: { x: n.inputs[0], dy, saveMean: saved.mean, saveInvStd: saved.invStd, dScale, dBias } }];
+      const steps: RuleStep[] = [
+        { program: sums, bind: { x: n.inputs[0], dy, saveMean: saved.mean, saveInvStd: saved.invStd, dScale, dBias } },
+      ];
       if (ctx.wants(0)) {
         const dx = ctx.temp(`grad ${n.inputs[0]}`, x);
-        steps.push({ program: data, bind: { x: n.inputs[0], dy, scale: n.inputs[1], saveMean: saved.mean, saveInvStd: saved.invStd, dScale, dBias, dx } });
+        steps.push({
+          program: data,
+          bind: {
+            x: n.inputs[0],
+            dy,
+            scale: n.inputs[1],
+            saveMean: saved.mean,
+            saveInvStd: saved.invStd,
+            dScale,
+            dBias,
+            dx,
+          },
+        });
         grads[0] = dx;
       }
       if (ctx.wants(1)) grads[1] = dScale;
@@ -164,7 +201,10 @@ registerGradientRule('BatchNormalization', {
     if (!ctx.wants(0)) return { steps: [], grads };
     const dx = ctx.temp(`grad ${n.inputs[0]}`, x);
     grads[0] = dx;
-    return { steps: [{ program: batchNormFrozenBackwardProgram(p), bind: { dy, scale: n.inputs[1], var: n.inputs[4], dx } }], grads };
+    return {
+      steps: [{ program: batchNormFrozenBackwardProgram(p), bind: { dy, scale: n.inputs[1], var: n.inputs[4], dx } }],
+      grads,
+    };
   },
 });
 
@@ -176,8 +216,13 @@ registerGradientRule('LRN', {
     if (!dy || !ctx.wants(0)) return { steps: [], grads: [undefined] };
     const d = ctx.shape(x);
     const p = {
-      images: d[0], channels: d[1], spatial: d.slice(2).reduce((a, b) => a * b, 1),
-      size: ctx.attrs.int('size'), alpha: ctx.attrs.float('alpha', 1e-4), beta: ctx.attrs.float('beta', 0.75), bias: ctx.attrs.float('bias', 1),
+      images: d[0],
+      channels: d[1],
+      spatial: d.slice(2).reduce((a, b) => a * b, 1),
+      size: ctx.attrs.int('size'),
+      alpha: ctx.attrs.float('alpha', 1e-4),
+      beta: ctx.attrs.float('beta', 0.75),
+      bias: ctx.attrs.float('bias', 1),
     };
     const dx = ctx.temp(`grad ${x}`, d);
     return { steps: [{ program: lrnBackwardProgram(p), bind: { x, dy, dx } }], grads: [dx] };
@@ -190,7 +235,11 @@ registerGradientRule('GlobalMaxPool', {
     if (!dy || !ctx.wants(0)) return { steps: [], grads: [undefined] };
     const d = ctx.shape(x);
     const dx = ctx.temp(`grad ${x}`, d);
-    const program = globalPoolBackwardProgram('max', d[0] * (d[1] ?? 1), d.slice(2).reduce((a, b) => a * b, 1));
+    const program = globalPoolBackwardProgram(
+      'max',
+      d[0] * (d[1] ?? 1),
+      d.slice(2).reduce((a, b) => a * b, 1),
+    );
     return { steps: [{ program, bind: { x, dy, dx } }], grads: [dx] };
   },
 });
@@ -216,7 +265,10 @@ function binaryRule(op: BroadcastBackwardOp): GradientRule {
           continue;
         }
         const dx = ctx.temp(`grad ${n.inputs[w]}`, dims[w]);
-        steps.push({ program: broadcastBackwardProgram(op, dims, w, out), bind: { dy, x0: n.inputs[0], x1: n.inputs[1], dx } });
+        steps.push({
+          program: broadcastBackwardProgram(op, dims, w, out),
+          bind: { dy, x0: n.inputs[0], x1: n.inputs[1], dx },
+        });
         grads[w] = dx;
       }
       return { steps, grads };
@@ -265,27 +317,66 @@ function unaryRule(opOf: (ctx: RuleContext) => UnaryBackwardOp, nonDifferentiabl
       const op = opOf(ctx);
       const dims = ctx.shape(n.inputs[0]);
       const dx = ctx.temp(`grad ${n.inputs[0]}`, dims);
-      const saved: Record<string, string> = op.kind === 'sigmoid' || op.kind === 'tanh' ? { y: n.outputs[0] } : { x: n.inputs[0] };
+      const saved: Record<string, string> =
+        op.kind === 'sigmoid' || op.kind === 'tanh' ? { y: n.outputs[0] } : { x: n.inputs[0] };
       grads[0] = dx;
-      return { steps: [{ program: unaryBackwardProgram(op, dims.reduce((a, b) => a * b, 1)), bind: { ...saved, dy, dx } }], grads };
+      return {
+        steps: [
+          {
+            program: unaryBackwardProgram(
+              op,
+              dims.reduce((a, b) => a * b, 1),
+            ),
+            bind: { ...saved, dy, dx },
+          },
+        ],
+        grads,
+      };
     },
   };
 }
-registerGradientRule('Sigmoid', unaryRule(() => ({ kind: 'sigmoid' })));
-registerGradientRule('Tanh', unaryRule(() => ({ kind: 'tanh' })));
-registerGradientRule('LeakyRelu', unaryRule((ctx) => ({ kind: 'leakyRelu', alpha: ctx.attrs.float('alpha', 0.01) })));
-registerGradientRule('Clip', unaryRule((ctx) => {
-  if (ctx.graph.opset < 11) return { kind: 'clip', min: ctx.attrs.float('min', -3.4028234663852886e38), max: ctx.attrs.float('max', 3.4028234663852886e38) };
-  return { kind: 'clip', min: scalarInput(ctx, 1, 'Clip min') ?? -Infinity, max: scalarInput(ctx, 2, 'Clip max') ?? Infinity };
-}, [1, 2]));
+registerGradientRule(
+  'Sigmoid',
+  unaryRule(() => ({ kind: 'sigmoid' })),
+);
+registerGradientRule(
+  'Tanh',
+  unaryRule(() => ({ kind: 'tanh' })),
+);
+registerGradientRule(
+  'LeakyRelu',
+  unaryRule((ctx) => ({ kind: 'leakyRelu', alpha: ctx.attrs.float('alpha', 0.01) })),
+);
+registerGradientRule(
+  'Clip',
+  unaryRule(
+    (ctx) => {
+      if (ctx.graph.opset < 11)
+        return {
+          kind: 'clip',
+          min: ctx.attrs.float('min', -3.4028234663852886e38),
+          max: ctx.attrs.float('max', 3.4028234663852886e38),
+        };
+      return {
+        kind: 'clip',
+        min: scalarInput(ctx, 1, 'Clip min') ?? -Infinity,
+        max: scalarInput(ctx, 2, 'Clip max') ?? Infinity,
+      };
+    },
+    [1, 2],
+  ),
+);
 
 /** Dropout's ratio when it draws a mask in this forward, else undefined (an identity). */
 function activeDropout(ctx: RuleContext): number | undefined {
   if (!ctx.training || !ctx.dropout) return undefined;
-  const ratio = ctx.graph.opset >= 12 ? scalarInput(ctx, 1, 'Dropout ratio') ?? 0.5 : ctx.attrs.float('ratio', 0.5);
+  const ratio = ctx.graph.opset >= 12 ? (scalarInput(ctx, 1, 'Dropout ratio') ?? 0.5) : ctx.attrs.float('ratio', 0.5);
   if (ratio === 0) return undefined;
   const mask = ctx.node.outputs[1];
-  if (mask && (ctx.graph.nodes.some((m) => m.inputs.includes(mask)) || ctx.graph.outputs.some((o) => o.name === mask))) {
+  if (
+    mask &&
+    (ctx.graph.nodes.some((m) => m.inputs.includes(mask)) || ctx.graph.outputs.some((o) => o.name === mask))
+  ) {
     throw ctx.error(`its mask output '${mask}' is read: training supports Dropout without a consumed mask`);
   }
   return ratio;
@@ -303,7 +394,13 @@ registerGradientRule('Dropout', {
     if (ratio === undefined) return undefined;
     const n = ctx.node;
     const size = ctx.shape(n.inputs[0]).reduce((a, b) => a * b, 1);
-    return [{ program: dropoutForwardProgram(size, ratio, 0), bind: { x: n.inputs[0], y: n.outputs[0] }, reseed: { offset: DROPOUT_SEED_OFFSET } }];
+    return [
+      {
+        program: dropoutForwardProgram(size, ratio, 0),
+        bind: { x: n.inputs[0], y: n.outputs[0] },
+        reseed: { offset: DROPOUT_SEED_OFFSET },
+      },
+    ];
   },
   backward(ctx, [dy]) {
     const n = ctx.node;
@@ -317,7 +414,12 @@ registerGradientRule('Dropout', {
     const size = ctx.shape(n.inputs[0]).reduce((a, b) => a * b, 1);
     const dx = ctx.temp(`grad ${n.inputs[0]}`, ctx.shape(n.inputs[0]));
     grads[0] = dx;
-    return { steps: [{ program: dropoutBackwardProgram(size, ratio, 0), bind: { dy, dx }, reseed: { offset: DROPOUT_SEED_OFFSET } }], grads };
+    return {
+      steps: [
+        { program: dropoutBackwardProgram(size, ratio, 0), bind: { dy, dx }, reseed: { offset: DROPOUT_SEED_OFFSET } },
+      ],
+      grads,
+    };
   },
 });
 
@@ -346,7 +448,10 @@ registerGradientRule('Transpose', {
     const x = ctx.node.inputs[0];
     if (!dy || !ctx.wants(0)) return { steps: [], grads: [undefined] };
     const dims = ctx.shape(x);
-    const perm = ctx.attrs.ints('perm', dims.map((_, i) => dims.length - 1 - i));
+    const perm = ctx.attrs.ints(
+      'perm',
+      dims.map((_, i) => dims.length - 1 - i),
+    );
     const dx = ctx.temp(`grad ${x}`, dims);
     return { steps: [{ program: transposeBackwardProgram(dims, perm), bind: { dy, dx } }], grads: [dx] };
   },
@@ -359,7 +464,8 @@ registerGradientRule('Pad', {
     const grads: (string | undefined)[] = n.inputs.map(() => undefined);
     if (!dy || !ctx.wants(0)) return { steps: [], grads };
     const mode = ctx.attrs.string('mode', 'constant');
-    if (mode !== 'constant') throw ctx.error(`the backward of Pad mode '${mode}' is not available; accepted: 'constant'`);
+    if (mode !== 'constant')
+      throw ctx.error(`the backward of Pad mode '${mode}' is not available; accepted: 'constant'`);
     const dims = ctx.shape(n.inputs[0]);
     const rank = dims.length;
     let pads: number[];
@@ -370,8 +476,11 @@ registerGradientRule('Pad', {
       if (!init) throw ctx.error(`pads ('${n.inputs[1]}') must be an initializer to train through Pad`);
       const given = Array.from(init.value.data as ArrayLike<number | bigint>, Number);
       const axesInit = n.inputs[3] ? ctx.graph.initializers.get(n.inputs[3]) : undefined;
-      if (n.inputs[3] && !axesInit) throw ctx.error(`axes ('${n.inputs[3]}') must be an initializer to train through Pad`);
-      const axes = axesInit ? Array.from(axesInit.value.data as ArrayLike<number | bigint>, (a) => (Number(a) + rank) % rank) : dims.map((_, i) => i);
+      if (n.inputs[3] && !axesInit)
+        throw ctx.error(`axes ('${n.inputs[3]}') must be an initializer to train through Pad`);
+      const axes = axesInit
+        ? Array.from(axesInit.value.data as ArrayLike<number | bigint>, (a) => (Number(a) + rank) % rank)
+        : dims.map((_, i) => i);
       pads = new Array(2 * rank).fill(0);
       axes.forEach((a, i) => {
         pads[a] = given[i];
@@ -397,9 +506,13 @@ registerGradientRule('Softmax', {
     if (axis < 0 || axis >= Math.max(rank, 1)) throw ctx.error(`axis ${raw} is out of range for rank ${rank}`);
     const prod = (d: number[]) => d.reduce((a, b) => a * b, 1);
     const outer = prod(dims.slice(0, axis));
-    const [length, inner] = ctx.graph.opset < 13 ? [prod(dims.slice(axis)), 1] : [dims[axis] ?? 1, prod(dims.slice(axis + 1))];
+    const [length, inner] =
+      ctx.graph.opset < 13 ? [prod(dims.slice(axis)), 1] : [dims[axis] ?? 1, prod(dims.slice(axis + 1))];
     const dx = ctx.temp(`grad ${n.inputs[0]}`, dims);
-    return { steps: [{ program: softmaxBackwardProgram(outer, length, inner), bind: { y: n.outputs[0], dy, dx } }], grads: [dx] };
+    return {
+      steps: [{ program: softmaxBackwardProgram(outer, length, inner), bind: { y: n.outputs[0], dy, dx } }],
+      grads: [dx],
+    };
   },
 });
 
@@ -414,7 +527,11 @@ export function reluBackwardProgram(size: number): KernelProgram {
 export function globalAveragePoolBackwardProgram(planes: number, spatial: number): KernelProgram {
   const total = planes * spatial;
   const { dispatch, rowSize } = linearDispatch(total);
-  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize).u32('spatial', spatial).f32('scale', 1 / spatial);
+  const P = new ParamBlock()
+    .u32('size', total)
+    .u32('rowSize', rowSize)
+    .u32('spatial', spatial)
+    .f32('scale', 1 / spatial);
   const wgsl = `
 @group(0) @binding(0) var<storage, read> dy: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dx: array<f32>;
@@ -430,7 +547,11 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     key: 'globalavgpool-backward',
     wgsl,
     dispatch,
-    bindings: [{ name: 'dy', access: 'read' }, { name: 'dx', access: 'read_write' }, { name: 'params', access: 'uniform' }],
+    bindings: [
+      { name: 'dy', access: 'read' },
+      { name: 'dx', access: 'read_write' },
+      { name: 'params', access: 'uniform' },
+    ],
     params: P.bytes(),
   };
 }
@@ -462,12 +583,24 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     key: 'softmax-backward',
     wgsl,
     dispatch,
-    bindings: [{ name: 'y', access: 'read' }, { name: 'dy', access: 'read' }, { name: 'dx', access: 'read_write' }, { name: 'params', access: 'uniform' }],
+    bindings: [
+      { name: 'y', access: 'read' },
+      { name: 'dy', access: 'read' },
+      { name: 'dx', access: 'read_write' },
+      { name: 'params', access: 'uniform' },
+    ],
     params: P.bytes(),
   };
 }
 
 /** y = a + b (same sizes): how autodiff sums two gradients of one value (vec4 units). Bindings: a, b, y, params. */
 export function gradientSumProgram(size: number): KernelProgram {
-  return vectorElementProgram({ label: `gradient sum ${size}`, key: 'gradient-sum', total: size, reads: ['a', 'b'], writes: ['y'], body: () => '    y[i] = a[i] + b[i];' });
+  return vectorElementProgram({
+    label: `gradient sum ${size}`,
+    key: 'gradient-sum',
+    total: size,
+    reads: ['a', 'b'],
+    writes: ['y'],
+    body: () => '    y[i] = a[i] + b[i];',
+  });
 }

@@ -46,7 +46,13 @@ export function gemmBackwardAProblem(p: GemmOpParams, block?: WeightBlock): Gemm
     if (!p.transA) {
       // dA[M][K] = dY[M][blk] · Bblk[blk][K].
       return {
-        label: `gemm dA ${M}×${K}${label}`, batch: 1, M, N: K, K: count, alpha: p.alpha, accumulate,
+        label: `gemm dA ${M}×${K}${label}`,
+        batch: 1,
+        M,
+        N: K,
+        K: count,
+        alpha: p.alpha,
+        accumulate,
         a: { kind: 'matrix', layout: 'mk', batchStride: 0, ld: N, offset: start },
         b: { layout: 'kn', batchStride: 0, ld: K },
         c: { kind: 'matrix', batchStride: 0, strideM: K, strideN: 1 },
@@ -54,7 +60,13 @@ export function gemmBackwardAProblem(p: GemmOpParams, block?: WeightBlock): Gemm
     }
     // dA[K][M] = Bblkᵀ[K][blk] · dY[:, blk]ᵀ (dY bound from column `start`: see backwardAReadsDyFromBlock).
     return {
-      label: `gemm dAᵀ ${K}×${M}${label}`, batch: 1, M: K, N: M, K: count, alpha: p.alpha, accumulate,
+      label: `gemm dAᵀ ${K}×${M}${label}`,
+      batch: 1,
+      M: K,
+      N: M,
+      K: count,
+      alpha: p.alpha,
+      accumulate,
       a: { kind: 'matrix', layout: 'km', batchStride: 0, ld: K },
       b: { layout: 'nk', batchStride: 0, ld: N },
       c: { kind: 'matrix', batchStride: 0, strideM: M, strideN: 1 },
@@ -64,7 +76,12 @@ export function gemmBackwardAProblem(p: GemmOpParams, block?: WeightBlock): Gemm
   if (!p.transA) {
     // dA[M][blk] = dY[M][N] · Bblkᵀ[N][blk].
     return {
-      label: `gemm dA ${M}×${K}${label}`, batch: 1, M, N: count, K: N, alpha: p.alpha,
+      label: `gemm dA ${M}×${K}${label}`,
+      batch: 1,
+      M,
+      N: count,
+      K: N,
+      alpha: p.alpha,
       a: { kind: 'matrix', layout: 'mk', batchStride: 0, ld: N },
       b: { layout: 'nk', batchStride: 0, ld: N },
       c: { kind: 'matrix', batchStride: 0, strideM: K, strideN: 1, offset: start },
@@ -72,7 +89,12 @@ export function gemmBackwardAProblem(p: GemmOpParams, block?: WeightBlock): Gemm
   }
   // dA[blk][M] = Bblk[blk][N] · dYᵀ.
   return {
-    label: `gemm dAᵀ ${K}×${M}${label}`, batch: 1, M: count, N: M, K: N, alpha: p.alpha,
+    label: `gemm dAᵀ ${K}×${M}${label}`,
+    batch: 1,
+    M: count,
+    N: M,
+    K: N,
+    alpha: p.alpha,
     a: { kind: 'matrix', layout: 'mk', batchStride: 0, ld: N },
     b: { layout: 'nk', batchStride: 0, ld: N },
     c: { kind: 'matrix', batchStride: 0, strideM: M, strideN: 1, offset: start * M },
@@ -87,7 +109,12 @@ export function gemmBackwardBProblem(p: GemmOpParams, block?: WeightBlock): Gemm
   if (!p.transB) {
     // dBblk[blk][N] = op(A)ᵀ[blk][M] · dY[M][N].
     return {
-      label: `gemm dB ${K}×${N}${label}`, batch: 1, M: count, N, K: M, alpha: p.alpha,
+      label: `gemm dB ${K}×${N}${label}`,
+      batch: 1,
+      M: count,
+      N,
+      K: M,
+      alpha: p.alpha,
       a: p.transA
         ? { kind: 'matrix', layout: 'mk', batchStride: 0, ld: M, offset: start * M }
         : { kind: 'matrix', layout: 'km', batchStride: 0, ld: K, offset: start },
@@ -97,21 +124,36 @@ export function gemmBackwardBProblem(p: GemmOpParams, block?: WeightBlock): Gemm
   }
   // dBblk[blk][K] = dY[:, blk]ᵀ · op(A)[M][K].
   return {
-    label: `gemm dBᵀ ${N}×${K}${label}`, batch: 1, M: count, N: K, K: M, alpha: p.alpha,
+    label: `gemm dBᵀ ${N}×${K}${label}`,
+    batch: 1,
+    M: count,
+    N: K,
+    K: M,
+    alpha: p.alpha,
     a: { kind: 'matrix', layout: 'km', batchStride: 0, ld: N, offset: start },
     b: p.transA ? { layout: 'nk', batchStride: 0, ld: M } : { layout: 'kn', batchStride: 0, ld: K },
     c: { kind: 'matrix', batchStride: 0, strideM: K, strideN: 1 },
   };
 }
 
-export function gemmBackwardAPrograms(p: GemmOpParams, variant: GemmVariant, maxPerDim?: number, block?: WeightBlock): KernelProgram[] {
+export function gemmBackwardAPrograms(
+  p: GemmOpParams,
+  variant: GemmVariant,
+  maxPerDim?: number,
+  block?: WeightBlock,
+): KernelProgram[] {
   const problem = gemmBackwardAProblem(p, block);
   // op(A)'s gradient GEMM reads (dY, B) when !transA and (B, dY) when transA.
   const names = p.transA ? { a: 'b', b: 'dy', c: 'da' } : { a: 'dy', b: 'b', c: 'da' };
   return rename(gemmPrograms(problem, variant, maxPerDim), names, 'gemm-dA');
 }
 
-export function gemmBackwardBPrograms(p: GemmOpParams, variant: GemmVariant, maxPerDim?: number, block?: WeightBlock): KernelProgram[] {
+export function gemmBackwardBPrograms(
+  p: GemmOpParams,
+  variant: GemmVariant,
+  maxPerDim?: number,
+  block?: WeightBlock,
+): KernelProgram[] {
   const problem = gemmBackwardBProblem(p, block);
   const names = p.transB ? { a: 'dy', b: 'a', c: 'db' } : { a: 'a', b: 'dy', c: 'db' };
   return rename(gemmPrograms(problem, variant, maxPerDim), names, 'gemm-dB');
@@ -128,7 +170,13 @@ export function gemmTrainForwardProblem(p: GemmOpParams, block?: WeightBlock): G
   if (p.transB) {
     // Output columns [start, start + count): nOffset moves C's and the bias's column.
     return {
-      label, batch: 1, M: p.M, N: count, K: p.K, alpha: p.alpha, nOffset: start,
+      label,
+      batch: 1,
+      M: p.M,
+      N: count,
+      K: p.K,
+      alpha: p.alpha,
+      nOffset: start,
       a: { kind: 'matrix', layout: p.transA ? 'km' : 'mk', batchStride: 0, ld: p.transA ? p.M : p.K },
       b: { layout: 'nk', batchStride: 0, ld: p.K },
       c: { kind: 'matrix', batchStride: 0, strideM: p.N, strideN: 1 },
@@ -138,7 +186,13 @@ export function gemmTrainForwardProblem(p: GemmOpParams, block?: WeightBlock): G
   // Reduction indices [start, start + count): op(A)'s columns there; the first block adds the
   // bias, the others accumulate.
   return {
-    label, batch: 1, M: p.M, N: p.N, K: count, alpha: p.alpha, accumulate: start > 0,
+    label,
+    batch: 1,
+    M: p.M,
+    N: p.N,
+    K: count,
+    alpha: p.alpha,
+    accumulate: start > 0,
     a: p.transA
       ? { kind: 'matrix', layout: 'km', batchStride: 0, ld: p.M, offset: start * p.M }
       : { kind: 'matrix', layout: 'mk', batchStride: 0, ld: p.K, offset: start },
@@ -148,8 +202,17 @@ export function gemmTrainForwardProblem(p: GemmOpParams, block?: WeightBlock): G
   };
 }
 
-export function gemmTrainForwardPrograms(p: GemmOpParams, variant: GemmVariant, maxPerDim?: number, block?: WeightBlock): KernelProgram[] {
-  return rename(gemmPrograms(gemmTrainForwardProblem(p, block), variant, maxPerDim), { a: 'a', b: 'b', c: 'y' }, 'gemm-train');
+export function gemmTrainForwardPrograms(
+  p: GemmOpParams,
+  variant: GemmVariant,
+  maxPerDim?: number,
+  block?: WeightBlock,
+): KernelProgram[] {
+  return rename(
+    gemmPrograms(gemmTrainForwardProblem(p, block), variant, maxPerDim),
+    { a: 'a', b: 'b', c: 'y' },
+    'gemm-train',
+  );
 }
 
 /**
@@ -162,8 +225,14 @@ export function reduceToBroadcastProgram(cDims: number[], M: number, N: number, 
   const cols = d[1];
   const total = rows * cols;
   const { dispatch, rowSize } = linearDispatch(total, 64);
-  const P = new ParamBlock().u32('size', total).u32('rowSize', rowSize).u32('M', M).u32('N', N)
-    .u32('cRows', rows).u32('cCols', cols).f32('scale', scale);
+  const P = new ParamBlock()
+    .u32('size', total)
+    .u32('rowSize', rowSize)
+    .u32('M', M)
+    .u32('N', N)
+    .u32('cRows', rows)
+    .u32('cCols', cols)
+    .f32('scale', scale);
   const wgsl = `
 @group(0) @binding(0) var<storage, read> dy: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dc: array<f32>;
@@ -189,7 +258,11 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     key: 'reduce-to-broadcast',
     wgsl,
     dispatch,
-    bindings: [{ name: 'dy', access: 'read' }, { name: 'dc', access: 'read_write' }, { name: 'params', access: 'uniform' }],
+    bindings: [
+      { name: 'dy', access: 'read' },
+      { name: 'dc', access: 'read_write' },
+      { name: 'params', access: 'uniform' },
+    ],
     params: P.bytes(),
   };
 }
@@ -207,7 +280,8 @@ export interface MatMulShape {
 }
 
 export function matmulShape(aDims: number[], bDims: number[]): MatMulShape {
-  if (aDims.length < 2 || bDims.length < 2) throw new Error(`matmul backward: 1-D operands ([${aDims}] × [${bDims}]) are not supported; accepted: rank ≥ 2`);
+  if (aDims.length < 2 || bDims.length < 2)
+    throw new Error(`matmul backward: 1-D operands ([${aDims}] × [${bDims}]) are not supported; accepted: rank ≥ 2`);
   const M = aDims[aDims.length - 2];
   const K = aDims[aDims.length - 1];
   const N = bDims[bDims.length - 1];
@@ -216,7 +290,10 @@ export function matmulShape(aDims: number[], bDims: number[]): MatMulShape {
   if (batchB === 1) return { batch: batchA, M, K, N, bShared: true };
   if (aDims.length === 2) return { batch: batchB, M, K, N, bShared: false, aShared: true };
   const same = aDims.length === bDims.length && aDims.slice(0, -2).every((d, i) => d === bDims[i]);
-  if (!same) throw new Error(`matmul backward: batch dims of [${aDims}] and [${bDims}] differ; accepted: equal batches, or a B without batch`);
+  if (!same)
+    throw new Error(
+      `matmul backward: batch dims of [${aDims}] and [${bDims}] differ; accepted: equal batches, or a B without batch`,
+    );
   return { batch: batchA, M, K, N, bShared: false };
 }
 
@@ -224,11 +301,18 @@ export function matmulShape(aDims: number[], bDims: number[]): MatMulShape {
 export function matmulBackwardAPrograms(s: MatMulShape, variant: GemmVariant, maxPerDim?: number): KernelProgram[] {
   // Σ over B's batch of dY[b]·B[b]ᵀ would take one accumulating GEMM per batch entry; a shared A
   // is a constant in every graph seen so far (adaptive-pool averaging matrices).
-  if (s.aShared) throw new Error(`matmul backward: the gradient of an A without batch against a batched B (${s.batch} entries) is not supported; accepted: A with B's batch, or a constant A`);
+  if (s.aShared)
+    throw new Error(
+      `matmul backward: the gradient of an A without batch against a batched B (${s.batch} entries) is not supported; accepted: A with B's batch, or a constant A`,
+    );
   const rows = s.bShared ? s.batch * s.M : s.M;
   const batch = s.bShared ? 1 : s.batch;
   const problem: GemmProblem = {
-    label: `matmul dA ${batch}×${rows}×${s.K}`, batch, M: rows, N: s.K, K: s.N,
+    label: `matmul dA ${batch}×${rows}×${s.K}`,
+    batch,
+    M: rows,
+    N: s.K,
+    K: s.N,
     a: { kind: 'matrix', layout: 'mk', batchStride: rows * s.N, ld: s.N },
     b: { layout: 'nk', batchStride: s.bShared ? 0 : s.K * s.N, ld: s.N },
     c: { kind: 'matrix', batchStride: rows * s.K, strideM: s.K, strideN: 1 },
@@ -241,7 +325,11 @@ export function matmulBackwardBPrograms(s: MatMulShape, variant: GemmVariant, ma
   const inner = s.bShared ? s.batch * s.M : s.M;
   const batch = s.bShared ? 1 : s.batch;
   const problem: GemmProblem = {
-    label: `matmul dB ${batch}×${s.K}×${s.N}`, batch, M: s.K, N: s.N, K: inner,
+    label: `matmul dB ${batch}×${s.K}×${s.N}`,
+    batch,
+    M: s.K,
+    N: s.N,
+    K: inner,
     a: { kind: 'matrix', layout: 'km', batchStride: s.aShared ? 0 : inner * s.K, ld: s.K },
     b: { layout: 'kn', batchStride: inner * s.N, ld: s.N },
     c: { kind: 'matrix', batchStride: s.K * s.N, strideM: s.N, strideN: 1 },
@@ -254,7 +342,11 @@ export function matmulTrainForwardPrograms(s: MatMulShape, variant: GemmVariant,
   const rows = s.bShared ? s.batch * s.M : s.M;
   const batch = s.bShared ? 1 : s.batch;
   const problem: GemmProblem = {
-    label: `matmul train ${batch}×${rows}×${s.N}×${s.K}`, batch, M: rows, N: s.N, K: s.K,
+    label: `matmul train ${batch}×${rows}×${s.N}×${s.K}`,
+    batch,
+    M: rows,
+    N: s.N,
+    K: s.K,
     a: { kind: 'matrix', layout: 'mk', batchStride: s.aShared ? 0 : rows * s.K, ld: s.K },
     b: { layout: 'kn', batchStride: s.bShared ? 0 : s.K * s.N, ld: s.N },
     c: { kind: 'matrix', batchStride: rows * s.N, strideM: s.N, strideN: 1 },
@@ -265,7 +357,8 @@ export function matmulTrainForwardPrograms(s: MatMulShape, variant: GemmVariant,
 function broadcastStrides(dims: number[], M: number, N: number): { strideM: number; strideN: number } {
   if (dims.length > 2) throw new Error(`gemm: C has rank ${dims.length}; at most 2 accepted`);
   const d = [...new Array(2 - dims.length).fill(1), ...dims];
-  if ((d[0] !== 1 && d[0] !== M) || (d[1] !== 1 && d[1] !== N)) throw new Error(`gemm: C [${dims}] does not broadcast to [${M}, ${N}]`);
+  if ((d[0] !== 1 && d[0] !== M) || (d[1] !== 1 && d[1] !== N))
+    throw new Error(`gemm: C [${dims}] does not broadcast to [${M}, ${N}]`);
   return { strideM: d[0] === 1 ? 0 : d[1], strideN: d[1] === 1 ? 0 : 1 };
 }
 

@@ -31,8 +31,13 @@ export function gemmParamsOf(ctx: Pick<RuleContext, 'node' | 'attrs' | 'shape' |
   const [M, K] = transA ? [a[1], a[0]] : a;
   const N = transB ? b[0] : b[1];
   return {
-    M, N, K, transA, transB,
-    alpha: ctx.attrs.float('alpha', 1), beta: ctx.attrs.float('beta', 1),
+    M,
+    N,
+    K,
+    transA,
+    transB,
+    alpha: ctx.attrs.float('alpha', 1),
+    beta: ctx.attrs.float('beta', 1),
     cDims: n.inputs[2] ? ctx.shape(n.inputs[2]) : undefined,
   };
 }
@@ -46,13 +51,18 @@ const BLOCK_ALIGN_FLOATS = 64;
  * 64 floats in B (and at column 64·j of dY when dY is read through a view). Refuses, naming the
  * node, a B whose rows are too long to split so.
  */
-export function weightBlocks(ctx: Pick<RuleContext, 'maxBindingBytes' | 'error' | 'node'>, p: GemmOpParams): WeightBlock[] | undefined {
+export function weightBlocks(
+  ctx: Pick<RuleContext, 'maxBindingBytes' | 'error' | 'node'>,
+  p: GemmOpParams,
+): WeightBlock[] | undefined {
   const max = ctx.maxBindingBytes;
   const [rows, rowLength] = p.transB ? [p.N, p.K] : [p.K, p.N];
   const bytes = 4 * rows * rowLength;
   if (max === undefined || Math.ceil(bytes / 16) * 16 <= max) return undefined;
   // Rows per block: a multiple of `step`, so that every block's first float is 64-aligned.
-  const step = backwardAReadsDyFromBlock(p) ? BLOCK_ALIGN_FLOATS : BLOCK_ALIGN_FLOATS / gcd(rowLength, BLOCK_ALIGN_FLOATS);
+  const step = backwardAReadsDyFromBlock(p)
+    ? BLOCK_ALIGN_FLOATS
+    : BLOCK_ALIGN_FLOATS / gcd(rowLength, BLOCK_ALIGN_FLOATS);
   const count = Math.floor(max / (4 * rowLength * step)) * step;
   if (count === 0) {
     throw ctx.error(
@@ -73,16 +83,29 @@ function rowsView(block: WeightBlock, rowLength: number): { offset: number; byte
 /** The training forward of a Gemm (or of a MatMul with a shared B, a Gemm over its folded rows), by blocks of B when it exceeds one binding. */
 function gemmForwardSteps(ctx: RuleContext, p: GemmOpParams, bind: Record<string, string>): RuleStep[] {
   const blocks = weightBlocks(ctx, p);
-  if (!blocks) return gemmTrainForwardPrograms(p, ctx.variant(gemmTrainForwardProblem(p)), ctx.maxWorkgroupsPerDimension).map((program) => ({ program, bind }));
+  if (!blocks)
+    return gemmTrainForwardPrograms(p, ctx.variant(gemmTrainForwardProblem(p)), ctx.maxWorkgroupsPerDimension).map(
+      (program) => ({ program, bind }),
+    );
   const rowLength = p.transB ? p.K : p.N;
   return blocks.flatMap((block) =>
-    gemmTrainForwardPrograms(p, ctx.variant(gemmTrainForwardProblem(p, block)), ctx.maxWorkgroupsPerDimension, block)
-      .map((program) => ({ program, bind, views: { b: rowsView(block, rowLength) } })),
+    gemmTrainForwardPrograms(
+      p,
+      ctx.variant(gemmTrainForwardProblem(p, block)),
+      ctx.maxWorkgroupsPerDimension,
+      block,
+    ).map((program) => ({ program, bind, views: { b: rowsView(block, rowLength) } })),
   );
 }
 
 /** dA (bindings dy, b, da) and dB (a, dy, db) of a Gemm, by blocks of B when it exceeds one binding. */
-function gemmBackwardSteps(ctx: RuleContext, p: GemmOpParams, names: { a: string; b: string; dy: string }, da: string | undefined, db: string | undefined): RuleStep[] {
+function gemmBackwardSteps(
+  ctx: RuleContext,
+  p: GemmOpParams,
+  names: { a: string; b: string; dy: string },
+  da: string | undefined,
+  db: string | undefined,
+): RuleStep[] {
   const steps: RuleStep[] = [];
   const blocks = weightBlocks(ctx, p);
   const maxPerDim = ctx.maxWorkgroupsPerDimension;
@@ -92,7 +115,8 @@ function gemmBackwardSteps(ctx: RuleContext, p: GemmOpParams, names: { a: string
     if (da) {
       const views: Record<string, { offset: number; bytes: number }> = {};
       if (view) views.b = view;
-      if (block && backwardAReadsDyFromBlock(p)) views.dy = { offset: 4 * block.start, bytes: 4 * (p.M * p.N - block.start) };
+      if (block && backwardAReadsDyFromBlock(p))
+        views.dy = { offset: 4 * block.start, bytes: 4 * (p.M * p.N - block.start) };
       for (const program of gemmBackwardAPrograms(p, ctx.variant(gemmBackwardAProblem(p, block)), maxPerDim, block)) {
         steps.push({ program, bind: { dy: names.dy, b: names.b, da }, ...(view ? { views } : {}) });
       }
@@ -158,7 +182,8 @@ registerGradientRule('MatMul', {
     if (split) return gemmForwardSteps(ctx, split, { a: n.inputs[0], b: n.inputs[1], y: n.outputs[0] });
     const probe = { M: s.bShared ? s.batch * s.M : s.M, N: s.N } as GemmProblem;
     return matmulTrainForwardPrograms(s, ctx.variant(probe), ctx.maxWorkgroupsPerDimension).map((program) => ({
-      program, bind: { a: n.inputs[0], b: n.inputs[1], y: n.outputs[0] },
+      program,
+      bind: { a: n.inputs[0], b: n.inputs[1], y: n.outputs[0] },
     }));
   },
   backward(ctx, [dy]) {
@@ -170,22 +195,29 @@ registerGradientRule('MatMul', {
     if (split) {
       if (ctx.wants(0)) grads[0] = ctx.temp(`grad ${n.inputs[0]}`, ctx.shape(n.inputs[0]));
       if (ctx.wants(1)) grads[1] = ctx.temp(`grad ${n.inputs[1]}`, ctx.shape(n.inputs[1]));
-      return { steps: gemmBackwardSteps(ctx, split, { a: n.inputs[0], b: n.inputs[1], dy }, grads[0], grads[1]), grads };
+      return {
+        steps: gemmBackwardSteps(ctx, split, { a: n.inputs[0], b: n.inputs[1], dy }, grads[0], grads[1]),
+        grads,
+      };
     }
     const steps: RuleStep[] = [];
     if (ctx.wants(0) && s.aShared) {
-      throw ctx.error(`'${n.inputs[0]}' [${ctx.shape(n.inputs[0])}] has no batch while B [${ctx.shape(n.inputs[1])}] has one: its gradient (a sum over B's batch) is not supported; accepted: a constant A, or A with B's batch`);
+      throw ctx.error(
+        `'${n.inputs[0]}' [${ctx.shape(n.inputs[0])}] has no batch while B [${ctx.shape(n.inputs[1])}] has one: its gradient (a sum over B's batch) is not supported; accepted: a constant A, or A with B's batch`,
+      );
     }
     if (ctx.wants(0)) {
       const da = ctx.temp(`grad ${n.inputs[0]}`, ctx.shape(n.inputs[0]));
       const probe = { M: s.bShared ? s.batch * s.M : s.M, N: s.K } as GemmProblem;
-      for (const program of matmulBackwardAPrograms(s, ctx.variant(probe), ctx.maxWorkgroupsPerDimension)) steps.push({ program, bind: { dy, b: n.inputs[1], da } });
+      for (const program of matmulBackwardAPrograms(s, ctx.variant(probe), ctx.maxWorkgroupsPerDimension))
+        steps.push({ program, bind: { dy, b: n.inputs[1], da } });
       grads[0] = da;
     }
     if (ctx.wants(1)) {
       const db = ctx.temp(`grad ${n.inputs[1]}`, ctx.shape(n.inputs[1]));
       const probe = { M: s.K, N: s.N } as GemmProblem;
-      for (const program of matmulBackwardBPrograms(s, ctx.variant(probe), ctx.maxWorkgroupsPerDimension)) steps.push({ program, bind: { a: n.inputs[0], dy, db } });
+      for (const program of matmulBackwardBPrograms(s, ctx.variant(probe), ctx.maxWorkgroupsPerDimension))
+        steps.push({ program, bind: { a: n.inputs[0], dy, db } });
       grads[1] = db;
     }
     return { steps, grads };

@@ -73,14 +73,19 @@ export function matmulProblem(aDims: number[], bDims: number[], bPacked = false)
   const sizeB = pb.reduce((x, y) => x * y, 1);
   const fits = (dims: number[], size: number) => size === 1 || dims.every((d, i) => d === batchDims[i]);
   if (!fits(pa, sizeA) || !fits(pb, sizeB)) {
-    throw new Error(`matmul: batch dims [${batchA}] and [${batchB}] broadcast partially; supported: equal batches, or one operand without batch`);
+    throw new Error(
+      `matmul: batch dims [${batchA}] and [${batchB}] broadcast partially; supported: equal batches, or one operand without batch`,
+    );
   }
   const ldB = bPacked ? roundUp(N, PACK_MULTIPLE) : N;
   if (sizeB === 1 && sizeA === batch && batch > 1) {
     // A shared B: fold A's batch into its rows, one bigger GEMM.
     return {
       label: `matmul ${batch * M}×${N}×${K}`,
-      batch: 1, M: batch * M, N, K,
+      batch: 1,
+      M: batch * M,
+      N,
+      K,
       a: { kind: 'matrix', layout: 'mk', batchStride: 0 },
       b: { layout: 'kn', batchStride: 0, ld: ldB, padded: bPacked },
       c: { kind: 'matrix', batchStride: 0, strideM: N, strideN: 1 },
@@ -88,7 +93,10 @@ export function matmulProblem(aDims: number[], bDims: number[], bPacked = false)
   }
   return {
     label: `matmul ${batch}×${M}×${N}×${K}`,
-    batch, M, N, K,
+    batch,
+    M,
+    N,
+    K,
     a: { kind: 'matrix', layout: 'mk', batchStride: sizeA === 1 ? 0 : M * K },
     b: { layout: 'kn', batchStride: sizeB === 1 ? 0 : K * ldB, ld: ldB, padded: bPacked },
     c: { kind: 'matrix', batchStride: M * N, strideM: N, strideN: 1 },
@@ -99,7 +107,15 @@ export function matmulProblem(aDims: number[], bDims: number[], bPacked = false)
  * Packs columns [n0, n0 + columns) of op(B) (B [K,N], or [N,K] when transB) as [K][roundUp(columns, 8)],
  * zero-padded; a leading batch of `batch` matrices is packed one after another.
  */
-export function packB(data: Float32Array, K: number, N: number, transB: boolean, n0 = 0, columns = N, batch = 1): Float32Array {
+export function packB(
+  data: Float32Array,
+  K: number,
+  N: number,
+  transB: boolean,
+  n0 = 0,
+  columns = N,
+  batch = 1,
+): Float32Array {
   const ld = roundUp(columns, PACK_MULTIPLE);
   const out = new Float32Array(batch * K * ld);
   for (let b = 0; b < batch; b++) {
@@ -121,7 +137,8 @@ export function packB(data: Float32Array, K: number, N: number, transB: boolean,
 export function columnChunk(K: number, N: number, maxBytes: number): number {
   const perColumn = K * 4;
   const fit = Math.floor(maxBytes / perColumn / PACK_MULTIPLE) * PACK_MULTIPLE;
-  if (fit < PACK_MULTIPLE) throw new Error(`a B operand with K = ${K} does not fit ${maxBytes} bytes even ${PACK_MULTIPLE} columns at a time`);
+  if (fit < PACK_MULTIPLE)
+    throw new Error(`a B operand with K = ${K} does not fit ${maxBytes} bytes even ${PACK_MULTIPLE} columns at a time`);
   return Math.min(roundUp(N, PACK_MULTIPLE), fit);
 }
 
@@ -129,6 +146,7 @@ export function columnChunk(K: number, N: number, maxBytes: number): number {
 function biasStrides(dims: number[], M: number, N: number): { strideM: number; strideN: number } {
   if (dims.length > 2) throw new Error(`gemm: C has rank ${dims.length}; at most 2 accepted`);
   const d = [...new Array(2 - dims.length).fill(1), ...dims];
-  if ((d[0] !== 1 && d[0] !== M) || (d[1] !== 1 && d[1] !== N)) throw new Error(`gemm: C [${dims}] does not broadcast to [${M}, ${N}]`);
+  if ((d[0] !== 1 && d[0] !== M) || (d[1] !== 1 && d[1] !== N))
+    throw new Error(`gemm: C [${dims}] does not broadcast to [${M}, ${N}]`);
   return { strideM: d[0] === 1 ? 0 : d[1], strideN: d[1] === 1 ? 0 : 1 };
 }

@@ -14,7 +14,14 @@
 // logits back to rank them on the host would move N·C floats per step instead of 48 bytes.
 // Ties count against the label only for lower class indices (the first index wins, like argmax).
 import type { GpuContext } from './gpu-context.ts';
-import { dispatch1d, F32_LOWEST, pipelineFor, type BufferRange, type KernelProgram, type KernelStep } from './program.ts';
+import {
+  dispatch1d,
+  F32_LOWEST,
+  pipelineFor,
+  type BufferRange,
+  type KernelProgram,
+  type KernelStep,
+} from './program.ts';
 
 export interface CrossEntropyOptions {
   /** Samples in the batch: the loss is their mean and dlogits carry a 1/batch factor. */
@@ -235,7 +242,8 @@ ${
 
 /** The batch reduction. Bindings: rows (read), stats (read_write, LOSS_STATS_BYTES), params. */
 export function crossEntropyReduceProgram(batch: number): KernelProgram {
-  if (!Number.isInteger(batch) || batch < 1) throw new Error(`cross-entropy: batch must be a positive integer, got ${batch}`);
+  if (!Number.isInteger(batch) || batch < 1)
+    throw new Error(`cross-entropy: batch must be a positive integer, got ${batch}`);
   const params = new ArrayBuffer(16);
   new DataView(params).setUint32(0, batch, true);
   const NONE = '0xffffffffu';
@@ -318,7 +326,8 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 export function decodeLossStats(bytes: ArrayBuffer | ArrayBufferView): LossStats {
   const view =
     bytes instanceof ArrayBuffer ? new DataView(bytes) : new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (view.byteLength < LOSS_STATS_BYTES) throw new Error(`loss stats: ${LOSS_STATS_BYTES} bytes expected, got ${view.byteLength}`);
+  if (view.byteLength < LOSS_STATS_BYTES)
+    throw new Error(`loss stats: ${LOSS_STATS_BYTES} bytes expected, got ${view.byteLength}`);
   const u = (i: number) => view.getUint32(i * 4, true);
   const row = (x: number) => (x === 0xffffffff ? -1 : x);
   const flags = u(3);
@@ -342,7 +351,14 @@ export function decodeLossStats(bytes: ArrayBuffer | ArrayBufferView): LossStats
  */
 export function checkLossStats(stats: LossStats, classes: number, where = ''): LossStats {
   if (stats.badLabels > 0) {
-    throw new LabelOutOfRangeError(stats.firstBadRow, stats.firstBadLabel, classes, stats.badLabels, stats.batch, where);
+    throw new LabelOutOfRangeError(
+      stats.firstBadRow,
+      stats.firstBadLabel,
+      classes,
+      stats.badLabels,
+      stats.batch,
+      where,
+    );
   }
   if (stats.nonFiniteRows > 0 || stats.lossNonFinite || !Number.isFinite(stats.loss)) {
     throw new NonFiniteLossError(stats.loss, stats.firstNonFiniteRow, stats.nonFiniteRows, where);
@@ -391,11 +407,16 @@ export async function prepareCrossEntropy(
     gradient: options.gradient ?? true,
   };
   if (full.gradient && !buffers.dlogits) {
-    throw new Error('cross-entropy: a dlogits buffer is required when gradient is true (pass gradient: false for evaluation)');
+    throw new Error(
+      'cross-entropy: a dlogits buffer is required when gradient is true (pass gradient: false for evaluation)',
+    );
   }
   const rowsProgram = crossEntropyRowsProgram(full);
   const reduceProgram = crossEntropyReduceProgram(batch);
-  const [rowsPipeline, reducePipeline] = await Promise.all([pipelineFor(gpu, rowsProgram), pipelineFor(gpu, reduceProgram)]);
+  const [rowsPipeline, reducePipeline] = await Promise.all([
+    pipelineFor(gpu, rowsProgram),
+    pipelineFor(gpu, reduceProgram),
+  ]);
 
   const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
   const owned: GPUBuffer[] = [];
@@ -406,8 +427,16 @@ export async function prepareCrossEntropy(
   };
   const rows = make('cross-entropy rows', batch * LOSS_ROW_BYTES, storage);
   const stats = make('cross-entropy stats', LOSS_STATS_BYTES, storage);
-  const rowsParams = make('cross-entropy rows params', rowsProgram.params!.byteLength, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
-  const reduceParams = make('cross-entropy reduce params', reduceProgram.params!.byteLength, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+  const rowsParams = make(
+    'cross-entropy rows params',
+    rowsProgram.params!.byteLength,
+    GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+  );
+  const reduceParams = make(
+    'cross-entropy reduce params',
+    reduceProgram.params!.byteLength,
+    GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+  );
   gpu.upload(rowsParams, new Uint8Array(rowsProgram.params!));
   gpu.upload(reduceParams, new Uint8Array(reduceProgram.params!));
 
@@ -434,8 +463,20 @@ export async function prepareCrossEntropy(
       entries: [{ buffer: rows }, { buffer: stats }, { buffer: reduceParams }].map((r, i) => entry(i, r)),
     });
     return [
-      { label: rowsProgram.label, pipeline: rowsPipeline, bindGroup: rowsGroup, dispatch: rowsProgram.dispatch, owned: [] },
-      { label: reduceProgram.label, pipeline: reducePipeline, bindGroup: reduceGroup, dispatch: reduceProgram.dispatch, owned },
+      {
+        label: rowsProgram.label,
+        pipeline: rowsPipeline,
+        bindGroup: rowsGroup,
+        dispatch: rowsProgram.dispatch,
+        owned: [],
+      },
+      {
+        label: reduceProgram.label,
+        pipeline: reducePipeline,
+        bindGroup: reduceGroup,
+        dispatch: reduceProgram.dispatch,
+        owned,
+      },
     ] satisfies KernelStep[];
   });
 
@@ -472,7 +513,8 @@ export async function prepareCrossEntropy(
 
 function checkOptions(options: CrossEntropyOptions): { batch: number; classes: number } {
   const { batch, classes } = options;
-  if (!Number.isInteger(batch) || batch < 1) throw new Error(`cross-entropy: batch must be a positive integer, got ${batch}`);
+  if (!Number.isInteger(batch) || batch < 1)
+    throw new Error(`cross-entropy: batch must be a positive integer, got ${batch}`);
   if (!Number.isInteger(classes) || classes < 1 || classes >= 2 ** 30) {
     throw new Error(`cross-entropy: classes must be an integer in [1, 2^30), got ${classes}`);
   }

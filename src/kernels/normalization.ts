@@ -28,7 +28,13 @@ export function foldBatchNormIntoConv(
   weights: Float32Array,
   bias: Float32Array | undefined,
   outChannels: number,
-  bn: { scale: ArrayLike<number>; bias: ArrayLike<number>; mean: ArrayLike<number>; variance: ArrayLike<number>; epsilon: number },
+  bn: {
+    scale: ArrayLike<number>;
+    bias: ArrayLike<number>;
+    mean: ArrayLike<number>;
+    variance: ArrayLike<number>;
+    epsilon: number;
+  },
 ): { weights: Float32Array; bias: Float32Array } {
   const per = weights.length / outChannels;
   const w = new Float32Array(weights.length);
@@ -61,9 +67,13 @@ export function lrnProgram(p: LrnParams): KernelProgram {
     key: 'lrn',
     total: p.images * p.channels * p.spatial,
     params: (P) =>
-      P.u32('channels', p.channels).u32('spatial', p.spatial)
-        .i32('below', Math.floor((p.size - 1) / 2)).i32('above', Math.ceil((p.size - 1) / 2))
-        .f32('alphaOverSize', p.alpha / p.size).f32('beta', p.beta).f32('bias', p.bias),
+      P.u32('channels', p.channels)
+        .u32('spatial', p.spatial)
+        .i32('below', Math.floor((p.size - 1) / 2))
+        .i32('above', Math.ceil((p.size - 1) / 2))
+        .f32('alphaOverSize', p.alpha / p.size)
+        .f32('beta', p.beta)
+        .f32('bias', p.bias),
     body: `
   let pos = idx % P.spatial;
   let c = i32((idx / P.spatial) % P.channels);

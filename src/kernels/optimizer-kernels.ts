@@ -178,14 +178,20 @@ function updateBody(rule: UpdateRule): string {
 }
 
 /** Workgroups for an update of `size` elements, and the row size the Tensor block must carry. */
-export function updateDispatch(size: number, maxPerDim = 65535): { dispatch: [number, number, number]; rowSize: number } {
+export function updateDispatch(
+  size: number,
+  maxPerDim = 65535,
+): { dispatch: [number, number, number]; rowSize: number } {
   const groups = Math.max(1, Math.ceil(size / UPDATE_WORKGROUP));
   const [x, y] = split(groups, maxPerDim);
   return { dispatch: [x, y, 1], rowSize: x * UPDATE_WORKGROUP };
 }
 
 /** Workgroups of gradSquareSumProgram for `size` elements: one per NORM_CHUNK, one partial each. */
-export function normDispatch(size: number, maxPerDim = 65535): { dispatch: [number, number, number]; partials: number; groupsX: number } {
+export function normDispatch(
+  size: number,
+  maxPerDim = 65535,
+): { dispatch: [number, number, number]; partials: number; groupsX: number } {
   const partials = Math.max(1, Math.ceil(size / NORM_CHUNK));
   const [x, y] = split(partials, maxPerDim);
   return { dispatch: [x, y, 1], partials, groupsX: x };

@@ -24,13 +24,22 @@ export function pool2dProgram(p: Pool2dParams): KernelProgram {
     key: `pool2d|${p.kind}|${include ? 'incl' : 'excl'}`,
     total: p.planes * p.outH * p.outW,
     params: (P) =>
-      P.u32('height', p.height).u32('width', p.width).u32('outH', p.outH).u32('outW', p.outW)
-        .u32('kernelH', p.kernelH).u32('kernelW', p.kernelW).u32('strideH', p.strideH).u32('strideW', p.strideW)
-        .i32('padTop', p.pads[0]).i32('padLeft', p.pads[1])
+      P.u32('height', p.height)
+        .u32('width', p.width)
+        .u32('outH', p.outH)
+        .u32('outW', p.outW)
+        .u32('kernelH', p.kernelH)
+        .u32('kernelW', p.kernelW)
+        .u32('strideH', p.strideH)
+        .u32('strideW', p.strideW)
+        .i32('padTop', p.pads[0])
+        .i32('padLeft', p.pads[1])
         // count_include_pad counts window positions inside the padded input (clipped at its end,
         // which ceil_mode windows can pass), as ONNX Runtime and PyTorch do.
-        .i32('paddedH', p.height + p.pads[2]).i32('paddedW', p.width + p.pads[3])
-        .i32('dilationH', p.dilationH).i32('dilationW', p.dilationW),
+        .i32('paddedH', p.height + p.pads[2])
+        .i32('paddedW', p.width + p.pads[3])
+        .i32('dilationH', p.dilationH)
+        .i32('dilationW', p.dilationW),
     body: `
   let ow = idx % P.outW;
   let oh = (idx / P.outW) % P.outH;

@@ -88,7 +88,9 @@ export function pipelineFor(gpu: GpuContext, program: KernelProgram): Promise<GP
 export async function prepareStep(gpu: GpuContext, program: KernelProgram, ranges: BufferRange[]): Promise<KernelStep> {
   const wanted = program.bindings.filter((b) => b.name !== 'params');
   if (ranges.length !== wanted.length) {
-    throw new Error(`${program.label}: ${wanted.length} bindings expected (${wanted.map((b) => b.name).join(', ')}), got ${ranges.length}`);
+    throw new Error(
+      `${program.label}: ${wanted.length} bindings expected (${wanted.map((b) => b.name).join(', ')}), got ${ranges.length}`,
+    );
   }
   const pipeline = await pipelineFor(gpu, program);
   const owned: GPUBuffer[] = [];
@@ -96,15 +98,26 @@ export async function prepareStep(gpu: GpuContext, program: KernelProgram, range
   const entries: GPUBindGroupEntry[] = program.bindings.map((b, i) => {
     if (b.name === 'params') {
       if (!program.params) throw new Error(`${program.label}: a 'params' binding but no params data`);
-      const buffer = gpu.createBuffer(`${program.label} params`, program.params.byteLength, 0x40 /* UNIFORM */ | 0x08 /* COPY_DST */);
+      const buffer = gpu.createBuffer(
+        `${program.label} params`,
+        program.params.byteLength,
+        0x40 /* UNIFORM */ | 0x08 /* COPY_DST */,
+      );
       gpu.upload(buffer, new Uint8Array(program.params));
       owned.push(buffer);
       return { binding: i, resource: { buffer } };
     }
     const r = ranges[next++];
-    return { binding: i, resource: { buffer: r.buffer, offset: r.offset ?? 0, ...(r.size !== undefined ? { size: r.size } : {}) } };
+    return {
+      binding: i,
+      resource: { buffer: r.buffer, offset: r.offset ?? 0, ...(r.size !== undefined ? { size: r.size } : {}) },
+    };
   });
-  const bindGroup = gpu.device.createBindGroup({ label: program.label, layout: pipeline.getBindGroupLayout(0), entries });
+  const bindGroup = gpu.device.createBindGroup({
+    label: program.label,
+    layout: pipeline.getBindGroupLayout(0),
+    entries,
+  });
   return { label: program.label, pipeline, bindGroup, dispatch: program.dispatch, owned };
 }
 
@@ -113,13 +126,15 @@ export class ParamBlock {
   readonly #fields: { name: string; type: 'u32' | 'i32' | 'f32'; value: number }[] = [];
 
   u32(name: string, value: number): this {
-    if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) throw new Error(`param ${name} = ${value} is not a u32`);
+    if (!Number.isInteger(value) || value < 0 || value > 0xffffffff)
+      throw new Error(`param ${name} = ${value} is not a u32`);
     this.#fields.push({ name, type: 'u32', value });
     return this;
   }
 
   i32(name: string, value: number): this {
-    if (!Number.isInteger(value) || value < -0x80000000 || value > 0x7fffffff) throw new Error(`param ${name} = ${value} is not an i32`);
+    if (!Number.isInteger(value) || value < -0x80000000 || value > 0x7fffffff)
+      throw new Error(`param ${name} = ${value} is not an i32`);
     this.#fields.push({ name, type: 'i32', value });
     return this;
   }
@@ -223,7 +238,7 @@ export function ceilDiv(a: number, b: number): number {
 }
 
 /** Storage usage for buffers the kernels read and write, and the host can fill and read back. */
-export const STORAGE_USAGE = 0x80 /* STORAGE */ | 0x08 /* COPY_DST */ | 0x04 /* COPY_SRC */;
+export const STORAGE_USAGE = 0x80 /* STORAGE */ | 0x08 /* COPY_DST */ | 0x04; /* COPY_SRC */
 
 /**
  * Runs a program (or several in order, over the same bindings by name) once on fresh buffers:
@@ -254,11 +269,13 @@ export async function runProgram(
     }
     const steps: KernelStep[] = [];
     for (const program of list) {
-      const ranges = program.bindings.filter((b) => b.name !== 'params').map((b) => {
-        const buffer = buffers.get(b.name);
-        if (!buffer) throw new Error(`${program.label}: binding '${b.name}' is not one of ${first.label}'s`);
-        return { buffer };
-      });
+      const ranges = program.bindings
+        .filter((b) => b.name !== 'params')
+        .map((b) => {
+          const buffer = buffers.get(b.name);
+          if (!buffer) throw new Error(`${program.label}: binding '${b.name}' is not one of ${first.label}'s`);
+          return { buffer };
+        });
       const step = await prepareStep(gpu, program, ranges);
       created.push(...step.owned);
       steps.push(step);
@@ -290,7 +307,11 @@ export const ELEMENT_WORKGROUP = 256;
  * Dispatch for `total` invocations in workgroups of `workgroup`, spilling into y past the
  * per-dimension limit. The kernel's linear index is gid.x + gid.y · rowSize.
  */
-export function linearDispatch(total: number, workgroup = ELEMENT_WORKGROUP, maxPerDim = 65535): { dispatch: [number, number, number]; rowSize: number } {
+export function linearDispatch(
+  total: number,
+  workgroup = ELEMENT_WORKGROUP,
+  maxPerDim = 65535,
+): { dispatch: [number, number, number]; rowSize: number } {
   const groups = Math.max(1, Math.ceil(total / workgroup));
   const dispatch = dispatch1d(groups, maxPerDim);
   return { dispatch, rowSize: dispatch[0] * workgroup };

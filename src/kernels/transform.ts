@@ -8,7 +8,12 @@ export const MAX_RANK = 8;
  * Concat's step for one input: y[o, offset + i] = x[o, i] for o < outer, i < inputInner, with
  * rows of outputInner in y. Bindings: x, y, params.
  */
-export function concatCopyProgram(outer: number, inputInner: number, outputInner: number, offset: number): KernelProgram {
+export function concatCopyProgram(
+  outer: number,
+  inputInner: number,
+  outputInner: number,
+  offset: number,
+): KernelProgram {
   return elementProgram({
     label: `concat part ${outer}×${inputInner}→${outputInner}@${offset}`,
     key: 'concat-copy',
@@ -91,7 +96,8 @@ export function softmaxProgram(outer: number, length: number, inner: number): Ke
 /** Output dims and, per output dim, the input stride; adjacent dims that stay adjacent are merged. */
 function collapseTranspose(dims: number[], perm: number[]): { outDims: number[]; inStrides: number[] } {
   const rank = dims.length;
-  if (perm.length !== rank || [...perm].sort((a, b) => a - b).some((p, i) => p !== i)) throw new Error(`transpose: perm (${perm}) is not a permutation of 0…${rank - 1}`);
+  if (perm.length !== rank || [...perm].sort((a, b) => a - b).some((p, i) => p !== i))
+    throw new Error(`transpose: perm (${perm}) is not a permutation of 0…${rank - 1}`);
   const strides = new Array(rank).fill(1);
   for (let d = rank - 2; d >= 0; d--) strides[d] = strides[d + 1] * dims[d + 1];
   let outDims: number[] = [];

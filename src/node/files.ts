@@ -1,5 +1,16 @@
 // Node-only file access for models: reading with external data, and atomic writes.
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync, fsyncSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  fsyncSync,
+} from 'node:fs';
 import { basename, dirname, isAbsolute, join, normalize } from 'node:path';
 import { encodeModel, type EncodeOptions } from '../graph/codec.ts';
 import { ModelError } from '../graph/errors.ts';
@@ -18,16 +29,22 @@ export function externalDataReader(modelPath: string): ExternalDataReader {
   const folder = dirname(modelPath);
   return (location, offset, length) => {
     if (isAbsolute(location) || normalize(location).startsWith('..')) {
-      throw new ModelError(`external data location '${location}' must be a relative path inside the model's folder`, { file: modelPath });
+      throw new ModelError(`external data location '${location}' must be a relative path inside the model's folder`, {
+        file: modelPath,
+      });
     }
     const path = join(folder, location);
-    if (!existsSync(path)) throw new ModelError(`external data file '${location}' (looked for ${path}) does not exist`, { file: modelPath });
+    if (!existsSync(path))
+      throw new ModelError(`external data file '${location}' (looked for ${path}) does not exist`, { file: modelPath });
     const fd = openSync(path, 'r');
     try {
       const size = fstatSync(fd).size;
       const want = length ?? size - offset;
       if (offset + want > size) {
-        throw new ModelError(`external data file '${location}' has ${size} bytes; the tensor needs ${want} bytes at offset ${offset}`, { file: modelPath });
+        throw new ModelError(
+          `external data file '${location}' has ${size} bytes; the tensor needs ${want} bytes at offset ${offset}`,
+          { file: modelPath },
+        );
       }
       const out = new Uint8Array(want);
       let done = 0;

@@ -50,7 +50,10 @@ export async function createNodeGpuContext(opts: NodeGpuContextOptions = {}): Pr
   }
 }
 
-async function openOnDawn(dawnOptions: string[], opts: Omit<GpuContextOptions, 'gpu' | 'keepAlive'>): Promise<GpuContext> {
+async function openOnDawn(
+  dawnOptions: string[],
+  opts: Omit<GpuContextOptions, 'gpu' | 'keepAlive'>,
+): Promise<GpuContext> {
   const dawnInstance = create(dawnOptions);
   // The context owns the instance: if V8 collects it while the device lives, Dawn crashes the process.
   return GpuContext.create({ ...opts, gpu: dawnInstance, keepAlive: dawnInstance });
@@ -86,6 +89,13 @@ function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-export { loadModelFile, decodeModelFile, saveModelFile, writeFileAtomic, externalDataReader, readBytes } from './files.ts';
+export {
+  loadModelFile,
+  decodeModelFile,
+  saveModelFile,
+  writeFileAtomic,
+  externalDataReader,
+  readBytes,
+} from './files.ts';
 export * as data from '../data/node/index.ts';
 export { saveCheckpoint, loadCheckpoint } from './checkpoint-files.ts';

@@ -12,7 +12,14 @@ import { windowGeometry } from '../graph/geometry.ts';
 import type { Graph, Node } from '../graph/ir.ts';
 import { toNumbers, type TensorValue } from '../graph/tensor.ts';
 import { conv2dGemmProblem, conv2dPrograms, packConvWeights, type Conv2dParams } from '../kernels/conv.ts';
-import { broadcastProgram, broadcastShape, MAX_BROADCAST_INPUTS, unaryProgram, type BroadcastOp, type UnaryOp } from '../kernels/elementwise.ts';
+import {
+  broadcastProgram,
+  broadcastShape,
+  MAX_BROADCAST_INPUTS,
+  unaryProgram,
+  type BroadcastOp,
+  type UnaryOp,
+} from '../kernels/elementwise.ts';
 import { gemmPrograms, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
 import { columnChunk, gemmOpProblem, matmulProblem, packB } from '../kernels/linear.ts';
 import { batchNormProgram, foldBatchNormIntoConv, lrnProgram } from '../kernels/normalization.ts';
@@ -64,9 +71,35 @@ export interface Lowered {
 
 /** Ops the runtime runs; anything else (after folding) is refused at create time. */
 export const RUNTIME_OPS = [
-  'Conv', 'BatchNormalization', 'Relu', 'LeakyRelu', 'Clip', 'Sigmoid', 'Tanh', 'MaxPool', 'AveragePool',
-  'GlobalAveragePool', 'GlobalMaxPool', 'LRN', 'Add', 'Sub', 'Mul', 'Div', 'Sum', 'Concat', 'Gemm', 'MatMul',
-  'Flatten', 'Reshape', 'Squeeze', 'Unsqueeze', 'Dropout', 'Identity', 'Transpose', 'Pad', 'Softmax',
+  'Conv',
+  'BatchNormalization',
+  'Relu',
+  'LeakyRelu',
+  'Clip',
+  'Sigmoid',
+  'Tanh',
+  'MaxPool',
+  'AveragePool',
+  'GlobalAveragePool',
+  'GlobalMaxPool',
+  'LRN',
+  'Add',
+  'Sub',
+  'Mul',
+  'Div',
+  'Sum',
+  'Concat',
+  'Gemm',
+  'MatMul',
+  'Flatten',
+  'Reshape',
+  'Squeeze',
+  'Unsqueeze',
+  'Dropout',
+  'Identity',
+  'Transpose',
+  'Pad',
+  'Softmax',
 ] as const;
 
 const ALIAS_OPS = new Set(['Flatten', 'Reshape', 'Squeeze', 'Unsqueeze', 'Dropout', 'Identity']);
@@ -124,7 +157,12 @@ export async function lowerGraph(graph: Graph, options: LowerOptions): Promise<L
  * a value reads a copy made by an identity kernel just before the node's steps, and a repeated
  * constant is uploaded again under its own key.
  */
-function separateRepeatedBindings(graph: Graph, steps: StepSpec[], aliases: Map<string, string>, temporaries: Map<string, number[]>): StepSpec[] {
+function separateRepeatedBindings(
+  graph: Graph,
+  steps: StepSpec[],
+  aliases: Map<string, string>,
+  temporaries: Map<string, number[]>,
+): StepSpec[] {
   const root = (name: string): string => {
     let n = name;
     for (let guard = 0; aliases.has(n) && guard < 10000; guard++) n = aliases.get(n)!;
@@ -157,7 +195,8 @@ function separateRepeatedBindings(graph: Graph, steps: StepSpec[], aliases: Map<
       let copy = copies.get(cacheKey);
       if (!copy) {
         const dims = temporaries.get(v) ?? (graph.values.get(v)?.shape as number[] | undefined);
-        if (!dims || dims.some((d) => typeof d !== 'number')) throw new ModelError(`value '${v}' has no static shape`, { file: graph.source, node: step.node });
+        if (!dims || dims.some((d) => typeof d !== 'number'))
+          throw new ModelError(`value '${v}' has no static shape`, { file: graph.source, node: step.node });
         // Named after the node's output (unique in the graph), so separate lowerings of one graph
         // (training lowers node by node) never reuse a name.
         const base = `${v}#copy(${step.node.outputs[0] || step.node.name}:${k})`;
@@ -166,7 +205,11 @@ function separateRepeatedBindings(graph: Graph, steps: StepSpec[], aliases: Map<
         copies.set(cacheKey, copy);
         temporaries.set(copy, [...dims]);
         const size = dims.reduce((a, b) => a * b, 1);
-        out.push({ program: unaryProgram({ kind: 'identity' }, size), refs: [{ value: v }, { value: copy }], node: step.node });
+        out.push({
+          program: unaryProgram({ kind: 'identity' }, size),
+          refs: [{ value: v }, { value: copy }],
+          node: step.node,
+        });
       }
       refs[k] = { value: copy };
     });
@@ -210,10 +253,14 @@ class NodeLowering {
       const v = this.graph.values.get(name);
       // Integer inputs that only steer shapes (target shapes, axes, pads, training flags).
       const index = n.inputs.indexOf(name);
-      const steering = (['Reshape', 'Squeeze', 'Unsqueeze', 'Dropout'].includes(n.opType) && index > 0) || (n.opType === 'Pad' && (index === 1 || index === 3));
+      const steering =
+        (['Reshape', 'Squeeze', 'Unsqueeze', 'Dropout'].includes(n.opType) && index > 0) ||
+        (n.opType === 'Pad' && (index === 1 || index === 3));
       if (steering) continue;
       if (v?.dtype && v.dtype !== 'float32') {
-        throw this.error(`input '${name}' has dtype ${v.dtype}; the runtime computes in float32 only (accepted: float32)`);
+        throw this.error(
+          `input '${name}' has dtype ${v.dtype}; the runtime computes in float32 only (accepted: float32)`,
+        );
       }
     }
     // Static shapes are needed to lower, not to check: a symbolic batch is bound per plan.
@@ -222,21 +269,28 @@ class NodeLowering {
         if (!out) continue;
         const s = this.graph.values.get(out)?.shape;
         if (!s || s.some((d) => typeof d !== 'number')) {
-          throw this.error(`output '${out}' has no static shape ([${s?.join(', ') ?? '?'}]); give inputShapes for symbolic dimensions`);
+          throw this.error(
+            `output '${out}' has no static shape ([${s?.join(', ') ?? '?'}]); give inputShapes for symbolic dimensions`,
+          );
         }
       }
     }
     switch (n.opType) {
       case 'Conv': {
         const w = this.shape(1);
-        if (w.length !== 4 && w.length !== 3) throw this.error(`only 1-D and 2-D convolutions are supported; W has shape [${w}]`);
-        if (!this.isConstant(n.inputs[1])) throw this.error(`weights '${n.inputs[1]}' must be an initializer (a constant)`);
-        if (n.inputs[2] && !this.isConstant(n.inputs[2])) throw this.error(`bias '${n.inputs[2]}' must be an initializer (a constant)`);
+        if (w.length !== 4 && w.length !== 3)
+          throw this.error(`only 1-D and 2-D convolutions are supported; W has shape [${w}]`);
+        if (!this.isConstant(n.inputs[1]))
+          throw this.error(`weights '${n.inputs[1]}' must be an initializer (a constant)`);
+        if (n.inputs[2] && !this.isConstant(n.inputs[2]))
+          throw this.error(`bias '${n.inputs[2]}' must be an initializer (a constant)`);
         break;
       }
       case 'BatchNormalization':
-        if (this.attrs.int('training_mode', 0) !== 0) throw this.error('training_mode=1 is not supported (inference only); accepted: 0');
-        if (this.opset < 9 && this.attrs.int('spatial', 1) !== 1) throw this.error('spatial=0 is not supported; accepted: 1');
+        if (this.attrs.int('training_mode', 0) !== 0)
+          throw this.error('training_mode=1 is not supported (inference only); accepted: 0');
+        if (this.opset < 9 && this.attrs.int('spatial', 1) !== 1)
+          throw this.error('spatial=0 is not supported; accepted: 1');
         this.unusedExtraOutputs('the running statistics outputs (training mode)');
         break;
       case 'MaxPool':
@@ -261,14 +315,21 @@ class NodeLowering {
       }
       case 'Clip':
         if (this.opset >= 11) {
-          for (const i of [1, 2]) if (n.inputs[i] && !this.isConstant(n.inputs[i])) throw this.error(`Clip ${i === 1 ? 'min' : 'max'} must be a constant`);
+          for (const i of [1, 2])
+            if (n.inputs[i] && !this.isConstant(n.inputs[i]))
+              throw this.error(`Clip ${i === 1 ? 'min' : 'max'} must be a constant`);
         }
         break;
       case 'Transpose':
         if (this.rank(0) > MAX_RANK) throw this.error(`rank ${this.rank(0)} > ${MAX_RANK}`);
         break;
-      case 'Add': case 'Sub': case 'Mul': case 'Div': case 'Sum':
-        if ((this.graph.values.get(n.outputs[0])?.shape?.length ?? 0) > MAX_RANK) throw this.error(`rank > ${MAX_RANK}`);
+      case 'Add':
+      case 'Sub':
+      case 'Mul':
+      case 'Div':
+      case 'Sum':
+        if ((this.graph.values.get(n.outputs[0])?.shape?.length ?? 0) > MAX_RANK)
+          throw this.error(`rank > ${MAX_RANK}`);
         break;
       case 'LRN':
         this.attrs.int('size');
@@ -289,19 +350,42 @@ class NodeLowering {
 
   async lower(): Promise<StepSpec[]> {
     switch (this.node.opType) {
-      case 'Conv': return this.conv();
-      case 'BatchNormalization': return this.batchNorm();
-      case 'Relu': case 'LeakyRelu': case 'Clip': case 'Sigmoid': case 'Tanh': return this.unary();
-      case 'MaxPool': case 'AveragePool': return this.pool();
-      case 'GlobalAveragePool': case 'GlobalMaxPool': return this.globalPool();
-      case 'LRN': return this.lrn();
-      case 'Add': case 'Sub': case 'Mul': case 'Div': case 'Sum': return this.elementwise();
-      case 'Concat': return this.concat();
-      case 'Gemm': return this.gemm();
-      case 'MatMul': return this.matmul();
-      case 'Transpose': return this.transpose();
-      case 'Pad': return this.pad();
-      case 'Softmax': return this.softmax();
+      case 'Conv':
+        return this.conv();
+      case 'BatchNormalization':
+        return this.batchNorm();
+      case 'Relu':
+      case 'LeakyRelu':
+      case 'Clip':
+      case 'Sigmoid':
+      case 'Tanh':
+        return this.unary();
+      case 'MaxPool':
+      case 'AveragePool':
+        return this.pool();
+      case 'GlobalAveragePool':
+      case 'GlobalMaxPool':
+        return this.globalPool();
+      case 'LRN':
+        return this.lrn();
+      case 'Add':
+      case 'Sub':
+      case 'Mul':
+      case 'Div':
+      case 'Sum':
+        return this.elementwise();
+      case 'Concat':
+        return this.concat();
+      case 'Gemm':
+        return this.gemm();
+      case 'MatMul':
+        return this.matmul();
+      case 'Transpose':
+        return this.transpose();
+      case 'Pad':
+        return this.pad();
+      case 'Softmax':
+        return this.softmax();
     }
     throw this.error('op is not supported by the runtime');
   }
@@ -309,7 +393,12 @@ class NodeLowering {
   /** A constant that feeds an alias straight into a graph output: copied by an identity kernel. */
   copyConstant(input: string, output: string): StepSpec[] {
     const data = this.floatConstant(input);
-    return [this.step(unaryProgram({ kind: 'identity' }, data.length), [{ constant: { key: `const:${input}`, data } }, { value: output }])];
+    return [
+      this.step(unaryProgram({ kind: 'identity' }, data.length), [
+        { constant: { key: `const:${input}`, data } },
+        { value: output },
+      ]),
+    ];
   }
 
   // ---- ops ----
@@ -327,7 +416,9 @@ class NodeLowering {
     const g = windowGeometry(this.attrs, spatial, kernel);
     const [strideH, strideW] = oneD ? [1, g.strides[0]] : g.strides;
     const [dilationH, dilationW] = oneD ? [1, g.dilations[0]] : g.dilations;
-    const pads: [number, number, number, number] = oneD ? [0, g.pads[0], 0, g.pads[1]] : [g.pads[0], g.pads[1], g.pads[2], g.pads[3]];
+    const pads: [number, number, number, number] = oneD
+      ? [0, g.pads[0], 0, g.pads[1]]
+      : [g.pads[0], g.pads[1], g.pads[2], g.pads[3]];
     const [outH, outW] = oneD ? [1, g.output[0]] : g.output;
 
     let weights = this.floatConstant(n.inputs[1]);
@@ -335,7 +426,11 @@ class NodeLowering {
     let keyParts = [n.inputs[1], n.inputs[2] ?? '-'];
     // Conv → BatchNormalization: fold the statistics into the weights and bias.
     let out = n.outputs[0];
-    const bn = this.absorbNext(out, ['BatchNormalization'], (c) => c.inputs.slice(1).every((i) => this.isConstant(i)) && c.outputs.filter(Boolean).length === 1);
+    const bn = this.absorbNext(
+      out,
+      ['BatchNormalization'],
+      (c) => c.inputs.slice(1).every((i) => this.isConstant(i)) && c.outputs.filter(Boolean).length === 1,
+    );
     if (bn) {
       const bnAttrs = new AttributeReader(bn, this.graph.source);
       const folded = foldBatchNormIntoConv(weights, bias, CO, {
@@ -352,9 +447,23 @@ class NodeLowering {
     }
     const { activation, output } = this.absorbActivation(out);
     const p: Conv2dParams = {
-      images: N, inChannels: C, height: H, width: W, outChannels: CO, group,
-      kernelH: KH, kernelW: KW, strideH, strideW, pads, dilationH, dilationW, outH, outW,
-      hasBias: bias !== undefined, activation,
+      images: N,
+      inChannels: C,
+      height: H,
+      width: W,
+      outChannels: CO,
+      group,
+      kernelH: KH,
+      kernelW: KW,
+      strideH,
+      strideW,
+      pads,
+      dilationH,
+      dilationW,
+      outH,
+      outW,
+      hasBias: bias !== undefined,
+      activation,
     };
     const problem = conv2dGemmProblem(p);
     const variant = await this.options!.chooseVariant(problem, problem.a.kind === 'im2col' ? 'conv' : 'gemm');
@@ -368,7 +477,9 @@ class NodeLowering {
       { value: output },
     ];
     if (bias) refs.push({ constant: { key: `convbias:${keyParts.join('|')}`, data: bias } });
-    return conv2dPrograms(p, variant, this.options!.maxWorkgroupsPerDimension).map((program) => this.step(program, refs));
+    return conv2dPrograms(p, variant, this.options!.maxWorkgroupsPerDimension).map((program) =>
+      this.step(program, refs),
+    );
   }
 
   private batchNorm(): StepSpec[] {
@@ -418,7 +529,12 @@ class NodeLowering {
     const planes = x[0] * x[1];
     const spatial = this.size(x.slice(2));
     const kind = this.node.opType === 'GlobalMaxPool' ? 'max' : 'avg';
-    return [this.step(globalPoolProgram(kind, planes, spatial), [this.ref(this.node.inputs[0]), { value: this.node.outputs[0] }])];
+    return [
+      this.step(globalPoolProgram(kind, planes, spatial), [
+        this.ref(this.node.inputs[0]),
+        { value: this.node.outputs[0] },
+      ]),
+    ];
   }
 
   private lrn(): StepSpec[] {
@@ -437,7 +553,9 @@ class NodeLowering {
 
   private elementwise(): StepSpec[] {
     const n = this.node;
-    const op: BroadcastOp = ({ Add: 'add', Sub: 'sub', Mul: 'mul', Div: 'div', Sum: 'add' } as const)[n.opType as 'Add']!;
+    const op: BroadcastOp = ({ Add: 'add', Sub: 'sub', Mul: 'mul', Div: 'div', Sum: 'add' } as const)[
+      n.opType as 'Add'
+    ]!;
     const { activation, output } = this.absorbActivation(n.outputs[0]);
     const outDims = this.outputShape();
     const inputs = n.inputs.filter(Boolean);
@@ -450,11 +568,21 @@ class NodeLowering {
       const dims = take.map((i) => this.shape(i));
       const tmp = `${output}#partial${partial++}`;
       this.fusion!.temporaries.set(tmp, broadcastShape(dims));
-      steps.push(this.step(broadcastProgram('add', dims, broadcastShape(dims)), [...take.map((i) => this.ref(i)), { value: tmp }]));
+      steps.push(
+        this.step(broadcastProgram('add', dims, broadcastShape(dims)), [
+          ...take.map((i) => this.ref(i)),
+          { value: tmp },
+        ]),
+      );
       pending = [tmp, ...pending.slice(MAX_BROADCAST_INPUTS)];
     }
     const dims = pending.map((i) => this.shape(i));
-    steps.push(this.step(broadcastProgram(op, dims, outDims, activation), [...pending.map((i) => this.ref(i)), { value: output }]));
+    steps.push(
+      this.step(broadcastProgram(op, dims, outDims, activation), [
+        ...pending.map((i) => this.ref(i)),
+        { value: output },
+      ]),
+    );
     return steps;
   }
 
@@ -469,7 +597,10 @@ class NodeLowering {
     for (const input of n.inputs) {
       if (!input) continue;
       const inner = this.size(this.shape(input).slice(axis));
-      if (inner > 0) steps.push(this.step(concatCopyProgram(outer, inner, outInner, offset), [this.ref(input), { value: n.outputs[0] }]));
+      if (inner > 0)
+        steps.push(
+          this.step(concatCopyProgram(outer, inner, outInner, offset), [this.ref(input), { value: n.outputs[0] }]),
+        );
       offset += inner;
     }
     return steps;
@@ -486,7 +617,17 @@ class NodeLowering {
     const { activation, output } = this.absorbActivation(n.outputs[0]);
     const cDims = n.inputs[2] ? this.shape(2) : undefined;
     const beta = this.attrs.float('beta', 1);
-    const params = { M, N, K, transA, transB, alpha: this.attrs.float('alpha', 1), beta, cDims: beta === 0 ? undefined : cDims, activation };
+    const params = {
+      M,
+      N,
+      K,
+      transA,
+      transB,
+      alpha: this.attrs.float('alpha', 1),
+      beta,
+      cDims: beta === 0 ? undefined : cDims,
+      activation,
+    };
     const cRef = params.cDims ? this.ref(n.inputs[2]) : undefined;
     this.checkBinding(M * K * 4, `input '${n.inputs[0]}'`);
     this.checkBinding(M * N * 4, `output '${output}'`);
@@ -507,7 +648,11 @@ class NodeLowering {
       const problem = gemmOpProblem(params, { packed: true, nOffset: n0, columns });
       const variant = await this.options!.chooseVariant(problem, 'gemm');
       const packed = packB(bData, K, N, transB, n0, columns);
-      const refs: BindingRef[] = [this.ref(n.inputs[0]), { constant: { key: `gemmB:${n.inputs[1]}:${transB}:${n0}:${columns}`, data: packed } }, { value: output }];
+      const refs: BindingRef[] = [
+        this.ref(n.inputs[0]),
+        { constant: { key: `gemmB:${n.inputs[1]}:${transB}:${n0}:${columns}`, data: packed } },
+        { value: output },
+      ];
       if (cRef) refs.push(cRef);
       steps.push(...this.gemmSteps(problem, variant, refs));
     }
@@ -541,7 +686,10 @@ class NodeLowering {
 
   private transpose(): StepSpec[] {
     const x = this.shape(0);
-    const perm = this.attrs.ints('perm', x.map((_, i) => x.length - 1 - i));
+    const perm = this.attrs.ints(
+      'perm',
+      x.map((_, i) => x.length - 1 - i),
+    );
     return [this.step(transposeProgram(x, perm), [this.ref(this.node.inputs[0]), { value: this.node.outputs[0] }])];
   }
 
@@ -560,7 +708,9 @@ class NodeLowering {
         if (!v) throw this.error('constant_value must be a constant');
         value = toNumbers(v)[0] ?? 0;
       }
-      const axes = n.inputs[3] ? this.intsConstant(n.inputs[3], 'axes').map((a) => this.normalizeAxis(a, x.length)) : x.map((_, i) => i);
+      const axes = n.inputs[3]
+        ? this.intsConstant(n.inputs[3], 'axes').map((a) => this.normalizeAxis(a, x.length))
+        : x.map((_, i) => i);
       pads = new Array(2 * x.length).fill(0);
       axes.forEach((a, i) => {
         pads[a] = given[i];
@@ -575,8 +725,11 @@ class NodeLowering {
     const rank = Math.max(1, x.length);
     const axis = this.normalizeAxis(this.attrs.int('axis', this.opset < 13 ? 1 : -1), rank);
     const outer = this.size(x.slice(0, axis));
-    const [length, inner] = this.opset < 13 ? [this.size(x.slice(axis)), 1] : [x[axis] ?? 1, this.size(x.slice(axis + 1))];
-    return [this.step(softmaxProgram(outer, length, inner), [this.ref(this.node.inputs[0]), { value: this.node.outputs[0] }])];
+    const [length, inner] =
+      this.opset < 13 ? [this.size(x.slice(axis)), 1] : [x[axis] ?? 1, this.size(x.slice(axis + 1))];
+    return [
+      this.step(softmaxProgram(outer, length, inner), [this.ref(this.node.inputs[0]), { value: this.node.outputs[0] }]),
+    ];
   }
 
   // ---- fusion ----
@@ -596,7 +749,11 @@ class NodeLowering {
 
   /** A following Relu / LeakyRelu / Clip (constant bounds) fused into this node's epilogue. */
   private absorbActivation(value: string): { activation: Activation; output: string } {
-    const next = this.absorbNext(value, ACTIVATION_OPS, (c) => c.opType !== 'Clip' || c.inputs.slice(1).every((i) => !i || this.isConstant(i)));
+    const next = this.absorbNext(
+      value,
+      ACTIVATION_OPS,
+      (c) => c.opType !== 'Clip' || c.inputs.slice(1).every((i) => !i || this.isConstant(i)),
+    );
     if (!next) return { activation: NO_ACTIVATION, output: value };
     return { activation: this.unaryOp(next) as Activation, output: next.outputs[0] };
   }
@@ -604,12 +761,21 @@ class NodeLowering {
   private unaryOp(node: Node): UnaryOp {
     const attrs = new AttributeReader(node, this.graph.source);
     switch (node.opType) {
-      case 'Relu': return { kind: 'relu' };
-      case 'LeakyRelu': return { kind: 'leakyRelu', alpha: attrs.float('alpha', 0.01) };
-      case 'Sigmoid': return { kind: 'sigmoid' };
-      case 'Tanh': return { kind: 'tanh' };
+      case 'Relu':
+        return { kind: 'relu' };
+      case 'LeakyRelu':
+        return { kind: 'leakyRelu', alpha: attrs.float('alpha', 0.01) };
+      case 'Sigmoid':
+        return { kind: 'sigmoid' };
+      case 'Tanh':
+        return { kind: 'tanh' };
       case 'Clip': {
-        if (this.graph.opset < 11) return { kind: 'clip', min: attrs.float('min', -3.4028234663852886e38), max: attrs.float('max', 3.4028234663852886e38) };
+        if (this.graph.opset < 11)
+          return {
+            kind: 'clip',
+            min: attrs.float('min', -3.4028234663852886e38),
+            max: attrs.float('max', 3.4028234663852886e38),
+          };
         const bound = (i: number, fallback: number) => {
           const t = node.inputs[i] ? this.constantOf(node.inputs[i]) : undefined;
           return t ? toNumbers(t)[0] : fallback;
@@ -624,7 +790,9 @@ class NodeLowering {
 
   private gemmSteps(problem: GemmProblem, variant: GemmVariant, refs: BindingRef[]): StepSpec[] {
     try {
-      return gemmPrograms(problem, variant, this.options!.maxWorkgroupsPerDimension).map((program) => this.step(program, refs));
+      return gemmPrograms(problem, variant, this.options!.maxWorkgroupsPerDimension).map((program) =>
+        this.step(program, refs),
+      );
     } catch (e) {
       throw this.error((e as Error).message);
     }
@@ -653,7 +821,8 @@ class NodeLowering {
 
   private outputShape(): number[] {
     const s = this.graph.values.get(this.node.outputs[0])?.shape;
-    if (!s || s.some((d) => typeof d !== 'number')) throw this.error(`output '${this.node.outputs[0]}' has no static shape`);
+    if (!s || s.some((d) => typeof d !== 'number'))
+      throw this.error(`output '${this.node.outputs[0]}' has no static shape`);
     return s as number[];
   }
 
@@ -692,14 +861,17 @@ class NodeLowering {
     const consumers = this.fusion?.consumers ?? this.graph.consumers();
     const outputs = new Set(this.graph.outputs.map((o) => o.name));
     for (const o of this.node.outputs.slice(1)) {
-      if (o && ((consumers.get(o)?.length ?? 0) > 0 || outputs.has(o))) throw this.error(`${what} ('${o}') is used, which inference does not support`);
+      if (o && ((consumers.get(o)?.length ?? 0) > 0 || outputs.has(o)))
+        throw this.error(`${what} ('${o}') is used, which inference does not support`);
     }
   }
 
   private checkBinding(bytes: number, what: string): void {
     const max = this.options?.maxBindingBytes;
     if (max !== undefined && bytes > max) {
-      throw this.error(`${what} takes ${bytes} bytes, over this device's maxStorageBufferBindingSize of ${max} bytes; a smaller batch may fit`);
+      throw this.error(
+        `${what} takes ${bytes} bytes, over this device's maxStorageBufferBindingSize of ${max} bytes; a smaller batch may fit`,
+      );
     }
   }
 }

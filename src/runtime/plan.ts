@@ -22,7 +22,14 @@
 import { ModelError } from '../graph/errors.ts';
 import type { Graph } from '../graph/ir.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
-import { bindingWrites, encodeSteps, prepareStep, STORAGE_USAGE, type BufferRange, type KernelStep } from '../kernels/program.ts';
+import {
+  bindingWrites,
+  encodeSteps,
+  prepareStep,
+  STORAGE_USAGE,
+  type BufferRange,
+  type KernelStep,
+} from '../kernels/program.ts';
 import { SubmitPacer } from '../kernels/submit-pacer.ts';
 import type { BindingView, ConstantTensor, Lowered, StepSpec } from './lower.ts';
 
@@ -130,7 +137,13 @@ export class Plan {
     this.#pacer = SubmitPacer.forAdapter(gpu.info.isSoftware);
   }
 
-  static async compile(gpu: GpuContext, graph: Graph, lowered: Lowered, constants: ConstantStore, options: PlanCompileOptions = {}): Promise<Plan> {
+  static async compile(
+    gpu: GpuContext,
+    graph: Graph,
+    lowered: Lowered,
+    constants: ConstantStore,
+    options: PlanCompileOptions = {},
+  ): Promise<Plan> {
     const root = (name: string): string => {
       let n = name;
       for (let guard = 0; lowered.aliases.has(n) && guard < 10000; guard++) n = lowered.aliases.get(n)!;
@@ -138,7 +151,8 @@ export class Plan {
     };
     const bytesOf = (name: string): number => {
       const dims = lowered.temporaries.get(name) ?? (graph.values.get(name)?.shape as number[] | undefined);
-      if (!dims || dims.some((d) => typeof d !== 'number')) throw new ModelError(`value '${name}' has no static shape`, { file: graph.source });
+      if (!dims || dims.some((d) => typeof d !== 'number'))
+        throw new ModelError(`value '${name}' has no static shape`, { file: graph.source });
       return 4 * dims.reduce((a, b) => a * b, 1);
     };
     const limits = gpu.device.limits;
@@ -163,14 +177,20 @@ export class Plan {
         const b = access[k];
         if (bound.has(v) && (b.access === 'read_write' || access[bound.get(v)!].access === 'read_write')) {
           // Two writable bindings of one range are refused by WebGPU (the lowering copies such inputs).
-          throw new ModelError(`internal: step ${i} (${step.program.label}) binds value '${v}' to '${access[bound.get(v)!].name}' and '${b.name}', one of them writable`, { file: graph.source, node: step.node });
+          throw new ModelError(
+            `internal: step ${i} (${step.program.label}) binds value '${v}' to '${access[bound.get(v)!].name}' and '${b.name}', one of them writable`,
+            { file: graph.source, node: step.node },
+          );
         }
         bound.set(v, k);
         if (b.access !== 'read_write') readOnly.add(v);
         if (bindingWrites(b)) {
           if (!def.has(v)) def.set(v, i);
         } else if (!def.has(v)) {
-          throw new ModelError(`internal: value '${v}' is read by step ${i} (${step.program.label}) before anything writes it`, { file: graph.source, node: step.node });
+          throw new ModelError(
+            `internal: value '${v}' is read by step ${i} (${step.program.label}) before anything writes it`,
+            { file: graph.source, node: step.node },
+          );
         }
         last.set(v, Math.max(last.get(v) ?? -1, i));
       });
@@ -199,24 +219,44 @@ export class Plan {
     // before any buffer is made.
     const deviceMax = limits.maxStorageBufferBindingSize;
     const maxBinding = Math.min(deviceMax, options.maxBindingBytes ?? deviceMax);
-    const limitText = maxBinding < deviceMax ? `the binding limit of ${maxBinding} bytes (maxBindingBytes; the device allows ${deviceMax})` : `this device's maxStorageBufferBindingSize of ${maxBinding} bytes`;
+    const limitText =
+      maxBinding < deviceMax
+        ? `the binding limit of ${maxBinding} bytes (maxBindingBytes; the device allows ${deviceMax})`
+        : `this device's maxStorageBufferBindingSize of ${maxBinding} bytes`;
     lowered.steps.forEach((step, i) => {
       const names = accessOf(step).map((b) => b.name);
       step.refs.forEach((ref, k) => {
         const what = 'value' in ref ? `value '${root(ref.value)}'` : `constant '${ref.constant.key}'`;
         const bytes = 'value' in ref ? bytesOf(root(ref.value)) : ref.constant.data.byteLength;
-        const fail = (message: string) => new ModelError(`${message} (step ${i}, '${step.program.label}', binding '${names[k]}')`, { file: graph.source, node: step.node });
+        const fail = (message: string) =>
+          new ModelError(`${message} (step ${i}, '${step.program.label}', binding '${names[k]}')`, {
+            file: graph.source,
+            node: step.node,
+          });
         const view = ref.view;
         if (!view) {
           if (roundUp(Math.max(16, bytes), 16) > maxBinding) {
-            throw fail(`${what} takes ${bytes} bytes, over ${limitText}, and this step binds it whole; a smaller batch may fit`);
+            throw fail(
+              `${what} takes ${bytes} bytes, over ${limitText}, and this step binds it whole; a smaller batch may fit`,
+            );
           }
           return;
         }
-        if (!Number.isInteger(view.offset) || view.offset < 0 || view.offset % limits.minStorageBufferOffsetAlignment !== 0 || !Number.isInteger(view.bytes) || view.bytes <= 0 || view.bytes % 4 !== 0 || view.offset + view.bytes > roundUp(Math.max(16, bytes), 16)) {
-          throw fail(`internal: view [${view.offset}, +${view.bytes}) of ${what} (${bytes} bytes) is not a range of it at a multiple of ${limits.minStorageBufferOffsetAlignment} bytes`);
+        if (
+          !Number.isInteger(view.offset) ||
+          view.offset < 0 ||
+          view.offset % limits.minStorageBufferOffsetAlignment !== 0 ||
+          !Number.isInteger(view.bytes) ||
+          view.bytes <= 0 ||
+          view.bytes % 4 !== 0 ||
+          view.offset + view.bytes > roundUp(Math.max(16, bytes), 16)
+        ) {
+          throw fail(
+            `internal: view [${view.offset}, +${view.bytes}) of ${what} (${bytes} bytes) is not a range of it at a multiple of ${limits.minStorageBufferOffsetAlignment} bytes`,
+          );
         }
-        if (view.bytes > maxBinding) throw fail(`a ${view.bytes}-byte view of ${what} (${bytes} bytes) is over ${limitText}`);
+        if (view.bytes > maxBinding)
+          throw fail(`a ${view.bytes}-byte view of ${what} (${bytes} bytes) is over ${limitText}`);
       });
     });
 
@@ -251,11 +291,21 @@ export class Plan {
     }
 
     const packed = packArenas(
-      [...def.keys()].filter((v) => !wholeValues.has(v)).map((v) => ({ value: v, bytes: roundUp(Math.max(16, bytesOf(v)), align), from: def.get(v)!, to: last.get(v)! })),
+      [...def.keys()]
+        .filter((v) => !wholeValues.has(v))
+        .map((v) => ({
+          value: v,
+          bytes: roundUp(Math.max(16, bytesOf(v)), align),
+          from: def.get(v)!,
+          to: last.get(v)!,
+        })),
       Math.floor(limits.maxBufferSize / align) * align,
     );
-    const arenas = packed.sizes.map((size, k) => gpu.createBuffer(`activation arena ${k} (${packed.counts[k]} values)`, Math.max(align, size), STORAGE_USAGE));
-    for (const [v, slot] of packed.slots) placements.set(v, { buffer: arenas[slot.arena], offset: slot.offset, whole: false });
+    const arenas = packed.sizes.map((size, k) =>
+      gpu.createBuffer(`activation arena ${k} (${packed.counts[k]} values)`, Math.max(align, size), STORAGE_USAGE),
+    );
+    for (const [v, slot] of packed.slots)
+      placements.set(v, { buffer: arenas[slot.arena], offset: slot.offset, whole: false });
     const arenaBytes = arenas.reduce((sum, b) => sum + b.size, 0);
 
     const range = (name: string, view?: BindingView): BufferRange => {
@@ -279,7 +329,10 @@ export class Plan {
           return ref.view ? { buffer, offset: ref.view.offset, size: ref.view.bytes } : { buffer };
         });
         return prepareStep(gpu, s.program, ranges).catch((e: unknown) => {
-          throw new ModelError(`cannot prepare kernel '${s.program.label}': ${(e as Error).message}`, { file: graph.source, node: s.node });
+          throw new ModelError(`cannot prepare kernel '${s.program.label}': ${(e as Error).message}`, {
+            file: graph.source,
+            node: s.node,
+          });
         });
       }),
     );
@@ -297,11 +350,18 @@ export class Plan {
       const v = root(o.name);
       const constant = graph.initializers.get(v);
       if (constant && !placements.has(v)) {
-        const data = constant.value.data instanceof Float32Array ? constant.value.data : Float32Array.from(constant.value.data as ArrayLike<number>);
+        const data =
+          constant.value.data instanceof Float32Array
+            ? constant.value.data
+            : Float32Array.from(constant.value.data as ArrayLike<number>);
         return { name: o.name, dims, source: { host: data } };
       }
       const bytes = bytesOf(v);
-      const staging = gpu.createBuffer(`${o.name} (readback)`, roundUp(Math.max(16, bytes), 16), 0x01 /* MAP_READ */ | 0x08 /* COPY_DST */);
+      const staging = gpu.createBuffer(
+        `${o.name} (readback)`,
+        roundUp(Math.max(16, bytes), 16),
+        0x01 /* MAP_READ */ | 0x08 /* COPY_DST */,
+      );
       owned.push(staging);
       const { buffer, offset } = range(o.name);
       return { name: o.name, dims, source: { buffer, offset: offset ?? 0, bytes: roundUp(bytes, 4) }, staging };
@@ -337,7 +397,8 @@ export class Plan {
       const encoder = device.createCommandEncoder({ label: 'onnx-graft run' });
       encodeSteps(encoder, this.steps, 'forward');
       for (const o of this.outputs) {
-        if ('buffer' in o.source) encoder.copyBufferToBuffer(o.source.buffer, o.source.offset, o.staging!, 0, o.source.bytes);
+        if ('buffer' in o.source)
+          encoder.copyBufferToBuffer(o.source.buffer, o.source.offset, o.staging!, 0, o.source.bytes);
       }
       const submitted = performance.now();
       device.queue.submit([encoder.finish()]);
@@ -389,15 +450,23 @@ export interface ArenaPacking {
  * what does not fit goes to the next arena. Sizes must be multiples of the offset alignment.
  */
 export function packArenas(items: readonly ArenaItem[], capacity: number): ArenaPacking {
-  const order = [...items].sort((a, b) => b.bytes - a.bytes || a.from - b.from || b.to - a.to || (a.value < b.value ? -1 : a.value > b.value ? 1 : 0));
+  const order = [...items].sort(
+    (a, b) =>
+      b.bytes - a.bytes || a.from - b.from || b.to - a.to || (a.value < b.value ? -1 : a.value > b.value ? 1 : 0),
+  );
   const arenas: { placed: { offset: number; bytes: number; from: number; to: number }[]; size: number }[] = [];
   const slots = new Map<string, { arena: number; offset: number }>();
   for (const item of order) {
-    if (item.bytes > capacity) throw new Error(`internal: value '${item.value}' (${item.bytes} bytes) exceeds the arena capacity of ${capacity} bytes`);
+    if (item.bytes > capacity)
+      throw new Error(
+        `internal: value '${item.value}' (${item.bytes} bytes) exceeds the arena capacity of ${capacity} bytes`,
+      );
     for (let k = 0; ; k++) {
       if (k === arenas.length) arenas.push({ placed: [], size: 0 });
       const arena = arenas[k];
-      const overlapping = arena.placed.filter((p) => p.from <= item.to && item.from <= p.to).sort((a, b) => a.offset - b.offset);
+      const overlapping = arena.placed
+        .filter((p) => p.from <= item.to && item.from <= p.to)
+        .sort((a, b) => a.offset - b.offset);
       let best = -1;
       let bestGap = Infinity;
       let top = 0;

@@ -50,7 +50,13 @@ export class Session {
   #queue: Promise<unknown> = Promise.resolve();
   #disposed = false;
 
-  private constructor(gpu: GpuContext, options: SessionOptions, source: () => Graph, graph: Graph, declared: Map<string, Dim[] | undefined>) {
+  private constructor(
+    gpu: GpuContext,
+    options: SessionOptions,
+    source: () => Graph,
+    graph: Graph,
+    declared: Map<string, Dim[] | undefined>,
+  ) {
     this.#gpu = gpu;
     this.#options = options;
     this.#source = source;
@@ -80,7 +86,10 @@ export class Session {
     refuseEmptyInputs(graph);
     const session = new Session(options.gpu, options, source, graph, declared);
     if (graph.feedInputs.every((i) => i.shape?.every((d) => typeof d === 'number'))) {
-      session.#current = await session.#planFor(graph.feedInputs.map((i) => i.shape as number[]), graph);
+      session.#current = await session.#planFor(
+        graph.feedInputs.map((i) => i.shape as number[]),
+        graph,
+      );
     }
     return session;
   }
@@ -143,7 +152,11 @@ export class Session {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    for (const p of this.#plans.values()) p.then((plan) => plan.dispose(), () => undefined);
+    for (const p of this.#plans.values())
+      p.then(
+        (plan) => plan.dispose(),
+        () => undefined,
+      );
     this.#plans.clear();
     this.#constants.dispose();
   }
@@ -155,12 +168,17 @@ export class Session {
     const expected = this.#graph.feedInputs;
     for (const name of Object.keys(feeds)) {
       if (!expected.some((i) => i.name === name)) {
-        throw new ModelError(`${prefix}'${name}' is not an input of the model; inputs: ${expected.map((i) => `'${i.name}'`).join(', ')}`);
+        throw new ModelError(
+          `${prefix}'${name}' is not an input of the model; inputs: ${expected.map((i) => `'${i.name}'`).join(', ')}`,
+        );
       }
     }
     return expected.map((input) => {
       const feed = feeds[input.name];
-      if (!feed) throw new ModelError(`${prefix}input '${input.name}' is missing; give every input: ${expected.map((i) => `'${i.name}'`).join(', ')}`);
+      if (!feed)
+        throw new ModelError(
+          `${prefix}input '${input.name}' is missing; give every input: ${expected.map((i) => `'${i.name}'`).join(', ')}`,
+        );
       if (!(feed.data instanceof Float32Array)) {
         const kind = (feed.data as object | undefined)?.constructor?.name ?? typeof feed.data;
         throw new ModelError(`${prefix}input '${input.name}' must be float32 data (a Float32Array), got ${kind}`);
@@ -168,20 +186,28 @@ export class Session {
       const declared = this.#declared.get(input.name) ?? input.shape ?? [];
       const shape = `[${declared.map((d) => (d === null ? '?' : String(d))).join(', ')}]`;
       if (!Array.isArray(feed.dims) || feed.dims.some((d) => !Number.isInteger(d) || d < 1)) {
-        throw new ModelError(`${prefix}input '${input.name}' has dims [${feed.dims}]; dims must be positive integers (declared ${shape})`);
+        throw new ModelError(
+          `${prefix}input '${input.name}' has dims [${feed.dims}]; dims must be positive integers (declared ${shape})`,
+        );
       }
       if (declared.length && feed.dims.length !== declared.length) {
-        throw new ModelError(`${prefix}input '${input.name}' has rank ${feed.dims.length} ([${feed.dims}]); the model declares rank ${declared.length} ${shape}`);
+        throw new ModelError(
+          `${prefix}input '${input.name}' has rank ${feed.dims.length} ([${feed.dims}]); the model declares rank ${declared.length} ${shape}`,
+        );
       }
       const own = this.#declared.get(input.name) ?? [];
       own.forEach((d, k) => {
         if (typeof d === 'number' && feed.dims[k] !== d) {
-          throw new ModelError(`${prefix}input '${input.name}' has dims [${feed.dims}]; the model expects [${own.map((x) => (x === null ? '?' : String(x))).join(', ')}]`);
+          throw new ModelError(
+            `${prefix}input '${input.name}' has dims [${feed.dims}]; the model expects [${own.map((x) => (x === null ? '?' : String(x))).join(', ')}]`,
+          );
         }
       });
       const size = feed.dims.reduce((a, b) => a * b, 1);
       if (feed.data.length !== size) {
-        throw new ModelError(`${prefix}input '${input.name}' has ${feed.data.length} values but dims [${feed.dims}] need ${size}`);
+        throw new ModelError(
+          `${prefix}input '${input.name}' has ${feed.data.length} values but dims [${feed.dims}] need ${size}`,
+        );
       }
       return [...feed.dims];
     });
@@ -237,7 +263,11 @@ export class Session {
       return defaultVariant(problem, target);
     };
     const limits = gpu.device.limits;
-    const lowered = await lowerGraph(graph, { chooseVariant, maxBindingBytes: limits.maxStorageBufferBindingSize, maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension });
+    const lowered = await lowerGraph(graph, {
+      chooseVariant,
+      maxBindingBytes: limits.maxStorageBufferBindingSize,
+      maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
+    });
     return Plan.compile(gpu, graph, lowered, this.#constants, { packFeedsAndOutputs: true });
   }
 }

@@ -78,7 +78,10 @@ export interface TrainingLowered extends Lowered {
 /** The value a softmax cross-entropy trains on: a final Softmax's input, else the output. */
 export function logitsOf(graph: Graph): string {
   if (graph.outputs.length !== 1) {
-    throw new ModelError(`training needs a graph with one output (the logits or a Softmax over them); this one has ${graph.outputs.length}: ${graph.outputs.map((o) => `'${o.name}'`).join(', ')}`, { file: graph.source });
+    throw new ModelError(
+      `training needs a graph with one output (the logits or a Softmax over them); this one has ${graph.outputs.length}: ${graph.outputs.map((o) => `'${o.name}'`).join(', ')}`,
+      { file: graph.source },
+    );
   }
   const out = graph.outputs[0].name;
   const producer = graph.producers().get(out);
@@ -148,11 +151,17 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
   const file = graph.source;
   const training = (options.mode ?? 'train') === 'train';
   if (partition.parameters.length === 0 && training) {
-    throw new ModelError(`nothing to train: no trainable parameter reaches the logits '${partition.logits}' (every weight is frozen)`, { file });
+    throw new ModelError(
+      `nothing to train: no trainable parameter reaches the logits '${partition.logits}' (every weight is frozen)`,
+      { file },
+    );
   }
   for (const n of partition.trainable) {
     if ((n.domain !== '' && n.domain !== 'ai.onnx') || !gradientRule(n.opType)) {
-      throw new ModelError(`op ${n.opType} has no gradient rule yet, and a trainable parameter reaches it; freeze everything up to its output or remove it (ops with rules: see differentiableOps())`, { file, node: n });
+      throw new ModelError(
+        `op ${n.opType} has no gradient rule yet, and a trainable parameter reaches it; freeze everything up to its output or remove it (ops with rules: see differentiableOps())`,
+        { file, node: n },
+      );
     }
   }
 
@@ -170,7 +179,11 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
   if (partition.frozen.length) {
     const sub = graph.clone();
     sub.nodes = sub.nodes.filter((_, i) => partition.frozen.includes(graph.nodes[i]));
-    sub.outputs = partition.boundary.map((name) => ({ name, dtype: 'float32' as const, shape: graph.values.get(name)?.shape }));
+    sub.outputs = partition.boundary.map((name) => ({
+      name,
+      dtype: 'float32' as const,
+      shape: graph.values.get(name)?.shape,
+    }));
     const lowered = await lowerGraph(sub, options);
     steps.push(...lowered.steps);
     for (const [k, v] of lowered.aliases) aliases.set(k, v);
@@ -183,7 +196,8 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
     attrs: new AttributeReader(node, file),
     shape(name) {
       const s = temporaries.get(name) ?? graph.values.get(name)?.shape;
-      if (!s || s.some((d) => typeof d !== 'number')) throw new ModelError(`value '${name}' has no static shape`, { file, node });
+      if (!s || s.some((d) => typeof d !== 'number'))
+        throw new ModelError(`value '${name}' has no static shape`, { file, node });
       return s as number[];
     },
     wants: (i) => partition.requiresGrad.has(node.inputs[i]),
@@ -201,7 +215,8 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
     training,
     dropout: options.dropout ?? true,
     state(name) {
-      if (!graph.initializers.has(name)) throw new ModelError(`internal: state '${name}' is not an initializer`, { file, node });
+      if (!graph.initializers.has(name))
+        throw new ModelError(`internal: state '${name}' is not an initializer`, { file, node });
       if (!state.includes(name)) state.push(name);
     },
   });
@@ -214,13 +229,19 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
     }
   };
   const toSpec = (node: Node, s: RuleStep): StepSpec => {
-    const refs = s.program.bindings.filter((b) => b.name !== 'params').map((b): BindingRef => {
-      const value = s.bind[b.name];
-      if (value === undefined) throw new ModelError(`internal: the gradient rule binds nothing to '${b.name}' of ${s.program.label}`, { file, node });
-      const ref = constantRef(graph, value) ?? { value };
-      const view = s.views?.[b.name];
-      return view ? { ...ref, view: { ...view } } : ref;
-    });
+    const refs = s.program.bindings
+      .filter((b) => b.name !== 'params')
+      .map((b): BindingRef => {
+        const value = s.bind[b.name];
+        if (value === undefined)
+          throw new ModelError(`internal: the gradient rule binds nothing to '${b.name}' of ${s.program.label}`, {
+            file,
+            node,
+          });
+        const ref = constantRef(graph, value) ?? { value };
+        const view = s.views?.[b.name];
+        return view ? { ...ref, view: { ...view } } : ref;
+      });
     return { program: s.program, refs, node };
   };
 
@@ -235,8 +256,13 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
     const single = graph.clone();
     single.nodes = [single.nodes[graph.nodes.indexOf(node)]];
     // Only outputs something reads (a Dropout's unread mask output stays out: inference refuses it).
-    const read = (o: string) => o === partition.logits || graph.outputs.some((g) => g.name === o) || partition.needed.some((m) => m.inputs.includes(o));
-    single.outputs = node.outputs.filter((o) => o && read(o)).map((name) => ({ name, dtype: 'float32' as const, shape: graph.values.get(name)?.shape }));
+    const read = (o: string) =>
+      o === partition.logits ||
+      graph.outputs.some((g) => g.name === o) ||
+      partition.needed.some((m) => m.inputs.includes(o));
+    single.outputs = node.outputs
+      .filter((o) => o && read(o))
+      .map((name) => ({ name, dtype: 'float32' as const, shape: graph.values.get(name)?.shape }));
     const lowered = await lowerGraph(single, options);
     steps.push(...lowered.steps);
     for (const [k, v] of lowered.aliases) aliases.set(k, v);
@@ -267,7 +293,12 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
       }
       const dims = ctx.shape(input);
       const sum = ctx.temp(`grad ${input}`, dims);
-      steps.push(toSpec(node, { program: gradientSumProgram(dims.reduce((a, b) => a * b, 1)), bind: { a: previous, b: g, y: sum } }));
+      steps.push(
+        toSpec(node, {
+          program: gradientSumProgram(dims.reduce((a, b) => a * b, 1)),
+          bind: { a: previous, b: g, y: sum },
+        }),
+      );
       grads.set(input, sum);
     });
   }

@@ -49,7 +49,8 @@ export interface Checkpoint {
   extra?: { [key: string]: JsonValue };
 }
 
-export type CheckpointProblem = 'missing' | 'truncated' | 'not-a-checkpoint' | 'version' | 'checksum' | 'corrupt' | 'architecture';
+export type CheckpointProblem =
+  'missing' | 'truncated' | 'not-a-checkpoint' | 'version' | 'checksum' | 'corrupt' | 'architecture';
 
 export class CheckpointError extends Error {
   constructor(
@@ -78,7 +79,8 @@ export function architectureFingerprint(graph: Graph): ArchitectureFingerprint {
   // runs; initializer dims and node attributes pin everything a checkpoint's weights depend on.
   const ids = new Map<string, string>();
   graph.inputs.forEach((input, i) => {
-    if (!graph.initializers.has(input.name)) ids.set(input.name, `input${i}${JSON.stringify(input.shape?.slice(1) ?? null)}`);
+    if (!graph.initializers.has(input.name))
+      ids.set(input.name, `input${i}${JSON.stringify(input.shape?.slice(1) ?? null)}`);
   });
   const parameters: ArchitectureFingerprint['parameters'] = [];
   const lines: string[] = [];
@@ -95,7 +97,9 @@ export function architectureFingerprint(graph: Graph): ArchitectureFingerprint {
     const attributes = Object.keys(node.attributes)
       .sort()
       .map((k) => `${k}=${describeAttribute(node.attributes[k])}`);
-    lines.push(`node ${node.domain}::${node.opType}(${inputs.join(',')})->${node.outputs.length} {${attributes.join(';')}}`);
+    lines.push(
+      `node ${node.domain}::${node.opType}(${inputs.join(',')})->${node.outputs.length} {${attributes.join(';')}}`,
+    );
   });
   lines.push(`outputs ${graph.outputs.map((o) => ids.get(o.name) ?? `?${o.name}`).join(',')}`);
   return { hash: fnv1a64(new TextEncoder().encode(lines.join('\n'))), parameters };
@@ -105,7 +109,8 @@ export function architectureFingerprint(graph: Graph): ArchitectureFingerprint {
 export function graphWeights(graph: Graph): Map<string, CheckpointTensor> {
   const out = new Map<string, CheckpointTensor>();
   for (const init of graph.initializers.values()) {
-    if (init.value.dtype === 'float32') out.set(init.name, { dims: [...init.value.dims], data: init.value.data as Float32Array });
+    if (init.value.dtype === 'float32')
+      out.set(init.name, { dims: [...init.value.dims], data: init.value.data as Float32Array });
   }
   return out;
 }
@@ -117,9 +122,14 @@ export function graphWeights(graph: Graph): Map<string, CheckpointTensor> {
 export function restoreGraphWeights(graph: Graph, weights: Map<string, CheckpointTensor>, file = ''): number {
   for (const [name, w] of weights) {
     const init: Initializer | undefined = graph.initializers.get(name);
-    if (!init) throw new CheckpointError('architecture', file, `the checkpoint has weight '${name}', which the model lacks`);
+    if (!init)
+      throw new CheckpointError('architecture', file, `the checkpoint has weight '${name}', which the model lacks`);
     if (!sameDims(init.value.dims, w.dims)) {
-      throw new CheckpointError('architecture', file, `weight '${name}' is ${showDims(w.dims)} in the checkpoint but ${showDims(init.value.dims)} in the model`);
+      throw new CheckpointError(
+        'architecture',
+        file,
+        `weight '${name}' is ${showDims(w.dims)} in the checkpoint but ${showDims(init.value.dims)} in the model`,
+      );
     }
   }
   for (const [name, w] of weights) {
@@ -138,13 +148,27 @@ export function checkFingerprint(found: ArchitectureFingerprint, expected: Archi
   for (const p of expected.parameters) {
     inModel.add(p.name);
     const dims = inCheckpoint.get(p.name);
-    if (!dims) throw new CheckpointError('architecture', file, `${prefix}the model's parameter '${p.name}' ${showDims(p.dims)} is not in the checkpoint`);
+    if (!dims)
+      throw new CheckpointError(
+        'architecture',
+        file,
+        `${prefix}the model's parameter '${p.name}' ${showDims(p.dims)} is not in the checkpoint`,
+      );
     if (!sameDims(dims, p.dims)) {
-      throw new CheckpointError('architecture', file, `${prefix}parameter '${p.name}' is ${showDims(dims)} in the checkpoint but ${showDims(p.dims)} in the model`);
+      throw new CheckpointError(
+        'architecture',
+        file,
+        `${prefix}parameter '${p.name}' is ${showDims(dims)} in the checkpoint but ${showDims(p.dims)} in the model`,
+      );
     }
   }
   const extra = found.parameters.find((p) => !inModel.has(p.name));
-  if (extra) throw new CheckpointError('architecture', file, `${prefix}the checkpoint has parameter '${extra.name}' ${showDims(extra.dims)}, which the model lacks`);
+  if (extra)
+    throw new CheckpointError(
+      'architecture',
+      file,
+      `${prefix}the checkpoint has parameter '${extra.name}' ${showDims(extra.dims)}, which the model lacks`,
+    );
   throw new CheckpointError(
     'architecture',
     file,
@@ -224,7 +248,10 @@ export function deserializeCheckpoint(bytes: Uint8Array, options: DeserializeOpt
   const magic = new TextEncoder().encode(CHECKPOINT_MAGIC);
   const prefix = bytes.subarray(0, Math.min(magic.length, bytes.length));
   if (!prefix.every((b, i) => b === magic[i])) {
-    fail('not-a-checkpoint', `not an onnx-graft checkpoint (it does not start with "${CHECKPOINT_MAGIC}"${describeStart(bytes)})`);
+    fail(
+      'not-a-checkpoint',
+      `not an onnx-graft checkpoint (it does not start with "${CHECKPOINT_MAGIC}"${describeStart(bytes)})`,
+    );
   }
   if (bytes.length < HEADER_BYTES) {
     fail('truncated', `truncated: found ${bytes.length} bytes, the header alone is ${HEADER_BYTES}`);
@@ -232,24 +259,38 @@ export function deserializeCheckpoint(bytes: Uint8Array, options: DeserializeOpt
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = view.getUint32(8, true);
   if (version !== CHECKPOINT_VERSION) {
-    fail('version', `format version ${version}; this onnx-graft reads version ${CHECKPOINT_VERSION}${version > CHECKPOINT_VERSION ? ' (written by a newer onnx-graft)' : ''}`);
+    fail(
+      'version',
+      `format version ${version}; this onnx-graft reads version ${CHECKPOINT_VERSION}${version > CHECKPOINT_VERSION ? ' (written by a newer onnx-graft)' : ''}`,
+    );
   }
   const headerBytes = view.getUint32(12, true);
   const total = Number(view.getBigUint64(16, true));
   const jsonLength = view.getUint32(24, true);
   if (headerBytes !== HEADER_BYTES) fail('corrupt', `header size ${headerBytes}, expected ${HEADER_BYTES}`);
-  if (bytes.length < total) fail('truncated', `truncated: the header says ${total} bytes, found ${bytes.length} (an interrupted copy or download?)`);
-  if (bytes.length > total) fail('corrupt', `the header says ${total} bytes but there are ${bytes.length}: trailing data after the checkpoint`);
-  if (total < HEADER_BYTES + jsonLength + CHECKSUM_BYTES) fail('corrupt', `the header's sizes do not add up (total ${total}, metadata ${jsonLength})`);
+  if (bytes.length < total)
+    fail(
+      'truncated',
+      `truncated: the header says ${total} bytes, found ${bytes.length} (an interrupted copy or download?)`,
+    );
+  if (bytes.length > total)
+    fail('corrupt', `the header says ${total} bytes but there are ${bytes.length}: trailing data after the checkpoint`);
+  if (total < HEADER_BYTES + jsonLength + CHECKSUM_BYTES)
+    fail('corrupt', `the header's sizes do not add up (total ${total}, metadata ${jsonLength})`);
   const stored = view.getUint32(total - CHECKSUM_BYTES, true);
   const computed = crc32(bytes.subarray(0, total - CHECKSUM_BYTES));
   if (stored !== computed) {
-    fail('checksum', `checksum mismatch: stored CRC-32 ${hex32(stored)}, computed ${hex32(computed)}: the file is damaged`);
+    fail(
+      'checksum',
+      `checksum mismatch: stored CRC-32 ${hex32(stored)}, computed ${hex32(computed)}: the file is damaged`,
+    );
   }
 
   let meta: Metadata;
   try {
-    meta = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(HEADER_BYTES, HEADER_BYTES + jsonLength))) as Metadata;
+    meta = JSON.parse(
+      new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(HEADER_BYTES, HEADER_BYTES + jsonLength)),
+    ) as Metadata;
   } catch (e) {
     return fail('corrupt', `the metadata is not valid JSON: ${e instanceof Error ? e.message : String(e)}`);
   }
@@ -264,10 +305,14 @@ export function deserializeCheckpoint(bytes: Uint8Array, options: DeserializeOpt
   const slots = new Map<string, Partial<Record<SlotName, Float32Array>>>();
   for (const t of meta.tensors) {
     const what = t.kind === 'optimizer' ? `optimizer ${t.slot} of '${t.name}'` : `weight '${t.name}'`;
-    if (!Array.isArray(t.dims) || !t.dims.every((d) => Number.isInteger(d) && d >= 0)) fail('corrupt', `${what}: bad dims ${JSON.stringify(t.dims)}`);
+    if (!Array.isArray(t.dims) || !t.dims.every((d) => Number.isInteger(d) && d >= 0))
+      fail('corrupt', `${what}: bad dims ${JSON.stringify(t.dims)}`);
     const count = t.dims.reduce((a, b) => a * b, 1);
     if (!Number.isInteger(t.offset) || t.offset % 4 !== 0 || t.offset < dataStart || t.offset + count * 4 > dataEnd) {
-      fail('corrupt', `${what}: ${count} floats at byte ${t.offset} lie outside the data section [${dataStart}, ${dataEnd})`);
+      fail(
+        'corrupt',
+        `${what}: ${count} floats at byte ${t.offset} lie outside the data section [${dataStart}, ${dataEnd})`,
+      );
     }
     const data = readFloat32LE(bytes, t.offset, count);
     if (t.kind === 'weight') weights.set(t.name, { dims: t.dims, data });
@@ -284,7 +329,8 @@ export function deserializeCheckpoint(bytes: Uint8Array, options: DeserializeOpt
     step: meta.step,
     epoch: meta.epoch,
   };
-  if (meta.optimizer) ck.optimizer = { type: meta.optimizer.type, step: meta.optimizer.step, config: meta.optimizer.config, slots };
+  if (meta.optimizer)
+    ck.optimizer = { type: meta.optimizer.type, step: meta.optimizer.step, config: meta.optimizer.config, slots };
   if (meta.rng !== undefined) ck.rng = meta.rng;
   if (meta.schedule !== undefined) ck.schedule = meta.schedule;
   if (meta.extra !== undefined) ck.extra = meta.extra;
@@ -345,7 +391,9 @@ function metadataOf(ck: Checkpoint, tensors: TensorRecord[]): Metadata {
     ...(ck.rng !== undefined ? { rng: ck.rng } : {}),
     ...(ck.schedule !== undefined ? { schedule: ck.schedule } : {}),
     ...(ck.extra !== undefined ? { extra: ck.extra } : {}),
-    ...(ck.optimizer ? { optimizer: { type: ck.optimizer.type, step: ck.optimizer.step, config: ck.optimizer.config } } : {}),
+    ...(ck.optimizer
+      ? { optimizer: { type: ck.optimizer.type, step: ck.optimizer.step, config: ck.optimizer.config } }
+      : {}),
     tensors,
   };
 }
@@ -370,7 +418,8 @@ function checkInteger(what: string, x: number): void {
 function checkTensor(what: string, dims: number[], data: Float32Array): void {
   if (!(data instanceof Float32Array)) throw new Error(`checkpoint: ${what} must be a Float32Array`);
   const count = dims.reduce((a, b) => a * b, 1);
-  if (count !== data.length) throw new Error(`checkpoint: ${what} has ${data.length} elements but dims ${showDims(dims)} need ${count}`);
+  if (count !== data.length)
+    throw new Error(`checkpoint: ${what} has ${data.length} elements but dims ${showDims(dims)} need ${count}`);
 }
 
 function sameDims(a: readonly number[], b: readonly number[]): boolean {
@@ -408,7 +457,8 @@ function writeFloat32LE(out: Uint8Array, offset: number, data: Float32Array): vo
 }
 
 function readFloat32LE(bytes: Uint8Array, offset: number, count: number): Float32Array {
-  if (LITTLE_ENDIAN && (bytes.byteOffset + offset) % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset + offset, count);
+  if (LITTLE_ENDIAN && (bytes.byteOffset + offset) % 4 === 0)
+    return new Float32Array(bytes.buffer, bytes.byteOffset + offset, count);
   const out = new Float32Array(count);
   const view = new DataView(bytes.buffer, bytes.byteOffset + offset, count * 4);
   for (let i = 0; i < count; i++) out[i] = view.getFloat32(i * 4, true);

@@ -29,7 +29,14 @@ export {
   type SlotName,
 } from './optimizers.ts';
 export type { UpdateRule } from '../kernels/optimizer-kernels.ts';
-export { createSchedule, scheduleFromJson, ScheduleError, type Schedule, type ScheduleSpec, type WarmupSpec } from './schedules.ts';
+export {
+  createSchedule,
+  scheduleFromJson,
+  ScheduleError,
+  type Schedule,
+  type ScheduleSpec,
+  type WarmupSpec,
+} from './schedules.ts';
 export {
   architectureFingerprint,
   CHECKPOINT_MAGIC,
@@ -48,7 +55,14 @@ export {
   type DeserializeOptions,
   type JsonValue,
 } from './checkpoint.ts';
-export { differentiate, logitsOf, partitionGraph, type GraphPartition, type TrainableParameter, type TrainingLowered } from './autodiff.ts';
+export {
+  differentiate,
+  logitsOf,
+  partitionGraph,
+  type GraphPartition,
+  type TrainableParameter,
+  type TrainingLowered,
+} from './autodiff.ts';
 export { TrainingPlan, type TrainingPlanOptions } from './training-plan.ts';
 export {
   BatchSourceError,
@@ -70,4 +84,11 @@ export {
   type TrainerCallbacks,
   type TrainerOptions,
 } from './trainer.ts';
-export { differentiableOps, gradientRule, registerGradientRule, type GradientRule, type RuleContext, type RuleStep } from '../kernels/gradients.ts';
+export {
+  differentiableOps,
+  gradientRule,
+  registerGradientRule,
+  type GradientRule,
+  type RuleContext,
+  type RuleStep,
+} from '../kernels/gradients.ts';

@@ -163,12 +163,18 @@ export function resolveConfig(config: OptimizerConfig): ResolvedOptimizerConfig 
   need(Number.isFinite(r.lr) && r.lr >= 0, `lr must be a finite number ≥ 0, got ${r.lr}`);
   need(r.momentum >= 0 && r.momentum < 1, `momentum must be in [0, 1), got ${r.momentum}`);
   need(!r.nesterov || r.momentum > 0, 'nesterov needs momentum > 0');
-  need(type === 'sgd' || (config.momentum === undefined && config.nesterov === undefined), 'momentum and nesterov are SGD options (Adam has beta1)');
+  need(
+    type === 'sgd' || (config.momentum === undefined && config.nesterov === undefined),
+    'momentum and nesterov are SGD options (Adam has beta1)',
+  );
   need(r.beta1 >= 0 && r.beta1 < 1, `beta1 must be in [0, 1), got ${r.beta1}`);
   need(r.beta2 >= 0 && r.beta2 < 1, `beta2 must be in [0, 1), got ${r.beta2}`);
   need(r.eps > 0, `eps must be > 0, got ${r.eps}`);
   need(Number.isFinite(r.weightDecay) && r.weightDecay >= 0, `weightDecay must be ≥ 0, got ${r.weightDecay}`);
-  need(r.clipNorm === null || (Number.isFinite(r.clipNorm) && r.clipNorm > 0), `clipNorm must be > 0, got ${r.clipNorm}`);
+  need(
+    r.clipNorm === null || (Number.isFinite(r.clipNorm) && r.clipNorm > 0),
+    `clipNorm must be > 0, got ${r.clipNorm}`,
+  );
   return r;
 }
 
@@ -215,7 +221,10 @@ const CHUNK_ALIGN_FLOATS = 64;
 export function chunkSizeOf(size: number, maxBytes: number): number {
   if (size * 4 <= maxBytes) return size;
   const floats = Math.floor(maxBytes / 4 / CHUNK_ALIGN_FLOATS) * CHUNK_ALIGN_FLOATS;
-  if (floats < CHUNK_ALIGN_FLOATS) throw new OptimizerError(`a binding limit of ${maxBytes} bytes is under ${CHUNK_ALIGN_FLOATS * 4} bytes: tensors cannot be updated in chunks`);
+  if (floats < CHUNK_ALIGN_FLOATS)
+    throw new OptimizerError(
+      `a binding limit of ${maxBytes} bytes is under ${CHUNK_ALIGN_FLOATS * 4} bytes: tensors cannot be updated in chunks`,
+    );
   return floats;
 }
 
@@ -259,7 +268,8 @@ class GpuOptimizer implements Optimizer {
 
   step(params: readonly ParamBinding[], encoder: GPUCommandEncoder, lr = this.config.lr): void {
     this.#checkUsable('step');
-    if (!Number.isFinite(lr) || lr < 0) throw new OptimizerError(`step ${this.#step + 1}: learning rate must be a finite number ≥ 0, got ${lr}`);
+    if (!Number.isFinite(lr) || lr < 0)
+      throw new OptimizerError(`step ${this.#step + 1}: learning rate must be a finite number ≥ 0, got ${lr}`);
     if (this.#seenEncoders.has(encoder)) {
       throw new OptimizerError(
         'step() was called twice with one command encoder: the per-step learning rate and bias corrections live in one ' +
@@ -341,7 +351,8 @@ class GpuOptimizer implements Optimizer {
     if (state.type !== this.config.type) {
       throw new OptimizerError(`optimizer state is for '${state.type}', this optimizer is '${this.config.type}'`);
     }
-    if (!Number.isInteger(state.step) || state.step < 0) throw new OptimizerError(`optimizer state: step must be an integer ≥ 0, got ${state.step}`);
+    if (!Number.isInteger(state.step) || state.step < 0)
+      throw new OptimizerError(`optimizer state: step must be an integer ≥ 0, got ${state.step}`);
     for (const [name, record] of state.slots) {
       const have = Object.keys(record).sort();
       const want = [...this.#slotNames].sort();
@@ -354,7 +365,9 @@ class GpuOptimizer implements Optimizer {
       const size = record[this.#slotNames[0]]?.length;
       for (const slot of this.#slotNames) {
         if (record[slot]!.length !== size) {
-          throw new OptimizerError(`optimizer state for '${name}': ${slot} has ${record[slot]!.length} elements, ${this.#slotNames[0]} has ${size}`);
+          throw new OptimizerError(
+            `optimizer state for '${name}': ${slot} has ${record[slot]!.length} elements, ${this.#slotNames[0]} has ${size}`,
+          );
         }
       }
       if (size === undefined) continue; // plain SGD: nothing to restore
@@ -385,7 +398,10 @@ class GpuOptimizer implements Optimizer {
     for (const p of params) {
       if (names.has(p.name)) throw new OptimizerError(`parameter '${p.name}' appears twice in one step`);
       names.add(p.name);
-      if (!Number.isInteger(p.size) || p.size < 1) throw new OptimizerError(`parameter '${p.name}': size must be a positive integer of float32 elements, got ${p.size}`);
+      if (!Number.isInteger(p.size) || p.size < 1)
+        throw new OptimizerError(
+          `parameter '${p.name}': size must be a positive integer of float32 elements, got ${p.size}`,
+        );
       const known = this.#entries.get(p.name);
       if (known && known.size !== p.size) {
         throw new OptimizerError(
@@ -393,10 +409,16 @@ class GpuOptimizer implements Optimizer {
             '(state from another model or head? reset the optimizer for a new head)',
         );
       }
-      if (p.param === p.grad) throw new OptimizerError(`parameter '${p.name}': the parameter and its gradient must be different buffers`);
-      for (const [what, buffer, offset] of [['param', p.param, p.paramOffset ?? 0], ['grad', p.grad, p.gradOffset ?? 0]] as const) {
+      if (p.param === p.grad)
+        throw new OptimizerError(`parameter '${p.name}': the parameter and its gradient must be different buffers`);
+      for (const [what, buffer, offset] of [
+        ['param', p.param, p.paramOffset ?? 0],
+        ['grad', p.grad, p.gradOffset ?? 0],
+      ] as const) {
         if (!Number.isInteger(offset) || offset < 0 || offset % align !== 0) {
-          throw new OptimizerError(`parameter '${p.name}': ${what}Offset ${offset} must be a multiple of ${align} bytes (minStorageBufferOffsetAlignment)`);
+          throw new OptimizerError(
+            `parameter '${p.name}': ${what}Offset ${offset} must be a multiple of ${align} bytes (minStorageBufferOffsetAlignment)`,
+          );
         }
         if (offset + p.size * 4 > buffer.size) {
           throw new OptimizerError(
@@ -406,8 +428,10 @@ class GpuOptimizer implements Optimizer {
       }
       const lrScale = p.lrScale ?? 1;
       const wd = p.weightDecay ?? this.config.weightDecay;
-      if (!Number.isFinite(lrScale) || lrScale < 0) throw new OptimizerError(`parameter '${p.name}': lrScale must be ≥ 0, got ${lrScale}`);
-      if (!Number.isFinite(wd) || wd < 0) throw new OptimizerError(`parameter '${p.name}': weightDecay must be ≥ 0, got ${wd}`);
+      if (!Number.isFinite(lrScale) || lrScale < 0)
+        throw new OptimizerError(`parameter '${p.name}': lrScale must be ≥ 0, got ${lrScale}`);
+      if (!Number.isFinite(wd) || wd < 0)
+        throw new OptimizerError(`parameter '${p.name}': weightDecay must be ≥ 0, got ${wd}`);
     }
   }
 
@@ -421,7 +445,8 @@ class GpuOptimizer implements Optimizer {
       // One run of partials per chunk, in order (a chunk's own start is placed in #bind).
       this.#partialOffsets.set(p.name, total);
       const chunk = this.#chunkSizeOf(p);
-      for (let start = 0; start < p.size; start += chunk) total += normDispatch(Math.min(chunk, p.size - start)).partials;
+      for (let start = 0; start < p.size; start += chunk)
+        total += normDispatch(Math.min(chunk, p.size - start)).partials;
     }
     if (!this.#partials || this.#partials.size < total * 4) {
       this.#partials?.destroy();
@@ -433,7 +458,10 @@ class GpuOptimizer implements Optimizer {
       this.#finishGroup = this.#gpu.device.createBindGroup({
         label: 'optimizer grad norm finish',
         layout: this.#pipelines.finish!.getBindGroupLayout(0),
-        entries: [this.#partials, this.#clip!, this.#normParams!].map((buffer, binding) => ({ binding, resource: { buffer } })),
+        entries: [this.#partials, this.#clip!, this.#normParams!].map((buffer, binding) => ({
+          binding,
+          resource: { buffer },
+        })),
       });
     }
     this.#layoutKey = key;
@@ -442,7 +470,8 @@ class GpuOptimizer implements Optimizer {
   #entry(name: string, size: number): Entry {
     let e = this.#entries.get(name);
     if (e) {
-      if (e.size !== size) throw new OptimizerError(`parameter '${name}': ${size} elements given, the optimizer's state has ${e.size}`);
+      if (e.size !== size)
+        throw new OptimizerError(`parameter '${name}': ${size} elements given, the optimizer's state has ${e.size}`);
       return e;
     }
     e = {
@@ -472,9 +501,14 @@ class GpuOptimizer implements Optimizer {
       e.chunks = [];
       for (let start = 0; start < p.size; start += chunkSize) {
         e.chunks.push({
-          start, size: Math.min(chunkSize, p.size - start),
+          start,
+          size: Math.min(chunkSize, p.size - start),
           tensorUniform: this.#gpu.createBuffer(`optimizer tensor '${p.name}' [${start}…]`, TENSOR_BYTES, UNIFORM),
-          tensorKey: '', updateGroup: null, normGroup: null, updateDispatch: [1, 1, 1], normDispatch: [1, 1, 1],
+          tensorKey: '',
+          updateGroup: null,
+          normGroup: null,
+          updateDispatch: [1, 1, 1],
+          normDispatch: [1, 1, 1],
         });
       }
       e.chunkSize = chunkSize;
@@ -483,7 +517,8 @@ class GpuOptimizer implements Optimizer {
     const paramOffset = p.paramOffset ?? 0;
     const gradOffset = p.gradOffset ?? 0;
     const b = e.bound;
-    const rebind = !b || b.param !== p.param || b.grad !== p.grad || b.paramOffset !== paramOffset || b.gradOffset !== gradOffset;
+    const rebind =
+      !b || b.param !== p.param || b.grad !== p.grad || b.paramOffset !== paramOffset || b.gradOffset !== gradOffset;
     const renorm = norm && (rebind || e.normGroupPartials !== this.#partials);
     const maxPerDim = device.limits.maxComputeWorkgroupsPerDimension;
     let partialOffset = norm ? this.#partialOffsetOf(p.name) : 0;

@@ -52,7 +52,8 @@ export function createSchedule(spec: ScheduleSpec): Schedule {
 
 /** A schedule from JSON of unknown origin (a checkpoint, a config file): every field is checked. */
 export function scheduleFromJson(json: unknown): Schedule {
-  if (typeof json !== 'object' || json === null) throw new ScheduleError(`a schedule must be an object, got ${JSON.stringify(json)}`);
+  if (typeof json !== 'object' || json === null)
+    throw new ScheduleError(`a schedule must be an object, got ${JSON.stringify(json)}`);
   return createSchedule(json as ScheduleSpec);
 }
 
@@ -66,7 +67,8 @@ function mainSchedule(spec: ScheduleSpec): (step: number) => number {
       return (s) => spec.lr * spec.gamma ** spec.milestones.filter((m) => m <= s).length;
     case 'cosine': {
       const minLr = spec.minLr ?? 0;
-      return (s) => minLr + ((spec.lr - minLr) * (1 + Math.cos((Math.PI * Math.min(s, spec.totalSteps)) / spec.totalSteps))) / 2;
+      return (s) =>
+        minLr + ((spec.lr - minLr) * (1 + Math.cos((Math.PI * Math.min(s, spec.totalSteps)) / spec.totalSteps))) / 2;
     }
   }
 }
@@ -86,17 +88,29 @@ function checkSpec(spec: ScheduleSpec): ScheduleSpec {
     need(positiveInt(spec.stepSize), `stepSize must be a positive integer, got ${spec.stepSize}`);
     need(rate(spec.gamma), `gamma must be a finite number ≥ 0, got ${spec.gamma}`);
   } else if (spec.type === 'multistep') {
-    need(Array.isArray(spec.milestones) && spec.milestones.every(positiveInt), `milestones must be positive integers, got ${JSON.stringify(spec.milestones)}`);
-    need(spec.milestones.every((m, i) => i === 0 || m > spec.milestones[i - 1]), `milestones must be ascending, got ${JSON.stringify(spec.milestones)}`);
+    need(
+      Array.isArray(spec.milestones) && spec.milestones.every(positiveInt),
+      `milestones must be positive integers, got ${JSON.stringify(spec.milestones)}`,
+    );
+    need(
+      spec.milestones.every((m, i) => i === 0 || m > spec.milestones[i - 1]),
+      `milestones must be ascending, got ${JSON.stringify(spec.milestones)}`,
+    );
     need(rate(spec.gamma), `gamma must be a finite number ≥ 0, got ${spec.gamma}`);
   } else if (spec.type === 'cosine') {
     need(positiveInt(spec.totalSteps), `totalSteps must be a positive integer, got ${spec.totalSteps}`);
-    need(spec.minLr === undefined || (rate(spec.minLr) && spec.minLr <= spec.lr), `minLr must be in [0, lr = ${spec.lr}], got ${spec.minLr}`);
+    need(
+      spec.minLr === undefined || (rate(spec.minLr) && spec.minLr <= spec.lr),
+      `minLr must be in [0, lr = ${spec.lr}], got ${spec.minLr}`,
+    );
   }
   if (spec.warmup !== undefined) {
     const w = spec.warmup;
     need(Number.isInteger(w?.steps) && w.steps >= 0, `warmup.steps must be an integer ≥ 0, got ${w?.steps}`);
-    need(w.startFactor === undefined || (rate(w.startFactor) && w.startFactor <= 1), `warmup.startFactor must be in [0, 1], got ${w.startFactor}`);
+    need(
+      w.startFactor === undefined || (rate(w.startFactor) && w.startFactor <= 1),
+      `warmup.startFactor must be in [0, 1], got ${w.startFactor}`,
+    );
   }
   return spec;
 }

@@ -18,7 +18,15 @@ import { LabelOutOfRangeError, NonFiniteLossError, type LossStats } from '../ker
 import { ConstantStore } from '../runtime/plan.ts';
 import { Session } from '../runtime/session.ts';
 import { partitionGraph, type GraphPartition } from './autodiff.ts';
-import { architectureFingerprint, CheckpointError, checkFingerprint, graphWeights, restoreGraphWeights, type Checkpoint, type JsonValue } from './checkpoint.ts';
+import {
+  architectureFingerprint,
+  CheckpointError,
+  checkFingerprint,
+  graphWeights,
+  restoreGraphWeights,
+  type Checkpoint,
+  type JsonValue,
+} from './checkpoint.ts';
 import { createOptimizer, type Optimizer, type OptimizerConfig } from './optimizers.ts';
 import { createSchedule, type ScheduleSpec } from './schedules.ts';
 import { mixSeed, TrainingPlan } from './training-plan.ts';
@@ -174,7 +182,12 @@ export interface EvaluateResult {
 
 /** Training stopped on a NaN/Inf loss; the weights of the last saved checkpoint are unaffected. */
 export class TrainingDivergedError extends Error {
-  constructor(message: string, readonly epoch: number, readonly step: number, readonly firstBadNode?: string) {
+  constructor(
+    message: string,
+    readonly epoch: number,
+    readonly step: number,
+    readonly firstBadNode?: string,
+  ) {
     super(message);
     this.name = 'TrainingDivergedError';
   }
@@ -213,7 +226,10 @@ export class Trainer {
     this.#options = options;
     this.#constants = new ConstantStore(gpu);
     const feeds = graph.feedInputs;
-    if (feeds.length !== 1) throw new ModelError(`training needs a model with one image input; this one has ${feeds.length}`, { file: graph.source });
+    if (feeds.length !== 1)
+      throw new ModelError(`training needs a model with one image input; this one has ${feeds.length}`, {
+        file: graph.source,
+      });
     this.#input = feeds[0].name;
   }
 
@@ -248,10 +264,18 @@ export class Trainer {
       startEpoch = resume.epoch;
       partial = readPartial(resume.extra?.partial);
       if (Array.isArray(resume.extra?.history)) previous = resume.extra.history;
-      log(partial ? `resumed in epoch ${resume.epoch + 1} after ${partial.batches} of its batches, step ${resume.step}` : `resumed after epoch ${resume.epoch}, step ${resume.step}`);
+      log(
+        partial
+          ? `resumed in epoch ${resume.epoch + 1} after ${partial.batches} of its batches, step ${resume.step}`
+          : `resumed after epoch ${resume.epoch}, step ${resume.step}`,
+      );
     }
     const history: EpochMetrics[] = [];
-    const extra = (more: { [key: string]: JsonValue } = {}) => ({ history: [...previous, ...(history as unknown as JsonValue[])], seed: options.seed ?? null, ...more });
+    const extra = (more: { [key: string]: JsonValue } = {}) => ({
+      history: [...previous, ...(history as unknown as JsonValue[])],
+      seed: options.seed ?? null,
+      ...more,
+    });
     let best = Infinity;
     let since = 0;
     let stoppedEarly = false;
@@ -298,25 +322,45 @@ export class Trainer {
           this.#checkBatch(batch, where, !pixels);
           const mode = this.#cacheMode(batch, options);
           if (!mode) everyBatchCached = false;
-          if (!ahead && stepsInEpoch !== undefined && index >= stepsInEpoch - 2 && epoch + 1 < options.epochs && !options.signal?.aborted) {
+          if (
+            !ahead &&
+            stepsInEpoch !== undefined &&
+            index >= stepsInEpoch - 2 &&
+            epoch + 1 < options.epochs &&
+            !options.signal?.aborted
+          ) {
             // Every batch of this epoch goes through the cache (the source gives the same kind of
             // batch throughout): by the next epoch every example's features are held, no pixels needed.
             aheadPixels = !(mode && everyBatchCached && !resumed);
             ahead = startAhead(batches(epoch + 1, { pixels: aheadPixels }));
           }
-          if (!mode && batch.images.length === 0) throw new BatchSourceError(`${where}: the batch came without images, but this step needs them (it does not train on cached features)`);
+          if (!mode && batch.images.length === 0)
+            throw new BatchSourceError(
+              `${where}: the batch came without images, but this step needs them (it does not train on cached features)`,
+            );
           if (mode && !cacheUsed) {
             cacheUsed = true;
-            log(`feature caching: nothing before '${mode.partition.boundary.join("', '")}' trains and the inputs are not augmented, so the frozen body runs once per example and the head trains on cached features`);
+            log(
+              `feature caching: nothing before '${mode.partition.boundary.join("', '")}' trains and the inputs are not augmented, so the frozen body runs once per example and the head trains on cached features`,
+            );
           }
           if (mode) cachedEpoch = true;
           const plan = await this.#plan(batch.size, Boolean(mode) ? 'head' : 'full');
           this.#checkLabels(batch, plan.classes, where);
-          const feeds = mode ? await this.#features(batch, mode.partition, cache) : new Map([[this.#input, batch.images]]);
+          const feeds = mode
+            ? await this.#features(batch, mode.partition, cache)
+            : new Map([[this.#input, batch.images]]);
           lr = schedule.lrAt(this.#steps);
           let stats: LossStats;
           try {
-            stats = await plan.step(feeds, batch.labels, this.#optimizer, lr, where, mixSeed(options.seed ?? 0, this.#steps));
+            stats = await plan.step(
+              feeds,
+              batch.labels,
+              this.#optimizer,
+              lr,
+              where,
+              mixSeed(options.seed ?? 0, this.#steps),
+            );
           } catch (e) {
             if (e instanceof NonFiniteLossError) {
               await plan.undoLastStep();
@@ -335,9 +379,18 @@ export class Trainer {
           trainMs += stepMs;
           segment = now;
           options.callbacks?.onStep?.({
-            epoch, step: this.#steps, stepInEpoch: steps, stepsInEpoch, loss: stats.loss, epochLoss: loss / samples, epochTop1: top1 / samples, lr,
-            imagesPerSecond: samples / Math.max(1e-3, trainMs / 1000), epochSeconds: trainMs / 1000,
-            stepSeconds: stepMs / 1000, dataWaitSeconds: stepWaitMs / 1000,
+            epoch,
+            step: this.#steps,
+            stepInEpoch: steps,
+            stepsInEpoch,
+            loss: stats.loss,
+            epochLoss: loss / samples,
+            epochTop1: top1 / samples,
+            lr,
+            imagesPerSecond: samples / Math.max(1e-3, trainMs / 1000),
+            epochSeconds: trainMs / 1000,
+            stepSeconds: stepMs / 1000,
+            dataWaitSeconds: stepWaitMs / 1000,
           });
           segment = performance.now(); // the callback's own time is not training time
           if (options.signal?.aborted) {
@@ -345,7 +398,13 @@ export class Trainer {
             log(`stopped after step ${this.#steps} (epoch ${epoch + 1}, batch ${index})`);
             if (options.checkpoint) {
               const state: PartialEpoch = { batches: index, loss, top1, top5, samples, trainSeconds: trainMs / 1000 };
-              await options.checkpoint.save(await this.checkpoint(epoch, extra({ partial: state as unknown as JsonValue }), schedule.toJSON() as unknown as JsonValue));
+              await options.checkpoint.save(
+                await this.checkpoint(
+                  epoch,
+                  extra({ partial: state as unknown as JsonValue }),
+                  schedule.toJSON() as unknown as JsonValue,
+                ),
+              );
             }
             break;
           }
@@ -354,8 +413,17 @@ export class Trainer {
         if (samples === 0) throw new BatchSourceError(`fit: the batch source gave no batches for epoch ${epoch + 1}`);
         cacheComplete = cachedEpoch && everyBatchCached && !resumed;
         const metrics: EpochMetrics = {
-          epoch: epoch + 1, loss: loss / samples, top1: top1 / samples, top5: top5 / samples, samples, steps, lr,
-          seconds: trainMs / 1000, trainSeconds: trainMs / 1000, valSeconds: 0, dataWaitSeconds: waitMs / 1000,
+          epoch: epoch + 1,
+          loss: loss / samples,
+          top1: top1 / samples,
+          top5: top5 / samples,
+          samples,
+          steps,
+          lr,
+          seconds: trainMs / 1000,
+          trainSeconds: trainMs / 1000,
+          valSeconds: 0,
+          dataWaitSeconds: waitMs / 1000,
         };
         if (options.validation) {
           const started = Date.now();
@@ -371,13 +439,23 @@ export class Trainer {
           Object.assign(metrics, { valLoss: v.loss, valTop1: v.top1, valTop5: v.top5 });
         }
         history.push(metrics);
-        log(`epoch ${metrics.epoch}: loss ${metrics.loss.toFixed(4)} top-1 ${(100 * metrics.top1).toFixed(1)}% top-5 ${(100 * metrics.top5).toFixed(1)}%` +
-          (metrics.valLoss !== undefined ? ` | val loss ${metrics.valLoss.toFixed(4)} top-1 ${(100 * metrics.valTop1!).toFixed(1)}%` : '') +
-          ` | ${metrics.trainSeconds.toFixed(1)} s training` + (options.validation ? `, ${metrics.valSeconds.toFixed(1)} s validation` : ''));
+        log(
+          `epoch ${metrics.epoch}: loss ${metrics.loss.toFixed(4)} top-1 ${(100 * metrics.top1).toFixed(1)}% top-5 ${(100 * metrics.top5).toFixed(1)}%` +
+            (metrics.valLoss !== undefined
+              ? ` | val loss ${metrics.valLoss.toFixed(4)} top-1 ${(100 * metrics.valTop1!).toFixed(1)}%`
+              : '') +
+            ` | ${metrics.trainSeconds.toFixed(1)} s training` +
+            (options.validation ? `, ${metrics.valSeconds.toFixed(1)} s validation` : ''),
+        );
         await options.callbacks?.onEpochEnd?.(metrics);
         const every = options.checkpoint?.everyEpochs ?? 1;
-        if (options.checkpoint && ((epoch + 1) % every === 0 || epoch + 1 === options.epochs || options.signal?.aborted)) {
-          await options.checkpoint.save(await this.checkpoint(epoch + 1, extra(), schedule.toJSON() as unknown as JsonValue));
+        if (
+          options.checkpoint &&
+          ((epoch + 1) % every === 0 || epoch + 1 === options.epochs || options.signal?.aborted)
+        ) {
+          await options.checkpoint.save(
+            await this.checkpoint(epoch + 1, extra(), schedule.toJSON() as unknown as JsonValue),
+          );
         }
         if (options.signal?.aborted && epoch + 1 < options.epochs) {
           interrupted = true;
@@ -410,13 +488,22 @@ export class Trainer {
   }
 
   /** Evaluation of the head on features cached per dataset index (the frozen body runs once per example). */
-  async #evaluateCached(batches: BatchSource, cache: Map<number, Float32Array[]>, labelsOnly: boolean): Promise<{ result: EvaluateResult; complete: boolean }> {
+  async #evaluateCached(
+    batches: BatchSource,
+    cache: Map<number, Float32Array[]>,
+    labelsOnly: boolean,
+  ): Promise<{ result: EvaluateResult; complete: boolean }> {
     let complete = true;
     // The partition of the graph at this batch's size (nodes differ per prepared size).
-    const result = await this.#evaluateWith(batches, 'head-evaluate', (batch) => {
-      if (!batch.indices) complete = false;
-      return batch.indices ? this.#features(batch, this.#partition(batch.size), cache) : undefined;
-    }, { pixels: !labelsOnly });
+    const result = await this.#evaluateWith(
+      batches,
+      'head-evaluate',
+      (batch) => {
+        if (!batch.indices) complete = false;
+        return batch.indices ? this.#features(batch, this.#partition(batch.size), cache) : undefined;
+      },
+      { pixels: !labelsOnly },
+    );
     // Every validation example now has its features cached: later passes need no pixels.
     return { result, complete };
   }
@@ -424,7 +511,9 @@ export class Trainer {
   async #evaluateWith(
     batches: BatchSource,
     kind: 'evaluate' | 'head-evaluate',
-    feedsOf: (batch: TrainBatch) => Map<string, Float32Array> | undefined | Promise<Map<string, Float32Array> | undefined>,
+    feedsOf: (
+      batch: TrainBatch,
+    ) => Map<string, Float32Array> | undefined | Promise<Map<string, Float32Array> | undefined>,
     request?: BatchRequest,
   ): Promise<EvaluateResult> {
     let loss = 0;
@@ -438,7 +527,10 @@ export class Trainer {
       const where = `evaluation, batch ${++index}`;
       this.#checkBatch(batch, where, request?.pixels === false);
       const cached = await feedsOf(batch);
-      if (!cached && batch.images.length === 0) throw new BatchSourceError(`${where}: the batch came without images and without dataset indices to find cached features by`);
+      if (!cached && batch.images.length === 0)
+        throw new BatchSourceError(
+          `${where}: the batch came without images and without dataset indices to find cached features by`,
+        );
       // A batch without dataset indices cannot use the cache: it runs through the whole model.
       const plan = await this.#plan(batch.size, cached ? kind : 'evaluate');
       this.#checkLabels(batch, plan.classes, where);
@@ -461,16 +553,27 @@ export class Trainer {
     return (await this.#logits(images, count, batchSize)).logits;
   }
 
-  async #logits(images: Float32Array, count: number | undefined, batchSize: number | undefined): Promise<{ logits: Float32Array; count: number; classes: number }> {
+  async #logits(
+    images: Float32Array,
+    count: number | undefined,
+    batchSize: number | undefined,
+  ): Promise<{ logits: Float32Array; count: number; classes: number }> {
     this.#checkUsable();
     const per = this.#exampleFloats();
     const n = count ?? (per ? images.length / per : NaN);
     if (!Number.isInteger(n) || n < 1) {
-      throw new ModelError(`predict: ${images.length} floats are not a whole number of images` + (per ? ` of ${per} floats (${this.#graph.feedInputs[0].shape?.slice(1).join('×')})` : '; pass the image count'), { file: this.#graph.source });
+      throw new ModelError(
+        `predict: ${images.length} floats are not a whole number of images` +
+          (per
+            ? ` of ${per} floats (${this.#graph.feedInputs[0].shape?.slice(1).join('×')})`
+            : '; pass the image count'),
+        { file: this.#graph.source },
+      );
     }
     this.#checkBatch({ images, labels: new Uint32Array(n), size: n }, 'predict');
     const size = batchSize ?? Math.min(n, 8);
-    if (!Number.isInteger(size) || size < 1) throw new ModelError(`predict: batchSize must be a positive integer, got ${batchSize}`);
+    if (!Number.isInteger(size) || size < 1)
+      throw new ModelError(`predict: batchSize must be a positive integer, got ${batchSize}`);
     const each = images.length / n;
     const plan = await this.#plan(size, 'evaluate');
     const out = new Float32Array(n * plan.classes);
@@ -493,21 +596,34 @@ export class Trainer {
    * a graph that ends in Softmax gets it once, as predict returns what goes into it), named by
    * the model's labels when it has them. `images`: NCHW floats of one or more images, or a batch.
    */
-  async classify(images: Float32Array | { images: Float32Array; size: number }, options: ClassifyOptions = {}): Promise<Classification[]> {
+  async classify(
+    images: Float32Array | { images: Float32Array; size: number },
+    options: ClassifyOptions = {},
+  ): Promise<Classification[]> {
     const [data, count] = images instanceof Float32Array ? [images, undefined] : [images.images, images.size];
     const { logits, count: n, classes } = await this.#logits(data, count, options.batchSize);
     const labels = options.labels ?? readLabels(this.#graph);
     if (labels && labels.length !== classes) {
-      throw new ModelError(`classify: ${labels.length} labels for a model with ${classes} outputs`, { file: this.#graph.source });
+      throw new ModelError(`classify: ${labels.length} labels for a model with ${classes} outputs`, {
+        file: this.#graph.source,
+      });
     }
     const k = Math.min(options.topK ?? 5, classes);
-    if (!Number.isInteger(k) || k < 1) throw new ModelError(`classify: topK must be a positive integer, got ${options.topK}`);
+    if (!Number.isInteger(k) || k < 1)
+      throw new ModelError(`classify: topK must be a positive integer, got ${options.topK}`);
     const out: Classification[] = [];
     const all = softmaxRows(logits, classes).probabilities;
     for (let i = 0; i < n; i++) {
       const probabilities = Float32Array.from(all.subarray(i * classes, (i + 1) * classes));
       const order = rankClasses(probabilities).slice(0, k);
-      out.push({ top: order.map((index) => ({ index, label: labels?.[index] ?? String(index), probability: probabilities[index] })), probabilities });
+      out.push({
+        top: order.map((index) => ({
+          index,
+          label: labels?.[index] ?? String(index),
+          probability: probabilities[index],
+        })),
+        probabilities,
+      });
     }
     return out;
   }
@@ -572,8 +688,16 @@ export class Trainer {
   }
 
   #resetPlans(): void {
-    for (const p of this.#plans.values()) p.then((plan) => plan.dispose(), () => undefined);
-    for (const s of this.#bodies.values()) s.then((session) => session.dispose(), () => undefined);
+    for (const p of this.#plans.values())
+      p.then(
+        (plan) => plan.dispose(),
+        () => undefined,
+      );
+    for (const s of this.#bodies.values())
+      s.then(
+        (session) => session.dispose(),
+        () => undefined,
+      );
     this.#plans.clear();
     this.#bodies.clear();
     // New host weights must reach the GPU: parameter buffers are re-uploaded on first use.
@@ -597,8 +721,11 @@ export class Trainer {
         const full = this.#prepared(batch);
         const graph = kind === 'head' || kind === 'head-evaluate' ? headGraph(full, this.#partition(batch)) : full;
         return TrainingPlan.create(this.#gpu, graph, {
-          constants: this.#constants, labelSmoothing: this.#options.labelSmoothing, gemm: this.#options.gemm,
-          mode: kind === 'evaluate' || kind === 'head-evaluate' ? 'evaluate' : 'train', dropout: this.#options.dropout,
+          constants: this.#constants,
+          labelSmoothing: this.#options.labelSmoothing,
+          gemm: this.#options.gemm,
+          mode: kind === 'evaluate' || kind === 'head-evaluate' ? 'evaluate' : 'train',
+          dropout: this.#options.dropout,
         });
       })();
       this.#plans.set(key, plan);
@@ -619,8 +746,10 @@ export class Trainer {
   #checkBatch(batch: TrainBatch, where: string, labelsOnly = false): void {
     const per = this.#exampleFloats();
     const dims = this.#graph.feedInputs[0].shape?.slice(1).join('×');
-    if (!Number.isInteger(batch.size) || batch.size < 1) throw new ModelError(`${where}: batch size ${batch.size} is not a positive integer`);
-    if (batch.labels.length !== batch.size) throw new ModelError(`${where}: ${batch.labels.length} labels for a batch of ${batch.size} images`);
+    if (!Number.isInteger(batch.size) || batch.size < 1)
+      throw new ModelError(`${where}: batch size ${batch.size} is not a positive integer`);
+    if (batch.labels.length !== batch.size)
+      throw new ModelError(`${where}: ${batch.labels.length} labels for a batch of ${batch.size} images`);
     if (per !== undefined && batch.images.length !== batch.size * per && !(labelsOnly && batch.images.length === 0)) {
       const each = batch.images.length / batch.size;
       throw new ModelError(
@@ -647,15 +776,29 @@ export class Trainer {
   /** A checkpoint must come from this architecture and hold every weight with the right size. */
   #checkResume(ck: Checkpoint): void {
     if (!ck || !ck.fingerprint || !(ck.weights instanceof Map)) {
-      throw new CheckpointError('not-a-checkpoint', '', 'resume: the object given is not a checkpoint (no fingerprint or weights)');
+      throw new CheckpointError(
+        'not-a-checkpoint',
+        '',
+        'resume: the object given is not a checkpoint (no fingerprint or weights)',
+      );
     }
     checkFingerprint(ck.fingerprint, architectureFingerprint(this.#graph));
     for (const [name, init] of this.#graph.initializers) {
       if (init.value.dtype !== 'float32') continue;
       const w = ck.weights.get(name);
       const want = init.value.dims.reduce((a, b) => a * b, 1);
-      if (!w) throw new CheckpointError('truncated', '', `resume: the checkpoint lacks weight '${name}' [${init.value.dims.join(', ')}]`);
-      if (w.data.length !== want) throw new CheckpointError('truncated', '', `resume: weight '${name}' holds ${w.data.length} floats in the checkpoint, ${want} expected ([${init.value.dims.join(', ')}])`);
+      if (!w)
+        throw new CheckpointError(
+          'truncated',
+          '',
+          `resume: the checkpoint lacks weight '${name}' [${init.value.dims.join(', ')}]`,
+        );
+      if (w.data.length !== want)
+        throw new CheckpointError(
+          'truncated',
+          '',
+          `resume: weight '${name}' holds ${w.data.length} floats in the checkpoint, ${want} expected ([${init.value.dims.join(', ')}])`,
+        );
     }
   }
 
@@ -668,11 +811,16 @@ export class Trainer {
   #cacheMode(batch: TrainBatch, options: FitOptions): { partition: GraphPartition } | undefined {
     if (options.featureCache === false || options.augmented || !batch.indices) return undefined;
     const partition = this.#partition(batch.size);
-    if (partition.frozen.length === 0 || partition.trainableReadsInput || partition.boundary.length === 0) return undefined;
+    if (partition.frozen.length === 0 || partition.trainableReadsInput || partition.boundary.length === 0)
+      return undefined;
     return { partition };
   }
 
-  async #features(batch: TrainBatch, partition: GraphPartition, cache: Map<number, Float32Array[]>): Promise<Map<string, Float32Array>> {
+  async #features(
+    batch: TrainBatch,
+    partition: GraphPartition,
+    cache: Map<number, Float32Array[]>,
+  ): Promise<Map<string, Float32Array>> {
     const n = batch.size;
     const indices = batch.indices!;
     if (![...indices].every((i) => cache.has(i))) {
@@ -688,7 +836,11 @@ export class Trainer {
         const full = this.#prepared(n);
         const g = full.clone();
         g.nodes = g.nodes.filter((_, i) => partition.frozen.includes(full.nodes[i]));
-        g.outputs = partition.boundary.map((name) => ({ name, dtype: 'float32' as const, shape: full.values.get(name)?.shape }));
+        g.outputs = partition.boundary.map((name) => ({
+          name,
+          dtype: 'float32' as const,
+          shape: full.values.get(name)?.shape,
+        }));
         body = Session.create(g, { gpu: this.#gpu, gemm: this.#options.gemm });
         this.#bodies.set(n, body);
       }
@@ -696,19 +848,24 @@ export class Trainer {
       const dims = session.inputShapes[this.#input] as number[];
       const out = await session.run({ [this.#input]: { dims, data: batch.images } });
       for (let k = 0; k < n; k++) {
-        cache.set(indices[k], partition.boundary.map((name) => {
-          const data = out[name].data;
-          const per = data.length / n;
-          return data.slice(k * per, (k + 1) * per);
-        }));
+        cache.set(
+          indices[k],
+          partition.boundary.map((name) => {
+            const data = out[name].data;
+            const per = data.length / n;
+            return data.slice(k * per, (k + 1) * per);
+          }),
+        );
       }
     }
-    return new Map(partition.boundary.map((name, b) => {
-      const per = cache.get(indices[0])![b].length;
-      const data = new Float32Array(per * n);
-      for (let k = 0; k < n; k++) data.set(cache.get(indices[k])![b], k * per);
-      return [name, data];
-    }));
+    return new Map(
+      partition.boundary.map((name, b) => {
+        const per = cache.get(indices[0])![b].length;
+        const data = new Float32Array(per * n);
+        for (let k = 0; k < n; k++) data.set(cache.get(indices[k])![b], k * per);
+        return [name, data];
+      }),
+    );
   }
 
   /** A check pass: the batch through the current weights with every value kept, first non-finite op named. */
@@ -721,15 +878,22 @@ export class Trainer {
       } else {
         const g = setBatchSize(await this.exportGraph(), batch.size);
         const part = partitionGraph(g);
-        g.outputs = part.needed.flatMap((n) => n.outputs.filter(Boolean).map((name) => ({ name, dtype: 'float32' as const })));
+        g.outputs = part.needed.flatMap((n) =>
+          n.outputs.filter(Boolean).map((name) => ({ name, dtype: 'float32' as const })),
+        );
         const session = await Session.create(g, { gpu: this.#gpu });
-        const out = await session.run({ [this.#input]: { dims: session.inputShapes[this.#input] as number[], data: batch.images } });
+        const out = await session.run({
+          [this.#input]: { dims: session.inputShapes[this.#input] as number[], data: batch.images },
+        });
         session.dispose();
         const bad = part.needed.find((n) => n.outputs.some((o) => o && out[o] && !out[o].data.every(Number.isFinite)));
         if (bad) {
           culprit = `${bad.name} (${bad.opType})`;
-          const weights = bad.inputs.filter((i) => g.initializers.has(i) && !(g.initializers.get(i)!.value.data as Float32Array).every(Number.isFinite));
-          detail = `the first op with a non-finite output (check pass with the weights before the step, which are restored) is node '${bad.name}' (${bad.opType})` +
+          const weights = bad.inputs.filter(
+            (i) => g.initializers.has(i) && !(g.initializers.get(i)!.value.data as Float32Array).every(Number.isFinite),
+          );
+          detail =
+            `the first op with a non-finite output (check pass with the weights before the step, which are restored) is node '${bad.name}' (${bad.opType})` +
             (weights.length ? `, whose weights ${weights.map((w) => `'${w}'`).join(', ')} hold NaN/Inf` : '');
         }
       }
@@ -737,7 +901,8 @@ export class Trainer {
       detail = `the check pass failed: ${(check as Error).message}`;
     }
     return new TrainingDivergedError(
-      `training stopped at epoch ${epoch + 1}, step ${this.#steps + 1}: the softmax cross-entropy loss is not finite (${e.message})` + (detail ? `; ${detail}` : '') +
+      `training stopped at epoch ${epoch + 1}, step ${this.#steps + 1}: the softmax cross-entropy loss is not finite (${e.message})` +
+        (detail ? `; ${detail}` : '') +
         '. The last saved checkpoint is intact; resume from it with a lower learning rate or gradient clipping',
       epoch + 1,
       this.#steps + 1,
@@ -747,7 +912,12 @@ export class Trainer {
 }
 
 /** fit in one call: a Trainer over `graph`, trained, its result and the trainer (for export). */
-export async function fit(gpu: GpuContext, graph: Graph, batches: BatchSource, options: FitOptions & TrainerOptions): Promise<FitResult & { trainer: Trainer }> {
+export async function fit(
+  gpu: GpuContext,
+  graph: Graph,
+  batches: BatchSource,
+  options: FitOptions & TrainerOptions,
+): Promise<FitResult & { trainer: Trainer }> {
   const trainer = await Trainer.create(gpu, graph, options);
   const result = await trainer.fit(batches, options);
   return { ...result, trainer };
@@ -769,7 +939,9 @@ function startAhead(iterable: AsyncIterable<TrainBatch> | Iterable<TrainBatch>):
 }
 
 /** The started iterator as an iterable: the first result already asked for, then the rest; closed on break. */
-async function* continueAhead(started: NonNullable<EpochAhead['started']>): AsyncGenerator<TrainBatch, void, undefined> {
+async function* continueAhead(
+  started: NonNullable<EpochAhead['started']>,
+): AsyncGenerator<TrainBatch, void, undefined> {
   try {
     for (let r = await started.first; !r.done; r = await started.iterator.next()) yield r.value;
   } finally {
@@ -795,26 +967,44 @@ interface PartialEpoch {
 function readPartial(v: JsonValue | undefined): PartialEpoch | undefined {
   if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
   const keys = ['batches', 'loss', 'top1', 'top5', 'samples', 'trainSeconds'] as const;
-  if (!keys.every((k) => typeof v[k] === 'number')) throw new CheckpointError('not-a-checkpoint', '', `resume: the checkpoint's partial epoch record is incomplete (needs ${keys.join(', ')})`);
+  if (!keys.every((k) => typeof v[k] === 'number'))
+    throw new CheckpointError(
+      'not-a-checkpoint',
+      '',
+      `resume: the checkpoint's partial epoch record is incomplete (needs ${keys.join(', ')})`,
+    );
   return v as unknown as PartialEpoch;
 }
 
-const SOURCE_HINT = 'pass a function of the epoch that returns that epoch\'s batches, e.g. fit((epoch) => batches(dataset, { batchSize: 8, shuffle: true, epoch }), options)';
+const SOURCE_HINT =
+  "pass a function of the epoch that returns that epoch's batches, e.g. fit((epoch) => batches(dataset, { batchSize: 8, shuffle: true, epoch }), options)";
 
 /** fit(batches(...)) hands over one epoch's iterator: say what to pass instead of failing inside the loop. */
 function checkSource(source: unknown, what: string): void {
   if (typeof source === 'function') return;
-  const kind = source && typeof source === 'object' && (Symbol.asyncIterator in source || Symbol.iterator in source) ? 'one epoch\'s batches (an iterable)' : source === null ? 'null' : typeof source;
-  throw new BatchSourceError(`${what}: the first argument must be a BatchSource, a function (epoch) => batches, but got ${kind}; ${SOURCE_HINT}`);
+  const kind =
+    source && typeof source === 'object' && (Symbol.asyncIterator in source || Symbol.iterator in source)
+      ? "one epoch's batches (an iterable)"
+      : source === null
+        ? 'null'
+        : typeof source;
+  throw new BatchSourceError(
+    `${what}: the first argument must be a BatchSource, a function (epoch) => batches, but got ${kind}; ${SOURCE_HINT}`,
+  );
 }
 
 function checkEpoch(batches: unknown, what: string): void {
   if (batches && typeof batches === 'object' && (Symbol.asyncIterator in batches || Symbol.iterator in batches)) return;
-  throw new BatchSourceError(`${what}: the batch source returned ${batches === null ? 'null' : typeof batches}, not an iterable of batches; ${SOURCE_HINT}`);
+  throw new BatchSourceError(
+    `${what}: the batch source returned ${batches === null ? 'null' : typeof batches}, not an iterable of batches; ${SOURCE_HINT}`,
+  );
 }
 
 /** Softmax of each row of [rows, classes] logits in float64 (max subtracted), with each row's log-sum-exp (cross-entropy = lse − logit[label]). */
-export function softmaxRows(logits: ArrayLike<number>, classes: number): { probabilities: Float64Array; logSumExp: Float64Array } {
+export function softmaxRows(
+  logits: ArrayLike<number>,
+  classes: number,
+): { probabilities: Float64Array; logSumExp: Float64Array } {
   const rows = logits.length / classes;
   const probabilities = new Float64Array(logits.length);
   const logSumExp = new Float64Array(rows);
@@ -838,7 +1028,11 @@ export function rankClasses(row: ArrayLike<number>): number[] {
 function headGraph(full: Graph, partition: GraphPartition): Graph {
   const g = full.clone();
   g.nodes = g.nodes.filter((_, i) => partition.trainable.includes(full.nodes[i]));
-  g.inputs = partition.boundary.map((name) => ({ name, dtype: 'float32' as const, shape: full.values.get(name)?.shape }));
+  g.inputs = partition.boundary.map((name) => ({
+    name,
+    dtype: 'float32' as const,
+    shape: full.values.get(name)?.shape,
+  }));
   g.outputs = [{ name: partition.logits, dtype: 'float32', shape: full.values.get(partition.logits)?.shape }];
   return g;
 }

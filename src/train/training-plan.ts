@@ -7,7 +7,14 @@ import { ModelError } from '../graph/errors.ts';
 import type { Graph } from '../graph/ir.ts';
 import { defaultVariant, gemmTarget, type GemmVariant } from '../kernels/gemm.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
-import { checkLossStats, decodeLossStats, LOSS_STATS_BYTES, prepareCrossEntropy, type CrossEntropyStep, type LossStats } from '../kernels/loss.ts';
+import {
+  checkLossStats,
+  decodeLossStats,
+  LOSS_STATS_BYTES,
+  prepareCrossEntropy,
+  type CrossEntropyStep,
+  type LossStats,
+} from '../kernels/loss.ts';
 import { encodeSteps, STORAGE_USAGE } from '../kernels/program.ts';
 import { ConstantStore, Plan } from '../runtime/plan.ts';
 import { differentiate, parameterKey, type TrainableParameter, type TrainingLowered } from './autodiff.ts';
@@ -57,7 +64,17 @@ export class TrainingPlan {
   /** Each parameter as it was before the latest update: a non-finite step is undone from these. */
   readonly #before: GPUBuffer[];
 
-  private constructor(gpu: GpuContext, graph: Graph, plan: Plan, lowered: TrainingLowered, train: CrossEntropyStep | undefined, evaluation: CrossEntropyStep, labels: GPUBuffer, constants: ConstantStore, maxBindingBytes: number) {
+  private constructor(
+    gpu: GpuContext,
+    graph: Graph,
+    plan: Plan,
+    lowered: TrainingLowered,
+    train: CrossEntropyStep | undefined,
+    evaluation: CrossEntropyStep,
+    labels: GPUBuffer,
+    constants: ConstantStore,
+    maxBindingBytes: number,
+  ) {
     this.#gpu = gpu;
     this.#graph = graph;
     this.#plan = plan;
@@ -67,7 +84,11 @@ export class TrainingPlan {
     this.#labels = labels;
     this.#constants = constants;
     this.#staging = gpu.createBuffer('training stats (readback)', LOSS_STATS_BYTES, 0x01 | 0x08);
-    this.#logitsStaging = gpu.createBuffer('logits (readback)', Math.max(16, this.batch * this.classes * 4), 0x01 | 0x08);
+    this.#logitsStaging = gpu.createBuffer(
+      'logits (readback)',
+      Math.max(16, this.batch * this.classes * 4),
+      0x01 | 0x08,
+    );
     this.#bindings = lowered.parameters.map((p) => ({
       name: p.name,
       param: this.parameterBuffer(p.name),
@@ -80,7 +101,9 @@ export class TrainingPlan {
       ...this.#bindings.map((b) => ({ name: b.name, buffer: b.param, size: b.size })),
       ...lowered.state.map((name) => ({ name, buffer: this.parameterBuffer(name), size: this.#sizeOf(name) })),
     ];
-    this.#before = this.#undoable.map((b) => gpu.createBuffer(`'${b.name}' before the step`, Math.max(16, Math.ceil(b.size / 4) * 16), STORAGE_USAGE));
+    this.#before = this.#undoable.map((b) =>
+      gpu.createBuffer(`'${b.name}' before the step`, Math.max(16, Math.ceil(b.size / 4) * 16), STORAGE_USAGE),
+    );
   }
 
   readonly #undoable: { name: string; buffer: GPUBuffer; size: number }[];
@@ -97,7 +120,10 @@ export class TrainingPlan {
     const fixed = options.gemm;
     const evaluation = options.mode === 'evaluate';
     const maxBindingBytes = Math.min(limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
-    if (!(maxBindingBytes >= 256)) throw new ModelError(`maxBindingBytes must be at least 256 bytes, got ${options.maxBindingBytes}`, { file: graph.source });
+    if (!(maxBindingBytes >= 256))
+      throw new ModelError(`maxBindingBytes must be at least 256 bytes, got ${options.maxBindingBytes}`, {
+        file: graph.source,
+      });
     const lowered = await differentiate(graph, {
       mode: options.mode,
       dropout: options.dropout,
@@ -109,21 +135,42 @@ export class TrainingPlan {
     const logits = lowered.partition.logits;
     const dims = graph.values.get(logits)?.shape as number[] | undefined;
     if (!dims || dims.length !== 2 || dims.some((d) => typeof d !== 'number')) {
-      throw new ModelError(`the logits '${logits}' must be [batch, classes] with static dims, got [${dims?.join(', ') ?? '?'}]`, { file: graph.source });
+      throw new ModelError(
+        `the logits '${logits}' must be [batch, classes] with static dims, got [${dims?.join(', ') ?? '?'}]`,
+        { file: graph.source },
+      );
     }
     const planGraph = graph.clone();
     planGraph.outputs = [{ name: logits, dtype: 'float32', shape: dims }];
-    const plan = await Plan.compile(gpu, planGraph, lowered, options.constants, evaluation ? { maxBindingBytes } : {
-      external: [lowered.dlogits],
-      keep: lowered.parameters.map((p) => p.grad),
-      maxBindingBytes,
-    });
+    const plan = await Plan.compile(
+      gpu,
+      planGraph,
+      lowered,
+      options.constants,
+      evaluation
+        ? { maxBindingBytes }
+        : {
+            external: [lowered.dlogits],
+            keep: lowered.parameters.map((p) => p.grad),
+            maxBindingBytes,
+          },
+    );
     const [batch, classes] = dims;
     const labels = gpu.createBuffer('labels', Math.max(16, batch * 4), STORAGE_USAGE);
     const logitsRange = { buffer: plan.bufferOf(logits)! };
     const smoothing = options.labelSmoothing ?? 0;
-    const train = evaluation ? undefined : await prepareCrossEntropy(gpu, { batch, classes, labelSmoothing: smoothing }, { logits: logitsRange, labels: { buffer: labels }, dlogits: { buffer: plan.bufferOf(lowered.dlogits)! } });
-    const evaluate = await prepareCrossEntropy(gpu, { batch, classes, labelSmoothing: smoothing, gradient: false }, { logits: logitsRange, labels: { buffer: labels } });
+    const train = evaluation
+      ? undefined
+      : await prepareCrossEntropy(
+          gpu,
+          { batch, classes, labelSmoothing: smoothing },
+          { logits: logitsRange, labels: { buffer: labels }, dlogits: { buffer: plan.bufferOf(lowered.dlogits)! } },
+        );
+    const evaluate = await prepareCrossEntropy(
+      gpu,
+      { batch, classes, labelSmoothing: smoothing, gradient: false },
+      { logits: logitsRange, labels: { buffer: labels } },
+    );
     return new TrainingPlan(gpu, graph, plan, lowered, train, evaluate, labels, options.constants, maxBindingBytes);
   }
 
@@ -160,7 +207,10 @@ export class TrainingPlan {
   parameterBuffer(name: string): GPUBuffer {
     const init = this.#graph.initializers.get(name);
     if (!init) throw new Error(`'${name}' is not an initializer`);
-    const data = init.value.data instanceof Float32Array ? init.value.data : Float32Array.from(init.value.data as ArrayLike<number>);
+    const data =
+      init.value.data instanceof Float32Array
+        ? init.value.data
+        : Float32Array.from(init.value.data as ArrayLike<number>);
     return this.#constants.get({ key: parameterKey(name), data });
   }
 
@@ -169,14 +219,26 @@ export class TrainingPlan {
    * submit. Returns the loss stats (checked: throws NonFiniteLossError / LabelOutOfRangeError,
    * in which case the update was still applied: callers restore from their last good state).
    */
-  async step(feeds: Map<string, Float32Array>, labels: Uint32Array, optimizer: Optimizer | undefined, lr?: number, where = '', seed = 0): Promise<LossStats> {
+  async step(
+    feeds: Map<string, Float32Array>,
+    labels: Uint32Array,
+    optimizer: Optimizer | undefined,
+    lr?: number,
+    where = '',
+    seed = 0,
+  ): Promise<LossStats> {
     if (!this.#train) throw new Error('an evaluation plan does not train');
     this.#feed(feeds, labels);
     for (const r of this.#lowered.reseed) {
-      this.#gpu.device.queue.writeBuffer(this.#plan.steps[r.step].owned[0], r.offset, Uint32Array.of(mixSeed(seed, r.salt)));
+      this.#gpu.device.queue.writeBuffer(
+        this.#plan.steps[r.step].owned[0],
+        r.offset,
+        Uint32Array.of(mixSeed(seed, r.salt)),
+      );
     }
     const encoder = this.#gpu.device.createCommandEncoder({ label: 'training step' });
-    if (optimizer) this.#undoable.forEach((b, i) => encoder.copyBufferToBuffer(b.buffer, 0, this.#before[i], 0, b.size * 4));
+    if (optimizer)
+      this.#undoable.forEach((b, i) => encoder.copyBufferToBuffer(b.buffer, 0, this.#before[i], 0, b.size * 4));
     const f = this.#lowered.forwardSteps;
     encodeSteps(encoder, this.#plan.steps.slice(0, f), 'forward');
     this.#train!.encode(encoder);
@@ -190,7 +252,11 @@ export class TrainingPlan {
   }
 
   /** Forward and loss only (no gradient): evaluation. Returns unchecked stats and, when asked, the logits. */
-  async evaluate(feeds: Map<string, Float32Array>, labels: Uint32Array | undefined, readLogits = false): Promise<{ stats?: LossStats; logits?: Float32Array }> {
+  async evaluate(
+    feeds: Map<string, Float32Array>,
+    labels: Uint32Array | undefined,
+    readLogits = false,
+  ): Promise<{ stats?: LossStats; logits?: Float32Array }> {
     this.#feed(feeds, labels ?? new Uint32Array(this.batch));
     const encoder = this.#gpu.device.createCommandEncoder({ label: 'evaluation' });
     encodeSteps(encoder, this.#plan.steps.slice(0, this.#lowered.forwardSteps), 'forward');
@@ -199,7 +265,14 @@ export class TrainingPlan {
       encoder.copyBufferToBuffer(this.#eval.stats, 0, this.#staging, 0, LOSS_STATS_BYTES);
     }
     const bytes = this.batch * this.classes * 4;
-    if (readLogits) encoder.copyBufferToBuffer(this.#plan.bufferOf(this.#lowered.partition.logits)!, 0, this.#logitsStaging, 0, bytes);
+    if (readLogits)
+      encoder.copyBufferToBuffer(
+        this.#plan.bufferOf(this.#lowered.partition.logits)!,
+        0,
+        this.#logitsStaging,
+        0,
+        bytes,
+      );
     this.#gpu.device.queue.submit([encoder.finish()]);
     const stats = labels ? await this.#readStats() : undefined;
     let logits: Float32Array | undefined;
@@ -214,7 +287,8 @@ export class TrainingPlan {
   /** Reads every trainable parameter back from the GPU. */
   async readParameters(): Promise<Map<string, Float32Array>> {
     const out = new Map<string, Float32Array>();
-    for (const p of this.#lowered.parameters) out.set(p.name, new Float32Array(await this.#gpu.read(this.parameterBuffer(p.name), p.size * 4)));
+    for (const p of this.#lowered.parameters)
+      out.set(p.name, new Float32Array(await this.#gpu.read(this.parameterBuffer(p.name), p.size * 4)));
     return out;
   }
 
@@ -226,14 +300,16 @@ export class TrainingPlan {
   /** Reads initializers (parameters or state) back from their GPU buffers. */
   async readValues(names: Iterable<string>): Promise<Map<string, Float32Array>> {
     const out = new Map<string, Float32Array>();
-    for (const name of names) out.set(name, new Float32Array(await this.#gpu.read(this.parameterBuffer(name), this.#sizeOf(name) * 4)));
+    for (const name of names)
+      out.set(name, new Float32Array(await this.#gpu.read(this.parameterBuffer(name), this.#sizeOf(name) * 4)));
     return out;
   }
 
   /** Reads the gradients of the last step (kept to the end of the plan). */
   async readGradients(): Promise<Map<string, Float32Array>> {
     const out = new Map<string, Float32Array>();
-    for (const p of this.#lowered.parameters) out.set(p.name, new Float32Array(await this.#gpu.read(this.#plan.bufferOf(p.grad)!, p.size * 4)));
+    for (const p of this.#lowered.parameters)
+      out.set(p.name, new Float32Array(await this.#gpu.read(this.#plan.bufferOf(p.grad)!, p.size * 4)));
     return out;
   }
 
@@ -264,7 +340,10 @@ export class TrainingPlan {
     for (const input of this.#plan.inputs) {
       const data = feeds.get(input.name);
       const want = input.dims.reduce((a, b) => a * b, 1);
-      if (!data || data.length !== want) throw new ModelError(`input '${input.name}' needs ${want} floats ([${input.dims}]), got ${data?.length ?? 'none'}`);
+      if (!data || data.length !== want)
+        throw new ModelError(
+          `input '${input.name}' needs ${want} floats ([${input.dims}]), got ${data?.length ?? 'none'}`,
+        );
       this.#gpu.upload(input.buffer, data);
     }
     if (labels.length !== this.batch) throw new ModelError(`${labels.length} labels for a batch of ${this.batch}`);

@@ -70,7 +70,10 @@ export interface ReadTestDataOptions {
 /** Every test_data_set_N of a case (sorted by N), with inputs and outputs in index order.
  * Files holding a SequenceProto, MapProto or OptionalProto (the cases with non-tensor inputs
  * or outputs) do not decode as TensorProto: callers check the graph's types first. */
-export function readTestDataSets(caseDir: string, options: ReadTestDataOptions = {}): { inputs: TensorValue[]; outputs: TensorValue[] }[] {
+export function readTestDataSets(
+  caseDir: string,
+  options: ReadTestDataOptions = {},
+): { inputs: TensorValue[]; outputs: TensorValue[] }[] {
   const sets = fs
     .readdirSync(caseDir, { withFileTypes: true })
     .filter((e) => e.isDirectory() && /^test_data_set_\d+$/.test(e.name))

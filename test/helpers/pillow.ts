@@ -11,13 +11,19 @@ export function findPillowPython(): { python: string } | { problem: string } {
   const candidates = ['/usr/bin/python3', 'python3'].filter((p) => !p.startsWith('/') || existsSync(p));
   const tried: string[] = [];
   for (const python of candidates) {
-    const r = spawnSync(python, ['-c', 'import PIL.Image, PIL.features; print(PIL.__version__, PIL.features.version("jpg"))'], {
-      encoding: 'utf8',
-    });
+    const r = spawnSync(
+      python,
+      ['-c', 'import PIL.Image, PIL.features; print(PIL.__version__, PIL.features.version("jpg"))'],
+      {
+        encoding: 'utf8',
+      },
+    );
     if (r.status === 0) return { python };
     tried.push(`${python}: ${r.error ? r.error.message : (r.stderr || '').trim().split('\n').pop()}`);
   }
-  return { problem: `no python3 with Pillow (${tried.join('; ') || 'no python3 found'}); install it: ${PILLOW_INSTALL}` };
+  return {
+    problem: `no python3 with Pillow (${tried.join('; ') || 'no python3 found'}); install it: ${PILLOW_INSTALL}`,
+  };
 }
 
 /** Runs a Python script with arguments; throws with its stderr when it fails. */

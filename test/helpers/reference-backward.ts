@@ -6,7 +6,12 @@ import { size } from './reference-ops.ts';
  * ∂L/∂x for L = Σ_k f(x)_k · r_k by central differences (f in float64), one element at a time:
  * (L(x + h·e_i) − L(x − h·e_i)) / 2h.
  */
-export function finiteDifferenceGradient(f: (x: Float64Array) => ArrayLike<number>, x: ArrayLike<number>, r: ArrayLike<number>, h = 1e-5): Float64Array {
+export function finiteDifferenceGradient(
+  f: (x: Float64Array) => ArrayLike<number>,
+  x: ArrayLike<number>,
+  r: ArrayLike<number>,
+  h = 1e-5,
+): Float64Array {
   const at = Float64Array.from(x);
   const grad = new Float64Array(at.length);
   const loss = (): number => {
@@ -34,9 +39,19 @@ export function finiteDifferenceGradient(f: (x: Float64Array) => ArrayLike<numbe
  * momentum·running + (1 − momentum)·batch.
  */
 export function batchNormTrainingRef(
-  x: ArrayLike<number>, dims: number[], scale: ArrayLike<number>, bias: ArrayLike<number>, epsilon: number,
+  x: ArrayLike<number>,
+  dims: number[],
+  scale: ArrayLike<number>,
+  bias: ArrayLike<number>,
+  epsilon: number,
   running?: { mean: ArrayLike<number>; variance: ArrayLike<number>; momentum: number },
-): { y: Float64Array; mean: Float64Array; variance: Float64Array; runningMean: Float64Array; runningVar: Float64Array } {
+): {
+  y: Float64Array;
+  mean: Float64Array;
+  variance: Float64Array;
+  runningMean: Float64Array;
+  runningVar: Float64Array;
+} {
   const [N, C] = dims;
   const S = size(dims.slice(2));
   const M = N * S;
@@ -73,7 +88,9 @@ export function batchNormTrainingRef(
 
 /** MaxPool's arg-max per window by the first-maximum rule (row-major window order): flat input index per output. */
 export function maxPoolArgmaxRef(
-  x: ArrayLike<number>, dims: number[], o: { kernel: number[]; strides: number[]; pads: number[]; dilations: number[]; outH: number; outW: number },
+  x: ArrayLike<number>,
+  dims: number[],
+  o: { kernel: number[]; strides: number[]; pads: number[]; dilations: number[]; outH: number; outW: number },
 ): Int32Array {
   const [N, C, H, W] = dims;
   const out = new Int32Array(N * C * o.outH * o.outW);

@@ -48,7 +48,11 @@ export function randomizeWeights(graph: Graph, seed: number): void {
     const init = graph.initializers.get(name);
     if (!init || done.has(name) || init.value.dtype !== 'float32') return;
     const n = init.value.dims.reduce((a, b) => a * b, 1);
-    graph.setInitializer(name, { dtype: 'float32', dims: [...init.value.dims], data: make(init.value.dims, n) }, init.trainable);
+    graph.setInitializer(
+      name,
+      { dtype: 'float32', dims: [...init.value.dims], data: make(init.value.dims, n) },
+      init.trainable,
+    );
     done.add(name);
   };
   for (const node of graph.nodes) {
@@ -74,7 +78,8 @@ export function randomizeWeights(graph: Graph, seed: number): void {
     }
   }
   for (const [name, init] of graph.initializers) {
-    if (init.value.dtype === 'float32' && !done.has(name)) throw new Error(`randomizeWeights: no rule for float initializer '${name}'`);
+    if (init.value.dtype === 'float32' && !done.has(name))
+      throw new Error(`randomizeWeights: no rule for float initializer '${name}'`);
   }
 }
 
@@ -99,14 +104,19 @@ export function onnxBytesForOrt(graph: Graph): Uint8Array {
   return encodeModel(g);
 }
 
-export async function runOrt(bytes: Uint8Array, feeds: Record<string, { dims: number[]; data: Float32Array }>, provider: 'cpu' | 'webgpu' = 'cpu'): Promise<Record<string, { dims: number[]; data: Float32Array }>> {
+export async function runOrt(
+  bytes: Uint8Array,
+  feeds: Record<string, { dims: number[]; data: Float32Array }>,
+  provider: 'cpu' | 'webgpu' = 'cpu',
+): Promise<Record<string, { dims: number[]; data: Float32Array }>> {
   const session = await ort.InferenceSession.create(bytes, { executionProviders: [provider], logSeverityLevel: 3 });
   try {
     const inputs: Record<string, ort.Tensor> = {};
     for (const [k, v] of Object.entries(feeds)) inputs[k] = new ort.Tensor('float32', v.data, v.dims);
     const out = await session.run(inputs);
     const result: Record<string, { dims: number[]; data: Float32Array }> = {};
-    for (const [k, v] of Object.entries(out)) result[k] = { dims: [...v.dims], data: new Float32Array(v.data as Float32Array) };
+    for (const [k, v] of Object.entries(out))
+      result[k] = { dims: [...v.dims], data: new Float32Array(v.data as Float32Array) };
     return result;
   } finally {
     await session.release();

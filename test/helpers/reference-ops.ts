@@ -1,7 +1,11 @@
 // Plain float64 references for the forward kernels: loops that follow the ONNX operator
 // definitions literally, no cleverness. The oracle for every kernel test.
 
-export type Act = { kind: 'none' } | { kind: 'relu' } | { kind: 'clip'; min: number; max: number } | { kind: 'leakyRelu'; alpha: number };
+export type Act =
+  | { kind: 'none' }
+  | { kind: 'relu' }
+  | { kind: 'clip'; min: number; max: number }
+  | { kind: 'leakyRelu'; alpha: number };
 
 export function applyAct(v: number, act: Act | undefined): number {
   if (!act || act.kind === 'none') return v;
@@ -71,7 +75,12 @@ export function gemmRef(a: ArrayLike<number>, b: ArrayLike<number>, o: GemmRefOp
 }
 
 /** numpy matmul of [..., M, K] × [..., K, N] with broadcast batch dims (rank ≥ 2 each). */
-export function matmulRef(a: ArrayLike<number>, aDims: number[], b: ArrayLike<number>, bDims: number[]): { data: Float64Array; dims: number[] } {
+export function matmulRef(
+  a: ArrayLike<number>,
+  aDims: number[],
+  b: ArrayLike<number>,
+  bDims: number[],
+): { data: Float64Array; dims: number[] } {
   const M = aDims[aDims.length - 2];
   const K = aDims[aDims.length - 1];
   const N = bDims[bDims.length - 1];
@@ -108,7 +117,14 @@ export interface ConvRefOptions {
 }
 
 /** NCHW 2-D convolution; x [N,C,H,W], w [Cout, C/group, KH, KW], bias [Cout] or undefined. */
-export function convRef(x: ArrayLike<number>, xDims: number[], w: ArrayLike<number>, wDims: number[], bias: ArrayLike<number> | undefined, o: ConvRefOptions = {}): { data: Float64Array; dims: number[] } {
+export function convRef(
+  x: ArrayLike<number>,
+  xDims: number[],
+  w: ArrayLike<number>,
+  wDims: number[],
+  bias: ArrayLike<number> | undefined,
+  o: ConvRefOptions = {},
+): { data: Float64Array; dims: number[] } {
   const [N, C, H, W] = xDims;
   const [CO, CG, KH, KW] = wDims;
   const [sh, sw] = o.strides ?? [1, 1];
@@ -158,7 +174,15 @@ export interface PoolRefOptions {
 }
 
 /** Output size per ONNX (and PyTorch's ceil_mode rule: the last window must start inside the input or left padding). */
-export function poolOutputSize(input: number, k: number, s: number, padBegin: number, padEnd: number, d: number, ceil: boolean): number {
+export function poolOutputSize(
+  input: number,
+  k: number,
+  s: number,
+  padBegin: number,
+  padEnd: number,
+  d: number,
+  ceil: boolean,
+): number {
   const span = (k - 1) * d + 1;
   const room = input + padBegin + padEnd - span;
   let out = Math.floor((ceil ? room + s - 1 : room) / s) + 1;
@@ -166,7 +190,12 @@ export function poolOutputSize(input: number, k: number, s: number, padBegin: nu
   return out;
 }
 
-export function poolRef(kind: 'max' | 'avg', x: ArrayLike<number>, xDims: number[], o: PoolRefOptions): { data: Float64Array; dims: number[] } {
+export function poolRef(
+  kind: 'max' | 'avg',
+  x: ArrayLike<number>,
+  xDims: number[],
+  o: PoolRefOptions,
+): { data: Float64Array; dims: number[] } {
   const [N, C, H, W] = xDims;
   const [KH, KW] = o.kernel;
   const [sh, sw] = o.strides ?? [1, 1];
@@ -203,7 +232,11 @@ export function poolRef(kind: 'max' | 'avg', x: ArrayLike<number>, xDims: number
   return { data: out, dims: [N, C, OH, OW] };
 }
 
-export function globalPoolRef(kind: 'max' | 'avg', x: ArrayLike<number>, xDims: number[]): { data: Float64Array; dims: number[] } {
+export function globalPoolRef(
+  kind: 'max' | 'avg',
+  x: ArrayLike<number>,
+  xDims: number[],
+): { data: Float64Array; dims: number[] } {
   const [N, C] = xDims;
   const S = size(xDims.slice(2));
   const out = new Float64Array(N * C);
@@ -222,7 +255,15 @@ export function globalPoolRef(kind: 'max' | 'avg', x: ArrayLike<number>, xDims: 
 
 // ---- normalisation ----
 
-export function batchNormRef(x: ArrayLike<number>, xDims: number[], scale: ArrayLike<number>, bias: ArrayLike<number>, mean: ArrayLike<number>, variance: ArrayLike<number>, epsilon: number): Float64Array {
+export function batchNormRef(
+  x: ArrayLike<number>,
+  xDims: number[],
+  scale: ArrayLike<number>,
+  bias: ArrayLike<number>,
+  mean: ArrayLike<number>,
+  variance: ArrayLike<number>,
+  epsilon: number,
+): Float64Array {
   const [N, C] = xDims;
   const S = size(xDims.slice(2));
   const out = new Float64Array(size(xDims));
@@ -239,7 +280,11 @@ export function batchNormRef(x: ArrayLike<number>, xDims: number[], scale: Array
 }
 
 /** LRN across channels: y = x / (bias + alpha/size · Σ x²)^beta over channels c−⌊(size−1)/2⌋ … c+⌈(size−1)/2⌉. */
-export function lrnRef(x: ArrayLike<number>, xDims: number[], o: { size: number; alpha: number; beta: number; bias: number }): Float64Array {
+export function lrnRef(
+  x: ArrayLike<number>,
+  xDims: number[],
+  o: { size: number; alpha: number; beta: number; bias: number },
+): Float64Array {
   const [N, C] = xDims;
   const S = size(xDims.slice(2));
   const out = new Float64Array(size(xDims));
@@ -302,7 +347,10 @@ export function broadcastIndex(idx: number[], outDims: number[], from: number[])
   return flat;
 }
 
-export function broadcastRef(inputs: { data: ArrayLike<number>; dims: number[] }[], f: (...v: number[]) => number): { data: Float64Array; dims: number[] } {
+export function broadcastRef(
+  inputs: { data: ArrayLike<number>; dims: number[] }[],
+  f: (...v: number[]) => number,
+): { data: Float64Array; dims: number[] } {
   const dims = broadcastDims(inputs.map((t) => t.dims));
   const out = new Float64Array(size(dims));
   for (let i = 0; i < out.length; i++) {
@@ -314,7 +362,10 @@ export function broadcastRef(inputs: { data: ArrayLike<number>; dims: number[] }
 
 // ---- data movement ----
 
-export function concatRef(inputs: { data: ArrayLike<number>; dims: number[] }[], axis: number): { data: Float64Array; dims: number[] } {
+export function concatRef(
+  inputs: { data: ArrayLike<number>; dims: number[] }[],
+  axis: number,
+): { data: Float64Array; dims: number[] } {
   const dims = [...inputs[0].dims];
   dims[axis] = inputs.reduce((s, t) => s + t.dims[axis], 0);
   const outer = size(dims.slice(0, axis));
@@ -330,7 +381,11 @@ export function concatRef(inputs: { data: ArrayLike<number>; dims: number[] }[],
   return { data: out, dims };
 }
 
-export function transposeRef(x: ArrayLike<number>, dims: number[], perm: number[]): { data: Float64Array; dims: number[] } {
+export function transposeRef(
+  x: ArrayLike<number>,
+  dims: number[],
+  perm: number[],
+): { data: Float64Array; dims: number[] } {
   const outDims = perm.map((p) => dims[p]);
   const inStrides = stridesOf(dims);
   const out = new Float64Array(size(dims));
@@ -344,7 +399,12 @@ export function transposeRef(x: ArrayLike<number>, dims: number[], perm: number[
 }
 
 /** Constant Pad; pads = [begin_0 … begin_{r-1}, end_0 … end_{r-1}], negative values crop. */
-export function padRef(x: ArrayLike<number>, dims: number[], pads: number[], value: number): { data: Float64Array; dims: number[] } {
+export function padRef(
+  x: ArrayLike<number>,
+  dims: number[],
+  pads: number[],
+  value: number,
+): { data: Float64Array; dims: number[] } {
   const r = dims.length;
   const outDims = dims.map((d, i) => d + pads[i] + pads[i + r]);
   const out = new Float64Array(size(outDims));

@@ -119,7 +119,8 @@ export function referenceFlip(image: RefImage): RefImage {
   const out = new Uint8Array(width * height * channels);
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
-      for (let c = 0; c < channels; c++) out[(y * width + x) * channels + c] = image.data[(y * width + (width - 1 - x)) * channels + c];
+      for (let c = 0; c < channels; c++)
+        out[(y * width + x) * channels + c] = image.data[(y * width + (width - 1 - x)) * channels + c];
     }
   }
   return { width, height, channels, data: out };

@@ -82,7 +82,8 @@ export type Outputs = Record<string, { dims: readonly number[]; data: Float32Arr
 export async function runOrt(graph: Graph, input: Float32Array, extra: string[] = []): Promise<Outputs> {
   const g = graph.clone();
   for (const name of extra) {
-    if (!g.outputs.some((o) => o.name === name)) g.outputs.push({ name, dtype: 'float32', shape: g.values.get(name)?.shape });
+    if (!g.outputs.some((o) => o.name === name))
+      g.outputs.push({ name, dtype: 'float32', shape: g.values.get(name)?.shape });
   }
   const bytes = encodeModel(g);
   const session = await ort.InferenceSession.create(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
@@ -123,4 +124,3 @@ function nodesBehind(graph: Graph, tensor: string): Node[] {
   }
   return graph.nodes.filter((n) => seen.has(n));
 }
-

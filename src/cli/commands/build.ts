@@ -2,7 +2,13 @@
 // export would lay it out, and a short account of what was written.
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { ARCHITECTURE_NAMES, architectureInfo, buildArchitecture, isArchitectureName, type BuildOptions } from '../../graph/architectures/index.ts';
+import {
+  ARCHITECTURE_NAMES,
+  architectureInfo,
+  buildArchitecture,
+  isArchitectureName,
+  type BuildOptions,
+} from '../../graph/architectures/index.ts';
 import type { Dim } from '../../graph/ir.ts';
 import { summarizeGraph } from '../../graph/summary.ts';
 import { saveModelFile } from '../../node/files.ts';
@@ -11,14 +17,27 @@ import { parseArgs, UsageError, type CommandSpec } from '../args.ts';
 export const buildCommand: CommandSpec = {
   name: 'build',
   usage: `graft build <${ARCHITECTURE_NAMES.join('|')}> [--out FILE] [--classes N] [--no-top] [--pooling avg|max] [--seed N] [--input-size N] [--batch N|batch] [--width W]`,
-  summary: 'an architecture with seeded random weights in torchvision ONNX layout, written to FILE (default <arch>.onnx)',
+  summary:
+    'an architecture with seeded random weights in torchvision ONNX layout, written to FILE (default <arch>.onnx)',
   run(argv) {
-    const args = parseArgs(argv, { flags: ['no-top'], options: ['out', 'classes', 'pooling', 'seed', 'input-size', 'batch', 'width'], positional: 1, usage: this.usage });
+    const args = parseArgs(argv, {
+      flags: ['no-top'],
+      options: ['out', 'classes', 'pooling', 'seed', 'input-size', 'batch', 'width'],
+      positional: 1,
+      usage: this.usage,
+    });
     const name = args.positional[0];
-    if (!isArchitectureName(name)) throw new UsageError(`unknown architecture '${name}'; accepted: ${ARCHITECTURE_NAMES.join(', ')}\nusage: ${this.usage}`);
+    if (!isArchitectureName(name))
+      throw new UsageError(
+        `unknown architecture '${name}'; accepted: ${ARCHITECTURE_NAMES.join(', ')}\nusage: ${this.usage}`,
+      );
     const pooling = args.options.pooling;
-    if (pooling !== undefined && pooling !== 'avg' && pooling !== 'max') throw new UsageError(`--pooling accepts avg or max, got '${pooling}'\nusage: ${this.usage}`);
-    if (pooling && !args.flags['no-top']) throw new UsageError(`--pooling applies only with --no-top (the classifier brings its own pooling)\nusage: ${this.usage}`);
+    if (pooling !== undefined && pooling !== 'avg' && pooling !== 'max')
+      throw new UsageError(`--pooling accepts avg or max, got '${pooling}'\nusage: ${this.usage}`);
+    if (pooling && !args.flags['no-top'])
+      throw new UsageError(
+        `--pooling applies only with --no-top (the classifier brings its own pooling)\nusage: ${this.usage}`,
+      );
     const batch = args.options.batch;
     const options: BuildOptions = {
       includeTop: !args.flags['no-top'],
@@ -33,7 +52,8 @@ export const buildCommand: CommandSpec = {
     const out = resolve(args.options.out ?? `${name}.onnx`);
     saveModelFile(graph, out);
     const s = summarizeGraph(graph);
-    const shape = (v: { name: string; shape?: Dim[] }) => `${v.name} [${(v.shape ?? []).map((d) => d ?? '?').join(', ')}]`;
+    const shape = (v: { name: string; shape?: Dim[] }) =>
+      `${v.name} [${(v.shape ?? []).map((d) => d ?? '?').join(', ')}]`;
     const count = (n: number) => n.toLocaleString('en-US');
     const lines = [
       `wrote ${out} (${(statSync(out).size / 1e6).toFixed(1)} MB)`,
@@ -51,7 +71,8 @@ export const buildCommand: CommandSpec = {
 function integerOption(text: string | undefined, name: string, min: number, usage: string): number | undefined {
   if (text === undefined) return undefined;
   const n = Number(text);
-  if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} expects an integer ≥ ${min}, got '${text}'\nusage: ${usage}`);
+  if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(n) || n < min)
+    throw new UsageError(`--${name} expects an integer ≥ ${min}, got '${text}'\nusage: ${usage}`);
   return n;
 }
 
@@ -59,6 +80,9 @@ function integerOption(text: string | undefined, name: string, min: number, usag
 function widthOption(text: string | undefined, usage: string): number | undefined {
   if (text === undefined) return undefined;
   const w = Number(text);
-  if (!/^\d*\.?\d+$/.test(text) || !(w > 0 && w <= 1)) throw new UsageError(`--width expects a channel multiplier W with 0 < W ≤ 1 (e.g. 0.25), got '${text}'\nusage: ${usage}`);
+  if (!/^\d*\.?\d+$/.test(text) || !(w > 0 && w <= 1))
+    throw new UsageError(
+      `--width expects a channel multiplier W with 0 < W ≤ 1 (e.g. 0.25), got '${text}'\nusage: ${usage}`,
+    );
   return w;
 }

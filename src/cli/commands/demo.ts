@@ -86,7 +86,9 @@ export const demoCommand: CommandSpec = {
     const table = formatTable(results);
     process.stdout.write(`${table}\n`);
     writeOutputs(config.out, results, table);
-    process.stdout.write(`wrote ${['results.json', 'table.md', 'accuracy.svg', ...results.cases.map((c) => `curves-case-${c.case}.svg`)].map((f) => join(config.out, f)).join(', ')}\n`);
+    process.stdout.write(
+      `wrote ${['results.json', 'table.md', 'accuracy.svg', ...results.cases.map((c) => `curves-case-${c.case}.svg`)].map((f) => join(config.out, f)).join(', ')}\n`,
+    );
     return 0;
   },
 };
@@ -101,20 +103,39 @@ export interface DemoConfig {
 }
 
 export function parseDemoArgs(argv: string[]): DemoConfig {
-  const args = parseArgs(argv, { flags: ['quick'], options: ['seeds', 'cases', 'data', 'model', 'out'], positional: 0, usage: USAGE });
+  const args = parseArgs(argv, {
+    flags: ['quick'],
+    options: ['seeds', 'cases', 'data', 'model', 'out'],
+    positional: 0,
+    usage: USAGE,
+  });
   const o = args.options;
   const seeds = o.seeds === undefined ? 3 : Number(o.seeds);
-  if (!Number.isInteger(seeds) || seeds < 1 || seeds > 20) throw new UsageError(`--seeds must be an integer 1–20, got '${o.seeds}'`);
+  if (!Number.isInteger(seeds) || seeds < 1 || seeds > 20)
+    throw new UsageError(`--seeds must be an integer 1–20, got '${o.seeds}'`);
   const cases = (o.cases ?? '1,2,3,4').split(',').map((s) => Number(s.trim()));
   if (cases.length === 0 || cases.some((c) => ![1, 2, 3, 4].includes(c)) || new Set(cases).size !== cases.length) {
-    throw new UsageError(`--cases takes distinct case numbers from 1, 2, 3, 4 separated by commas (e.g. 1,3), got '${o.cases}'`);
+    throw new UsageError(
+      `--cases takes distinct case numbers from 1, 2, 3, 4 separated by commas (e.g. 1,3), got '${o.cases}'`,
+    );
   }
   const data = o.data ?? 'auto';
-  if (data !== 'auto' && data !== 'sample' && data !== 'full') throw new UsageError(`--data must be auto, sample or full, got '${data}'`);
-  if (data === 'full' && !existsSync(FASHION_MNIST_ROOT)) throw new UsageError(`--data full: ${FASHION_MNIST_ROOT} not found (apt-get install dataset-fashion-mnist), or use --data sample`);
+  if (data !== 'auto' && data !== 'sample' && data !== 'full')
+    throw new UsageError(`--data must be auto, sample or full, got '${data}'`);
+  if (data === 'full' && !existsSync(FASHION_MNIST_ROOT))
+    throw new UsageError(
+      `--data full: ${FASHION_MNIST_ROOT} not found (apt-get install dataset-fashion-mnist), or use --data sample`,
+    );
   const out = o.out ?? 'demo-output';
   checkOutputFolder(out);
-  return { seeds, quick: Boolean(args.flags.quick), cases: cases as CaseNumber[], data, model: o.model ?? DEFAULT_SOURCE, out };
+  return {
+    seeds,
+    quick: Boolean(args.flags.quick),
+    cases: cases as CaseNumber[],
+    data,
+    model: o.model ?? DEFAULT_SOURCE,
+    out,
+  };
 }
 
 // ─── results ────────────────────────────────────────────────────────────────────────────────
@@ -169,11 +190,18 @@ export interface DemoResults {
 export async function runDemo(config: DemoConfig, log: (line: string) => void): Promise<DemoResults> {
   const started = Date.now();
   if (!existsSync(config.model)) {
-    throw new ModelError(`the demo's source network is missing; it ships in models-onnx/source/ (rebuild it with \`npm run pretrain\`) or pass --model FILE`, { file: config.model });
+    throw new ModelError(
+      `the demo's source network is missing; it ships in models-onnx/source/ (rebuild it with \`npm run pretrain\`) or pass --model FILE`,
+      { file: config.model },
+    );
   }
   const source = loadModelFile(config.model);
   const spec = readPreprocess(source);
-  if (!spec) throw new ModelError(`has no preprocessing in its metadata ('onnx_graft.preprocess'); the demo needs to know how its inputs were prepared`, { file: config.model });
+  if (!spec)
+    throw new ModelError(
+      `has no preprocessing in its metadata ('onnx_graft.preprocess'); the demo needs to know how its inputs were prepared`,
+      { file: config.model },
+    );
   const data = loadData(config, spec);
   const plan = BUDGETS[config.quick ? 'quick' : 'full'].filter((b) => config.cases.includes(b.case));
   const seeds = Array.from({ length: config.seeds }, (_, i) => i + 1);
@@ -184,7 +212,14 @@ export async function runDemo(config: DemoConfig, log: (line: string) => void): 
     const cases: CaseResult[] = [];
     for (const budget of plan) {
       const set = data[budget.data];
-      const rewrite = (seed: number) => transfer(source, { case: budget.case, classes: set.classes.length, seed, cutAt: budget.case === 2 ? earlyCut(source) : undefined, pooling: budget.case === 2 ? 'flatten' : undefined });
+      const rewrite = (seed: number) =>
+        transfer(source, {
+          case: budget.case,
+          classes: set.classes.length,
+          seed,
+          cutAt: budget.case === 2 ? earlyCut(source) : undefined,
+          pooling: budget.case === 2 ? 'flatten' : undefined,
+        });
       const first = rewrite(1);
       const fine: RunResult[] = [];
       const scratch: RunResult[] = [];
@@ -199,8 +234,18 @@ export async function runDemo(config: DemoConfig, log: (line: string) => void): 
           }
           const label = `[${++done}/${total}] case ${budget.case} (${budget.data}, ${budget.perClass}/class) seed ${seed} ${variant}`;
           log(`${label}: training ${train.length} images, ${budget.epochs} epochs…`);
-          const run = await trainOnce(gpu, graph, budget, train, set.val, seed, variant === 'fine-tuned' && budget.case <= 2);
-          log(`${label}: validation accuracy ${percent(run.valAccuracy)} in ${run.seconds.toFixed(1)} s${run.featureCache ? ' (frozen body: features cached)' : ''}`);
+          const run = await trainOnce(
+            gpu,
+            graph,
+            budget,
+            train,
+            set.val,
+            seed,
+            variant === 'fine-tuned' && budget.case <= 2,
+          );
+          log(
+            `${label}: validation accuracy ${percent(run.valAccuracy)} in ${run.seconds.toFixed(1)} s${run.featureCache ? ' (frozen body: features cached)' : ''}`,
+          );
           (variant === 'fine-tuned' ? fine : scratch).push(run);
         }
       }
@@ -223,8 +268,17 @@ export async function runDemo(config: DemoConfig, log: (line: string) => void): 
     }
     return {
       command: `graft demo ${config.quick ? '--quick ' : ''}--seeds ${config.seeds} --cases ${config.cases.join(',')} --data ${config.data}`,
-      source: { file: shownPath(config.model), parameters: source.parameterCount((i) => i.trainable), labels: readLabels(source) },
-      machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30), adapter: describeAdapter(gpu) },
+      source: {
+        file: shownPath(config.model),
+        parameters: source.parameterCount((i) => i.trainable),
+        labels: readLabels(source),
+      },
+      machine: {
+        cpus: cpus().length,
+        cpuModel: cpus()[0]?.model ?? 'unknown',
+        memoryGiB: Math.round(totalmem() / 2 ** 30),
+        adapter: describeAdapter(gpu),
+      },
       quick: config.quick,
       seeds,
       seconds: (Date.now() - started) / 1000,
@@ -249,33 +303,55 @@ function earlyCut(graph: Graph): string {
 
 /** The same graph with every weight but the new head re-initialised, and everything trainable. */
 function toScratch(graph: Graph, head: Set<string>, seed: number): void {
-  reinitLayers(graph, graph.nodes.filter((n) => n.inputs.some((i) => graph.initializers.has(i) && !head.has(i))), seed);
+  reinitLayers(
+    graph,
+    graph.nodes.filter((n) => n.inputs.some((i) => graph.initializers.has(i) && !head.has(i))),
+    seed,
+  );
   unfreeze(graph, 'all');
 }
 
-async function trainOnce(gpu: GpuContext, graph: Graph, budget: CaseBudget, train: Dataset, val: Dataset, seed: number, frozenBody: boolean): Promise<RunResult> {
+async function trainOnce(
+  gpu: GpuContext,
+  graph: Graph,
+  budget: CaseBudget,
+  train: Dataset,
+  val: Dataset,
+  seed: number,
+  frozenBody: boolean,
+): Promise<RunResult> {
   const started = Date.now();
   const trainer = await Trainer.create(gpu, graph);
   try {
     const valSource = () => batches(val, { batchSize: VAL_BATCH });
     // A frozen body caches the validation features too, so validate every epoch; a network that
     // trains everywhere pays a full forward per validation, so only every valEvery epochs.
-    const fitResult = await trainer.fit((epoch) => batches(train, { batchSize: budget.batch, shuffle: true, seed, epoch, dropLast: true }), {
-      epochs: budget.epochs,
-      optimizer: { type: 'adam', lr: budget.lr },
-      seed,
-      validation: frozenBody ? valSource : undefined,
-      callbacks: {
-        onEpochEnd: async (m) => {
-          if (frozenBody || (m.epoch % budget.valEvery !== 0 && m.epoch !== budget.epochs)) return;
-          const v = await trainer.evaluate(valSource);
-          Object.assign(m, { valLoss: v.loss, valTop1: v.top1, valTop5: v.top5 });
+    const fitResult = await trainer.fit(
+      (epoch) => batches(train, { batchSize: budget.batch, shuffle: true, seed, epoch, dropLast: true }),
+      {
+        epochs: budget.epochs,
+        optimizer: { type: 'adam', lr: budget.lr },
+        seed,
+        validation: frozenBody ? valSource : undefined,
+        callbacks: {
+          onEpochEnd: async (m) => {
+            if (frozenBody || (m.epoch % budget.valEvery !== 0 && m.epoch !== budget.epochs)) return;
+            const v = await trainer.evaluate(valSource);
+            Object.assign(m, { valLoss: v.loss, valTop1: v.top1, valTop5: v.top5 });
+          },
         },
       },
-    });
+    );
     const last = fitResult.history[fitResult.history.length - 1];
-    if (last?.valTop1 === undefined) throw new Error(`case ${budget.case}, seed ${seed}: no validation after the last epoch`);
-    return { seed, valAccuracy: last.valTop1, seconds: (Date.now() - started) / 1000, featureCache: fitResult.featureCache, history: fitResult.history };
+    if (last?.valTop1 === undefined)
+      throw new Error(`case ${budget.case}, seed ${seed}: no validation after the last epoch`);
+    return {
+      seed,
+      valAccuracy: last.valTop1,
+      seconds: (Date.now() - started) / 1000,
+      featureCache: fitResult.featureCache,
+      history: fitResult.history,
+    };
   } finally {
     trainer.dispose();
   }
@@ -285,15 +361,24 @@ function summarize(trainableParameters: number, runs: RunResult[]): VariantResul
   const acc = runs.map((r) => r.valAccuracy);
   const mean = acc.reduce((a, b) => a + b, 0) / acc.length;
   const spread = acc.length > 1 ? Math.sqrt(acc.reduce((a, b) => a + (b - mean) ** 2, 0) / (acc.length - 1)) : 0;
-  return { trainableParameters, mean, spread, meanSeconds: runs.reduce((a, r) => a + r.seconds, 0) / runs.length, runs };
+  return {
+    trainableParameters,
+    mean,
+    spread,
+    meanSeconds: runs.reduce((a, r) => a + r.seconds, 0) / runs.length,
+    runs,
+  };
 }
 
 function describeCase(c: CaseNumber, cut: string): string {
   switch (c) {
-    case 1: return 'classifier cut; body frozen; new dense layer trained';
-    case 2: return `cut after ${shortName(cut)}; kept layers frozen; new flatten + dense head trained`;
+    case 1:
+      return 'classifier cut; body frozen; new dense layer trained';
+    case 2:
+      return `cut after ${shortName(cut)}; kept layers frozen; new flatten + dense head trained`;
     case 3:
-    case 4: return 'last layer replaced; all layers trained from the pretrained weights';
+    case 4:
+      return 'last layer replaced; all layers trained from the pretrained weights';
   }
 }
 
@@ -333,15 +418,24 @@ function loadData(config: DemoConfig, spec: PreprocessSpec): Record<DataName, Ta
 
   const labelMap = new Map(FASHION_TARGET_CLASSES.map((c, k) => [c, k]));
   const fashion = pool(fashionTrain.labels, (l) => labelMap.get(l));
-  const fashionVal = take(pool(fashionTest.labels, (l) => labelMap.get(l)), VAL_PER_CLASS.fashion, VAL_SEED, 'Fashion-MNIST t10k');
+  const fashionVal = take(
+    pool(fashionTest.labels, (l) => labelMap.get(l)),
+    VAL_PER_CLASS.fashion,
+    VAL_SEED,
+    'Fashion-MNIST t10k',
+  );
   // The digits have one split: a fixed seeded held-out part per class, training drawn from the rest.
   const digitsAll = pool(digits.labels, (l) => l);
   const digitsVal = take(digitsAll, VAL_PER_CLASS.digits, VAL_SEED, 'digits');
   const held = new Set(digitsVal);
   const digitsPool = digitsAll.map((list) => list.filter((i) => !held.has(i)));
 
-  const images = (get: (i: number) => FloatImage, indices: number[], labelOf: (i: number) => number, classes: string[]) =>
-    inMemoryDataset(indices.map(get), indices.map(labelOf), classes);
+  const images = (
+    get: (i: number) => FloatImage,
+    indices: number[],
+    labelOf: (i: number) => number,
+    classes: string[],
+  ) => inMemoryDataset(indices.map(get), indices.map(labelOf), classes);
   const cached = (d: Dataset) => {
     const memo = new Map<number, FloatImage>();
     return (i: number) => {
@@ -360,13 +454,25 @@ function loadData(config: DemoConfig, spec: PreprocessSpec): Record<DataName, Ta
       classes: fashionClasses,
       source: shownPath(fashionRoot),
       val: images(testImage, fashionVal, fashionLabel(fashionTest), fashionClasses),
-      trainSubset: (perClass, seed) => images(trainImage, take(fashion, perClass, seed, 'Fashion-MNIST train'), fashionLabel(fashionTrain), fashionClasses),
+      trainSubset: (perClass, seed) =>
+        images(
+          trainImage,
+          take(fashion, perClass, seed, 'Fashion-MNIST train'),
+          fashionLabel(fashionTrain),
+          fashionClasses,
+        ),
     },
     digits: {
       classes: [...(digits.classes as readonly string[])],
       source: shownPath(existsSync(digitsPath) ? digitsPath : SKLEARN_DIGITS_PATH),
       val: images(digitImage, digitsVal, (i) => digits.labels[i], [...(digits.classes as readonly string[])]),
-      trainSubset: (perClass, seed) => images(digitImage, take(digitsPool, perClass, seed, 'digits (without the held-out part)'), (i) => digits.labels[i], [...(digits.classes as readonly string[])]),
+      trainSubset: (perClass, seed) =>
+        images(
+          digitImage,
+          take(digitsPool, perClass, seed, 'digits (without the held-out part)'),
+          (i) => digits.labels[i],
+          [...(digits.classes as readonly string[])],
+        ),
     },
   };
 }
@@ -384,7 +490,8 @@ function pool(labels: Uint8Array, target: (label: number) => number | undefined)
 /** `perClass` indices of every class, by a seeded shuffle of each class's list; class order kept. */
 function take(pools: number[][], perClass: number, seed: number, what: string): number[] {
   return pools.flatMap((list, k) => {
-    if (list.length < perClass) throw new UsageError(`${what}: class ${k} has ${list.length} images, the demo needs ${perClass}`);
+    if (list.length < perClass)
+      throw new UsageError(`${what}: class ${k} has ${list.length} images, the demo needs ${perClass}`);
     const order = permutation(list.length, mixSeed(seed, k));
     return Array.from(order.subarray(0, perClass), (j) => list[j]);
   });
@@ -397,7 +504,17 @@ const pm = (v: VariantResult) => `${(100 * v.mean).toFixed(1)} ± ${(100 * v.spr
 const count = (n: number) => n.toLocaleString('en-US');
 
 export function formatTable(r: DemoResults): string {
-  const header = ['case', 'data', 'img/class', 'cut / frozen / trained', 'trainable params (fine-tuned / scratch)', 'epochs', 'wall s (fine-tuned / scratch)', 'val acc fine-tuned', 'val acc scratch'];
+  const header = [
+    'case',
+    'data',
+    'img/class',
+    'cut / frozen / trained',
+    'trainable params (fine-tuned / scratch)',
+    'epochs',
+    'wall s (fine-tuned / scratch)',
+    'val acc fine-tuned',
+    'val acc scratch',
+  ];
   const rows = r.cases.map((c) => [
     String(c.case),
     `${c.data === 'fashion' ? 'similar: Fashion-MNIST' : 'different: digits'} (${c.classes.length} classes)`,
@@ -428,7 +545,9 @@ function checkOutputFolder(out: string): void {
     mkdirSync(out, { recursive: true });
     accessSync(out, constants.W_OK);
   } catch (e) {
-    throw new UsageError(`--out ${out}: cannot write there (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); pass a writable folder`);
+    throw new UsageError(
+      `--out ${out}: cannot write there (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); pass a writable folder`,
+    );
   }
 }
 
@@ -436,30 +555,42 @@ function writeOutputs(out: string, r: DemoResults, table: string): void {
   const text = (s: string) => new TextEncoder().encode(s);
   writeFileAtomic(join(out, 'results.json'), text(`${JSON.stringify(r, null, 1)}\n`));
   writeFileAtomic(join(out, 'table.md'), text(`${table}\n`));
-  writeFileAtomic(join(out, 'accuracy.svg'), text(barChart({
-    title: 'Validation accuracy: fine-tuned vs trained from scratch (mean over seeds)',
-    groups: r.cases.map((c) => `case ${c.case}: ${c.data === 'fashion' ? 'similar' : 'different'}, ${c.perClass}/class`),
-    series: [
-      { name: 'fine-tuned', values: r.cases.map((c) => 100 * c.fineTuned.mean) },
-      { name: 'scratch', values: r.cases.map((c) => 100 * c.scratch.mean) },
-    ],
-    yLabel: 'validation accuracy (%)',
-    yRange: [0, 100],
-    format: (v) => v.toFixed(1),
-  })));
+  writeFileAtomic(
+    join(out, 'accuracy.svg'),
+    text(
+      barChart({
+        title: 'Validation accuracy: fine-tuned vs trained from scratch (mean over seeds)',
+        groups: r.cases.map(
+          (c) => `case ${c.case}: ${c.data === 'fashion' ? 'similar' : 'different'}, ${c.perClass}/class`,
+        ),
+        series: [
+          { name: 'fine-tuned', values: r.cases.map((c) => 100 * c.fineTuned.mean) },
+          { name: 'scratch', values: r.cases.map((c) => 100 * c.scratch.mean) },
+        ],
+        yLabel: 'validation accuracy (%)',
+        yRange: [0, 100],
+        format: (v) => v.toFixed(1),
+      }),
+    ),
+  );
   for (const c of r.cases) {
-    writeFileAtomic(join(out, `curves-case-${c.case}.svg`), text(lineChart({
-      title: `Case ${c.case} (${c.data}, ${c.perClass} images/class): accuracy per epoch, mean over seeds`,
-      xLabel: 'epoch',
-      yLabel: 'accuracy',
-      yRange: [0, 1],
-      series: [
-        { name: 'fine-tuned, validation', points: meanCurve(c.fineTuned.runs, 'valTop1') },
-        { name: 'scratch, validation', points: meanCurve(c.scratch.runs, 'valTop1') },
-        { name: 'fine-tuned, training', points: meanCurve(c.fineTuned.runs, 'top1'), dashed: true },
-        { name: 'scratch, training', points: meanCurve(c.scratch.runs, 'top1'), dashed: true },
-      ],
-    })));
+    writeFileAtomic(
+      join(out, `curves-case-${c.case}.svg`),
+      text(
+        lineChart({
+          title: `Case ${c.case} (${c.data}, ${c.perClass} images/class): accuracy per epoch, mean over seeds`,
+          xLabel: 'epoch',
+          yLabel: 'accuracy',
+          yRange: [0, 1],
+          series: [
+            { name: 'fine-tuned, validation', points: meanCurve(c.fineTuned.runs, 'valTop1') },
+            { name: 'scratch, validation', points: meanCurve(c.scratch.runs, 'valTop1') },
+            { name: 'fine-tuned, training', points: meanCurve(c.fineTuned.runs, 'top1'), dashed: true },
+            { name: 'scratch, training', points: meanCurve(c.scratch.runs, 'top1'), dashed: true },
+          ],
+        }),
+      ),
+    );
   }
 }
 
@@ -468,7 +599,8 @@ function meanCurve(runs: RunResult[], key: 'valTop1' | 'top1'): [number, number]
   const points: [number, number][] = [];
   for (const m of runs[0].history) {
     const values = runs.map((r) => r.history.find((h) => h.epoch === m.epoch)?.[key]);
-    if (values.every((v): v is number => v !== undefined)) points.push([m.epoch, values.reduce((a, b) => a + b, 0) / values.length]);
+    if (values.every((v): v is number => v !== undefined))
+      points.push([m.epoch, values.reduce((a, b) => a + b, 0) / values.length]);
   }
   return points;
 }

@@ -9,10 +9,22 @@ import { loadModelFile, writeFileAtomic } from '../../node/files.ts';
 import { parseArgs, UsageError, type CommandSpec } from '../args.ts';
 import { rankClasses, softmaxRows } from '../../train/trainer.ts';
 import { openClassifier } from '../classifier.ts';
-import { besides, checkWritableFolder, choiceFlag, choosePreprocess, describePreprocess, integerFlag, modelInputSize, percent, PREPROCESS_CHOICES, table } from '../common.ts';
+import {
+  besides,
+  checkWritableFolder,
+  choiceFlag,
+  choosePreprocess,
+  describePreprocess,
+  integerFlag,
+  modelInputSize,
+  percent,
+  PREPROCESS_CHOICES,
+  table,
+} from '../common.ts';
 import { heatmap } from '../plot.ts';
 
-const USAGE = 'graft eval MODEL.onnx DATA_DIR [--batch 16] [--preprocess torchvision|caffe|inception|model] [--plot FILE.svg] [--workers N]';
+const USAGE =
+  'graft eval MODEL.onnx DATA_DIR [--batch 16] [--preprocess torchvision|caffe|inception|model] [--plot FILE.svg] [--workers N]';
 
 export interface Evaluation {
   loss: number;
@@ -37,7 +49,8 @@ export const evalCommand: CommandSpec = {
     const workers = o.workers === undefined ? undefined : integerFlag('--workers', o.workers, 1, 64);
     if (o.preprocess !== undefined) choiceFlag('--preprocess', o.preprocess, PREPROCESS_CHOICES);
     const plotPath = resolve(o.plot ?? besides(modelPath, 'confusion.svg'));
-    if (!plotPath.toLowerCase().endsWith('.svg')) throw new UsageError(`--plot must name an .svg file, got '${o.plot}'`);
+    if (!plotPath.toLowerCase().endsWith('.svg'))
+      throw new UsageError(`--plot must name an .svg file, got '${o.plot}'`);
     checkWritableFolder(dirname(plotPath), '--plot');
     if (!existsSync(modelPath)) throw new UsageError(`${modelPath}: no such model file`);
     const graph = loadModelFile(modelPath);
@@ -50,36 +63,80 @@ export const evalCommand: CommandSpec = {
       process.stderr.write(`warning: ${m}\n`);
     };
     // With labels, every class folder must be one of them (the loader's error lists both sets).
-    let data: ImageFolderSource | undefined = await openImageFolder(dataDir, { preprocess: spec, workers, onWarning: warn, ...(labels ? { classes: labels } : {}) });
+    let data: ImageFolderSource | undefined = await openImageFolder(dataDir, {
+      preprocess: spec,
+      workers,
+      onWarning: warn,
+      ...(labels ? { classes: labels } : {}),
+    });
     const gpu = await createNodeGpuContext();
     try {
       const classifier = await openClassifier(graph, modelPath, gpu, batch, size);
       try {
         const classNames = labels ?? data.classes;
-        const evaluation = await evaluate(data, batch, (images, count) => classifier.logits(images, count), () => classifier.classes);
+        const evaluation = await evaluate(
+          data,
+          batch,
+          (images, count) => classifier.logits(images, count),
+          () => classifier.classes,
+        );
         const classes = classifier.classes;
         if (classNames.length !== classes) {
-          throw new UsageError(labels
-            ? `${modelPath}: ${labels.length} labels in its metadata for ${classes} outputs`
-            : `${modelPath} has no labels in its metadata and ${classes} outputs, but ${dataDir} has ${data.classes.length} class folders (${data.classes.join(', ')})`);
+          throw new UsageError(
+            labels
+              ? `${modelPath}: ${labels.length} labels in its metadata for ${classes} outputs`
+              : `${modelPath} has no labels in its metadata and ${classes} outputs, but ${dataDir} has ${data.classes.length} class folders (${data.classes.join(', ')})`,
+          );
         }
         const out: string[] = [];
         out.push(`preprocessing from ${why}: ${describePreprocess(spec)}`);
-        if (!labels) out.push(`note: ${modelPath} has no labels in its metadata; output i is taken to be folder class i (sorted names)`);
-        out.push(`${dataDir}: ${evaluation.samples} images${data.skipped.length ? ` (${data.skipped.length} skipped)` : ''}`);
-        out.push(`loss ${evaluation.loss.toFixed(4)}   top-1 ${percent(evaluation.top1)}   top-5 ${percent(evaluation.top5)}${classes < 5 ? ` (${classes} classes)` : ''}`);
+        if (!labels)
+          out.push(
+            `note: ${modelPath} has no labels in its metadata; output i is taken to be folder class i (sorted names)`,
+          );
+        out.push(
+          `${dataDir}: ${evaluation.samples} images${data.skipped.length ? ` (${data.skipped.length} skipped)` : ''}`,
+        );
+        out.push(
+          `loss ${evaluation.loss.toFixed(4)}   top-1 ${percent(evaluation.top1)}   top-5 ${percent(evaluation.top5)}${classes < 5 ? ` (${classes} classes)` : ''}`,
+        );
         out.push('');
         const present = classNames.map((_, c) => c).filter((c) => evaluation.confusion[c].some((v) => v > 0));
-        out.push(table(['class', 'images', 'correct', 'accuracy'], present.map((c) => {
-          const n = evaluation.confusion[c].reduce((a, b) => a + b, 0);
-          return [classNames[c], String(n), String(evaluation.confusion[c][c]), percent(evaluation.confusion[c][c] / n)];
-        }), [1, 2, 3]));
+        out.push(
+          table(
+            ['class', 'images', 'correct', 'accuracy'],
+            present.map((c) => {
+              const n = evaluation.confusion[c].reduce((a, b) => a + b, 0);
+              return [
+                classNames[c],
+                String(n),
+                String(evaluation.confusion[c][c]),
+                percent(evaluation.confusion[c][c] / n),
+              ];
+            }),
+            [1, 2, 3],
+          ),
+        );
         out.push('confusion matrix (rows: true class, columns: predicted class)');
-        out.push(table(['', ...classNames.map((_, c) => String(c))], present.map((c) => [`${c} ${classNames[c]}`, ...evaluation.confusion[c].map(String)]), classNames.map((_, c) => c + 1)));
-        writeFileAtomic(plotPath, new TextEncoder().encode(heatmap({
-          title: `${basename(modelPath)} on ${basename(resolve(dataDir))}: top-1 ${percent(evaluation.top1)}`,
-          rowLabels: present.map((c) => classNames[c]), colLabels: classNames, values: present.map((c) => evaluation.confusion[c]), format: (v) => String(v),
-        })));
+        out.push(
+          table(
+            ['', ...classNames.map((_, c) => String(c))],
+            present.map((c) => [`${c} ${classNames[c]}`, ...evaluation.confusion[c].map(String)]),
+            classNames.map((_, c) => c + 1),
+          ),
+        );
+        writeFileAtomic(
+          plotPath,
+          new TextEncoder().encode(
+            heatmap({
+              title: `${basename(modelPath)} on ${basename(resolve(dataDir))}: top-1 ${percent(evaluation.top1)}`,
+              rowLabels: present.map((c) => classNames[c]),
+              colLabels: classNames,
+              values: present.map((c) => evaluation.confusion[c]),
+              format: (v) => String(v),
+            }),
+          ),
+        );
         out.push(`wrote ${plotPath}`);
         process.stdout.write(out.join('\n') + '\n');
         return 0;
@@ -113,7 +170,10 @@ export async function evaluate(
     const { probabilities, logSumExp } = softmaxRows(logits, classes);
     for (let n = 0; n < b.size; n++) {
       const label = b.labels[n];
-      if (label >= classes) throw new UsageError(`the model has ${classes} outputs, but class ${label} (${data.classes[label]}) is in the data`);
+      if (label >= classes)
+        throw new UsageError(
+          `the model has ${classes} outputs, but class ${label} (${data.classes[label]}) is in the data`,
+        );
       const order = rankClasses(probabilities.subarray(n * classes, (n + 1) * classes));
       loss += logSumExp[n] - logits[n * classes + label];
       if (order[0] === label) top1++;
@@ -122,6 +182,7 @@ export async function evaluate(
       samples++;
     }
   }
-  if (!confusion || samples === 0) throw new UsageError(`${data.root}: no image could be read (${data.skipped.length} skipped)`);
+  if (!confusion || samples === 0)
+    throw new UsageError(`${data.root}: no image could be read (${data.skipped.length} skipped)`);
   return { loss: loss / samples, top1: top1 / samples, top5: top5 / samples, samples, confusion };
 }

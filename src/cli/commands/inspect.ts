@@ -13,14 +13,26 @@ export const inspectCommand: CommandSpec = {
   run(argv) {
     const args = parseArgs(argv, { flags: ['json'], options: ['input'], positional: 1, usage: this.usage });
     let graph = decodeModelFile(args.positional[0]);
-    const inputShapes = args.options.input ? parseInputShape(args.options.input, graph.feedInputs.map((i) => i.name)) : {};
+    const inputShapes = args.options.input
+      ? parseInputShape(
+          args.options.input,
+          graph.feedInputs.map((i) => i.name),
+        )
+      : {};
     // Zoo models declare a batch of 1: another batch size is applied after preparing (as training
     // does), flattens included, instead of contradicting the declared shape.
     let batch: number | undefined;
     for (const input of graph.feedInputs) {
       const want = inputShapes[input.name];
       const declared = input.shape;
-      if (!want || !declared || declared.length !== want.length || typeof declared[0] !== 'number' || declared[0] === want[0]) continue;
+      if (
+        !want ||
+        !declared ||
+        declared.length !== want.length ||
+        typeof declared[0] !== 'number' ||
+        declared[0] === want[0]
+      )
+        continue;
       if (declared.every((d, i) => i === 0 || typeof d !== 'number' || d === want[i])) {
         batch = want[0];
         inputShapes[input.name] = [declared[0], ...want.slice(1)];
@@ -31,7 +43,9 @@ export const inspectCommand: CommandSpec = {
     for (const input of graph.feedInputs) {
       if (inputShapes[input.name] || !input.shape?.some((d) => typeof d !== 'number')) continue;
       inputShapes[input.name] = input.shape.map((d) => (typeof d === 'number' ? d : 1));
-      process.stderr.write(`note: input '${input.name}' has symbolic dimensions [${input.shape.join(', ')}]; inspecting with [${inputShapes[input.name].join(', ')}] (choose with --input ${input.name}=${inputShapes[input.name].join('x')})\n`);
+      process.stderr.write(
+        `note: input '${input.name}' has symbolic dimensions [${input.shape.join(', ')}]; inspecting with [${inputShapes[input.name].join(', ')}] (choose with --input ${input.name}=${inputShapes[input.name].join('x')})\n`,
+      );
     }
     prepareGraph(graph, { inputShapes });
     if (batch !== undefined) graph = setBatchSize(graph, batch);
@@ -49,10 +63,16 @@ export const inspectCommand: CommandSpec = {
 function parseInputShape(text: string, inputs: string[]): Record<string, number[]> {
   const at = text.lastIndexOf('=');
   const dims = text.slice(at + 1);
-  if (!/^\d+(x\d+)*$/.test(dims)) throw new UsageError(`--input expects [name=]DxDxD (e.g. 8x3x224x224 or ${inputs[0] ?? 'data_0'}=8x3x224x224), got '${text}'`);
+  if (!/^\d+(x\d+)*$/.test(dims))
+    throw new UsageError(
+      `--input expects [name=]DxDxD (e.g. 8x3x224x224 or ${inputs[0] ?? 'data_0'}=8x3x224x224), got '${text}'`,
+    );
   let name = at < 0 ? undefined : text.slice(0, at);
   if (name === undefined) {
-    if (inputs.length !== 1) throw new UsageError(`--input: the model has ${inputs.length} inputs (${inputs.join(', ')}); name one, as name=${dims}`);
+    if (inputs.length !== 1)
+      throw new UsageError(
+        `--input: the model has ${inputs.length} inputs (${inputs.join(', ')}); name one, as name=${dims}`,
+      );
     name = inputs[0];
   }
   return { [name]: dims.split('x').map(Number) };
@@ -62,10 +82,21 @@ const shapeText = (s: Dim[] | undefined) => (s ? `[${s.map((d) => (d === null ? 
 const count = (n: number) => n.toLocaleString('en-US');
 
 export function formatSummary(s: GraphSummary): string {
-  const rows = s.nodes.map((n, i) => [String(i), n.name || '(unnamed)', n.opType, n.outputShapes.map(shapeText).join(' '), n.parameters ? count(n.parameters) : '', n.trainable]);
+  const rows = s.nodes.map((n, i) => [
+    String(i),
+    n.name || '(unnamed)',
+    n.opType,
+    n.outputShapes.map(shapeText).join(' '),
+    n.parameters ? count(n.parameters) : '',
+    n.trainable,
+  ]);
   const header = ['#', 'name', 'op', 'output shape', 'parameters', 'trainable'];
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
-  const line = (r: string[]) => r.map((cell, c) => (c === 4 ? cell.padStart(widths[c]) : cell.padEnd(widths[c]))).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((cell, c) => (c === 4 ? cell.padStart(widths[c]) : cell.padEnd(widths[c])))
+      .join('  ')
+      .trimEnd();
   const out = [
     `model: ${s.source ?? '(in memory)'}  (opset ${s.opset})`,
     ...s.inputs.map((i) => `input:  ${i.name} ${i.dtype ?? ''} ${shapeText(i.shape)}`),

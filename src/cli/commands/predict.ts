@@ -7,18 +7,31 @@ import { loadModelFile } from '../../node/files.ts';
 import { parseArgs, UsageError, type CommandSpec } from '../args.ts';
 import { rankClasses, softmaxRows } from '../../train/trainer.ts';
 import { openClassifier } from '../classifier.ts';
-import { choosePreprocess, describePreprocess, integerFlag, modelInputSize, PREPROCESS_CHOICES, choiceFlag } from '../common.ts';
+import {
+  choosePreprocess,
+  describePreprocess,
+  integerFlag,
+  modelInputSize,
+  PREPROCESS_CHOICES,
+  choiceFlag,
+} from '../common.ts';
 
-const USAGE = 'graft predict MODEL.onnx IMAGE… [--top 5] [--json] [--preprocess torchvision|caffe|inception|model] [--batch 8]';
+const USAGE =
+  'graft predict MODEL.onnx IMAGE… [--top 5] [--json] [--preprocess torchvision|caffe|inception|model] [--batch 8]';
 
 export const predictCommand: CommandSpec = {
   name: 'predict',
   usage: USAGE,
   summary:
-    'the top-k classes of each image with probabilities (class names from the model\'s labels); --json for machines.\n' +
-    '  Preprocessing: --preprocess, default the model\'s metadata, else torchvision. Files that do not decode are skipped with a warning (exit status 1).',
+    "the top-k classes of each image with probabilities (class names from the model's labels); --json for machines.\n" +
+    "  Preprocessing: --preprocess, default the model's metadata, else torchvision. Files that do not decode are skipped with a warning (exit status 1).",
   async run(argv) {
-    const args = parseArgs(argv, { flags: ['json'], options: ['top', 'preprocess', 'batch'], positional: [2, Infinity], usage: USAGE });
+    const args = parseArgs(argv, {
+      flags: ['json'],
+      options: ['top', 'preprocess', 'batch'],
+      positional: [2, Infinity],
+      usage: USAGE,
+    });
     const [modelPath, ...images] = args.positional;
     const top = args.options.top === undefined ? 5 : integerFlag('--top', args.options.top, 1);
     const chunk = args.options.batch === undefined ? 8 : integerFlag('--batch', args.options.batch, 1, 1024);
@@ -26,7 +39,8 @@ export const predictCommand: CommandSpec = {
     if (!existsSync(modelPath)) throw new UsageError(`${modelPath}: no such model file`);
     for (const image of images) {
       if (!existsSync(image)) throw new UsageError(`${image}: no such image file`);
-      if (statSync(image).isDirectory()) throw new UsageError(`${image} is a folder; pass image files (graft eval takes a folder of class folders)`);
+      if (statSync(image).isDirectory())
+        throw new UsageError(`${image} is a folder; pass image files (graft eval takes a folder of class folders)`);
     }
     const graph = loadModelFile(modelPath);
     const { size } = modelInputSize(graph, modelPath);
@@ -35,30 +49,49 @@ export const predictCommand: CommandSpec = {
     const warnings: string[] = [];
     const loaded = await loadImageFiles(images, spec, { onWarning: (m) => warnings.push(m) });
     for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
-    if (loaded.loaded.length === 0) throw new UsageError(`none of the ${images.length} images could be read (${loaded.skipped.map((s) => `${s.file}: ${s.reason}`).join('; ')})`);
+    if (loaded.loaded.length === 0)
+      throw new UsageError(
+        `none of the ${images.length} images could be read (${loaded.skipped.map((s) => `${s.file}: ${s.reason}`).join('; ')})`,
+      );
     const gpu = await createNodeGpuContext();
     try {
       const classifier = await openClassifier(graph, modelPath, gpu, Math.min(chunk, loaded.loaded.length), size);
       try {
         const logits = await classifier.logits(loaded.images, loaded.loaded.length);
         const classes = classifier.classes;
-        if (labels && labels.length !== classes) throw new UsageError(`${modelPath}: ${labels.length} labels in its metadata for ${classes} outputs`);
+        if (labels && labels.length !== classes)
+          throw new UsageError(`${modelPath}: ${labels.length} labels in its metadata for ${classes} outputs`);
         const { probabilities } = softmaxRows(logits, classes);
         const k = Math.min(top, classes);
         const predictions = loaded.loaded.map((file, n) => {
           const row = probabilities.subarray(n * classes, (n + 1) * classes);
-          return { file, top: rankClasses(row).slice(0, k).map((index) => ({ label: labels?.[index] ?? String(index), index, probability: row[index] })) };
+          return {
+            file,
+            top: rankClasses(row)
+              .slice(0, k)
+              .map((index) => ({ label: labels?.[index] ?? String(index), index, probability: row[index] })),
+          };
         });
         if (args.flags.json) {
-          process.stdout.write(JSON.stringify({ model: modelPath, preprocess: spec, predictions, skipped: loaded.skipped }, null, 2) + '\n');
+          process.stdout.write(
+            JSON.stringify({ model: modelPath, preprocess: spec, predictions, skipped: loaded.skipped }, null, 2) +
+              '\n',
+          );
         } else {
           process.stdout.write(`preprocessing from ${why}: ${describePreprocess(spec)}\n`);
           for (const p of predictions) {
             process.stdout.write(`${p.file}\n`);
             const width = Math.max(...p.top.map((t) => t.label.length));
-            p.top.forEach((t, i) => process.stdout.write(`  ${i + 1}. ${t.label.padEnd(width)}  ${(100 * t.probability).toFixed(2).padStart(6)}%\n`));
+            p.top.forEach((t, i) =>
+              process.stdout.write(
+                `  ${i + 1}. ${t.label.padEnd(width)}  ${(100 * t.probability).toFixed(2).padStart(6)}%\n`,
+              ),
+            );
           }
-          if (loaded.skipped.length) process.stdout.write(`skipped ${loaded.skipped.length} file(s): ${loaded.skipped.map((s) => s.file).join(', ')}\n`);
+          if (loaded.skipped.length)
+            process.stdout.write(
+              `skipped ${loaded.skipped.length} file(s): ${loaded.skipped.map((s) => s.file).join(', ')}\n`,
+            );
         }
         return loaded.skipped.length ? 1 : 0;
       } finally {

@@ -17,8 +17,17 @@ import type { OptimizerType } from '../../train/optimizers.ts';
 import { Trainer, type BatchRequest, type EpochMetrics, type TrainBatch } from '../../train/trainer.ts';
 import { parseArgs, UsageError, type CommandSpec } from '../args.ts';
 import {
-  besides, checkOutputFile, checkWritableFolder, choiceFlag, choosePreprocess, describePreprocess, integerFlag,
-  modelInputSize, numberFlag, percent, PREPROCESS_CHOICES,
+  besides,
+  checkOutputFile,
+  checkWritableFolder,
+  choiceFlag,
+  choosePreprocess,
+  describePreprocess,
+  integerFlag,
+  modelInputSize,
+  numberFlag,
+  percent,
+  PREPROCESS_CHOICES,
 } from '../common.ts';
 import { lineChart, stackCharts } from '../plot.ts';
 import { Progress } from '../progress.ts';
@@ -55,29 +64,65 @@ export const trainCommand: CommandSpec = {
   async run(argv) {
     const args = parseArgs(argv, {
       flags: ['reinitialize', 'resume', 'flip'],
-      options: ['case', 'out', 'cut-at', 'pooling', 'input-size', 'epochs', 'batch', 'optimizer', 'lr', 'val-split', 'val', 'crop', 'preprocess', 'checkpoint-dir', 'seed', 'workers'],
+      options: [
+        'case',
+        'out',
+        'cut-at',
+        'pooling',
+        'input-size',
+        'epochs',
+        'batch',
+        'optimizer',
+        'lr',
+        'val-split',
+        'val',
+        'crop',
+        'preprocess',
+        'checkpoint-dir',
+        'seed',
+        'workers',
+      ],
       positional: 2,
       usage: USAGE,
     });
     const o = args.options;
     const [modelPath, dataDir] = args.positional;
-    if (o.case === undefined) throw new UsageError('--case 1|2|3|4 is required (see graft train --help for what each does)');
+    if (o.case === undefined)
+      throw new UsageError('--case 1|2|3|4 is required (see graft train --help for what each does)');
     if (o.out === undefined) throw new UsageError('--out tuned.onnx is required');
     const transferCase = integerFlag('--case', o.case, 1, 4) as 1 | 2 | 3 | 4;
     if (o['cut-at'] !== undefined && transferCase !== 2) throw new UsageError('--cut-at goes with --case 2 only');
     if (args.flags.reinitialize && transferCase !== 4) throw new UsageError('--reinitialize goes with --case 4 only');
-    if (o.pooling !== undefined && transferCase > 2) throw new UsageError('--pooling goes with --case 1 or 2 (cases 3 and 4 keep the network\'s own head)');
-    const pooling = o.pooling === undefined ? undefined : choiceFlag<'avg' | 'max' | 'flatten'>('--pooling', o.pooling, ['avg', 'max', 'flatten']);
+    if (o.pooling !== undefined && transferCase > 2)
+      throw new UsageError("--pooling goes with --case 1 or 2 (cases 3 and 4 keep the network's own head)");
+    const pooling =
+      o.pooling === undefined
+        ? undefined
+        : choiceFlag<'avg' | 'max' | 'flatten'>('--pooling', o.pooling, ['avg', 'max', 'flatten']);
     const epochs = o.epochs === undefined ? 5 : integerFlag('--epochs', o.epochs, 1);
     const batchSize = o.batch === undefined ? 16 : integerFlag('--batch', o.batch, 1, 4096);
     const optimizer = choiceFlag<OptimizerType>('--optimizer', o.optimizer ?? 'adam', ['sgd', 'adam', 'adamw']);
-    const lr = o.lr === undefined ? (optimizer === 'sgd' ? 1e-2 : 1e-3) : numberFlag('--lr', o.lr, (v) => v > 0, 'a positive number');
+    const lr =
+      o.lr === undefined
+        ? optimizer === 'sgd'
+          ? 1e-2
+          : 1e-3
+        : numberFlag('--lr', o.lr, (v) => v > 0, 'a positive number');
     const seed = o.seed === undefined ? 0 : integerFlag('--seed', o.seed, 0, 2 ** 31 - 1);
     const inputSize = o['input-size'] === undefined ? undefined : integerFlag('--input-size', o['input-size'], 8, 4096);
     const workers = o.workers === undefined ? undefined : integerFlag('--workers', o.workers, 1, 64);
-    if (o.val !== undefined && o['val-split'] !== undefined) throw new UsageError('use --val DIR or --val-split F, not both');
-    const valSplit = o['val-split'] === undefined ? (o.val === undefined ? 0.2 : 0) : numberFlag('--val-split', o['val-split'], (v) => v >= 0 && v < 1, 'a fraction from 0 to below 1');
-    const augment: Augment = { flip: args.flags.flip, crop: o.crop === undefined ? 'center' : choiceFlag<CropAugment>('--crop', o.crop, CROP_AUGMENTS) };
+    if (o.val !== undefined && o['val-split'] !== undefined)
+      throw new UsageError('use --val DIR or --val-split F, not both');
+    const valSplit =
+      o['val-split'] === undefined
+        ? o.val === undefined
+          ? 0.2
+          : 0
+        : numberFlag('--val-split', o['val-split'], (v) => v >= 0 && v < 1, 'a fraction from 0 to below 1');
+    const augment: Augment = {
+      flip: args.flags.flip,
+      crop: o.crop === undefined ? 'center' : choiceFlag<CropAugment>('--crop', o.crop, CROP_AUGMENTS),
+    };
     const augmented = Boolean(augment.flip) || augment.crop !== 'center';
     if (o.preprocess !== undefined) choiceFlag('--preprocess', o.preprocess, PREPROCESS_CHOICES);
 
@@ -85,8 +130,14 @@ export const trainCommand: CommandSpec = {
     const out = resolve(o.out);
     checkOutputFile(out, '--out');
     if (o['checkpoint-dir'] !== undefined) checkWritableFolder(o['checkpoint-dir'], '--checkpoint-dir');
-    const checkpointPath = o['checkpoint-dir'] !== undefined ? join(resolve(o['checkpoint-dir']), `${basename(out).replace(/\.onnx$/i, '')}.ckpt`) : besides(out, 'ckpt');
-    if (args.flags.resume && !existsSync(checkpointPath)) throw new UsageError(`--resume: no checkpoint at ${checkpointPath} (it is written beside --out, or in --checkpoint-dir)`);
+    const checkpointPath =
+      o['checkpoint-dir'] !== undefined
+        ? join(resolve(o['checkpoint-dir']), `${basename(out).replace(/\.onnx$/i, '')}.ckpt`)
+        : besides(out, 'ckpt');
+    if (args.flags.resume && !existsSync(checkpointPath))
+      throw new UsageError(
+        `--resume: no checkpoint at ${checkpointPath} (it is written beside --out, or in --checkpoint-dir)`,
+      );
     if (!existsSync(modelPath)) throw new UsageError(`${modelPath}: no such model file`);
 
     const stop = interruptible();
@@ -104,7 +155,10 @@ export const trainCommand: CommandSpec = {
       // The model, its size and preprocessing.
       const original = loadModelFile(modelPath);
       const constant = constantWeights(original);
-      if (constant) warn(`${modelPath}: ${constant}; fine-tuning it cannot learn useful features (the ONNX zoo's "light" models are such placeholders): start from a pretrained model (see the README)`);
+      if (constant)
+        warn(
+          `${modelPath}: ${constant}; fine-tuning it cannot learn useful features (the ONNX zoo's "light" models are such placeholders): start from a pretrained model (see the README)`,
+        );
       const native = modelInputSize(original, modelPath).size;
       const size = inputSize ?? native;
       const { spec, why } = choosePreprocess(original, modelPath, o.preprocess, size);
@@ -113,18 +167,24 @@ export const trainCommand: CommandSpec = {
       // The data.
       train = await openImageFolder(dataDir, { preprocess: spec, workers, onWarning: warn });
       const classes = [...train.classes];
-      if (classes.length < 2) throw new UsageError(`${dataDir}: found 1 class folder (${classes[0]}); training a classifier needs at least 2`);
+      if (classes.length < 2)
+        throw new UsageError(
+          `${dataDir}: found 1 class folder (${classes[0]}); training a classifier needs at least 2`,
+        );
       let trainIndices: Uint32Array | undefined;
       let valIndices: Uint32Array | undefined;
       if (o.val !== undefined) {
         val = await openImageFolder(o.val, { preprocess: spec, workers, classes, onWarning: warn });
       } else if (valSplit > 0) {
         ({ trainIndices, valIndices } = stratifiedSplit(train.labels, classes.length, valSplit, seed));
-        if (valIndices.length === 0) warn(`--val-split ${valSplit}: too few images for a validation set; training without one`);
+        if (valIndices.length === 0)
+          warn(`--val-split ${valSplit}: too few images for a validation set; training without one`);
       }
       const trainCount = trainIndices?.length ?? train.length;
-      const valCount = val ? val.length : valIndices?.length ?? 0;
-      say(`data: ${dataDir}: ${train.length} images in ${classes.length} classes (${classes.join(', ')}); ${trainCount} for training, ${valCount} for validation${val ? ` from ${o.val}` : ''}`);
+      const valCount = val ? val.length : (valIndices?.length ?? 0);
+      say(
+        `data: ${dataDir}: ${train.length} images in ${classes.length} classes (${classes.join(', ')}); ${trainCount} for training, ${valCount} for validation${val ? ` from ${o.val}` : ''}`,
+      );
       if (stop.signal.aborted) return stop.exitBeforeWork('train');
 
       // The surgery.
@@ -134,9 +194,20 @@ export const trainCommand: CommandSpec = {
         const adapted = adaptToInputSize(original, inputSize);
         graph = adapted.graph;
         const s = adapted.summary;
-        resizeNote = `; input ${inputSize}×${inputSize}` + (s.globalPools.length + s.adaptivePools.length ? ` (${s.globalPools.length} pools made global, ${s.adaptivePools.length} adaptive pools added)` : '');
+        resizeNote =
+          `; input ${inputSize}×${inputSize}` +
+          (s.globalPools.length + s.adaptivePools.length
+            ? ` (${s.globalPools.length} pools made global, ${s.adaptivePools.length} adaptive pools added)`
+            : '');
       }
-      const { graph: tuned, summary } = transfer(graph, { case: transferCase, classes: classes.length, cutAt: o['cut-at'], pooling, seed, reinitialize: args.flags.reinitialize });
+      const { graph: tuned, summary } = transfer(graph, {
+        case: transferCase,
+        classes: classes.length,
+        cutAt: o['cut-at'],
+        pooling,
+        seed,
+        reinitialize: args.flags.reinitialize,
+      });
       for (const w of summary.warnings) warn(w);
       writeLabels(tuned, classes);
       writePreprocess(tuned, spec);
@@ -151,19 +222,38 @@ export const trainCommand: CommandSpec = {
         resume = loadCheckpoint(checkpointPath);
         previous = Array.isArray(resume.extra?.history) ? (resume.extra.history as unknown as EpochMetrics[]) : [];
         // The seed orders the data and makes the validation split: another one would mix the sets.
-        if (typeof resume.extra?.seed === 'number' && resume.extra.seed !== seed) throw new UsageError(`--resume: the checkpoint ${checkpointPath} was trained with --seed ${resume.extra.seed}; pass the same seed (it also chose the validation split)`);
-        if (resume.epoch >= epochs && !resume.extra?.partial) throw new UsageError(`--resume: the checkpoint ${checkpointPath} has already done ${resume.epoch} epochs; pass --epochs above ${resume.epoch} to train further`);
+        if (typeof resume.extra?.seed === 'number' && resume.extra.seed !== seed)
+          throw new UsageError(
+            `--resume: the checkpoint ${checkpointPath} was trained with --seed ${resume.extra.seed}; pass the same seed (it also chose the validation split)`,
+          );
+        if (resume.epoch >= epochs && !resume.extra?.partial)
+          throw new UsageError(
+            `--resume: the checkpoint ${checkpointPath} has already done ${resume.epoch} epochs; pass --epochs above ${resume.epoch} to train further`,
+          );
         say(`resuming from ${checkpointPath} (epoch ${resume.epoch}, step ${resume.step})`);
       }
       const source = train;
       // The trainer asks for labels only (request.pixels false) once it holds every image's features.
       const batches = (epoch: number, request?: BatchRequest): AsyncIterable<TrainBatch> =>
-        source.batches(epoch, { batchSize, shuffle: true, seed, indices: trainIndices, pixels: request?.pixels, ...(augmented ? { augment } : {}) });
+        source.batches(epoch, {
+          batchSize,
+          shuffle: true,
+          seed,
+          indices: trainIndices,
+          pixels: request?.pixels,
+          ...(augmented ? { augment } : {}),
+        });
       const validation = val
-        ? ((_: number, request?: BatchRequest) => val!.batches(0, { batchSize, pixels: request?.pixels }))
-        : valIndices?.length ? ((_: number, request?: BatchRequest) => source.batches(0, { batchSize, indices: valIndices, pixels: request?.pixels })) : undefined;
+        ? (_: number, request?: BatchRequest) => val!.batches(0, { batchSize, pixels: request?.pixels })
+        : valIndices?.length
+          ? (_: number, request?: BatchRequest) =>
+              source.batches(0, { batchSize, indices: valIndices, pixels: request?.pixels })
+          : undefined;
       progress = new Progress(process.stdout, epochs);
-      if (!progress.interactive) say(`training ${epochs} epochs of ${Math.ceil(trainCount / batchSize)} steps (batch ${batchSize}, ${optimizer}, lr ${lr})`);
+      if (!progress.interactive)
+        say(
+          `training ${epochs} epochs of ${Math.ceil(trainCount / batchSize)} steps (batch ${batchSize}, ${optimizer}, lr ${lr})`,
+        );
       let checkpointSaved = false;
       const started = Date.now();
       const result = await trainer.fit(batches, {
@@ -177,20 +267,25 @@ export const trainCommand: CommandSpec = {
         callbacks: {
           onStep: (s) => progress!.step(s),
           onEpochEnd: (m) => progress!.epoch(m),
-          onLog: (m) => { if (m.startsWith('feature caching') || m.startsWith('resumed')) say(m); },
+          onLog: (m) => {
+            if (m.startsWith('feature caching') || m.startsWith('resumed')) say(m);
+          },
         },
         checkpoint: {
-          save: (ck) => stop.guard(() => {
-            saveCheckpoint(checkpointPath, ck);
-            checkpointSaved = true;
-          }),
+          save: (ck) =>
+            stop.guard(() => {
+              saveCheckpoint(checkpointPath, ck);
+              checkpointSaved = true;
+            }),
           resume,
         },
       });
       progress.finish();
       const history = [...previous, ...result.history];
       if (result.interrupted) {
-        process.stderr.write(`graft train: interrupted; ${checkpointSaved ? `checkpoint saved to ${checkpointPath}` : 'no checkpoint saved'}; resume with: graft ${['train', ...argv.filter((a) => a !== '--resume'), '--resume'].join(' ')}\n`);
+        process.stderr.write(
+          `graft train: interrupted; ${checkpointSaved ? `checkpoint saved to ${checkpointPath}` : 'no checkpoint saved'}; resume with: graft ${['train', ...argv.filter((a) => a !== '--resume'), '--resume'].join(' ')}\n`,
+        );
         return 130;
       }
 
@@ -200,22 +295,56 @@ export const trainCommand: CommandSpec = {
       const bytes = await trainer.exportModel();
       stop.guard(() => {
         writeFileAtomic(out, bytes);
-        writeFileAtomic(historyPath, new TextEncoder().encode(JSON.stringify({
-          model: resolve(modelPath), data: resolve(dataDir), validation: o.val ? resolve(o.val) : valSplit, case: transferCase, classes,
-          preprocess: spec, optimizer, lr, batch: batchSize, seed, augment: augmented ? augment : null, featureCache: result.featureCache,
-          trainableParameters: summary.trainableParameters, skipped: [...train!.skipped, ...(val?.skipped ?? [])], epochs: history,
-        }, null, 2) + '\n'));
+        writeFileAtomic(
+          historyPath,
+          new TextEncoder().encode(
+            JSON.stringify(
+              {
+                model: resolve(modelPath),
+                data: resolve(dataDir),
+                validation: o.val ? resolve(o.val) : valSplit,
+                case: transferCase,
+                classes,
+                preprocess: spec,
+                optimizer,
+                lr,
+                batch: batchSize,
+                seed,
+                augment: augmented ? augment : null,
+                featureCache: result.featureCache,
+                trainableParameters: summary.trainableParameters,
+                skipped: [...train!.skipped, ...(val?.skipped ?? [])],
+                epochs: history,
+              },
+              null,
+              2,
+            ) + '\n',
+          ),
+        );
         writeFileAtomic(curvesPath, new TextEncoder().encode(curves(history, basename(out))));
       });
       const last = history.at(-1);
       const skipped = train.skipped.length + (val?.skipped.length ?? 0);
       say('');
-      say(`trained ${result.history.length} epoch${result.history.length === 1 ? '' : 's'} in ${((Date.now() - started) / 1000).toFixed(1)} s` +
-        (result.featureCache ? ' (frozen body run once per image: head trained on cached features)' : ''));
+      say(
+        `trained ${result.history.length} epoch${result.history.length === 1 ? '' : 's'} in ${((Date.now() - started) / 1000).toFixed(1)} s` +
+          (result.featureCache ? ' (frozen body run once per image: head trained on cached features)' : ''),
+      );
       say(`what changed: ${caseText(summary, args.flags.reinitialize)}`);
-      say(`trainable parameters: ${summary.trainableParameters.toLocaleString('en-US')} (frozen ${summary.frozenParameters.toLocaleString('en-US')})`);
-      if (last) say(`final: train loss ${last.loss.toFixed(4)} accuracy ${percent(last.top1)}` + (last.valTop1 !== undefined ? `; validation loss ${last.valLoss!.toFixed(4)} accuracy ${percent(last.valTop1)}` : '; no validation set'));
-      say(`skipped files: ${skipped}` + (skipped ? ` (${[...train.skipped, ...(val?.skipped ?? [])].map((s) => basename(s.file)).join(', ')})` : ''));
+      say(
+        `trainable parameters: ${summary.trainableParameters.toLocaleString('en-US')} (frozen ${summary.frozenParameters.toLocaleString('en-US')})`,
+      );
+      if (last)
+        say(
+          `final: train loss ${last.loss.toFixed(4)} accuracy ${percent(last.top1)}` +
+            (last.valTop1 !== undefined
+              ? `; validation loss ${last.valLoss!.toFixed(4)} accuracy ${percent(last.valTop1)}`
+              : '; no validation set'),
+        );
+      say(
+        `skipped files: ${skipped}` +
+          (skipped ? ` (${[...train.skipped, ...(val?.skipped ?? [])].map((s) => basename(s.file)).join(', ')})` : ''),
+      );
       say(`wrote ${out}\n      ${historyPath}\n      ${curvesPath}\n      ${checkpointPath} (checkpoint)`);
       return 0;
     } finally {
@@ -244,13 +373,19 @@ function caseText(s: TransferSummary, reinitialize: boolean): string {
 }
 
 /** Per class, a seeded fraction of its images for validation (at least one when the class has two or more). */
-export function stratifiedSplit(labels: Uint32Array, classes: number, fraction: number, seed: number): { trainIndices: Uint32Array; valIndices: Uint32Array } {
+export function stratifiedSplit(
+  labels: Uint32Array,
+  classes: number,
+  fraction: number,
+  seed: number,
+): { trainIndices: Uint32Array; valIndices: Uint32Array } {
   const trainIndices: number[] = [];
   const valIndices: number[] = [];
   for (let c = 0; c < classes; c++) {
     const members = [...labels.keys()].filter((i) => labels[i] === c);
     const order = permutation(members.length, mixSeed(0x5b1e, seed, c));
-    const take = members.length < 2 ? 0 : Math.min(members.length - 1, Math.max(1, Math.round(fraction * members.length)));
+    const take =
+      members.length < 2 ? 0 : Math.min(members.length - 1, Math.max(1, Math.round(fraction * members.length)));
     order.forEach((k, j) => (j < take ? valIndices : trainIndices).push(members[k]));
   }
   const sort = (a: number[]) => Uint32Array.from(a.sort((x, y) => x - y));
@@ -258,15 +393,27 @@ export function stratifiedSplit(labels: Uint32Array, classes: number, fraction: 
 }
 
 function curves(history: EpochMetrics[], name: string): string {
-  const pts = (f: (m: EpochMetrics) => number | undefined) => history.filter((m) => f(m) !== undefined).map((m) => [m.epoch, f(m)!] as [number, number]);
+  const pts = (f: (m: EpochMetrics) => number | undefined) =>
+    history.filter((m) => f(m) !== undefined).map((m) => [m.epoch, f(m)!] as [number, number]);
   const hasVal = history.some((m) => m.valLoss !== undefined);
   const loss = lineChart({
-    title: `${name}: loss`, xLabel: 'epoch', yLabel: 'cross-entropy loss',
-    series: [{ name: 'train', points: pts((m) => m.loss) }, ...(hasVal ? [{ name: 'validation', dashed: true, points: pts((m) => m.valLoss) }] : [])],
+    title: `${name}: loss`,
+    xLabel: 'epoch',
+    yLabel: 'cross-entropy loss',
+    series: [
+      { name: 'train', points: pts((m) => m.loss) },
+      ...(hasVal ? [{ name: 'validation', dashed: true, points: pts((m) => m.valLoss) }] : []),
+    ],
   });
   const acc = lineChart({
-    title: `${name}: accuracy`, xLabel: 'epoch', yLabel: 'top-1 accuracy', yRange: [0, 1],
-    series: [{ name: 'train', points: pts((m) => m.top1) }, ...(hasVal ? [{ name: 'validation', dashed: true, points: pts((m) => m.valTop1) }] : [])],
+    title: `${name}: accuracy`,
+    xLabel: 'epoch',
+    yLabel: 'top-1 accuracy',
+    yRange: [0, 1],
+    series: [
+      { name: 'train', points: pts((m) => m.top1) },
+      ...(hasVal ? [{ name: 'validation', dashed: true, points: pts((m) => m.valTop1) }] : []),
+    ],
   });
   return stackCharts([loss, acc]);
 }
@@ -282,5 +429,7 @@ export function constantWeights(graph: Graph): string | undefined {
     const first = data[0];
     if (data.every((v) => v === first)) constant++;
   }
-  return tensors > 0 && constant > tensors / 2 ? `${constant} of its ${tensors} weight tensors hold one value repeated` : undefined;
+  return tensors > 0 && constant > tensors / 2
+    ? `${constant} of its ${tensors} weight tensors hold one value repeated`
+    : undefined;
 }

@@ -27,7 +27,10 @@ export interface NativeDecodeOptions {
 }
 
 /** Reads and decodes one JPEG or PNG file to 8-bit RGB (gray stays one channel). */
-export async function decodeImageFile(path: string, options: Omit<NativeDecodeOptions, 'name'> = {}): Promise<ByteImage> {
+export async function decodeImageFile(
+  path: string,
+  options: Omit<NativeDecodeOptions, 'name'> = {},
+): Promise<ByteImage> {
   let bytes: Uint8Array;
   try {
     bytes = await readFile(path);
@@ -47,18 +50,25 @@ export async function decodeImageBytes(bytes: Uint8Array, options: NativeDecodeO
   const format = sniffImageFormat(bytes);
   try {
     if (format === 'png') return decodePng(bytes, (b) => inflateSync(b), name);
-    if (format === 'jpeg' && jpeg === 'sharp') return await decodeJpegSharp(bytes).catch((e: Error) => Promise.reject(withJpegHint(e, bytes)));
+    if (format === 'jpeg' && jpeg === 'sharp')
+      return await decodeJpegSharp(bytes).catch((e: Error) => Promise.reject(withJpegHint(e, bytes)));
     return decodeImage(bytes, { name });
   } catch (e) {
     if (e instanceof DataError) throw e;
     // libvips repeats its decoder's messages once per attempt: keep each once.
-    const parts = (e as Error).message.split(/\n|(?=VipsJpeg: )/).map((p) => p.trim()).filter(Boolean);
+    const parts = (e as Error).message
+      .split(/\n|(?=VipsJpeg: )/)
+      .map((p) => p.trim())
+      .filter(Boolean);
     const message = [...new Set(parts)].join(' ');
     // decodeImage and decodePng already start their messages with the name.
-    throw new DataError(message.startsWith(name) ? message.slice(name.length + 2) : `cannot decode ${format?.toUpperCase()}: ${message}`, {
-      file: name,
-      cause: e,
-    });
+    throw new DataError(
+      message.startsWith(name) ? message.slice(name.length + 2) : `cannot decode ${format?.toUpperCase()}: ${message}`,
+      {
+        file: name,
+        cause: e,
+      },
+    );
   }
 }
 
@@ -94,7 +104,12 @@ async function decodeJpegSharp(bytes: Uint8Array): Promise<ByteImage> {
   if (info.channels !== (gray ? 1 : 3)) {
     throw new Error(`sharp returned ${info.channels} channels for a ${meta.channels}-channel ${meta.space} JPEG`);
   }
-  return { width: info.width, height: info.height, channels: gray ? 1 : 3, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+  return {
+    width: info.width,
+    height: info.height,
+    channels: gray ? 1 : 3,
+    data: new Uint8Array(data.buffer, data.byteOffset, data.length),
+  };
 }
 
 /**

@@ -17,7 +17,11 @@ const SIDE = 8;
 
 /** A row or the file itself is not what digits.csv holds; names the file and the 1-based line. */
 export class DigitsFormatError extends DataError {
-  constructor(file: string, readonly line: number | undefined, message: string) {
+  constructor(
+    file: string,
+    readonly line: number | undefined,
+    message: string,
+  ) {
     super(`${line !== undefined ? `line ${line}: ` : ''}${message}`, { file });
     this.name = 'DigitsFormatError';
   }
@@ -35,7 +39,11 @@ export interface DigitsDataset extends Dataset {
  */
 export function readDigits(path: string = SKLEARN_DIGITS_PATH): DigitsDataset {
   if (!existsSync(path)) {
-    throw new DigitsFormatError(path, undefined, 'not found; install `python3-sklearn` (Debian/Ubuntu) or pass the path of a digits.csv[.gz] (64 pixel counts 0–16 then a label 0–9 per row)');
+    throw new DigitsFormatError(
+      path,
+      undefined,
+      'not found; install `python3-sklearn` (Debian/Ubuntu) or pass the path of a digits.csv[.gz] (64 pixel counts 0–16 then a label 0–9 per row)',
+    );
   }
   let bytes: Uint8Array = readFileSync(path);
   if (bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b) {
@@ -54,12 +62,21 @@ export function readDigits(path: string = SKLEARN_DIGITS_PATH): DigitsDataset {
   const cells = SIDE * SIDE + 1;
   lines.forEach((text, row) => {
     const fields = text.trim().split(',');
-    if (fields.length !== cells) throw new DigitsFormatError(path, row + 1, `${fields.length} values; expected ${cells} (64 pixel counts then the label)`);
+    if (fields.length !== cells)
+      throw new DigitsFormatError(
+        path,
+        row + 1,
+        `${fields.length} values; expected ${cells} (64 pixel counts then the label)`,
+      );
     for (let k = 0; k < cells; k++) {
       const v = Number(fields[k]);
       const max = k < SIDE * SIDE ? DIGITS_LEVELS : DIGITS_CLASSES.length - 1;
       if (!Number.isInteger(v) || v < 0 || v > max || fields[k].trim() === '') {
-        throw new DigitsFormatError(path, row + 1, `value ${k + 1} is '${fields[k]}'; expected ${k < SIDE * SIDE ? 'a pixel count' : 'a label'}, an integer 0–${max}`);
+        throw new DigitsFormatError(
+          path,
+          row + 1,
+          `value ${k + 1} is '${fields[k]}'; expected ${k < SIDE * SIDE ? 'a pixel count' : 'a label'}, an integer 0–${max}`,
+        );
       }
       if (k < SIDE * SIDE) pixels[row * SIDE * SIDE + k] = Math.round((v * 255) / DIGITS_LEVELS);
       else labels[row] = v;
@@ -73,7 +90,12 @@ export function readDigits(path: string = SKLEARN_DIGITS_PATH): DigitsDataset {
     labels,
     get(index) {
       checkIndex(index, n, path);
-      const image: ByteImage = { width: SIDE, height: SIDE, channels: 1, data: pixels.subarray(index * size, (index + 1) * size) };
+      const image: ByteImage = {
+        width: SIDE,
+        height: SIDE,
+        channels: 1,
+        data: pixels.subarray(index * size, (index + 1) * size),
+      };
       return { image, label: labels[index] };
     },
   };

@@ -11,7 +11,16 @@ export const FASHION_MNIST_ROOT = '/usr/share/datasets/fashion-mnist';
 
 /** Label order as Zalando documents it. */
 export const FASHION_MNIST_CLASSES: readonly string[] = [
-  'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot',
+  'T-shirt/top',
+  'Trouser',
+  'Pullover',
+  'Dress',
+  'Coat',
+  'Sandal',
+  'Shirt',
+  'Sneaker',
+  'Bag',
+  'Ankle boot',
 ];
 
 export interface IdxImageDataset extends Dataset {
@@ -27,14 +36,19 @@ export interface IdxImageDataset extends Dataset {
 export function fashionMnist(split: 'train' | 'test', options: { root?: string } = {}): IdxImageDataset {
   const root = options.root ?? FASHION_MNIST_ROOT;
   const prefix = split === 'train' ? 'train' : 't10k';
-  if (split !== 'train' && split !== 'test') throw new RangeError(`fashionMnist: split is 'train' or 'test', got '${split}'`);
+  if (split !== 'train' && split !== 'test')
+    throw new RangeError(`fashionMnist: split is 'train' or 'test', got '${split}'`);
   const images = findFile(root, `${prefix}-images-idx3-ubyte`);
   const labels = findFile(root, `${prefix}-labels-idx1-ubyte`);
   return idxImageDataset(images, labels, FASHION_MNIST_CLASSES);
 }
 
 /** Any MNIST-layout pair of files: images [N, H, W] uint8 and labels [N] uint8. */
-export function idxImageDataset(imagesPath: string, labelsPath: string, classes: readonly string[] | number): IdxImageDataset {
+export function idxImageDataset(
+  imagesPath: string,
+  labelsPath: string,
+  classes: readonly string[] | number,
+): IdxImageDataset {
   const images = readIdxFile(imagesPath);
   const labels = readIdxFile(labelsPath);
   if (images.type !== 'uint8' || images.dims.length !== 3) {
@@ -44,7 +58,8 @@ export function idxImageDataset(imagesPath: string, labelsPath: string, classes:
     throw new Error(`${labelsPath}: expected uint8 labels [N], got ${labels.type} [${labels.dims.join(', ')}]`);
   }
   const [n, height, width] = images.dims;
-  if (labels.dims[0] !== n) throw new Error(`${labelsPath}: ${labels.dims[0]} labels for the ${n} images in ${imagesPath}`);
+  if (labels.dims[0] !== n)
+    throw new Error(`${labelsPath}: ${labels.dims[0]} labels for the ${n} images in ${imagesPath}`);
   const count = typeof classes === 'number' ? classes : classes.length;
   const labelData = labels.data as Uint8Array;
   const bad = labelData.findIndex((l) => l >= count);

@@ -59,7 +59,11 @@ export interface ImageFolderListing {
  * DataError (prefixed with `caller`) for a missing root, a file, a folder with no class
  * folders, or a class folder with no images.
  */
-export function listImageFolder(root: string, options: ImageFolderOptions = {}, caller = 'image folder'): ImageFolderListing {
+export function listImageFolder(
+  root: string,
+  options: ImageFolderOptions = {},
+  caller = 'image folder',
+): ImageFolderListing {
   const extensions = new Set((options.extensions ?? IMAGE_EXTENSIONS).map((e) => e.toLowerCase()));
   let rootStat;
   try {
@@ -68,13 +72,17 @@ export function listImageFolder(root: string, options: ImageFolderOptions = {}, 
     throw new DataError(`${caller}: ${root} does not exist; expected a folder of class folders (root/<class>/<image>)`);
   }
   if (!rootStat.isDirectory()) {
-    throw new DataError(`${caller}: ${root} is not a folder; expected a folder of class folders (root/<class>/<image>)`);
+    throw new DataError(
+      `${caller}: ${root} is not a folder; expected a folder of class folders (root/<class>/<image>)`,
+    );
   }
   const entries = listEntries(root);
   const classes = entries.filter((e) => e.isDirectory).map((e) => e.name);
   if (classes.length === 0) {
     const found = entries.length === 0 ? 'it is empty' : `it holds ${entries.length} files and no folders`;
-    throw new DataError(`${caller}: ${root} has no class folders; expected root/<class>/<image>, one folder per class (${found})`);
+    throw new DataError(
+      `${caller}: ${root} has no class folders; expected root/<class>/<image>, one folder per class (${found})`,
+    );
   }
   const files: string[] = [];
   const labels: number[] = [];

@@ -103,7 +103,11 @@ export async function loadImageFiles(
   options: Omit<ImageLoaderOptions, 'preprocess'> = {},
 ): Promise<{ images: Float32Array; loaded: string[]; skipped: SkippedFile[] }> {
   if (paths.length === 0) throw new DataError('loadImageFiles: no image files given');
-  const loader = new Loader({ ...options, preprocess, workers: Math.min(options.workers ?? defaultWorkerCount(), paths.length) });
+  const loader = new Loader({
+    ...options,
+    preprocess,
+    workers: Math.min(options.workers ?? defaultWorkerCount(), paths.length),
+  });
   try {
     const labels = new Uint32Array(paths.length);
     const images: Float32Array[] = [];
@@ -151,8 +155,10 @@ class Loader {
       throw new DataError(`batches: batchSize must be a positive integer, got ${batchSize}`);
     }
     const prefetch = options.prefetch ?? 2;
-    if (!Number.isInteger(prefetch) || prefetch < 0) throw new DataError(`batches: prefetch must be an integer ≥ 0, got ${prefetch}`);
-    if (!Number.isInteger(epoch) || epoch < 0) throw new DataError(`batches: epoch must be an integer ≥ 0, got ${epoch}`);
+    if (!Number.isInteger(prefetch) || prefetch < 0)
+      throw new DataError(`batches: prefetch must be an integer ≥ 0, got ${prefetch}`);
+    if (!Number.isInteger(epoch) || epoch < 0)
+      throw new DataError(`batches: epoch must be an integer ≥ 0, got ${epoch}`);
     if (this.closed || !this.pool) throw new DataError('batches: the image loader was closed');
     if (options.augment) trainTransform(this.spec, options.augment);
     const pool = this.pool;
@@ -169,7 +175,13 @@ class Loader {
     const owner = {};
     const start = (k: number): Promise<PoolResult>[] =>
       Array.from(order.subarray(k * batchSize, Math.min((k + 1) * batchSize, order.length)), (index) => {
-        const task = { path: files[index], jpeg: this.jpeg, spec: this.spec, augment: options.augment, seed: sampleSeed(seed, epoch, index) };
+        const task = {
+          path: files[index],
+          jpeg: this.jpeg,
+          spec: this.spec,
+          augment: options.augment,
+          seed: sampleSeed(seed, epoch, index),
+        };
         const p = pool.run(task, owner);
         p.catch(() => {}); // surfaced when awaited; never an unhandled rejection meanwhile
         return p;
@@ -197,7 +209,12 @@ class Loader {
     await pool?.close();
   }
 
-  private assemble(files: readonly string[], labels: Uint32Array, indices: Uint32Array, results: PoolResult[]): Batch | undefined {
+  private assemble(
+    files: readonly string[],
+    labels: Uint32Array,
+    indices: Uint32Array,
+    results: PoolResult[],
+  ): Batch | undefined {
     const kept: number[] = [];
     results.forEach((r, n) => {
       const index = indices[n];
@@ -222,15 +239,37 @@ class Loader {
       batchLabels[slot] = labels[indices[n]];
       batchIndices[slot] = indices[n];
     });
-    return { images, labels: batchLabels, size: kept.length, channels: 3, height: crop, width: crop, indices: batchIndices };
+    return {
+      images,
+      labels: batchLabels,
+      size: kept.length,
+      channels: 3,
+      height: crop,
+      width: crop,
+      indices: batchIndices,
+    };
   }
 }
 
 /** An epoch's batches without pixels: the labels and dataset indices in the epoch's order. */
-function* labelBatches(labels: Uint32Array, order: Uint32Array, count: number, batchSize: number, crop: number): Generator<Batch, void, undefined> {
+function* labelBatches(
+  labels: Uint32Array,
+  order: Uint32Array,
+  count: number,
+  batchSize: number,
+  crop: number,
+): Generator<Batch, void, undefined> {
   for (let k = 0; k < count; k++) {
     const indices = order.slice(k * batchSize, Math.min((k + 1) * batchSize, order.length));
-    yield { images: new Float32Array(0), labels: indices.map((i) => labels[i]), size: indices.length, channels: 3, height: crop, width: crop, indices };
+    yield {
+      images: new Float32Array(0),
+      labels: indices.map((i) => labels[i]),
+      size: indices.length,
+      channels: 3,
+      height: crop,
+      width: crop,
+      indices,
+    };
   }
 }
 
@@ -238,7 +277,9 @@ function checkIndices(indices: ArrayLike<number>, length: number): Uint32Array {
   for (let n = 0; n < indices.length; n++) {
     const i = indices[n];
     if (!Number.isInteger(i) || i < 0 || i >= length) {
-      throw new DataError(`batches: indices[${n}] is ${i}; expected an integer in 0…${length - 1} (the source has ${length} files)`);
+      throw new DataError(
+        `batches: indices[${n}] is ${i}; expected an integer in 0…${length - 1} (the source has ${length} files)`,
+      );
     }
   }
   return Uint32Array.from(indices);

@@ -23,7 +23,13 @@ export interface PoolTask {
 }
 
 export type PoolReply =
-  | { readonly id: number; readonly ok: true; readonly data: Float32Array; readonly width: number; readonly height: number }
+  | {
+      readonly id: number;
+      readonly ok: true;
+      readonly data: Float32Array;
+      readonly width: number;
+      readonly height: number;
+    }
   | { readonly id: number; readonly ok: false; readonly reason: string };
 
 export type PoolResult = Omit<Extract<PoolReply, { ok: true }>, 'id'> | Omit<Extract<PoolReply, { ok: false }>, 'id'>;

@@ -35,4 +35,11 @@ export {
   type SkippedFile,
 } from './image-loader.ts';
 export { defaultWorkerCount } from './image-pool.ts';
-export { readDigits, DigitsFormatError, DIGITS_CLASSES, DIGITS_LEVELS, SKLEARN_DIGITS_PATH, type DigitsDataset } from './digits.ts';
+export {
+  readDigits,
+  DigitsFormatError,
+  DIGITS_CLASSES,
+  DIGITS_LEVELS,
+  SKLEARN_DIGITS_PATH,
+  type DigitsDataset,
+} from './digits.ts';

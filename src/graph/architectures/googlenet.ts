@@ -16,7 +16,16 @@ export interface GoogLeNetInception {
   poolProj: number;
 }
 
-const module = (name: string, cin: number, ch1x1: number, ch3x3red: number, ch3x3: number, ch5x5red: number, ch5x5: number, poolProj: number): GoogLeNetInception => ({ name, cin, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, poolProj });
+const module = (
+  name: string,
+  cin: number,
+  ch1x1: number,
+  ch3x3red: number,
+  ch3x3: number,
+  ch5x5red: number,
+  ch5x5: number,
+  poolProj: number,
+): GoogLeNetInception => ({ name, cin, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, poolProj });
 
 /** The trunk after the stem, in order; 'pool' entries are ceil-mode max pools `[kernel, stride]`. */
 export const GOOGLENET_BODY: (GoogLeNetInception | { pool: string; kernel: number; stride: number })[] = [
@@ -57,7 +66,14 @@ export function googlenetClassifier(t: TorchLayout, x: string, classes: number):
 function inception(t: TorchLayout, x: string, table: GoogLeNetInception): string {
   const p = table.name;
   const cin = t.channels(x);
-  const [ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, poolProj] = [table.ch1x1, table.ch3x3red, table.ch3x3, table.ch5x5red, table.ch5x5, table.poolProj].map((c) => t.ch(c));
+  const [ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, poolProj] = [
+    table.ch1x1,
+    table.ch3x3red,
+    table.ch3x3,
+    table.ch5x5red,
+    table.ch5x5,
+    table.poolProj,
+  ].map((c) => t.ch(c));
   const b1 = t.basicConv(`${p}.branch1`, x, { cin, cout: ch1x1, kernel: 1 });
   let b2 = t.basicConv(`${p}.branch2.0`, x, { cin, cout: ch3x3red, kernel: 1 });
   b2 = t.basicConv(`${p}.branch2.1`, b2, { cin: ch3x3red, cout: ch3x3, kernel: 3, pad: 1 });

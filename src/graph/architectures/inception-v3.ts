@@ -49,16 +49,29 @@ function chain(t: TorchLayout, module: string, x: string, convs: [string, Conv][
 /** 35×35 module: 1×1 | 1×1 → 5×5 | 1×1 → 3×3 → 3×3 | 3×3 average pool → 1×1. */
 function inceptionA(t: TorchLayout, m: string, x: string, poolFeatures: number): string {
   const b1 = chain(t, m, x, [['branch1x1', { cout: 64, kernel: 1 }]]);
-  const b5 = chain(t, m, x, [['branch5x5_1', { cout: 48, kernel: 1 }], ['branch5x5_2', { cout: 64, kernel: 5, pad: 2 }]]);
-  const b3 = chain(t, m, x, [['branch3x3dbl_1', { cout: 64, kernel: 1 }], ['branch3x3dbl_2', { cout: 96, kernel: 3, pad: 1 }], ['branch3x3dbl_3', { cout: 96, kernel: 3, pad: 1 }]]);
-  const pool = chain(t, m, t.averagePool({ within: m }, x, 3, 1, 1), [['branch_pool', { cout: poolFeatures, kernel: 1 }]]);
+  const b5 = chain(t, m, x, [
+    ['branch5x5_1', { cout: 48, kernel: 1 }],
+    ['branch5x5_2', { cout: 64, kernel: 5, pad: 2 }],
+  ]);
+  const b3 = chain(t, m, x, [
+    ['branch3x3dbl_1', { cout: 64, kernel: 1 }],
+    ['branch3x3dbl_2', { cout: 96, kernel: 3, pad: 1 }],
+    ['branch3x3dbl_3', { cout: 96, kernel: 3, pad: 1 }],
+  ]);
+  const pool = chain(t, m, t.averagePool({ within: m }, x, 3, 1, 1), [
+    ['branch_pool', { cout: poolFeatures, kernel: 1 }],
+  ]);
   return t.concat(m, [b1, b5, b3, pool]);
 }
 
 /** Grid reduction 35 → 17: strided 3×3 | 1×1 → 3×3 → strided 3×3 | strided max pool. */
 function inceptionB(t: TorchLayout, m: string, x: string): string {
   const b3 = chain(t, m, x, [['branch3x3', { cout: 384, kernel: 3, stride: 2 }]]);
-  const bd = chain(t, m, x, [['branch3x3dbl_1', { cout: 64, kernel: 1 }], ['branch3x3dbl_2', { cout: 96, kernel: 3, pad: 1 }], ['branch3x3dbl_3', { cout: 96, kernel: 3, stride: 2 }]]);
+  const bd = chain(t, m, x, [
+    ['branch3x3dbl_1', { cout: 64, kernel: 1 }],
+    ['branch3x3dbl_2', { cout: 96, kernel: 3, pad: 1 }],
+    ['branch3x3dbl_3', { cout: 96, kernel: 3, stride: 2 }],
+  ]);
   const pool = t.maxPool({ within: m }, x, 3, 2);
   return t.concat(m, [b3, bd, pool]);
 }
@@ -68,15 +81,28 @@ function inceptionC(t: TorchLayout, m: string, x: string, c7: number): string {
   const row: Conv = { cout: c7, kernel: [1, 7], pad: [0, 3] };
   const col: Conv = { cout: c7, kernel: [7, 1], pad: [3, 0] };
   const b1 = chain(t, m, x, [['branch1x1', { cout: 192, kernel: 1 }]]);
-  const b7 = chain(t, m, x, [['branch7x7_1', { cout: c7, kernel: 1 }], ['branch7x7_2', row], ['branch7x7_3', { ...col, cout: 192 }]]);
-  const bd = chain(t, m, x, [['branch7x7dbl_1', { cout: c7, kernel: 1 }], ['branch7x7dbl_2', col], ['branch7x7dbl_3', row], ['branch7x7dbl_4', col], ['branch7x7dbl_5', { ...row, cout: 192 }]]);
+  const b7 = chain(t, m, x, [
+    ['branch7x7_1', { cout: c7, kernel: 1 }],
+    ['branch7x7_2', row],
+    ['branch7x7_3', { ...col, cout: 192 }],
+  ]);
+  const bd = chain(t, m, x, [
+    ['branch7x7dbl_1', { cout: c7, kernel: 1 }],
+    ['branch7x7dbl_2', col],
+    ['branch7x7dbl_3', row],
+    ['branch7x7dbl_4', col],
+    ['branch7x7dbl_5', { ...row, cout: 192 }],
+  ]);
   const pool = chain(t, m, t.averagePool({ within: m }, x, 3, 1, 1), [['branch_pool', { cout: 192, kernel: 1 }]]);
   return t.concat(m, [b1, b7, bd, pool]);
 }
 
 /** Grid reduction 17 → 8: 1×1 → strided 3×3 | 1×1 → 1×7 → 7×1 → strided 3×3 | strided max pool. */
 function inceptionD(t: TorchLayout, m: string, x: string): string {
-  const b3 = chain(t, m, x, [['branch3x3_1', { cout: 192, kernel: 1 }], ['branch3x3_2', { cout: 320, kernel: 3, stride: 2 }]]);
+  const b3 = chain(t, m, x, [
+    ['branch3x3_1', { cout: 192, kernel: 1 }],
+    ['branch3x3_2', { cout: 320, kernel: 3, stride: 2 }],
+  ]);
   const b7 = chain(t, m, x, [
     ['branch7x7x3_1', { cout: 192, kernel: 1 }],
     ['branch7x7x3_2', { cout: 192, kernel: [1, 7], pad: [0, 3] }],
@@ -94,7 +120,10 @@ function inceptionE(t: TorchLayout, m: string, x: string): string {
   const b1 = chain(t, m, x, [['branch1x1', { cout: 320, kernel: 1 }]]);
   const s3 = chain(t, m, x, [['branch3x3_1', { cout: 384, kernel: 1 }]]);
   const b3 = t.concat(m, [chain(t, m, s3, [['branch3x3_2a', row]]), chain(t, m, s3, [['branch3x3_2b', col]])]);
-  const sd = chain(t, m, x, [['branch3x3dbl_1', { cout: 448, kernel: 1 }], ['branch3x3dbl_2', { cout: 384, kernel: 3, pad: 1 }]]);
+  const sd = chain(t, m, x, [
+    ['branch3x3dbl_1', { cout: 448, kernel: 1 }],
+    ['branch3x3dbl_2', { cout: 384, kernel: 3, pad: 1 }],
+  ]);
   const bd = t.concat(m, [chain(t, m, sd, [['branch3x3dbl_3a', row]]), chain(t, m, sd, [['branch3x3dbl_3b', col]])]);
   const pool = chain(t, m, t.averagePool({ within: m }, x, 3, 1, 1), [['branch_pool', { cout: 192, kernel: 1 }]]);
   return t.concat(m, [b1, b3, bd, pool]);

@@ -83,7 +83,8 @@ export const ARCHITECTURES: readonly ArchitectureInfo[] = [
   },
   {
     name: 'googlenet',
-    description: 'GoogLeNet / Inception v1 with batch norm, no auxiliary heads (Szegedy et al. 2015, torchvision googlenet)',
+    description:
+      'GoogLeNet / Inception v1 with batch norm, no auxiliary heads (Szegedy et al. 2015, torchvision googlenet)',
     defaultInputSize: 224,
     minInputSize: 15,
     featureChannels: GOOGLENET_FEATURE_CHANNELS,
@@ -180,17 +181,29 @@ function resolveOptions(info: ArchitectureInfo, options: BuildOptions): Resolved
   const batch = options.batch ?? 1;
   const width = options.width ?? 1;
   const bad = (what: string) => new ModelError(`${info.name}: ${what}`);
-  if (pooling !== null && pooling !== 'avg' && pooling !== 'max') throw bad(`pooling '${String(pooling)}' is not accepted; accepted: 'avg', 'max' or null`);
-  if (includeTop && pooling !== null) throw bad(`pooling '${pooling}' applies only without the classifier (includeTop=false); with the top the classifier's own pooling is used`);
+  if (pooling !== null && pooling !== 'avg' && pooling !== 'max')
+    throw bad(`pooling '${String(pooling)}' is not accepted; accepted: 'avg', 'max' or null`);
+  if (includeTop && pooling !== null)
+    throw bad(
+      `pooling '${pooling}' applies only without the classifier (includeTop=false); with the top the classifier's own pooling is used`,
+    );
   if (!Number.isInteger(classes) || classes < 1) throw bad(`classes must be a positive integer, got ${classes}`);
-  if (!includeTop && options.classes !== undefined && classes !== 1000) throw bad(`classes (${classes}) sizes the classifier, which includeTop=false removes; leave it out or keep the top`);
+  if (!includeTop && options.classes !== undefined && classes !== 1000)
+    throw bad(
+      `classes (${classes}) sizes the classifier, which includeTop=false removes; leave it out or keep the top`,
+    );
   if (!Number.isInteger(seed)) throw bad(`seed must be an integer, got ${seed}`);
   if (!Number.isInteger(inputSize) || inputSize < info.minInputSize) {
-    throw bad(`inputSize ${inputSize} is not accepted: it must be an integer ≥ ${info.minInputSize} (smaller inputs shrink the feature maps to nothing); default ${info.defaultInputSize}`);
+    throw bad(
+      `inputSize ${inputSize} is not accepted: it must be an integer ≥ ${info.minInputSize} (smaller inputs shrink the feature maps to nothing); default ${info.defaultInputSize}`,
+    );
   }
-  if (batch !== 'batch' && (!Number.isInteger(batch) || batch < 1)) throw bad(`batch must be a positive integer or 'batch' (symbolic), got ${String(batch)}`);
+  if (batch !== 'batch' && (!Number.isInteger(batch) || batch < 1))
+    throw bad(`batch must be a positive integer or 'batch' (symbolic), got ${String(batch)}`);
   if (typeof width !== 'number' || !(width > 0 && width <= 1)) {
-    throw bad(`width ${String(width)} is not accepted: the channel multiplier must be a number with 0 < width ≤ 1 (1: the published network; 0.25: a quarter of every channel count)`);
+    throw bad(
+      `width ${String(width)} is not accepted: the channel multiplier must be a number with 0 < width ≤ 1 (1: the published network; 0.25: a quarter of every channel count)`,
+    );
   }
   return { includeTop, pooling, classes, seed, inputSize, batch, width };
 }

@@ -43,8 +43,19 @@ export function resnet50Classifier(t: TorchLayout, x: string, classes: number): 
 /** 1×1 reduce, 3×3 (carrying the stride), 1×1 expand; the shortcut is projected when the shape changes. */
 function bottleneck(t: TorchLayout, path: string, x: string, cin: number, width: number, stride: number): string {
   const cout = width * EXPANSION;
-  let y = t.relu(`${path}.relu`, t.batchNorm(`${path}.bn1`, t.conv(`${path}.conv1`, x, { cin, cout: width, kernel: 1 }), width, EPSILON));
-  y = t.relu(`${path}.relu`, t.batchNorm(`${path}.bn2`, t.conv(`${path}.conv2`, y, { cin: width, cout: width, kernel: 3, stride, pad: 1 }), width, EPSILON));
+  let y = t.relu(
+    `${path}.relu`,
+    t.batchNorm(`${path}.bn1`, t.conv(`${path}.conv1`, x, { cin, cout: width, kernel: 1 }), width, EPSILON),
+  );
+  y = t.relu(
+    `${path}.relu`,
+    t.batchNorm(
+      `${path}.bn2`,
+      t.conv(`${path}.conv2`, y, { cin: width, cout: width, kernel: 3, stride, pad: 1 }),
+      width,
+      EPSILON,
+    ),
+  );
   y = t.batchNorm(`${path}.bn3`, t.conv(`${path}.conv3`, y, { cin: width, cout, kernel: 1 }), cout, EPSILON);
   let shortcut = x;
   if (stride !== 1 || cin !== cout) {

@@ -28,7 +28,11 @@ export class TorchLayout {
   private readonly calls = new Map<string, number>();
 
   /** `width`: the channel multiplier every family applies through ch() (1: the published network). */
-  constructor(readonly graph: Graph, seed: number, readonly width = 1) {
+  constructor(
+    readonly graph: Graph,
+    seed: number,
+    readonly width = 1,
+  ) {
     this.builder = new GraphBuilder(graph, seed);
   }
 
@@ -69,7 +73,13 @@ export class TorchLayout {
     const stride = spec.stride ?? 1;
     const inputs = [x, this.builder.weight(`${path}.weight`, [spec.cout, spec.cin, kh, kw], 'he')];
     if (spec.bias) inputs.push(this.builder.weight(`${path}.bias`, [spec.cout], 'zeros'));
-    return this.op(path, 'Conv', inputs, { dilations: [1, 1], group: 1, kernel_shape: [kh, kw], pads: [ph, pw, ph, pw], strides: [stride, stride] });
+    return this.op(path, 'Conv', inputs, {
+      dilations: [1, 1],
+      group: 1,
+      kernel_shape: [kh, kw],
+      pads: [ph, pw, ph, pw],
+      strides: [stride, stride],
+    });
   }
 
   /** Inference-form BatchNormalization (training_mode 0; momentum 0.9 is 1 − torch's 0.1): gamma
@@ -82,7 +92,11 @@ export class TorchLayout {
       this.builder.weight(`${path}.running_mean`, [channels], 'zeros', false),
       this.builder.weight(`${path}.running_var`, [channels], 'ones', false),
     ];
-    return this.op(path, 'BatchNormalization', inputs, { epsilon: { float: epsilon }, momentum: { float: 0.9 }, training_mode: 0 });
+    return this.op(path, 'BatchNormalization', inputs, {
+      epsilon: { float: epsilon },
+      momentum: { float: 0.9 },
+      training_mode: 0,
+    });
   }
 
   /** Linear as torch exports it: Gemm(x, W[out, in], b) with transB=1. */
@@ -97,12 +111,23 @@ export class TorchLayout {
   }
 
   maxPool(at: At, x: string, kernel: number, stride: number, pad = 0, ceil = false): string {
-    return this.op(at, 'MaxPool', [x], { ceil_mode: ceil ? 1 : 0, kernel_shape: [kernel, kernel], pads: [pad, pad, pad, pad], strides: [stride, stride] });
+    return this.op(at, 'MaxPool', [x], {
+      ceil_mode: ceil ? 1 : 0,
+      kernel_shape: [kernel, kernel],
+      pads: [pad, pad, pad, pad],
+      strides: [stride, stride],
+    });
   }
 
   /** F.avg_pool2d with count_include_pad=True (torch's default). */
   averagePool(at: At, x: string, kernel: number, stride: number, pad = 0): string {
-    return this.op(at, 'AveragePool', [x], { ceil_mode: 0, count_include_pad: 1, kernel_shape: [kernel, kernel], pads: [pad, pad, pad, pad], strides: [stride, stride] });
+    return this.op(at, 'AveragePool', [x], {
+      ceil_mode: 0,
+      count_include_pad: 1,
+      kernel_shape: [kernel, kernel],
+      pads: [pad, pad, pad, pad],
+      strides: [stride, stride],
+    });
   }
 
   /**
@@ -166,7 +191,12 @@ export class TorchLayout {
   }
 
   /** A node in torch's scope naming ('' for the model's own forward). */
-  private op(at: At | { scope: string }, opType: string, inputs: string[], attributes: Parameters<GraphBuilder['node']>[2] = {}): string {
+  private op(
+    at: At | { scope: string },
+    opType: string,
+    inputs: string[],
+    attributes: Parameters<GraphBuilder['node']>[2] = {},
+  ): string {
     const scope = typeof at === 'string' ? this.scopeOf(at, true) : 'within' in at ? this.scopeOf(at.within) : at.scope;
     this.builder.node(opType, inputs, attributes, { name: `${scope}/${opType}` });
     // The builder made the node's name unique (`/avgpool/MatMul_1`); torch's output name follows it.
@@ -199,9 +229,16 @@ export class TorchLayout {
 
   /** Shape inference for the node just added (prepareGraph redoes it for the whole graph). */
   private infer(node: Node): void {
-    const ctx = new ShapeContext(this.graph, node, this.graph.opset, (name) => this.graph.initializers.get(name)?.value);
+    const ctx = new ShapeContext(
+      this.graph,
+      node,
+      this.graph.opset,
+      (name) => this.graph.initializers.get(name)?.value,
+    );
     const inferred = shapeRuleFor(this.graph, node)(ctx);
-    node.outputs.forEach((o, i) => this.graph.values.set(o, { name: o, dtype: inferred[i].dtype, shape: inferred[i].shape }));
+    node.outputs.forEach((o, i) =>
+      this.graph.values.set(o, { name: o, dtype: inferred[i].dtype, shape: inferred[i].shape }),
+    );
   }
 }
 

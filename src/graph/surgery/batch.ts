@@ -22,7 +22,8 @@ export function makeBatchFlexible(graph: Graph): number {
     if (!target || target.value.dtype !== 'int64') continue;
     const dims = toNumbers(target.value);
     const x = shapeOf(graph, node.inputs[0]);
-    if (!x || x.length !== 4 || dims.length !== 2 || typeof x[0] !== 'number' || dims[0] !== x[0] || dims[0] <= 0) continue;
+    if (!x || x.length !== 4 || dims.length !== 2 || typeof x[0] !== 'number' || dims[0] !== x[0] || dims[0] <= 0)
+      continue;
     const flexible = fromNumbers('int64', [2], [0, dims[1]]);
     if ((consumers.get(name) ?? []).length === 1) {
       graph.setInitializer(name, flexible, false);
@@ -40,7 +41,9 @@ export function makeBatchFlexible(graph: Graph): number {
  * symbolic dimension), with every shape re-inferred. */
 export function setBatchSize(graph: Graph, batch: number | string): Graph {
   if (typeof batch === 'number' && (!Number.isInteger(batch) || batch < 1)) {
-    throw new ModelError(`batch size must be a positive integer or a symbolic name, got ${batch}`, { file: graph.source });
+    throw new ModelError(`batch size must be a positive integer or a symbolic name, got ${batch}`, {
+      file: graph.source,
+    });
   }
   const g = graph.clone();
   makeBatchFlexible(g);
@@ -51,6 +54,9 @@ export function setBatchSize(graph: Graph, batch: number | string): Graph {
     input.shape = shape;
     g.values.set(input.name, { ...g.values.get(input.name), name: input.name, shape: [...shape] });
   }
-  forgetShapes(g, [...g.values.keys()].filter((k) => !fed.has(k)));
+  forgetShapes(
+    g,
+    [...g.values.keys()].filter((k) => !fed.has(k)),
+  );
   return refresh(g);
 }

@@ -97,7 +97,10 @@ export function resolveName(graph: Graph, name: string, what: string): ResolvedN
     return { tensor: first, node };
   }
   const close = closestNames(name, knownNames(graph));
-  throw new ModelError(`${what}: no tensor or node is named '${name}'; closest names: ${close.map((c) => `'${c}'`).join(', ')}`, { file: graph.source });
+  throw new ModelError(
+    `${what}: no tensor or node is named '${name}'; closest names: ${close.map((c) => `'${c}'`).join(', ')}`,
+    { file: graph.source },
+  );
 }
 
 function isTensor(graph: Graph, name: string): boolean {
@@ -111,7 +114,10 @@ function isTensor(graph: Graph, name: string): boolean {
  * run time stay, used or not: they are the model's interface.
  */
 export function prune(graph: Graph): void {
-  const needed = ancestry(graph, graph.outputs.map((o) => o.name)).nodes;
+  const needed = ancestry(
+    graph,
+    graph.outputs.map((o) => o.name),
+  ).nodes;
   graph.nodes = graph.nodes.filter((n) => needed.has(n));
   const used = new Set<string>(graph.outputs.map((o) => o.name));
   for (const n of graph.nodes) {
@@ -215,7 +221,11 @@ export function layersWithParameters(graph: Graph, nodes: Node[] = graph.nodes, 
 }
 
 /** Elements of the float initializers that `nodes` read, each initializer counted once. */
-export function parametersRead(graph: Graph, nodes: Iterable<Node>, filter: (name: string) => boolean = () => true): number {
+export function parametersRead(
+  graph: Graph,
+  nodes: Iterable<Node>,
+  filter: (name: string) => boolean = () => true,
+): number {
   const seen = new Set<string>();
   let total = 0;
   for (const n of nodes) {

@@ -4,8 +4,17 @@ import { ModelError } from '../errors.ts';
 import type { Dim, Graph, Node } from '../ir.ts';
 import { isFloatType } from '../tensor.ts';
 import {
-  ancestry, dataInputs, describeNode, descendants, keepUpTo, layersWithParameters, parametersRead,
-  resolveName, shapeOf, showShape, stateTensors,
+  ancestry,
+  dataInputs,
+  describeNode,
+  descendants,
+  keepUpTo,
+  layersWithParameters,
+  parametersRead,
+  resolveName,
+  shapeOf,
+  showShape,
+  stateTensors,
 } from './common.ts';
 import { findHead } from './head.ts';
 
@@ -41,19 +50,28 @@ export function refuseUncuttable(graph: Graph, tensor: string): void {
   const file = graph.source;
   if (graph.feedInputs.some((i) => i.name === tensor)) {
     const next = readers[0]?.outputs.find(Boolean);
-    throw new ModelError(`cannot cut at '${tensor}': it is a graph input, so the cut would keep no layers${next ? `; the earliest cut is '${next}' (the output of ${describeNode(readers[0])})` : ''}`, { file });
+    throw new ModelError(
+      `cannot cut at '${tensor}': it is a graph input, so the cut would keep no layers${next ? `; the earliest cut is '${next}' (the output of ${describeNode(readers[0])})` : ''}`,
+      { file },
+    );
   }
   const shapeReader = shapeUse(graph, tensor, consumers);
   if (shapeReader) {
     const data = dataInputs(graph, shapeReader).find((i) => i !== tensor);
-    throw new ModelError(`cannot cut at '${tensor}': it is a shape computation (an integer tensor read only as the shape or axes input of ${describeNode(shapeReader)}), not a feature map${data ? `; cut at a data tensor instead, e.g. '${data}' (that node's data input)` : ''}`, { file });
+    throw new ModelError(
+      `cannot cut at '${tensor}': it is a shape computation (an integer tensor read only as the shape or axes input of ${describeNode(shapeReader)}), not a feature map${data ? `; cut at a data tensor instead, e.g. '${data}' (that node's data input)` : ''}`,
+      { file },
+    );
   }
   const init = graph.initializers.get(tensor);
   if (init) {
     const reader = readers[0];
     const kind = isFloatType(init.value.dtype) ? 'a weight' : 'a constant';
     const out = reader?.outputs.find(Boolean);
-    throw new ModelError(`cannot cut at '${tensor}': it is ${kind} (an initializer${reader ? ` read by ${describeNode(reader)}` : ''}), not a computed tensor${out ? `; cut at that node's output '${out}' instead` : ''}`, { file });
+    throw new ModelError(
+      `cannot cut at '${tensor}': it is ${kind} (an initializer${reader ? ` read by ${describeNode(reader)}` : ''}), not a computed tensor${out ? `; cut at that node's output '${out}' instead` : ''}`,
+      { file },
+    );
   }
 }
 
@@ -68,7 +86,12 @@ export interface Bypass {
   merge?: Node;
 }
 
-export function findBypass(graph: Graph, tensor: string, producers = graph.producers(), consumers = graph.consumers()): Bypass | undefined {
+export function findBypass(
+  graph: Graph,
+  tensor: string,
+  producers = graph.producers(),
+  consumers = graph.consumers(),
+): Bypass | undefined {
   const before = ancestry(graph, [tensor], producers);
   for (const n of graph.nodes) {
     if (!before.nodes.has(n)) continue;
@@ -89,7 +112,12 @@ export function findBypass(graph: Graph, tensor: string, producers = graph.produ
 function inBlockWarning(graph: Graph, tensor: string): string | undefined {
   const bypass = findBypass(graph, tensor);
   if (!bypass) return undefined;
-  const what = bypass.merge?.opType === 'Concat' ? 'a module (parallel branches joined by a Concat)' : bypass.merge && ['Add', 'Sum'].includes(bypass.merge.opType) ? 'a residual block' : 'a block';
+  const what =
+    bypass.merge?.opType === 'Concat'
+      ? 'a module (parallel branches joined by a Concat)'
+      : bypass.merge && ['Add', 'Sum'].includes(bypass.merge.opType)
+        ? 'a residual block'
+        : 'a block';
   let nearby = '';
   try {
     const points = cutPoints(graph);
@@ -106,10 +134,27 @@ function inBlockWarning(graph: Graph, tensor: string): string | undefined {
 
 /** Inputs of ops that are shapes, axes or sizes rather than data. */
 const SHAPE_INPUTS: Record<string, number[]> = {
-  Reshape: [1], Expand: [1], Tile: [1], ConstantOfShape: [0], Slice: [1, 2, 3, 4], Pad: [1, 3],
-  Squeeze: [1], Unsqueeze: [1], Resize: [1, 2, 3], Upsample: [1], TopK: [1], Range: [0, 1, 2],
-  OneHot: [1], Split: [1], ReduceMean: [1], ReduceSum: [1], ReduceMax: [1], ReduceMin: [1],
-  ReduceProd: [1], CumSum: [1], Gather: [],
+  Reshape: [1],
+  Expand: [1],
+  Tile: [1],
+  ConstantOfShape: [0],
+  Slice: [1, 2, 3, 4],
+  Pad: [1, 3],
+  Squeeze: [1],
+  Unsqueeze: [1],
+  Resize: [1, 2, 3],
+  Upsample: [1],
+  TopK: [1],
+  Range: [0, 1, 2],
+  OneHot: [1],
+  Split: [1],
+  ReduceMean: [1],
+  ReduceSum: [1],
+  ReduceMax: [1],
+  ReduceMin: [1],
+  ReduceProd: [1],
+  CumSum: [1],
+  Gather: [],
 };
 const INTEGER_TYPES = new Set(['int64', 'int32', 'int16', 'int8', 'uint64', 'uint32', 'uint16', 'uint8']);
 
@@ -158,7 +203,21 @@ export interface CutPoint {
 
 const POOLS = new Set(['MaxPool', 'AveragePool', 'LpPool', 'GlobalMaxPool', 'GlobalAveragePool']);
 const MERGES = new Set(['Add', 'Sum', 'Concat']);
-export const ACTIVATIONS = new Set(['Relu', 'LeakyRelu', 'PRelu', 'Sigmoid', 'Tanh', 'Clip', 'Elu', 'Selu', 'HardSigmoid', 'HardSwish', 'Softplus', 'Gelu', 'Mish']);
+export const ACTIVATIONS = new Set([
+  'Relu',
+  'LeakyRelu',
+  'PRelu',
+  'Sigmoid',
+  'Tanh',
+  'Clip',
+  'Elu',
+  'Selu',
+  'HardSigmoid',
+  'HardSwish',
+  'Softplus',
+  'Gelu',
+  'Mish',
+]);
 
 /**
  * Places a user can cut for transfer learning: pooling outputs, residual block outputs (after
@@ -179,7 +238,8 @@ export function cutPoints(graph: Graph): CutPoint[] {
     if (!body.has(n)) continue;
     let kind: CutPoint['kind'] | undefined;
     if (POOLS.has(n.opType)) kind = 'pool';
-    else if (MERGES.has(n.opType) && dataInputs(graph, n).length >= 2) kind = n.opType === 'Concat' ? 'concat' : 'residual';
+    else if (MERGES.has(n.opType) && dataInputs(graph, n).length >= 2)
+      kind = n.opType === 'Concat' ? 'concat' : 'residual';
     if (!kind) continue;
     let tensor = n.outputs[0];
     let node = n;
@@ -239,13 +299,28 @@ export function formatCutPoints(points: CutPoint[]): string {
     String(i),
     p.tensor,
     `${p.node || '(unnamed)'} (${p.opType})`,
-    p.features ? `${p.kind === 'features' ? '' : `${p.kind}, `}features` : p.stageEnd && p.kind !== 'pool' ? `${p.kind}, stage end` : p.kind,
+    p.features
+      ? `${p.kind === 'features' ? '' : `${p.kind}, `}features`
+      : p.stageEnd && p.kind !== 'pool'
+        ? `${p.kind}, stage end`
+        : p.kind,
     showShape(p.shape),
     String(p.layers),
     p.parameters.toLocaleString('en-US'),
   ]);
   const header = ['#', 'tensor', 'after node', 'kind', 'shape', 'layers kept', 'parameters kept'];
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
-  const line = (r: string[]) => r.map((cell, c) => (c >= 5 ? cell.padStart(widths[c]) : cell.padEnd(widths[c]))).join('  ').trimEnd();
-  return ['cut points (graft rewrite --cut TENSOR):', line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n') + '\n';
+  const line = (r: string[]) =>
+    r
+      .map((cell, c) => (c >= 5 ? cell.padStart(widths[c]) : cell.padEnd(widths[c])))
+      .join('  ')
+      .trimEnd();
+  return (
+    [
+      'cut points (graft rewrite --cut TENSOR):',
+      line(header),
+      line(widths.map((w) => '-'.repeat(w))),
+      ...rows.map(line),
+    ].join('\n') + '\n'
+  );
 }

@@ -5,7 +5,15 @@ import { ModelError } from '../errors.ts';
 import type { Graph, Node } from '../ir.ts';
 import { normalSampler, seedFor, seededRandom } from '../random.ts';
 import { isFloatType, sizeOf, type TensorValue } from '../tensor.ts';
-import { ancestry, closestNames, floatInitializersOf, isStateInput, layersWithParameters, resolveName, stateTensors } from './common.ts';
+import {
+  ancestry,
+  closestNames,
+  floatInitializersOf,
+  isStateInput,
+  layersWithParameters,
+  resolveName,
+  stateTensors,
+} from './common.ts';
 
 /**
  * Which weights: every float initializer ('all'); those whose name, or whose node's name,
@@ -44,7 +52,15 @@ export function unfreeze(graph: Graph, selector: Selector): SelectionCounts {
   const selected = selectInitializers(graph, selector, 'unfreeze');
   const names = selected.filter((n) => !state.has(n));
   if (names.length === 0) {
-    throw new ModelError(`unfreeze ${describeSelector(selector)}: it selects only state (${selected.slice(0, 3).map((n) => `'${n}'`).join(', ')}${selected.length > 3 ? ', …' : ''}: BatchNormalization running statistics or constants), which never trains`, { file: graph.source });
+    throw new ModelError(
+      `unfreeze ${describeSelector(selector)}: it selects only state (${selected
+        .slice(0, 3)
+        .map((n) => `'${n}'`)
+        .join(
+          ', ',
+        )}${selected.length > 3 ? ', …' : ''}: BatchNormalization running statistics or constants), which never trains`,
+      { file: graph.source },
+    );
   }
   let changed = 0;
   for (const name of names) {
@@ -106,12 +122,23 @@ export function selectInitializers(graph: Graph, selector: Selector, what: strin
       return re.test(s);
     };
     const picked = new Set(floats.filter(test));
-    for (const n of graph.nodes) if (n.name && test(n.name)) for (const i of floatInitializersOf(graph, n)) picked.add(i);
+    for (const n of graph.nodes)
+      if (n.name && test(n.name)) for (const i of floatInitializersOf(graph, n)) picked.add(i);
     names = floats.filter((f) => picked.has(f));
     if (!names.length) {
       const source = typeof selector.pattern === 'string' ? selector.pattern : selector.pattern.source;
-      const candidates = [...floats, ...graph.nodes.filter((n) => floatInitializersOf(graph, n).length).map((n) => n.name).filter(Boolean)];
-      throw fail(`matches no float initializer and no node with weights; closest names: ${closestNames(source, candidates).map((c) => `'${c}'`).join(', ')}`);
+      const candidates = [
+        ...floats,
+        ...graph.nodes
+          .filter((n) => floatInitializersOf(graph, n).length)
+          .map((n) => n.name)
+          .filter(Boolean),
+      ];
+      throw fail(
+        `matches no float initializer and no node with weights; closest names: ${closestNames(source, candidates)
+          .map((c) => `'${c}'`)
+          .join(', ')}`,
+      );
     }
     return names;
   }
@@ -121,18 +148,23 @@ export function selectInitializers(graph: Graph, selector: Selector, what: strin
     const picked = new Set<string>();
     for (const n of nodes) for (const i of floatInitializersOf(graph, n)) picked.add(i);
     names = floats.filter((f) => picked.has(f));
-    if (!names.length) throw fail(`nothing with weights computes '${tensor}'${graph.feedInputs.some((i) => i.name === tensor) ? ' (it is a graph input)' : ''}`);
+    if (!names.length)
+      throw fail(
+        `nothing with weights computes '${tensor}'${graph.feedInputs.some((i) => i.name === tensor) ? ' (it is a graph input)' : ''}`,
+      );
     return names;
   }
   if ('allButLast' in selector) {
     const n = selector.allButLast;
     if (!Number.isInteger(n) || n < 0) throw fail(`N must be a non-negative integer, got ${n}`);
     const layers = layersWithParameters(graph);
-    if (n >= layers.length) throw fail(`the graph has ${layers.length} layers with parameters, so all but the last ${n} is none of them`);
+    if (n >= layers.length)
+      throw fail(`the graph has ${layers.length} layers with parameters, so all but the last ${n} is none of them`);
     const last = new Set<string>();
     for (const l of layers.slice(layers.length - n)) for (const i of floatInitializersOf(graph, l)) last.add(i);
     const picked = new Set<string>();
-    for (const l of layers.slice(0, layers.length - n)) for (const i of floatInitializersOf(graph, l)) if (!last.has(i)) picked.add(i);
+    for (const l of layers.slice(0, layers.length - n))
+      for (const i of floatInitializersOf(graph, l)) if (!last.has(i)) picked.add(i);
     return floats.filter((f) => picked.has(f));
   }
   throw fail(`unknown selector ${JSON.stringify(selector)}; accepted: 'all', { pattern }, { before }, { allButLast }`);
@@ -140,7 +172,8 @@ export function selectInitializers(graph: Graph, selector: Selector, what: strin
 
 export function describeSelector(selector: Selector): string {
   if (selector === 'all') return 'all';
-  if ('pattern' in selector) return `pattern ${selector.pattern instanceof RegExp ? String(selector.pattern) : `/${selector.pattern}/`}`;
+  if ('pattern' in selector)
+    return `pattern ${selector.pattern instanceof RegExp ? String(selector.pattern) : `/${selector.pattern}/`}`;
   if ('before' in selector) return `before '${selector.before}'`;
   if ('allButLast' in selector) return `all but the last ${selector.allButLast} layers`;
   return JSON.stringify(selector);
@@ -169,7 +202,8 @@ function initialValue(graph: Graph, node: Node, index: number, dims: number[]): 
       return [undefined, ones, zeros, zeros, ones][index];
     case 'Conv':
     case 'ConvTranspose':
-      if (index === 1) return { kind: 'he', fanIn: node.opType === 'Conv' ? (dims[1] ?? 1) * receptive : (dims[0] ?? 1) * receptive };
+      if (index === 1)
+        return { kind: 'he', fanIn: node.opType === 'Conv' ? (dims[1] ?? 1) * receptive : (dims[0] ?? 1) * receptive };
       return index === 2 ? zeros : undefined;
     case 'Gemm': {
       const trans = node.attributes[index === 0 ? 'transA' : 'transB'];
@@ -182,9 +216,11 @@ function initialValue(graph: Graph, node: Node, index: number, dims: number[]): 
     case 'MatMul':
       if (isStateInput(graph, node, index) || dims.length < 2) return undefined;
       return { kind: 'he', fanIn: index === 1 ? dims[dims.length - 2] : dims[dims.length - 1] };
-    case 'Add': case 'Sub':
+    case 'Add':
+    case 'Sub':
       return zeros;
-    case 'Mul': case 'Div':
+    case 'Mul':
+    case 'Div':
       return ones;
     case 'PRelu':
       return { kind: 'constant', value: 0.25 };
@@ -200,7 +236,10 @@ function tensorOf(graph: Graph, like: TensorValue, fill: Fill, seed: number): Te
   let data: Float32Array | Float64Array;
   if (like.dtype === 'float32') data = new Float32Array(n);
   else if (like.dtype === 'float64') data = new Float64Array(n);
-  else throw new ModelError(`reinit supports float32 and float64 weights; this one is ${like.dtype}`, { file: graph.source });
+  else
+    throw new ModelError(`reinit supports float32 and float64 weights; this one is ${like.dtype}`, {
+      file: graph.source,
+    });
   if (fill.kind === 'constant') data.fill(fill.value);
   else {
     const normal = normalSampler(seededRandom(seed));

@@ -65,7 +65,9 @@ export function graft(graph: Graph, spec: HeadSpec): GraftResult {
   } else {
     g = graph.clone();
     if (g.outputs.length > 1) {
-      warnings.push(`the graph had ${g.outputs.length} outputs; the head is attached to the first, '${current}', and the others are dropped`);
+      warnings.push(
+        `the graph had ${g.outputs.length} outputs; the head is attached to the first, '${current}', and the others are dropped`,
+      );
     }
   }
   const input = g.outputs[0].name;
@@ -96,14 +98,23 @@ export function graft(graph: Graph, spec: HeadSpec): GraftResult {
     x = b.op('Flatten', [x], { axis: 1 }, `${prefix}_flatten`);
   } else if (shape.length === 2) {
     if (pooling === 'avg' || pooling === 'max') {
-      throw new ModelError(`pooling '${pooling}' needs a 4-D [N, C, H, W] feature map, but '${input}' is already 2-D ${showShape(shape)}: leave pooling out`, { file: g.source });
+      throw new ModelError(
+        `pooling '${pooling}' needs a 4-D [N, C, H, W] feature map, but '${input}' is already 2-D ${showShape(shape)}: leave pooling out`,
+        { file: g.source },
+      );
     }
     features = shape[1];
   } else {
-    throw new ModelError(`cannot attach a classifier head at '${input}' ${showShape(shape)}: expected a 4-D feature map [N, C, H, W] or a 2-D [N, features] tensor`, { file: g.source });
+    throw new ModelError(
+      `cannot attach a classifier head at '${input}' ${showShape(shape)}: expected a 4-D feature map [N, C, H, W] or a 2-D [N, features] tensor`,
+      { file: g.source },
+    );
   }
   if (typeof features !== 'number') {
-    throw new ModelError(`cannot size the head's first dense layer: the feature count of '${input}' ${showShape(shape)} (after pooling '${pooling}') is not known`, { file: g.source });
+    throw new ModelError(
+      `cannot size the head's first dense layer: the feature count of '${input}' ${showShape(shape)} (after pooling '${pooling}') is not known`,
+      { file: g.source },
+    );
   }
 
   let parameters = 0;
@@ -123,7 +134,8 @@ export function graft(graph: Graph, spec: HeadSpec): GraftResult {
     if (activation === 'sigmoid') x = b.op('Sigmoid', [x], {}, `${prefix}_sigmoid${i + 1}`);
   });
   x = dense('classifier', spec.classes, 'glorot');
-  if (spec.softmax ?? true) x = b.node('Softmax', [x], { axis: 1 }, { name: `${prefix}_softmax`, outputs: [`${prefix}_probabilities`] })[0];
+  if (spec.softmax ?? true)
+    x = b.node('Softmax', [x], { axis: 1 }, { name: `${prefix}_softmax`, outputs: [`${prefix}_probabilities`] })[0];
 
   g.outputs = [{ name: x }];
   prune(g);
@@ -133,14 +145,22 @@ export function graft(graph: Graph, spec: HeadSpec): GraftResult {
 
 function validateSpec(graph: Graph, spec: HeadSpec): void {
   const bad = (what: string) => new ModelError(`head: ${what}`, { file: graph.source });
-  if (!Number.isInteger(spec.classes) || spec.classes < 1) throw bad(`classes must be a positive integer, got ${spec.classes}`);
+  if (!Number.isInteger(spec.classes) || spec.classes < 1)
+    throw bad(`classes must be a positive integer, got ${spec.classes}`);
   if (!Number.isInteger(spec.seed)) throw bad(`seed must be an integer, got ${spec.seed}`);
-  if (spec.pooling !== undefined && !['avg', 'max', 'flatten', 'none'].includes(spec.pooling)) throw bad(`pooling '${spec.pooling}' is not accepted; accepted: 'avg', 'max', 'flatten' or none`);
-  if (spec.dropout !== undefined && !(spec.dropout >= 0 && spec.dropout < 1)) throw bad(`dropout must be in [0, 1), got ${spec.dropout}`);
-  if (spec.init !== undefined && spec.init !== 'he' && spec.init !== 'glorot') throw bad(`init '${spec.init}' is not accepted; accepted: 'he' or 'glorot'`);
+  if (spec.pooling !== undefined && !['avg', 'max', 'flatten', 'none'].includes(spec.pooling))
+    throw bad(`pooling '${spec.pooling}' is not accepted; accepted: 'avg', 'max', 'flatten' or none`);
+  if (spec.dropout !== undefined && !(spec.dropout >= 0 && spec.dropout < 1))
+    throw bad(`dropout must be in [0, 1), got ${spec.dropout}`);
+  if (spec.init !== undefined && spec.init !== 'he' && spec.init !== 'glorot')
+    throw bad(`init '${spec.init}' is not accepted; accepted: 'he' or 'glorot'`);
   for (const [i, d] of (spec.dense ?? []).entries()) {
-    if (!Number.isInteger(d.units) || d.units < 1) throw bad(`dense layer ${i + 1}: units must be a positive integer, got ${d.units}`);
-    if (d.activation !== undefined && !['relu', 'sigmoid', 'none'].includes(d.activation)) throw bad(`dense layer ${i + 1}: activation '${d.activation}' is not accepted; accepted: 'relu', 'sigmoid' or 'none'`);
+    if (!Number.isInteger(d.units) || d.units < 1)
+      throw bad(`dense layer ${i + 1}: units must be a positive integer, got ${d.units}`);
+    if (d.activation !== undefined && !['relu', 'sigmoid', 'none'].includes(d.activation))
+      throw bad(
+        `dense layer ${i + 1}: activation '${d.activation}' is not accepted; accepted: 'relu', 'sigmoid' or 'none'`,
+      );
   }
 }
 

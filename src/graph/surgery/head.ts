@@ -31,7 +31,19 @@ export interface Head {
 const SOFTMAX = new Set(['Softmax', 'LogSoftmax']);
 const PASS = new Set(['Dropout', 'Identity']);
 const FLATTEN = new Set(['Flatten', 'Reshape', 'Squeeze']);
-const HEAD_ACTIVATIONS = new Set(['Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'Clip', 'Elu', 'Selu', 'HardSigmoid', 'HardSwish', 'Softplus', 'Gelu']);
+const HEAD_ACTIVATIONS = new Set([
+  'Relu',
+  'LeakyRelu',
+  'Sigmoid',
+  'Tanh',
+  'Clip',
+  'Elu',
+  'Selu',
+  'HardSigmoid',
+  'HardSwish',
+  'Softplus',
+  'Gelu',
+]);
 const AFFINE = new Set(['Add', 'Sub', 'Mul', 'Div']);
 
 /** The classifier head, or an error saying what the graph ends with instead. */
@@ -91,7 +103,13 @@ export function findHead(graph: Graph): Head | undefined {
     const op = step.node.opType;
     const isDense = op === 'Gemm' || (op === 'MatMul' && hasConstantOperand(graph, step.node));
     if (isDense) layers.push(step.node);
-    else if (!(HEAD_ACTIVATIONS.has(op) || PASS.has(op) || FLATTEN.has(op) || (AFFINE.has(op) && hasConstantOperand(graph, step.node)))) break;
+    else if (!(
+      HEAD_ACTIVATIONS.has(op) ||
+      PASS.has(op) ||
+      FLATTEN.has(op) ||
+      (AFFINE.has(op) && hasConstantOperand(graph, step.node))
+    ))
+      break;
     take(step);
     step = next();
   }
@@ -137,7 +155,13 @@ export function findHead(graph: Graph): Head | undefined {
   let classifierBias: Node | undefined;
   if (classifier.opType === 'MatMul') {
     const readers = consumers.get(classifier.outputs[0]) ?? [];
-    if (readers.length === 1 && readers[0].opType === 'Add' && taken.has(readers[0]) && hasConstantOperand(graph, readers[0])) classifierBias = readers[0];
+    if (
+      readers.length === 1 &&
+      readers[0].opType === 'Add' &&
+      taken.has(readers[0]) &&
+      hasConstantOperand(graph, readers[0])
+    )
+      classifierBias = readers[0];
   }
   return {
     nodes,
@@ -176,14 +200,22 @@ function hasConstantOperand(graph: Graph, node: Node): boolean {
 function isHeadPooling(graph: Graph, node: Node): boolean {
   const out = shapeOf(graph, node.outputs[0]);
   switch (node.opType) {
-    case 'GlobalAveragePool': case 'GlobalMaxPool': case 'AveragePool': return true;
-    case 'MaxPool': case 'LpPool': return !!out && out.length > 2 && out.slice(2).every((d) => d === 1);
-    case 'ReduceMean': case 'ReduceMax': return true;
+    case 'GlobalAveragePool':
+    case 'GlobalMaxPool':
+    case 'AveragePool':
+      return true;
+    case 'MaxPool':
+    case 'LpPool':
+      return !!out && out.length > 2 && out.slice(2).every((d) => d === 1);
+    case 'ReduceMean':
+    case 'ReduceMax':
+      return true;
     case 'MatMul': {
       const data = dataInputs(graph, node)[0];
       return hasConstantOperand(graph, node) && (shapeOf(graph, data)?.length ?? 0) >= 4;
     }
-    default: return false;
+    default:
+      return false;
   }
 }
 

@@ -5,10 +5,29 @@
 // new Graph and leave their input untouched; freeze, unfreeze, reinit and makeBatchFlexible
 // change the graph they are given (flags and whole tensors, never tensor data in place) and
 // return counts.
-export { cutAt, cutPoints, defaultCutPoint, findBypass, formatCutPoints, refuseUncuttable, type Bypass, type CutPoint, type CutResult } from './cut.ts';
+export {
+  cutAt,
+  cutPoints,
+  defaultCutPoint,
+  findBypass,
+  formatCutPoints,
+  refuseUncuttable,
+  type Bypass,
+  type CutPoint,
+  type CutResult,
+} from './cut.ts';
 export { findHead, headOf, includeTop, removeTop, type Head } from './head.ts';
 export { graft, type DenseSpec, type GraftResult, type HeadSpec } from './graft.ts';
-export { describeSelector, freeze, reinit, reinitLayers, selectInitializers, unfreeze, type SelectionCounts, type Selector } from './freeze.ts';
+export {
+  describeSelector,
+  freeze,
+  reinit,
+  reinitLayers,
+  selectInitializers,
+  unfreeze,
+  type SelectionCounts,
+  type Selector,
+} from './freeze.ts';
 export { replaceClassifier, transfer, type TransferOptions, type TransferSummary } from './transfer.ts';
 export { makeBatchFlexible, setBatchSize } from './batch.ts';
 export { closestNames, editDistance, keepUpTo, layersWithParameters, stateTensors } from './common.ts';

@@ -32,13 +32,19 @@ export interface ResizeSummary {
  * naming that layer. The graph given is untouched.
  */
 export function adaptToInputSize(graph: Graph, size: number): { graph: Graph; summary: ResizeSummary } {
-  if (!Number.isInteger(size) || size < 1) throw new ModelError(`input size must be a positive integer, got ${size}`, { file: graph.source });
+  if (!Number.isInteger(size) || size < 1)
+    throw new ModelError(`input size must be a positive integer, got ${size}`, { file: graph.source });
   const feeds = graph.feedInputs;
-  if (feeds.length !== 1) throw new ModelError(`adaptToInputSize needs one image input; this model has ${feeds.length}`, { file: graph.source });
+  if (feeds.length !== 1)
+    throw new ModelError(`adaptToInputSize needs one image input; this model has ${feeds.length}`, {
+      file: graph.source,
+    });
   const input = feeds[0];
   const original = input.shape;
   if (!original || original.length !== 4 || typeof original[2] !== 'number' || typeof original[3] !== 'number') {
-    throw new ModelError(`adaptToInputSize needs a static N×C×H×W input, '${input.name}' is ${showShape(original)}`, { file: graph.source });
+    throw new ModelError(`adaptToInputSize needs a static N×C×H×W input, '${input.name}' is ${showShape(original)}`, {
+      file: graph.source,
+    });
   }
   const g = graph.clone();
   const summary: ResizeSummary = { globalPools: [], adaptivePools: [] };
@@ -62,7 +68,10 @@ export function adaptToInputSize(graph: Graph, size: number): { graph: Graph; su
   g.inputs = g.inputs.map((i) => (i.name === fedName ? { ...i, shape: [...shape] } : i));
   g.values.set(fedName, { ...g.values.get(fedName), name: fedName, shape: [...shape] });
   const fed = new Set([fedName]);
-  forgetShapes(g, [...g.values.keys()].filter((k) => !fed.has(k)));
+  forgetShapes(
+    g,
+    [...g.values.keys()].filter((k) => !fed.has(k)),
+  );
 
   // 2. Adaptive pools before the flattens whose map changed.
   const builder = new GraphBuilder(g);
@@ -71,7 +80,10 @@ export function adaptToInputSize(graph: Graph, size: number): { graph: Graph; su
     const at = keepUpTo(g, x);
     const dims = shapeOf(at, x);
     if (!dims || dims.length !== 4 || dims.slice(2).some((d) => typeof d !== 'number')) {
-      throw new ModelError(`adaptToInputSize: the map '${x}' flattened by '${node.name}' is ${showShape(dims)} at input ${size}×${size}; a static 4-D map is needed`, { file: g.source, node });
+      throw new ModelError(
+        `adaptToInputSize: the map '${x}' flattened by '${node.name}' is ${showShape(dims)} at input ${size}×${size}; a static 4-D map is needed`,
+        { file: g.source, node },
+      );
     }
     const [h, w] = dims.slice(2) as number[];
     const [th, tw] = grid;
@@ -80,7 +92,12 @@ export function adaptToInputSize(graph: Graph, size: number): { graph: Graph; su
     let pooled: string;
     let how: 'AveragePool' | 'MatMul';
     if (h % th === 0 && w % tw === 0) {
-      pooled = builder.op('AveragePool', [x], { kernel_shape: [h / th, w / tw], strides: [h / th, w / tw] }, `${scope}_adaptive_pool`);
+      pooled = builder.op(
+        'AveragePool',
+        [x],
+        { kernel_shape: [h / th, w / tw], strides: [h / th, w / tw] },
+        `${scope}_adaptive_pool`,
+      );
       how = 'AveragePool';
     } else {
       const columns = constant(g, builder, `${scope}_adaptive_columns`, [w, tw], averagingMatrix(w, tw));

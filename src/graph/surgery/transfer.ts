@@ -8,7 +8,16 @@ import type { Graph } from '../ir.ts';
 import { LABELS_KEY } from '../model-metadata.ts';
 import { initWeights, seedFor } from '../random.ts';
 import { isFloatType, sizeOf, type TensorValue } from '../tensor.ts';
-import { dataInputs, descendants, forgetShapes, keepUpTo, refresh, shapeOf, showShape, stateTensors } from './common.ts';
+import {
+  dataInputs,
+  descendants,
+  forgetShapes,
+  keepUpTo,
+  refresh,
+  shapeOf,
+  showShape,
+  stateTensors,
+} from './common.ts';
 import { cutAt, defaultCutPoint } from './cut.ts';
 import { makeBatchFlexible } from './batch.ts';
 import { reinitLayers } from './freeze.ts';
@@ -50,13 +59,27 @@ export interface TransferSummary {
 /** Applies a transfer-learning case to a copy of `graph`; the input graph is not modified. */
 export function transfer(graph: Graph, options: TransferOptions): { graph: Graph; summary: TransferSummary } {
   const file = graph.source;
-  if (![1, 2, 3, 4].includes(options.case)) throw new ModelError(`transfer case must be 1, 2, 3 or 4, got ${options.case}`, { file });
-  if (!Number.isInteger(options.classes) || options.classes < 1) throw new ModelError(`transfer: classes must be a positive integer, got ${options.classes}`, { file });
-  if (!Number.isInteger(options.seed)) throw new ModelError(`transfer: seed must be an integer, got ${options.seed}`, { file });
-  if (options.cutAt !== undefined && options.case !== 2) throw new ModelError(`transfer: cutAt applies to case 2 only (case ${options.case} ${options.case === 1 ? 'cuts at the features' : 'keeps the whole network'})`, { file });
-  if (options.reinitialize && options.case !== 4) throw new ModelError(`transfer: reinitialize applies to case 4 only`, { file });
-  if (options.pooling !== undefined && options.case > 2) throw new ModelError(`transfer: pooling applies to cases 1 and 2 (cases 3 and 4 keep the network's own head)`, { file });
-  if (options.pooling !== undefined && !['avg', 'max', 'flatten'].includes(options.pooling)) throw new ModelError(`transfer: pooling must be 'avg', 'max' or 'flatten', got '${String(options.pooling)}'`, { file });
+  if (![1, 2, 3, 4].includes(options.case))
+    throw new ModelError(`transfer case must be 1, 2, 3 or 4, got ${options.case}`, { file });
+  if (!Number.isInteger(options.classes) || options.classes < 1)
+    throw new ModelError(`transfer: classes must be a positive integer, got ${options.classes}`, { file });
+  if (!Number.isInteger(options.seed))
+    throw new ModelError(`transfer: seed must be an integer, got ${options.seed}`, { file });
+  if (options.cutAt !== undefined && options.case !== 2)
+    throw new ModelError(
+      `transfer: cutAt applies to case 2 only (case ${options.case} ${options.case === 1 ? 'cuts at the features' : 'keeps the whole network'})`,
+      { file },
+    );
+  if (options.reinitialize && options.case !== 4)
+    throw new ModelError(`transfer: reinitialize applies to case 4 only`, { file });
+  if (options.pooling !== undefined && options.case > 2)
+    throw new ModelError(`transfer: pooling applies to cases 1 and 2 (cases 3 and 4 keep the network's own head)`, {
+      file,
+    });
+  if (options.pooling !== undefined && !['avg', 'max', 'flatten'].includes(options.pooling))
+    throw new ModelError(`transfer: pooling must be 'avg', 'max' or 'flatten', got '${String(options.pooling)}'`, {
+      file,
+    });
 
   const warnings: string[] = [];
   let g: Graph;
@@ -106,7 +129,11 @@ export function transfer(graph: Graph, options: TransferOptions): { graph: Graph
     for (const init of g.initializers.values()) init.trainable = isFloatType(init.value.dtype) && !state.has(init.name);
     if (options.case === 4 && options.reinitialize) {
       const fresh = new Set(newWeights);
-      reinitLayers(g, g.nodes.filter((n) => n.inputs.some((i) => g.initializers.has(i) && !fresh.has(i))), options.seed);
+      reinitLayers(
+        g,
+        g.nodes.filter((n) => n.inputs.some((i) => g.initializers.has(i) && !fresh.has(i))),
+        options.seed,
+      );
     }
   }
   // The classifier is new: the source's class names no longer describe its outputs (the
@@ -141,7 +168,8 @@ export function replaceClassifier(g: Graph, classes: number, seed: number): { in
   const weightIndex = node.opType === 'MatMul' ? node.inputs.findIndex((i, k) => k > 0 && g.initializers.has(i)) : 1;
   const wName = node.inputs[weightIndex];
   const w = g.initializers.get(wName);
-  if (!w || w.value.dims.length < 2) throw new ModelError(`the classifier's weight '${wName}' is not a constant of rank ≥ 2`, { file, node });
+  if (!w || w.value.dims.length < 2)
+    throw new ModelError(`the classifier's weight '${wName}' is not a constant of rank ≥ 2`, { file, node });
   let outAxis: number;
   if (node.opType === 'Gemm') {
     const transB = node.attributes.transB;
@@ -162,7 +190,15 @@ export function replaceClassifier(g: Graph, classes: number, seed: number): { in
   const readerOf = (k: number) => (k === 0 ? node : bias!);
   replace(wName, 0, (dims) => {
     const d = dims.map((v, i) => (i === outAxis ? classes : v));
-    return { dtype: 'float32', dims: d, data: initWeights(node.opType === 'MatMul' ? [d[d.length - 1], d[d.length - 2]] : d, 'glorot', seedFor(seed, wName)) };
+    return {
+      dtype: 'float32',
+      dims: d,
+      data: initWeights(
+        node.opType === 'MatMul' ? [d[d.length - 1], d[d.length - 2]] : d,
+        'glorot',
+        seedFor(seed, wName),
+      ),
+    };
   });
   const biasName = node.opType === 'MatMul' ? bias?.inputs.find((i) => g.initializers.has(i)) : node.inputs[2];
   if (biasName && g.initializers.has(biasName)) {
@@ -178,7 +214,11 @@ export function replaceClassifier(g: Graph, classes: number, seed: number): { in
   forgetShapes(g, stale);
   refresh(g);
   const now = shapeOf(g, g.outputs[0].name);
-  if (!now?.includes(classes)) throw new ModelError(`replacing the classifier gave output ${showShape(now)}, expected ${classes} classes`, { file, node });
+  if (!now?.includes(classes))
+    throw new ModelError(`replacing the classifier gave output ${showShape(now)}, expected ${classes} classes`, {
+      file,
+      node,
+    });
   return { input: dataInputs(g, node)[0] ?? '', weights };
 }
 

@@ -47,19 +47,35 @@ const TENSORS = new Set(['x', 'dy', 'y', 'dx']);
  * P.units values of T: vec4f when 4 divides S (on lavapipe a lane's vec4 load costs about what
  * a scalar one does), else f32.
  */
-function channelProgram(p: ChannelShape, spec: ChannelKernelSpec, groups: number, extra: (P: ParamBlock) => void, main: (T: string) => string): KernelProgram {
+function channelProgram(
+  p: ChannelShape,
+  spec: ChannelKernelSpec,
+  groups: number,
+  extra: (P: ParamBlock) => void,
+  main: (T: string) => string,
+): KernelProgram {
   const width = p.spatial % 4 === 0 ? 4 : 1;
   const T = width === 4 ? 'vec4f' : 'f32';
   const dispatch = dispatch1d(groups);
-  const P = new ParamBlock().u32('images', p.images).u32('channels', p.channels).u32('spatial', p.spatial)
-    .u32('units', p.spatial / width).u32('groupsX', dispatch[0]).f32('invCount', 1 / (p.images * p.spatial));
+  const P = new ParamBlock()
+    .u32('images', p.images)
+    .u32('channels', p.channels)
+    .u32('spatial', p.spatial)
+    .u32('units', p.spatial / width)
+    .u32('groupsX', dispatch[0])
+    .f32('invCount', 1 / (p.images * p.spatial));
   extra(P);
   spec.params?.(P);
   const names = spec.reads.map((r) => (typeof r === 'string' ? r : r.name));
   const vars = spec.reads.map((r) => (typeof r === 'string' ? r : r.wgsl));
   const readAccess = spec.arenaReads ? 'read_write' : 'read';
-  const decls = [...vars.map((v) => ({ v, access: TENSORS.has(v) ? readAccess : 'read' })), ...spec.writes.map((v) => ({ v, access: 'read_write' }))]
-    .map(({ v, access }, i) => `@group(0) @binding(${i}) var<storage, ${access}> ${v}: array<${TENSORS.has(v) ? T : 'f32'}>;`);
+  const decls = [
+    ...vars.map((v) => ({ v, access: TENSORS.has(v) ? readAccess : 'read' })),
+    ...spec.writes.map((v) => ({ v, access: 'read_write' })),
+  ].map(
+    ({ v, access }, i) =>
+      `@group(0) @binding(${i}) var<storage, ${access}> ${v}: array<${TENSORS.has(v) ? T : 'f32'}>;`,
+  );
   const sum = width === 4 ? 'v.x + v.y + v.z + v.w' : 'v';
   return {
     label: spec.label,
@@ -71,7 +87,11 @@ fn hsum(v: ${T}) -> f32 { return ${sum}; }
 fn firstOf(v: ${T}) -> f32 { return ${width === 4 ? 'v.x' : 'v'}; }
 ${main(T)}`,
     dispatch,
-    bindings: bindingList(names, spec.writes).map((b) => (spec.arenaReads && b.access === 'read' && TENSORS.has(b.name) ? { ...b, access: 'read_write' as const, writes: false } : b)),
+    bindings: bindingList(names, spec.writes).map((b) =>
+      spec.arenaReads && b.access === 'read' && TENSORS.has(b.name)
+        ? { ...b, access: 'read_write' as const, writes: false }
+        : b,
+    ),
     params: P.bytes(),
   };
 }
@@ -83,8 +103,16 @@ ${main(T)}`,
  * `after` on the channel's totals `acc: vec2f`. `before` runs per channel first (uniform:
  * channel values are read once, not per lane).
  */
-export function channelReduceProgram(p: ChannelShape, spec: ChannelKernelSpec & { before: string; element: string; after: string }): KernelProgram {
-  return channelProgram(p, spec, p.channels, () => {}, (T) => `var<workgroup> partial: array<vec2f, ${LANES}>;
+export function channelReduceProgram(
+  p: ChannelShape,
+  spec: ChannelKernelSpec & { before: string; element: string; after: string },
+): KernelProgram {
+  return channelProgram(
+    p,
+    spec,
+    p.channels,
+    () => {},
+    (T) => `var<workgroup> partial: array<vec2f, ${LANES}>;
 @compute @workgroup_size(${LANES})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let c = wid.x + wid.y * P.groupsX;
@@ -108,7 +136,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   var acc = partial[0];
   for (var l = 1u; l < ${LANES}u; l++) { acc += partial[l]; }
 ${spec.after}
-}`);
+}`,
+  );
 }
 
 /**
@@ -117,11 +146,19 @@ ${spec.after}
  * channel (per-channel values read once, not per element), then `element` for each index `i`
  * of the plane, lanes on neighbouring elements.
  */
-export function planeProgram(p: ChannelShape, spec: ChannelKernelSpec & { channel: string; element: string }): KernelProgram {
+export function planeProgram(
+  p: ChannelShape,
+  spec: ChannelKernelSpec & { channel: string; element: string },
+): KernelProgram {
   const planes = p.images * p.channels;
   const perGroup = Math.max(1, Math.floor(PLANE_GROUP_ELEMENTS / p.spatial));
   const extra = (P: ParamBlock) => P.u32('planes', planes).u32('planesPerGroup', perGroup);
-  return channelProgram(p, spec, Math.ceil(planes / perGroup), extra, () => `@compute @workgroup_size(${LANES})
+  return channelProgram(
+    p,
+    spec,
+    Math.ceil(planes / perGroup),
+    extra,
+    () => `@compute @workgroup_size(${LANES})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let first = (wid.x + wid.y * P.groupsX) * P.planesPerGroup;
   let last = min(first + P.planesPerGroup, P.planes);
@@ -134,5 +171,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       ${spec.element}
     }
   }
-}`);
+}`,
+  );
 }

@@ -1,6 +1,14 @@
 // What the backward program builders share: the `accumulate` option (add into an existing
 // gradient instead of overwriting it, for tensors with several consumers) and binding lists.
-import { dispatch1d, ELEMENT_WORKGROUP, LINEAR_INDEX, linearDispatch, ParamBlock, type KernelProgram, type ProgramBinding } from '../program.ts';
+import {
+  dispatch1d,
+  ELEMENT_WORKGROUP,
+  LINEAR_INDEX,
+  linearDispatch,
+  ParamBlock,
+  type KernelProgram,
+  type ProgramBinding,
+} from '../program.ts';
 
 export interface GradOptions {
   /**
@@ -126,8 +134,9 @@ export function vectorElementProgram(spec: GradVectorSpec): KernelProgram {
   const vars = spec.reads.map((r) => (typeof r === 'string' ? r : r.wgsl));
   const P = new ParamBlock().u32('units', units).u32('groupsX', dispatch[0]);
   spec.params?.(P);
-  const decls = [...vars.map((v) => ({ v, access: 'read' })), ...writes.map((v) => ({ v, access: 'read_write' }))]
-    .map(({ v, access }, i) => `@group(0) @binding(${i}) var<storage, ${access}> ${v}: array<${T}>;`);
+  const decls = [...vars.map((v) => ({ v, access: 'read' })), ...writes.map((v) => ({ v, access: 'read_write' }))].map(
+    ({ v, access }, i) => `@group(0) @binding(${i}) var<storage, ${access}> ${v}: array<${T}>;`,
+  );
   const wgsl = `
 ${decls.join('\n')}
 ${P.wgsl(decls.length)}
@@ -140,5 +149,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 ${spec.body(T)}
   }
 }`;
-  return { label: spec.label, key: `${spec.key}|${T}`, wgsl, dispatch, bindings: bindingList(names, writes), params: P.bytes() };
+  return {
+    label: spec.label,
+    key: `${spec.key}|${T}`,
+    wgsl,
+    dispatch,
+    bindings: bindingList(names, writes),
+    params: P.bytes(),
+  };
 }

@@ -15,7 +15,13 @@ import { accKey, gradElementProgram, storeGrad, type GradOptions } from './commo
  * sum of inputInner over the inputs before this one (concatCopyProgram's geometry).
  * Needs saved: nothing (shapes). Bindings: dy, dx, params.
  */
-export function concatBackwardProgram(outer: number, inputInner: number, outputInner: number, offset: number, o?: GradOptions): KernelProgram {
+export function concatBackwardProgram(
+  outer: number,
+  inputInner: number,
+  outputInner: number,
+  offset: number,
+  o?: GradOptions,
+): KernelProgram {
   return gradElementProgram({
     label: `concat backward ${outer}×${outputInner}@${offset}→${inputInner}`,
     key: `concat-bwd|${accKey(o)}`,
@@ -80,7 +86,8 @@ export function transposeBackwardProgram(dims: number[], perm: number[], o?: Gra
   }
   if (ds.length > MAX_RANK) throw new Error(`transpose backward: rank ${ds.length} > ${MAX_RANK}`);
   const L = ['  var rem = idx;', '  var src = 0u;'];
-  for (let k = ds.length - 1; k >= 0; k--) L.push(k > 0 ? `  src += (rem % P.d${k}) * P.s${k}; rem = rem / P.d${k};` : `  src += rem * P.s${k};`);
+  for (let k = ds.length - 1; k >= 0; k--)
+    L.push(k > 0 ? `  src += (rem % P.d${k}) * P.s${k}; rem = rem / P.d${k};` : `  src += rem * P.s${k};`);
   return gradElementProgram({
     label: `transpose backward [${dims}] (${perm})`,
     key: `transpose-bwd|r${ds.length}|${accKey(o)}`,
@@ -100,7 +107,8 @@ export function transposeBackwardProgram(dims: number[], perm: number[], o?: Gra
 export function padBackwardProgram(dims: number[], pads: number[], o?: GradOptions): KernelProgram {
   const rank = dims.length;
   if (rank > MAX_RANK) throw new Error(`pad backward: rank ${rank} > ${MAX_RANK}`);
-  if (pads.length !== 2 * rank) throw new Error(`pad backward: ${pads.length} pads for rank ${rank}; 2·rank = ${2 * rank} accepted`);
+  if (pads.length !== 2 * rank)
+    throw new Error(`pad backward: ${pads.length} pads for rank ${rank}; 2·rank = ${2 * rank} accepted`);
   const outDims = dims.map((d, i) => d + pads[i] + pads[i + rank]);
   const L = ['  var rem = idx;', '  var src = 0u;', '  var inside = true;', '  var stride = 1u;'];
   for (let d = rank - 1; d >= 0; d--) {

@@ -3,7 +3,15 @@
 // reduce-to-shape kernel, with the op's local derivative fused in), and Dropout in training
 // mode with a counter-based mask that the backward recomputes instead of storing.
 import { dispatch1d, ParamBlock, type KernelProgram } from '../program.ts';
-import { accKey, bindingDecls, bindingList, gradElementProgram, storeGrad, vectorElementProgram, type GradOptions } from './common.ts';
+import {
+  accKey,
+  bindingDecls,
+  bindingList,
+  gradElementProgram,
+  storeGrad,
+  vectorElementProgram,
+  type GradOptions,
+} from './common.ts';
 
 export type UnaryBackwardOp =
   | { kind: 'relu' }
@@ -73,7 +81,13 @@ export type BroadcastBackwardOp = 'add' | 'sub' | 'mul' | 'div';
  * Targets that reduce ≥ 64 output elements each run one workgroup per target element with a
  * tree reduction; the others one invocation per target element.
  */
-export function broadcastBackwardProgram(op: BroadcastBackwardOp, inputDims: [number[], number[]], which: 0 | 1, outDims: number[], o?: GradOptions): KernelProgram {
+export function broadcastBackwardProgram(
+  op: BroadcastBackwardOp,
+  inputDims: [number[], number[]],
+  which: 0 | 1,
+  outDims: number[],
+  o?: GradOptions,
+): KernelProgram {
   const needs: (0 | 1)[] = op === 'mul' ? [which === 0 ? 1 : 0] : op === 'div' ? (which === 0 ? [1] : [0, 1]) : [];
   const term = {
     add: 'g',
@@ -81,7 +95,14 @@ export function broadcastBackwardProgram(op: BroadcastBackwardOp, inputDims: [nu
     mul: which === 0 ? 'g * x1[o1]' : 'g * x0[o0]',
     div: which === 0 ? 'g / x1[o1]' : '-g * x0[o0] / (x1[o1] * x1[o1])',
   }[op];
-  return reduceGrad(`${op}${which}`, term, inputDims[which], needs.map((i) => ({ name: `x${i}`, dims: inputDims[i], offset: `o${i}` })), outDims, o);
+  return reduceGrad(
+    `${op}${which}`,
+    term,
+    inputDims[which],
+    needs.map((i) => ({ name: `x${i}`, dims: inputDims[i], offset: `o${i}` })),
+    outDims,
+    o,
+  );
 }
 
 /**
@@ -154,22 +175,46 @@ const WG = 64;
  * dx[t] = Σ over the output positions that broadcast from target element t of `term`, where
  * `term` reads g = dy[o] and operands at their own broadcast offsets.
  */
-function reduceGrad(name: string, term: string, targetDims: number[], operands: Operand[], outDims: number[], opts: GradOptions | undefined): KernelProgram {
+function reduceGrad(
+  name: string,
+  term: string,
+  targetDims: number[],
+  operands: Operand[],
+  outDims: number[],
+  opts: GradOptions | undefined,
+): KernelProgram {
   const rank = outDims.length;
-  if (targetDims.length > rank) throw new Error(`${name} backward: input [${targetDims}] has more dims than the output [${outDims}]`);
+  if (targetDims.length > rank)
+    throw new Error(`${name} backward: input [${targetDims}] has more dims than the output [${outDims}]`);
   const outStrides = stridesOf(outDims);
   const operandStrides = operands.map((op) => broadcastStrides(op.dims, outDims, name));
   const target = [...new Array(rank - targetDims.length).fill(1), ...targetDims];
   // Axes of y, each kept (the target has it) or reduced (the target broadcasts over it);
   // neighbours of one class that stay contiguous in y and in every operand merge into one.
-  interface Axis { reduced: boolean; dim: number; out: number; ops: number[] }
+  interface Axis {
+    reduced: boolean;
+    dim: number;
+    out: number;
+    ops: number[];
+  }
   const axes: Axis[] = [];
   for (let d = 0; d < rank; d++) {
     if (outDims[d] === 1) continue;
-    if (target[d] !== outDims[d] && target[d] !== 1) throw new Error(`${name} backward: input [${targetDims}] does not broadcast to [${outDims}]`);
-    const axis: Axis = { reduced: target[d] !== outDims[d], dim: outDims[d], out: outStrides[d], ops: operandStrides.map((st) => st[d]) };
+    if (target[d] !== outDims[d] && target[d] !== 1)
+      throw new Error(`${name} backward: input [${targetDims}] does not broadcast to [${outDims}]`);
+    const axis: Axis = {
+      reduced: target[d] !== outDims[d],
+      dim: outDims[d],
+      out: outStrides[d],
+      ops: operandStrides.map((st) => st[d]),
+    };
     const last = axes[axes.length - 1];
-    if (last && last.reduced === axis.reduced && last.out === axis.out * axis.dim && last.ops.every((v, i) => v === axis.ops[i] * axis.dim)) {
+    if (
+      last &&
+      last.reduced === axis.reduced &&
+      last.out === axis.out * axis.dim &&
+      last.ops.every((v, i) => v === axis.ops[i] * axis.dim)
+    ) {
       last.dim *= axis.dim;
       last.out = axis.out;
       last.ops = axis.ops;
@@ -195,11 +240,19 @@ function reduceGrad(name: string, term: string, targetDims: number[], operands: 
 
   const base: string[] = ['  var rem = t;', '  var ob = 0u;', ...operands.map((_, i) => `  var b${i} = 0u;`)];
   for (let k = kept.length - 1; k >= 0; k--) {
-    base.push(`  { let c = rem % P.kd${k}; rem = rem / P.kd${k}; ob += c * P.ko${k};${operands.map((_, i) => ` b${i} += c * P.k${i}_${k};`).join('')} }`);
+    base.push(
+      `  { let c = rem % P.kd${k}; rem = rem / P.kd${k}; ob += c * P.ko${k};${operands.map((_, i) => ` b${i} += c * P.k${i}_${k};`).join('')} }`,
+    );
   }
-  const inner: string[] = ['    var rr = r;', '    var o = ob;', ...operands.map((op, i) => `    var ${op.offset} = b${i};`)];
+  const inner: string[] = [
+    '    var rr = r;',
+    '    var o = ob;',
+    ...operands.map((op, i) => `    var ${op.offset} = b${i};`),
+  ];
   for (let k = reduced.length - 1; k >= 0; k--) {
-    inner.push(`    { let c = rr % P.rd${k}; rr = rr / P.rd${k}; o += c * P.ro${k};${operands.map((op, i) => ` ${op.offset} += c * P.r${i}_${k};`).join('')} }`);
+    inner.push(
+      `    { let c = rr % P.rd${k}; rr = rr / P.rd${k}; o += c * P.ro${k};${operands.map((op, i) => ` ${op.offset} += c * P.r${i}_${k};`).join('')} }`,
+    );
   }
   inner.push('    let g = dy[o];', `    acc += ${term};`);
 
@@ -275,12 +328,14 @@ function stridesOf(dims: number[]): number[] {
 /** Strides of `dims` over the output's coordinates: 0 on broadcast axes. */
 function broadcastStrides(dims: number[], outDims: number[], name: string): number[] {
   const rank = outDims.length;
-  if (dims.length > rank) throw new Error(`${name} backward: input [${dims}] has more dims than the output [${outDims}]`);
+  if (dims.length > rank)
+    throw new Error(`${name} backward: input [${dims}] has more dims than the output [${outDims}]`);
   const padded = [...new Array(rank - dims.length).fill(1), ...dims];
   const s = new Array(rank).fill(0);
   let acc = 1;
   for (let d = rank - 1; d >= 0; d--) {
-    if (padded[d] !== 1 && padded[d] !== outDims[d]) throw new Error(`${name} backward: input [${dims}] does not broadcast to [${outDims}]`);
+    if (padded[d] !== 1 && padded[d] !== outDims[d])
+      throw new Error(`${name} backward: input [${dims}] does not broadcast to [${outDims}]`);
     s[d] = padded[d] === 1 ? 0 : acc;
     acc *= padded[d];
   }
@@ -295,7 +350,10 @@ function dropoutThreshold(ratio: number): number {
 /** Dropout's uniforms after size and rowSize. */
 function dropoutParams(ratio: number, seed: number): (P: ParamBlock) => void {
   const threshold = dropoutThreshold(ratio);
-  return (P) => P.u32('seed', seed >>> 0).u32('threshold', threshold).f32('scale', 1 / (1 - ratio));
+  return (P) =>
+    P.u32('seed', seed >>> 0)
+      .u32('threshold', threshold)
+      .f32('scale', 1 / (1 - ratio));
 }
 
 // A counter-based hash (two rounds of the "lowbias32" integer mix): the same (seed, index)

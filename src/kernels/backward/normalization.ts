@@ -172,9 +172,13 @@ export function lrnBackwardProgram(p: LrnBackwardParams, o?: GradOptions): Kerne
     key: `lrn-bwd|${accKey(o)}`,
     total: p.images * p.channels * p.spatial,
     reads: ['x', 'dy'],
-    params: (P) => channelParams(p)(P)
-      .i32('below', Math.floor((p.size - 1) / 2)).i32('above', Math.ceil((p.size - 1) / 2))
-      .f32('alphaOverSize', p.alpha / p.size).f32('beta', p.beta).f32('bias', p.bias),
+    params: (P) =>
+      channelParams(p)(P)
+        .i32('below', Math.floor((p.size - 1) / 2))
+        .i32('above', Math.ceil((p.size - 1) / 2))
+        .f32('alphaOverSize', p.alpha / p.size)
+        .f32('beta', p.beta)
+        .f32('bias', p.bias),
     prelude,
     body,
   });

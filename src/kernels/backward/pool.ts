@@ -30,10 +30,23 @@ export function maxPool2dBackwardProgram(p: PoolBackwardParams, o?: GradOptions)
   const stripRows = Math.ceil(p.height / strips);
   const total = p.planes * Math.ceil(p.height / stripRows);
   const dispatch = dispatch1d(Math.ceil(total / MAXPOOL_WORKGROUP));
-  const P = new ParamBlock().u32('total', total).u32('groupsX', dispatch[0]).i32('planes', p.planes).i32('stripRows', stripRows)
-    .i32('height', p.height).i32('width', p.width).i32('outH', p.outH).i32('outW', p.outW)
-    .i32('kernelH', p.kernelH).i32('kernelW', p.kernelW).i32('strideH', p.strideH).i32('strideW', p.strideW)
-    .i32('padTop', p.pads[0]).i32('padLeft', p.pads[1]).i32('dilationH', p.dilationH).i32('dilationW', p.dilationW);
+  const P = new ParamBlock()
+    .u32('total', total)
+    .u32('groupsX', dispatch[0])
+    .i32('planes', p.planes)
+    .i32('stripRows', stripRows)
+    .i32('height', p.height)
+    .i32('width', p.width)
+    .i32('outH', p.outH)
+    .i32('outW', p.outW)
+    .i32('kernelH', p.kernelH)
+    .i32('kernelW', p.kernelW)
+    .i32('strideH', p.strideH)
+    .i32('strideW', p.strideW)
+    .i32('padTop', p.pads[0])
+    .i32('padLeft', p.pads[1])
+    .i32('dilationH', p.dilationH)
+    .i32('dilationW', p.dilationW);
   const { decls, paramsBinding } = bindingDecls(['x', 'dy'], ['dx']);
   const wgsl = `
 ${decls}
@@ -47,8 +60,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let r1 = min(r0 + P.stripRows, P.height);
   let xBase = plane * P.height * P.width;
   let yBase = plane * P.outH * P.outW;
-${o?.accumulate ? '' : `  for (var i = xBase + r0 * P.width; i < xBase + r1 * P.width; i++) { dx[i] = 0.0; }
-`}  // Windows whose rows oh·stride − padTop + a·dilation (a < kernelH) meet [r0, r1).
+${
+  o?.accumulate
+    ? ''
+    : `  for (var i = xBase + r0 * P.width; i < xBase + r1 * P.width; i++) { dx[i] = 0.0; }
+`
+}  // Windows whose rows oh·stride − padTop + a·dilation (a < kernelH) meet [r0, r1).
   let reach = r0 + P.padTop - (P.kernelH - 1) * P.dilationH;
   let ohFirst = select(0, (reach + P.strideH - 1) / P.strideH, reach > 0);
   let ohLast = min(P.outH - 1, (r1 - 1 + P.padTop) / P.strideH);
@@ -91,11 +108,20 @@ ${o?.accumulate ? '' : `  for (var i = xBase + r0 * P.width; i < xBase + r1 * P.
  */
 export function avgPool2dBackwardProgram(p: PoolBackwardParams, o?: GradOptions): KernelProgram {
   const params = (P: ParamBlock): void => {
-    P.i32('height', p.height).i32('width', p.width).i32('outH', p.outH).i32('outW', p.outW)
-      .i32('kernelH', p.kernelH).i32('kernelW', p.kernelW).i32('strideH', p.strideH).i32('strideW', p.strideW)
-      .i32('padTop', p.pads[0]).i32('padLeft', p.pads[1])
-      .i32('paddedH', p.height + p.pads[2]).i32('paddedW', p.width + p.pads[3])
-      .i32('dilationH', p.dilationH).i32('dilationW', p.dilationW);
+    P.i32('height', p.height)
+      .i32('width', p.width)
+      .i32('outH', p.outH)
+      .i32('outW', p.outW)
+      .i32('kernelH', p.kernelH)
+      .i32('kernelW', p.kernelW)
+      .i32('strideH', p.strideH)
+      .i32('strideW', p.strideW)
+      .i32('padTop', p.pads[0])
+      .i32('padLeft', p.pads[1])
+      .i32('paddedH', p.height + p.pads[2])
+      .i32('paddedW', p.width + p.pads[3])
+      .i32('dilationH', p.dilationH)
+      .i32('dilationW', p.dilationW);
   };
   const include = p.countIncludePad === true;
   const body = `  let iw = i32(idx % u32(P.width));
@@ -147,7 +173,12 @@ export function avgPool2dBackwardProgram(p: PoolBackwardParams, o?: GradOptions)
  * arg-max, one pass writing the plane).
  * Bindings: avg: dy, dx, params; max: x, dy, dx, params.
  */
-export function globalPoolBackwardProgram(kind: 'max' | 'avg', planes: number, spatial: number, o?: GradOptions): KernelProgram {
+export function globalPoolBackwardProgram(
+  kind: 'max' | 'avg',
+  planes: number,
+  spatial: number,
+  o?: GradOptions,
+): KernelProgram {
   const max = kind === 'max';
   const body = max
     ? `  let base = idx * P.spatial;
