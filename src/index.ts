@@ -16,7 +16,7 @@ export {
   type PrepareOptions,
 } from './graph/load.ts';
 export { ModelError } from './graph/errors.ts';
-export { SUPPORTED_OPS } from './graph/shape-inference.ts';
+export { SUPPORTED_OPS } from './ops/registry.ts';
 export {
   preprocessPreset,
   readLabels,

@@ -1,5 +1,5 @@
 // The runtime against ONNX's own conformance data: every case of libonnx-testdata's data/node
-// and data/pytorch-converted whose ops are all runtime ops (RUNTIME_OPS) goes through
+// and data/pytorch-converted whose ops are all runtime ops (RUNTIME_SUPPORTED_OPS) goes through
 // Session.create(bytes) and run() on test_data_set_0, and each output must match the expected
 // one within ONNX's backend-runner tolerance, |got − want| ≤ atol + rtol·|want| with rtol 1e-3,
 // atol 1e-7. Cases the engine does not run by design must be refused at create time with a
@@ -16,7 +16,7 @@ import type { Graph } from '../src/graph/ir.ts';
 import { toNumbers, type TensorValue } from '../src/graph/tensor.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
-import { RUNTIME_OPS } from '../src/runtime/lower.ts';
+import { RUNTIME_SUPPORTED_OPS } from '../src/ops/registry.ts';
 import { Session, type Tensor } from '../src/runtime/session.ts';
 import { listCases, readBytes, readTestDataSets, type Suite, type TestCase } from './helpers/onnx-testdata.ts';
 
@@ -144,7 +144,7 @@ describe('runtime on ONNX conformance cases (data/node, data/pytorch-converted)'
 
   it('runs every case of the runtime ops within rtol 1e-3, atol 1e-7, or refuses it by design', async () => {
     const started = performance.now();
-    const supported = new Set<string>(RUNTIME_OPS);
+    const supported = new Set<string>(RUNTIME_SUPPORTED_OPS);
     const outcomes: Outcome[] = [];
     const seen = new Set<string>();
     for (const suite of ['node', 'pytorch-converted'] as Suite[]) {

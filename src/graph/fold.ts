@@ -9,7 +9,7 @@ import {
   resolveReshape,
   broadcastShapes,
   type ShapeContext,
-} from './shape-inference.ts';
+} from './shape-context.ts';
 import { allocate, fromNumbers, sizeOf, toNumbers, type TensorData, type TensorValue } from './tensor.ts';
 
 /** Arithmetic is folded only below this many elements: large constant math is real work that

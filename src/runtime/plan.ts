@@ -31,7 +31,7 @@ import {
   type KernelStep,
 } from '../kernels/program.ts';
 import { SubmitPacer } from '../kernels/submit-pacer.ts';
-import type { BindingView, ConstantTensor, Lowered, StepSpec } from './lower.ts';
+import { resolveAlias, type BindingView, type ConstantTensor, type Lowered, type StepSpec } from './lower.ts';
 
 /** Uploaded constants, shared by every plan of a session (keyed by their packed form). */
 export class ConstantStore {
@@ -144,11 +144,7 @@ export class Plan {
     constants: ConstantStore,
     options: PlanCompileOptions = {},
   ): Promise<Plan> {
-    const root = (name: string): string => {
-      let n = name;
-      for (let guard = 0; lowered.aliases.has(n) && guard < 10000; guard++) n = lowered.aliases.get(n)!;
-      return n;
-    };
+    const root = (name: string) => resolveAlias(lowered.aliases, name);
     const bytesOf = (name: string): number => {
       const dims = lowered.temporaries.get(name) ?? (graph.values.get(name)?.shape as number[] | undefined);
       if (!dims || dims.some((d) => typeof d !== 'number'))

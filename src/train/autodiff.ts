@@ -1,15 +1,18 @@
 // Reverse-mode autodiff over a prepared Graph: which nodes need gradients (those a trainable
 // parameter flows into), their training forward and backward steps from each op's gradient
-// rule (kernels/gradients.ts), gradient accumulation where a value has several readers, and the
+// rule (src/ops/, through the registry), gradient accumulation where a value has several readers, and the
 // gradient of every trainable parameter. Nodes no trainable parameter reaches (a frozen body)
 // run forward only, through the inference lowering (BatchNormalization folded, activations
 // fused). Pure: builds step specs, touches no GPU.
 import { AttributeReader } from '../graph/attributes.ts';
 import { ModelError } from '../graph/errors.ts';
 import type { Graph, Node } from '../graph/ir.ts';
+import { extractSubgraph } from '../graph/subgraph.ts';
 import { isFloatType } from '../graph/tensor.ts';
+import { gradientSumProgram } from '../kernels/backward/gradient-sum.ts';
 import type { GemmProblem, GemmVariant } from '../kernels/gemm.ts';
-import { gradientRule, gradientSumProgram, type RuleContext, type RuleStep } from '../kernels/gradients.ts';
+import type { RuleContext, RuleStep } from '../ops/op.ts';
+import { gradientRule, whyNotDifferentiable } from '../ops/registry.ts';
 import { lowerGraph, type BindingRef, type Lowered, type LowerOptions, type StepSpec } from '../runtime/lower.ts';
 
 export interface AutodiffOptions extends LowerOptions {
@@ -159,7 +162,7 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
   for (const n of partition.trainable) {
     if ((n.domain !== '' && n.domain !== 'ai.onnx') || !gradientRule(n.opType)) {
       throw new ModelError(
-        `op ${n.opType} has no gradient rule yet, and a trainable parameter reaches it; freeze everything up to its output or remove it (ops with rules: see differentiableOps())`,
+        `op ${n.opType} has no gradient rule (${whyNotDifferentiable(n.opType)}), and a trainable parameter reaches it; freeze everything up to its output or remove it (ops with rules: DIFFERENTIABLE_OPS)`,
         { file, node: n },
       );
     }
@@ -177,13 +180,7 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
 
   // Frozen part: the inference lowering, fused, over a sub-graph whose outputs are the boundary.
   if (partition.frozen.length) {
-    const sub = graph.clone();
-    sub.nodes = sub.nodes.filter((_, i) => partition.frozen.includes(graph.nodes[i]));
-    sub.outputs = partition.boundary.map((name) => ({
-      name,
-      dtype: 'float32' as const,
-      shape: graph.values.get(name)?.shape,
-    }));
+    const sub = extractSubgraph(graph, partition.frozen, { outputs: partition.boundary });
     const lowered = await lowerGraph(sub, options);
     steps.push(...lowered.steps);
     for (const [k, v] of lowered.aliases) aliases.set(k, v);
@@ -233,12 +230,13 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
       .filter((b) => b.name !== 'params')
       .map((b): BindingRef => {
         const value = s.bind[b.name];
-        if (value === undefined)
+        if (value === undefined && !s.constants?.[b.name])
           throw new ModelError(`internal: the gradient rule binds nothing to '${b.name}' of ${s.program.label}`, {
             file,
             node,
           });
-        const ref = constantRef(graph, value) ?? { value };
+        const constant = s.constants?.[b.name];
+        const ref: BindingRef = constant ? { constant } : (constantRef(graph, value!) ?? { value: value! });
         const view = s.views?.[b.name];
         return view ? { ...ref, view: { ...view } } : ref;
       });
@@ -246,6 +244,8 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
   };
 
   // Trainable part, forward: the rule's kernels, or the runtime's own for this node alone.
+  const graphOutputs = new Set(graph.outputs.map((o) => o.name));
+  const neededInputs = new Set(partition.needed.flatMap((m) => m.inputs));
   for (const node of partition.trainable) {
     const rule = gradientRule(node.opType)!;
     const own = rule.forward?.(contextFor(node));
@@ -253,16 +253,9 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
       push(node, own);
       continue;
     }
-    const single = graph.clone();
-    single.nodes = [single.nodes[graph.nodes.indexOf(node)]];
     // Only outputs something reads (a Dropout's unread mask output stays out: inference refuses it).
-    const read = (o: string) =>
-      o === partition.logits ||
-      graph.outputs.some((g) => g.name === o) ||
-      partition.needed.some((m) => m.inputs.includes(o));
-    single.outputs = node.outputs
-      .filter((o) => o && read(o))
-      .map((name) => ({ name, dtype: 'float32' as const, shape: graph.values.get(name)?.shape }));
+    const read = (o: string) => o === partition.logits || graphOutputs.has(o) || neededInputs.has(o);
+    const single = extractSubgraph(graph, [node], { outputs: node.outputs.filter((o) => o && read(o)) });
     const lowered = await lowerGraph(single, options);
     steps.push(...lowered.steps);
     for (const [k, v] of lowered.aliases) aliases.set(k, v);

@@ -84,11 +84,5 @@ export {
   type TrainerCallbacks,
   type TrainerOptions,
 } from './trainer.ts';
-export {
-  differentiableOps,
-  gradientRule,
-  registerGradientRule,
-  type GradientRule,
-  type RuleContext,
-  type RuleStep,
-} from '../kernels/gradients.ts';
+export { DIFFERENTIABLE_OPS, gradientRule } from '../ops/registry.ts';
+export type { GradientRule, RuleContext, RuleStep } from '../ops/op.ts';

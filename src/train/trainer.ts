@@ -11,6 +11,7 @@ import { encodeModel } from '../graph/codec.ts';
 import { ModelError } from '../graph/errors.ts';
 import type { Graph } from '../graph/ir.ts';
 import { readLabels } from '../graph/model-metadata.ts';
+import { extractSubgraph } from '../graph/subgraph.ts';
 import { setBatchSize } from '../graph/surgery/batch.ts';
 import type { GemmVariant } from '../kernels/gemm.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
@@ -834,13 +835,7 @@ export class Trainer {
       let body = this.#bodies.get(n);
       if (!body) {
         const full = this.#prepared(n);
-        const g = full.clone();
-        g.nodes = g.nodes.filter((_, i) => partition.frozen.includes(full.nodes[i]));
-        g.outputs = partition.boundary.map((name) => ({
-          name,
-          dtype: 'float32' as const,
-          shape: full.values.get(name)?.shape,
-        }));
+        const g = extractSubgraph(full, partition.frozen, { outputs: partition.boundary });
         body = Session.create(g, { gpu: this.#gpu, gemm: this.#options.gemm });
         this.#bodies.set(n, body);
       }
@@ -1026,13 +1021,5 @@ export function rankClasses(row: ArrayLike<number>): number[] {
 
 /** The trainable part alone: fed by the boundary values, ending at the logits. */
 function headGraph(full: Graph, partition: GraphPartition): Graph {
-  const g = full.clone();
-  g.nodes = g.nodes.filter((_, i) => partition.trainable.includes(full.nodes[i]));
-  g.inputs = partition.boundary.map((name) => ({
-    name,
-    dtype: 'float32' as const,
-    shape: full.values.get(name)?.shape,
-  }));
-  g.outputs = [{ name: partition.logits, dtype: 'float32', shape: full.values.get(partition.logits)?.shape }];
-  return g;
+  return extractSubgraph(full, partition.trainable, { inputs: partition.boundary, outputs: [partition.logits] });
 }

@@ -1,7 +1,12 @@
-// The gradient rules of Gemm and MatMul on the shared GEMM core.
-import type { GemmProblem } from './gemm.ts';
-import { registerGradientRule, type RuleContext, type RuleStep } from './gradient-registry.ts';
+// Gemm and MatMul on the shared GEMM core: inference on packed constant weights with a
+// following activation as the epilogue; training forward and backward by blocks of B when B
+// exceeds one storage binding.
+import type { AttributeReader } from '../graph/attributes.ts';
+import { broadcastShapes, showDim, showShape, type ShapeRule } from '../graph/shape-context.ts';
+import { sizeOf } from '../graph/tensor.ts';
+import type { GemmProblem } from '../kernels/gemm.ts';
 import {
+  backwardAReadsDyFromBlock,
   gemmBackwardAPrograms,
   gemmBackwardAProblem,
   gemmBackwardBPrograms,
@@ -11,36 +16,175 @@ import {
   matmulBackwardAPrograms,
   matmulBackwardBPrograms,
   matmulShape,
-  type MatMulShape,
   matmulTrainForwardPrograms,
   reduceToBroadcastProgram,
-  backwardAReadsDyFromBlock,
+  type MatMulShape,
   type WeightBlock,
-} from './linear-backward.ts';
-import type { GemmOpParams } from './linear.ts';
+} from '../kernels/linear-backward.ts';
+import { columnChunk, gemmOpProblem, matmulProblem, packB, type GemmOpParams } from '../kernels/linear.ts';
+import {
+  type BindingRef,
+  type GradientRule,
+  type LowerContext,
+  type OpDefinition,
+  type RuleContext,
+  type RuleStep,
+  type StepSpec,
+} from './op.ts';
 
-// ---- Gemm and MatMul ----
-
-export function gemmParamsOf(ctx: Pick<RuleContext, 'node' | 'attrs' | 'shape' | 'error'>): GemmOpParams {
-  const n = ctx.node;
-  const a = ctx.shape(n.inputs[0]);
-  const b = ctx.shape(n.inputs[1]);
-  if (a.length !== 2 || b.length !== 2) throw ctx.error(`A [${a}] and B [${b}] must be 2-D`);
-  const transA = ctx.attrs.int('transA', 0) === 1;
-  const transB = ctx.attrs.int('transB', 0) === 1;
+/** A Gemm's problem from A's and B's dims and its attributes (C's dims when it has a C). */
+function gemmParams(attrs: AttributeReader, a: number[], b: number[], cDims: number[] | undefined): GemmOpParams {
+  if (a.length !== 2 || b.length !== 2) throw attrs.error(`A [${a}] and B [${b}] must be 2-D`);
+  const { transA, transB, alpha, beta } = gemmAttributes(attrs);
   const [M, K] = transA ? [a[1], a[0]] : a;
   const N = transB ? b[0] : b[1];
+  return { M, N, K, transA, transB, alpha, beta, cDims };
+}
+
+interface GemmAttributes {
+  transA: boolean;
+  transB: boolean;
+  alpha: number;
+  beta: number;
+}
+
+function gemmAttributes(attrs: AttributeReader): GemmAttributes {
+  const flag = (name: string) => {
+    const v = attrs.int(name, 0);
+    if (v !== 0 && v !== 1) throw attrs.error(`${name}=${v}; accepted: 0 or 1`);
+    return v === 1;
+  };
   return {
-    M,
-    N,
-    K,
-    transA,
-    transB,
-    alpha: ctx.attrs.float('alpha', 1),
-    beta: ctx.attrs.float('beta', 1),
-    cDims: n.inputs[2] ? ctx.shape(n.inputs[2]) : undefined,
+    transA: flag('transA'),
+    transB: flag('transB'),
+    alpha: attrs.float('alpha', 1),
+    beta: attrs.float('beta', 1),
   };
 }
+
+function gemmParamsOf(ctx: Pick<RuleContext, 'node' | 'attrs' | 'shape' | 'error'>): GemmOpParams {
+  const n = ctx.node;
+  return gemmParams(
+    ctx.attrs,
+    ctx.shape(n.inputs[0]),
+    ctx.shape(n.inputs[1]),
+    n.inputs[2] ? ctx.shape(n.inputs[2]) : undefined,
+  );
+}
+
+const gemmShape: ShapeRule = (ctx) => {
+  const a = ctx.shape(0);
+  const b = ctx.shape(1);
+  if (a.length !== 2 || b.length !== 2)
+    throw ctx.error(`A ${showShape(a)} and B ${showShape(b)} must both be 2-D (add a Flatten before Gemm)`);
+  const { transA, transB } = gemmAttributes(ctx.attrs);
+  const [m, ka] = transA ? [a[1], a[0]] : [a[0], a[1]];
+  const [kb, n] = transB ? [b[1], b[0]] : [b[0], b[1]];
+  if (typeof ka === 'number' && typeof kb === 'number' && ka !== kb) {
+    throw ctx.error(
+      `inner dimensions differ: A${transA ? 'ᵀ' : ''} is [${showDim(m)}, ${ka}], B${transB ? 'ᵀ' : ''} is [${kb}, ${showDim(n)}]`,
+    );
+  }
+  if (ctx.hasInput(2)) broadcastShapes(ctx, [[m, n], ctx.shape(2)]);
+  return [{ dtype: ctx.dtype(0), shape: [m, n] }];
+};
+
+const matmulShapeRule: ShapeRule = (ctx) => {
+  let a = ctx.shape(0);
+  let b = ctx.shape(1);
+  const aVector = a.length === 1;
+  const bVector = b.length === 1;
+  if (aVector) a = [1, a[0]];
+  if (bVector) b = [b[0], 1];
+  const k1 = a[a.length - 1];
+  const k2 = b[b.length - 2];
+  if (typeof k1 === 'number' && typeof k2 === 'number' && k1 !== k2)
+    throw ctx.error(`inner dimensions differ: ${showShape(a)} × ${showShape(b)}`);
+  const batch = broadcastShapes(ctx, [a.slice(0, -2), b.slice(0, -2)]);
+  const shape = [...batch];
+  if (!aVector) shape.push(a[a.length - 2]);
+  if (!bVector) shape.push(b[b.length - 1]);
+  return [{ dtype: ctx.dtype(0), shape }];
+};
+
+// ---- inference ----
+
+async function lowerGemm(ctx: LowerContext): Promise<StepSpec[]> {
+  const n = ctx.node;
+  const { activation, output } = ctx.absorbActivation(n.outputs[0]);
+  const given = gemmParams(ctx.attrs, ctx.shape(0), ctx.shape(1), n.inputs[2] ? ctx.shape(2) : undefined);
+  const { M, N, K, transB } = given;
+  const params = { ...given, cDims: given.beta === 0 ? undefined : given.cDims, activation };
+  const cRef = params.cDims ? ctx.ref(n.inputs[2]) : undefined;
+  const options = ctx.options!;
+  ctx.checkBinding(M * K * 4, `input '${n.inputs[0]}'`);
+  ctx.checkBinding(M * N * 4, `output '${output}'`);
+  if (!ctx.isConstant(n.inputs[1])) {
+    ctx.checkBinding(K * N * 4, `input '${n.inputs[1]}'`);
+    const problem = gemmOpProblem(params, { packed: false });
+    const variant = await options.chooseVariant(problem, 'gemm');
+    const refs = [ctx.ref(n.inputs[0]), ctx.ref(n.inputs[1]), { value: output }];
+    if (cRef) refs.push(cRef);
+    return ctx.gemmSteps(problem, variant, refs);
+  }
+  // Constant B: packed [K][N'] in column chunks that each fit one binding.
+  const bData = ctx.floatConstant(n.inputs[1]);
+  const chunk = columnChunk(K, N, options.maxBindingBytes);
+  const steps: StepSpec[] = [];
+  for (let n0 = 0; n0 < N; n0 += chunk) {
+    const columns = Math.min(chunk, N - n0);
+    const problem = gemmOpProblem(params, { packed: true, nOffset: n0, columns });
+    const variant = await options.chooseVariant(problem, 'gemm');
+    const packed = packB(bData, K, N, transB, n0, columns);
+    const refs: BindingRef[] = [
+      ctx.ref(n.inputs[0]),
+      { constant: { key: `gemmB:${n.inputs[1]}:${transB}:${n0}:${columns}`, data: packed } },
+      { value: output },
+    ];
+    if (cRef) refs.push(cRef);
+    steps.push(...ctx.gemmSteps(problem, variant, refs));
+  }
+  return steps;
+}
+
+function checkMatMul(ctx: LowerContext): void {
+  const n = ctx.node;
+  const [a, b] = [0, 1].map((i) => ctx.graph.values.get(n.inputs[i])?.shape);
+  if (a?.every((d) => typeof d === 'number') && b?.every((d) => typeof d === 'number')) {
+    try {
+      matmulProblem(a as number[], b as number[]);
+    } catch (e) {
+      throw ctx.error((e as Error).message);
+    }
+  }
+}
+
+async function lowerMatMul(ctx: LowerContext): Promise<StepSpec[]> {
+  const n = ctx.node;
+  const aDims = ctx.shape(0);
+  const bDims = ctx.shape(1);
+  const { activation, output } = ctx.absorbActivation(n.outputs[0]);
+  const constantB = ctx.isConstant(n.inputs[1]);
+  const problem = { ...matmulProblem(aDims, bDims, constantB), activation };
+  ctx.checkBinding(sizeOf(aDims) * 4, `input '${n.inputs[0]}'`);
+  ctx.checkBinding(sizeOf(ctx.outputShape()) * 4, `output '${output}'`);
+  const variant = await ctx.options!.chooseVariant(problem, 'gemm');
+  let bRef: BindingRef = ctx.ref(n.inputs[1]);
+  if (constantB) {
+    const b2 = bDims.length === 1 ? [bDims[0], 1] : bDims;
+    const K = b2[b2.length - 2];
+    const N = b2[b2.length - 1];
+    const batch = sizeOf(b2.slice(0, -2));
+    const packed = packB(ctx.floatConstant(n.inputs[1]), K, N, false, 0, N, batch);
+    ctx.checkBinding(packed.length * 4, `packed weights '${n.inputs[1]}'`);
+    bRef = { constant: { key: `matmulB:${n.inputs[1]}`, data: packed } };
+  } else {
+    ctx.checkBinding(sizeOf(bDims) * 4, `input '${n.inputs[1]}'`);
+  }
+  return ctx.gemmSteps(problem, variant, [ctx.ref(n.inputs[0]), bRef, { value: output }]);
+}
+
+// ---- training ----
 
 /** Block starts are multiples of this many floats (256 bytes: the largest minStorageBufferOffsetAlignment WebGPU allows). */
 const BLOCK_ALIGN_FLOATS = 64;
@@ -51,7 +195,7 @@ const BLOCK_ALIGN_FLOATS = 64;
  * 64 floats in B (and at column 64·j of dY when dY is read through a view). Refuses, naming the
  * node, a B whose rows are too long to split so.
  */
-export function weightBlocks(
+function weightBlocks(
   ctx: Pick<RuleContext, 'maxBindingBytes' | 'error' | 'node'>,
   p: GemmOpParams,
 ): WeightBlock[] | undefined {
@@ -130,7 +274,7 @@ function gemmBackwardSteps(
   return steps;
 }
 
-registerGradientRule('Gemm', {
+const gemmGradient: GradientRule = {
   forward(ctx) {
     const p = gemmParamsOf(ctx);
     const n = ctx.node;
@@ -153,7 +297,7 @@ registerGradientRule('Gemm', {
     }
     return { steps, grads };
   },
-});
+};
 
 function matmulShapeOf(ctx: RuleContext) {
   try {
@@ -174,7 +318,7 @@ function splitMatMul(ctx: RuleContext, s: MatMulShape): GemmOpParams | undefined
   return weightBlocks(ctx, p) ? p : undefined;
 }
 
-registerGradientRule('MatMul', {
+const matmulGradient: GradientRule = {
   forward(ctx) {
     const s = matmulShapeOf(ctx);
     const n = ctx.node;
@@ -222,8 +366,20 @@ registerGradientRule('MatMul', {
     }
     return { steps, grads };
   },
-});
+};
 
 function gcd(a: number, b: number): number {
   return b === 0 ? a : gcd(b, a % b);
 }
+
+export const gemm: OpDefinition = {
+  shape: gemmShape,
+  runtime: { kind: 'steps', lower: lowerGemm },
+  gradient: gemmGradient,
+};
+
+export const matmul: OpDefinition = {
+  shape: matmulShapeRule,
+  runtime: { kind: 'steps', check: checkMatMul, lower: lowerMatMul },
+  gradient: matmulGradient,
+};

@@ -1,0 +1,215 @@
+// What one op is to the engine, in one record: its shape rule, how the runtime runs it (kernel
+// steps, a view of its input, or nothing because it always folds to a constant) and its
+// gradient rule (or why it has none). src/ops/registry.ts lists every op's record; shape
+// inference, lowering and autodiff read only that list.
+//
+// A gradient rule speaks in value names: it reads forward values and upstream gradients by
+// name, asks the context for fresh names (temporaries and gradients, with their dims) and
+// returns the name of each input's gradient (an upstream gradient's own name when the op is an
+// identity: no copy).
+import type { AttributeReader } from '../graph/attributes.ts';
+import type { ModelError } from '../graph/errors.ts';
+import type { Graph, Node } from '../graph/ir.ts';
+import type { ShapeRule } from '../graph/shape-context.ts';
+import type { TensorValue } from '../graph/tensor.ts';
+import type { GemmProblem, GemmVariant } from '../kernels/gemm.ts';
+import type { Activation, KernelProgram } from '../kernels/program.ts';
+
+export interface OpDefinition {
+  /** Output dtypes and shapes from the inputs'; refuses attributes the engine does not accept. */
+  shape: ShapeRule;
+  /**
+   * Inputs that only steer shapes (a Reshape's target, axes, pads, a training flag): integers
+   * the runtime never binds, exempt from its float32-only check.
+   */
+  steeringInputs?: readonly number[];
+  runtime: RuntimeLowering;
+  gradient: GradientRule | NotDifferentiable;
+}
+
+export type RuntimeLowering =
+  /** Kernel steps. */
+  | {
+      kind: 'steps';
+      /** Refuses, before any GPU work, what the lowering cannot run (ctx.options is undefined here). */
+      check?(ctx: LowerContext): void;
+      lower(ctx: LowerContext): StepSpec[] | Promise<StepSpec[]>;
+      /** When the output is a view of input 0 (Sum of one input): no step. */
+      viewWhen?(node: Node): boolean;
+      /** This op as the epilogue of the kernel before it (Relu after Conv), when it can be one. */
+      epilogue?(ctx: EpilogueContext): Activation | undefined;
+    }
+  /** The output shares input 0's buffer (Reshape, Flatten, Dropout at inference, …). */
+  | { kind: 'view'; check?(ctx: LowerContext): void }
+  /** Runs only folded to a constant: refused by the runtime when an input is not constant. */
+  | { kind: 'folded' };
+
+export interface NotDifferentiable {
+  notDifferentiable: string;
+}
+
+/** What an epilogue hook reads of the node to be fused. */
+export interface EpilogueContext {
+  readonly graph: Graph;
+  readonly node: Node;
+  readonly attrs: AttributeReader;
+  /** The value of a constant (initializer) input, or undefined when it is absent or not constant. */
+  constantOf(name: string): TensorValue | undefined;
+}
+
+// ---- lowering ----
+
+/** A host tensor uploaded once per session (weights, packed weights, folded biases). */
+export interface ConstantTensor {
+  /** Identifies the uploaded form: the same key is uploaded once and shared. */
+  key: string;
+  data: Float32Array;
+}
+
+/** A byte range of a value or constant, bound instead of the whole of it: how a step reaches a
+ * block of a tensor larger than one storage binding (offset a multiple of the device's
+ * minStorageBufferOffsetAlignment, bytes at most its maxStorageBufferBindingSize; the plan checks). */
+export interface BindingView {
+  offset: number;
+  bytes: number;
+}
+
+export type BindingRef = ({ value: string } | { constant: ConstantTensor }) & { view?: BindingView };
+
+export interface StepSpec {
+  program: KernelProgram;
+  /** One per program binding except 'params', in binding order. */
+  refs: BindingRef[];
+  /** The node the step came from (for error messages). */
+  node: Node;
+}
+
+export interface LowerOptions {
+  /** Chooses the GEMM variant for a problem (autotuner, heuristic or fixed). */
+  chooseVariant: (problem: GemmProblem, kind: 'gemm' | 'conv') => Promise<GemmVariant>;
+  /** The device's maxStorageBufferBindingSize: larger packed weights are split along N. */
+  maxBindingBytes: number;
+  /** The device's maxComputeWorkgroupsPerDimension: GEMMs with more row tiles are split. */
+  maxWorkgroupsPerDimension?: number;
+}
+
+/** What an op's lowering sees: its node, the graph, and the runtime's helpers. */
+export interface LowerContext extends EpilogueContext {
+  readonly opset: number;
+  /** The attributes of another node (one this lowering absorbs). */
+  attributesOf(node: Node): AttributeReader;
+  /** Undefined while only checking (checkGraph): no shapes need be static then. */
+  readonly options: LowerOptions | undefined;
+  error(message: string): ModelError;
+  /** Static dims of an input (by index) or of any value (by name). */
+  shape(input: number | string): number[];
+  /** Rank of input i, known even when some dims are symbolic. */
+  rank(i: number): number;
+  outputShape(): number[];
+  isConstant(name: string): boolean;
+  floatConstant(name: string): Float32Array;
+  intsConstant(name: string, what: string): number[];
+  /** Refuses a node whose outputs after the first are read (inference computes only the first). */
+  unusedExtraOutputs(what: string): void;
+  /** Refuses a binding over the device's maxStorageBufferBindingSize, naming what it is. */
+  checkBinding(bytes: number, what: string): void;
+  step(program: KernelProgram, refs: BindingRef[]): StepSpec;
+  /** A step of a program whose bindings are input 0, then output 0 (most one-input ops). */
+  inputToOutputStep(program: KernelProgram): StepSpec;
+  /** A value, or a constant uploaded under its own name. */
+  ref(name: string): BindingRef;
+  /** Declares a value the lowering introduces (a partial sum), not in the graph. */
+  temporary(name: string, dims: number[]): void;
+  /** The single consumer of `value` if it is one of `ops`, reads it once and is accepted: absorbed (no lowering of its own). */
+  absorbNext(value: string, ops: readonly string[], accept?: (n: Node) => boolean): Node | undefined;
+  /** A following op with an epilogue hook (Relu, LeakyRelu, Clip) fused into this node's kernel. */
+  absorbActivation(value: string): { activation: Activation; output: string };
+  gemmSteps(problem: GemmProblem, variant: GemmVariant, refs: BindingRef[]): StepSpec[];
+}
+
+// ---- training ----
+
+/** One kernel step of a rule: the program and, per binding name (not 'params'), the value bound. */
+export interface RuleStep {
+  program: KernelProgram;
+  bind: Record<string, string>;
+  /** Per binding name: a small host constant bound instead of a value (a scale). */
+  constants?: Record<string, ConstantTensor>;
+  /**
+   * Per binding name: bind only this byte range of the value (offset a multiple of 256 bytes,
+   * the largest minStorageBufferOffsetAlignment WebGPU allows; bytes within maxBindingBytes):
+   * how a rule reaches a block of a weight or gradient larger than one storage binding.
+   */
+  views?: Record<string, { offset: number; bytes: number }>;
+  /**
+   * The step draws random numbers (Dropout's mask): its params block holds a u32 seed at this
+   * byte offset, which the training plan rewrites before every step (forward and backward of one
+   * node get the same seed).
+   */
+  reseed?: { offset: number };
+}
+
+export interface RuleContext {
+  readonly graph: Graph;
+  readonly node: Node;
+  readonly attrs: AttributeReader;
+  /** Static dims of a value (forward values and the context's own temporaries). */
+  shape(name: string): number[];
+  /** Whether the gradient of input i is needed (a trainable parameter depends on it, or it is one). */
+  wants(i: number): boolean;
+  /** A fresh value name for a temporary or gradient of `dims`. */
+  temp(label: string, dims: number[]): string;
+  /** The GEMM variant for a problem. */
+  variant(problem: GemmProblem): GemmVariant;
+  readonly maxWorkgroupsPerDimension?: number;
+  /** The device's maxStorageBufferBindingSize: a rule keeps every value it binds at most this large
+   * (larger temporaries are processed in chunks). */
+  readonly maxBindingBytes?: number;
+  /** An error naming the file, node and op. */
+  error(message: string): Error;
+  /**
+   * true: the training forward (BatchNormalization with trainable scale/bias on batch
+   * statistics, Dropout drawing its mask); false: the evaluation forward of the same graph
+   * (running statistics, Dropout an identity) over the same parameter buffers.
+   */
+  readonly training: boolean;
+  /** Whether Dropout draws its mask in training (false: an identity in training too). */
+  readonly dropout: boolean;
+  /** Declares an initializer as state the training forward writes (BN running statistics): read back on export. */
+  state(name: string): void;
+}
+
+export interface BackwardResult {
+  steps: RuleStep[];
+  /** Per node input: its gradient's value name, or undefined (not wanted, or not differentiable). */
+  grads: (string | undefined)[];
+}
+
+export interface GradientRule {
+  /**
+   * The training forward: kernels that read parameters from their buffers as they are (no
+   * packing, no folding). Absent, or returning undefined: the runtime's own lowering of the
+   * node, unfused, is used (reads the initializers as they are on the host: fine for what does
+   * not train).
+   */
+  forward?(ctx: RuleContext): RuleStep[] | undefined;
+  /**
+   * Inputs that never get a gradient and are never trainable parameters even when they are
+   * float initializers (Dropout's ratio, Clip's bounds, BN's running statistics, Pad's value).
+   * Absent inputs of this list are ignored.
+   */
+  nonDifferentiable?: readonly number[];
+  /** dOutputs[i]: the gradient of output i (undefined when nothing flows back through it). */
+  backward(ctx: RuleContext, dOutputs: (string | undefined)[]): BackwardResult;
+}
+
+/** The gradient of an op whose output is its input relabelled (Reshape, Flatten, …): dy itself. */
+export const passThroughGradient: GradientRule = {
+  backward(ctx, [dy]) {
+    return { steps: [], grads: ctx.node.inputs.map((_, i) => (i === 0 && dy && ctx.wants(0) ? dy : undefined)) };
+  },
+};
+
+export const FOLDED_NOT_DIFFERENTIABLE: NotDifferentiable = {
+  notDifferentiable: 'it computes shapes or constants, folded away before training',
+};

@@ -1,0 +1,128 @@
+// MaxPool and AveragePool (1-D and 2-D windows), GlobalAveragePool and GlobalMaxPool.
+import type { AttributeReader } from '../graph/attributes.ts';
+import { windowGeometry, type WindowGeometry } from '../graph/geometry.ts';
+import type { InferredValue, ShapeRule } from '../graph/shape-context.ts';
+import { showShape } from '../graph/shape-context.ts';
+import { sizeOf } from '../graph/tensor.ts';
+import {
+  avgPool2dBackwardProgram,
+  globalPoolBackwardProgram,
+  maxPool2dBackwardProgram,
+  type PoolBackwardParams,
+} from '../kernels/backward/index.ts';
+import { globalPoolProgram, pool2dProgram } from '../kernels/pool.ts';
+import { type GradientRule, type OpDefinition } from './op.ts';
+
+type PoolWindow = PoolBackwardParams & { countIncludePad: boolean };
+
+/** A MaxPool's / AveragePool's window over spatial input dims: kernel_shape, ceil_mode, strides, dilations, pads. */
+function poolGeometry(attrs: AttributeReader, spatial: number[]): WindowGeometry {
+  return windowGeometry(attrs, spatial, attrs.ints('kernel_shape'), attrs.int('ceil_mode', 0) === 1);
+}
+
+/** The window of a MaxPool / AveragePool over X [N, C, spatial…] (1-D as a 2-D window of height 1). */
+function poolWindow(attrs: AttributeReader, x: number[]): PoolWindow {
+  if (x.length !== 4 && x.length !== 3)
+    throw attrs.error(`only 1-D and 2-D pooling is supported; X is [${x}] (accepted: rank 3 or 4)`);
+  const oneD = x.length === 3;
+  const g = poolGeometry(attrs, x.slice(2));
+  const kernel = g.kernel;
+  const at = (v: number[], i: number, fill: number) => (oneD ? [fill, v[0]] : [v[0], v[1]])[i];
+  return {
+    planes: x[0] * x[1],
+    height: oneD ? 1 : x[2],
+    width: oneD ? x[2] : x[3],
+    outH: at(g.output, 0, 1),
+    outW: at(g.output, 1, 1),
+    kernelH: at(kernel, 0, 1),
+    kernelW: at(kernel, 1, 1),
+    strideH: at(g.strides, 0, 1),
+    strideW: at(g.strides, 1, 1),
+    pads: oneD ? [0, g.pads[0], 0, g.pads[1]] : [g.pads[0], g.pads[1], g.pads[2], g.pads[3]],
+    dilationH: at(g.dilations, 0, 1),
+    dilationW: at(g.dilations, 1, 1),
+    countIncludePad: attrs.int('count_include_pad', 0) === 1,
+  };
+}
+
+const poolShape: ShapeRule = (ctx) => {
+  const x = ctx.shape(0);
+  if (x.length < 3) throw ctx.error(`input X has rank ${x.length}; pooling needs [N, C, spatial…]`);
+  const spatial = x.slice(2);
+  if (spatial.some((d) => typeof d !== 'number'))
+    throw ctx.error(`X's spatial dims ${showShape(spatial)} must be known`);
+  const g = poolGeometry(ctx.attrs, spatial as number[]);
+  const shape = [x[0], x[1], ...g.output];
+  const out: InferredValue[] = [{ dtype: ctx.dtype(0), shape }];
+  if (ctx.node.opType === 'MaxPool' && ctx.node.outputs.length > 1) out.push({ dtype: 'int64', shape: [...shape] });
+  return out;
+};
+
+function windowPool(kind: 'max' | 'avg'): OpDefinition {
+  const backward: GradientRule['backward'] = (ctx, [dy]) => {
+    const x = ctx.node.inputs[0];
+    if (!dy || !ctx.wants(0)) return { steps: [], grads: [undefined] };
+    const dx = ctx.temp(`grad ${x}`, ctx.shape(x));
+    const p = poolWindow(ctx.attrs, ctx.shape(x));
+    return kind === 'max'
+      ? { steps: [{ program: maxPool2dBackwardProgram(p), bind: { x, dy, dx } }], grads: [dx] }
+      : { steps: [{ program: avgPool2dBackwardProgram(p), bind: { dy, dx } }], grads: [dx] };
+  };
+  return {
+    shape: poolShape,
+    runtime: {
+      kind: 'steps',
+      check(ctx) {
+        if (kind === 'max') ctx.unusedExtraOutputs('the Indices output');
+        if (ctx.rank(0) > 4) throw ctx.error('only 1-D and 2-D pooling is supported');
+      },
+      lower(ctx) {
+        const program = pool2dProgram({ kind, ...poolWindow(ctx.attrs, ctx.shape(0)) });
+        return [ctx.inputToOutputStep(program)];
+      },
+    },
+    gradient: { backward },
+  };
+}
+
+export const maxPool = windowPool('max');
+export const averagePool = windowPool('avg');
+
+const globalPoolShape: ShapeRule = (ctx) => {
+  const x = ctx.shape(0);
+  if (x.length < 3) throw ctx.error(`input X has rank ${x.length}; global pooling needs [N, C, spatial…]`);
+  return [{ dtype: ctx.dtype(0), shape: [x[0], x[1], ...x.slice(2).map(() => 1)] }];
+};
+
+/** Planes (N·C) and the spatial size each pools over. */
+function planesOf(x: number[]): { planes: number; spatial: number } {
+  return { planes: x[0] * (x[1] ?? 1), spatial: sizeOf(x.slice(2)) };
+}
+
+function globalPool(kind: 'max' | 'avg'): OpDefinition {
+  return {
+    shape: globalPoolShape,
+    runtime: {
+      kind: 'steps',
+      lower(ctx) {
+        const { planes, spatial } = planesOf(ctx.shape(0));
+        return [ctx.inputToOutputStep(globalPoolProgram(kind, planes, spatial))];
+      },
+    },
+    gradient: {
+      backward(ctx, [dy]) {
+        const x = ctx.node.inputs[0];
+        if (!dy || !ctx.wants(0)) return { steps: [], grads: [undefined] };
+        const dims = ctx.shape(x);
+        const { planes, spatial } = planesOf(dims);
+        const dx = ctx.temp(`grad ${x}`, dims);
+        const program = globalPoolBackwardProgram(kind, planes, spatial);
+        const bind: Record<string, string> = kind === 'max' ? { x, dy, dx } : { dy, dx };
+        return { steps: [{ program, bind }], grads: [dx] };
+      },
+    },
+  };
+}
+
+export const globalAveragePool = globalPool('avg');
+export const globalMaxPool = globalPool('max');
