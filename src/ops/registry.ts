@@ -12,6 +12,7 @@ import { gemm, matmul } from './gemm.ts';
 import { batchNormalization, lrn } from './normalization.ts';
 import type { GradientRule, OpDefinition } from './op.ts';
 import { averagePool, globalAveragePool, globalMaxPool, maxPool } from './pool.ts';
+import { reduceMean } from './reduce-mean.ts';
 import { concat, flatten, identity, pad, reshape, squeeze, transpose, unsqueeze } from './shape-ops.ts';
 
 export const OPS: Readonly<Record<string, OpDefinition>> = {
@@ -51,6 +52,7 @@ export const OPS: Readonly<Record<string, OpDefinition>> = {
   Cast: cast,
   Slice: slice,
   Range: range,
+  ReduceMean: reduceMean,
 };
 
 export const SUPPORTED_OPS: readonly string[] = Object.keys(OPS).sort();
