@@ -15,7 +15,7 @@ import { loadModelFile, writeFileAtomic } from '../../node/files.ts';
 import type { Checkpoint } from '../../train/checkpoint.ts';
 import type { OptimizerType } from '../../train/optimizers.ts';
 import { Trainer, type BatchRequest, type EpochMetrics, type TrainBatch } from '../../train/trainer.ts';
-import { parseArgs, UsageError, type CommandSpec } from '../args.ts';
+import { parseCommandArgs, UsageError, type CommandSpec } from '../args.ts';
 import {
   besides,
   checkOutputFile,
@@ -62,37 +62,39 @@ export const trainCommand: CommandSpec = {
   summary: 'transfer learning on an image folder (cases 1–4): writes the tuned model, its history and learning curves',
   details: HELP,
   async run(argv) {
-    const args = parseArgs(argv, {
-      flags: ['reinitialize', 'resume', 'flip'],
-      options: [
-        'case',
-        'out',
-        'cut-at',
-        'pooling',
-        'input-size',
-        'epochs',
-        'batch',
-        'optimizer',
-        'lr',
-        'val-split',
-        'val',
-        'crop',
-        'preprocess',
-        'checkpoint-dir',
-        'seed',
-        'workers',
-      ],
+    const args = parseCommandArgs(argv, {
+      options: {
+        reinitialize: { type: 'boolean' },
+        resume: { type: 'boolean' },
+        flip: { type: 'boolean' },
+        case: { type: 'string' },
+        out: { type: 'string' },
+        'cut-at': { type: 'string' },
+        pooling: { type: 'string' },
+        'input-size': { type: 'string' },
+        epochs: { type: 'string' },
+        batch: { type: 'string' },
+        optimizer: { type: 'string' },
+        lr: { type: 'string' },
+        'val-split': { type: 'string' },
+        val: { type: 'string' },
+        crop: { type: 'string' },
+        preprocess: { type: 'string' },
+        'checkpoint-dir': { type: 'string' },
+        seed: { type: 'string' },
+        workers: { type: 'string' },
+      },
       positional: 2,
       usage: USAGE,
     });
-    const o = args.options;
+    const o = args.values;
     const [modelPath, dataDir] = args.positional;
     if (o.case === undefined)
       throw new UsageError('--case 1|2|3|4 is required (see graft train --help for what each does)');
     if (o.out === undefined) throw new UsageError('--out tuned.onnx is required');
     const transferCase = integerFlag('--case', o.case, 1, 4) as 1 | 2 | 3 | 4;
     if (o['cut-at'] !== undefined && transferCase !== 2) throw new UsageError('--cut-at goes with --case 2 only');
-    if (args.flags.reinitialize && transferCase !== 4) throw new UsageError('--reinitialize goes with --case 4 only');
+    if (args.values.reinitialize && transferCase !== 4) throw new UsageError('--reinitialize goes with --case 4 only');
     if (o.pooling !== undefined && transferCase > 2)
       throw new UsageError("--pooling goes with --case 1 or 2 (cases 3 and 4 keep the network's own head)");
     const pooling =
@@ -120,7 +122,7 @@ export const trainCommand: CommandSpec = {
           : 0
         : numberFlag('--val-split', o['val-split'], (v) => v >= 0 && v < 1, 'a fraction from 0 to below 1');
     const augment: Augment = {
-      flip: args.flags.flip,
+      flip: args.values.flip,
       crop: o.crop === undefined ? 'center' : choiceFlag<CropAugment>('--crop', o.crop, CROP_AUGMENTS),
     };
     const augmented = Boolean(augment.flip) || augment.crop !== 'center';
@@ -134,7 +136,7 @@ export const trainCommand: CommandSpec = {
       o['checkpoint-dir'] !== undefined
         ? join(resolve(o['checkpoint-dir']), `${basename(out).replace(/\.onnx$/i, '')}.ckpt`)
         : besides(out, 'ckpt');
-    if (args.flags.resume && !existsSync(checkpointPath))
+    if (args.values.resume && !existsSync(checkpointPath))
       throw new UsageError(
         `--resume: no checkpoint at ${checkpointPath} (it is written beside --out, or in --checkpoint-dir)`,
       );
@@ -206,19 +208,19 @@ export const trainCommand: CommandSpec = {
         cutAt: o['cut-at'],
         pooling,
         seed,
-        reinitialize: args.flags.reinitialize,
+        reinitialize: args.values.reinitialize,
       });
       for (const w of summary.warnings) warn(w);
       writeLabels(tuned, classes);
       writePreprocess(tuned, spec);
-      say(`case ${transferCase}: ${caseText(summary, args.flags.reinitialize)}${resizeNote}`);
+      say(`case ${transferCase}: ${caseText(summary, args.values.reinitialize ?? false)}${resizeNote}`);
 
       // Training.
       gpu = await createNodeGpuContext();
       trainer = await Trainer.create(gpu, tuned);
       let resume: Checkpoint | undefined;
       let previous: EpochMetrics[] = [];
-      if (args.flags.resume) {
+      if (args.values.resume) {
         resume = loadCheckpoint(checkpointPath);
         previous = Array.isArray(resume.extra?.history) ? (resume.extra.history as unknown as EpochMetrics[]) : [];
         // The seed orders the data and makes the validation split: another one would mix the sets.
@@ -330,7 +332,7 @@ export const trainCommand: CommandSpec = {
         `trained ${result.history.length} epoch${result.history.length === 1 ? '' : 's'} in ${((Date.now() - started) / 1000).toFixed(1)} s` +
           (result.featureCache ? ' (frozen body run once per image: head trained on cached features)' : ''),
       );
-      say(`what changed: ${caseText(summary, args.flags.reinitialize)}`);
+      say(`what changed: ${caseText(summary, args.values.reinitialize ?? false)}`);
       say(
         `trainable parameters: ${summary.trainableParameters.toLocaleString('en-US')} (frozen ${summary.frozenParameters.toLocaleString('en-US')})`,
       );
