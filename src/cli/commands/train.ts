@@ -10,9 +10,9 @@ import type { Graph } from '../../graph/ir.ts';
 import { writeLabels, writePreprocess } from '../../graph/model-metadata.ts';
 import { adaptToInputSize, transfer, type TransferSummary } from '../../graph/surgery/index.ts';
 import { createNodeGpuContext } from '../../node/index.ts';
-import { loadCheckpoint, saveCheckpoint } from '../../node/checkpoint-files.ts';
+import { loadCheckpoint, loadWeightsFile, saveCheckpoint } from '../../node/checkpoint-files.ts';
 import { loadModelFile, writeFileAtomic } from '../../node/files.ts';
-import type { Checkpoint } from '../../train/checkpoint.ts';
+import { restoreGraphWeights, type Checkpoint } from '../../train/checkpoint.ts';
 import type { OptimizerType } from '../../train/optimizers.ts';
 import { Trainer, type BatchRequest, type EpochMetrics, type TrainBatch } from '../../train/trainer.ts';
 import { parseCommandArgs, UsageError, type CommandSpec } from '../args.ts';
@@ -36,7 +36,7 @@ import { interruptible } from '../signals.ts';
 const USAGE =
   'graft train MODEL.onnx DATA_DIR --case 1|2|3|4 --out tuned.onnx [--cut-at NAME] [--pooling avg|max|flatten] [--reinitialize] [--input-size S] ' +
   '[--epochs 5] [--batch 16] [--optimizer sgd|adam|adamw] [--lr F] [--val-split 0.2 | --val DIR] [--flip] [--crop center|random|resized] ' +
-  '[--preprocess torchvision|caffe|inception|model] [--checkpoint-dir DIR] [--resume] [--seed 0] [--workers N]';
+  '[--preprocess torchvision|caffe|inception|model] [--init-weights FILE.safetensors] [--checkpoint-dir DIR] [--resume] [--seed 0] [--workers N]';
 
 const HELP = `
 Fine-tunes MODEL.onnx on DATA_DIR/<class>/<image> (classes are the folder names, sorted).
@@ -52,6 +52,8 @@ Fine-tunes MODEL.onnx on DATA_DIR/<class>/<image> (classes are the folder names,
   --flip --crop center|random|resized   augmentation (turns off feature caching)
   --preprocess NAME  torchvision, caffe, inception, or model (the model's metadata); default: the
                      model's metadata when it has one, else torchvision
+  --init-weights FILE.safetensors  start from these weights (e.g. saved by PyTorch or Hugging Face
+                     safetensors), named as MODEL.onnx's initializers, each with its shape
   --checkpoint-dir DIR  where the checkpoint goes (default: beside --out); --resume continues from it
 Writes --out (labels and preprocessing in its metadata, any batch size), <out>.history.json and
 <out>.curves.svg. Ctrl-C stops after the current step and saves a checkpoint (exit 130).`;
@@ -80,6 +82,7 @@ export const trainCommand: CommandSpec = {
         val: { type: 'string' },
         crop: { type: 'string' },
         preprocess: { type: 'string' },
+        'init-weights': { type: 'string' },
         'checkpoint-dir': { type: 'string' },
         seed: { type: 'string' },
         workers: { type: 'string' },
@@ -141,6 +144,9 @@ export const trainCommand: CommandSpec = {
         `--resume: no checkpoint at ${checkpointPath} (it is written beside --out, or in --checkpoint-dir)`,
       );
     if (!existsSync(modelPath)) throw new UsageError(`${modelPath}: no such model file`);
+    const initWeights = o['init-weights'] === undefined ? undefined : resolve(o['init-weights']);
+    if (initWeights !== undefined && !existsSync(initWeights))
+      throw new UsageError(`--init-weights: no such file ${initWeights}`);
 
     const stop = interruptible();
     const say = (line: string) => process.stdout.write(line + '\n');
@@ -156,6 +162,10 @@ export const trainCommand: CommandSpec = {
     try {
       // The model, its size and preprocessing.
       const original = loadModelFile(modelPath);
+      if (initWeights !== undefined) {
+        const restored = restoreGraphWeights(original, loadWeightsFile(initWeights, original), initWeights);
+        say(`initial weights: ${restored} tensors from ${initWeights}`);
+      }
       const constant = constantWeights(original);
       if (constant)
         warn(
