@@ -11,7 +11,7 @@ import { gzipSync } from 'node:zlib';
 import { fashionMnist, FASHION_MNIST_ROOT, SKLEARN_DIGITS_PATH } from '../src/data/node/index.ts';
 import { mixSeed, permutation } from '../src/data/seed.ts';
 import { writeFileAtomic } from '../src/node/files.ts';
-import { UsageError, parseCommandArgs } from '../src/cli/args.ts';
+import { UsageError, parseCommandArgs, valueOptions } from '../src/cli/args.ts';
 import { FASHION_TARGET_CLASSES } from '../src/cli/commands/demo.ts';
 
 const USAGE = 'npx tsx scripts/make-samples.ts [--per-class-train N] [--per-class-test N] [--seed S] [--out DIR]';
@@ -25,12 +25,7 @@ function main(argv: string[]): void {
     return;
   }
   const args = parseCommandArgs(argv, {
-    options: {
-      'per-class-train': { type: 'string' },
-      'per-class-test': { type: 'string' },
-      seed: { type: 'string' },
-      out: { type: 'string' },
-    },
+    options: { ...valueOptions('per-class-train', 'per-class-test', 'seed', 'out') },
     positional: 0,
     usage: USAGE,
   });

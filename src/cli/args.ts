@@ -44,6 +44,16 @@ export interface ArgsSpec<O extends OptionSpecs> {
   usage: string;
 }
 
+/** Options that take a value (`--out FILE`, `--out=FILE`), declared by name. */
+export function valueOptions<const K extends string>(...names: K[]): Record<K, { type: 'string' }> {
+  return Object.fromEntries(names.map((n) => [n, { type: 'string' }])) as Record<K, { type: 'string' }>;
+}
+
+/** Boolean flags (`--json`), declared by name. */
+export function flagOptions<const K extends string>(...names: K[]): Record<K, { type: 'boolean' }> {
+  return Object.fromEntries(names.map((n) => [n, { type: 'boolean' }])) as Record<K, { type: 'boolean' }>;
+}
+
 export function parseCommandArgs<const O extends OptionSpecs>(argv: string[], spec: ArgsSpec<O>): ParsedArgs<O> {
   const fail = (message: string): never => {
     throw new UsageError(`${message}\nusage: ${spec.usage}`);

@@ -12,7 +12,7 @@ import {
 import type { Dim } from '../../graph/ir.ts';
 import { summarizeGraph } from '../../graph/summary.ts';
 import { saveModelFile } from '../../node/files.ts';
-import { parseCommandArgs, UsageError, type CommandSpec } from '../args.ts';
+import { flagOptions, parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 
 export const buildCommand: CommandSpec = {
   name: 'build',
@@ -22,14 +22,8 @@ export const buildCommand: CommandSpec = {
   run(argv) {
     const args = parseCommandArgs(argv, {
       options: {
-        'no-top': { type: 'boolean' },
-        out: { type: 'string' },
-        classes: { type: 'string' },
-        pooling: { type: 'string' },
-        seed: { type: 'string' },
-        'input-size': { type: 'string' },
-        batch: { type: 'string' },
-        width: { type: 'string' },
+        ...flagOptions('no-top'),
+        ...valueOptions('out', 'classes', 'pooling', 'seed', 'input-size', 'batch', 'width'),
       },
       positional: 1,
       usage: this.usage,

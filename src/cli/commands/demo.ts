@@ -22,7 +22,7 @@ import type { GpuContext } from '../../kernels/gpu-context.ts';
 import { loadModelFile, writeFileAtomic } from '../../node/files.ts';
 import { createNodeGpuContext } from '../../node/index.ts';
 import { Trainer, type EpochMetrics } from '../../train/index.ts';
-import { parseCommandArgs, UsageError, type CommandSpec } from '../args.ts';
+import { flagOptions, parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 import { barChart, lineChart } from '../plot.ts';
 
 /** Fashion-MNIST classes the source network was not trained on (it saw 0, 2, 3, 5, 8). */
@@ -104,14 +104,7 @@ export interface DemoConfig {
 
 export function parseDemoArgs(argv: string[]): DemoConfig {
   const args = parseCommandArgs(argv, {
-    options: {
-      quick: { type: 'boolean' },
-      seeds: { type: 'string' },
-      cases: { type: 'string' },
-      data: { type: 'string' },
-      model: { type: 'string' },
-      out: { type: 'string' },
-    },
+    options: { ...flagOptions('quick'), ...valueOptions('seeds', 'cases', 'data', 'model', 'out') },
     positional: 0,
     usage: USAGE,
   });

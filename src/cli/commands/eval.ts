@@ -6,7 +6,7 @@ import { openImageFolder, type ImageFolderSource } from '../../data/node/image-l
 import { readLabels } from '../../graph/model-metadata.ts';
 import { createNodeGpuContext } from '../../node/index.ts';
 import { loadModelFile, writeFileAtomic } from '../../node/files.ts';
-import { parseCommandArgs, UsageError, type CommandSpec } from '../args.ts';
+import { parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 import { rankClasses, softmaxRows } from '../../train/trainer.ts';
 import { openClassifier } from '../classifier.ts';
 import {
@@ -43,12 +43,7 @@ export const evalCommand: CommandSpec = {
     "  among the model's labels. The confusion matrix is also written as an SVG heatmap (--plot, default <model>.confusion.svg).",
   async run(argv) {
     const args = parseCommandArgs(argv, {
-      options: {
-        batch: { type: 'string' },
-        preprocess: { type: 'string' },
-        plot: { type: 'string' },
-        workers: { type: 'string' },
-      },
+      options: { ...valueOptions('batch', 'preprocess', 'plot', 'workers') },
       positional: 2,
       usage: USAGE,
     });

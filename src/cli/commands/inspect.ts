@@ -4,7 +4,7 @@ import { prepareGraph } from '../../graph/load.ts';
 import { cutPoints, formatCutPoints, setBatchSize } from '../../graph/surgery/index.ts';
 import { summarizeGraph, type GraphSummary } from '../../graph/summary.ts';
 import type { Dim } from '../../graph/ir.ts';
-import { parseCommandArgs, UsageError, type CommandSpec } from '../args.ts';
+import { flagOptions, parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 
 export const inspectCommand: CommandSpec = {
   name: 'inspect',
@@ -12,10 +12,7 @@ export const inspectCommand: CommandSpec = {
   summary: 'per-node table (name, op, output shape, parameters, trainable) and totals',
   run(argv) {
     const args = parseCommandArgs(argv, {
-      options: {
-        json: { type: 'boolean' },
-        input: { type: 'string' },
-      },
+      options: { ...flagOptions('json'), ...valueOptions('input') },
       positional: 1,
       usage: this.usage,
     });

@@ -4,7 +4,7 @@ import { loadImageFiles } from '../../data/node/image-loader.ts';
 import { readLabels } from '../../graph/model-metadata.ts';
 import { createNodeGpuContext } from '../../node/index.ts';
 import { loadModelFile } from '../../node/files.ts';
-import { parseCommandArgs, UsageError, type CommandSpec } from '../args.ts';
+import { flagOptions, parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 import { rankClasses, softmaxRows } from '../../train/trainer.ts';
 import { openClassifier } from '../classifier.ts';
 import {
@@ -27,12 +27,7 @@ export const predictCommand: CommandSpec = {
     "  Preprocessing: --preprocess, default the model's metadata, else torchvision. Files that do not decode are skipped with a warning (exit status 1).",
   async run(argv) {
     const args = parseCommandArgs(argv, {
-      options: {
-        json: { type: 'boolean' },
-        top: { type: 'string' },
-        preprocess: { type: 'string' },
-        batch: { type: 'string' },
-      },
+      options: { ...flagOptions('json'), ...valueOptions('top', 'preprocess', 'batch') },
       positional: [2, Infinity],
       usage: USAGE,
     });

@@ -14,7 +14,7 @@ import {
   type Selector,
 } from '../../graph/surgery/index.ts';
 import { loadModelFile, saveModelFile } from '../../node/files.ts';
-import { parseCommandArgs, UsageError, type CommandSpec } from '../args.ts';
+import { flagOptions, parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 
 const USAGE =
   'graft rewrite <in.onnx> --out <out.onnx> [--cut NAME] [--no-top] ' +
@@ -30,21 +30,21 @@ export const rewriteCommand: CommandSpec = {
   run(argv) {
     const args = parseCommandArgs(argv, {
       options: {
-        'no-top': { type: 'boolean' },
-        'no-softmax': { type: 'boolean' },
-        reinitialize: { type: 'boolean' },
-        out: { type: 'string' },
-        cut: { type: 'string' },
-        head: { type: 'string' },
-        classes: { type: 'string' },
-        dense: { type: 'string' },
-        dropout: { type: 'string' },
-        freeze: { type: 'string' },
-        'freeze-before': { type: 'string' },
-        'freeze-all-but': { type: 'string' },
-        reinit: { type: 'string' },
-        case: { type: 'string' },
-        seed: { type: 'string' },
+        ...flagOptions('no-top', 'no-softmax', 'reinitialize'),
+        ...valueOptions(
+          'out',
+          'cut',
+          'head',
+          'classes',
+          'dense',
+          'dropout',
+          'freeze',
+          'freeze-before',
+          'freeze-all-but',
+          'reinit',
+          'case',
+          'seed',
+        ),
       },
       positional: 1,
       usage: USAGE,

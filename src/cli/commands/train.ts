@@ -15,7 +15,7 @@ import { loadModelFile, writeFileAtomic } from '../../node/files.ts';
 import { restoreGraphWeights, type Checkpoint } from '../../train/checkpoint.ts';
 import type { OptimizerType } from '../../train/optimizers.ts';
 import { Trainer, type BatchRequest, type EpochMetrics, type TrainBatch } from '../../train/trainer.ts';
-import { parseCommandArgs, UsageError, type CommandSpec } from '../args.ts';
+import { flagOptions, parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 import {
   besides,
   checkOutputFile,
@@ -66,26 +66,26 @@ export const trainCommand: CommandSpec = {
   async run(argv) {
     const args = parseCommandArgs(argv, {
       options: {
-        reinitialize: { type: 'boolean' },
-        resume: { type: 'boolean' },
-        flip: { type: 'boolean' },
-        case: { type: 'string' },
-        out: { type: 'string' },
-        'cut-at': { type: 'string' },
-        pooling: { type: 'string' },
-        'input-size': { type: 'string' },
-        epochs: { type: 'string' },
-        batch: { type: 'string' },
-        optimizer: { type: 'string' },
-        lr: { type: 'string' },
-        'val-split': { type: 'string' },
-        val: { type: 'string' },
-        crop: { type: 'string' },
-        preprocess: { type: 'string' },
-        'init-weights': { type: 'string' },
-        'checkpoint-dir': { type: 'string' },
-        seed: { type: 'string' },
-        workers: { type: 'string' },
+        ...flagOptions('reinitialize', 'resume', 'flip'),
+        ...valueOptions(
+          'case',
+          'out',
+          'cut-at',
+          'pooling',
+          'input-size',
+          'epochs',
+          'batch',
+          'optimizer',
+          'lr',
+          'val-split',
+          'val',
+          'crop',
+          'preprocess',
+          'init-weights',
+          'checkpoint-dir',
+          'seed',
+          'workers',
+        ),
       },
       positional: 2,
       usage: USAGE,
