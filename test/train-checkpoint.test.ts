@@ -388,6 +388,7 @@ describe('checkpoint files', () => {
       ['huge epoch', (m) => (m['graft.epoch'] = '1e300'), /epoch is "1e300"; a non-negative safe integer/],
       ['unsafe epoch', (m) => (m['graft.epoch'] = '9007199254740993'), /epoch is "9007199254740993"/],
       ['no fingerprint', (m) => delete m['graft.fingerprint'], /fingerprint is missing or malformed/],
+      ['no version', (m) => delete m['graft.version'], /__metadata__ lacks graft.version/],
       [
         'no fingerprint parameters',
         (m) => (m['graft.fingerprint'] = JSON.stringify({ hash: ck.fingerprint.hash })),

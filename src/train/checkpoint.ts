@@ -262,6 +262,7 @@ export function deserializeCheckpoint(bytes: Uint8Array, options: DeserializeOpt
         'to start from its tensors, load them as weights (loadSafetensorsWeights, graft train --init-weights)',
     );
   }
+  if (meta[KEY.version] === undefined) fail('corrupt', `__metadata__ lacks ${KEY.version}`);
   const version = Number(meta[KEY.version]);
   if (version !== CHECKPOINT_VERSION) {
     fail(
