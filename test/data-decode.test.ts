@@ -373,11 +373,11 @@ describe('PNG', () => {
         expect(e, `${what} via ${path}`).toBeInstanceOf(DataError);
         expect((e as DataError).file).toBe('bad.png');
         expect((e as Error).message, `${what} via ${path}`).toMatch(
-          /^bad\.png: (corrupt PNG: image data does not inflate \(.+\)|truncated PNG: image data holds \d+ bytes)/,
+          /^bad\.png: corrupt PNG: image data does not inflate \(.+\)$/,
         );
       }
-      // Both paths classify the damage alike (inflate failure or short image data).
-      expect((async as Error).message.split(':')[1], what).toBe((sync as Error).message.split(':')[1]);
+      // In Node both inflate with zlib underneath: the whole message is the same.
+      expect((async as Error).message, what).toBe((sync as Error).message);
     }
   });
 });
