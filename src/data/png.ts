@@ -52,7 +52,9 @@ export async function inflateWithPlatform(zlibBytes: Uint8Array): Promise<Uint8A
   if (typeof DecompressionStream !== 'function') {
     throw new DataError('this platform has no DecompressionStream: pass an inflate function (e.g. zlib.inflateSync)');
   }
-  const stream = new Blob([zlibBytes as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream('deflate'));
+  const stream = new Blob([zlibBytes as Uint8Array<ArrayBuffer>])
+    .stream()
+    .pipeThrough(new DecompressionStream('deflate'));
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
