@@ -11,7 +11,7 @@ import { gzipSync } from 'node:zlib';
 import { fashionMnist, FASHION_MNIST_ROOT, SKLEARN_DIGITS_PATH } from '../src/data/node/index.ts';
 import { mixSeed, permutation } from '../src/data/seed.ts';
 import { writeFileAtomic } from '../src/node/files.ts';
-import { UsageError, parseArgs } from '../src/cli/args.ts';
+import { UsageError, parseCommandArgs, valueOptions } from '../src/cli/args.ts';
 import { FASHION_TARGET_CLASSES } from '../src/cli/commands/demo.ts';
 
 const USAGE = 'npx tsx scripts/make-samples.ts [--per-class-train N] [--per-class-test N] [--seed S] [--out DIR]';
@@ -24,13 +24,13 @@ function main(argv: string[]): void {
     );
     return;
   }
-  const args = parseArgs(argv, {
-    options: ['per-class-train', 'per-class-test', 'seed', 'out'],
+  const args = parseCommandArgs(argv, {
+    options: { ...valueOptions('per-class-train', 'per-class-test', 'seed', 'out') },
     positional: 0,
     usage: USAGE,
   });
-  const count = (key: string, fallback: number) => {
-    const raw = args.options[key];
+  const count = (key: 'per-class-train' | 'per-class-test' | 'seed', fallback: number) => {
+    const raw = args.values[key];
     const v = raw === undefined ? fallback : Number(raw);
     if (!Number.isInteger(v) || v < 1) throw new UsageError(`--${key} must be a positive integer, got '${raw}'`);
     return v;
@@ -38,7 +38,7 @@ function main(argv: string[]): void {
   const perTrain = count('per-class-train', DEFAULTS.train);
   const perTest = count('per-class-test', DEFAULTS.test);
   const seed = count('seed', DEFAULTS.seed);
-  const out = args.options.out ?? DEFAULTS.out;
+  const out = args.values.out ?? DEFAULTS.out;
   if (!existsSync(FASHION_MNIST_ROOT))
     throw new UsageError(`${FASHION_MNIST_ROOT} not found: apt-get install dataset-fashion-mnist`);
   if (!existsSync(SKLEARN_DIGITS_PATH))

@@ -31,6 +31,7 @@ export {
 } from './graph/model-metadata.ts';
 export { summarizeGraph, type GraphSummary, type NodeSummary } from './graph/summary.ts';
 export { GraphBuilder } from './graph/builder.ts';
+export { crc32 } from './graph/crc32.ts';
 export type { DataType, TensorValue } from './graph/tensor.ts';
 export { GpuContext, type AdapterReport, type GpuContextOptions } from './kernels/gpu-context.ts';
 export * from './kernels/errors.ts';

@@ -1,6 +1,8 @@
-// The CLI's pieces without a GPU: the progress bar (redrawn in place on a terminal, one line per
-// epoch elsewhere), the stratified validation split, and choosing the preprocessing.
+// The CLI's pieces without a GPU: argument parsing, the progress bar (redrawn in place on a
+// terminal, one line per epoch elsewhere), the stratified validation split, and choosing the
+// preprocessing.
 import { describe, expect, it } from 'vitest';
+import { parseCommandArgs, UsageError } from '../src/cli/args.ts';
 import { stratifiedSplit } from '../src/cli/commands/train.ts';
 import { choosePreprocess } from '../src/cli/common.ts';
 import { Progress } from '../src/cli/progress.ts';
@@ -39,6 +41,51 @@ const metrics: EpochMetrics = {
   valTop1: 0.5,
   valTop5: 1,
 };
+
+describe('parseCommandArgs', () => {
+  const spec = {
+    options: { out: { type: 'string' }, json: { type: 'boolean' }, seed: { type: 'string' } },
+    positional: [1, 2] as [number, number],
+    usage: 'graft x <model> [other] [--out F] [--json] [--seed N]',
+  } as const;
+  const usageError = (argv: string[]): UsageError => {
+    try {
+      parseCommandArgs(argv, spec);
+    } catch (e) {
+      expect(e).toBeInstanceOf(UsageError);
+      return e as UsageError;
+    }
+    throw new Error(`${argv.join(' ')} was accepted`);
+  };
+
+  it('gives typed values, in either spelling, and the positionals in order', () => {
+    const a = parseCommandArgs(['m.onnx', '--out', 'o.onnx', '--json', 'b', '--seed=-3'], spec);
+    expect(a).toEqual({ values: { out: 'o.onnx', json: true, seed: '-3' }, positional: ['m.onnx', 'b'] });
+    expect(parseCommandArgs(['m.onnx', '--seed', '-3', '--out=x=y'], spec).values).toEqual({ seed: '-3', out: 'x=y' });
+    // After --, everything is positional; absent options stay undefined (commands own the defaults).
+    expect(parseCommandArgs(['--', '--json'], spec)).toEqual({ values: {}, positional: ['--json'] });
+    // The last of a repeated option wins, as before.
+    expect(parseCommandArgs(['m', '--out', 'a', '--out', 'b'], spec).values.out).toBe('b');
+  });
+
+  it('refuses with one line naming the argument, then the usage line', () => {
+    const cases: [string[], string][] = [
+      [['m', '--bogus'], 'unknown option --bogus; accepted: --out VALUE, --json, --seed VALUE (and --help)'],
+      [['m', '--out'], '--out needs a value'],
+      [['m', '--json=no'], "--json is a flag and takes no value, got '--json=no'"],
+      [
+        ['m', '--out', '--json'],
+        "--out needs a value, got the option-like '--json'; a value starting with '-' is written --out=--json",
+      ],
+      [[], 'expected 1–2 argument(s), got 0'],
+      [['a', 'b', 'c'], "expected 1–2 argument(s), got 3 ('c' too many)"],
+    ];
+    for (const [argv, line] of cases) {
+      const e = usageError(argv);
+      expect(e.message.split('\n'), argv.join(' ')).toEqual([line, `usage: ${spec.usage}`]);
+    }
+  });
+});
 
 describe('progress', () => {
   it('on a terminal: a bar redrawn in place with step, loss, accuracy, images/s and time left; then the epoch line', async () => {

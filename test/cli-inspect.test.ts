@@ -47,3 +47,41 @@ describe('graft inspect --input', () => {
     expect(malformed.stderr).toMatch(/^graft inspect: --input expects \[name=\]DxDxD .*, got '8by3'/);
   }, 60_000);
 });
+
+describe('graft argument errors (node:util parseArgs underneath)', () => {
+  it('each is one line naming the argument and what is accepted, exit status 2, before any work', () => {
+    const model = lightModelPath('resnet50');
+    const cases: [string[], RegExp][] = [
+      [['inspect', model, '--unknown'], /unknown option --unknown; accepted: --json, --input VALUE \(and --help\)/],
+      [['inspect', model, '-x'], /unknown option -x; accepted: --json, --input VALUE/],
+      [['inspect', model, '--input'], /--input needs a value/],
+      [['inspect', model, '--input', '--json'], /--input needs a value, got the option-like '--json'/],
+      [['inspect', model, '--json=yes'], /--json is a flag and takes no value, got '--json=yes'/],
+      [['inspect'], /expected 1 argument\(s\), got 0/],
+      [['inspect', model, 'extra.onnx'], /expected 1 argument\(s\), got 2 \('extra.onnx' too many\)/],
+      [['predict', model], /expected at least 2 argument\(s\), got 1/],
+      [['build', 'alexnet', '--seed', '-1'], /--seed expects an integer ≥ 0, got '-1'/],
+      [['rewrite', model, '--out'], /--out needs a value/],
+      [['train', model, 'data', '--case'], /--case needs a value/],
+      [['eval', model, 'data', '--batch', '0'], /--batch must be an integer from 1 to 4096, got '0'/],
+      [['demo', '--quick=1'], /--quick is a flag and takes no value, got '--quick=1'/],
+    ];
+    for (const [args, message] of cases) {
+      const r = cli(...args);
+      expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+      const lines = r.stderr.trim().split('\n');
+      expect(lines, r.stderr).toHaveLength(1);
+      expect(lines[0]).toMatch(new RegExp(`^graft ${args[0]}: `));
+      expect(lines[0], args.join(' ')).toMatch(message);
+      expect(lines[0]).toMatch(new RegExp(`\\(see graft ${args[0]} --help\\)$`));
+      expect(r.stdout).toBe('');
+    }
+  }, 120_000);
+
+  it('a negative number after an option is its value, as before (--seed -5)', () => {
+    const r = cli('build', 'alexnet', '--seed', '-5');
+    expect(r.status).toBe(2);
+    // Reaches the seed's own validation, rather than being refused as a missing value.
+    expect(r.stderr).toMatch(/^graft build: --seed expects an integer ≥ 0, got '-5'/);
+  }, 60_000);
+});

@@ -23,6 +23,24 @@ import { loadImageFiles } from '../src/data/node/image-loader.ts';
 import { decodeModel } from '../src/graph/codec.ts';
 import { readLabels, readPreprocess } from '../src/graph/model-metadata.ts';
 import { mulberry32 } from './helpers/random.ts';
+import { withHeader } from './helpers/safetensors.ts';
+
+/** The source network's float32 weights as a safetensors file, as a PyTorch user would save them. */
+function sourceWeightsFile(path: string): number {
+  const graph = decodeModel(new Uint8Array(readFileSync(SOURCE)));
+  const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
+  const parts: Buffer[] = [];
+  let offset = 0;
+  for (const init of graph.initializers.values()) {
+    if (init.value.dtype !== 'float32') continue;
+    const data = init.value.data as Float32Array;
+    header[init.name] = { dtype: 'F32', shape: init.value.dims, data_offsets: [offset, offset + data.byteLength] };
+    parts.push(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+    offset += data.byteLength;
+  }
+  writeFileSync(path, withHeader(header, Buffer.concat(parts)));
+  return parts.length;
+}
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
 const SOURCE = path.join(REPO_ROOT, 'models-onnx', 'source', 'source-net.onnx');
@@ -116,6 +134,9 @@ describe('graft train / eval / predict', () => {
     const out = path.join(dir, 'out');
     mkdirSync(out);
     const tuned = path.join(out, 'tuned.onnx');
+    // The network's own weights, through a safetensors file: the run is the same, the path is tested.
+    const initWeights = path.join(dir, 'source.safetensors');
+    const weightCount = sourceWeightsFile(initWeights);
     const first = graft(
       'train',
       SOURCE,
@@ -132,8 +153,11 @@ describe('graft train / eval / predict', () => {
       '0.003',
       '--seed',
       '3',
+      '--init-weights',
+      initWeights,
     );
     expect(first.status, first.stderr).toBe(0);
+    expect(first.stdout).toContain(`initial weights: ${weightCount} tensors from ${initWeights}`);
     expect(first.stdout).toMatch(/preprocessing from the model's metadata/);
     expect(first.stdout).toMatch(
       /data: .*: 25 images in 3 classes \(bright, hstripes, vstripes\); 19 for training, 6 for validation/,
@@ -344,6 +368,11 @@ describe('graft train / eval / predict', () => {
     // Root writes through permission bits; a folder nobody can add files to stands in for it.
     const unwritable = process.getuid?.() === 0 ? '/proc' : readOnly;
     const out = path.join(dir, 'bad-out', 'm.onnx');
+    const foreignWeights = path.join(dir, 'foreign.safetensors');
+    writeFileSync(
+      foreignWeights,
+      withHeader({ 'encoder.weight': { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, new Uint8Array(8)),
+    );
     const cases: [string[], RegExp][] = [
       [
         ['train', SOURCE, empty, '--case', '1', '--out', path.join(dir, 'e.onnx')],
@@ -373,6 +402,14 @@ describe('graft train / eval / predict', () => {
       [
         ['train', SOURCE, data, '--case', '1', '--out', path.join(dir, 'e.onnx'), '--preprocess', 'imagenet'],
         /--preprocess must be one of torchvision, caffe, inception, model, got 'imagenet'/,
+      ],
+      [
+        ['train', SOURCE, data, '--case', '1', '--out', path.join(dir, 'e.onnx'), '--init-weights', 'none.safetensors'],
+        /--init-weights: no such file .*none\.safetensors/,
+      ],
+      [
+        ['train', SOURCE, data, '--case', '1', '--out', path.join(dir, 'e.onnx'), '--init-weights', foreignWeights],
+        /weights file .*foreign\.safetensors: tensor 'encoder\.weight' is not an initializer of the model/,
       ],
       [['eval', SOURCE, noImages], /class folder .*no-images\/b holds no images/],
       [['predict', SOURCE, path.join(dir, 'missing.png')], /missing\.png: no such image file/],

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { crc32 as zlibCrc32, deflateSync, inflateSync } from 'node:zlib';
 import jpeg from 'jpeg-js';
 import { afterAll, describe, expect, it } from 'vitest';
-import { crc32, decodeImage, type ByteImage } from '../src/data/index.ts';
+import { DataError, decodeImage, decodeImageAsync, decodePngAsync, type ByteImage } from '../src/data/index.ts';
+import { crc32 } from '../src/graph/crc32.ts';
 import { imageFolder, readImageFile } from '../src/data/node/index.ts';
 import { mulberry32 } from './helpers/random.ts';
 
@@ -305,7 +306,7 @@ describe('PNG', () => {
     { colorType: 6, bitDepth: 16 },
   ];
   for (const s of specs) {
-    it(`colour type ${s.colorType}, ${s.bitDepth}-bit, plain and Adam7, decodes to the encoded RGB`, () => {
+    it(`colour type ${s.colorType}, ${s.bitDepth}-bit, plain and Adam7, decodes to the encoded RGB`, async () => {
       for (const interlace of [false, true]) {
         for (const [width, height] of [
           [11, 7],
@@ -316,25 +317,68 @@ describe('PNG', () => {
           const im = decodeImage(file, { inflate, name: 't.png' });
           expect([im.width, im.height, im.channels]).toEqual([width, height, 3]);
           expect(Array.from(im.data)).toEqual(Array.from(rgb));
+          // The platform's DecompressionStream gives the same pixels.
+          const viaPlatform = await decodeImageAsync(file, { name: 't.png' });
+          expect([viaPlatform.width, viaPlatform.height]).toEqual([width, height]);
+          expect(Buffer.from(viaPlatform.data).equals(Buffer.from(rgb))).toBe(true);
         }
       }
     });
   }
 
-  it('crc32 agrees with zlib', () => {
-    const bytes = Uint8Array.from({ length: 1000 }, (_, i) => (i * 7919) & 0xff);
-    expect(crc32(bytes)).toBe(zlibCrc32(bytes));
-  });
-
   it('corrupt files fail naming the file and the problem', () => {
     const { file } = encodePng({ width: 5, height: 4, colorType: 2, bitDepth: 8, interlace: false }, 1);
-    expect(() => decodeImage(file, { name: 'a.png' })).toThrow(/a\.png: PNG needs an inflate function/);
+    expect(() => decodeImage(file, { name: 'a.png' })).toThrow(
+      /a\.png: PNG needs an inflate function.*decodeImageAsync/,
+    );
     const flipped = file.slice();
     flipped[40] ^= 0xff;
     expect(() => decodeImage(flipped, { inflate, name: 'b.png' })).toThrow(/b\.png: corrupt PNG: CRC mismatch/);
     expect(() => decodeImage(file.subarray(0, file.length - 20), { inflate, name: 'c.png' })).toThrow(
       /c\.png: truncated PNG/,
     );
+  });
+  it('corrupt image data gives the same typed error through zlib and through DecompressionStream', async () => {
+    const { file } = encodePng({ width: 9, height: 6, colorType: 2, bitDepth: 8, interlace: false }, 3);
+    // Rebuild the file with IDATs whose CRCs are right but whose zlib stream is not.
+    const idatAt = file.findIndex((_, i) => String.fromCharCode(...file.subarray(i, i + 4)) === 'IDAT') - 4;
+    const head = file.subarray(0, idatAt);
+    const iend = chunk('IEND', new Uint8Array(0));
+    const z = deflateSync(new Uint8Array(6 * (9 * 3 + 1)).map((_, i) => (i * 31) & 0xff));
+    const garbled = z.slice();
+    garbled[4] ^= 0xff;
+    garbled[5] ^= 0x5a;
+    const cases: [string, Uint8Array][] = [
+      ['garbled', garbled],
+      ['cut short', z.subarray(0, z.length - 6)],
+      ['not zlib', Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8])],
+    ];
+    for (const [what, idat] of cases) {
+      const bad = Uint8Array.from([...head, ...chunk('IDAT', idat), ...iend]);
+      const sync = (() => {
+        try {
+          decodeImage(bad, { inflate, name: 'bad.png' });
+        } catch (e) {
+          return e;
+        }
+      })();
+      const async = await decodePngAsync(bad, 'bad.png').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      for (const [path, e] of [
+        ['zlib', sync],
+        ['DecompressionStream', async],
+      ] as const) {
+        expect(e, `${what} via ${path}`).toBeInstanceOf(DataError);
+        expect((e as DataError).file).toBe('bad.png');
+        expect((e as Error).message, `${what} via ${path}`).toMatch(
+          /^bad\.png: corrupt PNG: image data does not inflate \(.+\)$/,
+        );
+      }
+      // In Node both inflate with zlib underneath: the whole message is the same.
+      expect((async as Error).message, what).toBe((sync as Error).message);
+    }
   });
 });
 

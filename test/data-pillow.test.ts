@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { evalTransform, grayscaleToRgb, type ByteImage } from '../src/data/index.ts';
+import { decodeImageAsync, evalTransform, grayscaleToRgb, type ByteImage } from '../src/data/index.ts';
 import { decodeImageFile } from '../src/data/node/index.ts';
 import { preprocessPreset, type PreprocessSpec } from '../src/graph/model-metadata.ts';
 import { findPillowPython, runPython } from './helpers/pillow.ts';
@@ -222,6 +222,9 @@ describe('decoding against Pillow', () => {
       const r = compare(await decodeImageFile(e.path), e);
       report('png.ts', e, r);
       expect(r.differ, `${e.name}: bytes differing from Pillow`).toBe(0);
+      // Inflated by the platform's DecompressionStream (the browser path): the same bytes.
+      const viaPlatform = compare(await decodeImageAsync(new Uint8Array(readFileSync(e.path)), { name: e.path }), e);
+      expect(viaPlatform.differ, `${e.name} via DecompressionStream: bytes differing from Pillow`).toBe(0);
     }
   });
 

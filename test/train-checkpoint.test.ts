@@ -1,7 +1,8 @@
-// Checkpoints: the binary format round trip, the architecture fingerprint, every error a damaged
+// Checkpoints: the safetensors round trip (and Python reading ours, and ours reading Python's),
+// the previous format still loading, the architecture fingerprint, every error a damaged, forged
 // or foreign file must produce, and saves that survive SIGKILL at any moment.
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { crc32 as zlibCrc32 } from 'node:zlib';
@@ -13,18 +14,18 @@ import { loadCheckpoint, saveCheckpoint } from '../src/node/checkpoint-files.ts'
 import { readBytes } from '../src/node/files.ts';
 import {
   architectureFingerprint,
-  CHECKPOINT_MAGIC,
   CheckpointError,
   checkFingerprint,
-  crc32,
   deserializeCheckpoint,
   graphWeights,
+  loadSafetensorsWeights,
   restoreGraphWeights,
   serializeCheckpoint,
   type Checkpoint,
 } from '../src/train/checkpoint.ts';
 import { resolveConfig } from '../src/train/optimizers.ts';
 import { mulberry32, randomFloat32Array } from './helpers/random.ts';
+import { canonicalHeader, forgeCheckpoint, readSafetensorsHeader, withHeader } from './helpers/safetensors.ts';
 
 /** conv → BN → relu → global pool → flatten → fc: every kind of initializer a checkpoint carries. */
 function tinyNet(options: { classes?: number; stride?: number; fcName?: string } = {}): Graph {
@@ -139,30 +140,84 @@ describe('checkpoint format', () => {
     expect(Buffer.from(serializeCheckpoint(ck)).equals(Buffer.from(bytes))).toBe(true);
   });
 
-  it('lays out the header, metadata, aligned tensors and a CRC-32 trailer as documented', () => {
+  it('lays out safetensors: u64 header size, JSON header padded to 8, contiguous F32 tensors, string metadata', () => {
     const ck = sampleCheckpoint();
     const bytes = serializeCheckpoint(ck);
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    expect(new TextDecoder().decode(bytes.subarray(0, 8))).toBe(CHECKPOINT_MAGIC);
-    expect(view.getUint32(8, true)).toBe(1);
-    expect(view.getUint32(12, true)).toBe(32);
-    expect(Number(view.getBigUint64(16, true))).toBe(bytes.length);
-    const jsonLength = view.getUint32(24, true);
-    const meta = JSON.parse(new TextDecoder().decode(bytes.subarray(32, 32 + jsonLength)));
-    for (const t of meta.tensors) expect(t.offset % 4).toBe(0);
-    const odd = meta.tensors.find((t: { name: string; kind: string }) => t.name === 'odd' && t.kind === 'weight');
-    expect(view.getFloat32(odd.offset + 4 * 5, true)).toBe(ck.weights.get('odd')!.data[5]);
-    // The trailer is zlib's CRC-32 of everything before it.
-    expect(view.getUint32(bytes.length - 4, true)).toBe(zlibCrc32(bytes.subarray(0, bytes.length - 4)));
+    const { headerSize, header } = readSafetensorsHeader(bytes);
+    expect((8 + headerSize) % 8).toBe(0);
+    const buffer = bytes.subarray(8 + headerSize);
+    const meta = header.__metadata__ as Record<string, string>;
+    for (const value of Object.values(meta)) expect(typeof value).toBe('string');
+    expect(meta['graft.format']).toBe('onnx-graft checkpoint');
+    expect(meta['graft.version']).toBe('2');
+    expect([meta['graft.step'], meta['graft.epoch']]).toEqual(['1234', '4']);
+    expect(JSON.parse(meta['graft.fingerprint'])).toEqual(ck.fingerprint);
+    expect(JSON.parse(meta['graft.rng'])).toEqual(ck.rng);
+    // Weights under their initializer names, moments under optimizer.<slot>/<name>, shaped as the weight.
+    const entries = Object.entries(header).filter(([k]) => k !== '__metadata__') as [
+      string,
+      { dtype: string; shape: number[]; data_offsets: [number, number] },
+    ][];
+    expect(entries.map(([k]) => k)).toContain('conv.weight');
+    expect(header['optimizer.exp_avg/odd']).toMatchObject({ dtype: 'F32', shape: [7, 11, 13] });
+    const sorted = entries.map(([, e]) => e.data_offsets).sort((x, y) => x[0] - y[0]);
+    let end = 0;
+    for (const [begin, stop] of sorted) {
+      expect(begin).toBe(end);
+      end = stop;
+    }
+    expect(end).toBe(buffer.length);
+    const odd = header.odd as { data_offsets: [number, number] };
+    const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+    expect(view.getFloat32(odd.data_offsets[0] + 4 * 5, true)).toBe(ck.weights.get('odd')!.data[5]);
+    // The checksum is zlib's CRC-32 over the canonical header (its own entry left out), then the buffer.
+    const canonical = new TextEncoder().encode(canonicalHeader(header));
+    expect(meta['graft.crc32']).toBe(zlibCrc32(buffer, zlibCrc32(canonical)).toString(16).padStart(8, '0'));
   });
 
-  it('computes CRC-32 as zlib does', () => {
-    expect(crc32(new TextEncoder().encode('123456789'))).toBe(0xcbf43926);
-    const rng = mulberry32(5);
-    for (const n of [0, 1, 7, 8, 9, 1000, 65_537]) {
-      const data = Uint8Array.from({ length: n }, () => Math.floor(rng() * 256));
-      expect(crc32(data), `${n} bytes`).toBe(zlibCrc32(data));
+  it('is read by Python (json + numpy.frombuffer) with the same tensors and metadata', () => {
+    const ck = sampleCheckpoint();
+    const path = join(folder, 'for-python.safetensors');
+    writeFileSync(path, serializeCheckpoint(ck));
+    const script = `
+import json, struct, sys, numpy as np
+raw = open(sys.argv[1], 'rb').read()
+(n,) = struct.unpack('<Q', raw[:8])
+header = json.loads(raw[8:8 + n])
+buf = raw[8 + n:]
+out = {}
+for name, e in header.items():
+    if name == '__metadata__':
+        continue
+    b, end = e['data_offsets']
+    a = np.frombuffer(buf[b:end], dtype='<f4').reshape(e['shape'])
+    out[name] = {'shape': list(a.shape), 'sum': float(a.astype(np.float64).sum()), 'first': [float(x) for x in a.ravel()[:3]]}
+print(json.dumps({'tensors': out, 'metadata': header['__metadata__']}))
+`;
+    const r = spawnSync('/usr/bin/python3', ['-c', script, path], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const seen = JSON.parse(r.stdout) as {
+      tensors: Record<string, { shape: number[]; sum: number; first: number[] }>;
+      metadata: Record<string, string>;
+    };
+    const want = new Map<string, Float32Array>([...ck.weights].map(([n, w]) => [n, w.data]));
+    for (const [n, slots] of ck.optimizer!.slots) {
+      want.set(`optimizer.exp_avg/${n}`, slots.exp_avg!);
+      want.set(`optimizer.exp_avg_sq/${n}`, slots.exp_avg_sq!);
     }
+    expect(Object.keys(seen.tensors).sort()).toEqual([...want.keys()].sort());
+    for (const [name, data] of want) {
+      const got = seen.tensors[name];
+      const base = name.includes('/') ? name.slice(name.indexOf('/') + 1) : name;
+      expect(got.shape, name).toEqual(ck.weights.get(base)!.dims);
+      expect(got.first, name).toEqual([...data.subarray(0, 3)]);
+      expect(got.sum, name).toBeCloseTo(
+        data.reduce((a, b) => a + b, 0),
+        3,
+      );
+    }
+    expect(seen.metadata['graft.step']).toBe('1234');
+    expect(JSON.parse(seen.metadata['graft.extra'])).toEqual(ck.extra);
   });
 
   it('restores weights into a graph, keeping trainable flags', () => {
@@ -244,13 +299,19 @@ describe('checkpoint files', () => {
     const e = errorOf(() => loadCheckpoint(path));
     expect(e.problem).toBe('truncated');
     expect(e.message).toBe(
-      `checkpoint ${path}: truncated: the header says ${bytes.length} bytes, found ${bytes.length - 1000} (an interrupted copy or download?)`,
+      `checkpoint ${path}: truncated: the header describes ${bytes.length} bytes, found ${bytes.length - 1000} (an interrupted copy or download?)`,
     );
-
     writeFileSync(path, bytes.subarray(0, 20));
-    expect(errorOf(() => loadCheckpoint(path)).message).toMatch(/truncated: found 20 bytes, the header alone is 32/);
+    expect(errorOf(() => loadCheckpoint(path)).message).toMatch(
+      /truncated: the header alone is \d+ bytes, found 12 after the size/,
+    );
+    writeFileSync(path, bytes.subarray(0, 5));
+    expect(errorOf(() => loadCheckpoint(path)).message).toMatch(/truncated: found 5 bytes, the header size alone is 8/);
     writeFileSync(path, new Uint8Array(0));
     expect(errorOf(() => loadCheckpoint(path)).problem).toBe('truncated');
+    const trailing = join(folder, 'trailing.ck');
+    writeFileSync(trailing, Buffer.concat([bytes, Buffer.from('x')]));
+    expect(errorOf(() => loadCheckpoint(trailing)).message).toMatch(/but there are \d+: trailing data/);
   });
 
   it('refuses a file that is not a checkpoint', () => {
@@ -261,39 +322,240 @@ describe('checkpoint files', () => {
     );
     const e = errorOf(() => loadCheckpoint(path));
     expect(e.problem).toBe('not-a-checkpoint');
-    expect(e.message).toMatch(
-      new RegExp(`^checkpoint ${path}: not an onnx-graft checkpoint .*looks like an ONNX model`),
-    );
+    expect(e.message).toMatch(new RegExp(`^checkpoint ${path}: not a safetensors file: .*looks like an ONNX model`));
     writeFileSync(path, 'GRAFTCK2 and more bytes than a header has');
     expect(errorOf(() => loadCheckpoint(path)).problem).toBe('not-a-checkpoint');
-    // A prefix of the magic is the start of a checkpoint, cut short.
+    // A prefix of the version-1 magic is the start of a version-1 checkpoint, cut short.
     writeFileSync(path, 'GRAFT');
     expect(errorOf(() => loadCheckpoint(path)).problem).toBe('truncated');
+    // A safetensors file from another tool is weights, not a checkpoint: the message says how to use it.
+    writeFileSync(path, withHeader({ w: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, new Uint8Array(4)));
+    const foreign = errorOf(() => loadCheckpoint(path));
+    expect(foreign.problem).toBe('not-a-checkpoint');
+    expect(foreign.message).toMatch(/without onnx-graft training state.*loadSafetensorsWeights/);
   });
 
   it('detects damage anywhere with the checksum', () => {
     const bytes = serializeCheckpoint(ck);
-    const view = new DataView(bytes.buffer);
-    const jsonLength = view.getUint32(24, true);
-    for (const at of [40, 32 + jsonLength + 100, bytes.length - 5]) {
+    const { headerSize } = readSafetensorsHeader(bytes);
+    const header = new TextDecoder().decode(bytes.subarray(8, 8 + headerSize));
+    // Inside a tensor name, inside the step's digits, inside the fingerprint, in the data, at the end.
+    const inHeader = [
+      header.indexOf('conv.weight') + 2,
+      header.indexOf('"graft.step":"') + 15,
+      header.indexOf('fc.bias'),
+    ];
+    for (const at of [...inHeader.map((i) => 8 + i), 8 + headerSize + 100, bytes.length - 5]) {
       const damaged = bytes.slice();
-      damaged[at] ^= 0x10;
+      damaged[at] ^= 0x01;
       const path = join(folder, `damaged-${at}.ck`);
       writeFileSync(path, damaged);
       const e = errorOf(() => loadCheckpoint(path));
       expect(e.problem, `byte ${at}`).toBe('checksum');
       expect(e.message).toMatch(/checksum mismatch: stored CRC-32 0x[0-9a-f]{8}, computed 0x[0-9a-f]{8}/);
     }
+    // Damage to the JSON's structure is caught before the checksum, as corrupt.
+    const broken = bytes.slice();
+    broken[8] = 0x5b; // '{' → '['
+    expect(errorOf(() => deserializeCheckpoint(broken)).problem).toBe('not-a-checkpoint');
+    broken[8] = 0x7b;
+    broken[8 + header.indexOf(':')] = 0x3b;
+    expect(errorOf(() => deserializeCheckpoint(broken)).message).toMatch(/the header is not valid UTF-8 JSON/);
   });
 
   it('refuses another format version and a missing file', () => {
-    const bytes = serializeCheckpoint(ck);
-    new DataView(bytes.buffer).setUint32(8, 2, true);
+    const bytes = forgeCheckpoint(serializeCheckpoint(ck), (h) => {
+      (h.__metadata__ as Record<string, string>)['graft.version'] = '3';
+    });
     expect(errorOf(() => deserializeCheckpoint(bytes, { source: 'x.ck' })).message).toMatch(
-      /^checkpoint x.ck: format version 2; this onnx-graft reads version 1 \(written by a newer onnx-graft\)/,
+      /^checkpoint x.ck: format version 3; this onnx-graft reads versions 1 and 2 \(written by a newer onnx-graft\)/,
     );
     const missing = join(folder, 'nope.ck');
     expect(errorOf(() => loadCheckpoint(missing)).message).toBe(`checkpoint ${missing}: no such file`);
+  });
+
+  it('refuses forged metadata with a valid checksum, naming the value', () => {
+    const bytes = serializeCheckpoint(ck);
+    const forged = (edit: (meta: Record<string, string>, header: Record<string, unknown>) => void) =>
+      errorOf(() =>
+        deserializeCheckpoint(
+          forgeCheckpoint(bytes, (h) => edit(h.__metadata__ as Record<string, string>, h)),
+          { source: 'f.ck' },
+        ),
+      );
+    const cases: [string, (meta: Record<string, string>, header: Record<string, unknown>) => void, RegExp][] = [
+      ['negative step', (m) => (m['graft.step'] = '-5'), /step is "-5"; a non-negative safe integer is needed/],
+      ['huge epoch', (m) => (m['graft.epoch'] = '1e300'), /epoch is "1e300"; a non-negative safe integer/],
+      ['unsafe epoch', (m) => (m['graft.epoch'] = '9007199254740993'), /epoch is "9007199254740993"/],
+      ['no fingerprint', (m) => delete m['graft.fingerprint'], /fingerprint is missing or malformed/],
+      ['no version', (m) => delete m['graft.version'], /__metadata__ lacks graft.version/],
+      [
+        'no fingerprint parameters',
+        (m) => (m['graft.fingerprint'] = JSON.stringify({ hash: ck.fingerprint.hash })),
+        /fingerprint is missing or malformed/,
+      ],
+      [
+        'bad fingerprint parameter',
+        (m) => (m['graft.fingerprint'] = JSON.stringify({ hash: ck.fingerprint.hash, parameters: [null] })),
+        /the fingerprint's parameter null is not \{name, dims/,
+      ],
+      ['fingerprint not JSON', (m) => (m['graft.fingerprint'] = '{'), /graft.fingerprint is not valid JSON/],
+      [
+        'null tensor entry',
+        (_m, h) => (h['conv.weight'] = null),
+        /tensor 'conv.weight': its entry is null, not an object/,
+      ],
+      [
+        'optimizer type',
+        (m) => (m['graft.optimizer'] = JSON.stringify({ type: 'lion', step: 1, config: {} })),
+        /optimizer's type is "lion"; accepted sgd, adam, adamw/,
+      ],
+      [
+        'optimizer step',
+        (m) => (m['graft.optimizer'] = JSON.stringify({ ...JSON.parse(m['graft.optimizer']), step: -1 })),
+        /optimizer's step is -1/,
+      ],
+      ['metadata not a string', (m) => ((m as Record<string, unknown>)['graft.step'] = 5), /only strings/],
+      ['extra not an object', (m) => (m['graft.extra'] = '[1]'), /extra is \[1\], not an object/],
+      [
+        'unknown slot',
+        (_m, h) => {
+          h['optimizer.velocity/odd'] = h['optimizer.exp_avg/odd'];
+          delete h['optimizer.exp_avg/odd'];
+        },
+        /tensor 'optimizer.velocity\/odd': optimizer tensors are named optimizer.<momentum_buffer\|exp_avg\|exp_avg_sq>\/<weight>/,
+      ],
+    ];
+    for (const [what, edit, message] of cases) {
+      const e = forged(edit);
+      expect(e.problem, what).toBe('corrupt');
+      expect(e.message, what).toMatch(/^checkpoint f.ck: /);
+      expect(e.message, what).toMatch(message);
+    }
+  });
+
+  it('refuses overlapping, gapped, out-of-range and mis-sized tensors and a huge header before allocating', () => {
+    const buffer = new Uint8Array(24);
+    const bad = (header: Record<string, unknown>, buf = buffer) =>
+      errorOf(() => loadSafetensorsWeights(withHeader(header, buf), tinyNet(), 'w.safetensors'));
+    const f32 = (begin: number, end: number, shape = [(end - begin) / 4]) => ({
+      dtype: 'F32',
+      shape,
+      data_offsets: [begin, end],
+    });
+    expect(bad({ a: f32(0, 16), b: f32(8, 24) }).message).toMatch(/tensor 'b': bytes \[8, 24\) overlap/);
+    expect(bad({ a: f32(0, 8), b: f32(16, 24) }).message).toMatch(
+      /tensor 'b': bytes \[8, 16\) before it belong to no tensor/,
+    );
+    expect(bad({ a: f32(0, 8), b: f32(8, 32) }).problem).toBe('truncated');
+    expect(bad({ a: f32(0, 8) }).message).toMatch(/trailing data/);
+    expect(bad({ a: f32(0, 24, [5]) }).message).toMatch(
+      /tensor 'a': F32 \[5\] needs 20 bytes, data_offsets \[0, 24\] hold 24/,
+    );
+    expect(bad({ a: { dtype: 'F31', shape: [6], data_offsets: [0, 24] } }).message).toMatch(
+      /dtype "F31"; accepted BOOL/,
+    );
+    expect(bad({ a: f32(0, 24, [-6]) }).message).toMatch(/shape \[-6\] is not a list of non-negative integers/);
+    expect(bad({ a: { dtype: 'F32', shape: [6], data_offsets: [24, 0] } }).message).toMatch(/0 ≤ begin ≤ end/);
+    expect(bad({ a: f32(0, 24), __metadata__: { n: 1 } }).message).toMatch(
+      /__metadata__\['n'\] is 1; the format allows only strings/,
+    );
+    const huge = new Uint8Array(16);
+    new DataView(huge.buffer).setBigUint64(0, 1n << 40n, true);
+    const e = errorOf(() => loadSafetensorsWeights(huge, tinyNet(), 'huge.safetensors'));
+    expect(e.message).toMatch(
+      /^weights file huge.safetensors: not a safetensors file: .*header of 1099511627776 bytes \(at most 104857600/,
+    );
+  });
+
+  it('still loads a checkpoint written by the previous format (GRAFTCK1), tensors and state intact', () => {
+    // test/fixtures/checkpoint-v1.graftck was written by the version-1 writer (before the switch
+    // to safetensors) from exactly these values: tinyNet's fingerprint, seeded random tensors.
+    const bytes = new Uint8Array(readFileSync(resolve('test/fixtures/checkpoint-v1.graftck')));
+    expect(new TextDecoder().decode(bytes.subarray(0, 8))).toBe('GRAFTCK1');
+    const graph = tinyNet();
+    const loaded = deserializeCheckpoint(bytes, { source: 'v1', expected: architectureFingerprint(graph) });
+    const weights = new Map<string, { dims: number[]; data: Float32Array }>();
+    const slots = new Map<string, { exp_avg: Float32Array; exp_avg_sq: Float32Array }>();
+    let seed = 100;
+    for (const init of graph.initializers.values()) {
+      const n = init.value.data.length;
+      weights.set(init.name, { dims: [...init.value.dims], data: randomFloat32Array(n, seed++) });
+      slots.set(init.name, {
+        exp_avg: randomFloat32Array(n, seed++),
+        exp_avg_sq: randomFloat32Array(n, seed++).map(Math.abs),
+      });
+    }
+    expectSameCheckpoint(loaded, {
+      fingerprint: architectureFingerprint(graph),
+      weights,
+      optimizer: { type: 'adamw', step: 77, config: resolveConfig({ type: 'adamw', lr: 3e-4, clipNorm: 1 }), slots },
+      step: 77,
+      epoch: 3,
+      rng: { seed: 42, draws: 1234 },
+      schedule: { type: 'cosine', lr: 0.01, totalSteps: 500 },
+      extra: { classes: ['cat', 'dog'], note: 'written by the GRAFTCK1 writer' },
+    });
+    // Its own checks still hold: damage is caught by its CRC trailer.
+    const damaged = bytes.slice();
+    damaged[100] ^= 0x04;
+    expect(errorOf(() => deserializeCheckpoint(damaged)).problem).toBe('checksum');
+    // Saved again, it is safetensors.
+    const again = deserializeCheckpoint(serializeCheckpoint(loaded));
+    expectSameCheckpoint(again, loaded);
+  });
+
+  it('loads weights from a safetensors file written by Python (other key order, padding, F16/BF16/F64)', () => {
+    const graph = tinyNet();
+    const path = join(folder, 'from-python.safetensors');
+    // Written by hand from numpy, per the format: tensors in reverse order, F64 / F16 / BF16
+    // alongside F32, metadata first in the JSON, the header padded with spaces to 8 bytes.
+    const script = `
+import json, struct, sys, numpy as np
+rng = np.random.default_rng(7)
+shapes = json.loads(sys.argv[2])
+kinds = ['F64', 'F16', 'BF16', 'F32']
+header = {'__metadata__': {'format': 'pt', 'source': 'numpy'}}
+parts, offset, expected = [], 0, {}
+for i, (name, shape) in enumerate(reversed(list(shapes.items()))):
+    kind = kinds[i % 4]
+    x = rng.standard_normal(shape).astype(np.float32)
+    if kind == 'F64':
+        raw = x.astype('<f8').tobytes(); value = x
+    elif kind == 'F16':
+        h = x.astype('<f2'); raw = h.tobytes(); value = h.astype(np.float32)
+    elif kind == 'BF16':
+        bits = (x.view('<u4') >> 16).astype('<u2'); raw = bits.tobytes()
+        value = (bits.astype('<u4') << 16).view('<f4')
+    else:
+        raw = x.astype('<f4').tobytes(); value = x
+    header[name] = {'dtype': kind, 'shape': list(shape), 'data_offsets': [offset, offset + len(raw)]}
+    parts.append(raw); offset += len(raw)
+    expected[name] = [float(v) for v in value.ravel()]
+text = json.dumps(header).encode()
+text += b' ' * (-len(text) % 8)
+open(sys.argv[1], 'wb').write(struct.pack('<Q', len(text)) + text + b''.join(parts))
+print(json.dumps(expected))
+`;
+    const shapes = Object.fromEntries([...graph.initializers.values()].map((i) => [i.name, i.value.dims]));
+    const r = spawnSync('/usr/bin/python3', ['-c', script, path, JSON.stringify(shapes)], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const expected = JSON.parse(r.stdout) as Record<string, number[]>;
+    const weights = loadSafetensorsWeights(readBytes(path), graph, path);
+    expect([...weights.keys()].sort()).toEqual(Object.keys(shapes).sort());
+    for (const [name, values] of Object.entries(expected)) {
+      expect(weights.get(name)!.dims, name).toEqual(shapes[name]);
+      expect([...weights.get(name)!.data], name).toEqual(values);
+    }
+    expect(restoreGraphWeights(graph, weights)).toBe(Object.keys(shapes).length);
+    expect([...graph.initializers.get('fc.weight')!.value.data]).toEqual(expected['fc.weight']);
+
+    // The first mismatch is named: a shape, then a name the model lacks.
+    const e = errorOf(() => loadSafetensorsWeights(readBytes(path), tinyNet({ classes: 3 }), path));
+    expect(e.problem).toBe('architecture');
+    expect(e.message).toMatch(/tensor 'fc\.(weight|bias)' is \[10(, 4)?\] in the file but \[3(, 4)?\] in the model/);
+    const renamed = errorOf(() => loadSafetensorsWeights(readBytes(path), tinyNet({ fcName: 'head' }), path));
+    expect(renamed.message).toMatch(/^weights file .*: tensor 'fc\.(weight|bias)' is not an initializer of the model/);
   });
 
   it('leaves either no file or a complete checkpoint when the saving process is killed', async () => {
@@ -303,7 +565,7 @@ describe('checkpoint files', () => {
       import { saveCheckpoint } from ${JSON.stringify(module)};
       const n = ${floats};
       const data = new Float32Array(n);
-      const fingerprint = { hash: 'kill-test', parameters: [{ name: 'w', dims: [n] }] };
+      const fingerprint = { hash: '0123456789abcdef', parameters: [{ name: 'w', dims: [n] }] };
       process.stdout.write('ready\\n');
       for (let step = 1; ; step++) {
         data.fill(step);

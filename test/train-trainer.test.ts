@@ -214,6 +214,19 @@ describe('trainer', () => {
     });
     expect(resumed.history.map((h) => h.epoch)).toEqual([3, 4]);
     expect(resumed.steps).toBe(8);
+    // A checkpoint object built in code gets the file reader's checks on step and epoch.
+    for (const [bad, message] of [
+      [{ ...saved[1], step: -5 }, /resume: step is -5; a non-negative safe integer is needed/],
+      [{ ...saved[1], epoch: 1e300 }, /resume: epoch is 1e\+300; a non-negative safe integer is needed/],
+    ] as const) {
+      await expect(
+        fit(gpu, smallCnn(), batchesOf(data, 8), {
+          ...options,
+          epochs: 4,
+          checkpoint: { save: () => undefined, resume: bad },
+        }),
+      ).rejects.toThrow(message);
+    }
     const a = await straight.trainer.exportGraph();
     const b = await resumed.trainer.exportGraph();
     // Bit-identical: weights, optimizer moments and step restored exactly.

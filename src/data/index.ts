@@ -38,8 +38,8 @@ export {
   type Transform,
 } from './transforms.ts';
 export { parseIdx, type IdxArray, type IdxType } from './idx.ts';
-export { decodeImage, sniffImageFormat, type DecodeOptions, type ImageFormat } from './decode.ts';
-export { crc32, decodePng, isPng, type Inflate } from './png.ts';
+export { decodeImage, decodeImageAsync, sniffImageFormat, type DecodeOptions, type ImageFormat } from './decode.ts';
+export { decodePng, decodePngAsync, inflateWithPlatform, isPng, type AsyncInflate, type Inflate } from './png.ts';
 export {
   checkIndex,
   classCount,

@@ -1,11 +1,17 @@
 // A PNG decoder to 8-bit RGB: every colour type and bit depth of PNG 1.2, Adam7 included; alpha
 // is dropped and 16-bit samples keep their high byte (what PIL's convert('RGB') gives, the
-// loader torchvision's ImageFolder uses). Browser-safe: the caller supplies zlib inflate.
+// loader torchvision's ImageFolder uses). Browser-safe: inflate comes from the caller (Node's
+// zlib, synchronous) or from the platform's DecompressionStream (browsers, Deno, Node ≥ 18).
 
+import { crc32 } from '../graph/crc32.ts';
+import { DataError } from './errors.ts';
 import type { ByteImage } from './tensor-image.ts';
 
 /** zlib (RFC 1950) decompression: Node's zlib.inflateSync, or a wrapper of a browser's. */
 export type Inflate = (zlibBytes: Uint8Array) => Uint8Array;
+
+/** zlib decompression that may finish later, as DecompressionStream does. */
+export type AsyncInflate = (zlibBytes: Uint8Array) => Uint8Array | Promise<Uint8Array>;
 
 const SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 
@@ -13,8 +19,55 @@ export function isPng(bytes: Uint8Array): boolean {
   return bytes.length >= 8 && SIGNATURE.every((b, i) => bytes[i] === b);
 }
 
+/** Decodes a PNG with a synchronous inflate (Node: `(b) => zlib.inflateSync(b)`). */
 export function decodePng(bytes: Uint8Array, inflate: Inflate, name = 'PNG data'): ByteImage {
-  if (!isPng(bytes)) throw new Error(`${name}: not a PNG (signature missing)`);
+  const chunks = readChunks(bytes, name);
+  let raw: Uint8Array;
+  try {
+    raw = inflate(chunks.zlib);
+  } catch (e) {
+    throw notInflating(e, name);
+  }
+  return reconstruct(chunks, raw, name);
+}
+
+/**
+ * Decodes a PNG, inflating with `inflate` when given, else with the platform's
+ * DecompressionStream('deflate'): the browser path needs no hand-written or bundled inflate.
+ * Same pixels and the same errors as decodePng.
+ */
+export async function decodePngAsync(bytes: Uint8Array, name = 'PNG data', inflate?: AsyncInflate): Promise<ByteImage> {
+  const chunks = readChunks(bytes, name);
+  let raw: Uint8Array;
+  try {
+    raw = await (inflate ?? inflateWithPlatform)(chunks.zlib);
+  } catch (e) {
+    throw notInflating(e, name);
+  }
+  return reconstruct(chunks, raw, name);
+}
+
+/** zlib inflate through the web-standard DecompressionStream ('deflate' is the zlib format). */
+export async function inflateWithPlatform(zlibBytes: Uint8Array): Promise<Uint8Array> {
+  if (typeof DecompressionStream !== 'function') {
+    throw new DataError('this platform has no DecompressionStream: pass an inflate function (e.g. zlib.inflateSync)');
+  }
+  const stream = new Blob([zlibBytes as Uint8Array<ArrayBuffer>])
+    .stream()
+    .pipeThrough(new DecompressionStream('deflate'));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+interface Chunks {
+  header: Header;
+  palette: Uint8Array | undefined;
+  /** The IDAT chunks' data, joined: one zlib stream. */
+  zlib: Uint8Array;
+}
+
+/** Walks the chunks, checking each CRC; returns the header, palette and compressed image data. */
+function readChunks(bytes: Uint8Array, name: string): Chunks {
+  if (!isPng(bytes)) throw new DataError('not a PNG (signature missing)', { file: name });
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let header: Header | undefined;
   let palette: Uint8Array | undefined;
@@ -23,34 +76,38 @@ export function decodePng(bytes: Uint8Array, inflate: Inflate, name = 'PNG data'
   let ended = false;
   while (!ended) {
     if (pos + 12 > bytes.length)
-      throw new Error(`${name}: truncated PNG: chunk header at byte ${pos} runs past the end (no IEND)`);
+      throw new DataError(`truncated PNG: chunk header at byte ${pos} runs past the end (no IEND)`, { file: name });
     const length = view.getUint32(pos, false);
     const type = String.fromCharCode(bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]);
     const dataStart = pos + 8;
     const dataEnd = dataStart + length;
     if (dataEnd + 4 > bytes.length)
-      throw new Error(`${name}: truncated PNG: ${type} chunk at byte ${pos} runs past the end`);
+      throw new DataError(`truncated PNG: ${type} chunk at byte ${pos} runs past the end`, { file: name });
     const stored = view.getUint32(dataEnd, false);
-    const actual = crc32(bytes, pos + 4, dataEnd);
-    if (stored !== actual) throw new Error(`${name}: corrupt PNG: CRC mismatch in ${type} chunk at byte ${pos}`);
+    const actual = crc32(bytes.subarray(pos + 4, dataEnd));
+    if (stored !== actual)
+      throw new DataError(`corrupt PNG: CRC mismatch in ${type} chunk at byte ${pos}`, { file: name });
     const data = bytes.subarray(dataStart, dataEnd);
     if (type === 'IHDR') header = parseHeader(data, name);
     else if (type === 'PLTE') palette = data;
     else if (type === 'IDAT') idat.push(data);
     else if (type === 'IEND') ended = true;
-    else if ((bytes[pos + 4] & 0x20) === 0) throw new Error(`${name}: unsupported critical PNG chunk ${type}`);
+    else if ((bytes[pos + 4] & 0x20) === 0)
+      throw new DataError(`unsupported critical PNG chunk ${type}`, { file: name });
     pos = dataEnd + 4;
   }
-  if (!header) throw new Error(`${name}: PNG has no IHDR chunk`);
-  if (idat.length === 0) throw new Error(`${name}: PNG has no IDAT chunk`);
-  if (header.colorType === 3 && !palette) throw new Error(`${name}: palette PNG has no PLTE chunk`);
+  if (!header) throw new DataError('PNG has no IHDR chunk', { file: name });
+  if (idat.length === 0) throw new DataError('PNG has no IDAT chunk', { file: name });
+  if (header.colorType === 3 && !palette) throw new DataError('palette PNG has no PLTE chunk', { file: name });
+  return { header, palette, zlib: concat(idat) };
+}
 
-  let raw: Uint8Array;
-  try {
-    raw = inflate(concat(idat));
-  } catch (e) {
-    throw new Error(`${name}: corrupt PNG: image data does not inflate (${(e as Error).message})`);
-  }
+function notInflating(e: unknown, name: string): DataError {
+  return new DataError(`corrupt PNG: image data does not inflate (${(e as Error).message})`, { file: name, cause: e });
+}
+
+/** Unfilters the inflated scanlines (every Adam7 pass) into RGB. */
+function reconstruct({ header, palette }: Chunks, raw: Uint8Array, name: string): ByteImage {
   const out = new Uint8Array(header.width * header.height * 3);
   let offset = 0;
   for (const pass of passes(header)) {
@@ -58,8 +115,9 @@ export function decodePng(bytes: Uint8Array, inflate: Inflate, name = 'PNG data'
     const stride = Math.ceil((pass.width * header.bitsPerPixel) / 8);
     const need = (stride + 1) * pass.height;
     if (offset + need > raw.length) {
-      throw new Error(
-        `${name}: truncated PNG: image data holds ${raw.length} bytes, ${header.width}×${header.height} needs more`,
+      throw new DataError(
+        `truncated PNG: image data holds ${raw.length} bytes, ${header.width}×${header.height} needs more`,
+        { file: name },
       );
     }
     const rows = unfilter(
@@ -97,23 +155,23 @@ const SAMPLES: Record<number, { samples: number; depths: number[] }> = {
 };
 
 function parseHeader(d: Uint8Array, name: string): Header {
-  if (d.length !== 13) throw new Error(`${name}: IHDR has ${d.length} bytes, expected 13`);
+  if (d.length !== 13) throw new DataError(`IHDR has ${d.length} bytes, expected 13`, { file: name });
   const v = new DataView(d.buffer, d.byteOffset, d.byteLength);
   const width = v.getUint32(0, false);
   const height = v.getUint32(4, false);
   const [bitDepth, colorType, compression, filter, interlace] = [d[8], d[9], d[10], d[11], d[12]];
   const kind = SAMPLES[colorType];
-  if (!kind) throw new Error(`${name}: PNG colour type ${colorType} is not one of 0, 2, 3, 4, 6`);
+  if (!kind) throw new DataError(`PNG colour type ${colorType} is not one of 0, 2, 3, 4, 6`, { file: name });
   if (!kind.depths.includes(bitDepth)) {
-    throw new Error(
-      `${name}: PNG colour type ${colorType} with bit depth ${bitDepth}; accepted ${kind.depths.join(', ')}`,
-    );
+    throw new DataError(`PNG colour type ${colorType} with bit depth ${bitDepth}; accepted ${kind.depths.join(', ')}`, {
+      file: name,
+    });
   }
-  if (width === 0 || height === 0) throw new Error(`${name}: PNG is ${width}×${height}`);
+  if (width === 0 || height === 0) throw new DataError(`PNG is ${width}×${height}`, { file: name });
   if (compression !== 0 || filter !== 0 || interlace > 1) {
-    throw new Error(
-      `${name}: PNG compression ${compression}, filter ${filter}, interlace ${interlace} are not standard`,
-    );
+    throw new DataError(`PNG compression ${compression}, filter ${filter}, interlace ${interlace} are not standard`, {
+      file: name,
+    });
   }
   return {
     width,
@@ -190,7 +248,7 @@ function unfilter(data: Uint8Array, stride: number, height: number, bpp: number,
         }
         break;
       default:
-        throw new Error(`${name}: corrupt PNG: row ${y} has filter type ${filter} (0–4 exist)`);
+        throw new DataError(`corrupt PNG: row ${y} has filter type ${filter} (0–4 exist)`, { file: name });
     }
   }
   return out;
@@ -246,7 +304,9 @@ function expandRow(
     if (colorType === 3) {
       const p = sample(i);
       if (3 * p + 2 >= palette!.length) {
-        throw new Error(`${name}: corrupt PNG: palette index ${p} past a ${palette!.length / 3}-entry palette`);
+        throw new DataError(`corrupt PNG: palette index ${p} past a ${palette!.length / 3}-entry palette`, {
+          file: name,
+        });
       }
       out[o] = palette![3 * p];
       out[o + 1] = palette![3 * p + 1];
@@ -270,21 +330,4 @@ function concat(parts: Uint8Array[]): Uint8Array {
     o += p.length;
   }
   return out;
-}
-
-let crcTable: Uint32Array | undefined;
-
-/** CRC-32 (ISO 3309) of bytes[start, end): PNG's chunk checksum. */
-export function crc32(bytes: Uint8Array, start = 0, end = bytes.length): number {
-  if (!crcTable) {
-    crcTable = new Uint32Array(256);
-    for (let n = 0; n < 256; n++) {
-      let c = n;
-      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-      crcTable[n] = c >>> 0;
-    }
-  }
-  let c = 0xffffffff;
-  for (let i = start; i < end; i++) c = crcTable[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
 }

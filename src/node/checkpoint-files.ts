@@ -4,10 +4,13 @@ import { dirname } from 'node:path';
 import {
   CheckpointError,
   deserializeCheckpoint,
+  loadSafetensorsWeights,
   serializeCheckpoint,
   type ArchitectureFingerprint,
   type Checkpoint,
+  type CheckpointTensor,
 } from '../train/checkpoint.ts';
+import type { Graph } from '../graph/ir.ts';
 import { readBytes, writeFileAtomic } from './files.ts';
 
 /**
@@ -29,9 +32,22 @@ export function saveCheckpoint(path: string, ck: Checkpoint): number {
  * refuses one from another architecture, naming the first differing parameter.
  */
 export function loadCheckpoint(path: string, expectedFingerprint?: ArchitectureFingerprint): Checkpoint {
-  if (!existsSync(path)) throw new CheckpointError('missing', path, 'no such file');
-  if (statSync(path).isDirectory()) throw new CheckpointError('missing', path, 'is a folder, not a checkpoint file');
+  checkFile(path, 'checkpoint');
   return deserializeCheckpoint(readBytes(path), { source: path, expected: expectedFingerprint });
+}
+
+/**
+ * A safetensors file from another tool (PyTorch, Hugging Face) as weights for `graph`, checked
+ * name by name and shape by shape (see loadSafetensorsWeights); restoreGraphWeights puts them in.
+ */
+export function loadWeightsFile(path: string, graph: Graph): Map<string, CheckpointTensor> {
+  checkFile(path, 'weights file');
+  return loadSafetensorsWeights(readBytes(path), graph, path);
+}
+
+function checkFile(path: string, what: string): void {
+  if (!existsSync(path)) throw new CheckpointError('missing', path, 'no such file', what);
+  if (statSync(path).isDirectory()) throw new CheckpointError('missing', path, `is a folder, not a ${what}`, what);
 }
 
 function syncFolder(folder: string): void {

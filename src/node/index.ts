@@ -98,4 +98,4 @@ export {
   readBytes,
 } from './files.ts';
 export * as data from '../data/node/index.ts';
-export { saveCheckpoint, loadCheckpoint } from './checkpoint-files.ts';
+export { saveCheckpoint, loadCheckpoint, loadWeightsFile } from './checkpoint-files.ts';

@@ -1,21 +1,28 @@
-// Training checkpoints as one binary blob (engine side: bytes in, bytes out, no file system).
+// Training checkpoints in the safetensors layout (engine side: bytes in, bytes out, no file
+// system), so PyTorch, numpy and Hugging Face tools open them:
 //
-// Layout, all integers little-endian:
-//   0   "GRAFTCK1"                   magic, 8 bytes
-//   8   u32 version                  1
-//   12  u32 header bytes             32
-//   16  u64 total bytes              the whole blob, checksum included: truncation is detectable
-//   24  u32 JSON bytes               the metadata's UTF-8 length (before padding)
-//   28  u32 reserved                 0
-//   32  JSON metadata                zero-padded to a multiple of 4
-//   …   tensor data                  raw little-endian float32, each at a 4-byte-aligned offset
-//   end−4  u32 CRC-32                (IEEE, as zlib/PNG) of every byte before it
+//   tensors                 every float32 initializer under its own name (`conv1.weight`, …), then
+//                           the optimizer's moments as `optimizer.<slot>/<name>` (PyTorch's slot
+//                           names: momentum_buffer, exp_avg, exp_avg_sq), each shaped as its weight
+//   __metadata__            strings only, as the format requires:
+//     format                "pt" (tensors are in PyTorch's layout: NCHW, OIHW)
+//     graft.format          "onnx-graft checkpoint"; graft.version "2"
+//     graft.fingerprint     the architecture fingerprint, JSON
+//     graft.step, .epoch    decimal integers
+//     graft.optimizer       {type, step, config}, JSON; graft.rng, graft.schedule, graft.extra: JSON
+//     graft.crc32           CRC-32 (zlib's) over the header's meaning and the byte buffer, 8 hex digits
 //
-// The metadata holds the architecture fingerprint, step, epoch, rng and schedule state, the
-// optimizer's type, step and config, and for each tensor its kind, name, dims and byte offset.
+// The checksum covers the header as parsed (keys sorted, this one entry left out) rather than its
+// bytes, so damage anywhere is caught while a tool that re-spells the JSON does not break it.
+// Files of the previous format ("GRAFTCK1", version 1) still load; none are written.
 
+import { crc32 } from '../graph/crc32.ts';
 import type { Graph, Initializer } from '../graph/ir.ts';
-import type { OptimizerState, ResolvedOptimizerConfig, SlotName } from './optimizers.ts';
+import { CheckpointError, type CheckpointProblem } from './checkpoint-error.ts';
+import type { OptimizerState, OptimizerType, ResolvedOptimizerConfig, SlotName } from './optimizers.ts';
+import { parseSafetensors, serializeSafetensors, toFloat32, type SafetensorsTensorInput } from './safetensors.ts';
+
+export { CheckpointError, type CheckpointProblem } from './checkpoint-error.ts';
 
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 
@@ -49,26 +56,28 @@ export interface Checkpoint {
   extra?: { [key: string]: JsonValue };
 }
 
-export type CheckpointProblem =
-  'missing' | 'truncated' | 'not-a-checkpoint' | 'version' | 'checksum' | 'corrupt' | 'architecture';
+/** The version this onnx-graft writes (safetensors); version 1 ("GRAFTCK1") is still read. */
+export const CHECKPOINT_VERSION = 2;
+/** The first bytes of a version-1 checkpoint. */
+export const CHECKPOINT_V1_MAGIC = 'GRAFTCK1';
+/** Prefix of the optimizer moments' tensor names: `optimizer.exp_avg/conv1.weight`. */
+export const OPTIMIZER_TENSOR_PREFIX = 'optimizer.';
 
-export class CheckpointError extends Error {
-  constructor(
-    readonly problem: CheckpointProblem,
-    /** The file (or other source) the bytes came from; '' when unknown. */
-    readonly file: string,
-    readonly detail: string,
-  ) {
-    super(`${file ? `checkpoint ${file}` : 'checkpoint'}: ${detail}`);
-    this.name = 'CheckpointError';
-  }
-}
-
-export const CHECKPOINT_MAGIC = 'GRAFTCK1';
-export const CHECKPOINT_VERSION = 1;
-const HEADER_BYTES = 32;
-const CHECKSUM_BYTES = 4;
 const FORMAT = 'onnx-graft checkpoint';
+const SLOT_NAMES: readonly SlotName[] = ['momentum_buffer', 'exp_avg', 'exp_avg_sq'];
+const OPTIMIZER_TYPES: readonly OptimizerType[] = ['sgd', 'adam', 'adamw'];
+const KEY = {
+  format: 'graft.format',
+  version: 'graft.version',
+  fingerprint: 'graft.fingerprint',
+  step: 'graft.step',
+  epoch: 'graft.epoch',
+  optimizer: 'graft.optimizer',
+  rng: 'graft.rng',
+  schedule: 'graft.schedule',
+  extra: 'graft.extra',
+  crc32: 'graft.crc32',
+} as const;
 
 // ---------------------------------------------------------------------------------------------
 // Public functions
@@ -176,56 +185,52 @@ export function checkFingerprint(found: ArchitectureFingerprint, expected: Archi
   );
 }
 
+/** The checkpoint as safetensors bytes (see the layout above); the same checkpoint gives the same bytes. */
 export function serializeCheckpoint(ck: Checkpoint): Uint8Array {
   checkInteger('step', ck.step);
   checkInteger('epoch', ck.epoch);
-  const tensors: TensorRecord[] = [];
-  const payloads: Float32Array[] = [];
+  const tensors: SafetensorsTensorInput[] = [];
   for (const [name, w] of ck.weights) {
+    if (name.startsWith(OPTIMIZER_TENSOR_PREFIX))
+      throw new Error(
+        `checkpoint: weight '${name}' starts with '${OPTIMIZER_TENSOR_PREFIX}', reserved for optimizer moments`,
+      );
     checkTensor(`weight '${name}'`, w.dims, w.data);
-    tensors.push({ kind: 'weight', name, dims: [...w.dims], offset: 0 });
-    payloads.push(w.data);
+    tensors.push({ name, shape: w.dims, data: w.data });
   }
   if (ck.optimizer) {
     for (const [name, slots] of ck.optimizer.slots) {
+      const dims = ck.weights.get(name)?.dims;
+      if (!dims) throw new Error(`checkpoint: optimizer state for '${name}', which is not among the weights`);
       for (const slot of Object.keys(slots).sort() as SlotName[]) {
-        const data = slots[slot]!;
-        const dims = ck.weights.get(name)?.dims ?? [data.length];
-        checkTensor(`optimizer ${slot} of '${name}'`, dims, data);
-        tensors.push({ kind: 'optimizer', name, slot, dims: [...dims], offset: 0 });
-        payloads.push(data);
+        checkTensor(`optimizer ${slot} of '${name}'`, dims, slots[slot]!);
+        tensors.push({ name: optimizerTensorName(slot, name), shape: dims, data: slots[slot]! });
       }
     }
   }
-
-  // Offsets depend on the JSON's length, which depends on the offsets' digits: iterate to a fixed point.
-  let jsonBytes = new Uint8Array(0);
-  for (let guess = 0, round = 0; ; round++) {
-    let offset = HEADER_BYTES + align4(guess);
-    tensors.forEach((t, i) => {
-      t.offset = offset;
-      offset += payloads[i].byteLength; // multiples of 4: every offset stays aligned
-    });
-    jsonBytes = new TextEncoder().encode(JSON.stringify(metadataOf(ck, tensors)));
-    if (align4(jsonBytes.length) === align4(guess)) break;
-    if (round > 8) throw new Error('internal: checkpoint metadata layout did not settle');
-    guess = jsonBytes.length;
+  const metadata: Record<string, string> = {
+    format: 'pt',
+    [KEY.format]: FORMAT,
+    [KEY.version]: String(CHECKPOINT_VERSION),
+    [KEY.fingerprint]: JSON.stringify(ck.fingerprint),
+    [KEY.step]: String(ck.step),
+    [KEY.epoch]: String(ck.epoch),
+  };
+  if (ck.optimizer) {
+    const { type, step, config } = ck.optimizer;
+    metadata[KEY.optimizer] = JSON.stringify({ type, step, config });
   }
-
-  const dataStart = HEADER_BYTES + align4(jsonBytes.length);
-  const dataBytes = payloads.reduce((s, p) => s + p.byteLength, 0);
-  const total = dataStart + dataBytes + CHECKSUM_BYTES;
-  const out = new Uint8Array(total);
-  const view = new DataView(out.buffer);
-  out.set(new TextEncoder().encode(CHECKPOINT_MAGIC), 0);
-  view.setUint32(8, CHECKPOINT_VERSION, true);
-  view.setUint32(12, HEADER_BYTES, true);
-  view.setBigUint64(16, BigInt(total), true);
-  view.setUint32(24, jsonBytes.length, true);
-  out.set(jsonBytes, HEADER_BYTES);
-  tensors.forEach((t, i) => writeFloat32LE(out, t.offset, payloads[i]));
-  view.setUint32(total - CHECKSUM_BYTES, crc32(out.subarray(0, total - CHECKSUM_BYTES)), true);
-  return out;
+  if (ck.rng !== undefined) metadata[KEY.rng] = JSON.stringify(ck.rng);
+  if (ck.schedule !== undefined) metadata[KEY.schedule] = JSON.stringify(ck.schedule);
+  if (ck.extra !== undefined) metadata[KEY.extra] = JSON.stringify(ck.extra);
+  // The checksum's own digits are fixed-width, so filling them in changes no offset.
+  metadata[KEY.crc32] = '00000000';
+  const bytes = serializeSafetensors(tensors, metadata);
+  const file = parseSafetensors(bytes);
+  const digits = hex8(checksumOf(file.header, file.buffer));
+  const at = indexOf(bytes, new TextEncoder().encode(`"${KEY.crc32}":"00000000"`)) + KEY.crc32.length + 4;
+  bytes.set(new TextEncoder().encode(digits), at);
+  return bytes;
 }
 
 export interface DeserializeOptions {
@@ -236,38 +241,256 @@ export interface DeserializeOptions {
 }
 
 /**
- * Parses and verifies a checkpoint: magic, version, length, checksum, metadata, then (when
- * `expected` is given) the architecture. The tensors are views into `bytes` when it is 4-byte
- * aligned (copies otherwise), so keep `bytes` unmodified while the checkpoint is in use.
+ * Parses and verifies a checkpoint: layout, version, checksum, then every metadata value, then
+ * (when `expected` is given) the architecture. Reads both the safetensors layout and version 1.
+ * The tensors are views into `bytes` where aligned (copies otherwise), so keep `bytes` unmodified
+ * while the checkpoint is in use.
  */
 export function deserializeCheckpoint(bytes: Uint8Array, options: DeserializeOptions = {}): Checkpoint {
   const file = options.source ?? '';
   const fail = (problem: CheckpointProblem, detail: string): never => {
     throw new CheckpointError(problem, file, detail);
   };
-  const magic = new TextEncoder().encode(CHECKPOINT_MAGIC);
-  const prefix = bytes.subarray(0, Math.min(magic.length, bytes.length));
-  if (!prefix.every((b, i) => b === magic[i])) {
+  if (startsWithPrefixOf(bytes, CHECKPOINT_V1_MAGIC)) return readVersion1(bytes, options);
+
+  const st = parseSafetensors(bytes, file, 'checkpoint');
+  const meta = st.metadata;
+  if (meta[KEY.format] !== FORMAT) {
     fail(
       'not-a-checkpoint',
-      `not an onnx-graft checkpoint (it does not start with "${CHECKPOINT_MAGIC}"${describeStart(bytes)})`,
+      `a safetensors file without onnx-graft training state (no ${KEY.format} in __metadata__): ` +
+        'to start from its tensors, load them as weights (loadSafetensorsWeights, graft train --init-weights)',
     );
   }
-  if (bytes.length < HEADER_BYTES) {
-    fail('truncated', `truncated: found ${bytes.length} bytes, the header alone is ${HEADER_BYTES}`);
-  }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const version = view.getUint32(8, true);
+  if (meta[KEY.version] === undefined) fail('corrupt', `__metadata__ lacks ${KEY.version}`);
+  const version = Number(meta[KEY.version]);
   if (version !== CHECKPOINT_VERSION) {
     fail(
       'version',
-      `format version ${version}; this onnx-graft reads version ${CHECKPOINT_VERSION}${version > CHECKPOINT_VERSION ? ' (written by a newer onnx-graft)' : ''}`,
+      `format version ${meta[KEY.version]}; this onnx-graft reads versions 1 and ${CHECKPOINT_VERSION}${version > CHECKPOINT_VERSION ? ' (written by a newer onnx-graft)' : ''}`,
     );
   }
-  const headerBytes = view.getUint32(12, true);
+  const stored = meta[KEY.crc32];
+  if (!/^[0-9a-f]{8}$/.test(stored ?? ''))
+    fail('corrupt', `${KEY.crc32} is ${JSON.stringify(stored)}, not 8 hex digits`);
+  const computed = checksumOf(st.header, st.buffer);
+  if (parseInt(stored, 16) !== computed) {
+    fail('checksum', `checksum mismatch: stored CRC-32 0x${stored}, computed 0x${hex8(computed)}: the file is damaged`);
+  }
+
+  const json = (key: string): unknown => {
+    if (meta[key] === undefined) return undefined;
+    try {
+      return JSON.parse(meta[key]);
+    } catch (e) {
+      return fail('corrupt', `${key} is not valid JSON: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  };
+  // A decimal integer string becomes a number only when exact; anything else stays as written, to be named.
+  const decimal = (key: string): unknown => {
+    const text = meta[key];
+    return text !== undefined && /^\d+$/.test(text) && String(Number(text)) === text ? Number(text) : text;
+  };
+  const ck = checkedState(
+    {
+      fingerprint: json(KEY.fingerprint),
+      step: decimal(KEY.step),
+      epoch: decimal(KEY.epoch),
+      optimizer: json(KEY.optimizer),
+      rng: json(KEY.rng),
+      schedule: json(KEY.schedule),
+      extra: json(KEY.extra),
+    },
+    fail,
+  );
+  if (options.expected) checkFingerprint(ck.fingerprint, options.expected, file);
+
+  const slots = new Map<string, Partial<Record<SlotName, Float32Array>>>();
+  for (const [name, entry] of st.tensors) {
+    if (!name.startsWith(OPTIMIZER_TENSOR_PREFIX)) {
+      ck.weights.set(name, { dims: entry.shape, data: toFloat32(name, entry, file, 'checkpoint') });
+      continue;
+    }
+    const slash = name.indexOf('/');
+    const slot = name.slice(OPTIMIZER_TENSOR_PREFIX.length, slash) as SlotName;
+    const weight = name.slice(slash + 1);
+    if (slash < 0 || !SLOT_NAMES.includes(slot)) {
+      fail(
+        'corrupt',
+        `tensor '${name}': optimizer tensors are named ${OPTIMIZER_TENSOR_PREFIX}<${SLOT_NAMES.join('|')}>/<weight>`,
+      );
+    }
+    let record = slots.get(weight);
+    if (!record) slots.set(weight, (record = {}));
+    record[slot] = toFloat32(name, entry, file, 'checkpoint');
+  }
+  for (const [weight, record] of slots) {
+    const w = ck.weights.get(weight);
+    if (!w) fail('corrupt', `optimizer state for '${weight}', which is not among the checkpoint's weights`);
+    for (const [slot, data] of Object.entries(record)) {
+      if (data.length !== w!.data.length)
+        fail('corrupt', `optimizer ${slot} of '${weight}' holds ${data.length} floats, its weight ${w!.data.length}`);
+    }
+  }
+  if (slots.size > 0 && !ck.optimizer) fail('corrupt', `optimizer tensors without ${KEY.optimizer}`);
+  if (ck.optimizer) ck.optimizer.slots = slots;
+  return ck;
+}
+
+/**
+ * Tensors of a safetensors file written by another tool (PyTorch's `save_file`, a Hugging Face
+ * export) as weights for `graph`: every tensor must name one of the graph's float32 initializers
+ * with the same shape (F32, or F16 / BF16 / F64 converted); the first that does not is named.
+ * Initializers the file lacks keep their values. Pass the result to restoreGraphWeights.
+ */
+export function loadSafetensorsWeights(bytes: Uint8Array, graph: Graph, source = ''): Map<string, CheckpointTensor> {
+  const what = 'weights file';
+  const st = parseSafetensors(bytes, source, what);
+  const out = new Map<string, CheckpointTensor>();
+  for (const [name, entry] of st.tensors) {
+    const init = graph.initializers.get(name);
+    if (!init) {
+      const known = [...graph.initializers.keys()].slice(0, 5).join(', ');
+      throw new CheckpointError(
+        'architecture',
+        source,
+        `tensor '${name}' is not an initializer of the model (its initializers: ${known}${graph.initializers.size > 5 ? ', …' : ''})`,
+        what,
+      );
+    }
+    if (init.value.dtype !== 'float32')
+      throw new CheckpointError(
+        'architecture',
+        source,
+        `initializer '${name}' is ${init.value.dtype}, not float32`,
+        what,
+      );
+    if (!sameDims(init.value.dims, entry.shape)) {
+      throw new CheckpointError(
+        'architecture',
+        source,
+        `tensor '${name}' is ${showDims(entry.shape)} in the file but ${showDims(init.value.dims)} in the model`,
+        what,
+      );
+    }
+    out.set(name, { dims: [...entry.shape], data: toFloat32(name, entry, source, what) });
+  }
+  if (out.size === 0) throw new CheckpointError('architecture', source, 'the file holds no tensors', what);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+function optimizerTensorName(slot: SlotName, weight: string): string {
+  return `${OPTIMIZER_TENSOR_PREFIX}${slot}/${weight}`;
+}
+
+/** CRC-32 over the header's meaning (sorted keys, the checksum entry left out), then the buffer. */
+function checksumOf(header: Record<string, unknown>, buffer: Uint8Array): number {
+  const metadata = { ...(header.__metadata__ as Record<string, string>) };
+  delete metadata[KEY.crc32];
+  const text = canonicalJson({ ...header, __metadata__: metadata });
+  return crc32(buffer, crc32(new TextEncoder().encode(text)));
+}
+
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const record = value as Record<string, unknown>;
+    return `{${Object.keys(record)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson(record[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+interface UncheckedState {
+  fingerprint: unknown;
+  step: unknown;
+  epoch: unknown;
+  optimizer?: unknown;
+  rng?: unknown;
+  schedule?: unknown;
+  extra?: unknown;
+}
+
+/** The training state with every value checked (both format versions): a Checkpoint without tensors yet. */
+function checkedState(raw: UncheckedState, fail: (problem: CheckpointProblem, detail: string) => never): Checkpoint {
+  const f = raw.fingerprint as Partial<ArchitectureFingerprint> | null | undefined;
+  if (!isRecord(f) || typeof f.hash !== 'string' || !/^[0-9a-f]{16}$/.test(f.hash) || !Array.isArray(f.parameters))
+    fail(
+      'corrupt',
+      'the architecture fingerprint is missing or malformed (needs hash: 16 hex digits, parameters: a list)',
+    );
+  for (const p of f!.parameters!) {
+    if (!isRecord(p) || typeof p.name !== 'string' || !Array.isArray(p.dims) || !p.dims.every(isCount))
+      fail('corrupt', `the fingerprint's parameter ${JSON.stringify(p)} is not {name, dims: non-negative integers}`);
+  }
+  for (const key of ['step', 'epoch'] as const) {
+    if (!isCount(raw[key]))
+      fail('corrupt', `${key} is ${JSON.stringify(raw[key])}; a non-negative safe integer is needed`);
+  }
+  const ck: Checkpoint = {
+    fingerprint: f as ArchitectureFingerprint,
+    weights: new Map(),
+    step: raw.step as number,
+    epoch: raw.epoch as number,
+  };
+  if (raw.optimizer !== undefined) {
+    const o = raw.optimizer as Partial<OptimizerState> | null;
+    if (!isRecord(o) || !OPTIMIZER_TYPES.includes(o.type as OptimizerType))
+      fail('corrupt', `the optimizer's type is ${JSON.stringify(o?.type)}; accepted ${OPTIMIZER_TYPES.join(', ')}`);
+    if (!isCount(o!.step))
+      fail('corrupt', `the optimizer's step is ${JSON.stringify(o!.step)}; a non-negative safe integer is needed`);
+    if (!isRecord(o!.config) || o!.config.type !== o!.type)
+      fail(
+        'corrupt',
+        `the optimizer's config is ${JSON.stringify(o!.config)}; an object of type '${o!.type}' is needed`,
+      );
+    ck.optimizer = { type: o!.type!, step: o!.step!, config: o!.config as ResolvedOptimizerConfig, slots: new Map() };
+  }
+  if (raw.extra !== undefined && !isRecord(raw.extra))
+    fail('corrupt', `extra is ${JSON.stringify(raw.extra)}, not an object`);
+  if (raw.rng !== undefined) ck.rng = raw.rng as JsonValue;
+  if (raw.schedule !== undefined) ck.schedule = raw.schedule as JsonValue;
+  if (raw.extra !== undefined) ck.extra = raw.extra as { [key: string]: JsonValue };
+  return ck;
+}
+
+function isCount(x: unknown): x is number {
+  return Number.isSafeInteger(x) && (x as number) >= 0;
+}
+
+function isRecord(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Version 1 ("GRAFTCK1"), read only. Layout, integers little-endian: magic (8 bytes), u32 version
+// 1, u32 header bytes 32, u64 total bytes, u32 JSON bytes, u32 reserved; the JSON metadata
+// (fingerprint, step, epoch, rng, schedule, extra, optimizer, and a list of tensors with kind,
+// name, slot, dims, byte offset) zero-padded to 4 bytes; float32 data; a CRC-32 of all before it.
+
+const V1_HEADER_BYTES = 32;
+const V1_CHECKSUM_BYTES = 4;
+
+function readVersion1(bytes: Uint8Array, options: DeserializeOptions): Checkpoint {
+  const file = options.source ?? '';
+  const fail = (problem: CheckpointProblem, detail: string): never => {
+    throw new CheckpointError(problem, file, detail);
+  };
+  if (bytes.length < V1_HEADER_BYTES)
+    fail('truncated', `truncated: found ${bytes.length} bytes, the header alone is ${V1_HEADER_BYTES}`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const version = view.getUint32(8, true);
+  if (version !== 1)
+    fail('version', `a "${CHECKPOINT_V1_MAGIC}" file of version ${version}; only version 1 used that magic`);
   const total = Number(view.getBigUint64(16, true));
   const jsonLength = view.getUint32(24, true);
-  if (headerBytes !== HEADER_BYTES) fail('corrupt', `header size ${headerBytes}, expected ${HEADER_BYTES}`);
+  if (view.getUint32(12, true) !== V1_HEADER_BYTES)
+    fail('corrupt', `header size ${view.getUint32(12, true)}, expected ${V1_HEADER_BYTES}`);
   if (bytes.length < total)
     fail(
       'truncated',
@@ -275,127 +498,56 @@ export function deserializeCheckpoint(bytes: Uint8Array, options: DeserializeOpt
     );
   if (bytes.length > total)
     fail('corrupt', `the header says ${total} bytes but there are ${bytes.length}: trailing data after the checkpoint`);
-  if (total < HEADER_BYTES + jsonLength + CHECKSUM_BYTES)
+  if (total < V1_HEADER_BYTES + jsonLength + V1_CHECKSUM_BYTES)
     fail('corrupt', `the header's sizes do not add up (total ${total}, metadata ${jsonLength})`);
-  const stored = view.getUint32(total - CHECKSUM_BYTES, true);
-  const computed = crc32(bytes.subarray(0, total - CHECKSUM_BYTES));
-  if (stored !== computed) {
+  const stored = view.getUint32(total - V1_CHECKSUM_BYTES, true);
+  const computed = crc32(bytes.subarray(0, total - V1_CHECKSUM_BYTES));
+  if (stored !== computed)
     fail(
       'checksum',
-      `checksum mismatch: stored CRC-32 ${hex32(stored)}, computed ${hex32(computed)}: the file is damaged`,
+      `checksum mismatch: stored CRC-32 0x${hex8(stored)}, computed 0x${hex8(computed)}: the file is damaged`,
     );
-  }
 
-  let meta: Metadata;
+  let meta: Record<string, unknown> = {};
   try {
     meta = JSON.parse(
-      new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(HEADER_BYTES, HEADER_BYTES + jsonLength)),
-    ) as Metadata;
+      new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(V1_HEADER_BYTES, V1_HEADER_BYTES + jsonLength)),
+    ) as Record<string, unknown>;
   } catch (e) {
-    return fail('corrupt', `the metadata is not valid JSON: ${e instanceof Error ? e.message : String(e)}`);
+    fail('corrupt', `the metadata is not valid JSON: ${e instanceof Error ? e.message : String(e)}`);
   }
-  if (meta?.format !== FORMAT || !Array.isArray(meta.tensors) || typeof meta.fingerprint?.hash !== 'string') {
-    fail('corrupt', 'the metadata lacks its format, fingerprint or tensor list');
-  }
-  if (options.expected) checkFingerprint(meta.fingerprint, options.expected, file);
+  if (!isRecord(meta) || meta.format !== FORMAT || !Array.isArray(meta.tensors))
+    fail('corrupt', 'the metadata lacks its format or tensor list');
+  const ck = checkedState(meta as unknown as UncheckedState, fail);
+  if (options.expected) checkFingerprint(ck.fingerprint, options.expected, file);
 
-  const dataStart = HEADER_BYTES + align4(jsonLength);
-  const dataEnd = total - CHECKSUM_BYTES;
-  const weights = new Map<string, CheckpointTensor>();
+  const dataStart = V1_HEADER_BYTES + Math.ceil(jsonLength / 4) * 4;
+  const dataEnd = total - V1_CHECKSUM_BYTES;
   const slots = new Map<string, Partial<Record<SlotName, Float32Array>>>();
-  for (const t of meta.tensors) {
-    const what = t.kind === 'optimizer' ? `optimizer ${t.slot} of '${t.name}'` : `weight '${t.name}'`;
-    if (!Array.isArray(t.dims) || !t.dims.every((d) => Number.isInteger(d) && d >= 0))
+  for (const t of meta.tensors as unknown[]) {
+    if (!isRecord(t) || typeof t.name !== 'string')
+      return fail('corrupt', `tensor entry ${JSON.stringify(t)} is not an object with a name`);
+    const what = t.kind === 'optimizer' ? `optimizer ${String(t.slot)} of '${t.name}'` : `weight '${t.name}'`;
+    if (!Array.isArray(t.dims) || !t.dims.every(isCount))
       fail('corrupt', `${what}: bad dims ${JSON.stringify(t.dims)}`);
-    const count = t.dims.reduce((a, b) => a * b, 1);
-    if (!Number.isInteger(t.offset) || t.offset % 4 !== 0 || t.offset < dataStart || t.offset + count * 4 > dataEnd) {
+    const dims = t.dims as number[];
+    const count = dims.reduce((a, b) => a * b, 1);
+    const offset = t.offset as number;
+    if (!Number.isInteger(offset) || offset % 4 !== 0 || offset < dataStart || offset + count * 4 > dataEnd)
       fail(
         'corrupt',
-        `${what}: ${count} floats at byte ${t.offset} lie outside the data section [${dataStart}, ${dataEnd})`,
+        `${what}: ${count} floats at byte ${offset} lie outside the data section [${dataStart}, ${dataEnd})`,
       );
-    }
-    const data = readFloat32LE(bytes, t.offset, count);
-    if (t.kind === 'weight') weights.set(t.name, { dims: t.dims, data });
-    else if (t.kind === 'optimizer' && typeof t.slot === 'string') {
+    const data = readFloat32LE(bytes, offset, count);
+    if (t.kind === 'weight') ck.weights.set(t.name, { dims, data });
+    else if (t.kind === 'optimizer' && SLOT_NAMES.includes(t.slot as SlotName)) {
       let record = slots.get(t.name);
       if (!record) slots.set(t.name, (record = {}));
-      record[t.slot] = data;
+      record[t.slot as SlotName] = data;
     } else fail('corrupt', `tensor '${t.name}' has unknown kind '${String(t.kind)}'`);
   }
-
-  const ck: Checkpoint = {
-    fingerprint: meta.fingerprint,
-    weights,
-    step: meta.step,
-    epoch: meta.epoch,
-  };
-  if (meta.optimizer)
-    ck.optimizer = { type: meta.optimizer.type, step: meta.optimizer.step, config: meta.optimizer.config, slots };
-  if (meta.rng !== undefined) ck.rng = meta.rng;
-  if (meta.schedule !== undefined) ck.schedule = meta.schedule;
-  if (meta.extra !== undefined) ck.extra = meta.extra;
+  if (ck.optimizer) ck.optimizer.slots = slots;
   return ck;
-}
-
-/** CRC-32 (IEEE 802.3 polynomial, reflected; the zlib/PNG checksum), slicing by 8 bytes. */
-export function crc32(bytes: Uint8Array, seed = 0): number {
-  const t = crcTables();
-  let crc = ~seed >>> 0;
-  let i = 0;
-  const fast = bytes.length - (bytes.length % 8);
-  for (; i < fast; i += 8) {
-    const a = (crc ^ (bytes[i] | (bytes[i + 1] << 8) | (bytes[i + 2] << 16) | (bytes[i + 3] << 24))) >>> 0;
-    crc =
-      t[7 * 256 + (a & 0xff)] ^
-      t[6 * 256 + ((a >>> 8) & 0xff)] ^
-      t[5 * 256 + ((a >>> 16) & 0xff)] ^
-      t[4 * 256 + (a >>> 24)] ^
-      t[3 * 256 + bytes[i + 4]] ^
-      t[2 * 256 + bytes[i + 5]] ^
-      t[256 + bytes[i + 6]] ^
-      t[bytes[i + 7]];
-  }
-  for (; i < bytes.length; i++) crc = t[(crc ^ bytes[i]) & 0xff] ^ (crc >>> 8);
-  return ~crc >>> 0;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Helpers
-
-interface TensorRecord {
-  kind: 'weight' | 'optimizer';
-  name: string;
-  slot?: SlotName;
-  dims: number[];
-  offset: number;
-}
-
-interface Metadata {
-  format: string;
-  fingerprint: ArchitectureFingerprint;
-  step: number;
-  epoch: number;
-  rng?: JsonValue;
-  schedule?: JsonValue;
-  extra?: { [key: string]: JsonValue };
-  optimizer?: { type: OptimizerState['type']; step: number; config: ResolvedOptimizerConfig };
-  tensors: TensorRecord[];
-}
-
-function metadataOf(ck: Checkpoint, tensors: TensorRecord[]): Metadata {
-  return {
-    format: FORMAT,
-    fingerprint: ck.fingerprint,
-    step: ck.step,
-    epoch: ck.epoch,
-    ...(ck.rng !== undefined ? { rng: ck.rng } : {}),
-    ...(ck.schedule !== undefined ? { schedule: ck.schedule } : {}),
-    ...(ck.extra !== undefined ? { extra: ck.extra } : {}),
-    ...(ck.optimizer
-      ? { optimizer: { type: ck.optimizer.type, step: ck.optimizer.step, config: ck.optimizer.config } }
-      : {}),
-    tensors,
-  };
 }
 
 function describeAttribute(a: Graph['nodes'][number]['attributes'][string]): string {
@@ -412,10 +564,10 @@ function describeAttribute(a: Graph['nodes'][number]['attributes'][string]): str
 }
 
 function checkInteger(what: string, x: number): void {
-  if (!Number.isSafeInteger(x) || x < 0) throw new Error(`checkpoint: ${what} must be an integer ≥ 0, got ${x}`);
+  if (!isCount(x)) throw new Error(`checkpoint: ${what} must be an integer ≥ 0, got ${x}`);
 }
 
-function checkTensor(what: string, dims: number[], data: Float32Array): void {
+function checkTensor(what: string, dims: readonly number[], data: Float32Array): void {
   if (!(data instanceof Float32Array)) throw new Error(`checkpoint: ${what} must be a Float32Array`);
   const count = dims.reduce((a, b) => a * b, 1);
   if (count !== data.length)
@@ -430,31 +582,27 @@ function showDims(dims: readonly number[]): string {
   return `[${dims.join(', ')}]`;
 }
 
-function align4(n: number): number {
-  return (n + 3) & ~3;
+function hex8(x: number): string {
+  return x.toString(16).padStart(8, '0');
 }
 
-function hex32(x: number): string {
-  return `0x${x.toString(16).padStart(8, '0')}`;
+/** Whether `bytes` starts with `magic`, or is a (truncated) prefix of it. */
+function startsWithPrefixOf(bytes: Uint8Array, magic: string): boolean {
+  if (bytes.length === 0) return false;
+  const n = Math.min(bytes.length, magic.length);
+  for (let i = 0; i < n; i++) if (bytes[i] !== magic.charCodeAt(i)) return false;
+  return true;
 }
 
-function describeStart(bytes: Uint8Array): string {
-  if (bytes.length === 0) return '; the file is empty';
-  const head = [...bytes.subarray(0, 8)].map((b) => b.toString(16).padStart(2, '0')).join(' ');
-  // An ONNX model starts with field 1 (ir_version) as a varint: byte 0x08.
-  return `; it starts with ${head}${bytes[0] === 0x08 ? ', which looks like an ONNX model' : ''}`;
+function indexOf(haystack: Uint8Array, needle: Uint8Array): number {
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  throw new Error('internal: checkpoint checksum placeholder not found');
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
-
-function writeFloat32LE(out: Uint8Array, offset: number, data: Float32Array): void {
-  if (LITTLE_ENDIAN) {
-    out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), offset);
-    return;
-  }
-  const view = new DataView(out.buffer, out.byteOffset + offset, data.byteLength);
-  for (let i = 0; i < data.length; i++) view.setFloat32(i * 4, data[i], true);
-}
 
 function readFloat32LE(bytes: Uint8Array, offset: number, count: number): Float32Array {
   if (LITTLE_ENDIAN && (bytes.byteOffset + offset) % 4 === 0)
@@ -463,23 +611,6 @@ function readFloat32LE(bytes: Uint8Array, offset: number, count: number): Float3
   const view = new DataView(bytes.buffer, bytes.byteOffset + offset, count * 4);
   for (let i = 0; i < count; i++) out[i] = view.getFloat32(i * 4, true);
   return out;
-}
-
-let tables: Uint32Array | null = null;
-
-function crcTables(): Uint32Array {
-  if (tables) return tables;
-  const t = new Uint32Array(8 * 256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  for (let n = 0; n < 256; n++) {
-    for (let k = 1; k < 8; k++) t[k * 256 + n] = (t[(k - 1) * 256 + n] >>> 8) ^ t[t[(k - 1) * 256 + n] & 0xff];
-  }
-  tables = t;
-  return t;
 }
 
 /** FNV-1a, 64-bit, as 16 hex digits (BigInt: a fingerprint hashes kilobytes, not gigabytes). */

@@ -39,13 +39,14 @@ export {
 } from './schedules.ts';
 export {
   architectureFingerprint,
-  CHECKPOINT_MAGIC,
+  CHECKPOINT_V1_MAGIC,
   CHECKPOINT_VERSION,
   CheckpointError,
   checkFingerprint,
-  crc32,
   deserializeCheckpoint,
   graphWeights,
+  loadSafetensorsWeights,
+  OPTIMIZER_TENSOR_PREFIX,
   restoreGraphWeights,
   serializeCheckpoint,
   type ArchitectureFingerprint,
@@ -55,6 +56,17 @@ export {
   type DeserializeOptions,
   type JsonValue,
 } from './checkpoint.ts';
+export {
+  MAX_HEADER_BYTES as SAFETENSORS_MAX_HEADER_BYTES,
+  parseSafetensors,
+  SAFETENSORS_DTYPES,
+  serializeSafetensors,
+  toFloat32,
+  type SafetensorsDtype,
+  type SafetensorsEntry,
+  type SafetensorsFile,
+  type SafetensorsTensorInput,
+} from './safetensors.ts';
 export {
   differentiate,
   logitsOf,

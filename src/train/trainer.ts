@@ -783,6 +783,15 @@ export class Trainer {
         'resume: the object given is not a checkpoint (no fingerprint or weights)',
       );
     }
+    // A checkpoint object built in code skips the file reader's checks: a step or epoch that is
+    // not a count would resume nothing (1e300) or fail later in the schedule (-5).
+    for (const [key, value] of [
+      ['step', ck.step],
+      ['epoch', ck.epoch],
+    ] as const) {
+      if (!Number.isSafeInteger(value) || value < 0)
+        throw new CheckpointError('corrupt', '', `resume: ${key} is ${value}; a non-negative safe integer is needed`);
+    }
     checkFingerprint(ck.fingerprint, architectureFingerprint(this.#graph));
     for (const [name, init] of this.#graph.initializers) {
       if (init.value.dtype !== 'float32') continue;

@@ -12,7 +12,7 @@ import {
 import type { Dim } from '../../graph/ir.ts';
 import { summarizeGraph } from '../../graph/summary.ts';
 import { saveModelFile } from '../../node/files.ts';
-import { parseArgs, UsageError, type CommandSpec } from '../args.ts';
+import { flagOptions, parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 
 export const buildCommand: CommandSpec = {
   name: 'build',
@@ -20,9 +20,11 @@ export const buildCommand: CommandSpec = {
   summary:
     'an architecture with seeded random weights in torchvision ONNX layout, written to FILE (default <arch>.onnx)',
   run(argv) {
-    const args = parseArgs(argv, {
-      flags: ['no-top'],
-      options: ['out', 'classes', 'pooling', 'seed', 'input-size', 'batch', 'width'],
+    const args = parseCommandArgs(argv, {
+      options: {
+        ...flagOptions('no-top'),
+        ...valueOptions('out', 'classes', 'pooling', 'seed', 'input-size', 'batch', 'width'),
+      },
       positional: 1,
       usage: this.usage,
     });
@@ -31,25 +33,25 @@ export const buildCommand: CommandSpec = {
       throw new UsageError(
         `unknown architecture '${name}'; accepted: ${ARCHITECTURE_NAMES.join(', ')}\nusage: ${this.usage}`,
       );
-    const pooling = args.options.pooling;
+    const pooling = args.values.pooling;
     if (pooling !== undefined && pooling !== 'avg' && pooling !== 'max')
       throw new UsageError(`--pooling accepts avg or max, got '${pooling}'\nusage: ${this.usage}`);
-    if (pooling && !args.flags['no-top'])
+    if (pooling && !args.values['no-top'])
       throw new UsageError(
         `--pooling applies only with --no-top (the classifier brings its own pooling)\nusage: ${this.usage}`,
       );
-    const batch = args.options.batch;
+    const batch = args.values.batch;
     const options: BuildOptions = {
-      includeTop: !args.flags['no-top'],
+      includeTop: !args.values['no-top'],
       pooling: pooling ?? null,
-      classes: integerOption(args.options.classes, 'classes', 1, this.usage),
-      seed: integerOption(args.options.seed, 'seed', 0, this.usage),
-      inputSize: integerOption(args.options['input-size'], 'input-size', 1, this.usage),
+      classes: integerOption(args.values.classes, 'classes', 1, this.usage),
+      seed: integerOption(args.values.seed, 'seed', 0, this.usage),
+      inputSize: integerOption(args.values['input-size'], 'input-size', 1, this.usage),
       batch: batch === 'batch' ? 'batch' : integerOption(batch, 'batch', 1, this.usage),
-      width: widthOption(args.options.width, this.usage),
+      width: widthOption(args.values.width, this.usage),
     };
     const graph = buildArchitecture(name, options);
-    const out = resolve(args.options.out ?? `${name}.onnx`);
+    const out = resolve(args.values.out ?? `${name}.onnx`);
     saveModelFile(graph, out);
     const s = summarizeGraph(graph);
     const shape = (v: { name: string; shape?: Dim[] }) =>

@@ -22,7 +22,7 @@ import type { GpuContext } from '../../kernels/gpu-context.ts';
 import { loadModelFile, writeFileAtomic } from '../../node/files.ts';
 import { createNodeGpuContext } from '../../node/index.ts';
 import { Trainer, type EpochMetrics } from '../../train/index.ts';
-import { parseArgs, UsageError, type CommandSpec } from '../args.ts';
+import { flagOptions, parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 import { barChart, lineChart } from '../plot.ts';
 
 /** Fashion-MNIST classes the source network was not trained on (it saw 0, 2, 3, 5, 8). */
@@ -103,13 +103,12 @@ export interface DemoConfig {
 }
 
 export function parseDemoArgs(argv: string[]): DemoConfig {
-  const args = parseArgs(argv, {
-    flags: ['quick'],
-    options: ['seeds', 'cases', 'data', 'model', 'out'],
+  const args = parseCommandArgs(argv, {
+    options: { ...flagOptions('quick'), ...valueOptions('seeds', 'cases', 'data', 'model', 'out') },
     positional: 0,
     usage: USAGE,
   });
-  const o = args.options;
+  const o = args.values;
   const seeds = o.seeds === undefined ? 3 : Number(o.seeds);
   if (!Number.isInteger(seeds) || seeds < 1 || seeds > 20)
     throw new UsageError(`--seeds must be an integer 1–20, got '${o.seeds}'`);
@@ -130,7 +129,7 @@ export function parseDemoArgs(argv: string[]): DemoConfig {
   checkOutputFolder(out);
   return {
     seeds,
-    quick: Boolean(args.flags.quick),
+    quick: Boolean(args.values.quick),
     cases: cases as CaseNumber[],
     data,
     model: o.model ?? DEFAULT_SOURCE,

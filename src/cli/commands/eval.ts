@@ -6,7 +6,7 @@ import { openImageFolder, type ImageFolderSource } from '../../data/node/image-l
 import { readLabels } from '../../graph/model-metadata.ts';
 import { createNodeGpuContext } from '../../node/index.ts';
 import { loadModelFile, writeFileAtomic } from '../../node/files.ts';
-import { parseArgs, UsageError, type CommandSpec } from '../args.ts';
+import { parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 import { rankClasses, softmaxRows } from '../../train/trainer.ts';
 import { openClassifier } from '../classifier.ts';
 import {
@@ -42,9 +42,13 @@ export const evalCommand: CommandSpec = {
     'loss, top-1, top-5, per-class accuracy and the confusion matrix of MODEL on DATA_DIR/<class>/<image>; the class folders must be\n' +
     "  among the model's labels. The confusion matrix is also written as an SVG heatmap (--plot, default <model>.confusion.svg).",
   async run(argv) {
-    const args = parseArgs(argv, { options: ['batch', 'preprocess', 'plot', 'workers'], positional: 2, usage: USAGE });
+    const args = parseCommandArgs(argv, {
+      options: { ...valueOptions('batch', 'preprocess', 'plot', 'workers') },
+      positional: 2,
+      usage: USAGE,
+    });
     const [modelPath, dataDir] = args.positional;
-    const o = args.options;
+    const o = args.values;
     const batch = o.batch === undefined ? 16 : integerFlag('--batch', o.batch, 1, 4096);
     const workers = o.workers === undefined ? undefined : integerFlag('--workers', o.workers, 1, 64);
     if (o.preprocess !== undefined) choiceFlag('--preprocess', o.preprocess, PREPROCESS_CHOICES);

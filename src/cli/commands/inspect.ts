@@ -4,18 +4,22 @@ import { prepareGraph } from '../../graph/load.ts';
 import { cutPoints, formatCutPoints, setBatchSize } from '../../graph/surgery/index.ts';
 import { summarizeGraph, type GraphSummary } from '../../graph/summary.ts';
 import type { Dim } from '../../graph/ir.ts';
-import { parseArgs, UsageError, type CommandSpec } from '../args.ts';
+import { flagOptions, parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 
 export const inspectCommand: CommandSpec = {
   name: 'inspect',
   usage: 'graft inspect <model.onnx> [--json] [--input [name=]8x3x224x224]',
   summary: 'per-node table (name, op, output shape, parameters, trainable) and totals',
   run(argv) {
-    const args = parseArgs(argv, { flags: ['json'], options: ['input'], positional: 1, usage: this.usage });
+    const args = parseCommandArgs(argv, {
+      options: { ...flagOptions('json'), ...valueOptions('input') },
+      positional: 1,
+      usage: this.usage,
+    });
     let graph = decodeModelFile(args.positional[0]);
-    const inputShapes = args.options.input
+    const inputShapes = args.values.input
       ? parseInputShape(
-          args.options.input,
+          args.values.input,
           graph.feedInputs.map((i) => i.name),
         )
       : {};
@@ -50,7 +54,7 @@ export const inspectCommand: CommandSpec = {
     prepareGraph(graph, { inputShapes });
     if (batch !== undefined) graph = setBatchSize(graph, batch);
     const summary = summarizeGraph(graph);
-    if (args.flags.json) {
+    if (args.values.json) {
       process.stdout.write(JSON.stringify({ ...summary, cutPoints: cutPoints(graph) }, null, 2) + '\n');
     } else {
       process.stdout.write(formatSummary(summary) + '\n' + formatCutPoints(cutPoints(graph)));

@@ -4,7 +4,7 @@ import { loadImageFiles } from '../../data/node/image-loader.ts';
 import { readLabels } from '../../graph/model-metadata.ts';
 import { createNodeGpuContext } from '../../node/index.ts';
 import { loadModelFile } from '../../node/files.ts';
-import { parseArgs, UsageError, type CommandSpec } from '../args.ts';
+import { flagOptions, parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 import { rankClasses, softmaxRows } from '../../train/trainer.ts';
 import { openClassifier } from '../classifier.ts';
 import {
@@ -26,16 +26,15 @@ export const predictCommand: CommandSpec = {
     "the top-k classes of each image with probabilities (class names from the model's labels); --json for machines.\n" +
     "  Preprocessing: --preprocess, default the model's metadata, else torchvision. Files that do not decode are skipped with a warning (exit status 1).",
   async run(argv) {
-    const args = parseArgs(argv, {
-      flags: ['json'],
-      options: ['top', 'preprocess', 'batch'],
+    const args = parseCommandArgs(argv, {
+      options: { ...flagOptions('json'), ...valueOptions('top', 'preprocess', 'batch') },
       positional: [2, Infinity],
       usage: USAGE,
     });
     const [modelPath, ...images] = args.positional;
-    const top = args.options.top === undefined ? 5 : integerFlag('--top', args.options.top, 1);
-    const chunk = args.options.batch === undefined ? 8 : integerFlag('--batch', args.options.batch, 1, 1024);
-    if (args.options.preprocess !== undefined) choiceFlag('--preprocess', args.options.preprocess, PREPROCESS_CHOICES);
+    const top = args.values.top === undefined ? 5 : integerFlag('--top', args.values.top, 1);
+    const chunk = args.values.batch === undefined ? 8 : integerFlag('--batch', args.values.batch, 1, 1024);
+    if (args.values.preprocess !== undefined) choiceFlag('--preprocess', args.values.preprocess, PREPROCESS_CHOICES);
     if (!existsSync(modelPath)) throw new UsageError(`${modelPath}: no such model file`);
     for (const image of images) {
       if (!existsSync(image)) throw new UsageError(`${image}: no such image file`);
@@ -44,7 +43,7 @@ export const predictCommand: CommandSpec = {
     }
     const graph = loadModelFile(modelPath);
     const { size } = modelInputSize(graph, modelPath);
-    const { spec, why } = choosePreprocess(graph, modelPath, args.options.preprocess, size);
+    const { spec, why } = choosePreprocess(graph, modelPath, args.values.preprocess, size);
     const labels = readLabels(graph);
     const warnings: string[] = [];
     const loaded = await loadImageFiles(images, spec, { onWarning: (m) => warnings.push(m) });
@@ -72,7 +71,7 @@ export const predictCommand: CommandSpec = {
               .map((index) => ({ label: labels?.[index] ?? String(index), index, probability: row[index] })),
           };
         });
-        if (args.flags.json) {
+        if (args.values.json) {
           process.stdout.write(
             JSON.stringify({ model: modelPath, preprocess: spec, predictions, skipped: loaded.skipped }, null, 2) +
               '\n',

@@ -14,7 +14,7 @@ import {
   type Selector,
 } from '../../graph/surgery/index.ts';
 import { loadModelFile, saveModelFile } from '../../node/files.ts';
-import { parseArgs, UsageError, type CommandSpec } from '../args.ts';
+import { flagOptions, parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 
 const USAGE =
   'graft rewrite <in.onnx> --out <out.onnx> [--cut NAME] [--no-top] ' +
@@ -28,26 +28,28 @@ export const rewriteCommand: CommandSpec = {
   summary:
     'cut a model, remove or graft a classifier head, freeze or re-initialise layers, or apply transfer case 1–4; writes a new .onnx',
   run(argv) {
-    const args = parseArgs(argv, {
-      flags: ['no-top', 'no-softmax', 'reinitialize'],
-      options: [
-        'out',
-        'cut',
-        'head',
-        'classes',
-        'dense',
-        'dropout',
-        'freeze',
-        'freeze-before',
-        'freeze-all-but',
-        'reinit',
-        'case',
-        'seed',
-      ],
+    const args = parseCommandArgs(argv, {
+      options: {
+        ...flagOptions('no-top', 'no-softmax', 'reinitialize'),
+        ...valueOptions(
+          'out',
+          'cut',
+          'head',
+          'classes',
+          'dense',
+          'dropout',
+          'freeze',
+          'freeze-before',
+          'freeze-all-but',
+          'reinit',
+          'case',
+          'seed',
+        ),
+      },
       positional: 1,
       usage: USAGE,
     });
-    const o = args.options;
+    const o = args.values;
     const usage = (what: string) => new UsageError(`${what}\nusage: ${USAGE}`);
     if (!o.out) throw usage('--out <out.onnx> is required');
     const seed = o.seed === undefined ? 0 : integer('--seed', o.seed, -(2 ** 31));
@@ -68,17 +70,17 @@ export const rewriteCommand: CommandSpec = {
       const c = integer('--case', o.case, 1);
       if (c > 4) throw usage(`--case must be 1, 2, 3 or 4, got ${o.case}`);
       if (classes === undefined) throw usage('--case needs --classes N');
-      if (o.head !== undefined || args.flags['no-top'] || o.dense !== undefined || o.dropout !== undefined)
+      if (o.head !== undefined || args.values['no-top'] || o.dense !== undefined || o.dropout !== undefined)
         throw usage('--case builds its own head: leave out --head, --no-top, --dense and --dropout');
       if (o.cut !== undefined && c !== 2) throw usage('--cut goes with --case 2 only');
-      if (args.flags.reinitialize && c !== 4) throw usage('--reinitialize goes with --case 4 only');
+      if (args.values.reinitialize && c !== 4) throw usage('--reinitialize goes with --case 4 only');
       const result = transfer(graph, {
         case: c as 1 | 2 | 3 | 4,
         classes,
         cutAt: o.cut,
         seed,
-        reinitialize: args.flags.reinitialize,
-        softmax: args.flags['no-softmax'] ? false : undefined,
+        reinitialize: args.values.reinitialize,
+        softmax: args.values['no-softmax'] ? false : undefined,
       });
       graph = result.graph;
       warnings.push(...result.summary.warnings);
@@ -86,15 +88,15 @@ export const rewriteCommand: CommandSpec = {
         `transfer case ${c}: new layers attach at '${result.summary.cutPoint}'; new weights ${result.summary.newWeights.join(', ')}`,
       );
     } else {
-      if (args.flags.reinitialize) throw usage('--reinitialize goes with --case 4');
-      if (o.cut !== undefined && args.flags['no-top']) throw usage('use --cut or --no-top, not both');
+      if (args.values.reinitialize) throw usage('--reinitialize goes with --case 4');
+      if (o.cut !== undefined && args.values['no-top']) throw usage('use --cut or --no-top, not both');
       if (o.cut !== undefined) {
         const cut = cutAt(graph, o.cut);
         graph = cut.graph;
         warnings.push(...cut.warnings);
         report.push(`cut at '${cut.tensor}' ${shapeText(cut.shape)}`);
       }
-      if (args.flags['no-top']) {
+      if (args.values['no-top']) {
         const top = removeTop(graph);
         graph = top.graph;
         report.push(
@@ -111,7 +113,7 @@ export const rewriteCommand: CommandSpec = {
           seed,
           dense: o.dense === undefined ? undefined : parseDense(o.dense),
           dropout: o.dropout === undefined ? undefined : Number(o.dropout),
-          softmax: !args.flags['no-softmax'],
+          softmax: !args.values['no-softmax'],
         };
         const grafted = graft(graph, spec);
         graph = grafted.graph;
@@ -123,7 +125,7 @@ export const rewriteCommand: CommandSpec = {
         classes !== undefined ||
         o.dense !== undefined ||
         o.dropout !== undefined ||
-        args.flags['no-softmax']
+        args.values['no-softmax']
       ) {
         throw usage(
           '--classes, --dense, --dropout and --no-softmax describe a head: add --head avg|max|flatten|none (or use --case)',

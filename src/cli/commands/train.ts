@@ -10,12 +10,12 @@ import type { Graph } from '../../graph/ir.ts';
 import { writeLabels, writePreprocess } from '../../graph/model-metadata.ts';
 import { adaptToInputSize, transfer, type TransferSummary } from '../../graph/surgery/index.ts';
 import { createNodeGpuContext } from '../../node/index.ts';
-import { loadCheckpoint, saveCheckpoint } from '../../node/checkpoint-files.ts';
+import { loadCheckpoint, loadWeightsFile, saveCheckpoint } from '../../node/checkpoint-files.ts';
 import { loadModelFile, writeFileAtomic } from '../../node/files.ts';
-import type { Checkpoint } from '../../train/checkpoint.ts';
+import { restoreGraphWeights, type Checkpoint } from '../../train/checkpoint.ts';
 import type { OptimizerType } from '../../train/optimizers.ts';
 import { Trainer, type BatchRequest, type EpochMetrics, type TrainBatch } from '../../train/trainer.ts';
-import { parseArgs, UsageError, type CommandSpec } from '../args.ts';
+import { flagOptions, parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 import {
   besides,
   checkOutputFile,
@@ -36,7 +36,7 @@ import { interruptible } from '../signals.ts';
 const USAGE =
   'graft train MODEL.onnx DATA_DIR --case 1|2|3|4 --out tuned.onnx [--cut-at NAME] [--pooling avg|max|flatten] [--reinitialize] [--input-size S] ' +
   '[--epochs 5] [--batch 16] [--optimizer sgd|adam|adamw] [--lr F] [--val-split 0.2 | --val DIR] [--flip] [--crop center|random|resized] ' +
-  '[--preprocess torchvision|caffe|inception|model] [--checkpoint-dir DIR] [--resume] [--seed 0] [--workers N]';
+  '[--preprocess torchvision|caffe|inception|model] [--init-weights FILE.safetensors] [--checkpoint-dir DIR] [--resume] [--seed 0] [--workers N]';
 
 const HELP = `
 Fine-tunes MODEL.onnx on DATA_DIR/<class>/<image> (classes are the folder names, sorted).
@@ -52,6 +52,8 @@ Fine-tunes MODEL.onnx on DATA_DIR/<class>/<image> (classes are the folder names,
   --flip --crop center|random|resized   augmentation (turns off feature caching)
   --preprocess NAME  torchvision, caffe, inception, or model (the model's metadata); default: the
                      model's metadata when it has one, else torchvision
+  --init-weights FILE.safetensors  start from these weights (e.g. saved by PyTorch or Hugging Face
+                     safetensors), named as MODEL.onnx's initializers, each with its shape
   --checkpoint-dir DIR  where the checkpoint goes (default: beside --out); --resume continues from it
 Writes --out (labels and preprocessing in its metadata, any batch size), <out>.history.json and
 <out>.curves.svg. Ctrl-C stops after the current step and saves a checkpoint (exit 130).`;
@@ -62,37 +64,40 @@ export const trainCommand: CommandSpec = {
   summary: 'transfer learning on an image folder (cases 1–4): writes the tuned model, its history and learning curves',
   details: HELP,
   async run(argv) {
-    const args = parseArgs(argv, {
-      flags: ['reinitialize', 'resume', 'flip'],
-      options: [
-        'case',
-        'out',
-        'cut-at',
-        'pooling',
-        'input-size',
-        'epochs',
-        'batch',
-        'optimizer',
-        'lr',
-        'val-split',
-        'val',
-        'crop',
-        'preprocess',
-        'checkpoint-dir',
-        'seed',
-        'workers',
-      ],
+    const args = parseCommandArgs(argv, {
+      options: {
+        ...flagOptions('reinitialize', 'resume', 'flip'),
+        ...valueOptions(
+          'case',
+          'out',
+          'cut-at',
+          'pooling',
+          'input-size',
+          'epochs',
+          'batch',
+          'optimizer',
+          'lr',
+          'val-split',
+          'val',
+          'crop',
+          'preprocess',
+          'init-weights',
+          'checkpoint-dir',
+          'seed',
+          'workers',
+        ),
+      },
       positional: 2,
       usage: USAGE,
     });
-    const o = args.options;
+    const o = args.values;
     const [modelPath, dataDir] = args.positional;
     if (o.case === undefined)
       throw new UsageError('--case 1|2|3|4 is required (see graft train --help for what each does)');
     if (o.out === undefined) throw new UsageError('--out tuned.onnx is required');
     const transferCase = integerFlag('--case', o.case, 1, 4) as 1 | 2 | 3 | 4;
     if (o['cut-at'] !== undefined && transferCase !== 2) throw new UsageError('--cut-at goes with --case 2 only');
-    if (args.flags.reinitialize && transferCase !== 4) throw new UsageError('--reinitialize goes with --case 4 only');
+    if (args.values.reinitialize && transferCase !== 4) throw new UsageError('--reinitialize goes with --case 4 only');
     if (o.pooling !== undefined && transferCase > 2)
       throw new UsageError("--pooling goes with --case 1 or 2 (cases 3 and 4 keep the network's own head)");
     const pooling =
@@ -120,7 +125,7 @@ export const trainCommand: CommandSpec = {
           : 0
         : numberFlag('--val-split', o['val-split'], (v) => v >= 0 && v < 1, 'a fraction from 0 to below 1');
     const augment: Augment = {
-      flip: args.flags.flip,
+      flip: args.values.flip,
       crop: o.crop === undefined ? 'center' : choiceFlag<CropAugment>('--crop', o.crop, CROP_AUGMENTS),
     };
     const augmented = Boolean(augment.flip) || augment.crop !== 'center';
@@ -134,11 +139,14 @@ export const trainCommand: CommandSpec = {
       o['checkpoint-dir'] !== undefined
         ? join(resolve(o['checkpoint-dir']), `${basename(out).replace(/\.onnx$/i, '')}.ckpt`)
         : besides(out, 'ckpt');
-    if (args.flags.resume && !existsSync(checkpointPath))
+    if (args.values.resume && !existsSync(checkpointPath))
       throw new UsageError(
         `--resume: no checkpoint at ${checkpointPath} (it is written beside --out, or in --checkpoint-dir)`,
       );
     if (!existsSync(modelPath)) throw new UsageError(`${modelPath}: no such model file`);
+    const initWeights = o['init-weights'] === undefined ? undefined : resolve(o['init-weights']);
+    if (initWeights !== undefined && !existsSync(initWeights))
+      throw new UsageError(`--init-weights: no such file ${initWeights}`);
 
     const stop = interruptible();
     const say = (line: string) => process.stdout.write(line + '\n');
@@ -154,6 +162,10 @@ export const trainCommand: CommandSpec = {
     try {
       // The model, its size and preprocessing.
       const original = loadModelFile(modelPath);
+      if (initWeights !== undefined) {
+        const restored = restoreGraphWeights(original, loadWeightsFile(initWeights, original), initWeights);
+        say(`initial weights: ${restored} tensors from ${initWeights}`);
+      }
       const constant = constantWeights(original);
       if (constant)
         warn(
@@ -206,19 +218,19 @@ export const trainCommand: CommandSpec = {
         cutAt: o['cut-at'],
         pooling,
         seed,
-        reinitialize: args.flags.reinitialize,
+        reinitialize: args.values.reinitialize,
       });
       for (const w of summary.warnings) warn(w);
       writeLabels(tuned, classes);
       writePreprocess(tuned, spec);
-      say(`case ${transferCase}: ${caseText(summary, args.flags.reinitialize)}${resizeNote}`);
+      say(`case ${transferCase}: ${caseText(summary, args.values.reinitialize ?? false)}${resizeNote}`);
 
       // Training.
       gpu = await createNodeGpuContext();
       trainer = await Trainer.create(gpu, tuned);
       let resume: Checkpoint | undefined;
       let previous: EpochMetrics[] = [];
-      if (args.flags.resume) {
+      if (args.values.resume) {
         resume = loadCheckpoint(checkpointPath);
         previous = Array.isArray(resume.extra?.history) ? (resume.extra.history as unknown as EpochMetrics[]) : [];
         // The seed orders the data and makes the validation split: another one would mix the sets.
@@ -330,7 +342,7 @@ export const trainCommand: CommandSpec = {
         `trained ${result.history.length} epoch${result.history.length === 1 ? '' : 's'} in ${((Date.now() - started) / 1000).toFixed(1)} s` +
           (result.featureCache ? ' (frozen body run once per image: head trained on cached features)' : ''),
       );
-      say(`what changed: ${caseText(summary, args.flags.reinitialize)}`);
+      say(`what changed: ${caseText(summary, args.values.reinitialize ?? false)}`);
       say(
         `trainable parameters: ${summary.trainableParameters.toLocaleString('en-US')} (frozen ${summary.frozenParameters.toLocaleString('en-US')})`,
       );
