@@ -19,7 +19,8 @@ import { packConvWeights, type Conv2dParams } from '../src/kernels/conv.ts';
 import { defaultVariant } from '../src/kernels/gemm.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { gradientRule, type RuleContext, type RuleStep } from '../src/kernels/gradients.ts';
-import { encodeSteps, prepareStep, runProgram, STORAGE_USAGE, type KernelStep } from '../src/kernels/program.ts';
+import { encodeSteps, prepareStep, storageUsage, type KernelStep } from '../src/kernels/program.ts';
+import { runProgram } from './helpers/run-program.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import { ConstantStore } from '../src/runtime/plan.ts';
 import { TrainingPlan } from '../src/train/training-plan.ts';
@@ -121,7 +122,7 @@ describe('Conv training with bounded temporaries', () => {
             let buffer = buffers.get(value);
             if (!buffer) {
               const floats = inputs.get(value)?.length ?? sizes(value);
-              buffer = gpu.createBuffer(value, Math.max(16, floats * 4), STORAGE_USAGE);
+              buffer = gpu.createBuffer(value, Math.max(16, floats * 4), storageUsage());
               gpu.upload(buffer, inputs.get(value) ?? randomFloat32Array(floats, seed++, 1e3));
               buffers.set(value, buffer);
             }

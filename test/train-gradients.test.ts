@@ -10,8 +10,6 @@ import {
   conv2dBackwardDataProblem,
   conv2dBackwardFilterPrograms,
   conv2dBackwardFilterProblem,
-  conv2dTrainForwardPrograms,
-  conv2dTrainForwardProblem,
   convGradRowsProgram,
   convTrainSizes,
   im2colProgram,
@@ -36,10 +34,11 @@ import {
   matmulBackwardBPrograms,
   matmulShape,
   matmulTrainForwardPrograms,
-  reduceToBroadcastProgram,
 } from '../src/kernels/linear-backward.ts';
+import { reduceToShapeProgram } from '../src/kernels/backward/elementwise.ts';
 import type { GemmOpParams } from '../src/kernels/linear.ts';
-import { runProgram, type KernelProgram } from '../src/kernels/program.ts';
+import type { KernelProgram } from '../src/kernels/program.ts';
+import { conv2dColumnsForwardProblem, conv2dColumnsForwardPrograms, runProgram } from './helpers/run-program.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import { randomFloat32Array } from './helpers/random.ts';
 import { convRef, gemmRef, globalPoolRef, matmulRef, relL2 } from './helpers/reference-ops.ts';
@@ -158,7 +157,7 @@ describe('gradient kernels vs finite differences', () => {
       // Forward on the training path (im2col + GEMM) matches the reference.
       const col = await run(im2colProgram(p), { x }, 'col', p.group * s.M * s.K);
       const y = await run(
-        conv2dTrainForwardPrograms(p, variant(conv2dTrainForwardProblem(p))),
+        conv2dColumnsForwardPrograms(p, variant(conv2dColumnsForwardProblem(p))),
         c.bias ? { col, w, bias: b } : { col, w },
         'y',
         numel(yDims),
@@ -266,7 +265,7 @@ describe('gradient kernels vs finite differences', () => {
         ),
       ).toBeLessThan(1e-3);
       if (c.c && cData) {
-        const dc = await run(reduceToBroadcastProgram(c.c, c.M, c.N, c.beta), { dy: g }, 'dc', cData.length);
+        const dc = await run(reduceToShapeProgram([c.M, c.N], c.c, { scale: c.beta }), { dy: g }, 'dx', cData.length);
         expect(
           relL2(
             dc,

@@ -6,7 +6,8 @@ import type { Node } from '../graph/ir.ts';
 import './conv-gradient.ts';
 import { registerGradientRule, type GradientRule, type RuleContext, type RuleStep } from './gradient-registry.ts';
 import './linear-gradient.ts';
-import { LINEAR_INDEX, linearDispatch, ParamBlock, type KernelProgram } from './program.ts';
+import { elementProgram, input, output, type KernelProgram } from './shader.ts';
+import { softmaxBackwardProgram } from './transform.ts';
 import {
   avgPool2dBackwardProgram,
   batchNormFrozenBackwardProgram,
@@ -23,7 +24,6 @@ import {
   reduceToShapeProgram,
   transposeBackwardProgram,
   unaryBackwardProgram,
-  vectorElementProgram,
   type BatchNormShape,
   type BroadcastBackwardOp,
   type PoolBackwardParams,
@@ -525,82 +525,15 @@ export function reluBackwardProgram(size: number): KernelProgram {
 
 /** dx[plane][i] = dy[plane] / spatial. Bindings: dy, dx, params. */
 export function globalAveragePoolBackwardProgram(planes: number, spatial: number): KernelProgram {
-  const total = planes * spatial;
-  const { dispatch, rowSize } = linearDispatch(total);
-  const P = new ParamBlock()
-    .u32('size', total)
-    .u32('rowSize', rowSize)
-    .u32('spatial', spatial)
-    .f32('scale', 1 / spatial);
-  const wgsl = `
-@group(0) @binding(0) var<storage, read> dy: array<f32>;
-@group(0) @binding(1) var<storage, read_write> dx: array<f32>;
-${P.wgsl(2)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let i = ${LINEAR_INDEX};
-  if (i >= P.size) { return; }
-  dx[i] = dy[i / P.spatial] * P.scale;
-}`;
-  return {
+  return elementProgram({
     label: `globalavgpool backward ${planes}×${spatial}`,
     key: 'globalavgpool-backward',
-    wgsl,
-    dispatch,
-    bindings: [
-      { name: 'dy', access: 'read' },
-      { name: 'dx', access: 'read_write' },
-      { name: 'params', access: 'uniform' },
-    ],
-    params: P.bytes(),
-  };
-}
-
-/**
- * Softmax backward over rows of `length` elements at stride `inner`: dx = y·(dy − Σ dy·y), one
- * invocation per row (outer × inner of them). Needs saved: y. Bindings: y, dy, dx, params.
- */
-export function softmaxBackwardProgram(outer: number, length: number, inner: number): KernelProgram {
-  const rows = outer * inner;
-  const { dispatch, rowSize } = linearDispatch(rows);
-  const P = new ParamBlock().u32('size', rows).u32('rowSize', rowSize).u32('length', length).u32('inner', inner);
-  const wgsl = `
-@group(0) @binding(0) var<storage, read> y: array<f32>;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
-${P.wgsl(3)}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let r = ${LINEAR_INDEX};
-  if (r >= P.size) { return; }
-  let base = (r / P.inner) * P.length * P.inner + r % P.inner;
-  var dot = 0.0;
-  for (var j = 0u; j < P.length; j++) { let at = base + j * P.inner; dot += dy[at] * y[at]; }
-  for (var j = 0u; j < P.length; j++) { let at = base + j * P.inner; dx[at] = y[at] * (dy[at] - dot); }
-}`;
-  return {
-    label: `softmax backward ${outer}×${length}×${inner}`,
-    key: 'softmax-backward',
-    wgsl,
-    dispatch,
-    bindings: [
-      { name: 'y', access: 'read' },
-      { name: 'dy', access: 'read' },
-      { name: 'dx', access: 'read_write' },
-      { name: 'params', access: 'uniform' },
-    ],
-    params: P.bytes(),
-  };
-}
-
-/** y = a + b (same sizes): how autodiff sums two gradients of one value (vec4 units). Bindings: a, b, y, params. */
-export function gradientSumProgram(size: number): KernelProgram {
-  return vectorElementProgram({
-    label: `gradient sum ${size}`,
-    key: 'gradient-sum',
-    total: size,
-    reads: ['a', 'b'],
-    writes: ['y'],
-    body: () => '    y[i] = a[i] + b[i];',
+    total: planes * spatial,
+    inputs: [input('dy')],
+    outputs: [output('dx')],
+    params: (P) => P.u32('spatial', spatial).f32('scale', 1 / spatial),
+    body: '  dx[idx] = dy[idx / P.spatial] * P.scale;',
   });
 }
+
+export { gradientSumProgram } from './backward/index.ts';

@@ -13,11 +13,11 @@ import {
   matmulShape,
   type MatMulShape,
   matmulTrainForwardPrograms,
-  reduceToBroadcastProgram,
   backwardAReadsDyFromBlock,
   type WeightBlock,
 } from './linear-backward.ts';
 import type { GemmOpParams } from './linear.ts';
+import { reduceToShapeProgram } from './backward/elementwise.ts';
 
 // ---- Gemm and MatMul ----
 
@@ -148,7 +148,7 @@ registerGradientRule('Gemm', {
     const steps = gemmBackwardSteps(ctx, p, { a: n.inputs[0], b: n.inputs[1], dy }, grads[0], grads[1]);
     if (p.cDims && ctx.wants(2)) {
       const dc = ctx.temp(`grad ${n.inputs[2]}`, p.cDims);
-      steps.push({ program: reduceToBroadcastProgram(p.cDims, p.M, p.N, p.beta), bind: { dy, dc } });
+      steps.push({ program: reduceToShapeProgram([p.M, p.N], p.cDims, { scale: p.beta }), bind: { dy, dx: dc } });
       grads[2] = dc;
     }
     return { steps, grads };
