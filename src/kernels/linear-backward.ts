@@ -4,7 +4,7 @@
 // Each transposition is a layout choice ('mk'/'km' for A, 'kn'/'nk' for B): nothing is copied.
 import { gemmPrograms, type GemmProblem, type GemmVariant } from './gemm.ts';
 import { renameBindings, type KernelProgram } from './shader.ts';
-import type { GemmOpParams } from './linear.ts';
+import { biasStrides, type GemmOpParams } from './linear.ts';
 
 /**
  * A block of B's stored rows, for a B too large for one storage binding: rows [start,
@@ -166,7 +166,7 @@ export function gemmBackwardBPrograms(
 export function gemmTrainForwardProblem(p: GemmOpParams, block?: WeightBlock): GemmProblem {
   const { start, count } = blockOf(p, block);
   const label = `gemm train ${p.M}×${p.N}×${p.K}${block ? ` (B rows ${start}+${count})` : ''}`;
-  const bias = p.cDims ? { ...broadcastStrides(p.cDims, p.M, p.N), batchStride: 0, beta: p.beta } : undefined;
+  const bias = p.cDims ? { ...biasStrides(p.cDims, p.M, p.N), batchStride: 0, beta: p.beta } : undefined;
   if (p.transB) {
     // Output columns [start, start + count): nOffset moves C's and the bias's column.
     return {
@@ -300,12 +300,4 @@ export function matmulTrainForwardPrograms(s: MatMulShape, variant: GemmVariant,
     c: { kind: 'matrix', batchStride: rows * s.N, strideM: s.N, strideN: 1 },
   };
   return renameBindings(gemmPrograms(problem, variant, maxPerDim), { a: 'a', b: 'b', c: 'y' }, 'matmul-train');
-}
-
-function broadcastStrides(dims: number[], M: number, N: number): { strideM: number; strideN: number } {
-  if (dims.length > 2) throw new Error(`gemm: C has rank ${dims.length}; at most 2 accepted`);
-  const d = [...new Array(2 - dims.length).fill(1), ...dims];
-  if ((d[0] !== 1 && d[0] !== M) || (d[1] !== 1 && d[1] !== N))
-    throw new Error(`gemm: C [${dims}] does not broadcast to [${M}, ${N}]`);
-  return { strideM: d[0] === 1 ? 0 : d[1], strideN: d[1] === 1 ? 0 : 1 };
 }
