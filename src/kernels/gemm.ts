@@ -394,6 +394,22 @@ function needsBoundsChecks(g: Im2col): boolean {
 type KernelShader = Omit<ShaderDeclaration, 'workgroupSize'> & { workgroupSize: [number, number, number] };
 
 function registerKernel(s: Structure, v: Extract<GemmVariant, { kind: 'register' }>): KernelShader {
+  const sg = v.subgroupA === true;
+  return {
+    ...(sg ? { enable: ['subgroups'] } : {}),
+    workgroupSize: [v.wgX, v.wgY, 1],
+    builtins: {
+      gid: 'global_invocation_id',
+      wid: 'workgroup_id',
+      ...(sg ? { lane: 'subgroup_invocation_id' as const } : {}),
+    },
+    prelude: () => storeFunction(s).join('\n'),
+    body: () => registerBody(s, v),
+  };
+}
+
+/** The register kernel's entry point statements. */
+function registerBody(s: Structure, v: Extract<GemmVariant, { kind: 'register' }>): string {
   const TM = v.tileM;
   const TN = v.tileN;
   const TN4 = TN / 4;
@@ -498,17 +514,7 @@ function registerKernel(s: Structure, v: Extract<GemmVariant, { kind: 'register'
   L.push(`      storeC(batch, row0 + i, col0 + j, tile[i * ${u32(TN4)} + j / 4u][j % 4u]);`);
   L.push(`    }`);
   L.push(`  }`);
-  return {
-    ...(sg ? { enable: ['subgroups'] } : {}),
-    workgroupSize: [v.wgX, v.wgY, 1],
-    builtins: {
-      gid: 'global_invocation_id',
-      wid: 'workgroup_id',
-      ...(sg ? { lane: 'subgroup_invocation_id' as const } : {}),
-    },
-    prelude: () => storeFunction(s).join('\n'),
-    body: () => L.join('\n'),
-  };
+  return L.join('\n');
 }
 
 /** The A rows one invocation loads: `count` of them, row r at WGSL `row(r)`; `values()` declares
@@ -592,21 +598,31 @@ function storeFunction(s: Structure): string[] {
 // ---- the workgroup-memory kernel ----
 
 function sharedKernel(s: Structure, v: Extract<GemmVariant, { kind: 'shared' }>): KernelShader {
+  const BK = v.tileK;
+  return {
+    workgroupSize: [v.wgX, v.wgY, 1],
+    builtins: { lid: 'local_invocation_id', wid: 'workgroup_id', li: 'local_invocation_index' },
+    prelude: () =>
+      [
+        `var<workgroup> tileA: array<f32, ${BK * v.tileM * v.wgY}>;`,
+        `var<workgroup> tileB: array<f32, ${BK * v.tileN * v.wgX}>;`,
+        '',
+        ...sharedLoadA(s),
+        ...sharedLoadB(s),
+        ...storeFunction(s),
+      ].join('\n'),
+    body: () => sharedBody(v),
+  };
+}
+
+/** The workgroup-memory kernel's entry point statements. */
+function sharedBody(v: Extract<GemmVariant, { kind: 'shared' }>): string {
   const TM = v.tileM;
   const TN = v.tileN;
   const BM = TM * v.wgY;
   const BN = TN * v.wgX;
   const BK = v.tileK;
   const NT = v.wgX * v.wgY;
-  const prelude = () =>
-    [
-      `var<workgroup> tileA: array<f32, ${BK * BM}>;`,
-      `var<workgroup> tileB: array<f32, ${BK * BN}>;`,
-      '',
-      ...sharedLoadA(s),
-      ...sharedLoadB(s),
-      ...storeFunction(s),
-    ].join('\n');
   const L: string[] = [];
   L.push(`  let batch = wid.z;`);
   L.push(`  let m0 = wid.y * ${u32(BM)} + P.mOffset;`);
@@ -639,12 +655,7 @@ function sharedKernel(s: Structure, v: Extract<GemmVariant, { kind: 'shared' }>)
   L.push(`      if (col < P.N) { storeC(batch, row, col, tile[i * ${u32(TN)} + j]); }`);
   L.push(`    }`);
   L.push(`  }`);
-  return {
-    workgroupSize: [v.wgX, v.wgY, 1],
-    builtins: { lid: 'local_invocation_id', wid: 'workgroup_id', li: 'local_invocation_index' },
-    prelude,
-    body: () => L.join('\n'),
-  };
+  return L.join('\n');
 }
 
 /** loadA(batch, m, k) → f32, zero outside the M×K matrix (and in a conv's padding). */
