@@ -15,7 +15,7 @@ import {
 } from '../src/kernels/gemm.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { matmulProblem, packB } from '../src/kernels/linear.ts';
-import { prepareStep, STORAGE_USAGE, type KernelProgram, type KernelStep } from '../src/kernels/program.ts';
+import { prepareStep, storageUsage, type KernelProgram, type KernelStep } from '../src/kernels/program.ts';
 import { SubmitPacer } from '../src/kernels/submit-pacer.ts';
 import type { ConvShape } from './workloads.ts';
 
@@ -122,7 +122,7 @@ export async function kernelRunner(gpu: GpuContext, job: KernelJob, pace = true)
     const floats = job.inputs[name]?.length ?? (name === job.output.name ? job.output.floats : undefined);
     if (floats === undefined) throw new Error(`${job.label}: no data for binding '${name}'`);
     const size = Math.ceil(Math.max(16, floats * 4) / 16) * 16;
-    const buffer = gpu.createBuffer(`${job.label}:${name}`, size, STORAGE_USAGE);
+    const buffer = gpu.createBuffer(`${job.label}:${name}`, size, storageUsage());
     if (job.inputs[name]) gpu.upload(buffer, job.inputs[name]);
     created.push(buffer);
     buffers.set(name, buffer);

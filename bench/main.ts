@@ -4,6 +4,7 @@ const SUITES: Record<string, string> = {
   inference: './inference.ts',
   main: './main-job.ts',
   train: './train.ts',
+  'training-memory': './training-memory.ts',
 };
 
 const suite = process.argv[2];

@@ -14,8 +14,9 @@ import {
   type GemmProblem,
   type GemmVariant,
 } from '../src/kernels/gemm.ts';
-import { conv2dProgram, packConvWeights, type Conv2dParams } from '../src/kernels/conv.ts';
-import { runProgram, type Activation } from '../src/kernels/program.ts';
+import { packConvWeights, type Conv2dParams } from '../src/kernels/conv.ts';
+import { conv2dProgram, runProgram } from './helpers/run-program.ts';
+import type { Activation } from '../src/kernels/program.ts';
 import { Autotuner, memoryTuningStore } from '../src/kernels/autotune.ts';
 import { randomFloat32Array } from './helpers/random.ts';
 import { convRef, gemmRef, relL2, type ConvRefOptions } from './helpers/reference-ops.ts';

@@ -4,13 +4,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { GEMM_VARIANTS, gemmProgram, variantKey, type GemmVariant } from '../src/kernels/gemm.ts';
-import { conv2dProgram, packConvWeights, type Conv2dParams } from '../src/kernels/conv.ts';
+import { packConvWeights, type Conv2dParams } from '../src/kernels/conv.ts';
+import { conv2dProgram, runProgram } from './helpers/run-program.ts';
 import { globalPoolProgram, pool2dProgram } from '../src/kernels/pool.ts';
 import { batchNormProgram, foldBatchNormIntoConv, lrnProgram } from '../src/kernels/normalization.ts';
 import { broadcastProgram, unaryProgram, type UnaryOp } from '../src/kernels/elementwise.ts';
 import { concatCopyProgram, padProgram, softmaxProgram, transposeProgram } from '../src/kernels/transform.ts';
 import { columnChunk, gemmOpProblem, matmulProblem, packB } from '../src/kernels/linear.ts';
-import { runProgram, type KernelProgram } from '../src/kernels/program.ts';
+import type { KernelProgram } from '../src/kernels/program.ts';
 import { randomFloat32Array } from './helpers/random.ts';
 import {
   batchNormRef,

@@ -397,6 +397,14 @@ const opCases: OpCase[] = [
       ),
   },
   {
+    // Div's dB binds a' as both x0 and x1: that step reads a copy (inputs are declared writable).
+    name: 'a · (a / a): one backward step binds a value twice',
+    params: { a: [2, 3, 4] },
+    shape: { a: (v) => Math.abs(v) + 0.5 },
+    build: (b) => b.op('Mul', ['a', b.op('Div', ['a', 'a'])]),
+    ref: (p) => ({ data: p.get('a')!, dims: [2, 3, 4] }),
+  },
+  {
     name: 'Sum of three with broadcasting',
     params: { a: [2, 3, 4], b: [4], c: [2, 1, 4] },
     build: (b) => b.op('Sum', ['a', 'b', 'c']),

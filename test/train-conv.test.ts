@@ -20,7 +20,8 @@ import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { CONV_BACKWARD_BUDGET_BYTES } from '../src/ops/conv.ts';
 import type { RuleContext, RuleStep } from '../src/ops/op.ts';
 import { gradientRule } from '../src/ops/registry.ts';
-import { encodeSteps, prepareStep, runProgram, STORAGE_USAGE, type KernelStep } from '../src/kernels/program.ts';
+import { encodeSteps, prepareStep, storageUsage, type KernelStep } from '../src/kernels/program.ts';
+import { runProgram } from './helpers/run-program.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import { ConstantStore } from '../src/runtime/plan.ts';
 import { TrainingPlan } from '../src/train/training-plan.ts';
@@ -122,7 +123,7 @@ describe('Conv training with bounded temporaries', () => {
             let buffer = buffers.get(value);
             if (!buffer) {
               const floats = inputs.get(value)?.length ?? sizes(value);
-              buffer = gpu.createBuffer(value, Math.max(16, floats * 4), STORAGE_USAGE);
+              buffer = gpu.createBuffer(value, Math.max(16, floats * 4), storageUsage());
               gpu.upload(buffer, inputs.get(value) ?? randomFloat32Array(floats, seed++, 1e3));
               buffers.set(value, buffer);
             }

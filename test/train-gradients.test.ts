@@ -10,14 +10,12 @@ import {
   conv2dBackwardDataProblem,
   conv2dBackwardFilterPrograms,
   conv2dBackwardFilterProblem,
-  conv2dTrainForwardPrograms,
-  conv2dTrainForwardProblem,
   convGradRowsProgram,
   convTrainSizes,
   im2colProgram,
 } from '../src/kernels/conv-backward.ts';
 import { defaultVariant, GEMM_VARIANTS, type GemmProblem } from '../src/kernels/gemm.ts';
-import { gradientSumProgram } from '../src/kernels/backward/gradient-sum.ts';
+import { gradientSumProgram } from '../src/kernels/backward/elementwise.ts';
 import { globalPoolBackwardProgram, unaryBackwardProgram } from '../src/kernels/backward/index.ts';
 import { DIFFERENTIABLE_OPS, gradientRule } from '../src/ops/registry.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
@@ -32,10 +30,11 @@ import {
   matmulBackwardBPrograms,
   matmulShape,
   matmulTrainForwardPrograms,
-  reduceToBroadcastProgram,
 } from '../src/kernels/linear-backward.ts';
+import { reduceToShapeProgram } from '../src/kernels/backward/elementwise.ts';
 import type { GemmOpParams } from '../src/kernels/linear.ts';
-import { runProgram, type KernelProgram } from '../src/kernels/program.ts';
+import type { KernelProgram } from '../src/kernels/program.ts';
+import { conv2dColumnsForwardProblem, conv2dColumnsForwardPrograms, runProgram } from './helpers/run-program.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import { randomFloat32Array } from './helpers/random.ts';
 import { convRef, gemmRef, globalPoolRef, matmulRef, relL2 } from './helpers/reference-ops.ts';
@@ -154,7 +153,7 @@ describe('gradient kernels vs finite differences', () => {
       // Forward on the training path (im2col + GEMM) matches the reference.
       const col = await run(im2colProgram(p), { x }, 'col', p.group * s.M * s.K);
       const y = await run(
-        conv2dTrainForwardPrograms(p, variant(conv2dTrainForwardProblem(p))),
+        conv2dColumnsForwardPrograms(p, variant(conv2dColumnsForwardProblem(p))),
         c.bias ? { col, w, bias: b } : { col, w },
         'y',
         numel(yDims),
@@ -262,7 +261,7 @@ describe('gradient kernels vs finite differences', () => {
         ),
       ).toBeLessThan(1e-3);
       if (c.c && cData) {
-        const dc = await run(reduceToBroadcastProgram(c.c, c.M, c.N, c.beta), { dy: g }, 'dc', cData.length);
+        const dc = await run(reduceToShapeProgram([c.M, c.N], c.c, { scale: c.beta }), { dy: g }, 'dx', cData.length);
         expect(
           relL2(
             dc,

@@ -14,7 +14,7 @@ import {
   type GemmVariant,
 } from './gemm.ts';
 import type { GpuContext } from './gpu-context.ts';
-import { encodeSteps, prepareStep, STORAGE_USAGE, type KernelStep } from './program.ts';
+import { encodeSteps, prepareStep, storageUsage, type KernelStep } from './program.ts';
 
 export interface TuningStore {
   /** The choices recorded for an adapter: shape class → variant key. */
@@ -240,7 +240,7 @@ function allocate(gpu: GpuContext, r: Representative) {
       seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
       data[i] = seed / 4294967296 - 0.5;
     }
-    const buffer = gpu.createBuffer(`autotune ${name}`, Math.max(16, floats * 4), STORAGE_USAGE);
+    const buffer = gpu.createBuffer(`autotune ${name}`, Math.max(16, floats * 4), storageUsage());
     gpu.upload(buffer, data);
     buffers.set(name, buffer);
   }

@@ -16,9 +16,18 @@
 // dy (convDataGradParams) with the weight flipped and its channels swapped per group, run on
 // the implicit-GEMM conv like the forward.
 import { PACKED_N_MULTIPLE, type Conv2dParams } from './conv.ts';
+import { windowUniforms } from './program.ts';
 import { channelReduceProgram } from './backward/channel.ts';
 import { gemmPrograms, roundUp, type GemmProblem, type GemmVariant } from './gemm.ts';
-import { elementProgram, NO_ACTIVATION, type KernelProgram, type ParamBlock } from './program.ts';
+import {
+  elementProgram,
+  input,
+  NO_ACTIVATION,
+  output,
+  renameBindings,
+  type KernelProgram,
+  type ParamBlock,
+} from './shader.ts';
 
 /** Sizes derived from the params, shared by every program below. */
 export function convTrainSizes(p: Conv2dParams): {
@@ -160,19 +169,19 @@ export function col2imProgram(
  */
 export function convGradRowsProgram(p: Conv2dParams, rows: ConvRows = allRows(p)): KernelProgram {
   const s = convTrainSizes(p);
-  return renameOutput(
-    elementProgram({
-      label: `conv dy rows ${p.outChannels}×${rows.count}`,
-      key: 'conv-dy-rows',
-      total: p.group * rows.count,
-      inputs: [{ name: 'dy' }],
-      params: (P) =>
-        P.u32('rows', rows.count)
-          .u32('rowOffset', rows.offset)
-          .u32('groupOut', s.groupOut)
-          .u32('spatial', s.spatial)
-          .u32('outChannels', p.outChannels),
-      body: `
+  return elementProgram({
+    label: `conv dy rows ${p.outChannels}×${rows.count}`,
+    key: 'conv-dy-rows',
+    total: p.group * rows.count,
+    inputs: [input('dy')],
+    outputs: [output('rows', { variable: 'y' })],
+    params: (P) =>
+      P.u32('rows', rows.count)
+        .u32('rowOffset', rows.offset)
+        .u32('groupOut', s.groupOut)
+        .u32('spatial', s.spatial)
+        .u32('outChannels', p.outChannels),
+    body: `
   let r = idx % P.rows;
   let g = idx / P.rows;
   let m = P.rowOffset + r;
@@ -182,9 +191,7 @@ export function convGradRowsProgram(p: Conv2dParams, rows: ConvRows = allRows(p)
     y[to + co] = dy[at];
     at += P.spatial;
   }`,
-    }),
-    'rows',
-  );
+  });
 }
 
 /**
@@ -197,9 +204,8 @@ export function channelSumProgram(images: number, channels: number, spatial: num
     {
       label: `channel sum ${images}×${channels}×${spatial}`,
       key: 'channel-sum',
-      reads: ['dy'],
-      writes: ['db'],
-      arenaReads: true,
+      reads: [input('dy')],
+      writes: [output('db')],
       before: '',
       element: 'acc0 += dy[i];',
       after: '  db[c] = acc.x;',
@@ -225,22 +231,22 @@ export function convPackWeightsProgram(p: Conv2dParams, transposed = false): Ker
   const ciRange = transposed ? ld : s.groupIn;
   const coRange = transposed ? s.groupOut : ld;
   const blocks = Math.ceil(coRange / CHANNEL_BLOCK);
-  return renameOutput(
-    elementProgram({
-      label: `conv pack weights${transposed ? ' (transposed)' : ''} ${p.outChannels}×${s.groupIn}×${p.kernelH}×${p.kernelW}`,
-      key: 'conv-pack-weights',
-      total: p.group * blocks * ciRange,
-      inputs: [{ name: 'w' }],
-      params: (P) =>
-        P.u32('ld', ld)
-          .u32('blocks', blocks)
-          .u32('ciRange', ciRange)
-          .u32('coRange', coRange)
-          .u32('kernel', kernel)
-          .u32('groupIn', s.groupIn)
-          .u32('groupOut', s.groupOut)
-          .u32('transposed', transposed ? 1 : 0),
-      body: `
+  return elementProgram({
+    label: `conv pack weights${transposed ? ' (transposed)' : ''} ${p.outChannels}×${s.groupIn}×${p.kernelH}×${p.kernelW}`,
+    key: 'conv-pack-weights',
+    total: p.group * blocks * ciRange,
+    inputs: [input('w')],
+    outputs: [output('packed', { variable: 'y' })],
+    params: (P) =>
+      P.u32('ld', ld)
+        .u32('blocks', blocks)
+        .u32('ciRange', ciRange)
+        .u32('coRange', coRange)
+        .u32('kernel', kernel)
+        .u32('groupIn', s.groupIn)
+        .u32('groupOut', s.groupOut)
+        .u32('transposed', transposed ? 1 : 0),
+    body: `
   let ci = idx % P.ciRange;
   let block = (idx / P.ciRange) % P.blocks;
   let g = idx / (P.ciRange * P.blocks);
@@ -258,9 +264,7 @@ export function convPackWeightsProgram(p: Conv2dParams, transposed = false): Ker
       y[row * P.ld + select(co, ci, t)] = v;
     }
   }`,
-    }),
-    'packed',
-  );
+  });
 }
 
 /** Floats of convPackWeightsProgram's output. */
@@ -306,39 +310,6 @@ export function convDataGradParams(p: Conv2dParams): Conv2dParams {
   };
 }
 
-/**
- * y = col · Wᵀ (+ bias) over an explicit col matrix. Training runs the implicit conv instead;
- * this stays as the check (test/train-gradients.test.ts) that im2col's column order is the ONNX
- * weight's, which the dW GEMM relies on. Bindings: col, w, y, [bias].
- */
-export function conv2dTrainForwardPrograms(
-  p: Conv2dParams,
-  variant: GemmVariant,
-  maxWorkgroupsPerDimension?: number,
-): KernelProgram[] {
-  return rename(
-    gemmPrograms(conv2dTrainForwardProblem(p), variant, maxWorkgroupsPerDimension),
-    { a: 'col', b: 'w', c: 'y' },
-    'conv-train-fwd',
-  );
-}
-
-export function conv2dTrainForwardProblem(p: Conv2dParams): GemmProblem {
-  const s = convTrainSizes(p);
-  return {
-    label: `conv train fwd ${p.inChannels}→${p.outChannels} ${p.height}x${p.width}`,
-    batch: p.group,
-    M: s.M,
-    N: s.groupOut,
-    K: s.K,
-    a: { kind: 'matrix', layout: 'mk', batchStride: s.M * s.K },
-    b: { layout: 'nk', batchStride: s.groupOut * s.K, ld: s.K },
-    c: { kind: 'nchw', spatial: s.spatial, imageStride: p.outChannels * s.spatial, batchChannelStride: s.groupOut },
-    bias: p.hasBias ? { batchStride: s.groupOut, strideM: 0, strideN: 1 } : undefined,
-    activation: NO_ACTIVATION,
-  };
-}
-
 /** dCol = dyRows · W over `rows` (dyRows and dCol hold those rows only). Bindings: rows, w, dcol. Follow with col2imProgram. */
 export function conv2dBackwardDataPrograms(
   p: Conv2dParams,
@@ -346,7 +317,7 @@ export function conv2dBackwardDataPrograms(
   maxWorkgroupsPerDimension?: number,
   rows: ConvRows = allRows(p),
 ): KernelProgram[] {
-  return rename(
+  return renameBindings(
     gemmPrograms(conv2dBackwardDataProblem(p, rows), variant, maxWorkgroupsPerDimension),
     { a: 'rows', b: 'w', c: 'dcol' },
     'conv-bwd-data',
@@ -379,7 +350,7 @@ export function conv2dBackwardFilterPrograms(
   rows: ConvRows = allRows(p),
   accumulate = false,
 ): KernelProgram[] {
-  return rename(
+  return renameBindings(
     gemmPrograms(conv2dBackwardFilterProblem(p, rows, accumulate), variant, maxWorkgroupsPerDimension),
     { a: 'rows', b: 'col', c: 'dw' },
     'conv-bwd-filter',
@@ -408,57 +379,28 @@ export function conv2dBackwardFilterProblem(
 
 // ---- helpers ----
 
-/** An element program over the conv's window geometry (im2col, col2im): input `input`, output `output`. */
+/** An element program over the conv's window geometry (im2col, col2im): reads `from`, writes `to` (WGSL y). */
 function windowProgram(
   kind: string,
   p: Conv2dParams,
   total: number,
-  input: string,
-  output: string,
+  from: string,
+  to: string,
   extra: (P: ParamBlock) => void,
   body: string,
 ): KernelProgram {
   const s = convTrainSizes(p);
-  return renameOutput(
-    elementProgram({
-      label: `${kind} ${p.kernelH}x${p.kernelW} s${p.strideH} ${p.inChannels}ch ${p.height}x${p.width}`,
-      key: kind,
-      total,
-      inputs: [{ name: input }],
-      params: (P) => {
-        P.u32('K', s.K)
-          .u32('spatial', s.spatial)
-          .u32('channels', p.inChannels)
-          .u32('groupIn', s.groupIn)
-          .u32('height', p.height)
-          .u32('width', p.width)
-          .u32('outH', p.outH)
-          .u32('outW', p.outW)
-          .u32('kernelH', p.kernelH)
-          .u32('kernelW', p.kernelW)
-          .u32('strideH', p.strideH)
-          .u32('strideW', p.strideW)
-          .i32('padTop', p.pads[0])
-          .i32('padLeft', p.pads[1])
-          .i32('dilationH', p.dilationH)
-          .i32('dilationW', p.dilationW);
-        extra(P);
-      },
-      body,
-    }),
-    output,
-  );
-}
-
-/** elementProgram names its output binding 'y'; the conv programs name theirs by role. */
-function renameOutput(program: KernelProgram, name: string): KernelProgram {
-  return { ...program, bindings: program.bindings.map((b) => (b.name === 'y' ? { ...b, name } : b)) };
-}
-
-function rename(programs: KernelProgram[], names: Record<string, string>, kind: string): KernelProgram[] {
-  return programs.map((program) => ({
-    ...program,
-    key: `${kind}|${program.key}`,
-    bindings: program.bindings.map((b) => ({ ...b, name: names[b.name] ?? b.name })),
-  }));
+  return elementProgram({
+    label: `${kind} ${p.kernelH}x${p.kernelW} s${p.strideH} ${p.inChannels}ch ${p.height}x${p.width}`,
+    key: kind,
+    total,
+    inputs: [input(from)],
+    outputs: [output(to, { variable: 'y' })],
+    params: (P) => {
+      P.u32('K', s.K).u32('spatial', s.spatial).u32('channels', p.inChannels).u32('groupIn', s.groupIn);
+      windowUniforms(P, p, 'u32');
+      extra(P);
+    },
+    body,
+  });
 }

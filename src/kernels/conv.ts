@@ -4,7 +4,8 @@
 // Weights are constants, so they are packed once on the host as B[group][K][N padded to 8],
 // which gives the core aligned vec4 loads with no column clamping.
 import { gemmPrograms, roundUp, type GemmProblem, type GemmVariant } from './gemm.ts';
-import { NO_ACTIVATION, type Activation, type KernelProgram, type Window2d } from './program.ts';
+import type { Window2d } from './program.ts';
+import { NO_ACTIVATION, renameBindings, type Activation, type KernelProgram } from './shader.ts';
 
 export interface Conv2dParams extends Window2d {
   images: number;
@@ -22,28 +23,19 @@ export interface Conv2dParams extends Window2d {
 /** Columns of the packed weight matrix per group: N rounded up to the widest register tile. */
 export const PACKED_N_MULTIPLE = 8;
 
-/** Bindings: x, packed weights (packConvWeights), y, then bias when hasBias. */
-export function conv2dProgram(p: Conv2dParams, variant: GemmVariant): KernelProgram {
-  const programs = conv2dPrograms(p, variant);
-  if (programs.length !== 1) throw new Error(`${conv2dLabel(p)}: too many rows for one dispatch; use conv2dPrograms`);
-  return programs[0];
-}
-
-/** The conv as one program, or several over row ranges when it exceeds a dispatch dimension. */
+/**
+ * The conv as one program, or several over row ranges when it exceeds a dispatch dimension.
+ * Bindings: x, packed weights (packConvWeights), y, then bias when hasBias.
+ */
 export function conv2dPrograms(
   p: Conv2dParams,
   variant: GemmVariant,
   maxWorkgroupsPerDimension = 65535,
 ): KernelProgram[] {
   checkConv(p);
-  const names: Record<string, string> = { a: 'x', b: 'w', c: 'y' };
-  return gemmPrograms(conv2dGemmProblem(p), variant, maxWorkgroupsPerDimension).map((program) => ({
-    ...program,
-    label: conv2dLabel(p),
-    // The GEMM key already says everything that shapes the WGSL (sizes live in params).
-    key: `conv|${program.key}`,
-    bindings: program.bindings.map((b) => ({ ...b, name: names[b.name] ?? b.name })),
-  }));
+  // The GEMM key already says everything that shapes the WGSL (sizes live in params).
+  const programs = gemmPrograms(conv2dGemmProblem(p), variant, maxWorkgroupsPerDimension);
+  return renameBindings(programs, { a: 'x', b: 'w', c: 'y' }, 'conv', conv2dLabel(p));
 }
 
 /** The GEMM the conv runs: pointwise convs become a plain k-major GEMM per image. */
@@ -129,10 +121,6 @@ export function packConvWeights(
     }
   }
   return out;
-}
-
-export function conv2dFlops(p: Conv2dParams): number {
-  return 2 * p.images * p.outChannels * p.outH * p.outW * (p.inChannels / p.group) * p.kernelH * p.kernelW;
 }
 
 function isPointwise(p: Conv2dParams): boolean {

@@ -3,7 +3,16 @@
 // fused activation. Broadcasting is resolved on the host into per-input strides over the output
 // (0 where an input is broadcast), after merging dimensions that every input treats alike, so
 // [1,256,56,56] + [1,256,1,1] runs as a rank-2 problem.
-import { activationKey, elementProgram, f32, NO_ACTIVATION, type Activation, type KernelProgram } from './program.ts';
+import {
+  activationKey,
+  activationParams,
+  activationWgsl,
+  elementProgram,
+  input,
+  NO_ACTIVATION,
+  type Activation,
+  type KernelProgram,
+} from './shader.ts';
 
 export type UnaryOp = Activation | { kind: 'tanh' } | { kind: 'identity' };
 
@@ -50,20 +59,16 @@ export function broadcastProgram(
   const operands = Array.from({ length: n }, (_, i) => `x${i}[${same[i] ? 'idx' : `o${i}`}]`);
   const symbol = { add: '+', sub: '-', mul: '*', div: '/' }[op];
   L.push(`  let v = ${operands.join(` ${symbol} `)};`);
-  L.push(`  y[idx] = ${unaryExpr(activation, 'v', true)};`);
+  L.push(`  y[idx] = ${activationWgsl(activation.kind, 'v')};`);
   return elementProgram({
     label: `${op} [${inputDims.map((d) => `[${d}]`).join(' ')}]`,
     key: `broadcast|${op}|${n}|r${rank}|${same.map(Number).join('')}|${activationKey(activation)}`,
     total: outDims.reduce((a, b) => a * b, 1),
-    inputs: inputDims.map((_, i) => ({ name: `x${i}` })),
+    inputs: inputDims.map((_, i) => input(`x${i}`)),
     params: (P) => {
       for (let d = 0; d < rank; d++) P.u32(`d${d}`, dims[d]);
       for (let i = 0; i < n; i++) if (!same[i]) for (let d = 0; d < rank; d++) P.u32(`s${i}_${d}`, strides[i][d]);
-      P.f32(
-        'act0',
-        activation.kind === 'clip' ? activation.min : activation.kind === 'leakyRelu' ? activation.alpha : 0,
-      );
-      P.f32('act1', activation.kind === 'clip' ? activation.max : 0);
+      activationParams(P, activation);
     },
     body: L.join('\n'),
   });
@@ -88,24 +93,15 @@ export function broadcastShape(shapes: number[][]): number[] {
 
 // ---- helpers ----
 
-function unaryExpr(op: UnaryOp, v: string, fromParams = false): string {
+function unaryExpr(op: UnaryOp, v: string): string {
   switch (op.kind) {
-    case 'none':
     case 'identity':
       return v;
-    case 'relu':
-      return `max(${v}, 0.0)`;
-    case 'leakyRelu':
-      return fromParams
-        ? `select(${v} * P.act0, ${v}, ${v} >= 0.0)`
-        : `select(${v} * ${f32(op.alpha)}, ${v}, ${v} >= 0.0)`;
-    case 'clip':
-      return fromParams ? `clamp(${v}, P.act0, P.act1)` : `clamp(${v}, ${f32(op.min)}, ${f32(op.max)})`;
-    case 'sigmoid':
-      return `(1.0 / (1.0 + exp(-${v})))`;
     case 'tanh':
       // tanh() of large |v| is NaN on some implementations (exp overflow): clamp first.
       return `tanh(clamp(${v}, -20.0, 20.0))`;
+    default:
+      return activationWgsl(op.kind, v, op);
   }
 }
 

@@ -17,14 +17,20 @@
 // 50 convolutions of a ResNet share a handful of compiles.
 import type { GpuContext } from './gpu-context.ts';
 import {
-  activationKey,
+  activationParams,
+  activationWgsl,
   ceilDiv,
+  defineProgram,
+  input,
   NO_ACTIVATION,
+  output,
   ParamBlock,
+  readOnly,
   u32,
   type Activation,
   type KernelProgram,
-} from './program.ts';
+  type ShaderDeclaration,
+} from './shader.ts';
 
 export type GemmVariant =
   /** subgroupA: lane l loads A rows l, l + wgX, … once and every lane takes each row's value by
@@ -108,29 +114,22 @@ export interface GemmProblem {
 export function gemmProgram(problem: GemmProblem, variant: GemmVariant): KernelProgram {
   checkProblem(problem, variant);
   const s = structureOf(problem, variant);
-  const params = gemmParams(problem, variant, s);
-  const paramBinding = problem.bias ? 4 : 3;
-  const wgsl =
-    variant.kind === 'register'
-      ? registerKernel(s, variant, params.wgsl(paramBinding))
-      : sharedKernel(s, variant, params.wgsl(paramBinding));
-  const bindings: KernelProgram['bindings'] = [
-    // A and B are declared read_write (never written) so that activations sharing an arena
-    // with C can be bound; the bias is a constant (or a pooled value) and stays read-only.
-    { name: 'a', access: 'read_write', writes: false },
-    { name: 'b', access: 'read_write', writes: false },
-    { name: 'c', access: 'read_write' },
-  ];
-  if (problem.bias) bindings.push({ name: 'bias', access: 'read' });
-  bindings.push({ name: 'params', access: 'uniform' });
-  return {
+  const register = variant.kind === 'register';
+  return defineProgram({
     label: problem.label ?? `gemm ${problem.batch}×${problem.M}×${problem.N}×${problem.K}`,
     key: gemmKey(problem, variant),
-    wgsl,
     dispatch: gemmDispatch(problem, variant),
-    bindings,
-    params: params.bytes(),
-  };
+    // A and B are inputs (arena-shareable with C); the bias is a constant (or a pooled value)
+    // and stays read-only.
+    bindings: [
+      input('a', { vec4: register && s.aVec }),
+      input('b', { vec4: register && s.bVec }),
+      output('c'),
+      ...(problem.bias ? [readOnly('bias')] : []),
+    ],
+    params: gemmParams(problem, variant, s),
+    ...(variant.kind === 'register' ? registerKernel(s, variant) : sharedKernel(s, variant)),
+  });
 }
 
 export function gemmDispatch(p: GemmProblem, v: GemmVariant): [number, number, number] {
@@ -178,11 +177,6 @@ export function gemmKey(p: GemmProblem, v: GemmVariant): string {
   return `gemm|${variantKey(v)}|${Object.entries(s)
     .map(([k, x]) => `${k}=${x}`)
     .join(',')}`;
-}
-
-/** Floating-point operations of the problem (2·batch·M·N·K). */
-export function gemmFlops(p: Pick<GemmProblem, 'batch' | 'M' | 'N' | 'K'>): number {
-  return 2 * p.batch * p.M * p.N * p.K;
 }
 
 /** Every variant the engine ships; tests run each of them against the reference. */
@@ -385,26 +379,7 @@ function gemmParams(p: GemmProblem, v: GemmVariant, s: Structure): ParamBlock {
       .f32('beta', p.bias.beta ?? 1);
   }
   P.f32('alpha', p.alpha ?? 1);
-  const act = p.activation ?? NO_ACTIVATION;
-  P.f32('act0', act.kind === 'clip' ? act.min : act.kind === 'leakyRelu' ? act.alpha : 0);
-  P.f32('act1', act.kind === 'clip' ? act.max : 0);
-  return P;
-}
-
-/** WGSL applying the activation (its constants in params act0/act1) to scalar `v`. */
-function activationWgsl(kind: Activation['kind'], v: string): string {
-  switch (kind) {
-    case 'none':
-      return v;
-    case 'relu':
-      return `max(${v}, 0.0)`;
-    case 'leakyRelu':
-      return `select(${v} * P.act0, ${v}, ${v} >= 0.0)`;
-    case 'clip':
-      return `clamp(${v}, P.act0, P.act1)`;
-    case 'sigmoid':
-      return `(1.0 / (1.0 + exp(-${v})))`;
-  }
+  return activationParams(P, p.activation ?? NO_ACTIVATION);
 }
 
 /** Whether some window of the conv can reach outside the input (then loads are masked). */
@@ -416,7 +391,25 @@ function needsBoundsChecks(g: Im2col): boolean {
 
 // ---- the register-blocked kernel ----
 
-function registerKernel(s: Structure, v: Extract<GemmVariant, { kind: 'register' }>, paramsWgsl: string): string {
+type KernelShader = Omit<ShaderDeclaration, 'workgroupSize'> & { workgroupSize: [number, number, number] };
+
+function registerKernel(s: Structure, v: Extract<GemmVariant, { kind: 'register' }>): KernelShader {
+  const sg = v.subgroupA === true;
+  return {
+    ...(sg ? { enable: ['subgroups'] } : {}),
+    workgroupSize: [v.wgX, v.wgY, 1],
+    builtins: {
+      gid: 'global_invocation_id',
+      wid: 'workgroup_id',
+      ...(sg ? { lane: 'subgroup_invocation_id' as const } : {}),
+    },
+    prelude: () => storeFunction(s).join('\n'),
+    body: () => registerBody(s, v),
+  };
+}
+
+/** The register kernel's entry point statements. */
+function registerBody(s: Structure, v: Extract<GemmVariant, { kind: 'register' }>): string {
   const TM = v.tileM;
   const TN = v.tileN;
   const TN4 = TN / 4;
@@ -425,18 +418,6 @@ function registerKernel(s: Structure, v: Extract<GemmVariant, { kind: 'register'
 
   const sg = v.subgroupA === true;
   const L: string[] = [];
-  if (sg) L.push('enable subgroups;');
-  L.push(`@group(0) @binding(0) var<storage, read_write> a: array<${s.aVec ? 'vec4f' : 'f32'}>;`);
-  L.push(`@group(0) @binding(1) var<storage, read_write> b: array<${s.bVec ? 'vec4f' : 'f32'}>;`);
-  L.push(`@group(0) @binding(2) var<storage, read_write> c: array<f32>;`);
-  if (s.bias) L.push(`@group(0) @binding(3) var<storage, read> bias: array<f32>;`);
-  L.push(paramsWgsl);
-  L.push('');
-  L.push(...storeFunction(s));
-  L.push('');
-  L.push(`@compute @workgroup_size(${v.wgX}, ${v.wgY}, 1)`);
-  const laneArg = sg ? ', @builtin(subgroup_invocation_id) lane: u32' : '';
-  L.push(`fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: vec3u${laneArg}) {`);
   // Rows from the workgroup id alone (wgY = 1): every lane of a workgroup works on the same
   // rows, so A is shared. llvmpipe (Mesa 25) still loads it once per lane inside a loop, each
   // lane a scalar load behind a bounds-check branch; the subgroup variants load each A element
@@ -533,7 +514,6 @@ function registerKernel(s: Structure, v: Extract<GemmVariant, { kind: 'register'
   L.push(`      storeC(batch, row0 + i, col0 + j, tile[i * ${u32(TN4)} + j / 4u][j % 4u]);`);
   L.push(`    }`);
   L.push(`  }`);
-  L.push(`}`);
   return L.join('\n');
 }
 
@@ -617,7 +597,26 @@ function storeFunction(s: Structure): string[] {
 
 // ---- the workgroup-memory kernel ----
 
-function sharedKernel(s: Structure, v: Extract<GemmVariant, { kind: 'shared' }>, paramsWgsl: string): string {
+function sharedKernel(s: Structure, v: Extract<GemmVariant, { kind: 'shared' }>): KernelShader {
+  const BK = v.tileK;
+  return {
+    workgroupSize: [v.wgX, v.wgY, 1],
+    builtins: { lid: 'local_invocation_id', wid: 'workgroup_id', li: 'local_invocation_index' },
+    prelude: () =>
+      [
+        `var<workgroup> tileA: array<f32, ${BK * v.tileM * v.wgY}>;`,
+        `var<workgroup> tileB: array<f32, ${BK * v.tileN * v.wgX}>;`,
+        '',
+        ...sharedLoadA(s),
+        ...sharedLoadB(s),
+        ...storeFunction(s),
+      ].join('\n'),
+    body: () => sharedBody(v),
+  };
+}
+
+/** The workgroup-memory kernel's entry point statements. */
+function sharedBody(v: Extract<GemmVariant, { kind: 'shared' }>): string {
   const TM = v.tileM;
   const TN = v.tileN;
   const BM = TM * v.wgY;
@@ -625,22 +624,6 @@ function sharedKernel(s: Structure, v: Extract<GemmVariant, { kind: 'shared' }>,
   const BK = v.tileK;
   const NT = v.wgX * v.wgY;
   const L: string[] = [];
-  L.push(`@group(0) @binding(0) var<storage, read_write> a: array<f32>;`);
-  L.push(`@group(0) @binding(1) var<storage, read_write> b: array<f32>;`);
-  L.push(`@group(0) @binding(2) var<storage, read_write> c: array<f32>;`);
-  if (s.bias) L.push(`@group(0) @binding(3) var<storage, read> bias: array<f32>;`);
-  L.push(paramsWgsl);
-  L.push(`var<workgroup> tileA: array<f32, ${BK * BM}>;`);
-  L.push(`var<workgroup> tileB: array<f32, ${BK * BN}>;`);
-  L.push('');
-  L.push(...sharedLoadA(s));
-  L.push(...sharedLoadB(s));
-  L.push(...storeFunction(s));
-  L.push('');
-  L.push(`@compute @workgroup_size(${v.wgX}, ${v.wgY}, 1)`);
-  L.push(
-    `fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {`,
-  );
   L.push(`  let batch = wid.z;`);
   L.push(`  let m0 = wid.y * ${u32(BM)} + P.mOffset;`);
   L.push(`  let n0 = wid.x * ${u32(BN)};`);
@@ -672,7 +655,6 @@ function sharedKernel(s: Structure, v: Extract<GemmVariant, { kind: 'shared' }>,
   L.push(`      if (col < P.N) { storeC(batch, row, col, tile[i * ${u32(TN)} + j]); }`);
   L.push(`    }`);
   L.push(`  }`);
-  L.push(`}`);
   return L.join('\n');
 }
 

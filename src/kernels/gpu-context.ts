@@ -66,6 +66,15 @@ const OPTIONAL_FEATURES = ['timestamp-query', 'shader-f16', 'subgroups'] as cons
 /** Uncaptured errors kept for the next scope() to report; more than this is noise. */
 const MAX_RECORDED_UNCAPTURED = 16;
 
+/** A generated shader: its pipeline key, its label and its WGSL text. */
+export interface GeneratedShader {
+  key: string;
+  label: string;
+  wgsl: string;
+}
+
+export type ShaderObserver = (shader: GeneratedShader) => void;
+
 export class GpuContext {
   readonly info: AdapterReport;
 
@@ -78,6 +87,7 @@ export class GpuContext {
   #uncapturedDropped = 0;
   /** Keyed by entry point + exact WGSL; holds the promise so concurrent requests share one compile. */
   #pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  #shaderObserver: ShaderObserver | undefined;
 
   private constructor(gpu: GPU, keepAlive: unknown, adapter: GPUAdapter, device: GPUDevice, info: AdapterReport) {
     this.#owned = { gpu, adapter, keepAlive };
@@ -153,6 +163,18 @@ export class GpuContext {
       limits: limitsRecord(device.limits),
     };
     return new GpuContext(gpu, opts.keepAlive, adapter, device, info);
+  }
+
+  /**
+   * Called with every shader the pipeline cache generates (once per pipeline key), before it
+   * compiles: how the Node entry writes them to $GRAFT_DUMP_WGSL. undefined removes it.
+   */
+  setShaderObserver(observer: ShaderObserver | undefined): void {
+    this.#shaderObserver = observer;
+  }
+
+  get shaderObserver(): ShaderObserver | undefined {
+    return this.#shaderObserver;
   }
 
   /** The device; throws once the context is disposed (a destroyed device is useless). */

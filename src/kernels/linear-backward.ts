@@ -3,8 +3,8 @@
 //   dC = beta · dY summed over the dims C is broadcast along.
 // Each transposition is a layout choice ('mk'/'km' for A, 'kn'/'nk' for B): nothing is copied.
 import { gemmPrograms, type GemmProblem, type GemmVariant } from './gemm.ts';
-import { LINEAR_INDEX, linearDispatch, ParamBlock, type KernelProgram } from './program.ts';
-import type { GemmOpParams } from './linear.ts';
+import { renameBindings, type KernelProgram } from './shader.ts';
+import { biasStrides, type GemmOpParams } from './linear.ts';
 
 /**
  * A block of B's stored rows, for a B too large for one storage binding: rows [start,
@@ -145,7 +145,7 @@ export function gemmBackwardAPrograms(
   const problem = gemmBackwardAProblem(p, block);
   // op(A)'s gradient GEMM reads (dY, B) when !transA and (B, dY) when transA.
   const names = p.transA ? { a: 'b', b: 'dy', c: 'da' } : { a: 'dy', b: 'b', c: 'da' };
-  return rename(gemmPrograms(problem, variant, maxPerDim), names, 'gemm-dA');
+  return renameBindings(gemmPrograms(problem, variant, maxPerDim), names, 'gemm-dA');
 }
 
 export function gemmBackwardBPrograms(
@@ -156,7 +156,7 @@ export function gemmBackwardBPrograms(
 ): KernelProgram[] {
   const problem = gemmBackwardBProblem(p, block);
   const names = p.transB ? { a: 'dy', b: 'a', c: 'db' } : { a: 'a', b: 'dy', c: 'db' };
-  return rename(gemmPrograms(problem, variant, maxPerDim), names, 'gemm-dB');
+  return renameBindings(gemmPrograms(problem, variant, maxPerDim), names, 'gemm-dB');
 }
 
 /**
@@ -166,7 +166,7 @@ export function gemmBackwardBPrograms(
 export function gemmTrainForwardProblem(p: GemmOpParams, block?: WeightBlock): GemmProblem {
   const { start, count } = blockOf(p, block);
   const label = `gemm train ${p.M}×${p.N}×${p.K}${block ? ` (B rows ${start}+${count})` : ''}`;
-  const bias = p.cDims ? { ...broadcastStrides(p.cDims, p.M, p.N), batchStride: 0, beta: p.beta } : undefined;
+  const bias = p.cDims ? { ...biasStrides(p.cDims, p.M, p.N), batchStride: 0, beta: p.beta } : undefined;
   if (p.transB) {
     // Output columns [start, start + count): nOffset moves C's and the bias's column.
     return {
@@ -208,63 +208,11 @@ export function gemmTrainForwardPrograms(
   maxPerDim?: number,
   block?: WeightBlock,
 ): KernelProgram[] {
-  return rename(
+  return renameBindings(
     gemmPrograms(gemmTrainForwardProblem(p, block), variant, maxPerDim),
     { a: 'a', b: 'b', c: 'y' },
     'gemm-train',
   );
-}
-
-/**
- * dC[i][j] = scale · Σ dY over the rows (cols) C is broadcast along, for C of dims (rank ≤ 2)
- * broadcast to [M, N]. Bindings: dy, dc, params.
- */
-export function reduceToBroadcastProgram(cDims: number[], M: number, N: number, scale = 1): KernelProgram {
-  const d = [...new Array(2 - cDims.length).fill(1), ...cDims];
-  const rows = d[0];
-  const cols = d[1];
-  const total = rows * cols;
-  const { dispatch, rowSize } = linearDispatch(total, 64);
-  const P = new ParamBlock()
-    .u32('size', total)
-    .u32('rowSize', rowSize)
-    .u32('M', M)
-    .u32('N', N)
-    .u32('cRows', rows)
-    .u32('cCols', cols)
-    .f32('scale', scale);
-  const wgsl = `
-@group(0) @binding(0) var<storage, read> dy: array<f32>;
-@group(0) @binding(1) var<storage, read_write> dc: array<f32>;
-${P.wgsl(2)}
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = ${LINEAR_INDEX};
-  if (idx >= P.size) { return; }
-  let i = idx / P.cCols;
-  let j = idx % P.cCols;
-  let m0 = select(0u, i, P.cRows != 1u);
-  let m1 = select(P.M, i + 1u, P.cRows != 1u);
-  let n0 = select(0u, j, P.cCols != 1u);
-  let n1 = select(P.N, j + 1u, P.cCols != 1u);
-  var acc = 0.0;
-  for (var m = m0; m < m1; m++) {
-    for (var n = n0; n < n1; n++) { acc += dy[m * P.N + n]; }
-  }
-  dc[idx] = acc * P.scale;
-}`;
-  return {
-    label: `reduce [${M}, ${N}] → [${cDims}]`,
-    key: 'reduce-to-broadcast',
-    wgsl,
-    dispatch,
-    bindings: [
-      { name: 'dy', access: 'read' },
-      { name: 'dc', access: 'read_write' },
-      { name: 'params', access: 'uniform' },
-    ],
-    params: P.bytes(),
-  };
 }
 
 /** Shapes of a MatMul that the backward supports: rank ≥ 2 operands; batches equal, or one side shared. */
@@ -317,7 +265,7 @@ export function matmulBackwardAPrograms(s: MatMulShape, variant: GemmVariant, ma
     b: { layout: 'nk', batchStride: s.bShared ? 0 : s.K * s.N, ld: s.N },
     c: { kind: 'matrix', batchStride: rows * s.K, strideM: s.K, strideN: 1 },
   };
-  return rename(gemmPrograms(problem, variant, maxPerDim), { a: 'dy', b: 'b', c: 'da' }, 'matmul-dA');
+  return renameBindings(gemmPrograms(problem, variant, maxPerDim), { a: 'dy', b: 'b', c: 'da' }, 'matmul-dA');
 }
 
 /** dB = Aᵀ · dY (summed over A's batch when B is shared). Bindings: a, dy, db. */
@@ -334,7 +282,7 @@ export function matmulBackwardBPrograms(s: MatMulShape, variant: GemmVariant, ma
     b: { layout: 'kn', batchStride: inner * s.N, ld: s.N },
     c: { kind: 'matrix', batchStride: s.K * s.N, strideM: s.N, strideN: 1 },
   };
-  return rename(gemmPrograms(problem, variant, maxPerDim), { a: 'a', b: 'dy', c: 'db' }, 'matmul-dB');
+  return renameBindings(gemmPrograms(problem, variant, maxPerDim), { a: 'a', b: 'dy', c: 'db' }, 'matmul-dB');
 }
 
 /** The training forward of MatMul with an unpacked B. Bindings: a, b, y. */
@@ -351,21 +299,5 @@ export function matmulTrainForwardPrograms(s: MatMulShape, variant: GemmVariant,
     b: { layout: 'kn', batchStride: s.bShared ? 0 : s.K * s.N, ld: s.N },
     c: { kind: 'matrix', batchStride: rows * s.N, strideM: s.N, strideN: 1 },
   };
-  return rename(gemmPrograms(problem, variant, maxPerDim), { a: 'a', b: 'b', c: 'y' }, 'matmul-train');
-}
-
-function broadcastStrides(dims: number[], M: number, N: number): { strideM: number; strideN: number } {
-  if (dims.length > 2) throw new Error(`gemm: C has rank ${dims.length}; at most 2 accepted`);
-  const d = [...new Array(2 - dims.length).fill(1), ...dims];
-  if ((d[0] !== 1 && d[0] !== M) || (d[1] !== 1 && d[1] !== N))
-    throw new Error(`gemm: C [${dims}] does not broadcast to [${M}, ${N}]`);
-  return { strideM: d[0] === 1 ? 0 : d[1], strideN: d[1] === 1 ? 0 : 1 };
-}
-
-function rename(programs: KernelProgram[], names: Record<string, string>, kind: string): KernelProgram[] {
-  return programs.map((program) => ({
-    ...program,
-    key: `${kind}|${program.key}`,
-    bindings: program.bindings.map((b) => ({ ...b, name: names[b.name] ?? b.name })),
-  }));
+  return renameBindings(gemmPrograms(problem, variant, maxPerDim), { a: 'a', b: 'b', c: 'y' }, 'matmul-train');
 }

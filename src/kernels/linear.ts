@@ -143,7 +143,7 @@ export function columnChunk(K: number, N: number, maxBytes: number): number {
 }
 
 /** Strides of a C operand of dims (rank ≤ 2) broadcast to [M, N]. */
-function biasStrides(dims: number[], M: number, N: number): { strideM: number; strideN: number } {
+export function biasStrides(dims: number[], M: number, N: number): { strideM: number; strideN: number } {
   if (dims.length > 2) throw new Error(`gemm: C has rank ${dims.length}; at most 2 accepted`);
   const d = [...new Array(2 - dims.length).fill(1), ...dims];
   if ((d[0] !== 1 && d[0] !== M) || (d[1] !== 1 && d[1] !== N))

@@ -14,14 +14,8 @@
 // logits back to rank them on the host would move N·C floats per step instead of 48 bytes.
 // Ties count against the label only for lower class indices (the first index wins, like argmax).
 import type { GpuContext } from './gpu-context.ts';
-import {
-  dispatch1d,
-  F32_LOWEST,
-  pipelineFor,
-  type BufferRange,
-  type KernelProgram,
-  type KernelStep,
-} from './program.ts';
+import { pipelineFor, type BufferRange, type KernelStep } from './program.ts';
+import { defineProgram, dispatch1d, F32_LOWEST, output, ParamBlock, readOnly, type KernelProgram } from './shader.ts';
 
 export interface CrossEntropyOptions {
   /** Samples in the batch: the loss is their mean and dlogits carry a 1/batch factor. */
@@ -116,35 +110,34 @@ export function crossEntropyRowsProgram(options: CrossEntropyOptions): KernelPro
   const gradient = options.gradient ?? true;
   const smoothing = options.labelSmoothing ?? 0;
   const dispatch = dispatch1d(batch);
-  const params = new ArrayBuffer(32);
-  const view = new DataView(params);
-  view.setUint32(0, batch, true);
-  view.setUint32(4, classes, true);
-  view.setUint32(8, dispatch[0], true);
-  view.setFloat32(12, smoothing, true);
-  view.setFloat32(16, 1 / batch, true);
-  const dl = gradient ? 2 : -1;
-  const rowsBinding = gradient ? 3 : 2;
-  const wgsl = /* wgsl */ `
-struct Params { batch: u32, classes: u32, groupsX: u32, smoothing: f32, invBatch: f32 }
-struct RowResult { loss: f32, rank: u32, status: u32, label: u32 }
-@group(0) @binding(0) var<storage, read> logits: array<f32>;
-@group(0) @binding(1) var<storage, read> labels: array<u32>;
-${gradient ? `@group(0) @binding(${dl}) var<storage, read_write> dlogits: array<f32>;` : ''}
-@group(0) @binding(${rowsBinding}) var<storage, read_write> rows: array<RowResult>;
-@group(0) @binding(${rowsBinding + 1}) var<uniform> P: Params;
-
+  const P = new ParamBlock()
+    .u32('batch', batch)
+    .u32('classes', classes)
+    .u32('groupsX', dispatch[0])
+    .f32('smoothing', smoothing)
+    .f32('invBatch', 1 / batch);
+  return defineProgram({
+    label: `softmax cross-entropy ${batch}×${classes}${smoothing ? ` ε=${smoothing}` : ''}${gradient ? '' : ' (no gradient)'}`,
+    key: `softmax-cross-entropy-rows${gradient ? '' : '-nograd'}`,
+    dispatch,
+    bindings: [
+      readOnly('logits'),
+      readOnly('labels', { type: 'u32' }),
+      ...(gradient ? [output('dlogits')] : []),
+      output('rows', { type: 'RowResult' }),
+    ],
+    params: P,
+    workgroupSize: ROW_WORKGROUP,
+    builtins: { wg: 'workgroup_id', lid: 'local_invocation_index' },
+    prelude: () => `struct RowResult { loss: f32, rank: u32, status: u32, label: u32 }
 const WG = ${ROW_WORKGROUP}u;
 var<workgroup> redF: array<f32, ${ROW_WORKGROUP}>;
 var<workgroup> redG: array<f32, ${ROW_WORKGROUP}>;
 var<workgroup> redU: array<u32, ${ROW_WORKGROUP}>;
 
 // By the bits: fast-math compilers may fold isnan-style comparisons away.
-fn nonFinite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u; }
-
-@compute @workgroup_size(${ROW_WORKGROUP})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let row = wg.x + wg.y * P.groupsX;
+fn nonFinite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u; }`,
+    body: () => `  let row = wg.x + wg.y * P.groupsX;
   if (row >= P.batch) { return; }
   let C = P.classes;
   let base = row * C;
@@ -222,43 +215,29 @@ ${
     dlogits[base + j] = select(0.0, (p - t) * P.invBatch, labelOk);
   }`
     : ''
-}
-}`;
-  return {
-    label: `softmax cross-entropy ${batch}×${classes}${smoothing ? ` ε=${smoothing}` : ''}${gradient ? '' : ' (no gradient)'}`,
-    key: `softmax-cross-entropy-rows${gradient ? '' : '-nograd'}`,
-    wgsl,
-    dispatch,
-    bindings: [
-      { name: 'logits', access: 'read' },
-      { name: 'labels', access: 'read' },
-      ...(gradient ? [{ name: 'dlogits', access: 'read_write' as const }] : []),
-      { name: 'rows', access: 'read_write' },
-      { name: 'params', access: 'uniform' },
-    ],
-    params,
-  };
+}`,
+  });
 }
 
 /** The batch reduction. Bindings: rows (read), stats (read_write, LOSS_STATS_BYTES), params. */
 export function crossEntropyReduceProgram(batch: number): KernelProgram {
   if (!Number.isInteger(batch) || batch < 1)
     throw new Error(`cross-entropy: batch must be a positive integer, got ${batch}`);
-  const params = new ArrayBuffer(16);
-  new DataView(params).setUint32(0, batch, true);
   const NONE = '0xffffffffu';
-  const wgsl = /* wgsl */ `
-struct Params { batch: u32 }
-struct RowResult { loss: f32, rank: u32, status: u32, label: u32 }
+  return defineProgram({
+    label: `cross-entropy batch reduce ×${batch}`,
+    key: 'softmax-cross-entropy-reduce',
+    dispatch: [1, 1, 1],
+    bindings: [readOnly('rows', { type: 'RowResult' }), output('stats', { type: 'Stats', single: true })],
+    params: new ParamBlock().u32('batch', batch),
+    workgroupSize: REDUCE_WORKGROUP,
+    builtins: { lid: 'local_invocation_index' },
+    prelude: () => `struct RowResult { loss: f32, rank: u32, status: u32, label: u32 }
 struct Stats {
   loss: f32, top1: u32, top5: u32, flags: u32,
   badLabels: u32, firstBadRow: u32, firstBadLabel: u32, nonFiniteRows: u32,
   firstNonFiniteRow: u32, batch: u32, pad0: u32, pad1: u32,
 }
-@group(0) @binding(0) var<storage, read> rows: array<RowResult>;
-@group(0) @binding(1) var<storage, read_write> stats: Stats;
-@group(0) @binding(2) var<uniform> P: Params;
-
 const WG = ${REDUCE_WORKGROUP}u;
 var<workgroup> sumLoss: array<f32, ${REDUCE_WORKGROUP}>;
 var<workgroup> top1: array<u32, ${REDUCE_WORKGROUP}>;
@@ -268,11 +247,8 @@ var<workgroup> badFirst: array<u32, ${REDUCE_WORKGROUP}>;
 var<workgroup> nfCount: array<u32, ${REDUCE_WORKGROUP}>;
 var<workgroup> nfFirst: array<u32, ${REDUCE_WORKGROUP}>;
 
-fn nonFinite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u; }
-
-@compute @workgroup_size(${REDUCE_WORKGROUP})
-fn main(@builtin(local_invocation_index) lid: u32) {
-  var s = 0.0;
+fn nonFinite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u; }`,
+    body: () => `  var s = 0.0;
   var t1 = 0u; var t5 = 0u; var bc = 0u; var bf = ${NONE}; var nc = 0u; var nf = ${NONE};
   for (var i = lid; i < P.batch; i += WG) {
     let r = rows[i];
@@ -306,20 +282,8 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     var badLabel = ${NONE};
     if (badCount[0] > 0u) { badLabel = rows[badFirst[0]].label; }
     stats = Stats(loss, top1[0], top5[0], flags, badCount[0], badFirst[0], badLabel, nfCount[0], nfFirst[0], P.batch, 0u, 0u);
-  }
-}`;
-  return {
-    label: `cross-entropy batch reduce ×${batch}`,
-    key: 'softmax-cross-entropy-reduce',
-    wgsl,
-    dispatch: [1, 1, 1],
-    bindings: [
-      { name: 'rows', access: 'read' },
-      { name: 'stats', access: 'read_write' },
-      { name: 'params', access: 'uniform' },
-    ],
-    params,
-  };
+  }`,
+  });
 }
 
 /** Decodes a stats block (no checks: see checkLossStats). */

@@ -1,7 +1,7 @@
 // BatchNormalization (inference: running statistics) and LRN (across channels), over NC… data.
 // When a BatchNormalization follows a Conv the runtime folds it into the Conv's weights and
 // bias instead (foldBatchNormIntoConv), and this kernel does not run at all.
-import { elementProgram, type KernelProgram } from './program.ts';
+import { elementProgram, input, type KernelProgram, type ParamBlock } from './shader.ts';
 
 /**
  * y = (x − mean[c]) / √(var[c] + ε) · scale[c] + bias[c] for x [N, C, spatial…].
@@ -12,7 +12,7 @@ export function batchNormProgram(images: number, channels: number, spatial: numb
     label: `batchnorm ${images}×${channels}×${spatial}`,
     key: 'batchnorm',
     total: images * channels * spatial,
-    inputs: [{ name: 'x' }, { name: 'scale' }, { name: 'bias' }, { name: 'mean' }, { name: 'var', wgsl: 'variance' }],
+    inputs: [input('x'), input('scale'), input('bias'), input('mean'), input('var', { variable: 'variance' })],
     params: (P) => P.u32('channels', channels).u32('spatial', spatial).f32('epsilon', epsilon),
     body: `
   let c = (idx / P.spatial) % P.channels;
@@ -66,18 +66,29 @@ export function lrnProgram(p: LrnParams): KernelProgram {
     label: `lrn ${p.size} ${p.images}×${p.channels}×${p.spatial}`,
     key: 'lrn',
     total: p.images * p.channels * p.spatial,
-    params: (P) =>
-      P.u32('channels', p.channels)
-        .u32('spatial', p.spatial)
-        .i32('below', Math.floor((p.size - 1) / 2))
-        .i32('above', Math.ceil((p.size - 1) / 2))
-        .f32('alphaOverSize', p.alpha / p.size)
-        .f32('beta', p.beta)
-        .f32('bias', p.bias),
+    params: (P) => lrnUniforms(P, p),
+    prelude: LRN_DENOMINATOR,
     body: `
   let pos = idx % P.spatial;
   let c = i32((idx / P.spatial) % P.channels);
   let base = (idx / (P.spatial * P.channels)) * P.channels * P.spatial + pos;
+  y[idx] = x[idx] / pow(denominator(base, c), P.beta);`,
+  });
+}
+
+/** LRN's uniforms after size and rowSize (the forward's and the backward's). */
+export function lrnUniforms(P: ParamBlock, p: LrnParams): ParamBlock {
+  return P.u32('channels', p.channels)
+    .u32('spatial', p.spatial)
+    .i32('below', Math.floor((p.size - 1) / 2))
+    .i32('above', Math.ceil((p.size - 1) / 2))
+    .f32('alphaOverSize', p.alpha / p.size)
+    .f32('beta', p.beta)
+    .f32('bias', p.bias);
+}
+
+/** D_c = bias + α/size·Σ x_j² over channel c's window, at `base` (its image and position) in x. */
+export const LRN_DENOMINATOR = `fn denominator(base: u32, c: i32) -> f32 {
   let first = max(c - P.below, 0);
   let last = min(c + P.above, i32(P.channels) - 1);
   var sum = 0.0;
@@ -85,6 +96,5 @@ export function lrnProgram(p: LrnParams): KernelProgram {
     let v = x[base + u32(j) * P.spatial];
     sum += v * v;
   }
-  y[idx] = x[idx] / pow(P.bias + P.alphaOverSize * sum, P.beta);`,
-  });
-}
+  return P.bias + P.alphaOverSize * sum;
+}`;

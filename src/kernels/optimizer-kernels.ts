@@ -11,7 +11,15 @@
 // gradNormFinishProgram folds all partials into [Σg², ‖g‖, scale, non-finite] where
 // scale = min(1, maxNorm / (‖g‖ + 1e-6)) (PyTorch's clip_grad_norm_). The update kernels
 // multiply each gradient by that scale as they read it.
-import type { KernelProgram, ProgramBinding } from './program.ts';
+import {
+  defineProgram,
+  output,
+  readOnly,
+  uniform,
+  type KernelProgram,
+  type UniformField,
+  type UniformStruct,
+} from './shader.ts';
 
 export type UpdateRule = 'sgd' | 'sgd-momentum' | 'sgd-nesterov' | 'adam' | 'adamw';
 
@@ -78,8 +86,31 @@ export function packTensor(t: TensorValues): ArrayBuffer {
   return out;
 }
 
-const HYPER_STRUCT = `struct Hyper { lr: f32, momentum: f32, beta1: f32, beta2: f32, oneMinusBeta1: f32, oneMinusBeta2: f32, eps: f32, stepSize: f32, invSqrtBias2: f32, pad0: u32, pad1: u32, pad2: u32 }`;
-const TENSOR_STRUCT = `struct Tensor { size: u32, rowSize: u32, partialOffset: u32, normGroupsX: u32, lrScale: f32, weightDecay: f32, pad0: u32, pad1: u32 }`;
+/** The layouts packHyper and packTensor write. */
+const HYPER: UniformStruct = {
+  type: 'Hyper',
+  fields: fieldsOf(
+    'lr: f32, momentum: f32, beta1: f32, beta2: f32, oneMinusBeta1: f32, oneMinusBeta2: f32, eps: f32, stepSize: f32, invSqrtBias2: f32, pad0: u32, pad1: u32, pad2: u32',
+  ),
+};
+const TENSOR: UniformStruct = {
+  type: 'Tensor',
+  fields: fieldsOf(
+    'size: u32, rowSize: u32, partialOffset: u32, normGroupsX: u32, lrScale: f32, weightDecay: f32, pad0: u32, pad1: u32',
+  ),
+};
+/** packNormParams' layout. */
+const NORM_PARAMS: UniformStruct = {
+  type: 'Params',
+  fields: fieldsOf('count: u32, maxNorm: f32, pad0: u32, pad1: u32'),
+};
+
+function fieldsOf(list: string): UniformField[] {
+  return list.split(',').map((f) => {
+    const [name, type] = f.split(':').map((x) => x.trim());
+    return { name, type: type as UniformField['type'] };
+  });
+}
 
 /** The moment buffers a rule keeps per parameter, by PyTorch's state names. */
 export function slotsOf(rule: UpdateRule): ('momentum_buffer' | 'exp_avg' | 'exp_avg_sq')[] {
@@ -109,45 +140,28 @@ export function slotsOf(rule: UpdateRule): ('momentum_buffer' | 'exp_avg' | 'exp
  */
 export function optimizerUpdateProgram(rule: UpdateRule, clip: boolean): KernelProgram {
   const slots = slotsOf(rule);
-  const bindings: ProgramBinding[] = [
-    { name: 'hyper', access: 'uniform' },
-    { name: 'tensor', access: 'uniform' },
-    { name: 'param', access: 'read_write' },
-    { name: 'grad', access: 'read' },
-    ...slots.map((s) => ({ name: s, access: 'read_write' as const })),
-    ...(clip ? [{ name: 'clip', access: 'read' as const }] : []),
-  ];
-  const declarations = bindings
-    .map((b, i) => {
-      if (b.name === 'hyper') return `@group(0) @binding(${i}) var<uniform> H: Hyper;`;
-      if (b.name === 'tensor') return `@group(0) @binding(${i}) var<uniform> T: Tensor;`;
-      if (b.name === 'clip') return `@group(0) @binding(${i}) var<storage, read> clipState: array<f32, 4>;`;
-      return `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<f32>;`;
-    })
-    .join('\n');
-  const wgsl = /* wgsl */ `
-${HYPER_STRUCT}
-${TENSOR_STRUCT}
-${declarations}
-
-@compute @workgroup_size(${UPDATE_WORKGROUP})
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let i = gid.x + gid.y * T.rowSize;
-  if (i >= T.size) { return; }
-  let lr = H.lr * T.lrScale;
+  return defineProgram({
+    label: `optimizer ${rule}${clip ? ' (clipped)' : ''}`,
+    key: `optimizer-update-${rule}${clip ? '-clip' : ''}`,
+    dispatch: [1, 1, 1], // per tensor: see updateDispatch
+    bindings: [
+      uniform('hyper', 'H', HYPER),
+      uniform('tensor', 'T', TENSOR),
+      output('param'),
+      readOnly('grad'),
+      ...slots.map((slot) => output(slot)),
+      ...(clip ? [readOnly('clip', { variable: 'clipState', length: 4 })] : []),
+    ],
+    workgroupSize: UPDATE_WORKGROUP,
+    builtins: { gid: 'global_invocation_id' },
+    guard: { index: { name: 'i', expr: 'gid.x + gid.y * T.rowSize' }, exit: 'i >= T.size' },
+    body: () => `  let lr = H.lr * T.lrScale;
   let wd = T.weightDecay;
   var p = param[i];
   var g = grad[i]${clip ? ' * clipState[2]' : ''};
 ${updateBody(rule)}
-  param[i] = p;
-}`;
-  return {
-    label: `optimizer ${rule}${clip ? ' (clipped)' : ''}`,
-    key: `optimizer-update-${rule}${clip ? '-clip' : ''}`,
-    wgsl,
-    dispatch: [1, 1, 1], // per tensor: see updateDispatch
-    bindings,
-  };
+  param[i] = p;`,
+  });
 }
 
 function updateBody(rule: UpdateRule): string {
@@ -203,17 +217,15 @@ export function normDispatch(
  */
 export function gradSquareSumProgram(): KernelProgram {
   const perThread = NORM_CHUNK / NORM_WORKGROUP;
-  const wgsl = /* wgsl */ `
-${TENSOR_STRUCT}
-@group(0) @binding(0) var<uniform> T: Tensor;
-@group(0) @binding(1) var<storage, read> grad: array<f32>;
-@group(0) @binding(2) var<storage, read_write> partials: array<f32>;
-
-var<workgroup> red: array<f32, ${NORM_WORKGROUP}>;
-
-@compute @workgroup_size(${NORM_WORKGROUP})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let group = wg.x + wg.y * T.normGroupsX;
+  return defineProgram({
+    label: 'gradient Σg² partials',
+    key: 'optimizer-grad-square-sum',
+    dispatch: [1, 1, 1], // per tensor: see normDispatch
+    bindings: [uniform('tensor', 'T', TENSOR), readOnly('grad'), output('partials')],
+    workgroupSize: NORM_WORKGROUP,
+    builtins: { wg: 'workgroup_id', lid: 'local_invocation_index' },
+    prelude: () => `var<workgroup> red: array<f32, ${NORM_WORKGROUP}>;`,
+    body: () => `  let group = wg.x + wg.y * T.normGroupsX;
   let start = group * ${NORM_CHUNK}u;
   var s = 0.0;
   for (var k = 0u; k < ${perThread}u; k++) {
@@ -229,19 +241,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: 
     if (lid < h) { red[lid] += red[lid + h]; }
     workgroupBarrier();
   }
-  if (lid == 0u && start < T.size) { partials[T.partialOffset + group] = red[0]; }
-}`;
-  return {
-    label: 'gradient Σg² partials',
-    key: 'optimizer-grad-square-sum',
-    wgsl,
-    dispatch: [1, 1, 1], // per tensor: see normDispatch
-    bindings: [
-      { name: 'tensor', access: 'uniform' },
-      { name: 'grad', access: 'read' },
-      { name: 'partials', access: 'read_write' },
-    ],
-  };
+  if (lid == 0u && start < T.size) { partials[T.partialOffset + group] = red[0]; }`,
+  });
 }
 
 /** Bytes of gradNormFinishProgram's params: partial count (u32), maxNorm (f32; 0 = no clipping). */
@@ -261,19 +262,21 @@ export function packNormParams(partials: number, maxNorm: number): ArrayBuffer {
  * Bindings: partials (read), clip (read_write), params (uniform: count, maxNorm).
  */
 export function gradNormFinishProgram(): KernelProgram {
-  const wgsl = /* wgsl */ `
-struct Params { count: u32, maxNorm: f32, pad0: u32, pad1: u32 }
-@group(0) @binding(0) var<storage, read> partials: array<f32>;
-@group(0) @binding(1) var<storage, read_write> clipState: array<f32, 4>;
-@group(0) @binding(2) var<uniform> P: Params;
+  return defineProgram({
+    label: 'gradient global norm',
+    key: 'optimizer-grad-norm-finish',
+    dispatch: [1, 1, 1],
+    bindings: [
+      readOnly('partials'),
+      output('clip', { variable: 'clipState', length: 4 }),
+      uniform('params', 'P', NORM_PARAMS),
+    ],
+    workgroupSize: FINISH_WORKGROUP,
+    builtins: { lid: 'local_invocation_index' },
+    prelude: () => `var<workgroup> red: array<f32, ${FINISH_WORKGROUP}>;
 
-var<workgroup> red: array<f32, ${FINISH_WORKGROUP}>;
-
-fn nonFinite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u; }
-
-@compute @workgroup_size(${FINISH_WORKGROUP})
-fn main(@builtin(local_invocation_index) lid: u32) {
-  var s = 0.0;
+fn nonFinite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u; }`,
+    body: () => `  var s = 0.0;
   for (var i = lid; i < P.count; i += ${FINISH_WORKGROUP}u) { s += partials[i]; }
   red[lid] = s;
   workgroupBarrier();
@@ -290,19 +293,8 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     clipState[1] = norm;
     clipState[2] = scale;
     clipState[3] = select(0.0, 1.0, nonFinite(total));
-  }
-}`;
-  return {
-    label: 'gradient global norm',
-    key: 'optimizer-grad-norm-finish',
-    wgsl,
-    dispatch: [1, 1, 1],
-    bindings: [
-      { name: 'partials', access: 'read' },
-      { name: 'clip', access: 'read_write' },
-      { name: 'params', access: 'uniform' },
-    ],
-  };
+  }`,
+  });
 }
 
 function split(groups: number, maxPerDim: number): [number, number] {

@@ -1,7 +1,8 @@
 // Pooling over NCHW (1-D pools run with H = 1): MaxPool and AveragePool with kernel_shape,
 // strides, pads, dilations, ceil_mode (through the output size the host computes) and
 // count_include_pad; GlobalAveragePool and GlobalMaxPool. One invocation per output element.
-import { elementProgram, F32_LOWEST, type KernelProgram, type Window2d } from './program.ts';
+import { windowUniforms, type Window2d } from './program.ts';
+import { elementProgram, F32_LOWEST, type KernelProgram } from './shader.ts';
 
 export interface Pool2dParams extends Window2d {
   kind: 'max' | 'avg';
@@ -24,22 +25,11 @@ export function pool2dProgram(p: Pool2dParams): KernelProgram {
     key: `pool2d|${p.kind}|${include ? 'incl' : 'excl'}`,
     total: p.planes * p.outH * p.outW,
     params: (P) =>
-      P.u32('height', p.height)
-        .u32('width', p.width)
-        .u32('outH', p.outH)
-        .u32('outW', p.outW)
-        .u32('kernelH', p.kernelH)
-        .u32('kernelW', p.kernelW)
-        .u32('strideH', p.strideH)
-        .u32('strideW', p.strideW)
-        .i32('padTop', p.pads[0])
-        .i32('padLeft', p.pads[1])
+      windowUniforms(P, p, 'u32')
         // count_include_pad counts window positions inside the padded input (clipped at its end,
         // which ceil_mode windows can pass), as ONNX Runtime and PyTorch do.
         .i32('paddedH', p.height + p.pads[2])
-        .i32('paddedW', p.width + p.pads[3])
-        .i32('dilationH', p.dilationH)
-        .i32('dilationW', p.dilationW),
+        .i32('paddedW', p.width + p.pads[3]),
     body: `
   let ow = idx % P.outW;
   let oh = (idx / P.outW) % P.outH;

@@ -1,6 +1,6 @@
 // Data movement and row-wise ops: Concat (a strided copy per input), Transpose, constant Pad,
 // Softmax (pre-13 coerce-to-2-D and 13+ single-axis semantics). Ranks up to MAX_RANK.
-import { elementProgram, type KernelProgram } from './program.ts';
+import { elementProgram, input, output, type KernelProgram } from './shader.ts';
 
 export const MAX_RANK = 8;
 
@@ -90,6 +90,26 @@ export function softmaxProgram(outer: number, length: number, inner: number): Ke
   for (var j = 0u; j < P.length; j++) { sum += exp(x[base + j * P.inner] - m); }
   let scale = 1.0 / sum;
   for (var j = 0u; j < P.length; j++) { y[base + j * P.inner] = exp(x[base + j * P.inner] - m) * scale; }`,
+  });
+}
+
+/**
+ * Softmax backward over rows of `length` elements at stride `inner`: dx = y·(dy − Σ dy·y), one
+ * invocation per row (outer × inner of them). Needs saved: y. Bindings: y, dy, dx, params.
+ */
+export function softmaxBackwardProgram(outer: number, length: number, inner: number): KernelProgram {
+  return elementProgram({
+    label: `softmax backward ${outer}×${length}×${inner}`,
+    key: 'softmax-backward',
+    total: outer * inner,
+    inputs: [input('y'), input('dy')],
+    outputs: [output('dx')],
+    params: (P) => P.u32('length', length).u32('inner', inner),
+    body: `  let r = idx;
+  let base = (r / P.inner) * P.length * P.inner + r % P.inner;
+  var dot = 0.0;
+  for (var j = 0u; j < P.length; j++) { let at = base + j * P.inner; dot += dy[at] * y[at]; }
+  for (var j = 0u; j < P.length; j++) { let at = base + j * P.inner; dx[at] = y[at] * (dy[at] - dot); }`,
   });
 }
 

@@ -1,12 +1,21 @@
 // Node entry: supplies WebGPU from dawn.node (the `webgpu` package) to the engine's GpuContext.
 // Everything Node-specific about the GPU lives here: globals, the Dawn instance, env defaults.
 
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { create, globals } from 'webgpu';
-import { GpuContext, type GpuContextOptions } from '../kernels/gpu-context.ts';
+import { GpuContext, type GpuContextOptions, type ShaderObserver } from '../kernels/gpu-context.ts';
 import { GpuAdapterError, GpuError } from '../kernels/errors.ts';
 
 export { GpuContext } from '../kernels/gpu-context.ts';
-export type { AdapterReport, GpuContextOptions, DeviceLoss } from '../kernels/gpu-context.ts';
+export type {
+  AdapterReport,
+  GpuContextOptions,
+  DeviceLoss,
+  GeneratedShader,
+  ShaderObserver,
+} from '../kernels/gpu-context.ts';
 export * from '../kernels/errors.ts';
 
 export interface NodeGpuContextOptions {
@@ -16,12 +25,37 @@ export interface NodeGpuContextOptions {
   dawnOptions?: string[];
   requiredLimits?: Partial<Record<string, number>>;
   powerPreference?: GPUPowerPreference;
+  /** Write every generated shader into this folder (see shaderFileWriter). Default: $GRAFT_DUMP_WGSL. */
+  dumpWgsl?: string;
 }
 
 const NO_ADAPTER_FIX =
   'no WebGPU adapter: install a Vulkan driver, e.g. `sudo bash scripts/setup-system.sh` (Mesa lavapipe from bookworm-backports)';
 
 export async function createNodeGpuContext(opts: NodeGpuContextOptions = {}): Promise<GpuContext> {
+  const gpu = await openNodeGpuContext(opts);
+  const dumpWgsl = opts.dumpWgsl ?? (process.env.GRAFT_DUMP_WGSL?.trim() || undefined);
+  if (dumpWgsl) gpu.setShaderObserver(shaderFileWriter(dumpWgsl));
+  return gpu;
+}
+
+/**
+ * A shader observer writing each generated shader to `dir` (created when missing) as
+ * <pipeline key, sanitised>.wgsl, the key and label in a header comment. The file name keeps
+ * the key's readable start and ends with a hash of the whole key, so distinct keys never share
+ * a file and long keys stay within file-name limits.
+ */
+export function shaderFileWriter(dir: string): ShaderObserver {
+  fs.mkdirSync(dir, { recursive: true });
+  return ({ key, label, wgsl }) => {
+    const readable = key.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 100);
+    const hash = createHash('sha256').update(key).digest('hex').slice(0, 12);
+    const header = `// pipeline key: ${key.replace(/\n/g, ' ')}\n// label: ${label.replace(/\n/g, ' ')}\n`;
+    fs.writeFileSync(path.join(dir, `${readable}-${hash}.wgsl`), header + wgsl);
+  };
+}
+
+async function openNodeGpuContext(opts: NodeGpuContextOptions): Promise<GpuContext> {
   installWebGpuGlobals();
   const adapterName = opts.adapterName ?? (process.env.GRAFT_ADAPTER?.trim() || undefined);
   const dawnOptions = opts.dawnOptions ?? [];

@@ -6,7 +6,7 @@ import type { Node } from '../graph/ir.ts';
 import { normalizeAxis, sameShape } from '../graph/shape-context.ts';
 import { sizeOf, toNumbers, type TensorValue } from '../graph/tensor.ts';
 import { unaryBackwardProgram, type UnaryBackwardOp } from '../kernels/backward/index.ts';
-import { softmaxBackwardProgram } from '../kernels/backward/softmax.ts';
+import { softmaxBackwardProgram } from '../kernels/transform.ts';
 import { unaryProgram, type UnaryOp } from '../kernels/elementwise.ts';
 import type { Activation } from '../kernels/program.ts';
 import { softmaxProgram } from '../kernels/transform.ts';

@@ -17,10 +17,10 @@ import {
   matmulBackwardBPrograms,
   matmulShape,
   matmulTrainForwardPrograms,
-  reduceToBroadcastProgram,
   type MatMulShape,
   type WeightBlock,
 } from '../kernels/linear-backward.ts';
+import { reduceToShapeProgram } from '../kernels/backward/elementwise.ts';
 import { columnChunk, gemmOpProblem, matmulProblem, packB, type GemmOpParams } from '../kernels/linear.ts';
 import {
   type BindingRef,
@@ -292,7 +292,7 @@ const gemmGradient: GradientRule = {
     const steps = gemmBackwardSteps(ctx, p, { a: n.inputs[0], b: n.inputs[1], dy }, grads[0], grads[1]);
     if (p.cDims && ctx.wants(2)) {
       const dc = ctx.temp(`grad ${n.inputs[2]}`, p.cDims);
-      steps.push({ program: reduceToBroadcastProgram(p.cDims, p.M, p.N, p.beta), bind: { dy, dc } });
+      steps.push({ program: reduceToShapeProgram([p.M, p.N], p.cDims, { scale: p.beta }), bind: { dy, dx: dc } });
       grads[2] = dc;
     }
     return { steps, grads };

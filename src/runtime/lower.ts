@@ -99,7 +99,7 @@ export async function lowerGraph(graph: Graph, options: LowerOptions): Promise<L
  * a value reads a copy made by an identity kernel just before the node's steps, and a repeated
  * constant is uploaded again under its own key.
  */
-function separateRepeatedBindings(
+export function separateRepeatedBindings(
   graph: Graph,
   steps: StepSpec[],
   aliases: Map<string, string>,

@@ -26,7 +26,7 @@ import {
   bindingWrites,
   encodeSteps,
   prepareStep,
-  STORAGE_USAGE,
+  storageUsage,
   type BufferRange,
   type KernelStep,
 } from '../kernels/program.ts';
@@ -44,7 +44,7 @@ export class ConstantStore {
     let buffer = this.#buffers.get(c.key);
     if (!buffer) {
       const size = roundUp(Math.max(16, c.data.byteLength), 16);
-      buffer = this.gpu.createBuffer(`const ${c.key}`, size, STORAGE_USAGE);
+      buffer = this.gpu.createBuffer(`const ${c.key}`, size, storageUsage());
       this.gpu.upload(buffer, c.data);
       this.#buffers.set(c.key, buffer);
       this.bytes += size;
@@ -298,7 +298,7 @@ export class Plan {
       Math.floor(limits.maxBufferSize / align) * align,
     );
     const arenas = packed.sizes.map((size, k) =>
-      gpu.createBuffer(`activation arena ${k} (${packed.counts[k]} values)`, Math.max(align, size), STORAGE_USAGE),
+      gpu.createBuffer(`activation arena ${k} (${packed.counts[k]} values)`, Math.max(align, size), storageUsage()),
     );
     for (const [v, slot] of packed.slots)
       placements.set(v, { buffer: arenas[slot.arena], offset: slot.offset, whole: false });
@@ -356,7 +356,7 @@ export class Plan {
       const staging = gpu.createBuffer(
         `${o.name} (readback)`,
         roundUp(Math.max(16, bytes), 16),
-        0x01 /* MAP_READ */ | 0x08 /* COPY_DST */,
+        GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       );
       owned.push(staging);
       const { buffer, offset } = range(o.name);
@@ -501,7 +501,7 @@ class BufferPool {
       if (s >= size && (best < 0 || s < this.#free[best].size)) best = i;
     }
     if (best >= 0) return this.#free.splice(best, 1)[0];
-    const buffer = this.gpu.createBuffer(`activation ${this.#all.length} (first: ${label})`, size, STORAGE_USAGE);
+    const buffer = this.gpu.createBuffer(`activation ${this.#all.length} (first: ${label})`, size, storageUsage());
     this.#all.push(buffer);
     this.totalBytes += size;
     return buffer;

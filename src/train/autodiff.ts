@@ -9,11 +9,18 @@ import { ModelError } from '../graph/errors.ts';
 import type { Graph, Node } from '../graph/ir.ts';
 import { extractSubgraph } from '../graph/subgraph.ts';
 import { isFloatType } from '../graph/tensor.ts';
-import { gradientSumProgram } from '../kernels/backward/gradient-sum.ts';
+import { gradientSumProgram } from '../kernels/backward/elementwise.ts';
 import type { GemmProblem, GemmVariant } from '../kernels/gemm.ts';
 import type { RuleContext, RuleStep } from '../ops/op.ts';
 import { gradientRule, whyNotDifferentiable } from '../ops/registry.ts';
-import { lowerGraph, type BindingRef, type Lowered, type LowerOptions, type StepSpec } from '../runtime/lower.ts';
+import {
+  lowerGraph,
+  separateRepeatedBindings,
+  type BindingRef,
+  type Lowered,
+  type LowerOptions,
+  type StepSpec,
+} from '../runtime/lower.ts';
 
 export interface AutodiffOptions extends LowerOptions {
   /** GEMM variant for the training kernels (synchronous: no autotuning inside a rule). */
@@ -221,8 +228,16 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
   const reseed: ReseedSite[] = [];
   const push = (node: Node, ruleSteps: RuleStep[]) => {
     for (const s of ruleSteps) {
-      if (s.reseed) reseed.push({ step: steps.length, offset: s.reseed.offset, salt: graph.nodes.indexOf(node) });
-      steps.push(toSpec(node, s));
+      // Inputs are declared read_write (arena-shareable): a step binding one value twice
+      // (Div(x, x)'s dB) reads a copy, as the forward lowering does.
+      const specs = separateRepeatedBindings(graph, [toSpec(node, s)], aliases, temporaries);
+      if (s.reseed)
+        reseed.push({
+          step: steps.length + specs.length - 1,
+          offset: s.reseed.offset,
+          salt: graph.nodes.indexOf(node),
+        });
+      steps.push(...specs);
     }
   };
   const toSpec = (node: Node, s: RuleStep): StepSpec => {

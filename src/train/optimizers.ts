@@ -29,7 +29,7 @@ import {
   type TensorValues,
   type UpdateRule,
 } from '../kernels/optimizer-kernels.ts';
-import { pipelineFor } from '../kernels/program.ts';
+import { pipelineFor, storageUsage } from '../kernels/program.ts';
 
 export type OptimizerType = 'sgd' | 'adam' | 'adamw';
 
@@ -228,8 +228,8 @@ export function chunkSizeOf(size: number, maxBytes: number): number {
   return floats;
 }
 
-const STORAGE = 0x80 | 0x08 | 0x04; // STORAGE | COPY_DST | COPY_SRC
-const UNIFORM = 0x40 | 0x08; // UNIFORM | COPY_DST
+/** The uniform blocks' usage (a function: under Node the globals exist once a context does). */
+const uniformUsage = (): GPUBufferUsageFlags => GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;
 
 class GpuOptimizer implements Optimizer {
   readonly config: ResolvedOptimizerConfig;
@@ -255,10 +255,10 @@ class GpuOptimizer implements Optimizer {
     this.rule = rule;
     this.#pipelines = pipelines;
     this.#slotNames = slotsOf(rule);
-    this.#hyper = gpu.createBuffer(`optimizer ${rule} hyper`, HYPER_BYTES, UNIFORM);
+    this.#hyper = gpu.createBuffer(`optimizer ${rule} hyper`, HYPER_BYTES, uniformUsage());
     if (pipelines.finish) {
-      this.#clip = gpu.createBuffer('optimizer clip state', CLIP_STATE_BYTES, STORAGE);
-      this.#normParams = gpu.createBuffer('optimizer norm params', NORM_PARAMS_BYTES, UNIFORM);
+      this.#clip = gpu.createBuffer('optimizer clip state', CLIP_STATE_BYTES, storageUsage());
+      this.#normParams = gpu.createBuffer('optimizer norm params', NORM_PARAMS_BYTES, uniformUsage());
     }
   }
 
@@ -450,7 +450,7 @@ class GpuOptimizer implements Optimizer {
     }
     if (!this.#partials || this.#partials.size < total * 4) {
       this.#partials?.destroy();
-      this.#partials = this.#gpu.createBuffer('optimizer Σg² partials', Math.max(16, total * 4), STORAGE);
+      this.#partials = this.#gpu.createBuffer('optimizer Σg² partials', Math.max(16, total * 4), storageUsage());
       this.#finishGroup = null;
     }
     this.#gpu.upload(this.#normParams!, new Uint8Array(packNormParams(total, this.config.clipNorm ?? 0)));
@@ -477,7 +477,7 @@ class GpuOptimizer implements Optimizer {
     e = {
       name,
       size,
-      slots: this.#slotNames.map((s) => this.#gpu.createBuffer(`optimizer ${s} '${name}'`, size * 4, STORAGE)),
+      slots: this.#slotNames.map((s) => this.#gpu.createBuffer(`optimizer ${s} '${name}'`, size * 4, storageUsage())),
       chunkSize: 0,
       chunks: [],
       bound: null,
@@ -503,7 +503,11 @@ class GpuOptimizer implements Optimizer {
         e.chunks.push({
           start,
           size: Math.min(chunkSize, p.size - start),
-          tensorUniform: this.#gpu.createBuffer(`optimizer tensor '${p.name}' [${start}…]`, TENSOR_BYTES, UNIFORM),
+          tensorUniform: this.#gpu.createBuffer(
+            `optimizer tensor '${p.name}' [${start}…]`,
+            TENSOR_BYTES,
+            uniformUsage(),
+          ),
           tensorKey: '',
           updateGroup: null,
           normGroup: null,

@@ -15,7 +15,7 @@ import {
   type CrossEntropyStep,
   type LossStats,
 } from '../kernels/loss.ts';
-import { encodeSteps, STORAGE_USAGE } from '../kernels/program.ts';
+import { encodeSteps, storageUsage } from '../kernels/program.ts';
 import { ConstantStore, Plan } from '../runtime/plan.ts';
 import { differentiate, parameterKey, type TrainableParameter, type TrainingLowered } from './autodiff.ts';
 import type { Optimizer, ParamBinding } from './optimizers.ts';
@@ -40,6 +40,9 @@ export interface TrainingPlanOptions {
    */
   maxBindingBytes?: number;
 }
+
+/** A buffer the host maps to read what the GPU copied into it. */
+const readbackUsage = (): GPUBufferUsageFlags => GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
 
 /** The seed a Dropout step draws with: the training step's seed mixed with the node's salt. */
 export function mixSeed(seed: number, salt: number): number {
@@ -83,11 +86,11 @@ export class TrainingPlan {
     this.#eval = evaluation;
     this.#labels = labels;
     this.#constants = constants;
-    this.#staging = gpu.createBuffer('training stats (readback)', LOSS_STATS_BYTES, 0x01 | 0x08);
+    this.#staging = gpu.createBuffer('training stats (readback)', LOSS_STATS_BYTES, readbackUsage());
     this.#logitsStaging = gpu.createBuffer(
       'logits (readback)',
       Math.max(16, this.batch * this.classes * 4),
-      0x01 | 0x08,
+      readbackUsage(),
     );
     this.#bindings = lowered.parameters.map((p) => ({
       name: p.name,
@@ -102,7 +105,7 @@ export class TrainingPlan {
       ...lowered.state.map((name) => ({ name, buffer: this.parameterBuffer(name), size: this.#sizeOf(name) })),
     ];
     this.#before = this.#undoable.map((b) =>
-      gpu.createBuffer(`'${b.name}' before the step`, Math.max(16, Math.ceil(b.size / 4) * 16), STORAGE_USAGE),
+      gpu.createBuffer(`'${b.name}' before the step`, Math.max(16, Math.ceil(b.size / 4) * 16), storageUsage()),
     );
   }
 
@@ -156,7 +159,7 @@ export class TrainingPlan {
           },
     );
     const [batch, classes] = dims;
-    const labels = gpu.createBuffer('labels', Math.max(16, batch * 4), STORAGE_USAGE);
+    const labels = gpu.createBuffer('labels', Math.max(16, batch * 4), storageUsage());
     const logitsRange = { buffer: plan.bufferOf(logits)! };
     const smoothing = options.labelSmoothing ?? 0;
     const train = evaluation

@@ -3,8 +3,7 @@
 // gradient) and element-wise maps with per-channel coefficients (BatchNormalization's normalise
 // and dx). Lanes read contiguous runs of a plane and per-channel values are read once per
 // channel or plane, never per element: no index division per element.
-import { dispatch1d, ParamBlock, type KernelProgram } from '../program.ts';
-import { bindingList, type GradRead } from './common.ts';
+import { defineProgram, dispatch1d, ParamBlock, type KernelProgram, type ProgramBinding } from '../shader.ts';
 
 export interface ChannelShape {
   images: number;
@@ -16,8 +15,8 @@ export interface ChannelShape {
 /**
  * Lanes of the per-channel kernels: one SIMD vector of lavapipe (a workgroup runs as one
  * CPU thread over vectors of 8 floats), so a channel's reduction needs a single barrier over 8
- * partial sums. Measured on lavapipe: one 256-thread workgroup per channel with a tree of 8
- * barriers took 100 ms for [8, 2048, 4, 4]; this takes about 1 ms.
+ * partial sums (a wide workgroup per channel pays a barrier per tree level, which a CPU
+ * implementation runs as a costly thread synchronisation).
  */
 const LANES = 8;
 
@@ -27,18 +26,14 @@ const PLANE_GROUP_ELEMENTS = 2048;
 export interface ChannelKernelSpec {
   label: string;
   key: string;
-  reads: GradRead[];
-  writes: string[];
+  /** The tensors read (see input()), then those written (see output()), in binding order. */
+  reads: ProgramBinding[];
+  writes: ProgramBinding[];
   /** The program's own uniforms, after the shape's. */
   params?: (P: ParamBlock) => ParamBlock;
-  /**
-   * Declare the element-indexed reads read_write (never written) as the forward kernels do, so
-   * that the runtime may place them in an arena beside other bindings (ProgramBinding.access).
-   */
-  arenaReads?: boolean;
 }
 
-/** Bindings indexed per element (the rest are per channel): vec4 arrays when S % 4 = 0. */
+/** Bindings indexed per element (the rest are per channel): vec4 arrays when S % 4 = 0, by WGSL variable. */
 const TENSORS = new Set(['x', 'dy', 'y', 'dx']);
 
 /**
@@ -52,7 +47,7 @@ function channelProgram(
   spec: ChannelKernelSpec,
   groups: number,
   extra: (P: ParamBlock) => void,
-  main: (T: string) => string,
+  main: { prelude: string; body: (T: string) => string },
 ): KernelProgram {
   const width = p.spatial % 4 === 0 ? 4 : 1;
   const T = width === 4 ? 'vec4f' : 'f32';
@@ -66,34 +61,23 @@ function channelProgram(
     .f32('invCount', 1 / (p.images * p.spatial));
   extra(P);
   spec.params?.(P);
-  const names = spec.reads.map((r) => (typeof r === 'string' ? r : r.name));
-  const vars = spec.reads.map((r) => (typeof r === 'string' ? r : r.wgsl));
-  const readAccess = spec.arenaReads ? 'read_write' : 'read';
-  const decls = [
-    ...vars.map((v) => ({ v, access: TENSORS.has(v) ? readAccess : 'read' })),
-    ...spec.writes.map((v) => ({ v, access: 'read_write' })),
-  ].map(
-    ({ v, access }, i) =>
-      `@group(0) @binding(${i}) var<storage, ${access}> ${v}: array<${TENSORS.has(v) ? T : 'f32'}>;`,
-  );
   const sum = width === 4 ? 'v.x + v.y + v.z + v.w' : 'v';
-  return {
+  return defineProgram({
     label: spec.label,
     key: `${spec.key}|${T}`,
-    wgsl: `
-${decls.join('\n')}
-${P.wgsl(decls.length)}
-fn hsum(v: ${T}) -> f32 { return ${sum}; }
-fn firstOf(v: ${T}) -> f32 { return ${width === 4 ? 'v.x' : 'v'}; }
-${main(T)}`,
     dispatch,
-    bindings: bindingList(names, spec.writes).map((b) =>
-      spec.arenaReads && b.access === 'read' && TENSORS.has(b.name)
-        ? { ...b, access: 'read_write' as const, writes: false }
-        : b,
-    ),
-    params: P.bytes(),
-  };
+    bindings: [...spec.reads, ...spec.writes].map((b) => ({
+      ...b,
+      vec4: width === 4 && TENSORS.has(b.variable ?? b.name),
+    })),
+    params: P,
+    workgroupSize: LANES,
+    builtins: { wid: 'workgroup_id', lid: 'local_invocation_index' },
+    prelude: () => `fn hsum(v: ${T}) -> f32 { return ${sum}; }
+fn firstOf(v: ${T}) -> f32 { return ${width === 4 ? 'v.x' : 'v'}; }
+${main.prelude}`,
+    body: () => main.body(T),
+  });
 }
 
 /**
@@ -107,15 +91,9 @@ export function channelReduceProgram(
   p: ChannelShape,
   spec: ChannelKernelSpec & { before: string; element: string; after: string },
 ): KernelProgram {
-  return channelProgram(
-    p,
-    spec,
-    p.channels,
-    () => {},
-    (T) => `var<workgroup> partial: array<vec2f, ${LANES}>;
-@compute @workgroup_size(${LANES})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let c = wid.x + wid.y * P.groupsX;
+  return channelProgram(p, spec, p.channels, () => {}, {
+    prelude: `var<workgroup> partial: array<vec2f, ${LANES}>;`,
+    body: (T) => `  let c = wid.x + wid.y * P.groupsX;
   if (c >= P.channels) { return; }
   ${spec.before}
   // Per-image subtotals keep each f32 running sum short (a 112×112 plane: 392 vec4 terms a lane).
@@ -135,9 +113,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   if (lid != 0u) { return; }
   var acc = partial[0];
   for (var l = 1u; l < ${LANES}u; l++) { acc += partial[l]; }
-${spec.after}
-}`,
-  );
+${spec.after}`,
+  });
 }
 
 /**
@@ -153,14 +130,9 @@ export function planeProgram(
   const planes = p.images * p.channels;
   const perGroup = Math.max(1, Math.floor(PLANE_GROUP_ELEMENTS / p.spatial));
   const extra = (P: ParamBlock) => P.u32('planes', planes).u32('planesPerGroup', perGroup);
-  return channelProgram(
-    p,
-    spec,
-    Math.ceil(planes / perGroup),
-    extra,
-    () => `@compute @workgroup_size(${LANES})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let first = (wid.x + wid.y * P.groupsX) * P.planesPerGroup;
+  return channelProgram(p, spec, Math.ceil(planes / perGroup), extra, {
+    prelude: '',
+    body: () => `  let first = (wid.x + wid.y * P.groupsX) * P.planesPerGroup;
   let last = min(first + P.planesPerGroup, P.planes);
   for (var plane = first; plane < last; plane++) {
     let c = plane % P.channels;
@@ -170,7 +142,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       let i = base + s;
       ${spec.element}
     }
-  }
-}`,
-  );
+  }`,
+  });
 }

@@ -4,10 +4,9 @@
 // Flatten, Reshape, Squeeze, Unsqueeze and Identity need no kernel: their input and output
 // share one buffer layout (row-major, same element order), so dx IS dy with the input's dims.
 // Autodiff binds dy's buffer as dx (or, where dx must be accumulated into, adds dy with
-// elementwise Add). They save nothing.
+// gradientSumProgram). They save nothing.
 import { MAX_RANK } from '../transform.ts';
-import type { KernelProgram } from '../program.ts';
-import { accKey, gradElementProgram, storeGrad, type GradOptions } from './common.ts';
+import { elementProgram, input, output, type KernelProgram } from '../shader.ts';
 
 /**
  * Concat backward for one input: dx[o, i] = dy[o, offset + i] for o < outer, i < inputInner,
@@ -20,16 +19,15 @@ export function concatBackwardProgram(
   inputInner: number,
   outputInner: number,
   offset: number,
-  o?: GradOptions,
 ): KernelProgram {
-  return gradElementProgram({
+  return elementProgram({
     label: `concat backward ${outer}×${outputInner}@${offset}→${inputInner}`,
-    key: `concat-bwd|${accKey(o)}`,
+    key: 'concat-bwd',
     total: outer * inputInner,
-    reads: ['dy'],
+    inputs: [input('dy')],
+    outputs: [output('dx')],
     params: (P) => P.u32('inner', inputInner).u32('outInner', outputInner).u32('offset', offset),
-    body: `  let g = dy[(idx / P.inner) * P.outInner + P.offset + idx % P.inner];
-  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}`,
+    body: '  dx[idx] = dy[(idx / P.inner) * P.outInner + P.offset + idx % P.inner];',
   });
 }
 
@@ -37,7 +35,7 @@ export function concatBackwardProgram(
  * The gradients of every input of Concat along `axis`, one program each (in input order).
  * Bindings of each: dy, dx, params.
  */
-export function concatBackwardPrograms(inputDims: number[][], axis: number, o?: GradOptions): KernelProgram[] {
+export function concatBackwardPrograms(inputDims: number[][], axis: number): KernelProgram[] {
   const rank = inputDims[0].length;
   const a = axis < 0 ? axis + rank : axis;
   const outer = product(inputDims[0].slice(0, a));
@@ -45,7 +43,7 @@ export function concatBackwardPrograms(inputDims: number[][], axis: number, o?: 
   const outputInner = inners.reduce((s, v) => s + v, 0);
   let offset = 0;
   return inners.map((inner) => {
-    const program = concatBackwardProgram(outer, inner, outputInner, offset, o);
+    const program = concatBackwardProgram(outer, inner, outputInner, offset);
     offset += inner;
     return program;
   });
@@ -56,7 +54,7 @@ export function concatBackwardPrograms(inputDims: number[][], axis: number, o?: 
  * position in the output (output dim d is input dim perm[d]). `dims` are the FORWARD input's.
  * Needs saved: nothing. Bindings: dy, dx, params.
  */
-export function transposeBackwardProgram(dims: number[], perm: number[], o?: GradOptions): KernelProgram {
+export function transposeBackwardProgram(dims: number[], perm: number[]): KernelProgram {
   const rank = dims.length;
   if (perm.length !== rank || [...perm].sort((a, b) => a - b).some((p, i) => p !== i)) {
     throw new Error(`transpose backward: perm (${perm}) is not a permutation of 0…${rank - 1}`);
@@ -88,14 +86,15 @@ export function transposeBackwardProgram(dims: number[], perm: number[], o?: Gra
   const L = ['  var rem = idx;', '  var src = 0u;'];
   for (let k = ds.length - 1; k >= 0; k--)
     L.push(k > 0 ? `  src += (rem % P.d${k}) * P.s${k}; rem = rem / P.d${k};` : `  src += rem * P.s${k};`);
-  return gradElementProgram({
+  return elementProgram({
     label: `transpose backward [${dims}] (${perm})`,
-    key: `transpose-bwd|r${ds.length}|${accKey(o)}`,
+    key: `transpose-bwd|r${ds.length}`,
     total: product(dims),
-    reads: ['dy'],
+    inputs: [input('dy')],
+    outputs: [output('dx')],
     params: (P) => ds.forEach((d, k) => P.u32(`d${k}`, d).u32(`s${k}`, ss[k])),
     body: `${L.join('\n')}
-  ${storeGrad('dx', 'idx', 'dy[src]', o?.accumulate)}`,
+  dx[idx] = dy[src];`,
   });
 }
 
@@ -104,7 +103,7 @@ export function transposeBackwardProgram(dims: number[], perm: number[], o?: Gra
  * input's and pads = [begin_0 … begin_{r−1}, end_0 … end_{r−1}]; where a negative pad cropped
  * the input, the cropped elements get 0. Needs saved: nothing. Bindings: dy, dx, params.
  */
-export function padBackwardProgram(dims: number[], pads: number[], o?: GradOptions): KernelProgram {
+export function padBackwardProgram(dims: number[], pads: number[]): KernelProgram {
   const rank = dims.length;
   if (rank > MAX_RANK) throw new Error(`pad backward: rank ${rank} > ${MAX_RANK}`);
   if (pads.length !== 2 * rank)
@@ -115,17 +114,17 @@ export function padBackwardProgram(dims: number[], pads: number[], o?: GradOptio
     L.push(`  { let c = i32(rem % P.i${d}) + P.b${d}; rem = rem / P.i${d};`);
     L.push(`    inside = inside && u32(c) < P.o${d}; src += u32(c) * stride; stride *= P.o${d}; }`);
   }
-  return gradElementProgram({
+  return elementProgram({
     label: `pad backward [${dims}] (${pads})`,
-    key: `pad-bwd|r${rank}|${accKey(o)}`,
+    key: `pad-bwd|r${rank}`,
     total: product(dims),
-    reads: ['dy'],
+    inputs: [input('dy')],
+    outputs: [output('dx')],
     params: (P) => {
       for (let d = 0; d < rank; d++) P.u32(`i${d}`, dims[d]).u32(`o${d}`, outDims[d]).i32(`b${d}`, pads[d]);
     },
     body: `${L.join('\n')}
-  let g = select(0.0, dy[select(0u, src, inside)], inside);
-  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}`,
+  dx[idx] = select(0.0, dy[select(0u, src, inside)], inside);`,
   });
 }
 
@@ -140,10 +139,3 @@ function stridesOf(dims: number[]): number[] {
   for (let i = dims.length - 2; i >= 0; i--) s[i] = s[i + 1] * dims[i + 1];
   return s;
 }
-
-/**
- * ONNX ops whose backward is the identity on the buffer (dx = dy viewed with the input's dims):
- * no kernel runs and nothing is saved. Autodiff aliases dy as dx, or adds it where dx
- * accumulates several contributions.
- */
-export const IDENTITY_GRADIENT_OPS: readonly string[] = ['Flatten', 'Reshape', 'Squeeze', 'Unsqueeze', 'Identity'];

@@ -2,16 +2,16 @@
 // broadcasting binary ops (gradient reduced over the broadcast axes by one generic
 // reduce-to-shape kernel, with the op's local derivative fused in), and Dropout in training
 // mode with a counter-based mask that the backward recomputes instead of storing.
-import { dispatch1d, ParamBlock, type KernelProgram } from '../program.ts';
 import {
-  accKey,
-  bindingDecls,
-  bindingList,
-  gradElementProgram,
-  storeGrad,
+  defineProgram,
+  dispatch1d,
+  elementProgram,
+  input,
+  output,
+  ParamBlock,
   vectorElementProgram,
-  type GradOptions,
-} from './common.ts';
+  type KernelProgram,
+} from '../shader.ts';
 
 export type UnaryBackwardOp =
   | { kind: 'relu' }
@@ -30,7 +30,7 @@ export type UnaryBackwardOp =
  * vec4 units where 4 divides `size` (vectorElementProgram).
  * Bindings: Relu, LeakyRelu, Clip: x, dy, dx, params; Sigmoid, Tanh: y, dy, dx, params.
  */
-export function unaryBackwardProgram(op: UnaryBackwardOp, size: number, o?: GradOptions): KernelProgram {
+export function unaryBackwardProgram(op: UnaryBackwardOp, size: number): KernelProgram {
   const fromOutput = op.kind === 'sigmoid' || op.kind === 'tanh';
   const saved = fromOutput ? 'y' : 'x';
   // Expressions of the saved value v and dy's g, both of type T (vec4f or f32).
@@ -58,13 +58,13 @@ export function unaryBackwardProgram(op: UnaryBackwardOp, size: number, o?: Grad
   }
   return vectorElementProgram({
     label: `${op.kind} backward ${size}`,
-    key: `unary-bwd|${op.kind}|${accKey(o)}`,
+    key: `unary-bwd|${op.kind}`,
     total: size,
-    reads: [saved, 'dy'],
+    inputs: [input(saved), input('dy')],
     params,
     body: (T) => `    let v = ${saved}[i];
     let g = dy[i];
-    ${storeGrad('dx', 'i', expr(T), o?.accumulate)}`,
+    dx[i] = ${expr(T)};`,
   });
 }
 
@@ -86,7 +86,6 @@ export function broadcastBackwardProgram(
   inputDims: [number[], number[]],
   which: 0 | 1,
   outDims: number[],
-  o?: GradOptions,
 ): KernelProgram {
   const needs: (0 | 1)[] = op === 'mul' ? [which === 0 ? 1 : 0] : op === 'div' ? (which === 0 ? [1] : [0, 1]) : [];
   const term = {
@@ -101,17 +100,29 @@ export function broadcastBackwardProgram(
     inputDims[which],
     needs.map((i) => ({ name: `x${i}`, dims: inputDims[i], offset: `o${i}` })),
     outDims,
-    o,
+    1,
   );
 }
 
 /**
- * dx = dy summed over the axes where `toDims` was broadcast to `fromDims` (numpy rules): the
- * gradient of any broadcast (Add, Sum, Expand, a bias). Needs saved: nothing.
- * Bindings: dy, dx, params.
+ * dx = scale · dy summed over the axes where `toDims` was broadcast to `fromDims` (numpy rules):
+ * the gradient of any broadcast (Add, Sum, Expand, a bias; Gemm's C with scale = beta). Needs
+ * saved: nothing. Bindings: dy, dx, params.
  */
-export function reduceToShapeProgram(fromDims: number[], toDims: number[], o?: GradOptions): KernelProgram {
-  return reduceGrad('reduce', 'g', toDims, [], fromDims, o);
+export function reduceToShapeProgram(fromDims: number[], toDims: number[], o: { scale?: number } = {}): KernelProgram {
+  return reduceGrad('reduce', 'g', toDims, [], fromDims, o.scale ?? 1);
+}
+
+/** y = a + b (same sizes): how autodiff sums two gradients of one value (vec4 units). Bindings: a, b, y, params. */
+export function gradientSumProgram(size: number): KernelProgram {
+  return vectorElementProgram({
+    label: `gradient sum ${size}`,
+    key: 'gradient-sum',
+    total: size,
+    inputs: [input('a'), input('b')],
+    outputs: [output('y')],
+    body: () => '    y[i] = a[i] + b[i];',
+  });
 }
 
 /**
@@ -121,12 +132,12 @@ export function reduceToShapeProgram(fromDims: number[], toDims: number[], o?: G
  * Bindings: x, y, [mask,] params.
  */
 export function dropoutForwardProgram(size: number, ratio: number, seed: number, writeMask = false): KernelProgram {
-  return gradElementProgram({
+  return elementProgram({
     label: `dropout ${ratio} ${size}`,
     key: `dropout-fwd|${writeMask ? 'mask' : 'nomask'}`,
     total: size,
-    reads: ['x'],
-    writes: writeMask ? ['y', 'mask'] : ['y'],
+    inputs: [input('x')],
+    outputs: writeMask ? [output('y'), output('mask')] : [output('y')],
     params: dropoutParams(ratio, seed),
     prelude: HASH_WGSL,
     body: `  let keep = dropoutHash(P.seed, idx) >= P.threshold;
@@ -140,16 +151,16 @@ export function dropoutForwardProgram(size: number, ratio: number, seed: number,
  * forward drew it. Needs saved: the seed and ratio only (no mask tensor).
  * Bindings: dy, dx, params.
  */
-export function dropoutBackwardProgram(size: number, ratio: number, seed: number, o?: GradOptions): KernelProgram {
-  return gradElementProgram({
+export function dropoutBackwardProgram(size: number, ratio: number, seed: number): KernelProgram {
+  return elementProgram({
     label: `dropout backward ${ratio} ${size}`,
-    key: `dropout-bwd|${accKey(o)}`,
+    key: 'dropout-bwd',
     total: size,
-    reads: ['dy'],
+    inputs: [input('dy')],
+    outputs: [output('dx')],
     params: dropoutParams(ratio, seed),
     prelude: HASH_WGSL,
-    body: `  let g = select(0.0, dy[idx] * P.scale, dropoutHash(P.seed, idx) >= P.threshold);
-  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}`,
+    body: `  dx[idx] = select(0.0, dy[idx] * P.scale, dropoutHash(P.seed, idx) >= P.threshold);`,
   });
 }
 
@@ -181,7 +192,7 @@ function reduceGrad(
   targetDims: number[],
   operands: Operand[],
   outDims: number[],
-  opts: GradOptions | undefined,
+  scale: number,
 ): KernelProgram {
   const rank = outDims.length;
   if (targetDims.length > rank)
@@ -228,6 +239,7 @@ function reduceGrad(
 
   // The strides of the kept and reduced axes, after size, count and rowSize.
   const strides = (P: ParamBlock): void => {
+    P.f32('scale', scale);
     kept.forEach((a, k) => {
       P.u32(`kd${k}`, a.dim).u32(`ko${k}`, a.out);
       a.ops.forEach((v, i) => P.u32(`k${i}_${k}`, v));
@@ -256,16 +268,17 @@ function reduceGrad(
   }
   inner.push('    let g = dy[o];', `    acc += ${term};`);
 
-  const reads = ['dy', ...operands.map((op) => op.name)];
+  const inputs = [input('dy'), ...operands.map((op) => input(op.name))];
   const label = `${name} backward [${outDims}]→[${targetDims}]`;
-  const key = `broadcast-bwd|${name}|k${kept.length}|r${reduced.length}|${byWorkgroup ? 'wg' : 'th'}|${accKey(opts)}`;
+  const key = `broadcast-bwd|${name}|k${kept.length}|r${reduced.length}|${byWorkgroup ? 'wg' : 'th'}`;
   if (!byWorkgroup) {
     // One invocation per target element.
-    return gradElementProgram({
+    return elementProgram({
       label,
       key,
       total: targets,
-      reads,
+      inputs,
+      outputs: [output('dx')],
       params: (P) => {
         P.u32('count', count);
         strides(P);
@@ -276,21 +289,23 @@ ${base.join('\n')}
   for (var r = 0u; r < P.count; r++) {
 ${inner.join('\n')}
   }
-  ${storeGrad('dx', 't', 'acc', opts?.accumulate)}`,
+  dx[t] = acc * P.scale;`,
     });
   }
   // One workgroup per target element, with a tree reduction.
   const dispatch = dispatch1d(targets);
   const P = new ParamBlock().u32('size', targets).u32('count', count).u32('rowSize', dispatch[0]);
   strides(P);
-  const { decls, paramsBinding } = bindingDecls(reads, ['dx']);
-  const wgsl = `
-${decls}
-${P.wgsl(paramsBinding)}
-var<workgroup> partial: array<f32, ${WG}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let t = wid.x + wid.y * P.rowSize;
+  return defineProgram({
+    label,
+    key,
+    dispatch,
+    bindings: [...inputs, output('dx')],
+    params: P,
+    workgroupSize: WG,
+    builtins: { wid: 'workgroup_id', lid: 'local_invocation_index' },
+    prelude: () => `var<workgroup> partial: array<f32, ${WG}>;`,
+    body: () => `  let t = wid.x + wid.y * P.rowSize;
   var acc = 0.0;
   if (t < P.size) {
 ${base.join('\n')}
@@ -305,18 +320,9 @@ ${inner.join('\n')}
     workgroupBarrier();
   }
   if (lid == 0u && t < P.size) {
-    let total = partial[0];
-    ${storeGrad('dx', 't', 'total', opts?.accumulate)}
-  }
-}`;
-  return {
-    label,
-    key,
-    wgsl,
-    dispatch,
-    bindings: bindingList(reads, ['dx']),
-    params: P.bytes(),
-  };
+    dx[t] = partial[0] * P.scale;
+  }`,
+  });
 }
 
 function stridesOf(dims: number[]): number[] {

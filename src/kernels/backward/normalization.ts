@@ -1,10 +1,9 @@
 // BatchNormalization in training mode (forward with batch statistics, and its backward), the
 // backward of a frozen BatchNormalization (running statistics), and LRN backward. Forward
 // inference kernels: ../normalization.ts. Data is [N, C, spatial…] viewed as N × C × S.
-import type { KernelProgram, ParamBlock } from '../program.ts';
+import { elementProgram, input, output, type KernelProgram } from '../shader.ts';
 import { channelReduceProgram, planeProgram } from './channel.ts';
-import { accKey, gradElementProgram, storeGrad, type GradOptions } from './common.ts';
-import type { LrnParams } from '../normalization.ts';
+import { LRN_DENOMINATOR, lrnUniforms, type LrnParams } from '../normalization.ts';
 
 export interface BatchNormShape {
   images: number;
@@ -32,8 +31,8 @@ export function batchNormTrainingForwardPrograms(p: BatchNormShape, momentum: nu
   const stats = channelReduceProgram(p, {
     label: `batchnorm-train stats ${p.images}×${p.channels}×${p.spatial}`,
     key: 'batchnorm-train-stats',
-    reads: ['x'],
-    writes: ['saveMean', 'saveInvStd', 'runningMean', 'runningVar'],
+    reads: [input('x')],
+    writes: [output('saveMean'), output('saveInvStd'), output('runningMean'), output('runningVar')],
     params: (P) => P.f32('epsilon', p.epsilon).f32('momentum', momentum),
     before: 'let k = firstOf(x[c * P.units]);',
     element: 'let d = x[i] - k; acc0 += d; acc1 += d * d;',
@@ -48,8 +47,8 @@ export function batchNormTrainingForwardPrograms(p: BatchNormShape, momentum: nu
   const apply = planeProgram(p, {
     label: `batchnorm-train apply ${p.images}×${p.channels}×${p.spatial}`,
     key: 'batchnorm-train-apply',
-    reads: ['x', 'scale', 'bias', 'saveMean', 'saveInvStd'],
-    writes: ['y'],
+    reads: ['x', 'scale', 'bias', 'saveMean', 'saveInvStd'].map((name) => input(name)),
+    writes: [output('y')],
     channel: `let mu = saveMean[c];
     let a = saveInvStd[c] * scale[c];
     let b = bias[c];`,
@@ -69,21 +68,21 @@ export function batchNormTrainingForwardPrograms(p: BatchNormShape, momentum: nu
  * Bindings: (1) x, dy, saveMean, saveInvStd, dScale, dBias, params;
  *           (2) x, dy, scale, saveMean, saveInvStd, dScale, dBias, dx, params.
  */
-export function batchNormTrainingBackwardPrograms(p: BatchNormShape, o?: GradOptions): [KernelProgram, KernelProgram] {
-  const params = batchNormParamGradProgram(p, 'batch');
+export function batchNormTrainingBackwardPrograms(p: BatchNormShape): [KernelProgram, KernelProgram] {
+  const params = batchNormParamGradProgram(p);
   return [
     params,
     planeProgram(p, {
       label: `batchnorm-train dx ${p.images}×${p.channels}×${p.spatial}`,
-      key: `batchnorm-train-dx|${accKey(o)}`,
-      reads: ['x', 'dy', 'scale', 'saveMean', 'saveInvStd', 'dScale', 'dBias'],
-      writes: ['dx'],
+      key: 'batchnorm-train-dx',
+      reads: ['x', 'dy', 'scale', 'saveMean', 'saveInvStd', 'dScale', 'dBias'].map((name) => input(name)),
+      writes: [output('dx')],
       channel: `let mu = saveMean[c];
     let inv = saveInvStd[c];
     let a = scale[c] * inv;
     let b = -a * inv * dScale[c] * P.invCount;
     let e = -a * dBias[c] * P.invCount;`,
-      element: storeGrad('dx', 'i', 'a * dy[i] + b * (x[i] - mu) + e', o?.accumulate),
+      element: 'dx[i] = a * dy[i] + b * (x[i] - mu) + e;',
     }),
   ];
 }
@@ -92,39 +91,35 @@ export function batchNormTrainingBackwardPrograms(p: BatchNormShape, o?: GradOpt
  * Backward of a frozen BatchNormalization (inference mode, running statistics: the statistics
  * are constants): dx = dy·scale[c]/√(var[c] + ε). Needs saved: nothing but the initializers
  * scale and var. Bindings: dy, scale, var, dx, params.
- * Its dScale and dBias (when scale and bias train while the statistics stay frozen) come from
- * batchNormParamGradProgram(p, 'running').
  */
-export function batchNormFrozenBackwardProgram(p: BatchNormShape, o?: GradOptions): KernelProgram {
+export function batchNormFrozenBackwardProgram(p: BatchNormShape): KernelProgram {
   return planeProgram(p, {
     label: `batchnorm-frozen dx ${p.images}×${p.channels}×${p.spatial}`,
-    key: `batchnorm-frozen-dx|${accKey(o)}`,
-    reads: ['dy', 'scale', { name: 'var', wgsl: 'variance' }],
-    writes: ['dx'],
+    key: 'batchnorm-frozen-dx',
+    reads: [input('dy'), input('scale'), input('var', { variable: 'variance' })],
+    writes: [output('dx')],
     params: (P) => P.f32('epsilon', p.epsilon),
     channel: 'let a = scale[c] * inverseSqrt(variance[c] + P.epsilon);',
-    element: storeGrad('dx', 'i', 'a * dy[i]', o?.accumulate),
+    element: 'dx[i] = a * dy[i];',
   });
 }
 
 /**
  * dBias[c] = Σ dy, dScale[c] = Σ dy·x̂ over N and spatial, one workgroup per channel, with
- * x̂ = (x − mean)·invStd from the batch statistics the training forward saved ('batch':
- * bindings x, dy, saveMean, saveInvStd, dScale, dBias, params) or from the running statistics
- * of a frozen BatchNormalization ('running': x, dy, mean, var, dScale, dBias, params).
+ * x̂ = (x − saveMean)·saveInvStd from the batch statistics the training forward saved.
  * Needs saved: x (the forward input). Overwrites dScale and dBias.
+ * Bindings: x, dy, saveMean, saveInvStd, dScale, dBias, params.
  */
-export function batchNormParamGradProgram(p: BatchNormShape, statistics: 'batch' | 'running'): KernelProgram {
-  const batch = statistics === 'batch';
+export function batchNormParamGradProgram(p: BatchNormShape): KernelProgram {
   return channelReduceProgram(p, {
-    label: `batchnorm dScale/dBias (${statistics}) ${p.images}×${p.channels}×${p.spatial}`,
-    key: `batchnorm-param-grad|${statistics}`,
-    reads: ['x', 'dy', ...(batch ? ['saveMean', 'saveInvStd'] : ['mean', { name: 'var', wgsl: 'variance' }])],
-    writes: ['dScale', 'dBias'],
+    label: `batchnorm dScale/dBias ${p.images}×${p.channels}×${p.spatial}`,
+    key: 'batchnorm-param-grad',
+    reads: ['x', 'dy', 'saveMean', 'saveInvStd'].map((name) => input(name)),
+    writes: [output('dScale'), output('dBias')],
     params: (P) => P.f32('epsilon', p.epsilon),
-    before: `let mu = ${batch ? 'saveMean[c]' : 'mean[c]'};`,
+    before: 'let mu = saveMean[c];',
     element: 'let g = dy[i]; acc0 += g * (x[i] - mu); acc1 += g;',
-    after: `  dScale[c] = acc.x * ${batch ? 'saveInvStd[c]' : 'inverseSqrt(variance[c] + P.epsilon)'};
+    after: `  dScale[c] = acc.x * saveInvStd[c];
   dBias[c] = acc.y;`,
   });
 }
@@ -140,17 +135,7 @@ export type LrnBackwardParams = LrnParams;
  * size² reads per element, cheaper than saving D for the small sizes LRN uses).
  * Bindings: x, dy, dx, params.
  */
-export function lrnBackwardProgram(p: LrnBackwardParams, o?: GradOptions): KernelProgram {
-  const prelude = `fn denominator(base: u32, i: i32) -> f32 {
-  let first = max(i - P.below, 0);
-  let last = min(i + P.above, i32(P.channels) - 1);
-  var sum = 0.0;
-  for (var j = first; j <= last; j++) {
-    let v = x[base + u32(j) * P.spatial];
-    sum += v * v;
-  }
-  return P.bias + P.alphaOverSize * sum;
-}`;
+export function lrnBackwardProgram(p: LrnBackwardParams): KernelProgram {
   const body = `  let pos = idx % P.spatial;
   let k = i32((idx / P.spatial) % P.channels);
   let base = (idx / (P.spatial * P.channels)) * P.channels * P.spatial + pos;
@@ -165,28 +150,15 @@ export function lrnBackwardProgram(p: LrnBackwardParams, o?: GradOptions): Kerne
     if (i == k) { direct = dy[at] * dpow; }
     cross += dy[at] * x[at] * dpow / d;
   }
-  let g = direct - 2.0 * P.alphaOverSize * P.beta * x[idx] * cross;
-  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}`;
-  return gradElementProgram({
+  dx[idx] = direct - 2.0 * P.alphaOverSize * P.beta * x[idx] * cross;`;
+  return elementProgram({
     label: `lrn backward ${p.size} ${p.images}×${p.channels}×${p.spatial}`,
-    key: `lrn-bwd|${accKey(o)}`,
+    key: 'lrn-bwd',
     total: p.images * p.channels * p.spatial,
-    reads: ['x', 'dy'],
-    params: (P) =>
-      channelParams(p)(P)
-        .i32('below', Math.floor((p.size - 1) / 2))
-        .i32('above', Math.ceil((p.size - 1) / 2))
-        .f32('alphaOverSize', p.alpha / p.size)
-        .f32('beta', p.beta)
-        .f32('bias', p.bias),
-    prelude,
+    inputs: [input('x'), input('dy')],
+    outputs: [output('dx')],
+    params: (P) => lrnUniforms(P, p),
+    prelude: LRN_DENOMINATOR,
     body,
   });
-}
-
-// ---- helpers ----
-
-/** The uniforms after size and rowSize of the per-element kernels over N × C × S. */
-function channelParams(p: { channels: number; spatial: number }): (P: ParamBlock) => ParamBlock {
-  return (P) => P.u32('channels', p.channels).u32('spatial', p.spatial);
 }

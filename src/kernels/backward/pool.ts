@@ -2,8 +2,17 @@
 // pass: AveragePool's is a gather (one invocation per input element walks the output windows
 // that cover it); MaxPool's has each invocation own a strip of input rows of one plane.
 import type { Pool2dParams } from '../pool.ts';
-import { dispatch1d, F32_LOWEST, ParamBlock, type KernelProgram } from '../program.ts';
-import { accKey, bindingDecls, bindingList, gradElementProgram, storeGrad, type GradOptions } from './common.ts';
+import { windowUniforms } from '../program.ts';
+import {
+  defineProgram,
+  dispatch1d,
+  elementProgram,
+  F32_LOWEST,
+  input,
+  output,
+  ParamBlock,
+  type KernelProgram,
+} from '../shader.ts';
 
 /** The forward pool's geometry; `kind` and `countIncludePad` are chosen by the builder called. */
 export type PoolBackwardParams = Omit<Pool2dParams, 'kind'>;
@@ -17,55 +26,46 @@ const MAXPOOL_WORKGROUP = 8;
  * MaxPool backward: dx[p] = Σ over windows w containing p whose arg-max is p of dy[w].
  * The arg-max is the FIRST maximum in row-major window order (kh, then kw), padding ignored,
  * as onnxruntime and PyTorch break ties. Needs saved: x (the forward input); no index tensor.
- * Each invocation owns the input rows [r0, r1) of one plane: it zeroes them (unless
- * accumulating), then walks every window that reaches into them, finds its arg-max once and
- * adds dy there when it falls inside the strip (a window across two strips is searched by both).
- * Neighbouring lanes take the same strip of neighbouring planes, so they branch alike. On
- * lavapipe this searches each window once instead of once per covered input element: the
- * gather it replaces took 265 ms for ResNet-50's 3×3/2 pool at 112×112 batch 8.
+ * Each invocation owns the input rows [r0, r1) of one plane: it zeroes them, then walks every
+ * window that reaches into them, finds its arg-max once and adds dy there when it falls inside
+ * the strip (a window across two strips is searched by both). Neighbouring lanes take the same
+ * strip of neighbouring planes, so they branch alike. Each window is searched once, not once per
+ * covered input element as a gather would.
  * Bindings: x, dy, dx, params.
  */
-export function maxPool2dBackwardProgram(p: PoolBackwardParams, o?: GradOptions): KernelProgram {
+export function maxPool2dBackwardProgram(p: PoolBackwardParams): KernelProgram {
   const strips = Math.min(p.height, Math.max(1, Math.ceil(MAXPOOL_INVOCATIONS / p.planes)));
   const stripRows = Math.ceil(p.height / strips);
   const total = p.planes * Math.ceil(p.height / stripRows);
   const dispatch = dispatch1d(Math.ceil(total / MAXPOOL_WORKGROUP));
-  const P = new ParamBlock()
-    .u32('total', total)
-    .u32('groupsX', dispatch[0])
-    .i32('planes', p.planes)
-    .i32('stripRows', stripRows)
-    .i32('height', p.height)
-    .i32('width', p.width)
-    .i32('outH', p.outH)
-    .i32('outW', p.outW)
-    .i32('kernelH', p.kernelH)
-    .i32('kernelW', p.kernelW)
-    .i32('strideH', p.strideH)
-    .i32('strideW', p.strideW)
-    .i32('padTop', p.pads[0])
-    .i32('padLeft', p.pads[1])
-    .i32('dilationH', p.dilationH)
-    .i32('dilationW', p.dilationW);
-  const { decls, paramsBinding } = bindingDecls(['x', 'dy'], ['dx']);
-  const wgsl = `
-${decls}
-${P.wgsl(paramsBinding)}
-@compute @workgroup_size(${MAXPOOL_WORKGROUP})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let id = (wid.x + wid.y * P.groupsX) * ${MAXPOOL_WORKGROUP}u + lid;
-  if (id >= P.total) { return; }
-  let plane = i32(id % u32(P.planes));
+  const P = windowUniforms(
+    new ParamBlock()
+      .u32('total', total)
+      .u32('groupsX', dispatch[0])
+      .i32('planes', p.planes)
+      .i32('stripRows', stripRows),
+    p,
+    'i32',
+  );
+  return defineProgram({
+    label: `maxpool backward ${p.kernelH}x${p.kernelW} s${p.strideH} ${p.outH}x${p.outW}→${p.height}x${p.width}`,
+    key: 'maxpool2d-bwd',
+    dispatch,
+    bindings: [input('x'), input('dy'), output('dx')],
+    params: P,
+    workgroupSize: MAXPOOL_WORKGROUP,
+    builtins: { wid: 'workgroup_id', lid: 'local_invocation_index' },
+    guard: {
+      index: { name: 'id', expr: `(wid.x + wid.y * P.groupsX) * ${MAXPOOL_WORKGROUP}u + lid` },
+      exit: 'id >= P.total',
+    },
+    body: () => `  let plane = i32(id % u32(P.planes));
   let r0 = i32(id / u32(P.planes)) * P.stripRows;
   let r1 = min(r0 + P.stripRows, P.height);
   let xBase = plane * P.height * P.width;
   let yBase = plane * P.outH * P.outW;
-${
-  o?.accumulate
-    ? ''
-    : `  for (var i = xBase + r0 * P.width; i < xBase + r1 * P.width; i++) { dx[i] = 0.0; }
-`
-}  // Windows whose rows oh·stride − padTop + a·dilation (a < kernelH) meet [r0, r1).
+  for (var i = xBase + r0 * P.width; i < xBase + r1 * P.width; i++) { dx[i] = 0.0; }
+  // Windows whose rows oh·stride − padTop + a·dilation (a < kernelH) meet [r0, r1).
   let reach = r0 + P.padTop - (P.kernelH - 1) * P.dilationH;
   let ohFirst = select(0, (reach + P.strideH - 1) / P.strideH, reach > 0);
   let ohLast = min(P.outH - 1, (r1 - 1 + P.padTop) / P.strideH);
@@ -88,16 +88,8 @@ ${
       let row = at / P.width;
       if (at >= 0 && row >= r0 && row < r1) { dx[xBase + at] += dy[yBase + oh * P.outW + ow]; }
     }
-  }
-}`;
-  return {
-    label: `maxpool backward ${p.kernelH}x${p.kernelW} s${p.strideH} ${p.outH}x${p.outW}→${p.height}x${p.width}`,
-    key: `maxpool2d-bwd|${accKey(o)}`,
-    wgsl,
-    dispatch,
-    bindings: bindingList(['x', 'dy'], ['dx']),
-    params: P.bytes(),
-  };
+  }`,
+  });
 }
 
 /**
@@ -106,22 +98,11 @@ ${
  * clipped where ceil_mode windows run past it). Needs saved: nothing (shapes only).
  * Bindings: dy, dx, params.
  */
-export function avgPool2dBackwardProgram(p: PoolBackwardParams, o?: GradOptions): KernelProgram {
+export function avgPool2dBackwardProgram(p: PoolBackwardParams): KernelProgram {
   const params = (P: ParamBlock): void => {
-    P.i32('height', p.height)
-      .i32('width', p.width)
-      .i32('outH', p.outH)
-      .i32('outW', p.outW)
-      .i32('kernelH', p.kernelH)
-      .i32('kernelW', p.kernelW)
-      .i32('strideH', p.strideH)
-      .i32('strideW', p.strideW)
-      .i32('padTop', p.pads[0])
-      .i32('padLeft', p.pads[1])
+    windowUniforms(P, p, 'i32')
       .i32('paddedH', p.height + p.pads[2])
-      .i32('paddedW', p.width + p.pads[3])
-      .i32('dilationH', p.dilationH)
-      .i32('dilationW', p.dilationW);
+      .i32('paddedW', p.width + p.pads[3]);
   };
   const include = p.countIncludePad === true;
   const body = `  let iw = i32(idx % u32(P.width));
@@ -155,12 +136,13 @@ export function avgPool2dBackwardProgram(p: PoolBackwardParams, o?: GradOptions)
       acc += dy[yBase + u32(oh * P.outW + ow)] / f32(max(rows * cols, 1));
     }
   }
-  ${storeGrad('dx', 'idx', 'acc', o?.accumulate)}`;
-  return gradElementProgram({
+  dx[idx] = acc;`;
+  return elementProgram({
     label: `avgpool backward ${p.kernelH}x${p.kernelW} s${p.strideH} ${p.outH}x${p.outW}→${p.height}x${p.width}`,
-    key: `pool2d-bwd|avg|${include ? 'incl' : 'excl'}|${accKey(o)}`,
+    key: `pool2d-bwd|avg|${include ? 'incl' : 'excl'}`,
     total: p.planes * p.height * p.width,
-    reads: ['dy'],
+    inputs: [input('dy')],
+    outputs: [output('dx')],
     params,
     body,
   });
@@ -173,12 +155,7 @@ export function avgPool2dBackwardProgram(p: PoolBackwardParams, o?: GradOptions)
  * arg-max, one pass writing the plane).
  * Bindings: avg: dy, dx, params; max: x, dy, dx, params.
  */
-export function globalPoolBackwardProgram(
-  kind: 'max' | 'avg',
-  planes: number,
-  spatial: number,
-  o?: GradOptions,
-): KernelProgram {
+export function globalPoolBackwardProgram(kind: 'max' | 'avg', planes: number, spatial: number): KernelProgram {
   const max = kind === 'max';
   const body = max
     ? `  let base = idx * P.spatial;
@@ -190,17 +167,16 @@ export function globalPoolBackwardProgram(
   }
   let g = dy[idx];
   for (var i = 0u; i < P.spatial; i++) {
-    let v = select(0.0, g, i == at);
-    ${storeGrad('dx', 'base + i', 'v', o?.accumulate)}
+    dx[base + i] = select(0.0, g, i == at);
   }`
-    : `  let g = dy[idx / P.spatial] * P.scale;
-  ${storeGrad('dx', 'idx', 'g', o?.accumulate)}`;
-  return gradElementProgram({
+    : '  dx[idx] = dy[idx / P.spatial] * P.scale;';
+  return elementProgram({
     label: `global${kind}pool backward ${planes}×${spatial}`,
-    key: `globalpool-bwd|${kind}|${accKey(o)}`,
+    key: `globalpool-bwd|${kind}`,
     total: max ? planes : planes * spatial,
     workgroup: max ? 64 : 256,
-    reads: max ? ['x', 'dy'] : ['dy'],
+    inputs: max ? [input('x'), input('dy')] : [input('dy')],
+    outputs: [output('dx')],
     params: (P) => P.u32('spatial', spatial).f32('scale', 1 / spatial),
     body,
   });
