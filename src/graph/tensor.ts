@@ -215,7 +215,7 @@ const INT64_MAX = (1n << 63n) - 1n;
 const INT64_MIN = -(1n << 63n);
 
 function clampInt64(v: number): bigint {
-  if (v >= 9223372036854775807) return INT64_MAX;
-  if (v <= -9223372036854775808) return INT64_MIN;
+  if (v >= 2 ** 63) return INT64_MAX;
+  if (v <= -(2 ** 63)) return INT64_MIN;
   return BigInt(Math.trunc(v));
 }
