@@ -358,26 +358,28 @@ function decodeAttribute(a: onnx.IAttributeProto, ctx: TensorContext): Attribute
   }
 }
 
-/** IR versions before 2 had no `type` field: the one field that is set tells. */
+/** IR versions before 2 had no `type` field: the one field that is set tells (a list field when
+ * it is not empty, checked before the single values). */
 function guessAttributeType(a: onnx.IAttributeProto): onnx.AttributeProto.AttributeType {
-  const lists = [
-    ['floats', AttributeType.FLOATS],
-    ['ints', AttributeType.INTS],
-    ['strings', AttributeType.STRINGS],
-    ['tensors', AttributeType.TENSORS],
-    ['graphs', AttributeType.GRAPHS],
-  ] as const;
-  for (const [field, type] of lists) if (a[field]?.length) return type;
-  const singles = [
-    ['f', AttributeType.FLOAT],
-    ['i', AttributeType.INT],
-    ['s', AttributeType.STRING],
-    ['t', AttributeType.TENSOR],
-    ['g', AttributeType.GRAPH],
-  ] as const;
-  for (const [field, type] of singles) if (has(a, field)) return type;
+  for (const [field, type] of TYPE_BY_FIELD) {
+    const value = a[field];
+    if (Array.isArray(value) ? value.length > 0 : has(a, field)) return type;
+  }
   return AttributeType.UNDEFINED;
 }
+
+const TYPE_BY_FIELD = [
+  ['floats', AttributeType.FLOATS],
+  ['ints', AttributeType.INTS],
+  ['strings', AttributeType.STRINGS],
+  ['tensors', AttributeType.TENSORS],
+  ['graphs', AttributeType.GRAPHS],
+  ['f', AttributeType.FLOAT],
+  ['i', AttributeType.INT],
+  ['s', AttributeType.STRING],
+  ['t', AttributeType.TENSOR],
+  ['g', AttributeType.GRAPH],
+] as const;
 
 function encodeNode(n: Node): onnx.INodeProto {
   return {
