@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ARCHITECTURE_NAMES, buildArchitecture } from '../src/graph/architectures/index.ts';
 import { decodeModel, encodeModel } from '../src/graph/codec.ts';
 import { describeGraphDifference } from './helpers/graph-equal.ts';
 import { LIGHT_DIR, REPO_ROOT } from './helpers/models.ts';
@@ -36,6 +37,28 @@ describe('generated ONNX messages', () => {
 const PYTHON_ONNX = spawnSync('/usr/bin/python3', ['-c', 'import onnx'], { encoding: 'utf8' }).status === 0;
 
 describe.skipIf(!PYTHON_ONNX)('encoded models pass onnx.checker', () => {
+  it('every architecture graft build writes (narrow, symbolic batch, with and without top)', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'onnx-graft-checker-'));
+    try {
+      const written = ARCHITECTURE_NAMES.flatMap((name) =>
+        [true, false].map((includeTop) => {
+          const g = buildArchitecture(name, {
+            width: 0.125,
+            batch: 'batch',
+            includeTop,
+            pooling: includeTop ? null : 'avg',
+          });
+          const out = path.join(dir, `${name}-${includeTop ? 'top' : 'notop'}.onnx`);
+          fs.writeFileSync(out, encodeModel(g));
+          return out;
+        }),
+      );
+      expect(checkModels(written)).toBe('');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   it('the light zoo and a sample of conformance models, decoded and encoded again', () => {
     const light = fs
       .readdirSync(LIGHT_DIR)
@@ -71,3 +94,15 @@ describe.skipIf(!PYTHON_ONNX)('encoded models pass onnx.checker', () => {
     }
   }, 60_000);
 });
+
+/** onnx.checker's complaints about the files (with full shape inference), '' when it has none. */
+function checkModels(files: string[]): string {
+  const script = [
+    'import sys, onnx',
+    'for f in sys.argv[1:]:',
+    '    try: onnx.checker.check_model(onnx.load(f), full_check=True)',
+    '    except Exception as e: print(f, e)',
+  ].join('\n');
+  const check = spawnSync('/usr/bin/python3', ['-c', script, ...files], { encoding: 'utf8' });
+  return check.status === 0 ? check.stdout.trim() : `python3 exited ${check.status}: ${check.stderr}`;
+}

@@ -198,7 +198,8 @@ export class TorchLayout {
     return this.linear(linear3, x, hidden, classes);
   }
 
-  /** Renames the graph's final value to `name` and declares it the output. */
+  /** Renames the graph's final value to `name` and declares it the output, with its shape (as
+   * torch.onnx.export writes it; onnx.checker refuses a graph output without one). */
   finish(value: string, name: string): void {
     const producer = this.graph.nodes.find((n) => n.outputs.includes(value));
     if (!producer) throw new Error(`internal: '${value}' has no producer`);
@@ -206,7 +207,7 @@ export class TorchLayout {
     const info = this.graph.values.get(value);
     this.graph.values.delete(value);
     this.graph.values.set(name, { ...info, name });
-    this.graph.outputs.push({ name, dtype: 'float32' });
+    this.graph.outputs.push({ name, dtype: 'float32', shape: info?.shape ? [...info.shape] : undefined });
   }
 
   /** A node in torch's scope naming ('' for the model's own forward). */
