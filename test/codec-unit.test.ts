@@ -8,9 +8,10 @@ import { describe, expect, it } from 'vitest';
 import { decodeModel, decodeTensor, encodeModel, encodeTensor, type ExternalDataReader } from '../src/graph/codec.ts';
 import { ModelError } from '../src/graph/errors.ts';
 import { Graph } from '../src/graph/ir.ts';
-import { onnxModelType } from '../src/graph/onnx-proto.ts';
+import { onnx } from '../src/graph/onnx/onnx-pb.js';
 import type { TensorValue } from '../src/graph/tensor.ts';
 import { describeGraphDifference, describeTensorDifference } from './helpers/graph-equal.ts';
+import { onnxReflectedType } from './helpers/onnx-schema.ts';
 import {
   TESTDATA_ROOT,
   listCases,
@@ -20,17 +21,17 @@ import {
   requireTestdata,
 } from './helpers/onnx-testdata.ts';
 
-const ModelProto = onnxModelType();
-const TensorProto = ModelProto.root.lookupType('onnx.TensorProto');
+const ModelProto = onnxReflectedType('ModelProto');
+const TensorProto = onnxReflectedType('TensorProto');
 const FILE = 'unit.onnx';
 
 type Fields = Record<string, unknown>;
 
 /** Encodes a TensorProto from a plain object (fromObject turns decimal strings into int64s)
- * and decodes it again, so the codec sees exactly what a file would give it. */
-function wireTensor(fields: Fields): Record<string, unknown> {
-  const bytes = TensorProto.encode(TensorProto.fromObject(fields)).finish();
-  return TensorProto.decode(bytes) as unknown as Record<string, unknown>;
+ * and decodes it again with the generated class, so the codec sees exactly what a file would
+ * give it. */
+function wireTensor(fields: Fields): onnx.TensorProto {
+  return onnx.TensorProto.decode(TensorProto.encode(TensorProto.fromObject(fields)).finish());
 }
 
 function decodeFields(fields: Fields, readExternal?: ExternalDataReader): TensorValue {
@@ -39,9 +40,8 @@ function decodeFields(fields: Fields, readExternal?: ExternalDataReader): Tensor
 
 /** decodeTensor(encodeTensor(t)) through the wire, as a model initializer would go. */
 function reencode(t: TensorValue): TensorValue {
-  const msg = encodeTensor(t);
-  const bytes = TensorProto.encode(TensorProto.create(msg)).finish();
-  return decodeTensor(TensorProto.decode(bytes) as unknown as Record<string, unknown>, { file: FILE });
+  const bytes = onnx.TensorProto.encode(encodeTensor(t)).finish();
+  return decodeTensor(onnx.TensorProto.decode(bytes), { file: FILE });
 }
 
 function expectRoundTrip(t: TensorValue): void {

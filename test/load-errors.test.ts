@@ -9,7 +9,7 @@ import { encodeModel } from '../src/graph/codec.ts';
 import { ModelError } from '../src/graph/errors.ts';
 import { Graph } from '../src/graph/ir.ts';
 import { MAX_SUPPORTED_OPSET } from '../src/graph/load.ts';
-import { onnxModelType } from '../src/graph/onnx-proto.ts';
+import { onnx } from '../src/graph/onnx/onnx-pb.js';
 import { loadModelFile, readBytes } from '../src/node/files.ts';
 import { lightModelPath } from './helpers/models.ts';
 import { randomFloat32Array } from './helpers/random.ts';
@@ -175,12 +175,10 @@ describe('external data', () => {
   /** The tiny model with its weight moved to `weights.bin` at an offset. */
   function externalModel(name: string, fileBytes: Uint8Array, declaredLength: number, offset = 16): string {
     const g = tinyModel();
-    const model = onnxModelType().decode(encodeModel(g)) as unknown as {
-      graph: { initializer: Record<string, unknown>[] };
-    };
-    const init = model.graph.initializer[0];
+    const model = onnx.ModelProto.decode(encodeModel(g));
+    const init = model.graph!.initializer![0];
     delete init.raw_data;
-    init.data_location = 1;
+    init.data_location = onnx.TensorProto.DataLocation.EXTERNAL;
     init.external_data = [
       { key: 'location', value: 'weights.bin' },
       { key: 'offset', value: String(offset) },
@@ -189,7 +187,7 @@ describe('external data', () => {
     const sub = mkdtempSync(path.join(dir, `${name}-`));
     if (fileBytes.length) writeFileSync(path.join(sub, 'weights.bin'), fileBytes);
     const file = path.join(sub, 'model.onnx');
-    writeFileSync(file, onnxModelType().encode(model).finish());
+    writeFileSync(file, onnx.ModelProto.encode(model).finish());
     return file;
   }
 

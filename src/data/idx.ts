@@ -59,33 +59,28 @@ export function parseIdx(bytes: Uint8Array, name = 'IDX data'): IdxArray {
 }
 
 function readValues(view: DataView, offset: number, count: number, type: IdxType, bytes: Uint8Array): IdxArray['data'] {
-  switch (type) {
-    case 'uint8':
-      return bytes.subarray(offset, offset + count);
-    case 'int8':
-      return new Int8Array(bytes.buffer, bytes.byteOffset + offset, count).slice();
-    case 'int16': {
-      const out = new Int16Array(count);
-      for (let i = 0; i < count; i++) out[i] = view.getInt16(offset + 2 * i, false);
-      return out;
-    }
-    case 'int32': {
-      const out = new Int32Array(count);
-      for (let i = 0; i < count; i++) out[i] = view.getInt32(offset + 4 * i, false);
-      return out;
-    }
-    case 'float32': {
-      const out = new Float32Array(count);
-      for (let i = 0; i < count; i++) out[i] = view.getFloat32(offset + 4 * i, false);
-      return out;
-    }
-    case 'float64': {
-      const out = new Float64Array(count);
-      for (let i = 0; i < count; i++) out[i] = view.getFloat64(offset + 8 * i, false);
-      return out;
-    }
-  }
+  if (type === 'uint8') return bytes.subarray(offset, offset + count);
+  if (type === 'int8') return new Int8Array(bytes.buffer, bytes.byteOffset + offset, count).slice();
+  const { array, size, read } = BIG_ENDIAN[type];
+  const out = new array(count);
+  for (let i = 0; i < count; i++) out[i] = read(view, offset + size * i);
+  return out;
 }
+
+/** The multi-byte types: their native array, width, and big-endian read. */
+const BIG_ENDIAN: Record<
+  Exclude<IdxType, 'uint8' | 'int8'>,
+  {
+    array: new (length: number) => Int16Array | Int32Array | Float32Array | Float64Array;
+    size: number;
+    read: (view: DataView, at: number) => number;
+  }
+> = {
+  int16: { array: Int16Array, size: 2, read: (view, at) => view.getInt16(at, false) },
+  int32: { array: Int32Array, size: 4, read: (view, at) => view.getInt32(at, false) },
+  float32: { array: Float32Array, size: 4, read: (view, at) => view.getFloat32(at, false) },
+  float64: { array: Float64Array, size: 8, read: (view, at) => view.getFloat64(at, false) },
+};
 
 function hex(b: number | undefined): string {
   return b === undefined ? '(none)' : `0x${b.toString(16).padStart(2, '0').toUpperCase()}`;

@@ -1,9 +1,10 @@
 // ONNX bytes ⇄ Graph. Decoding keeps everything the file says (including parts the engine does
-// not interpret) so that encode(decode(bytes)) decodes to an equal Graph.
-import protobuf from 'protobufjs';
+// not interpret) so that encode(decode(bytes)) decodes to an equal Graph. The messages are the
+// typed classes generated from the official onnx.proto (src/graph/onnx/, `npm run gen:onnx`).
+import protobuf from 'protobufjs/minimal.js';
 import { ModelError } from './errors.ts';
 import { Graph, type Attribute, type Dim, type Initializer, type Node, type ValueInfo } from './ir.ts';
-import { onnxModelType } from './onnx-proto.ts';
+import { onnx } from './onnx/onnx-pb.js';
 import {
   bytesPerElement,
   dataTypeFromOnnx,
@@ -27,64 +28,66 @@ export interface DecodeOptions {
   readExternal?: ExternalDataReader;
 }
 
-// protobufjs message objects are untyped at this boundary.
-type Msg = Record<string, any>;
+/** An int64 field: protobufjs reads it as a Long (all 64 bits kept) and writes numbers or Longs. */
+type Int64 = NonNullable<onnx.IModelProto['ir_version']>;
+type Long = Exclude<Int64, number>;
+type StringEntry = onnx.IStringStringEntryProto;
 
 export function decodeModel(bytes: Uint8Array, options: DecodeOptions = {}): Graph {
   const file = options.file ?? '<bytes>';
   if (bytes.byteLength === 0) throw new ModelError('the file is empty, not an ONNX model', { file });
-  let model: Msg;
+  let model: onnx.ModelProto;
   try {
-    model = onnxModelType().decode(bytes) as unknown as Msg;
+    model = onnx.ModelProto.decode(bytes);
   } catch (e) {
     throw new ModelError(
       `not a valid ONNX model: the protobuf data is ${/index out of range/i.test(String(e)) ? 'truncated' : 'malformed'} (${(e as Error).message})`,
       { file },
     );
   }
-  if (!has(model, 'graph') || !has(model, 'ir_version')) {
+  if (!model.graph || !has(model, 'ir_version')) {
     throw new ModelError('not an ONNX model: no ir_version or no graph in the ModelProto', { file });
   }
   const g = new Graph();
   g.source = file;
   g.irVersion = toNumber(model.ir_version);
-  g.opsetImports = (model.opset_import as Msg[]).map((o) => ({ domain: o.domain ?? '', version: toNumber(o.version) }));
-  g.producerName = model.producer_name ?? '';
-  g.producerVersion = model.producer_version ?? '';
-  g.domain = model.domain ?? '';
-  g.modelVersion = toNumber(model.model_version ?? 0);
-  g.modelDocString = model.doc_string ?? '';
-  g.metadataProps = (model.metadata_props as Msg[]).map((p) => ({ key: p.key ?? '', value: p.value ?? '' }));
+  g.opsetImports = model.opset_import.map((o) => ({ domain: o.domain ?? '', version: toNumber(o.version) }));
+  g.producerName = model.producer_name;
+  g.producerVersion = model.producer_version;
+  g.domain = model.domain;
+  g.modelVersion = toNumber(model.model_version);
+  g.modelDocString = model.doc_string;
+  g.metadataProps = model.metadata_props.map((p) => ({ key: p.key ?? '', value: p.value ?? '' }));
   const frozenEntry = g.metadataProps.find((p) => p.key === FROZEN_KEY);
   g.metadataProps = g.metadataProps.filter((p) => p !== frozenEntry);
-  keepIfPresent(g.extra, model, ['training_info', 'functions']);
+  keepIfPresent(g.extra, model, MODEL_EXTRAS);
 
-  const graph = model.graph as Msg;
+  const graph = model.graph;
   g.name = graph.name ?? '';
   g.docString = graph.doc_string ?? '';
-  keepIfPresent(g.extra, graph, ['sparse_initializer', 'quantization_annotation', 'metadata_props'], 'graph.');
+  keepIfPresent(g.extra, graph, GRAPH_EXTRAS, 'graph.');
 
   const ctx = { file, readExternal: options.readExternal };
-  for (const t of graph.initializer as Msg[]) {
+  for (const t of graph.initializer ?? []) {
     const init: Initializer = {
-      name: t.name,
+      name: t.name ?? '',
       value: decodeTensor(t, ctx),
       trainable: false,
       docString: t.doc_string || undefined,
     };
-    if ((t.metadata_props as Msg[])?.length) init.extra = { metadata_props: t.metadata_props };
+    if (t.metadata_props?.length) init.extra = { metadata_props: t.metadata_props };
     g.setInitializer(init.name, init.value);
     g.initializers.set(init.name, { ...init, trainable: g.initializers.get(init.name)!.trainable });
   }
-  g.inputs = (graph.input as Msg[]).map(decodeValueInfo);
-  g.outputs = (graph.output as Msg[]).map(decodeValueInfo);
-  const valueInfo = (graph.value_info as Msg[]).map(decodeValueInfo);
+  g.inputs = (graph.input ?? []).map(decodeValueInfo);
+  g.outputs = (graph.output ?? []).map(decodeValueInfo);
+  const valueInfo = (graph.value_info ?? []).map(decodeValueInfo);
   for (const v of [...g.inputs, ...valueInfo, ...g.outputs]) {
     g.values.set(v.name, { ...g.values.get(v.name), ...v, shape: v.shape ?? g.values.get(v.name)?.shape });
   }
   // The file's own value_info entries, written back as they were (while the value exists).
   if (valueInfo.length) g.extra.valueInfo = valueInfo;
-  g.nodes = (graph.node as Msg[]).map((n) => decodeNode(n, ctx));
+  g.nodes = (graph.node ?? []).map((n) => decodeNode(n, ctx));
   if (frozenEntry) {
     let names: unknown;
     try {
@@ -115,22 +118,22 @@ export function encodeModel(g: Graph, options: EncodeOptions = {}): Uint8Array {
       if (!written.has(v.name) && !g.initializers.has(v.name) && v.dtype) valueInfo.push(v);
     }
   }
-  const graph: Msg = {
+  const graph: onnx.IGraphProto = {
     node: g.nodes.map(encodeNode),
     name: g.name,
     initializer: [...g.initializers.values()].map((i) => ({
       ...encodeTensor(i.value),
       name: i.name,
       doc_string: i.docString,
-      ...i.extra,
+      metadata_props: i.extra?.metadata_props as StringEntry[] | undefined,
     })),
     doc_string: g.docString || undefined,
     input: g.inputs.map(encodeValueInfo),
     output: g.outputs.map(encodeValueInfo),
     value_info: valueInfo.map(encodeValueInfo),
+    ...keptExtras<onnx.IGraphProto>(g.extra, GRAPH_EXTRAS, 'graph.'),
   };
-  for (const [k, v] of Object.entries(g.extra)) if (k.startsWith('graph.')) graph[k.slice(6)] = v;
-  const model: Msg = {
+  const model: onnx.IModelProto = {
     ir_version: g.irVersion,
     opset_import: g.opsetImports.map((o) => ({ domain: o.domain, version: o.version })),
     producer_name: g.producerName || undefined,
@@ -140,10 +143,9 @@ export function encodeModel(g: Graph, options: EncodeOptions = {}): Uint8Array {
     doc_string: g.modelDocString || undefined,
     graph,
     metadata_props: withFrozenList(g),
-    training_info: g.extra.training_info,
-    functions: g.extra.functions,
+    ...keptExtras<onnx.IModelProto>(g.extra, MODEL_EXTRAS),
   };
-  return onnxModelType().encode(model).finish();
+  return onnx.ModelProto.encode(model).finish();
 }
 
 /** ONNX has no trainable flag: the names of frozen float initializers travel in this
@@ -157,6 +159,20 @@ function withFrozenList(g: Graph): { key: string; value: string }[] {
   return frozen.length ? [...g.metadataProps, { key: FROZEN_KEY, value: JSON.stringify(frozen) }] : g.metadataProps;
 }
 
+// Fields the engine does not interpret, kept in Graph.extra (graph-level ones prefixed 'graph.')
+// and written back as they were.
+const MODEL_EXTRAS = ['training_info', 'functions', 'configuration'] as const satisfies (keyof onnx.IModelProto)[];
+const GRAPH_EXTRAS = [
+  'sparse_initializer',
+  'quantization_annotation',
+  'metadata_props',
+] as const satisfies (keyof onnx.IGraphProto)[];
+const NODE_EXTRAS = [
+  'overload',
+  'metadata_props',
+  'device_configurations',
+] as const satisfies (keyof onnx.INodeProto)[];
+
 // ─── tensors ────────────────────────────────────────────────────────────────────────────────
 
 interface TensorContext {
@@ -164,19 +180,19 @@ interface TensorContext {
   readExternal?: ExternalDataReader;
 }
 
-export function decodeTensor(t: Msg, ctx: TensorContext): TensorValue {
+export function decodeTensor(t: onnx.ITensorProto, ctx: TensorContext): TensorValue {
   const name = t.name || '(unnamed tensor)';
   const dtype = dataTypeFromOnnx(t.data_type ?? 0);
   if (!dtype) throw new ModelError(`tensor '${name}' has unknown data_type ${t.data_type}`, { file: ctx.file });
-  const dims = (t.dims as unknown[]).map(toNumber);
+  const dims = (t.dims ?? []).map(toNumber);
   if (dims.some((d) => d < 0 || !Number.isFinite(d)))
     throw new ModelError(`tensor '${name}' has invalid dims [${dims}]`, { file: ctx.file });
   const count = sizeOf(dims);
   const fail = (what: string) =>
     new ModelError(`tensor '${name}' (${dtype}, dims [${dims}]): ${what}`, { file: ctx.file });
 
-  if (t.data_location === 1) {
-    const entries = new Map((t.external_data as Msg[]).map((e) => [e.key, e.value as string]));
+  if (t.data_location === onnx.TensorProto.DataLocation.EXTERNAL) {
+    const entries = new Map((t.external_data ?? []).map((e) => [e.key, e.value ?? '']));
     const location = entries.get('location');
     if (!location) throw fail('data_location is EXTERNAL but external_data has no location');
     if (!ctx.readExternal)
@@ -199,11 +215,11 @@ export function decodeTensor(t: Msg, ctx: TensorContext): TensorValue {
   }
 
   if (dtype === 'string') {
-    const s = t.string_data as Uint8Array[];
+    const s = t.string_data ?? [];
     if (s.length !== count) throw fail(`string_data has ${s.length} entries, expected ${count}`);
     return { dtype, dims, data: s.map((b) => new Uint8Array(b)) };
   }
-  const raw = t.raw_data as Uint8Array | undefined;
+  const raw = t.raw_data;
   if (raw && raw.byteLength > 0) {
     const width = bytesPerElement(dtype);
     if (width === undefined) throw fail('raw_data for this type is not supported');
@@ -212,15 +228,17 @@ export function decodeTensor(t: Msg, ctx: TensorContext): TensorValue {
   }
   if (bytesPerElement(dtype) === undefined) throw fail('this data type is not supported');
   const field = typedField(dtype);
-  const values = (t[field] as unknown[]) ?? [];
+  const values: readonly Int64[] = t[field] ?? [];
   const perElement = dtype === 'complex64' || dtype === 'complex128' ? 2 : 1;
   if (values.length !== count * perElement)
     throw fail(`${field} has ${values.length} values, expected ${count * perElement}`);
   return { dtype, dims, data: fillTyped(dtype, values, count) };
 }
 
+type TypedField = 'float_data' | 'double_data' | 'int64_data' | 'uint64_data' | 'int32_data';
+
 /** ONNX's typed field for each dtype, when raw_data is not used. */
-function typedField(dtype: DataType): string {
+function typedField(dtype: DataType): TypedField {
   switch (dtype) {
     case 'float32':
     case 'complex64':
@@ -238,7 +256,7 @@ function typedField(dtype: DataType): string {
   }
 }
 
-function fillTyped(dtype: DataType, values: unknown[], count: number): TensorData {
+function fillTyped(dtype: DataType, values: readonly Int64[], count: number): TensorData {
   const width = bytesPerElement(dtype)!;
   const out = typedArrayFromBytes(dtype, new Uint8Array(count * width), count);
   if (out instanceof BigInt64Array || out instanceof BigUint64Array) {
@@ -256,31 +274,17 @@ function fillTyped(dtype: DataType, values: unknown[], count: number): TensorDat
   return out;
 }
 
-export function encodeTensor(t: TensorValue): Msg {
-  const msg: Msg = { dims: t.dims, data_type: dataTypeToOnnx(t.dtype) };
+/** The tensor's dims, type and data (raw_data viewing the tensor's bytes: the writer copies them). */
+export function encodeTensor(t: TensorValue): onnx.ITensorProto {
+  const msg: onnx.ITensorProto = { dims: t.dims, data_type: dataTypeToOnnx(t.dtype) };
   if (t.dtype === 'string') msg.string_data = t.data as Uint8Array[];
-  else msg.raw_data = new Uint8Array(tensorBytes(t)); // little-endian, as ONNX requires
+  else msg.raw_data = tensorBytes(t); // little-endian, as ONNX requires
   return msg;
 }
 
 // ─── nodes and attributes ───────────────────────────────────────────────────────────────────
 
-const ATTRIBUTE_TYPES: Record<number, string> = {
-  1: 'float',
-  2: 'int',
-  3: 'string',
-  4: 'tensor',
-  5: 'graph',
-  6: 'floats',
-  7: 'ints',
-  8: 'strings',
-  9: 'tensors',
-  10: 'graphs',
-  11: 'sparse_tensor',
-  12: 'sparse_tensors',
-  13: 'type_proto',
-  14: 'type_protos',
-};
+const AttributeType = onnx.AttributeProto.AttributeType;
 // Fatal and BOM-keeping, so that a string attribute decodes only when it re-encodes to the same
 // bytes; anything else stays opaque.
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -294,24 +298,25 @@ function exactUtf8(bytes: Uint8Array): string | undefined {
   }
 }
 
-function decodeNode(n: Msg, ctx: TensorContext): Node {
+function decodeNode(n: onnx.INodeProto, ctx: TensorContext): Node {
   const node: Node = {
     name: n.name ?? '',
     opType: n.op_type ?? '',
     domain: n.domain ?? '',
-    inputs: [...(n.input as string[])],
-    outputs: [...(n.output as string[])],
+    inputs: [...(n.input ?? [])],
+    outputs: [...(n.output ?? [])],
     attributes: {},
   };
   if (n.doc_string) node.docString = n.doc_string;
-  keepIfPresent((node.extra ??= {}), n, ['overload', 'metadata_props']);
+  keepIfPresent((node.extra ??= {}), n, NODE_EXTRAS);
   if (!Object.keys(node.extra).length) delete node.extra;
-  for (const a of n.attribute as Msg[]) {
+  for (const a of n.attribute ?? []) {
+    const name = a.name ?? '';
     try {
-      node.attributes[a.name] = decodeAttribute(a, ctx);
+      node.attributes[name] = decodeAttribute(a, ctx);
     } catch (e) {
       if (e instanceof ModelError)
-        throw new ModelError(`attribute '${a.name}': ${e.message.replace(`${ctx.file}: `, '')}`, {
+        throw new ModelError(`attribute '${name}': ${e.message.replace(`${ctx.file}: `, '')}`, {
           file: ctx.file,
           node,
         });
@@ -321,60 +326,62 @@ function decodeNode(n: Msg, ctx: TensorContext): Node {
   return node;
 }
 
-function decodeAttribute(a: Msg, ctx: TensorContext): Attribute {
-  const type = ATTRIBUTE_TYPES[a.type] ?? guessAttributeType(a);
+function decodeAttribute(a: onnx.IAttributeProto, ctx: TensorContext): Attribute {
+  const type = a.type && AttributeType[a.type] !== undefined ? a.type : guessAttributeType(a);
   if (a.ref_attr_name || a.doc_string) return { type: 'opaque', proto: a };
   switch (type) {
-    case 'float':
-      return { type, value: a.f };
-    case 'int':
-      return { type, value: toNumber(a.i) };
-    case 'string': {
+    case AttributeType.FLOAT:
+      return { type: 'float', value: a.f ?? 0 };
+    case AttributeType.INT:
+      return { type: 'int', value: toNumber(a.i) };
+    case AttributeType.STRING: {
       const text = a.s?.length ? exactUtf8(a.s) : '';
-      return text === undefined ? { type: 'opaque', proto: a } : { type, value: text };
+      return text === undefined ? { type: 'opaque', proto: a } : { type: 'string', value: text };
     }
-    case 'tensor':
+    case AttributeType.TENSOR:
       if (!a.t) throw new ModelError(`attribute '${a.name}' has type TENSOR but no tensor`, { file: ctx.file });
-      return { type, value: decodeTensor(a.t, ctx) };
-    case 'floats':
-      return { type, value: [...(a.floats as number[])] };
-    case 'ints':
-      return { type, value: (a.ints as unknown[]).map(toNumber) };
-    case 'strings': {
-      const texts = (a.strings as Uint8Array[]).map(exactUtf8);
-      return texts.some((t) => t === undefined) ? { type: 'opaque', proto: a } : { type, value: texts as string[] };
+      return { type: 'tensor', value: decodeTensor(a.t, ctx) };
+    case AttributeType.FLOATS:
+      return { type: 'floats', value: [...(a.floats ?? [])] };
+    case AttributeType.INTS:
+      return { type: 'ints', value: (a.ints ?? []).map(toNumber) };
+    case AttributeType.STRINGS: {
+      const texts = (a.strings ?? []).map(exactUtf8);
+      return texts.some((t) => t === undefined)
+        ? { type: 'opaque', proto: a }
+        : { type: 'strings', value: texts as string[] };
     }
-    case 'tensors':
-      return { type, value: (a.tensors as Msg[]).map((t) => decodeTensor(t, ctx)) };
+    case AttributeType.TENSORS:
+      return { type: 'tensors', value: (a.tensors ?? []).map((t) => decodeTensor(t, ctx)) };
     default:
       return { type: 'opaque', proto: a };
   }
 }
 
-/** IR versions before 2 had no `type` field: the one field that is set tells. */
-function guessAttributeType(a: Msg): string {
-  for (const [field, type] of [
-    ['floats', 'floats'],
-    ['ints', 'ints'],
-    ['strings', 'strings'],
-    ['tensors', 'tensors'],
-    ['graphs', 'graphs'],
-  ] as const) {
-    if ((a[field] as unknown[])?.length) return type;
+/** IR versions before 2 had no `type` field: the one field that is set tells (a list field when
+ * it is not empty, checked before the single values). */
+function guessAttributeType(a: onnx.IAttributeProto): onnx.AttributeProto.AttributeType {
+  for (const [field, type] of TYPE_BY_FIELD) {
+    const value = a[field];
+    if (Array.isArray(value) ? value.length > 0 : has(a, field)) return type;
   }
-  for (const [field, type] of [
-    ['f', 'float'],
-    ['i', 'int'],
-    ['s', 'string'],
-    ['t', 'tensor'],
-    ['g', 'graph'],
-  ] as const) {
-    if (has(a, field)) return type;
-  }
-  return 'undefined';
+  return AttributeType.UNDEFINED;
 }
 
-function encodeNode(n: Node): Msg {
+const TYPE_BY_FIELD = [
+  ['floats', AttributeType.FLOATS],
+  ['ints', AttributeType.INTS],
+  ['strings', AttributeType.STRINGS],
+  ['tensors', AttributeType.TENSORS],
+  ['graphs', AttributeType.GRAPHS],
+  ['f', AttributeType.FLOAT],
+  ['i', AttributeType.INT],
+  ['s', AttributeType.STRING],
+  ['t', AttributeType.TENSOR],
+  ['g', AttributeType.GRAPH],
+] as const;
+
+function encodeNode(n: Node): onnx.INodeProto {
   return {
     input: n.inputs,
     output: n.outputs,
@@ -383,28 +390,28 @@ function encodeNode(n: Node): Msg {
     domain: n.domain || undefined,
     attribute: Object.entries(n.attributes).map(([name, a]) => encodeAttribute(name, a)),
     doc_string: n.docString,
-    ...n.extra,
+    ...keptExtras<onnx.INodeProto>(n.extra, NODE_EXTRAS),
   };
 }
 
-function encodeAttribute(name: string, a: Attribute): Msg {
+function encodeAttribute(name: string, a: Attribute): onnx.IAttributeProto {
   switch (a.type) {
     case 'float':
-      return { name, type: 1, f: a.value };
+      return { name, type: AttributeType.FLOAT, f: a.value };
     case 'int':
-      return { name, type: 2, i: int64(a.value) };
+      return { name, type: AttributeType.INT, i: int64(a.value) };
     case 'string':
-      return { name, type: 3, s: utf8Encoder.encode(a.value) };
+      return { name, type: AttributeType.STRING, s: utf8Encoder.encode(a.value) };
     case 'tensor':
-      return { name, type: 4, t: encodeTensor(a.value) };
+      return { name, type: AttributeType.TENSOR, t: encodeTensor(a.value) };
     case 'floats':
-      return { name, type: 6, floats: a.value };
+      return { name, type: AttributeType.FLOATS, floats: a.value };
     case 'ints':
-      return { name, type: 7, ints: a.value.map(int64) };
+      return { name, type: AttributeType.INTS, ints: a.value.map(int64) };
     case 'strings':
-      return { name, type: 8, strings: a.value.map((s) => utf8Encoder.encode(s)) };
+      return { name, type: AttributeType.STRINGS, strings: a.value.map((s) => utf8Encoder.encode(s)) };
     case 'tensors':
-      return { name, type: 9, tensors: a.value.map(encodeTensor) };
+      return { name, type: AttributeType.TENSORS, tensors: a.value.map(encodeTensor) };
     case 'opaque':
       return a.proto;
   }
@@ -412,65 +419,77 @@ function encodeAttribute(name: string, a: Attribute): Msg {
 
 // ─── value infos ────────────────────────────────────────────────────────────────────────────
 
-function decodeValueInfo(v: Msg): ValueInfo {
+function decodeValueInfo(v: onnx.IValueInfoProto): ValueInfo {
   const info: ValueInfo = { name: v.name ?? '' };
   if (v.doc_string) info.docString = v.doc_string;
-  if ((v.metadata_props as Msg[])?.length) info.extra = { metadata_props: v.metadata_props };
-  const type = v.type as Msg | undefined;
+  if (v.metadata_props?.length) info.extra = { metadata_props: v.metadata_props };
+  const type = v.type;
   if (!type) return info;
   if (type.denotation) info.extra = { ...info.extra, denotation: type.denotation };
   if (!type.tensor_type) {
     info.otherType = type;
     return info;
   }
-  const tt = type.tensor_type as Msg;
+  const tt = type.tensor_type;
   if (tt.elem_type) {
     info.dtype = dataTypeFromOnnx(tt.elem_type);
     // A type newer than this codec knows: keep its code so that it is written back unchanged.
     if (!info.dtype) info.extra = { ...info.extra, elemType: tt.elem_type };
   }
   if (tt.shape) {
-    const denotations = (tt.shape.dim as Msg[]).map((d) => (d.denotation as string) || '');
+    const dims = tt.shape.dim ?? [];
+    const denotations = dims.map((d) => d.denotation || '');
     if (denotations.some(Boolean)) info.extra = { ...info.extra, dimDenotations: denotations };
-    info.shape = (tt.shape.dim as Msg[]).map((d): Dim => {
+    info.shape = dims.map((d): Dim => {
       if (has(d, 'dim_value')) return toNumber(d.dim_value);
-      if (has(d, 'dim_param') && d.dim_param) return d.dim_param as string;
+      if (has(d, 'dim_param') && d.dim_param) return d.dim_param;
       return null;
     });
   }
   return info;
 }
 
-function encodeValueInfo(v: ValueInfo): Msg {
-  const msg: Msg = { name: v.name, doc_string: v.docString, metadata_props: v.extra?.metadata_props };
+function encodeValueInfo(v: ValueInfo): onnx.IValueInfoProto {
+  const msg: onnx.IValueInfoProto = {
+    name: v.name,
+    doc_string: v.docString,
+    metadata_props: v.extra?.metadata_props as StringEntry[] | undefined,
+  };
   if (v.otherType) {
     msg.type = v.otherType;
   } else if (v.dtype || v.shape || v.extra?.elemType) {
-    const tensor_type: Msg = {
+    const tensor_type: onnx.TypeProto.ITensor = {
       elem_type: v.dtype ? dataTypeToOnnx(v.dtype) : ((v.extra?.elemType as number | undefined) ?? 0),
     };
     if (v.shape) {
       const denotations = v.extra?.dimDenotations as string[] | undefined;
       tensor_type.shape = {
         dim: v.shape.map((d, i) => {
-          const dim: Msg = typeof d === 'number' ? { dim_value: d } : typeof d === 'string' ? { dim_param: d } : {};
+          const dim: onnx.TensorShapeProto.IDimension =
+            typeof d === 'number' ? { dim_value: d } : typeof d === 'string' ? { dim_param: d } : {};
           if (denotations?.[i]) dim.denotation = denotations[i];
           return dim;
         }),
       };
     }
-    msg.type = { tensor_type, denotation: v.extra?.denotation };
+    msg.type = { tensor_type, denotation: v.extra?.denotation as string | undefined };
   }
   return msg;
 }
 
 // ─── small helpers ──────────────────────────────────────────────────────────────────────────
 
-function has(msg: Msg, field: string): boolean {
+/** Whether the decoded message carries `field` (generated messages keep defaults on the prototype). */
+function has<M extends object>(msg: M, field: keyof M): boolean {
   return Object.prototype.hasOwnProperty.call(msg, field) && msg[field] !== null && msg[field] !== undefined;
 }
 
-function keepIfPresent(into: Record<string, unknown>, msg: Msg, fields: string[], prefix = ''): void {
+function keepIfPresent<M extends object>(
+  into: Record<string, unknown>,
+  msg: M,
+  fields: readonly (keyof M & string)[],
+  prefix = '',
+): void {
   for (const f of fields) {
     const v = msg[f];
     if (v === undefined || v === null || v === '' || (Array.isArray(v) && v.length === 0)) continue;
@@ -478,25 +497,38 @@ function keepIfPresent(into: Record<string, unknown>, msg: Msg, fields: string[]
   }
 }
 
+/** The fields keepIfPresent stored, as the message's own fields again. */
+function keptExtras<M extends object>(
+  from: Record<string, unknown> | undefined,
+  fields: readonly (keyof M & string)[],
+  prefix = '',
+): Partial<M> {
+  const out: Partial<M> = {};
+  for (const f of fields) {
+    const v = from?.[prefix + f];
+    if (v !== undefined) out[f] = v as M[typeof f];
+  }
+  return out;
+}
+
 /** int64 fields arrive as numbers or Long objects, depending on protobufjs's setup. */
-export function toNumber(v: unknown): number {
+export function toNumber(v: Int64 | bigint | null | undefined): number {
   if (typeof v === 'number') return v;
   if (typeof v === 'bigint') return Number(v);
-  if (v && typeof (v as { toNumber?: unknown }).toNumber === 'function')
-    return (v as { toNumber(): number }).toNumber();
+  if (v) return v.toNumber();
   return Number(v ?? 0);
 }
 
 /** Saturates at the int64 range: 2^63 - 1 (torch's "to the end") reads back as the double
  * 2^63, which protobufjs would otherwise wrap to INT64_MIN. */
-function int64(v: number): number | protobuf.Long {
-  const Long = protobuf.util.Long as unknown as { MAX_VALUE: protobuf.Long; MIN_VALUE: protobuf.Long };
-  if (v >= 2 ** 63) return Long.MAX_VALUE;
-  if (v <= -(2 ** 63)) return Long.MIN_VALUE;
+function int64(v: number): Int64 {
+  const { MAX_VALUE, MIN_VALUE } = protobuf.util.Long as unknown as { MAX_VALUE: Long; MIN_VALUE: Long };
+  if (v >= 2 ** 63) return MAX_VALUE;
+  if (v <= -(2 ** 63)) return MIN_VALUE;
   return v;
 }
 
-function longString(v: unknown): string {
+function longString(v: Int64): string {
   if (typeof v === 'number') return Math.trunc(v).toString();
   return String(v);
 }

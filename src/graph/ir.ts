@@ -1,6 +1,7 @@
 // The one in-memory model: nodes, values with shapes and dtypes, initializers with a trainable
 // flag, and the model-level metadata that must survive a decode → encode round trip.
 import { ModelError } from './errors.ts';
+import type { onnx } from './onnx/onnx-pb.js';
 import { isFloatType, sizeOf, type DataType, type TensorValue } from './tensor.ts';
 
 /** A dimension: a number when known, a symbolic name (dim_param), or null when unknown. */
@@ -12,7 +13,7 @@ export interface ValueInfo {
   shape?: Dim[];
   docString?: string;
   /** Non-tensor types (sequence, map, optional, sparse) kept as the decoded TypeProto. */
-  otherType?: unknown;
+  otherType?: onnx.ITypeProto;
   /** Extra fields of the ValueInfoProto/TypeProto that must round-trip untouched. */
   extra?: Record<string, unknown>;
 }
@@ -28,7 +29,7 @@ export type Attribute =
   | { type: 'tensors'; value: TensorValue[] }
   /** Subgraphs, sparse tensors and type protos: the engine runs none of them, so they are kept
    * as decoded protobuf objects and written back unchanged. */
-  | { type: 'opaque'; proto: Record<string, unknown> };
+  | { type: 'opaque'; proto: onnx.IAttributeProto };
 
 export interface Node {
   name: string;

@@ -36,42 +36,32 @@ export const PREPROCESS_PRESETS: readonly PreprocessPreset[] = ['torchvision', '
 export function preprocessPreset(name: PreprocessPreset, size: number): PreprocessSpec {
   if (!Number.isInteger(size) || size < 1)
     throw new ModelError(`preprocess: input size must be a positive integer, got ${size}`);
-  switch (name) {
-    case 'torchvision':
-      return {
-        name,
-        resize: Math.round((size * 256) / 224),
-        crop: size,
-        channelOrder: 'rgb',
-        scale: 1 / 255,
-        mean: [0.485, 0.456, 0.406],
-        std: [0.229, 0.224, 0.225],
-      };
-    case 'caffe':
-      return {
-        name,
-        resize: Math.round((size * 256) / 224),
-        crop: size,
-        channelOrder: 'bgr',
-        scale: 1,
-        mean: [103.939, 116.779, 123.68],
-        std: [1, 1, 1],
-      };
-    case 'inception':
-      return {
-        name,
-        resize: Math.round((size * 342) / 299),
-        crop: size,
-        channelOrder: 'rgb',
-        scale: 1 / 255,
-        mean: [0.5, 0.5, 0.5],
-        std: [0.5, 0.5, 0.5],
-      };
-    default:
-      throw new ModelError(
-        `preprocess '${String(name)}' is not known; accepted: ${PREPROCESS_PRESETS.join(', ')}, or 'model' (read from the model's metadata)`,
-      );
-  }
+  const row = Object.hasOwn(PRESET_FAMILIES, name) ? PRESET_FAMILIES[name] : undefined;
+  if (!row)
+    throw new ModelError(
+      `preprocess '${String(name)}' is not known; accepted: ${PREPROCESS_PRESETS.join(', ')}, or 'model' (read from the model's metadata)`,
+    );
+  const { resizePerCrop, ...rest } = row;
+  return { name, resize: Math.round(size * resizePerCrop), crop: size, ...rest };
+}
+
+type PresetFamily = Omit<PreprocessSpec, 'name' | 'resize' | 'crop'> & { resizePerCrop: number };
+
+/** One row per family: resize as a multiple of the crop, channel order, scale, mean, std. */
+const PRESET_FAMILIES: Record<PreprocessPreset, PresetFamily> = {
+  torchvision: family(256 / 224, 'rgb', 1 / 255, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+  caffe: family(256 / 224, 'bgr', 1, [103.939, 116.779, 123.68], [1, 1, 1]),
+  inception: family(342 / 299, 'rgb', 1 / 255, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+};
+
+function family(
+  resizePerCrop: number,
+  channelOrder: PreprocessSpec['channelOrder'],
+  scale: number,
+  mean: PreprocessSpec['mean'],
+  std: PreprocessSpec['std'],
+): PresetFamily {
+  return { resizePerCrop, channelOrder, scale, mean, std };
 }
 
 /** Class names stored in the model, or undefined when it has none. */

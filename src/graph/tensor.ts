@@ -122,42 +122,32 @@ export function sizeOf(dims: readonly number[]): number {
   return n;
 }
 
-/** A typed array of `length` elements for a byte-aligned dtype, viewing (not copying) `bytes`
- * when they are suitably aligned. */
+/** A typed array of `length` elements for a byte-aligned dtype, in a fresh buffer holding a copy
+ * of `bytes`: the source may be a view into a larger shared pool, unaligned, or a protobuf read
+ * buffer that must not be kept alive. */
 export function typedArrayFromBytes(dtype: DataType, bytes: Uint8Array, length: number): TensorData {
   const width = bytesPerElement(dtype);
   if (width === undefined) throw new Error(`no raw-byte layout for dtype ${dtype}`);
-  const byteLength = length * width;
-  // Copy into a fresh buffer: the source may be a view into a larger shared pool, unaligned, or
-  // a protobuf read buffer we must not keep alive.
-  const copy = new Uint8Array(byteLength);
-  copy.set(bytes.subarray(0, byteLength));
-  const buf = copy.buffer;
-  switch (dtype) {
-    case 'float32':
-      return new Float32Array(buf);
-    case 'float64':
-      return new Float64Array(buf);
-    case 'int32':
-      return new Int32Array(buf);
-    case 'uint32':
-      return new Uint32Array(buf);
-    case 'int64':
-      return new BigInt64Array(buf);
-    case 'uint64':
-      return new BigUint64Array(buf);
-    case 'int16':
-      return new Int16Array(buf);
-    case 'uint16':
-    case 'float16':
-    case 'bfloat16':
-      return new Uint16Array(buf);
-    case 'int8':
-      return new Int8Array(buf);
-    default:
-      return copy; // uint8, bool, complex and 8-bit floats keep raw bytes
-  }
+  const copy = new Uint8Array(length * width);
+  copy.set(bytes.subarray(0, copy.byteLength));
+  const ArrayType = TYPED_ARRAYS[dtype];
+  return ArrayType ? new ArrayType(copy.buffer) : copy; // uint8, bool, complex and 8-bit floats keep raw bytes
 }
+
+/** The typed array of each dtype not kept as raw bytes (float16/bfloat16 as their bits). */
+const TYPED_ARRAYS: Partial<Record<DataType, new (buffer: ArrayBuffer) => Exclude<TensorData, Uint8Array[]>>> = {
+  float32: Float32Array,
+  float64: Float64Array,
+  int32: Int32Array,
+  uint32: Uint32Array,
+  int64: BigInt64Array,
+  uint64: BigUint64Array,
+  int16: Int16Array,
+  uint16: Uint16Array,
+  float16: Uint16Array,
+  bfloat16: Uint16Array,
+  int8: Int8Array,
+};
 
 /** An empty typed array of `length` elements of `dtype`. */
 export function allocate(dtype: DataType, length: number): TensorData {
@@ -215,7 +205,7 @@ const INT64_MAX = (1n << 63n) - 1n;
 const INT64_MIN = -(1n << 63n);
 
 function clampInt64(v: number): bigint {
-  if (v >= 9223372036854775807) return INT64_MAX;
-  if (v <= -9223372036854775808) return INT64_MIN;
+  if (v >= 2 ** 63) return INT64_MAX;
+  if (v <= -(2 ** 63)) return INT64_MIN;
   return BigInt(Math.trunc(v));
 }

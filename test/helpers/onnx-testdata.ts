@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { decodeTensor } from '../../src/graph/codec.ts';
-import { onnxModelType } from '../../src/graph/onnx-proto.ts';
+import { onnx } from '../../src/graph/onnx/onnx-pb.js';
 import type { TensorValue } from '../../src/graph/tensor.ts';
 
 export const TESTDATA_ROOT = process.env.ONNX_TESTDATA_ROOT ?? '/usr/share/libonnx-testdata/data';
@@ -48,16 +48,9 @@ export function readBytes(file: string): Uint8Array {
   return out;
 }
 
-let tensorType: ReturnType<typeof lookupTensorType> | undefined;
-function lookupTensorType() {
-  return onnxModelType().root.lookupType('onnx.TensorProto');
-}
-
 /** Decodes a serialized TensorProto file with the project's own schema and tensor decoder. */
 export function readTensorProto(file: string): TensorValue {
-  tensorType ??= lookupTensorType();
-  const msg = tensorType.decode(readBytes(file)) as unknown as Record<string, unknown>;
-  return decodeTensor(msg, { file });
+  return decodeTensor(onnx.TensorProto.decode(readBytes(file)), { file });
 }
 
 export interface ReadTestDataOptions {

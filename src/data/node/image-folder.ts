@@ -13,12 +13,8 @@ import { decodeImageFile, type JpegDecoder } from './decode-native.ts';
 
 export const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png'];
 
-export interface ImageFolderDataset extends Dataset {
+export interface ImageFolderDataset extends Omit<Dataset, 'classes'>, ImageFolderListing {
   readonly root: string;
-  readonly classes: readonly string[];
-  /** Every image path, in label-then-path order; files[i] is sample i. */
-  readonly files: readonly string[];
-  readonly labels: Uint32Array;
 }
 
 export interface ImageFolderOptions {
@@ -34,12 +30,11 @@ export interface ImageFolderOptions {
  * class folder holds no images; get(i) rejects naming the file when it does not decode.
  */
 export function imageFolder(root: string, options: ImageFolderOptions = {}): ImageFolderDataset {
-  const { classes, files, labels } = listImageFolder(root, options, 'imageFolder');
+  const listing = listImageFolder(root, options, 'imageFolder');
+  const { files, labels } = listing;
   return {
     root,
-    classes,
-    files,
-    labels,
+    ...listing,
     length: files.length,
     async get(index): Promise<Sample> {
       checkIndex(index, files.length, `imageFolder(${root})`);
@@ -50,6 +45,7 @@ export function imageFolder(root: string, options: ImageFolderOptions = {}): Ima
 
 export interface ImageFolderListing {
   readonly classes: readonly string[];
+  /** Every image path, in label-then-path order; files[i] is sample i. */
   readonly files: readonly string[];
   readonly labels: Uint32Array;
 }

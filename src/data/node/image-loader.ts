@@ -11,7 +11,7 @@ import { epochOrder, sampleSeed, type Batch } from '../batcher.ts';
 import { DataError } from '../errors.ts';
 import { evalTransform, trainTransform, type Augment } from '../preprocess.ts';
 import { JPEG_DECODERS, type JpegDecoder } from './decode-native.ts';
-import { listImageFolder, type ImageFolderOptions } from './image-folder.ts';
+import { listImageFolder, type ImageFolderListing, type ImageFolderOptions } from './image-folder.ts';
 import { defaultWorkerCount, ImagePool, type PoolResult } from './image-pool.ts';
 
 export interface SkippedFile {
@@ -58,11 +58,8 @@ export interface ImageBatchOptions {
   readonly pixels?: boolean;
 }
 
-export interface ImageFolderSource {
+export interface ImageFolderSource extends ImageFolderListing {
   readonly root: string;
-  readonly classes: readonly string[];
-  readonly files: readonly string[];
-  readonly labels: Uint32Array;
   readonly length: number;
   /** Files that did not decode so far, with why. */
   readonly skipped: readonly SkippedFile[];
@@ -75,16 +72,14 @@ export interface ImageFolderSource {
 
 /** Lists root/<class>/<image> (throws a DataError naming what is wrong) and prepares the pool. */
 export async function openImageFolder(root: string, options: ImageFolderOpenOptions): Promise<ImageFolderSource> {
-  const listing = listImageFolder(root, options, 'image folder');
-  let { classes, labels } = listing;
-  if (options.classes) ({ classes, labels } = alignClasses(root, listing.classes, labels, options.classes));
+  let listing = listImageFolder(root, options, 'image folder');
+  if (options.classes)
+    listing = { ...listing, ...alignClasses(root, listing.classes, listing.labels, options.classes) };
   const loader = new Loader(options);
-  const { files } = listing;
+  const { files, labels } = listing;
   return {
     root,
-    classes,
-    files,
-    labels,
+    ...listing,
     length: files.length,
     skipped: loader.skipped,
     preprocess: options.preprocess,

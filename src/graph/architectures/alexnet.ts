@@ -19,13 +19,8 @@ export function alexnetFeatures(t: TorchLayout, x: string): string {
 
 export const ALEXNET_FEATURE_CHANNELS = 256;
 
-/** `avgpool` (adaptive 6×6), flatten, and `classifier.1/4/6` (dropout layers 0 and 3 vanish in
- * an eval-mode export). */
+/** `avgpool` (adaptive 6×6), flatten, and `classifier.1/4/6` with ReLUs 2 and 5 (dropout layers
+ * 0 and 3 vanish in an eval-mode export). */
 export function alexnetClassifier(t: TorchLayout, x: string, classes: number): string {
-  const hidden = t.ch(4096);
-  const flat = t.channels(x) * 6 * 6;
-  x = t.flatten('', t.adaptiveAvgPool('avgpool', x, 6));
-  x = t.relu('classifier.2', t.linear('classifier.1', x, flat, hidden));
-  x = t.relu('classifier.5', t.linear('classifier.4', x, hidden, hidden));
-  return t.linear('classifier.6', x, hidden, classes);
+  return t.denseClassifier(x, 6, classes, [1, 2, 4, 5, 6]);
 }

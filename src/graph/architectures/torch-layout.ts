@@ -179,7 +179,27 @@ export class TorchLayout {
     return this.relu({ within: path }, b);
   }
 
-  /** Renames the graph's final value to `name` and declares it the output. */
+  /** AlexNet's and VGG's top: `avgpool` (adaptive `pool`×`pool`), flatten, then Linear-ReLU,
+   * Linear-ReLU, Linear in `classifier`, at the nn.Sequential indexes given (the Dropouts that
+   * also take an index vanish in an eval-mode export); the width multiplier scales the 4096
+   * hidden units too. */
+  denseClassifier(
+    x: string,
+    pool: number,
+    classes: number,
+    indexes: readonly [number, number, number, number, number],
+  ): string {
+    const [linear1, relu1, linear2, relu2, linear3] = indexes.map((i) => `classifier.${i}`);
+    const hidden = this.ch(4096);
+    const flat = this.channels(x) * pool * pool;
+    x = this.flatten('', this.adaptiveAvgPool('avgpool', x, pool));
+    x = this.relu(relu1, this.linear(linear1, x, flat, hidden));
+    x = this.relu(relu2, this.linear(linear2, x, hidden, hidden));
+    return this.linear(linear3, x, hidden, classes);
+  }
+
+  /** Renames the graph's final value to `name` and declares it the output, with its shape (as
+   * torch.onnx.export writes it; onnx.checker refuses a graph output without one). */
   finish(value: string, name: string): void {
     const producer = this.graph.nodes.find((n) => n.outputs.includes(value));
     if (!producer) throw new Error(`internal: '${value}' has no producer`);
@@ -187,7 +207,7 @@ export class TorchLayout {
     const info = this.graph.values.get(value);
     this.graph.values.delete(value);
     this.graph.values.set(name, { ...info, name });
-    this.graph.outputs.push({ name, dtype: 'float32' });
+    this.graph.outputs.push({ name, dtype: 'float32', shape: info?.shape ? [...info.shape] : undefined });
   }
 
   /** A node in torch's scope naming ('' for the model's own forward). */

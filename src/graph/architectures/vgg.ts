@@ -30,13 +30,8 @@ export function vggFeatures(t: TorchLayout, x: string, depth: VggDepth): string 
 
 export const VGG_FEATURE_CHANNELS = 512;
 
-/** `avgpool` (adaptive 7×7), flatten, `classifier.0/3/6` (dropouts 2 and 5 vanish in eval mode);
- * the width multiplier scales the 4096 hidden units too. */
+/** `avgpool` (adaptive 7×7), flatten, `classifier.0/3/6` with ReLUs 1 and 4 (dropouts 2 and 5
+ * vanish in eval mode). */
 export function vggClassifier(t: TorchLayout, x: string, classes: number): string {
-  const hidden = t.ch(4096);
-  const flat = t.channels(x) * 7 * 7;
-  x = t.flatten('', t.adaptiveAvgPool('avgpool', x, 7));
-  x = t.relu('classifier.1', t.linear('classifier.0', x, flat, hidden));
-  x = t.relu('classifier.4', t.linear('classifier.3', x, hidden, hidden));
-  return t.linear('classifier.6', x, hidden, classes);
+  return t.denseClassifier(x, 7, classes, [0, 1, 3, 4, 6]);
 }

@@ -5,6 +5,32 @@ import type { Dim, Graph, Node } from '../ir.ts';
 import { prepareGraph } from '../load.ts';
 import { isFloatType, sizeOf } from '../tensor.ts';
 
+/** What a cut (cutAt, removeTop, includeTop) gives back. */
+export interface CutResult {
+  /** A new graph; the input graph is not modified. */
+  graph: Graph;
+  /** The tensor that is now the only output. */
+  tensor: string;
+  shape: Dim[] | undefined;
+  /** Set when the cut ends the graph inside a block (a residual branch, an Inception module). */
+  warnings: string[];
+}
+
+/** Elementwise activations a classifier head may hold between its layers. */
+export const ACTIVATIONS = new Set([
+  'Relu',
+  'LeakyRelu',
+  'Sigmoid',
+  'Tanh',
+  'Clip',
+  'Elu',
+  'Selu',
+  'HardSigmoid',
+  'HardSwish',
+  'Softplus',
+  'Gelu',
+]);
+
 /** A dependency closure: the nodes and tensors some tensors are computed from (themselves included). */
 export interface Ancestry {
   nodes: Set<Node>;

@@ -4,6 +4,7 @@ import { ModelError } from '../errors.ts';
 import type { Dim, Graph, Node } from '../ir.ts';
 import { isFloatType } from '../tensor.ts';
 import {
+  ACTIVATIONS,
   ancestry,
   dataInputs,
   describeNode,
@@ -15,18 +16,11 @@ import {
   shapeOf,
   showShape,
   stateTensors,
+  type CutResult,
 } from './common.ts';
 import { findHead } from './head.ts';
 
-export interface CutResult {
-  /** A new graph; the input graph is not modified. */
-  graph: Graph;
-  /** The tensor that is now the only output. */
-  tensor: string;
-  shape: Dim[] | undefined;
-  /** Set when the cut ends the graph inside a block (a residual branch, an Inception module). */
-  warnings: string[];
-}
+export type { CutResult } from './common.ts';
 
 /**
  * Keeps what `name` (a tensor, or a node meaning its first output) depends on and makes it the
@@ -203,21 +197,8 @@ export interface CutPoint {
 
 const POOLS = new Set(['MaxPool', 'AveragePool', 'LpPool', 'GlobalMaxPool', 'GlobalAveragePool']);
 const MERGES = new Set(['Add', 'Sum', 'Concat']);
-export const ACTIVATIONS = new Set([
-  'Relu',
-  'LeakyRelu',
-  'PRelu',
-  'Sigmoid',
-  'Tanh',
-  'Clip',
-  'Elu',
-  'Selu',
-  'HardSigmoid',
-  'HardSwish',
-  'Softplus',
-  'Gelu',
-  'Mish',
-]);
+// A merge followed by one of these ends its block after the activation.
+const BLOCK_ACTIVATIONS = new Set([...ACTIVATIONS, 'PRelu', 'Mish']);
 
 /**
  * Places a user can cut for transfer learning: pooling outputs, residual block outputs (after
@@ -244,7 +225,7 @@ export function cutPoints(graph: Graph): CutPoint[] {
     let tensor = n.outputs[0];
     let node = n;
     const readers = consumers.get(tensor) ?? [];
-    if (kind !== 'pool' && readers.length === 1 && ACTIVATIONS.has(readers[0].opType) && body.has(readers[0])) {
+    if (kind !== 'pool' && readers.length === 1 && BLOCK_ACTIVATIONS.has(readers[0].opType) && body.has(readers[0])) {
       node = readers[0];
       tensor = node.outputs[0];
     }

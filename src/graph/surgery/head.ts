@@ -5,8 +5,7 @@
 // where Dense is Gemm, or MatMul with an optional bias Add.
 import { ModelError } from '../errors.ts';
 import type { Dim, Graph, Node } from '../ir.ts';
-import { dataInputs, describeNode, keepUpTo, shapeOf, showShape } from './common.ts';
-import type { CutResult } from './cut.ts';
+import { ACTIVATIONS, dataInputs, describeNode, keepUpTo, shapeOf, showShape, type CutResult } from './common.ts';
 
 export interface Head {
   /** The head's nodes in graph order. */
@@ -31,19 +30,6 @@ export interface Head {
 const SOFTMAX = new Set(['Softmax', 'LogSoftmax']);
 const PASS = new Set(['Dropout', 'Identity']);
 const FLATTEN = new Set(['Flatten', 'Reshape', 'Squeeze']);
-const HEAD_ACTIVATIONS = new Set([
-  'Relu',
-  'LeakyRelu',
-  'Sigmoid',
-  'Tanh',
-  'Clip',
-  'Elu',
-  'Selu',
-  'HardSigmoid',
-  'HardSwish',
-  'Softplus',
-  'Gelu',
-]);
 const AFFINE = new Set(['Add', 'Sub', 'Mul', 'Div']);
 
 /** The classifier head, or an error saying what the graph ends with instead. */
@@ -104,7 +90,7 @@ export function findHead(graph: Graph): Head | undefined {
     const isDense = op === 'Gemm' || (op === 'MatMul' && hasConstantOperand(graph, step.node));
     if (isDense) layers.push(step.node);
     else if (!(
-      HEAD_ACTIVATIONS.has(op) ||
+      ACTIVATIONS.has(op) ||
       PASS.has(op) ||
       FLATTEN.has(op) ||
       (AFFINE.has(op) && hasConstantOperand(graph, step.node))
@@ -134,7 +120,7 @@ export function findHead(graph: Graph): Head | undefined {
       }
     }
     if (layers.length === 0 && pooling.length > 0) {
-      if (step && HEAD_ACTIVATIONS.has(step.node.opType)) {
+      if (step && ACTIVATIONS.has(step.node.opType)) {
         take(step);
         step = next();
       }
