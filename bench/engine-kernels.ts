@@ -140,13 +140,21 @@ export async function kernelRunner(gpu: GpuContext, job: KernelJob, pace = true)
     steps.push(step);
   }
   const querySet = device.createQuerySet({ type: 'timestamp', count: 2 });
-  const resolved = gpu.createBuffer(`${job.label}:timestamps`, 16, 0x200 /* QUERY_RESOLVE */ | 0x04 /* COPY_SRC */);
-  const stamps = gpu.createBuffer(`${job.label}:timestamps (read)`, 16, 0x01 /* MAP_READ */ | 0x08 /* COPY_DST */);
+  const resolved = gpu.createBuffer(
+    `${job.label}:timestamps`,
+    16,
+    GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+  );
+  const stamps = gpu.createBuffer(
+    `${job.label}:timestamps (read)`,
+    16,
+    GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  );
   const outBytes = job.output.floats * 4;
   const staging = gpu.createBuffer(
     `${job.label}:output (read)`,
     Math.ceil(outBytes / 16) * 16,
-    0x01 /* MAP_READ */ | 0x08 /* COPY_DST */,
+    GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
   );
   created.push(resolved, stamps, staging);
   const input = buffers.get(job.activation)!;

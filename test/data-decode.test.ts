@@ -9,7 +9,6 @@ import { crc32 as zlibCrc32, deflateSync, inflateSync } from 'node:zlib';
 import jpeg from 'jpeg-js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DataError, decodeImage, decodeImageAsync, decodePngAsync, type ByteImage } from '../src/data/index.ts';
-import { crc32 } from '../src/graph/crc32.ts';
 import { imageFolder, readImageFile } from '../src/data/node/index.ts';
 import { mulberry32 } from './helpers/random.ts';
 

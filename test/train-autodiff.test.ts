@@ -196,7 +196,7 @@ describe('autodiff', () => {
       { kernel_shape: [3, 3], pads: [1, 1, 1, 1] },
       'conv1',
     );
-    const bnParams = ['scale', 'shift', 'mean', 'var'].map((n, i) => b.weight(n, [4], 'glorot', false));
+    const bnParams = ['scale', 'shift', 'mean', 'var'].map((n) => b.weight(n, [4], 'glorot', false));
     const bn = b.op('BatchNormalization', [c1, ...bnParams], { epsilon: 1e-3 }, 'bn');
     const r = b.op('Relu', [bn], {}, 'relu');
     const mp = b.op('MaxPool', [r], { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }, 'maxpool');

@@ -25,7 +25,6 @@ import {
   gemmBackwardBPrograms,
   gemmBackwardBProblem,
   gemmTrainForwardPrograms,
-  gemmTrainForwardProblem,
   matmulBackwardAPrograms,
   matmulBackwardBPrograms,
   matmulShape,

@@ -2,7 +2,8 @@
 // JPEG through jpeg-js (pure JS, the fallback: its pixels differ from libjpeg-turbo's by a few
 // levels, see test/data-pillow.test.ts; Node code decodes through ./node/decode-native.ts, which
 // matches Pillow exactly); PNG through ./png.ts, inflated by a caller-supplied function
-// (decodeImage) or by the platform's DecompressionStream (decodeImageAsync). Browser-safe. EXIF orientation is ignored, as PIL's open() and torchvision's loader ignore it.
+// (decodeImage) or by the platform's DecompressionStream (decodeImageAsync). Browser-safe.
+// EXIF orientation is ignored, as PIL's open() and torchvision's loader ignore it.
 
 import jpeg from 'jpeg-js';
 import { DataError } from './errors.ts';

@@ -346,7 +346,7 @@ export class Trainer {
             );
           }
           if (mode) cachedEpoch = true;
-          const plan = await this.#plan(batch.size, Boolean(mode) ? 'head' : 'full');
+          const plan = await this.#plan(batch.size, mode ? 'head' : 'full');
           this.#checkLabels(batch, plan.classes, where);
           const feeds = mode
             ? await this.#features(batch, mode.partition, cache)
@@ -713,7 +713,10 @@ export class Trainer {
     return g;
   }
 
-  /** 'full': training over the whole graph; 'head': training on cached features; 'evaluate': the evaluation forward; 'head-evaluate': the head's, on cached features. */
+  /**
+   * 'full': training over the whole graph; 'head': training on cached features; 'evaluate': the
+   * evaluation forward; 'head-evaluate': the head's, on cached features.
+   */
   #plan(batch: number, kind: 'full' | 'head' | 'evaluate' | 'head-evaluate'): Promise<TrainingPlan> {
     const key = `${batch}|${kind}`;
     let plan = this.#plans.get(key);
