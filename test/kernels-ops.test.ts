@@ -9,7 +9,7 @@ import { conv2dProgram, runProgram } from './helpers/run-program.ts';
 import { globalPoolProgram, pool2dProgram } from '../src/kernels/pool.ts';
 import { batchNormProgram, foldBatchNormIntoConv, lrnProgram } from '../src/kernels/normalization.ts';
 import { broadcastProgram, unaryProgram, type UnaryOp } from '../src/kernels/elementwise.ts';
-import { concatCopyProgram, padProgram, softmaxProgram, transposeProgram } from '../src/kernels/transform.ts';
+import { concatSliceProgram, padProgram, softmaxProgram, transposeProgram } from '../src/kernels/transform.ts';
 import { columnChunk, gemmOpProblem, matmulProblem, packB } from '../src/kernels/linear.ts';
 import type { KernelProgram } from '../src/kernels/program.ts';
 import { randomFloat32Array } from './helpers/random.ts';
@@ -403,7 +403,7 @@ describe('forward ops', () => {
         for (const t of ts) {
           const inner = t.dims.slice(axis).reduce((a, b) => a * b, 1);
           const part = await run(
-            concatCopyProgram(outer, inner, outInner, offset),
+            concatSliceProgram('forward', outer, inner, outInner, offset),
             { x: t.data },
             'y',
             want.data.length,

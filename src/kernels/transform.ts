@@ -5,21 +5,28 @@ import { elementProgram, input, output, type KernelProgram } from './shader.ts';
 export const MAX_RANK = 8;
 
 /**
- * Concat's step for one input: y[o, offset + i] = x[o, i] for o < outer, i < inputInner, with
- * rows of outputInner in y. Bindings: x, y, params.
+ * The copy between Concat's input and its slice of the output, y[o, offset + i] ↔ x[o, i] for
+ * o < outer, i < inputInner, with rows of outputInner in y. 'forward' writes the slice
+ * (bindings x, y, params); 'backward' reads the gradient's slice (bindings dy, dx, params).
  */
-export function concatCopyProgram(
+export function concatSliceProgram(
+  direction: 'forward' | 'backward',
   outer: number,
   inputInner: number,
   outputInner: number,
   offset: number,
 ): KernelProgram {
+  const slice = '(idx / P.inner) * P.outInner + P.offset + idx % P.inner';
+  const forward = direction === 'forward';
   return elementProgram({
-    label: `concat part ${outer}×${inputInner}→${outputInner}@${offset}`,
-    key: 'concat-copy',
+    label: forward
+      ? `concat part ${outer}×${inputInner}→${outputInner}@${offset}`
+      : `concat backward ${outer}×${outputInner}@${offset}→${inputInner}`,
+    key: forward ? 'concat-copy' : 'concat-bwd',
     total: outer * inputInner,
+    ...(forward ? {} : { inputs: [input('dy')], outputs: [output('dx')] }),
     params: (P) => P.u32('inner', inputInner).u32('outInner', outputInner).u32('offset', offset),
-    body: '  y[(idx / P.inner) * P.outInner + P.offset + idx % P.inner] = x[idx];',
+    body: forward ? `  y[${slice}] = x[idx];` : `  dx[idx] = dy[${slice}];`,
   });
 }
 

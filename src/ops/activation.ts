@@ -10,7 +10,13 @@ import { softmaxBackwardProgram } from '../kernels/transform.ts';
 import { unaryProgram, type UnaryOp } from '../kernels/elementwise.ts';
 import type { Activation } from '../kernels/program.ts';
 import { softmaxProgram } from '../kernels/transform.ts';
-import { type EpilogueContext, type GradientRule, type LowerContext, type OpDefinition } from './op.ts';
+import {
+  oneKernelBackward,
+  type EpilogueContext,
+  type GradientRule,
+  type LowerContext,
+  type OpDefinition,
+} from './op.ts';
 
 /** Clip's bounds when the opset has none (float32's range). */
 const FLOAT32_MAX = 3.4028234663852886e38;
@@ -135,16 +141,10 @@ export const softmax: OpDefinition = {
   },
   // Softmax inside the network (a final Softmax is the loss's business).
   gradient: {
-    backward(ctx, [dy]) {
-      const n = ctx.node;
-      if (!dy || !ctx.wants(0)) return { steps: [], grads: [undefined] };
-      const dims = ctx.shape(n.inputs[0]);
-      const g = softmaxGeometry(ctx.attrs, ctx.graph.opset, dims);
-      const dx = ctx.temp(`grad ${n.inputs[0]}`, dims);
-      return {
-        steps: [{ program: softmaxBackwardProgram(g.outer, g.length, g.inner), bind: { y: n.outputs[0], dy, dx } }],
-        grads: [dx],
-      };
-    },
+    backward: (ctx, [dy]) =>
+      oneKernelBackward(ctx, dy, (dims) => {
+        const g = softmaxGeometry(ctx.attrs, ctx.graph.opset, dims);
+        return { program: softmaxBackwardProgram(g.outer, g.length, g.inner), reads: { y: ctx.node.outputs[0] } };
+      }),
   },
 };

@@ -12,7 +12,7 @@ import {
   type BatchNormShape,
 } from '../kernels/backward/index.ts';
 import { batchNormProgram, lrnProgram, type LrnParams } from '../kernels/normalization.ts';
-import { type OpDefinition, type RuleContext, type RuleStep } from './op.ts';
+import { oneKernelBackward, type OpDefinition, type RuleContext, type RuleStep } from './op.ts';
 
 export interface BatchNormAttributes {
   epsilon: number;
@@ -192,12 +192,10 @@ export const lrn: OpDefinition = {
     },
   },
   gradient: {
-    backward(ctx, [dy]) {
-      const x = ctx.node.inputs[0];
-      if (!dy || !ctx.wants(0)) return { steps: [], grads: [undefined] };
-      const d = ctx.shape(x);
-      const dx = ctx.temp(`grad ${x}`, d);
-      return { steps: [{ program: lrnBackwardProgram(lrnParams(ctx.attrs, d)), bind: { x, dy, dx } }], grads: [dx] };
-    },
+    backward: (ctx, [dy]) =>
+      oneKernelBackward(ctx, dy, (dims, x) => ({
+        program: lrnBackwardProgram(lrnParams(ctx.attrs, dims)),
+        reads: { x },
+      })),
   },
 };

@@ -213,3 +213,20 @@ export const passThroughGradient: GradientRule = {
 export const FOLDED_NOT_DIFFERENTIABLE: NotDifferentiable = {
   notDifferentiable: 'it computes shapes or constants, folded away before training',
 };
+
+/**
+ * The backward of a one-input op done by one kernel: dx has x's dims; `kernel` gives the
+ * program and the forward values it reads by binding name (besides dy and dx).
+ */
+export function oneKernelBackward(
+  ctx: RuleContext,
+  dy: string | undefined,
+  kernel: (dims: number[], x: string) => { program: KernelProgram; reads?: Record<string, string> },
+): BackwardResult {
+  const x = ctx.node.inputs[0];
+  if (!dy || !ctx.wants(0)) return { steps: [], grads: [undefined] };
+  const dims = ctx.shape(x);
+  const dx = ctx.temp(`grad ${x}`, dims);
+  const { program, reads } = kernel(dims, x);
+  return { steps: [{ program, bind: { ...reads, dy, dx } }], grads: [dx] };
+}

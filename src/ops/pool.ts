@@ -11,7 +11,7 @@ import {
   type PoolBackwardParams,
 } from '../kernels/backward/index.ts';
 import { globalPoolProgram, pool2dProgram } from '../kernels/pool.ts';
-import { type GradientRule, type OpDefinition } from './op.ts';
+import { oneKernelBackward, type GradientRule, type OpDefinition } from './op.ts';
 
 type PoolWindow = PoolBackwardParams & { countIncludePad: boolean };
 
@@ -59,15 +59,13 @@ const poolShape: ShapeRule = (ctx) => {
 };
 
 function windowPool(kind: 'max' | 'avg'): OpDefinition {
-  const backward: GradientRule['backward'] = (ctx, [dy]) => {
-    const x = ctx.node.inputs[0];
-    if (!dy || !ctx.wants(0)) return { steps: [], grads: [undefined] };
-    const dx = ctx.temp(`grad ${x}`, ctx.shape(x));
-    const p = poolWindow(ctx.attrs, ctx.shape(x));
-    return kind === 'max'
-      ? { steps: [{ program: maxPool2dBackwardProgram(p), bind: { x, dy, dx } }], grads: [dx] }
-      : { steps: [{ program: avgPool2dBackwardProgram(p), bind: { dy, dx } }], grads: [dx] };
-  };
+  const backward: GradientRule['backward'] = (ctx, [dy]) =>
+    oneKernelBackward(ctx, dy, (dims, x) => {
+      const p = poolWindow(ctx.attrs, dims);
+      return kind === 'max'
+        ? { program: maxPool2dBackwardProgram(p), reads: { x } }
+        : { program: avgPool2dBackwardProgram(p) };
+    });
   return {
     shape: poolShape,
     runtime: {
@@ -110,16 +108,14 @@ function globalPool(kind: 'max' | 'avg'): OpDefinition {
       },
     },
     gradient: {
-      backward(ctx, [dy]) {
-        const x = ctx.node.inputs[0];
-        if (!dy || !ctx.wants(0)) return { steps: [], grads: [undefined] };
-        const dims = ctx.shape(x);
-        const { planes, spatial } = planesOf(dims);
-        const dx = ctx.temp(`grad ${x}`, dims);
-        const program = globalPoolBackwardProgram(kind, planes, spatial);
-        const bind: Record<string, string> = kind === 'max' ? { x, dy, dx } : { dy, dx };
-        return { steps: [{ program, bind }], grads: [dx] };
-      },
+      backward: (ctx, [dy]) =>
+        oneKernelBackward(ctx, dy, (dims, x) => {
+          const { planes, spatial } = planesOf(dims);
+          return {
+            program: globalPoolBackwardProgram(kind, planes, spatial),
+            reads: kind === 'max' ? { x } : undefined,
+          };
+        }),
     },
   };
 }

@@ -13,38 +13,39 @@ import {
 } from '../graph/shape-context.ts';
 import { sizeOf, toNumbers } from '../graph/tensor.ts';
 import { concatBackwardPrograms, padBackwardProgram, transposeBackwardProgram } from '../kernels/backward/index.ts';
-import { concatCopyProgram, MAX_RANK, padProgram, transposeProgram } from '../kernels/transform.ts';
-import { passThroughGradient, type LowerContext, type OpDefinition, type RuleStep, type StepSpec } from './op.ts';
+import { concatSliceProgram, MAX_RANK, padProgram, transposeProgram } from '../kernels/transform.ts';
+import {
+  oneKernelBackward,
+  passThroughGradient,
+  type LowerContext,
+  type OpDefinition,
+  type RuleStep,
+  type StepSpec,
+} from './op.ts';
 
 // ---- views ----
 
-export const flatten: OpDefinition = {
-  shape: (ctx) => {
-    const x = ctx.shape(0);
-    let axis = ctx.attrs.int('axis', 1);
-    if (axis < 0) axis += x.length;
-    if (axis < 0 || axis > x.length)
-      throw ctx.error(`axis ${ctx.attrs.int('axis', 1)} is out of range for rank ${x.length}`);
-    return [{ dtype: ctx.dtype(0), shape: [mulDims(x.slice(0, axis)), mulDims(x.slice(axis))] }];
-  },
-  runtime: { kind: 'view' },
-  gradient: passThroughGradient,
-};
+export const flatten = viewOp((ctx) => {
+  const x = ctx.shape(0);
+  let axis = ctx.attrs.int('axis', 1);
+  if (axis < 0) axis += x.length;
+  if (axis < 0 || axis > x.length)
+    throw ctx.error(`axis ${ctx.attrs.int('axis', 1)} is out of range for rank ${x.length}`);
+  return [{ dtype: ctx.dtype(0), shape: [mulDims(x.slice(0, axis)), mulDims(x.slice(axis))] }];
+});
 
-export const reshape: OpDefinition = {
-  shape: (ctx) => {
+export const reshape = viewOp(
+  (ctx) => {
     const target = ctx.opset < 5 ? ctx.attrs.ints('shape') : ctx.constantInts(1, 'the target shape');
     return [
       { dtype: ctx.dtype(0), shape: resolveReshape(ctx, ctx.shape(0), target, ctx.attrs.int('allowzero', 0) === 1) },
     ];
   },
-  steeringInputs: [1],
-  runtime: { kind: 'view' },
-  gradient: passThroughGradient,
-};
+  { shapeInput: true },
+);
 
-export const squeeze: OpDefinition = {
-  shape: (ctx) => {
+export const squeeze = viewOp(
+  (ctx) => {
     const x = ctx.shape(0);
     const axes = axesOf(ctx);
     if (!axes) {
@@ -58,13 +59,11 @@ export const squeeze: OpDefinition = {
         throw ctx.error(`cannot squeeze axis ${a} of size ${x[a]} (only size-1 axes)`);
     return [{ dtype: ctx.dtype(0), shape: x.filter((_, i) => !drop.has(i)) }];
   },
-  steeringInputs: [1],
-  runtime: { kind: 'view' },
-  gradient: passThroughGradient,
-};
+  { shapeInput: true },
+);
 
-export const unsqueeze: OpDefinition = {
-  shape: (ctx) => {
+export const unsqueeze = viewOp(
+  (ctx) => {
     const x = ctx.shape(0);
     const axes = axesOf(ctx);
     if (!axes) throw ctx.error('axes are required');
@@ -76,12 +75,24 @@ export const unsqueeze: OpDefinition = {
     for (let i = 0; i < rank; i++) out.push(at.has(i) ? 1 : x[k++]);
     return [{ dtype: ctx.dtype(0), shape: out }];
   },
-  steeringInputs: [1],
-  runtime: { kind: 'view' },
-  gradient: passThroughGradient,
-};
+  { shapeInput: true },
+);
 
-export const identity: OpDefinition = { shape: sameShape, runtime: { kind: 'view' }, gradient: passThroughGradient };
+export const identity = viewOp(sameShape);
+
+/**
+ * An op whose output is its input's buffer under other dims (row-major order unchanged): no
+ * kernel forward, and its gradient is the upstream gradient itself. `shapeInput`: input 1 is
+ * the target shape or the axes, an integer tensor that only steers the output's dims.
+ */
+function viewOp(shape: ShapeRule, options: { shapeInput?: boolean } = {}): OpDefinition {
+  return {
+    shape,
+    ...(options.shapeInput ? { steeringInputs: [1] } : {}),
+    runtime: { kind: 'view' },
+    gradient: passThroughGradient,
+  };
+}
 
 // ---- Transpose ----
 
@@ -112,14 +123,10 @@ export const transpose: OpDefinition = {
     },
   },
   gradient: {
-    backward(ctx, [dy]) {
-      const x = ctx.node.inputs[0];
-      if (!dy || !ctx.wants(0)) return { steps: [], grads: [undefined] };
-      const dims = ctx.shape(x);
-      const dx = ctx.temp(`grad ${x}`, dims);
-      const program = transposeBackwardProgram(dims, permutationOf(ctx.attrs, dims.length));
-      return { steps: [{ program, bind: { dy, dx } }], grads: [dx] };
-    },
+    backward: (ctx, [dy]) =>
+      oneKernelBackward(ctx, dy, (dims) => ({
+        program: transposeBackwardProgram(dims, permutationOf(ctx.attrs, dims.length)),
+      })),
   },
 };
 
@@ -269,7 +276,10 @@ function lowerConcat(ctx: LowerContext): StepSpec[] {
     const inner = sizeOf(ctx.shape(input).slice(axis));
     if (inner > 0)
       steps.push(
-        ctx.step(concatCopyProgram(outer, inner, outInner, offset), [ctx.ref(input), { value: n.outputs[0] }]),
+        ctx.step(concatSliceProgram('forward', outer, inner, outInner, offset), [
+          ctx.ref(input),
+          { value: n.outputs[0] },
+        ]),
       );
     offset += inner;
   }

@@ -5,31 +5,8 @@
 // share one buffer layout (row-major, same element order), so dx IS dy with the input's dims.
 // Autodiff binds dy's buffer as dx (or, where dx must be accumulated into, adds dy with
 // gradientSumProgram). They save nothing.
-import { MAX_RANK } from '../transform.ts';
+import { concatSliceProgram, MAX_RANK } from '../transform.ts';
 import { elementProgram, input, output, type KernelProgram } from '../shader.ts';
-
-/**
- * Concat backward for one input: dx[o, i] = dy[o, offset + i] for o < outer, i < inputInner,
- * where inputInner = ∏ input dims[axis:], outputInner = ∏ output dims[axis:], and offset is the
- * sum of inputInner over the inputs before this one (concatCopyProgram's geometry).
- * Needs saved: nothing (shapes). Bindings: dy, dx, params.
- */
-export function concatBackwardProgram(
-  outer: number,
-  inputInner: number,
-  outputInner: number,
-  offset: number,
-): KernelProgram {
-  return elementProgram({
-    label: `concat backward ${outer}×${outputInner}@${offset}→${inputInner}`,
-    key: 'concat-bwd',
-    total: outer * inputInner,
-    inputs: [input('dy')],
-    outputs: [output('dx')],
-    params: (P) => P.u32('inner', inputInner).u32('outInner', outputInner).u32('offset', offset),
-    body: '  dx[idx] = dy[(idx / P.inner) * P.outInner + P.offset + idx % P.inner];',
-  });
-}
 
 /**
  * The gradients of every input of Concat along `axis`, one program each (in input order).
@@ -43,7 +20,7 @@ export function concatBackwardPrograms(inputDims: number[][], axis: number): Ker
   const outputInner = inners.reduce((s, v) => s + v, 0);
   let offset = 0;
   return inners.map((inner) => {
-    const program = concatBackwardProgram(outer, inner, outputInner, offset);
+    const program = concatSliceProgram('backward', outer, inner, outputInner, offset);
     offset += inner;
     return program;
   });
