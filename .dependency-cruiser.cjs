@@ -1,9 +1,10 @@
 // The layering of design.md ("imports point down only") as forbidden imports, checked over every
 // folder of src by `npm run layering` (and `npm test`).
 //
-//   graph IR (ir, tensor, codec, attributes, errors, geometry, crc32, onnx/)   nothing else in src
+//   graph IR (ir, tensor, codec, attributes, errors, geometry, crc32, shape-context, subgraph,
+//             onnx/)   nothing else in src
 //   kernels/   the IR is not its business either: nothing of graph/, ops/, runtime/, train/, ...
-//   ops/       kernels/, graph/
+//   ops/       kernels/, the graph IR (not the loader or surgery above it)
 //   graph/ (load, fold, shape inference, surgery, architectures, metadata, ...)   ops/, the IR
 //   runtime/   ops/, kernels/, graph/
 //   train/     runtime/, ops/, kernels/, graph/
@@ -11,7 +12,8 @@
 //   engine (graph, kernels, ops, runtime, train) and data: no Node built-in, no webgpu, no sharp;
 //   only src/node/, src/cli/ and src/data/node/ may use them.
 
-const GRAPH_IR = '^src/graph/(ir|tensor|codec|attributes|errors|geometry|crc32)\\.ts$|^src/graph/onnx/';
+const GRAPH_IR =
+  '^src/graph/(ir|tensor|codec|attributes|errors|geometry|crc32|shape-context|subgraph)\\.ts$|^src/graph/onnx/';
 const NODE_ONLY_PACKAGES = '(^|/)node_modules/(webgpu|sharp)/';
 
 /** A rule forbidding imports from `from` to any of `folders` under src/. */
@@ -46,6 +48,13 @@ module.exports = {
       ['runtime', 'train', 'data', 'cli', 'node', 'index'],
       'ops/ may import kernels/ and graph/ only.',
     ),
+    {
+      name: 'ops-see-only-the-ir',
+      comment: 'An op reads the IR; the loader, shape-inference driver and surgery sit above ops/ and use it.',
+      severity: 'error',
+      from: { path: '^src/ops/' },
+      to: { path: '^src/graph/', pathNot: GRAPH_IR },
+    },
     above(
       'graph-over-ops',
       { path: '^src/graph/', pathNot: GRAPH_IR },

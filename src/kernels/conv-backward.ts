@@ -220,7 +220,7 @@ export function channelSumProgram(images: number, channels: number, spatial: num
  * B[group][(kh, kw, co)][roundUp(Cin/group, 8)] = W[co][ci][KH-1-kh][KW-1-kw], zero columns
  * past Cin/group. One invocation per (group, block of output channels, input channel), input
  * channels fastest: neighbouring invocations read neighbouring runs of W, and each writes its
- * taps in runs (measured on lavapipe: reads adjacent across invocations matter most).
+ * taps in runs (on lavapipe, reads adjacent across invocations matter most).
  * Bindings: w, packed, params.
  */
 export function convPackWeightsProgram(p: Conv2dParams, transposed = false): KernelProgram {

@@ -234,12 +234,11 @@ export function candidateVariants(target: boolean | GemmTarget, M: number): Gemm
 
 /**
  * A sensible variant without measuring: register blocking on CPU adapters, shared tiles on GPUs.
- * On lavapipe (measured with bench/probe-kernels.ts; a 2-core EPYC, Mesa 25.0) every load inside
- * a loop costs a branchy scalar load per lane, so what counts is loads per multiply-add: the
- * subgroup variants load A once per workgroup, and taller tiles reuse each B load on more rows
- * (24 rows: 2× the old 8-row kernel on ResNet-50's 3×3 convs; 32 rows for maps of 64 positions or
- * fewer, one or two tiles). Rows a tile computes past M are waste, so small M takes the smallest
- * tile that holds it in one.
+ * On lavapipe every load inside a loop costs a branchy scalar load per lane (bench/probe-kernels.ts
+ * shows it on the adapter at hand), so what counts is loads per multiply-add: the subgroup
+ * variants load A once per workgroup, and taller tiles reuse each B load on more rows (24 rows
+ * for ResNet-50's 3×3 convs, 32 rows for maps of 64 positions or fewer, one or two tiles). Rows a
+ * tile computes past M are waste, so small M takes the smallest tile that holds it in one.
  */
 export function defaultVariant(p: Pick<GemmProblem, 'M' | 'N'>, target: boolean | GemmTarget): GemmVariant {
   const t = asTarget(target);
@@ -247,7 +246,7 @@ export function defaultVariant(p: Pick<GemmProblem, 'M' | 'N'>, target: boolean 
   if (!t.software) return SHM4;
   if (t.subgroupSize === 8) return p.M <= 8 ? SG8 : p.M <= 16 ? SG16 : p.M <= 24 ? SG24 : p.M <= 64 ? SG32 : SG24;
   // Without subgroups: 16-row tiles win on tall problems, 8-row tiles waste less on the 7×7 and
-  // 14×14 maps of a ResNet's last stages; 2–4 rows run 3× faster on REG4 than on REG1.
+  // 14×14 maps of a ResNet's last stages; REG4 suits 2–4 rows.
   return p.M <= 32 ? REG4 : p.M >= 1024 ? REG16 : REG8;
 }
 
