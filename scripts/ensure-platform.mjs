@@ -20,6 +20,11 @@ const TEST_DATA = [
     '/usr/lib/python3/dist-packages/PIL',
     'Debian package python3-pil (Pillow, the pixel reference of test/data-pillow.test.ts)',
   ],
+  ['/usr/lib/python3/dist-packages/onnx', "Debian package python3-onnx (ONNX's checker, run on the codec's output)"],
+  [
+    '/usr/lib/python3/dist-packages/numpy',
+    'Debian package python3-numpy (safetensors files written and read by numpy)',
+  ],
   [
     '/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz',
     "scikit-learn's digits (unpacked from Debian's python3-sklearn .deb)",
