@@ -7,6 +7,7 @@ import {
   activationKey,
   activationParams,
   activationWgsl,
+  clampKeepingNaN,
   elementProgram,
   input,
   NO_ACTIVATION,
@@ -99,7 +100,7 @@ function unaryExpr(op: UnaryOp, v: string): string {
       return v;
     case 'tanh':
       // tanh() of large |v| is NaN on some implementations (exp overflow): clamp first.
-      return `tanh(clamp(${v}, -20.0, 20.0))`;
+      return `tanh(${clampKeepingNaN(v, '-20.0', '20.0')})`;
     default:
       return activationWgsl(op.kind, v, op);
   }

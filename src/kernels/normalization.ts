@@ -4,7 +4,9 @@
 import { elementProgram, input, type KernelProgram, type ParamBlock } from './shader.ts';
 
 /**
- * y = (x − mean[c]) / √(var[c] + ε) · scale[c] + bias[c] for x [N, C, spatial…].
+ * y = (x − mean[c]) / √(var[c] + ε) · scale[c] + bias[c] for x [N, C, spatial…], computed as
+ * x·s + (bias − mean·s) with s = scale/√(var + ε): onnxruntime's order and the Conv fold's, so
+ * infinite statistics give the same NaN/±∞ whether or not the BatchNormalization is folded.
  * Bindings: x, scale, bias, mean, var, y, params.
  */
 export function batchNormProgram(images: number, channels: number, spatial: number, epsilon: number): KernelProgram {
@@ -16,7 +18,8 @@ export function batchNormProgram(images: number, channels: number, spatial: numb
     params: (P) => P.u32('channels', channels).u32('spatial', spatial).f32('epsilon', epsilon),
     body: `
   let c = (idx / P.spatial) % P.channels;
-  y[idx] = (x[idx] - mean[c]) * inverseSqrt(variance[c] + P.epsilon) * scale[c] + bias[c];`,
+  let s = scale[c] * inverseSqrt(variance[c] + P.epsilon);
+  y[idx] = x[idx] * s + (bias[c] - mean[c] * s);`,
   });
 }
 

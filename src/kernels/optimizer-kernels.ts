@@ -129,7 +129,8 @@ export function slotsOf(rule: UpdateRule): ('momentum_buffer' | 'exp_avg' | 'exp
 /**
  * The fused update for one parameter tensor. Bindings in order: hyper (uniform), tensor
  * (uniform), param (read_write), grad (read), one read_write buffer per slot (slotsOf(rule)),
- * and clip (read, CLIP_STATE_BYTES) when `clip`. With g = grad · clip.scale and λ the tensor's
+ * and clip (read, CLIP_STATE_BYTES) when `clip`: then a non-finite ‖g‖ leaves everything as it
+ * was (the step is skipped). With g = grad · clip.scale and λ the tensor's
  * weight decay, lr the step's rate times the tensor's lrScale (PyTorch's formulas, dampening 0):
  *   sgd           p −= lr·(g + λp)
  *   sgd-momentum  b = μb + (g + λp);             p −= lr·b
@@ -155,7 +156,9 @@ export function optimizerUpdateProgram(rule: UpdateRule, clip: boolean): KernelP
     workgroupSize: UPDATE_WORKGROUP,
     builtins: { gid: 'global_invocation_id' },
     guard: { index: { name: 'i', expr: 'gid.x + gid.y * T.rowSize' }, exit: 'i >= T.size' },
-    body: () => `  let lr = H.lr * T.lrScale;
+    // A non-finite gradient norm skips the whole update (parameters and moments kept), so one bad
+    // batch cannot write NaN into the weights; the flag is uniform across the dispatch.
+    body: () => `${clip ? '  if (clipState[3] != 0.0) { return; }\n' : ''}  let lr = H.lr * T.lrScale;
   let wd = T.weightDecay;
   var p = param[i];
   var g = grad[i]${clip ? ' * clipState[2]' : ''};

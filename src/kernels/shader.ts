@@ -259,6 +259,20 @@ export function i32(x: number): string {
   return x < 0 ? `(${x}i)` : `${x}i`;
 }
 
+// ---- NaN: WGSL leaves max/min/clamp of a NaN implementation-defined ----
+// ONNX and onnxruntime let NaN through Relu, Clip, MaxPool…, so the kernels use ordered
+// comparisons in select() (false for NaN), which keep the NaN operand, and test NaN by its bits
+// where a comparison cannot (the compiler may assume x == x).
+
+/** `v` clamped to [lo, hi] (hi when lo > hi, as ONNX Clip), NaN staying NaN. */
+export function clampKeepingNaN(v: string, lo: string, hi: string): string {
+  return `select(select(${v}, ${lo}, ${v} < ${lo}), ${hi}, ${v} > ${hi})`;
+}
+
+/** WGSL helpers isNan(x) and maxOrNaN(a, b) (NaN when either is NaN, else max), for a prelude. */
+export const NAN_WGSL = `fn isNan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
+fn maxOrNaN(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, isNan(a) || isNan(b)); }`;
+
 // ---- activations: one snippet for the GEMM epilogue and the elementwise kernels ----
 
 /** Activations fused into the epilogue of GEMM/conv and used standalone by elementwise. */
@@ -302,13 +316,13 @@ export function activationWgsl(kind: Activation['kind'], v: string, literals?: A
     case 'none':
       return v;
     case 'relu':
-      return `max(${v}, 0.0)`;
+      return `select(${v}, 0.0, ${v} < 0.0)`;
     case 'leakyRelu':
       return `select(${v} * ${literals?.kind === 'leakyRelu' ? f32(literals.alpha) : 'P.act0'}, ${v}, ${v} >= 0.0)`;
     case 'clip':
       return literals?.kind === 'clip'
-        ? `clamp(${v}, ${f32(literals.min)}, ${f32(literals.max)})`
-        : `clamp(${v}, P.act0, P.act1)`;
+        ? clampKeepingNaN(v, f32(literals.min), f32(literals.max))
+        : clampKeepingNaN(v, 'P.act0', 'P.act1');
     case 'sigmoid':
       return `(1.0 / (1.0 + exp(-${v})))`;
   }
