@@ -55,7 +55,6 @@ interface OpCase {
   /** Op chain applied to the input `x` of `dims` (weights added through the builder). */
   build: (b: GraphBuilder) => string;
   dims: number[];
-  opset?: number;
   /** Kernel steps the plan must have (the fused cases: one kernel, the epilogue inside it). */
   steps?: number;
   /** The reference when onnxruntime is inconsistent (see Departure). */
@@ -264,12 +263,18 @@ function scalar(b: GraphBuilder, name: string, value: number): string {
   return unique;
 }
 
-function singleOpGraph(c: OpCase): Graph {
+/** An empty graph (opset 13) with the float input `x` of `dims`. */
+function graphWithInput(dims: number[]): Graph {
   const g = new Graph();
   g.irVersion = 8;
-  g.opsetImports = [{ domain: '', version: c.opset ?? 13 }];
-  g.inputs = [{ name: 'x', dtype: 'float32', shape: c.dims }];
+  g.opsetImports = [{ domain: '', version: 13 }];
+  g.inputs = [{ name: 'x', dtype: 'float32', shape: dims }];
   g.values.set('x', { ...g.inputs[0] });
+  return g;
+}
+
+function singleOpGraph(c: OpCase): Graph {
+  const g = graphWithInput(c.dims);
   const y = c.build(new GraphBuilder(g, 1));
   g.outputs = [{ name: y, dtype: 'float32' }];
   return g;
@@ -393,10 +398,7 @@ describe('training with a NaN input', () => {
 
   it('gives a NaN loss naming the sample, and the clipped optimizer skips the update', async () => {
     const [batch, classes] = [4, 5];
-    const g = new Graph();
-    g.opsetImports = [{ domain: '', version: 13 }];
-    g.inputs = [{ name: 'x', dtype: 'float32', shape: [batch, 3, 6, 6] }];
-    g.values.set('x', { ...g.inputs[0] });
+    const g = graphWithInput([batch, 3, 6, 6]);
     const b = new GraphBuilder(g, 3);
     const conv = b.op('Conv', ['x', b.weight('w', [6, 3, 3, 3], 'he'), b.weight('bias', [6], 'glorot')], {
       kernel_shape: [3, 3],
