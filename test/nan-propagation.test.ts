@@ -122,6 +122,20 @@ const OP_CASES: OpCase[] = [
     dims: [2, 3, 5, 7],
     build: (b) => b.op('Clip', ['x', scalar(b, 'lo', -0.5), scalar(b, 'hi', 0.75)]),
   },
+  // Absent bounds are float32's lowest / max (±∞ inputs clip to them); given ±∞ bounds clip nothing.
+  { name: 'Clip, min only', dims: [2, 3, 5, 7], build: (b) => b.op('Clip', ['x', scalar(b, 'lo', -0.5)]) },
+  { name: 'Clip, max only', dims: [2, 3, 5, 7], build: (b) => b.op('Clip', ['x', '', scalar(b, 'hi', 0.5)]) },
+  {
+    name: 'Clip, bounds −∞ and +∞',
+    dims: [2, 3, 5, 7],
+    build: (b) => b.op('Clip', ['x', scalar(b, 'lo', -Infinity), scalar(b, 'hi', Infinity)]),
+  },
+  {
+    name: 'Conv + Clip to [0, +∞] (fused)',
+    dims: [1, 3, 6, 7],
+    build: (b) => b.op('Clip', [conv(b, 'x'), scalar(b, 'lo', 0), scalar(b, 'hi', Infinity)]),
+    steps: 1,
+  },
   { name: 'Sigmoid', dims: [2, 3, 5, 7], build: (b) => b.op('Sigmoid', ['x']) },
   { name: 'Tanh', dims: [2, 3, 5, 7], build: (b) => b.op('Tanh', ['x']) },
   { name: 'Softmax', dims: [6, 10], build: (b) => b.op('Softmax', ['x'], { axis: -1 }) },

@@ -264,9 +264,10 @@ export function i32(x: number): string {
 // comparisons in select() (false for NaN), which keep the NaN operand, and test NaN by its bits
 // where a comparison cannot (the compiler may assume x == x).
 
-/** `v` clamped to [lo, hi] (hi when lo > hi, as ONNX Clip), NaN staying NaN. */
-export function clampKeepingNaN(v: string, lo: string, hi: string): string {
-  return `select(select(${v}, ${lo}, ${v} < ${lo}), ${hi}, ${v} > ${hi})`;
+/** `v` clamped to [lo, hi] (hi when lo > hi, as ONNX Clip), NaN staying NaN; no bound: that side open. */
+export function clampKeepingNaN(v: string, lo: string | undefined, hi: string | undefined): string {
+  const low = lo === undefined ? v : `select(${v}, ${lo}, ${v} < ${lo})`;
+  return hi === undefined ? low : `select(${low}, ${hi}, ${v} > ${hi})`;
 }
 
 /** WGSL helpers isNan(x) and maxOrNaN(a, b) (NaN when either is NaN, else max), for a prelude. */
@@ -320,8 +321,13 @@ export function activationWgsl(kind: Activation['kind'], v: string, literals?: A
     case 'leakyRelu':
       return `select(${v} * ${literals?.kind === 'leakyRelu' ? f32(literals.alpha) : 'P.act0'}, ${v}, ${v} >= 0.0)`;
     case 'clip':
+      // An infinite bound clips nothing (±∞ stays ±∞, as in onnxruntime): WGSL has no ∞ literal.
       return literals?.kind === 'clip'
-        ? clampKeepingNaN(v, f32(literals.min), f32(literals.max))
+        ? clampKeepingNaN(
+            v,
+            literals.min === -Infinity ? undefined : f32(literals.min),
+            literals.max === Infinity ? undefined : f32(literals.max),
+          )
         : clampKeepingNaN(v, 'P.act0', 'P.act1');
     case 'sigmoid':
       return `(1.0 / (1.0 + exp(-${v})))`;

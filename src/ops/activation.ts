@@ -50,7 +50,8 @@ function unaryOpOf(
         if (!t) throw attrs.error(`Clip ${i === 1 ? 'min' : 'max'} ('${name}') must be a constant (an initializer)`);
         return toNumbers(t)[0];
       };
-      return { kind: 'clip', min: bound(1, -Infinity), max: bound(2, Infinity) };
+      // Absent bounds are float32's lowest and max, as onnxruntime has them: ±∞ clip to those.
+      return { kind: 'clip', min: bound(1, -FLOAT32_MAX), max: bound(2, FLOAT32_MAX) };
     }
   }
   throw attrs.error(`${node.opType} is not an activation`);
