@@ -126,6 +126,17 @@ const OP_CASES: OpCase[] = [
   { name: 'Clip, min only', dims: [2, 3, 5, 7], build: (b) => b.op('Clip', ['x', scalar(b, 'lo', -0.5)]) },
   { name: 'Clip, max only', dims: [2, 3, 5, 7], build: (b) => b.op('Clip', ['x', '', scalar(b, 'hi', 0.5)]) },
   {
+    name: 'Clip, min > max (all max)',
+    dims: [2, 3, 5, 7],
+    build: (b) => b.op('Clip', ['x', scalar(b, 'lo', 0.5), scalar(b, 'hi', -0.25)]),
+  },
+  {
+    name: 'Conv + Clip, min > max (fused)',
+    dims: [1, 3, 6, 7],
+    build: (b) => b.op('Clip', [conv(b, 'x'), scalar(b, 'lo', 0.5), scalar(b, 'hi', -0.25)]),
+    steps: 1,
+  },
+  {
     name: 'Clip, bounds −∞ and +∞',
     dims: [2, 3, 5, 7],
     build: (b) => b.op('Clip', ['x', scalar(b, 'lo', -Infinity), scalar(b, 'hi', Infinity)]),

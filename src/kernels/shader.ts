@@ -266,8 +266,9 @@ export function i32(x: number): string {
 
 /** `v` clamped to [lo, hi] (hi when lo > hi, as ONNX Clip), NaN staying NaN; no bound: that side open. */
 export function clampKeepingNaN(v: string, lo: string | undefined, hi: string | undefined): string {
+  // min(max(v, lo), hi) as numpy's clip: the second test reads the first's result.
   const low = lo === undefined ? v : `select(${v}, ${lo}, ${v} < ${lo})`;
-  return hi === undefined ? low : `select(${low}, ${hi}, ${v} > ${hi})`;
+  return hi === undefined ? low : `select(${low}, ${hi}, ${low} > ${hi})`;
 }
 
 /** WGSL helpers isNan(x) and maxOrNaN(a, b) (NaN when either is NaN, else max), for a prelude. */
