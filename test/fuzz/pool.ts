@@ -25,7 +25,8 @@ export interface FuzzOptions {
   onOutcome?: (o: SeedResult, done: number) => void;
 }
 
-export type SeedClass = 'typed' | 'accepted' | 'untyped' | 'hang' | 'crash' | 'memory';
+/** 'ort-failure': onnxruntime (diff mode) crashed, hung or outgrew the cap on a mutant: not ours. */
+export type SeedClass = 'typed' | 'accepted' | 'untyped' | 'hang' | 'crash' | 'memory' | 'ort-failure';
 
 export interface SeedResult {
   seed: number;
@@ -145,11 +146,12 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
         clearInterval(poll);
         live--;
         if (current) {
-          const cls = killedAs ?? 'crash';
+          const cls = current.stage === 'ort' ? 'ort-failure' : (killedAs ?? 'crash');
+          const kind = killedAs ?? 'crash';
           const why =
-            cls === 'hang'
+            kind === 'hang'
               ? `no answer within ${timeoutMs} ms`
-              : cls === 'memory'
+              : kind === 'memory'
                 ? `resident size above ${rssCap} bytes`
                 : `worker exited (code ${code}, signal ${signal}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`;
           record({
@@ -176,7 +178,16 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
 
   const seconds = (performance.now() - t0) / 1000;
   results.sort((a, b) => a.seed - b.seed);
-  const counts = { tried: results.length, typed: 0, accepted: 0, untyped: 0, hang: 0, crash: 0, memory: 0 };
+  const counts = {
+    tried: results.length,
+    typed: 0,
+    accepted: 0,
+    untyped: 0,
+    hang: 0,
+    crash: 0,
+    memory: 0,
+    'ort-failure': 0,
+  };
   const diff: FuzzReport['diff'] = {};
   for (const r of results) {
     counts[r.class]++;
@@ -187,7 +198,8 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     options: rest,
     seconds,
     seedsPerSecond: results.length / seconds,
-    peakRssBytes: Math.max(0, ...results.map((r) => r.peakRssBytes)),
+    // Seeds killed at the cap are counted as 'memory', not as the peak of a seed that finished.
+    peakRssBytes: Math.max(0, ...results.filter((r) => r.outcome).map((r) => r.peakRssBytes)),
     counts,
     diff,
     results,

@@ -2,7 +2,7 @@
 // errors grouped by their message, the differential verdicts when --diff ran.
 import type { FuzzReport, SeedClass, SeedResult } from './pool.ts';
 
-const CLASSES: SeedClass[] = ['typed', 'accepted', 'untyped', 'hang', 'crash', 'memory'];
+const CLASSES: SeedClass[] = ['typed', 'accepted', 'untyped', 'hang', 'crash', 'memory', 'ort-failure'];
 const SHOWN = 8;
 
 export function formatReport(report: FuzzReport, replay: (r: SeedResult) => string): string {
@@ -11,7 +11,7 @@ export function formatReport(report: FuzzReport, replay: (r: SeedResult) => stri
   lines.push(
     `fuzz: seeds ${o.seedStart ?? 0}…${(o.seedStart ?? 0) + o.seeds - 1}${o.only ? ` (${o.only})` : ''}, ` +
       `${o.jobs ?? 1} workers, ${report.seconds.toFixed(1)} s, ${report.seedsPerSecond.toFixed(2)} seeds/s, ` +
-      `peak RSS of one seed ${(report.peakRssBytes / 2 ** 20).toFixed(0)} MiB`,
+      `peak RSS of a finished seed ${(report.peakRssBytes / 2 ** 20).toFixed(0)} MiB`,
   );
   lines.push('');
   lines.push('| class | count | seeds |');
@@ -71,6 +71,7 @@ export function formatReport(report: FuzzReport, replay: (r: SeedResult) => stri
 export function signature(message: string): string {
   return message
     .replace(/'[^']*'/g, "'…'")
+    .replace(/\([^()]*\)/g, '(…)')
     .replace(/-?\d+(\.\d+)?(e[+-]?\d+)?/gi, 'N')
     .slice(0, 140);
 }
