@@ -45,7 +45,7 @@ export function mutateRaw(bytes: Uint8Array, rng: Rng): { bytes: Uint8Array; wha
       return { bytes: splice(bytes, to, 0, bytes.subarray(at, at + len)), what: `duplicate [${at},+${len}) at ${to}` };
     }
     case 4: {
-      const len = 1 + below(rng, Math.min(256, n - at));
+      const len = Math.min(1 + below(rng, Math.min(256, n - at)), n - at);
       return { bytes: splice(bytes, at, len, new Uint8Array(0)), what: `remove [${at},+${len})` };
     }
     case 5:
