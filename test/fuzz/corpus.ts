@@ -156,6 +156,25 @@ export const modelMutant = (seed: number, corpus: readonly ModelBase[]) =>
 export const checkpointMutant = (seed: number, corpus: readonly CheckpointBase[]) =>
   mutantFor(seed, corpus, mutateCheckpointStructure);
 
+/**
+ * The feeds a seed gives its model: the base's, and for one seed in eight NaN, Inf or -Inf
+ * written over all of one input or over single elements (so diff mode checks their propagation).
+ */
+export function feedsFor(seed: number, base: ModelBase): { feeds: Record<string, Feed>; poison?: string } {
+  const feeds = base.feeds();
+  const rng = mulberry32(seed * 40503 + 0xfeed);
+  const names = Object.keys(feeds);
+  if (rng() >= 1 / 8 || names.length === 0) return { feeds };
+  const name = names[below(rng, names.length)];
+  const value = [NaN, Infinity, -Infinity][below(rng, 3)];
+  const data = feeds[name].data.slice();
+  const all = rng() < 0.5;
+  if (all) data.fill(value);
+  else for (let k = 0; k < 3 && data.length > 0; k++) data[below(rng, data.length)] = value;
+  feeds[name] = { dims: feeds[name].dims, data };
+  return { feeds, poison: `input ${name}: ${all ? 'every element' : 'three elements'} ${value}` };
+}
+
 /** Conv → Relu → GlobalAveragePool → Flatten → Gemm, seeded weights: the checkpoints' network. */
 function smallNet(): Graph {
   const g = new Graph();

@@ -14,6 +14,7 @@ import {
 } from '../../src/train/checkpoint.ts';
 import {
   checkpointMutant,
+  feedsFor,
   modelMutant,
   type CheckpointBase,
   type Feed,
@@ -65,7 +66,8 @@ export async function runSeed(seed: number, target: Target, ctx: SeedContext): P
 async function runModelSeed(seed: number, ctx: SeedContext): Promise<Outcome> {
   const mutant = modelMutant(seed, ctx.models!);
   const file = `${mutant.base.name}#${seed}`;
-  const feeds = mutant.base.feeds();
+  const { feeds, poison } = feedsFor(seed, mutant.base);
+  if (poison) mutant.steps.push(poison);
   let stage = 'decode';
   const at = (s: string) => {
     stage = s;
