@@ -110,7 +110,7 @@ export function checkpointCorpus(): CheckpointBase[] {
     step: 40,
     epoch: 2,
     rng: { seed: 5, draws: 400 },
-    schedule: { type: 'step', lr: 0.1, every: 10, gamma: 0.5 },
+    schedule: { type: 'step', lr: 0.1, stepSize: 10, gamma: 0.5 },
     extra: { classes: ['a', 'b', 'c'] },
   };
   const v1 = readBytes(

@@ -12,6 +12,7 @@ import {
   loadSafetensorsWeights,
   restoreGraphWeights,
 } from '../../src/train/checkpoint.ts';
+import { scheduleFromJson } from '../../src/train/schedules.ts';
 import {
   checkpointMutant,
   feedsFor,
@@ -139,6 +140,14 @@ async function runCheckpointSeed(seed: number, ctx: SeedContext): Promise<Outcom
         outcome.stage = 'weights';
         loadSafetensorsWeights(mutant.bytes, base.graph.clone(), source);
       }
+    }
+    // What a resume reads next on the host: the schedule, at the saved step. (The optimizer's
+    // stored config is already resolved, so resolveConfig would refuse a valid one; loadState
+    // needs the GPU.)
+    outcome.stage = 'resume';
+    if (ck.schedule !== undefined) {
+      const lr = scheduleFromJson(ck.schedule).lrAt(ck.step);
+      if (!Number.isFinite(lr)) throw new Error(`${source}: the schedule gives lr ${lr} at step ${ck.step}`);
     }
   } catch (e) {
     outcome.verdict = isTyped(e) ? 'typed' : 'untyped';
