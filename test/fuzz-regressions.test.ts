@@ -1,0 +1,238 @@
+// The reproducers of issue 13, each a named case: bad input ends in a typed error that names
+// the node, op, attribute, argument or file; where onnxruntime accepts (non-zero transA, NaN
+// input), the engine must answer as it does.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeModel, decodeModel } from '../src/graph/codec.ts';
+import { GraphBuilder } from '../src/graph/builder.ts';
+import { Graph } from '../src/graph/ir.ts';
+import { prepareGraph } from '../src/graph/load.ts';
+import { onnx } from '../src/graph/onnx/onnx-pb.js';
+import type { GpuContext } from '../src/kernels/gpu-context.ts';
+import { createNodeGpuContext } from '../src/node/index.ts';
+import { Session, type SessionOptions } from '../src/runtime/session.ts';
+import { deserializeCheckpoint } from '../src/train/checkpoint.ts';
+import { checkpointCorpus, type Feed } from './fuzz/corpus.ts';
+import { isTyped } from './fuzz/target.ts';
+import { lightModelPath } from './helpers/models.ts';
+import { readBytes, readTestDataSets, TESTDATA_ROOT } from './helpers/onnx-testdata.ts';
+import { runOrt } from './helpers/reference-models.ts';
+import { forgeCheckpoint } from './helpers/safetensors.ts';
+
+let gpu: GpuContext;
+beforeAll(async () => {
+  gpu = await createNodeGpuContext();
+});
+afterAll(() => gpu?.dispose());
+
+/** A node test's model bytes (edited by `edit`) and its first data set's inputs. */
+function nodeCase(name: string, edit: (m: onnx.ModelProto) => void = () => {}) {
+  const dir = `${TESTDATA_ROOT}/node/${name}`;
+  const model = onnx.ModelProto.decode(readBytes(`${dir}/model.onnx`));
+  edit(model);
+  const [set] = readTestDataSets(dir, { sets: 1, outputs: false });
+  const feeds: Record<string, Feed> = {};
+  model.graph!.input!.forEach((input, k) => {
+    feeds[input.name!] = { dims: [...set.inputs[k].dims], data: set.inputs[k].data as Float32Array };
+  });
+  return { bytes: onnx.ModelProto.encode(model).finish(), feeds };
+}
+
+/** decode → prepare → Session.create → run, as a user's program would. */
+async function pipeline(bytes: Uint8Array, feeds: Record<string, Feed>, options: Partial<SessionOptions> = {}) {
+  const file = 'mutant.onnx';
+  const graph = prepareGraph(decodeModel(bytes, { file }));
+  const session = await Session.create(graph, { gpu, file, ...options });
+  try {
+    return await session.run(feeds);
+  } finally {
+    session.dispose();
+  }
+}
+
+/** The error `run` ends in: a typed one whose message names each of `mentions`. */
+async function expectTypedError(run: () => unknown, mentions: (string | RegExp)[]): Promise<Error> {
+  let error: unknown;
+  try {
+    await run();
+  } catch (e) {
+    error = e;
+  }
+  expect(error, 'no error: the bad input was accepted').toBeInstanceOf(Error);
+  const e = error as Error;
+  expect(isTyped(e), `untyped ${e.constructor.name}: ${e.message}`).toBe(true);
+  for (const m of mentions) {
+    const pattern = typeof m === 'string' ? new RegExp(escape(m), 'i') : m;
+    expect(pattern.test(e.message), `${e.constructor.name} '${e.message}' does not mention ${pattern}`).toBe(true);
+  }
+  return e;
+}
+
+function escape(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+function attribute(m: onnx.ModelProto, op: string, name: string): onnx.IAttributeProto {
+  const node = m.graph!.node!.find((n) => n.op_type === op)!;
+  let a = node.attribute!.find((x) => x.name === name);
+  if (!a) node.attribute!.push((a = new onnx.AttributeProto({ name, type: onnx.AttributeProto.AttributeType.INT })));
+  return a;
+}
+
+function expectClose(got: Record<string, Feed>, want: Record<string, Feed>): void {
+  for (const [name, w] of Object.entries(want)) {
+    expect(got[name].dims).toEqual(w.dims);
+    for (let i = 0; i < w.data.length; i++) {
+      const a = got[name].data[i];
+      const b = w.data[i];
+      if (Number.isNaN(b)) expect(a, `${name}[${i}]`).toBeNaN();
+      else
+        expect(Math.abs(a - b), `${name}[${i}]: ${a} vs onnxruntime ${b}`).toBeLessThanOrEqual(
+          1e-3 + 1e-3 * Math.abs(b),
+        );
+    }
+  }
+}
+
+/** A one-node graph from the builder, as ONNX bytes. */
+function tinyModel(build: (b: GraphBuilder, g: Graph) => string, input: { name: string; shape: (number | string)[] }) {
+  const g = new Graph();
+  g.inputs = [{ name: input.name, dtype: 'float32', shape: input.shape }];
+  g.values.set(input.name, { name: input.name, dtype: 'float32', shape: input.shape });
+  const y = build(new GraphBuilder(g, 3), g);
+  g.outputs = [{ name: y, dtype: 'float32' }];
+  return g;
+}
+
+describe('issue 13 reproducers: models', () => {
+  it('Gemm transA = 10,000,000 is true, as in onnxruntime (not a silent wrong answer)', async () => {
+    const { bytes, feeds } = nodeCase('test_gemm_transposeA', (m) => (attribute(m, 'Gemm', 'transA').i = 10_000_000));
+    expectClose(await pipeline(bytes, feeds), await runOrt(bytes, feeds));
+  });
+
+  it("an unknown attribute ('alpha' → 'ampha') is refused, naming node, op and attribute", async () => {
+    const { bytes, feeds } = nodeCase('test_gemm_alpha', (m) => (attribute(m, 'Gemm', 'alpha').name = 'ampha'));
+    await expectTypedError(() => pipeline(bytes, feeds), ['Gemm', 'ampha']);
+  });
+
+  it('IR version 15 is refused', async () => {
+    const { bytes, feeds } = nodeCase('test_relu', (m) => (m.ir_version = 15));
+    await expectTypedError(() => pipeline(bytes, feeds), [/IR version/i, '15']);
+  });
+
+  it('an invalid elem_type (23) is refused, naming the value', async () => {
+    const { bytes, feeds } = nodeCase('test_relu', (m) => (m.graph!.input![0].type!.tensor_type!.elem_type = 23));
+    await expectTypedError(() => pipeline(bytes, feeds), ['23', 'x']);
+  });
+
+  it('an even LRN size is refused, naming node, op and attribute', async () => {
+    const { bytes, feeds } = nodeCase('test_lrn', (m) => (attribute(m, 'LRN', 'size').i = 4));
+    await expectTypedError(() => pipeline(bytes, feeds), ['LRN', 'size']);
+  });
+
+  it('a huge LRN size (2^52 − 1) is a ModelError naming the attribute, not an internal assert', async () => {
+    const { bytes, feeds } = nodeCase('test_lrn', (m) => (attribute(m, 'LRN', 'size').i = 2 ** 52 - 1));
+    await expectTypedError(() => pipeline(bytes, feeds), ['LRN', 'size']);
+  });
+
+  it('a huge Conv stride (2^53) is a ModelError naming the attribute', async () => {
+    const g = tinyModel(
+      (b) => b.op('Conv', ['x', b.weight('w', [2, 1, 3, 3], 'he')], { kernel_shape: [3, 3], strides: [2 ** 53, 1] }),
+      { name: 'x', shape: [1, 1, 8, 8] },
+    );
+    const feeds = { x: { dims: [1, 1, 8, 8], data: new Float32Array(64).fill(0.5) } };
+    await expectTypedError(() => pipeline(encodeModel(g), feeds), ['Conv', 'strides']);
+  });
+
+  it('a graph output that no node produces is refused by name, not as an internal error', async () => {
+    const { bytes, feeds } = nodeCase('test_relu', (m) => {
+      m.graph!.output!.push(new onnx.ValueInfoProto({ name: 'nowhere', type: m.graph!.output![0].type }));
+    });
+    const e = await expectTypedError(() => pipeline(bytes, feeds), ['nowhere']);
+    expect(e.message).not.toMatch(/internal/);
+  });
+
+  it('a Gemm C that does not broadcast is a ModelError naming node and op', async () => {
+    const { bytes, feeds } = nodeCase('test_gemm_default_vector_bias', (m) => {
+      m.graph!.input![2].type!.tensor_type!.shape!.dim = [new onnx.TensorShapeProto.Dimension({ dim_value: 3 })];
+    });
+    feeds[Object.keys(feeds)[2]] = { dims: [3], data: new Float32Array([1, 2, 3]) };
+    await expectTypedError(() => pipeline(bytes, feeds), ['Gemm']);
+  });
+
+  it('ConstantOfShape with a huge shape is refused before anything is allocated', async () => {
+    const g = tinyModel(
+      (b) => b.op('Add', ['x', b.op('ConstantOfShape', [b.int64('shape', [2 ** 20, 2 ** 20, 2 ** 10])])]),
+      { name: 'x', shape: [1] },
+    );
+    const bytes = encodeModel(g);
+    await expectTypedError(() => prepareGraph(decodeModel(bytes, { file: 'huge.onnx' })), ['ConstantOfShape']);
+  });
+
+  it('inputShapes with batch −1 is refused naming the input', async () => {
+    const g = tinyModel((b) => b.op('Gemm', ['x', b.weight('w', [3, 4], 'he')], { transB: 1 }), {
+      name: 'x',
+      shape: ['N', 4],
+    });
+    await expectTypedError(() => Session.create(g, { gpu, inputShapes: { x: [-1, 4] } }), ['x', '-1']);
+  });
+
+  it('bad calls are typed errors naming the argument: run(undefined), run(null), create(null), no gpu, after dispose', async () => {
+    const { bytes, feeds } = nodeCase('test_relu');
+    const session = await Session.create(bytes, { gpu });
+    await expectTypedError(() => session.run(undefined as unknown as Record<string, Feed>), [/feeds/i]);
+    await expectTypedError(() => session.run(null as unknown as Record<string, Feed>), [/feeds/i]);
+    session.dispose();
+    await expectTypedError(() => session.run(feeds), [/dispos/i]);
+    await expectTypedError(() => Session.create(null as unknown as Uint8Array, { gpu }), [/model/i]);
+    await expectTypedError(() => Session.create(bytes, {} as SessionOptions), [/gpu/i]);
+  });
+
+  for (const [what, value] of [
+    ['NaN', NaN],
+    ['Inf', Infinity],
+  ] as const) {
+    it(`an all-${what} input gives what onnxruntime gives (NaN), not plausible probabilities (SqueezeNet)`, async () => {
+      const bytes = readBytes(lightModelPath('squeezenet'));
+      const input = decodeModel(bytes).feedInputs[0].name;
+      const feeds = { [input]: { dims: [1, 3, 224, 224], data: new Float32Array(3 * 224 * 224).fill(value) } };
+      const want = await runOrt(bytes, feeds);
+      expect([...Object.values(want)[0].data].some(Number.isNaN)).toBe(true);
+      expectClose(await pipeline(bytes, feeds), want);
+    });
+  }
+});
+
+describe('issue 13 reproducers: checkpoints (CRC valid, contents not)', () => {
+  const [adam] = checkpointCorpus();
+  const forged = (edit: (meta: Record<string, string>, header: Record<string, unknown>) => void) =>
+    forgeCheckpoint(adam.bytes, (header) => edit(header.__metadata__ as Record<string, string>, header));
+  const load = (bytes: Uint8Array) => () =>
+    deserializeCheckpoint(bytes, { source: 'forged.safetensors', expected: adam.expected });
+
+  it('fingerprint without parameters', async () => {
+    const bytes = forged((meta) => {
+      const f = JSON.parse(meta['graft.fingerprint']) as Record<string, unknown>;
+      delete f.parameters;
+      meta['graft.fingerprint'] = JSON.stringify(f);
+    });
+    const e = await expectTypedError(load(bytes), ['forged.safetensors', 'fingerprint']);
+    expect(e.name).toBe('CheckpointError');
+  });
+
+  it('a null tensor entry', async () => {
+    const bytes = forged((_, header) => (header['c.weight'] = null));
+    const e = await expectTypedError(load(bytes), ['forged.safetensors', 'c.weight']);
+    expect(e.name).toBe('CheckpointError');
+  });
+
+  it('epoch 1e300 and step −5', async () => {
+    for (const [key, value] of [
+      ['graft.epoch', '1e300'],
+      ['graft.epoch', String(10n ** 300n)],
+      ['graft.step', '-5'],
+    ]) {
+      const e = await expectTypedError(load(forged((meta) => (meta[key] = value))), [key.slice(6)]);
+      expect(e.name).toBe('CheckpointError');
+    }
+  });
+});
