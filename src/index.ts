@@ -44,4 +44,5 @@ export {
   type BuildOptions,
 } from './graph/architectures/index.ts';
 export { Session, type SessionOptions, type Tensor } from './runtime/session.ts';
+export { SessionDisposedError, SessionUsageError } from './runtime/errors.ts';
 export * as train from './train/index.ts';

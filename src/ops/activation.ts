@@ -16,6 +16,8 @@ import {
   type GradientRule,
   type LowerContext,
   type OpDefinition,
+  LEGACY_CONSUMED,
+  type AttributeSpec,
 } from './op.ts';
 
 /** Clip's bounds when the opset has none (float32's range). */
@@ -78,7 +80,7 @@ function activationEpilogue(ctx: EpilogueContext): Activation | undefined {
   return unaryOpOf(n, ctx.attrs, ctx.graph.opset, (name) => ctx.constantOf(name)) as Activation;
 }
 
-function unaryGradient(nonDifferentiable?: number[]): GradientRule {
+function unaryGradient(nonDifferentiable?: readonly number[]): GradientRule {
   return {
     nonDifferentiable,
     backward(ctx, [dy]) {
@@ -100,11 +102,32 @@ function unaryGradient(nonDifferentiable?: number[]): GradientRule {
   };
 }
 
-export const relu: OpDefinition = { shape: sameShape, runtime: unaryLowering(true), gradient: unaryGradient() };
-export const leakyRelu: OpDefinition = { shape: sameShape, runtime: unaryLowering(true), gradient: unaryGradient() };
-export const clip: OpDefinition = { shape: sameShape, runtime: unaryLowering(true), gradient: unaryGradient([1, 2]) };
-export const sigmoid: OpDefinition = { shape: sameShape, runtime: unaryLowering(false), gradient: unaryGradient() };
-export const tanh: OpDefinition = { shape: sameShape, runtime: unaryLowering(false), gradient: unaryGradient() };
+/** An elementwise activation: same shape out, one kernel (fused as an epilogue where `epilogue`). */
+function activation(
+  attributes: readonly AttributeSpec[],
+  epilogue: boolean,
+  nonDifferentiable?: readonly number[],
+): OpDefinition {
+  return {
+    attributes: [...attributes, LEGACY_CONSUMED],
+    shape: sameShape,
+    runtime: unaryLowering(epilogue),
+    gradient: unaryGradient(nonDifferentiable),
+  };
+}
+
+export const relu = activation([], true);
+export const leakyRelu = activation(['alpha'], true);
+export const clip = activation(
+  [
+    { name: 'min', until: 10 },
+    { name: 'max', until: 10 },
+  ],
+  true,
+  [1, 2],
+);
+export const sigmoid = activation([], false);
+export const tanh = activation([], false);
 
 // ---- Softmax ----
 
@@ -128,6 +151,7 @@ function softmaxGeometry(attrs: AttributeReader, opset: number, dims: number[]):
 }
 
 export const softmax: OpDefinition = {
+  attributes: ['axis'],
   shape: (ctx) => {
     softmaxAxis(ctx.attrs, ctx.opset, ctx.shape(0).length);
     return sameShape(ctx);

@@ -11,7 +11,7 @@ import {
   type PoolBackwardParams,
 } from '../kernels/backward/index.ts';
 import { globalPoolProgram, pool2dProgram } from '../kernels/pool.ts';
-import { oneKernelBackward, type GradientRule, type OpDefinition } from './op.ts';
+import { oneKernelBackward, type AttributeSpec, type GradientRule, type OpDefinition } from './op.ts';
 
 type PoolWindow = PoolBackwardParams & { countIncludePad: boolean };
 
@@ -67,6 +67,7 @@ function windowPool(kind: 'max' | 'avg'): OpDefinition {
         : { program: avgPool2dBackwardProgram(p) };
     });
   return {
+    attributes: kind === 'max' ? MAX_POOL_ATTRIBUTES : AVERAGE_POOL_ATTRIBUTES,
     shape: poolShape,
     runtime: {
       kind: 'steps',
@@ -82,6 +83,20 @@ function windowPool(kind: 'max' | 'avg'): OpDefinition {
     gradient: { backward },
   };
 }
+
+const WINDOW_ATTRIBUTES = ['auto_pad', 'kernel_shape', 'pads', 'strides'];
+const MAX_POOL_ATTRIBUTES: readonly AttributeSpec[] = [
+  ...WINDOW_ATTRIBUTES,
+  { name: 'ceil_mode', since: 10 },
+  { name: 'dilations', since: 10 },
+  { name: 'storage_order', since: 8 },
+];
+const AVERAGE_POOL_ATTRIBUTES: readonly AttributeSpec[] = [
+  ...WINDOW_ATTRIBUTES,
+  { name: 'ceil_mode', since: 10 },
+  { name: 'count_include_pad', since: 7 },
+  { name: 'dilations', since: 19 },
+];
 
 export const maxPool = windowPool('max');
 export const averagePool = windowPool('avg');
@@ -99,6 +114,7 @@ function planesOf(x: number[]): { planes: number; spatial: number } {
 
 function globalPool(kind: 'max' | 'avg'): OpDefinition {
   return {
+    attributes: [],
     shape: globalPoolShape,
     runtime: {
       kind: 'steps',

@@ -83,6 +83,7 @@ function initializerAxes(
 }
 
 export const reduceMean: OpDefinition = {
+  attributes: [{ name: 'axes', until: 17 }, 'keepdims', { name: 'noop_with_empty_axes', since: 18 }],
   shape: reduceMeanShape,
   steeringInputs: [1],
   runtime: {
