@@ -127,14 +127,40 @@ describe('refused as onnxruntime refuses them', () => {
         inputs: [valueInfo('x', [1, 3])],
         opset,
       });
-    expectModelError(() => loadModel(squeeze(13)), "attribute 'axes' is not part of Squeeze at opset 13");
+    expectModelError(
+      () => loadModel(squeeze(13)),
+      'the axes attribute was replaced by the axes input in opset 13; Squeeze has no attributes',
+    );
     expect(await ortRefusal(squeeze(13), { x: [1, 3] })).toMatch(/Unrecognized attribute: axes/);
     expect(loadModel(squeeze(11)).values.get('y')?.shape).toEqual([3]);
     expect(await ortRefusal(squeeze(11), { x: [1, 3] })).toBeUndefined();
 
+    const shape = (opset: number) =>
+      modelBytes({
+        nodes: [{ op_type: 'Shape', input: ['x'], output: ['y'], attribute: [int('start', 1)] }],
+        inputs: [valueInfo('x', [1, 3])],
+        outputs: [valueInfo('y', undefined, INT64)],
+        opset,
+      });
+    expectModelError(
+      () => loadModel(shape(13)),
+      "attribute 'start' is not part of Shape at opset 13; Shape has no attributes",
+    );
+    expect(await ortRefusal(shape(13), { x: [1, 3] })).toMatch(/Unrecognized attribute: start/);
+    expect(loadModel(shape(15)).initializers.get('y')?.value.dims).toEqual([1]);
+    expect(await ortRefusal(shape(15), { x: [1, 3] })).toBeUndefined();
+
     const relu = spatialModel('Relu', [float('alpha', 1)]);
     expectModelError(() => loadModel(relu), "unknown attribute 'alpha'; Relu has no attributes");
     expect(await ortRefusal(relu, SPATIAL_FEEDS)).toMatch(/Unrecognized attribute: alpha/);
+  });
+
+  it('bytes that are not a Uint8Array', () => {
+    for (const bad of [null, undefined, 'model.onnx', [1, 2, 3]])
+      expectModelError(
+        () => decodeModel(bad as unknown as Uint8Array),
+        "decodeModel takes the model's bytes as a Uint8Array",
+      );
   });
 
   it('IR versions above 13 (onnxruntime 1.30: "max supported IR version: 13")', async () => {

@@ -327,4 +327,11 @@ describe('Session', () => {
     expect(relL2(got.y.data, want.y.data)).toBeLessThan(1e-5);
     session.dispose();
   });
+  it('refuses an empty constant reaching a kernel, naming the value (not a GEMM assert)', async () => {
+    const { g, b } = newGraph([4, 5]);
+    const a = b.weight('a', [0, 4], 'glorot');
+    b.node('Gemm', [a, 'x'], {}, { name: 'fc', outputs: ['y'] });
+    g.outputs = [{ name: 'y', dtype: 'float32' }];
+    await expectRejected(Session.create(g, { gpu }), "node 'fc' (Gemm)", "value 'a' is [0, 4], an empty tensor");
+  });
 });

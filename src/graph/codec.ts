@@ -40,6 +40,11 @@ type StringEntry = onnx.IStringStringEntryProto;
 
 export function decodeModel(bytes: Uint8Array, options: DecodeOptions = {}): Graph {
   const file = options.file ?? '<bytes>';
+  if (!(bytes instanceof Uint8Array))
+    throw new ModelError(
+      `decodeModel takes the model's bytes as a Uint8Array, got ${bytes === null ? 'null' : typeof bytes}`,
+      { file },
+    );
   if (bytes.byteLength === 0) throw new ModelError('the file is empty, not an ONNX model', { file });
   let model: onnx.ModelProto;
   try {

@@ -120,8 +120,8 @@ export const relu = activation([], true);
 export const leakyRelu = activation(['alpha'], true);
 export const clip = activation(
   [
-    { name: 'min', until: 10 },
-    { name: 'max', until: 10 },
+    { name: 'min', until: 10, replacedBy: 'the min input' },
+    { name: 'max', until: 10, replacedBy: 'the max input' },
   ],
   true,
   [1, 2],

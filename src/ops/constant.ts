@@ -58,9 +58,9 @@ export const cast = folded(['to', { name: 'saturate', since: 19 }], (ctx) => [
 
 export const slice = folded(
   [
-    { name: 'starts', until: 9 },
-    { name: 'ends', until: 9 },
-    { name: 'axes', until: 9 },
+    { name: 'starts', until: 9, replacedBy: 'the starts input' },
+    { name: 'ends', until: 9, replacedBy: 'the ends input' },
+    { name: 'axes', until: 9, replacedBy: 'the axes input' },
   ],
   (ctx) => {
     const x = ctx.shape(0);

@@ -32,7 +32,7 @@ function activeDropout(ctx: RuleContext): number | undefined {
 
 export const dropout: OpDefinition = {
   attributes: [
-    { name: 'ratio', until: 11 },
+    { name: 'ratio', until: 11, replacedBy: 'the ratio input' },
     { name: 'is_test', until: 6 },
     LEGACY_CONSUMED,
     { name: 'seed', since: 12 },

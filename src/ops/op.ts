@@ -17,7 +17,7 @@ import type { Activation, KernelProgram } from '../kernels/program.ts';
 
 /** An attribute an op accepts: its name, or its name and the opsets whose schema has it
  * (`until`: the last opset; `since`: the first). Any other attribute is refused. */
-export type AttributeSpec = string | { name: string; since?: number; until?: number };
+export type AttributeSpec = string | { name: string; since?: number; until?: number; replacedBy?: string };
 
 /** consumed_inputs: an optimisation hint of opsets 1…5, without meaning since. */
 export const LEGACY_CONSUMED: AttributeSpec = { name: 'consumed_inputs', until: 5 };

@@ -95,10 +95,13 @@ export function checkNodeAttributes(graph: Graph, node: Node, opset: number): vo
     if (accepted.includes(name)) continue;
     const other = op.attributes.find((a) => attributeName(a) === name);
     const list = accepted.length ? `${node.opType} accepts ${accepted.join(', ')}` : `${node.opType} has no attributes`;
+    const replaced = other && typeof other !== 'string' && other.replacedBy && opset > (other.until ?? Infinity);
     throw new ModelError(
-      other
-        ? `attribute '${name}' is not part of ${node.opType} at opset ${opset}; ${list}`
-        : `unknown attribute '${name}'; ${list}`,
+      replaced
+        ? `the ${name} attribute was replaced by ${other.replacedBy} in opset ${other.until! + 1}; ${list}`
+        : other
+          ? `attribute '${name}' is not part of ${node.opType} at opset ${opset}; ${list}`
+          : `unknown attribute '${name}'; ${list}`,
       { file: graph.source, node },
     );
   }

@@ -37,7 +37,7 @@ export const flatten = viewOp(['axis'], (ctx) => {
 
 export const reshape = viewOp(
   [
-    { name: 'shape', until: 4 },
+    { name: 'shape', until: 4, replacedBy: 'the shape input' },
     { name: 'consumed_inputs', until: 4 },
     { name: 'allowzero', since: 14 },
   ],
@@ -51,7 +51,7 @@ export const reshape = viewOp(
 );
 
 export const squeeze = viewOp(
-  [{ name: 'axes', until: 12 }],
+  [{ name: 'axes', until: 12, replacedBy: 'the axes input' }],
   (ctx) => {
     const x = ctx.shape(0);
     const axes = axesOf(ctx);
@@ -70,7 +70,7 @@ export const squeeze = viewOp(
 );
 
 export const unsqueeze = viewOp(
-  [{ name: 'axes', until: 12 }],
+  [{ name: 'axes', until: 12, replacedBy: 'the axes input' }],
   (ctx) => {
     const x = ctx.shape(0);
     const axes = axesOf(ctx);
@@ -208,8 +208,8 @@ export const pad: OpDefinition = {
   attributes: [
     'mode',
     { name: 'paddings', until: 1 },
-    { name: 'pads', since: 2, until: 10 },
-    { name: 'value', until: 10 },
+    { name: 'pads', since: 2, until: 10, replacedBy: 'the pads input' },
+    { name: 'value', until: 10, replacedBy: 'the constant_value input' },
   ],
   shape: (ctx) => {
     const x = ctx.shape(0);

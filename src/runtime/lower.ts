@@ -215,6 +215,15 @@ class NodeLowering implements LowerContext {
         );
       }
     });
+    // Every kernel and buffer needs at least one element (refuseEmptyInputs says so for inputs;
+    // a constant of size 0 reaches here).
+    for (const name of [...n.inputs, ...n.outputs]) {
+      const s = name && !steering.has(n.inputs.indexOf(name)) ? this.graph.values.get(name)?.shape : undefined;
+      if (s?.some((d) => d === 0))
+        throw this.error(
+          `value '${name}' is [${s.join(', ')}], an empty tensor, which the runtime does not run (every dimension must be at least 1)`,
+        );
+    }
     // Static shapes are needed to lower, not to check: a symbolic batch is bound per plan.
     if (this.options) {
       for (const out of n.outputs) {

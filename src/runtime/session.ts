@@ -84,8 +84,8 @@ export class Session {
     const fresh = source();
     const declared = new Map(fresh.feedInputs.map((i) => [i.name, i.shape && [...i.shape]]));
     const graph = prepareGraph(fresh, { inputShapes: options.inputShapes });
-    checkGraph(graph);
     refuseEmptyInputs(graph);
+    checkGraph(graph);
     const session = new Session(options.gpu, options, source, graph, declared);
     if (graph.feedInputs.every((i) => i.shape?.every((d) => typeof d === 'number'))) {
       session.#current = await session.#planFor(
