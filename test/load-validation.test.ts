@@ -6,6 +6,7 @@
 import ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { decodeModel } from '../src/graph/codec.ts';
+import { ModelError } from '../src/graph/errors.ts';
 import { MAX_FOLDED_BYTES } from '../src/graph/fold.ts';
 import { loadModel } from '../src/graph/load.ts';
 import { onnx } from '../src/graph/onnx/onnx-pb.js';
@@ -268,14 +269,92 @@ describe('refused as onnxruntime refuses them', () => {
   });
 });
 
-describe('Gemm flags as onnxruntime reads them: non-zero is true', () => {
-  it('transA = 10000000 and -1 infer the transposed shapes', async () => {
-    for (const v of [10_000_000, -1, 1]) {
-      const bytes = gemmModel([int('transA', v)], { inputs: [valueInfo('x', [4, 3])] });
-      expect(loadModel(bytes).values.get('y')?.shape, `transA=${v}`).toEqual([3, 5]);
-      expect(await ortRefusal(bytes, { x: [4, 3] })).toBeUndefined();
+describe('flag attributes read as onnxruntime reads each one', () => {
+  /** The output dims onnxruntime computes for x of `dims`. */
+  async function ortDims(bytes: Uint8Array, dims: number[]): Promise<readonly number[]> {
+    const session = await ort.InferenceSession.create(bytes, { logSeverityLevel: 4 });
+    try {
+      const x = new ort.Tensor(
+        'float32',
+        randomFloat32Array(
+          dims.reduce((p, q) => p * q, 1),
+          4,
+        ),
+        dims,
+      );
+      return (await session.run({ x }))[session.outputNames[0]].dims;
+    } finally {
+      await session.release();
     }
-  });
+  }
+
+  // Gemm's transA/transB: any non-zero value is true; ReduceMean's keepdims and
+  // noop_with_empty_axes, MaxPool's ceil_mode and Reshape's allowzero: only 1 is.
+  const single = (op: string, attributes: Attr[], opset = 17, extra: Partial<ModelParts> = {}) =>
+    modelBytes({
+      nodes: [
+        {
+          name: 'n',
+          op_type: op,
+          input: ['x', ...(extra.initializers ?? []).map((t) => t.name!)],
+          output: ['y'],
+          attribute: attributes,
+        },
+      ],
+      inputs: [valueInfo('x', [1, 2, 5, 5])],
+      opset,
+      ...extra,
+    });
+  const cases: [string, (v: number) => Uint8Array, number[]][] = [
+    [
+      'Gemm transA',
+      (v) =>
+        gemmModel([int('transA', v)], {
+          inputs: [valueInfo('x', [4, 3])],
+          initializers: [floatTensor('b', [4, 5], 1), floatTensor('c', [5], 2)],
+        }),
+      [4, 3],
+    ],
+    [
+      'Gemm transB',
+      (v) =>
+        gemmModel([int('transB', v)], {
+          inputs: [valueInfo('x', [3, 5])],
+          initializers: [floatTensor('b', [4, 5], 1), floatTensor('c', [4], 2)],
+        }),
+      [3, 5],
+    ],
+    ['ReduceMean keepdims', (v) => single('ReduceMean', [ints('axes', [2, 3]), int('keepdims', v)], 13), [1, 2, 5, 5]],
+    [
+      'ReduceMean noop_with_empty_axes',
+      (v) => single('ReduceMean', [int('noop_with_empty_axes', v)], 18),
+      [1, 2, 5, 5],
+    ],
+    [
+      'MaxPool ceil_mode',
+      (v) => single('MaxPool', [ints('kernel_shape', [2, 2]), ints('strides', [2, 2]), int('ceil_mode', v)]),
+      [1, 2, 5, 5],
+    ],
+    [
+      'Reshape allowzero',
+      (v) => single('Reshape', [int('allowzero', v)], 17, { initializers: [int64Tensor('s', [1, 0, 25])] }),
+      [1, 2, 5, 5],
+    ],
+  ];
+  for (const [what, model, dims] of cases) {
+    it(what, async () => {
+      for (const v of [0, 1, 2, -1, 10_000_000]) {
+        const bytes = model(v);
+        const want = await ortDims(bytes, dims).catch(() => undefined);
+        if (want === undefined) {
+          // onnxruntime refuses (Reshape allowzero = 1 with a 0 in the shape): so do we.
+          expect(() => loadModel(bytes), `${what} = ${v}`).toThrow(ModelError);
+          continue;
+        }
+        expect(loadModel(bytes).values.get('y')?.shape, `${what} = ${v}`).toEqual([...want]);
+      }
+    });
+  }
 });
 
 describe('nothing allocated before its size is checked', () => {

@@ -334,4 +334,26 @@ describe('Session', () => {
     g.outputs = [{ name: 'y', dtype: 'float32' }];
     await expectRejected(Session.create(g, { gpu }), "node 'fc' (Gemm)", "value 'a' is [0, 4], an empty tensor");
   });
+  it('reads AveragePool count_include_pad = 2 as true, as onnxruntime does (same output)', async () => {
+    const { g } = newGraph([1, 2, 5, 5]);
+    g.nodes.push({
+      name: 'pool',
+      opType: 'AveragePool',
+      domain: '',
+      inputs: ['x'],
+      outputs: ['y'],
+      attributes: {
+        kernel_shape: { type: 'ints', value: [3, 3] },
+        pads: { type: 'ints', value: [1, 1, 1, 1] },
+        count_include_pad: { type: 'int', value: 2 },
+      },
+    });
+    g.outputs = [{ name: 'y', dtype: 'float32' }];
+    const x = randomFloat32Array(50, 11);
+    const session = await Session.create(g, { gpu });
+    const got = await session.run({ x: { dims: [1, 2, 5, 5], data: x } });
+    const want = await runOrt(encodeModel(g), { x: { dims: [1, 2, 5, 5], data: x } });
+    expect(relL2(got.y.data, want.y.data)).toBeLessThan(1e-5);
+    session.dispose();
+  });
 });

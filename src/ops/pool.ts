@@ -17,6 +17,7 @@ type PoolWindow = PoolBackwardParams & { countIncludePad: boolean };
 
 /** A MaxPool's / AveragePool's window over spatial input dims: kernel_shape, ceil_mode, strides, dilations, pads. */
 function poolGeometry(attrs: AttributeReader, spatial: number[]): WindowGeometry {
+  // ceil_mode is true only when 1, as onnxruntime reads it (2 floors).
   return windowGeometry(attrs, spatial, attrs.ints('kernel_shape'), attrs.int('ceil_mode', 0) === 1);
 }
 
@@ -41,7 +42,7 @@ function poolWindow(attrs: AttributeReader, x: number[]): PoolWindow {
     pads: oneD ? [0, g.pads[0], 0, g.pads[1]] : [g.pads[0], g.pads[1], g.pads[2], g.pads[3]],
     dilationH: at(g.dilations, 0, 1),
     dilationW: at(g.dilations, 1, 1),
-    countIncludePad: attrs.int('count_include_pad', 0) === 1,
+    countIncludePad: attrs.int('count_include_pad', 0) !== 0, // onnxruntime: any non-zero value
   };
 }
 
