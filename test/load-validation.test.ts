@@ -305,25 +305,15 @@ describe('flag attributes read as onnxruntime reads each one', () => {
       opset,
       ...extra,
     });
+  /** A Gemm with `flag` = v over x of `xDims` and B of `bDims` (C sized to the output's columns). */
+  const gemmFlag = (flag: string, xDims: number[], bDims: number[]) => (v: number) =>
+    gemmModel([int(flag, v)], {
+      inputs: [valueInfo('x', xDims)],
+      initializers: [floatTensor('b', bDims, 1), floatTensor('c', [flag === 'transB' ? bDims[0] : bDims[1]], 2)],
+    });
   const cases: [string, (v: number) => Uint8Array, number[]][] = [
-    [
-      'Gemm transA',
-      (v) =>
-        gemmModel([int('transA', v)], {
-          inputs: [valueInfo('x', [4, 3])],
-          initializers: [floatTensor('b', [4, 5], 1), floatTensor('c', [5], 2)],
-        }),
-      [4, 3],
-    ],
-    [
-      'Gemm transB',
-      (v) =>
-        gemmModel([int('transB', v)], {
-          inputs: [valueInfo('x', [3, 5])],
-          initializers: [floatTensor('b', [4, 5], 1), floatTensor('c', [4], 2)],
-        }),
-      [3, 5],
-    ],
+    ['Gemm transA', gemmFlag('transA', [4, 3], [4, 5]), [4, 3]],
+    ['Gemm transB', gemmFlag('transB', [3, 5], [4, 5]), [3, 5]],
     ['ReduceMean keepdims', (v) => single('ReduceMean', [ints('axes', [2, 3]), int('keepdims', v)], 13), [1, 2, 5, 5]],
     [
       'ReduceMean noop_with_empty_axes',
