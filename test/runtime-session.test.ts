@@ -6,10 +6,13 @@ import { GraphBuilder } from '../src/graph/builder.ts';
 import { encodeModel } from '../src/graph/codec.ts';
 import { ModelError } from '../src/graph/errors.ts';
 import { Graph } from '../src/graph/ir.ts';
+import { prepareGraph } from '../src/graph/load.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
+import { GpuDeviceLostError } from '../src/kernels/errors.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { GEMM_VARIANTS } from '../src/kernels/gemm.ts';
 import { SessionDisposedError, SessionUsageError } from '../src/runtime/errors.ts';
+import { lowerGraph } from '../src/runtime/lower.ts';
 import { Session, type SessionOptions, type Tensor } from '../src/runtime/session.ts';
 import { randomFloat32Array } from './helpers/random.ts';
 import { runOrt } from './helpers/reference-models.ts';
@@ -355,5 +358,21 @@ describe('Session', () => {
     const want = await runOrt(encodeModel(g), { x: { dims: [1, 2, 5, 5], data: x } });
     expect(relL2(got.y.data, want.y.data)).toBeLessThan(1e-5);
     session.dispose();
+  });
+  it('an assert that fires while lowering a node becomes an internal-error ModelError naming it; GPU errors pass through', async () => {
+    const m = classifier(2);
+    const graph = prepareGraph(m.g.clone());
+    const lower = (error: Error) =>
+      lowerGraph(graph, {
+        chooseVariant: () => Promise.reject(error),
+        maxBindingBytes: gpu.device.limits.maxStorageBufferBindingSize,
+      });
+    const internal = await expectTyped(
+      lower(new Error('gemm: M must be a positive integer, got -1')),
+      ModelError,
+      /node '[^']*' \((Conv|Gemm)\): internal error: gemm: M must be a positive integer, got -1; please report/,
+    );
+    expect((internal as { cause?: unknown }).cause).toBeInstanceOf(Error);
+    await expectTyped(lower(new GpuDeviceLostError('tune', 'destroyed', 'gone')), GpuDeviceLostError, /tune/);
   });
 });
