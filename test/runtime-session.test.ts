@@ -293,6 +293,11 @@ describe('Session', () => {
     );
     await expectTyped(Session.create(m.g, {} as SessionOptions), SessionUsageError, /needs options\.gpu, a GpuContext/);
     await expectTyped(Session.create(m.g, undefined as unknown as SessionOptions), SessionUsageError, /options\.gpu/);
+    await expectTyped(
+      Session.create(m.g, { gpu, gemm: 'fast' as unknown as 'tune' }),
+      SessionUsageError,
+      `options.gemm = "fast" is not accepted; accepted: 'default', 'tune' or one of GEMM_VARIANTS`,
+    );
     const session = await Session.create(m.g, { gpu });
     const run = (feeds: unknown) => session.run(feeds as Record<string, Tensor>);
     await expectTyped(run(undefined), SessionUsageError, /object of input tensors/, /'x'/, /got undefined/);

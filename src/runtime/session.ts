@@ -8,7 +8,7 @@ import { ModelError } from '../graph/errors.ts';
 import { Graph, type Dim } from '../graph/ir.ts';
 import { prepareGraph } from '../graph/load.ts';
 import { Autotuner } from '../kernels/autotune.ts';
-import { defaultVariant, gemmTarget, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
+import { defaultVariant, GEMM_VARIANTS, gemmTarget, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
 import { GpuDeviceLostError } from '../kernels/errors.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
 import { SessionDisposedError, SessionUsageError } from './errors.ts';
@@ -290,10 +290,17 @@ function checkCreateArguments(model: unknown, options: unknown): void {
       `Session.create takes the model as ONNX bytes (a Uint8Array) or a Graph (from loadModel or decodeModel); got ${got}`,
     );
   }
-  const gpu = (options as Partial<SessionOptions> | null | undefined)?.gpu;
+  const given = options as Partial<SessionOptions> | null | undefined;
+  const gpu = given?.gpu;
   if (typeof gpu !== 'object' || gpu === null || !('device' in gpu))
     throw new SessionUsageError(
       'Session.create needs options.gpu, a GpuContext (createNodeGpuContext() in Node, GpuContext.create() elsewhere)',
+    );
+  const gemm: unknown = given?.gemm;
+  const known = (v: unknown) => GEMM_VARIANTS.some((g) => g === v || JSON.stringify(g) === JSON.stringify(v));
+  if (gemm !== undefined && gemm !== 'default' && gemm !== 'tune' && !known(gemm))
+    throw new SessionUsageError(
+      `options.gemm = ${JSON.stringify(gemm)} is not accepted; accepted: 'default', 'tune' or one of GEMM_VARIANTS`,
     );
 }
 
