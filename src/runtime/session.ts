@@ -8,7 +8,14 @@ import { ModelError } from '../graph/errors.ts';
 import { Graph, type Dim } from '../graph/ir.ts';
 import { prepareGraph } from '../graph/load.ts';
 import { Autotuner } from '../kernels/autotune.ts';
-import { defaultVariant, GEMM_VARIANTS, gemmTarget, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
+import {
+  defaultVariant,
+  GEMM_VARIANTS,
+  gemmTarget,
+  variantKey,
+  type GemmProblem,
+  type GemmVariant,
+} from '../kernels/gemm.ts';
 import { GpuDeviceLostError } from '../kernels/errors.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
 import { SessionDisposedError, SessionUsageError } from './errors.ts';
@@ -297,7 +304,8 @@ function checkCreateArguments(model: unknown, options: unknown): void {
       'Session.create needs options.gpu, a GpuContext (createNodeGpuContext() in Node, GpuContext.create() elsewhere)',
     );
   const gemm: unknown = given?.gemm;
-  const known = (v: unknown) => GEMM_VARIANTS.some((g) => g === v || JSON.stringify(g) === JSON.stringify(v));
+  const known = (v: unknown) =>
+    typeof v === 'object' && v !== null && GEMM_VARIANTS.some((g) => variantKey(g) === variantKey(v as GemmVariant));
   if (gemm !== undefined && gemm !== 'default' && gemm !== 'tune' && !known(gemm))
     throw new SessionUsageError(
       `options.gemm = ${JSON.stringify(gemm)} is not accepted; accepted: 'default', 'tune' or one of GEMM_VARIANTS`,
