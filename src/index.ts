@@ -4,6 +4,7 @@ export { Graph, type Node, type Initializer, type ValueInfo, type Attribute, typ
 export {
   decodeModel,
   encodeModel,
+  MAX_IR_VERSION,
   type DecodeOptions,
   type EncodeOptions,
   type ExternalDataReader,
@@ -32,7 +33,8 @@ export {
 export { summarizeGraph, type GraphSummary, type NodeSummary } from './graph/summary.ts';
 export { GraphBuilder } from './graph/builder.ts';
 export { crc32 } from './graph/crc32.ts';
-export type { DataType, TensorValue } from './graph/tensor.ts';
+export { MAX_TENSOR_ELEMENTS, type DataType, type TensorValue } from './graph/tensor.ts';
+export { MAX_FOLDED_BYTES } from './graph/fold.ts';
 export { GpuContext, type AdapterReport, type GpuContextOptions } from './kernels/gpu-context.ts';
 export * from './kernels/errors.ts';
 export * as data from './data/index.ts';
@@ -44,4 +46,5 @@ export {
   type BuildOptions,
 } from './graph/architectures/index.ts';
 export { Session, type SessionOptions, type Tensor } from './runtime/session.ts';
+export { SessionDisposedError, SessionUsageError } from './runtime/errors.ts';
 export * as train from './train/index.ts';

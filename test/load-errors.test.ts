@@ -6,13 +6,13 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { GraphBuilder } from '../src/graph/builder.ts';
 import { encodeModel } from '../src/graph/codec.ts';
-import { ModelError } from '../src/graph/errors.ts';
 import { Graph } from '../src/graph/ir.ts';
 import { MAX_SUPPORTED_OPSET } from '../src/graph/load.ts';
 import { onnx } from '../src/graph/onnx/onnx-pb.js';
 import { loadModelFile, readBytes } from '../src/node/files.ts';
 import { lightModelPath } from './helpers/models.ts';
 import { randomFloat32Array } from './helpers/random.ts';
+import { expectModelError } from './helpers/model-error.ts';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'graft-bad-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -35,18 +35,6 @@ function tinyModel(): Graph {
   const r = b.node('Relu', [c], {}, { name: 'relu', outputs: ['y'] })[0];
   g.outputs = [{ name: r, dtype: 'float32' }];
   return g;
-}
-
-function expectModelError(fn: () => unknown, ...fragments: (string | RegExp)[]): ModelError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught, 'expected a ModelError').toBeInstanceOf(ModelError);
-  for (const f of fragments) expect((caught as Error).message).toMatch(f);
-  return caught as ModelError;
 }
 
 describe('bad model files', () => {

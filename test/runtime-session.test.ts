@@ -6,10 +6,14 @@ import { GraphBuilder } from '../src/graph/builder.ts';
 import { encodeModel } from '../src/graph/codec.ts';
 import { ModelError } from '../src/graph/errors.ts';
 import { Graph } from '../src/graph/ir.ts';
+import { prepareGraph } from '../src/graph/load.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
+import { GpuDeviceLostError } from '../src/kernels/errors.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { GEMM_VARIANTS } from '../src/kernels/gemm.ts';
-import { Session } from '../src/runtime/session.ts';
+import { SessionDisposedError, SessionUsageError } from '../src/runtime/errors.ts';
+import { lowerGraph } from '../src/runtime/lower.ts';
+import { Session, type SessionOptions, type Tensor } from '../src/runtime/session.ts';
 import { randomFloat32Array } from './helpers/random.ts';
 import { runOrt } from './helpers/reference-models.ts';
 import { convRef, gemmRef, globalPoolRef, relL2, softmaxRef } from './helpers/reference-ops.ts';
@@ -68,6 +72,21 @@ async function expectRejected(promise: Promise<unknown>, ...fragments: (string |
   }
   expect(caught, 'expected a ModelError').toBeInstanceOf(ModelError);
   for (const f of fragments) expect((caught as Error).message).toMatch(f);
+}
+
+/** The promise rejects with an error of `type` whose message holds each fragment. */
+async function expectTyped<E extends Error>(
+  promise: Promise<unknown>,
+  type: new (...args: never[]) => E,
+  ...fragments: (string | RegExp)[]
+): Promise<E> {
+  const caught = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(caught, `expected a ${type.name}`).toBeInstanceOf(type);
+  for (const f of fragments) expect((caught as Error).message).toMatch(f);
+  return caught as E;
 }
 
 describe('Session', () => {
@@ -263,5 +282,102 @@ describe('Session', () => {
     // 13 values of 256 KiB; input, output and two ping-pong buffers suffice.
     expect(session.peakActivationBytes).toBeLessThanOrEqual(4 * 262144);
     session.dispose();
+  });
+  it('refuses bad calls with typed errors that say what is accepted', async () => {
+    const m = classifier(2);
+    await expectTyped(
+      Session.create(null as unknown as Graph, { gpu }),
+      SessionUsageError,
+      /ONNX bytes \(a Uint8Array\) or a Graph/,
+      /got null/,
+    );
+    await expectTyped(Session.create(m.g, {} as SessionOptions), SessionUsageError, /needs options\.gpu, a GpuContext/);
+    await expectTyped(Session.create(m.g, undefined as unknown as SessionOptions), SessionUsageError, /options\.gpu/);
+    await expectTyped(
+      Session.create(m.g, { gpu, gemm: 'fast' as unknown as 'tune' }),
+      SessionUsageError,
+      `options.gemm = "fast" is not accepted; accepted: 'default', 'tune' or one of GEMM_VARIANTS`,
+    );
+    const session = await Session.create(m.g, { gpu });
+    const run = (feeds: unknown) => session.run(feeds as Record<string, Tensor>);
+    await expectTyped(run(undefined), SessionUsageError, /object of input tensors/, /'x'/, /got undefined/);
+    await expectTyped(run(null), SessionUsageError, /got null/);
+    await expectTyped(run({ x: null }), SessionUsageError, "input 'x' must be a tensor", /got null/);
+    const good = randomFloat32Array(2 * 192, 3);
+    expect((await session.run({ x: { dims: [2, 3, 8, 8], data: good } })).prob.dims).toEqual([2, 5]);
+    session.dispose();
+    const disposed = await expectTyped(
+      session.run({ x: { dims: [2, 3, 8, 8], data: good } }),
+      SessionDisposedError,
+      'run() on a disposed session',
+    );
+    expect(disposed).toBeInstanceOf(SessionUsageError);
+  });
+
+  it('refuses a negative batch in inputShapes at create time (no internal GEMM assert)', async () => {
+    const m = classifier('N');
+    await expectRejected(Session.create(m.g, { gpu, inputShapes: { x: [-1, 3, 8, 8] } }), "inputShapes['x']", /-1/);
+    await expectRejected(Session.create(encodeModel(m.g), { gpu, inputShapes: { x: [Number.NaN, 3, 8, 8] } }), /NaN/);
+  });
+
+  it('reads Gemm transA = 10000000 as true, as onnxruntime does (same output)', async () => {
+    const { g, b } = newGraph([4, 3]);
+    const w = b.weight('w', [4, 5], 'glorot');
+    const c = b.weight('c', [5], 'glorot');
+    const y = b.node('Gemm', ['x', w, c], { transA: 10_000_000, alpha: 0.5 }, { outputs: ['y'] })[0];
+    g.outputs = [{ name: y, dtype: 'float32' }];
+    const x = randomFloat32Array(12, 8);
+    const session = await Session.create(g, { gpu });
+    const got = await session.run({ x: { dims: [4, 3], data: x } });
+    const want = await runOrt(encodeModel(g), { x: { dims: [4, 3], data: x } });
+    expect(got.y.dims).toEqual([3, 5]);
+    expect(want.y.dims).toEqual([3, 5]);
+    expect(relL2(got.y.data, want.y.data)).toBeLessThan(1e-5);
+    session.dispose();
+  });
+  it('refuses an empty constant reaching a kernel, naming the value (not a GEMM assert)', async () => {
+    const { g, b } = newGraph([4, 5]);
+    const a = b.weight('a', [0, 4], 'glorot');
+    b.node('Gemm', [a, 'x'], {}, { name: 'fc', outputs: ['y'] });
+    g.outputs = [{ name: 'y', dtype: 'float32' }];
+    await expectRejected(Session.create(g, { gpu }), "node 'fc' (Gemm)", "value 'a' is [0, 4], an empty tensor");
+  });
+  it('reads AveragePool count_include_pad = 2 as true, as onnxruntime does (same output)', async () => {
+    const { g } = newGraph([1, 2, 5, 5]);
+    g.nodes.push({
+      name: 'pool',
+      opType: 'AveragePool',
+      domain: '',
+      inputs: ['x'],
+      outputs: ['y'],
+      attributes: {
+        kernel_shape: { type: 'ints', value: [3, 3] },
+        pads: { type: 'ints', value: [1, 1, 1, 1] },
+        count_include_pad: { type: 'int', value: 2 },
+      },
+    });
+    g.outputs = [{ name: 'y', dtype: 'float32' }];
+    const x = randomFloat32Array(50, 11);
+    const session = await Session.create(g, { gpu });
+    const got = await session.run({ x: { dims: [1, 2, 5, 5], data: x } });
+    const want = await runOrt(encodeModel(g), { x: { dims: [1, 2, 5, 5], data: x } });
+    expect(relL2(got.y.data, want.y.data)).toBeLessThan(1e-5);
+    session.dispose();
+  });
+  it('an assert that fires while lowering a node becomes an internal-error ModelError naming it; GPU errors pass through', async () => {
+    const m = classifier(2);
+    const graph = prepareGraph(m.g.clone());
+    const lower = (error: Error) =>
+      lowerGraph(graph, {
+        chooseVariant: () => Promise.reject(error),
+        maxBindingBytes: gpu.device.limits.maxStorageBufferBindingSize,
+      });
+    const internal = await expectTyped(
+      lower(new Error('gemm: M must be a positive integer, got -1')),
+      ModelError,
+      /node '[^']*' \((Conv|Gemm)\): internal error: gemm: M must be a positive integer, got -1; please report/,
+    );
+    expect((internal as { cause?: unknown }).cause).toBeInstanceOf(Error);
+    await expectTyped(lower(new GpuDeviceLostError('tune', 'destroyed', 'gone')), GpuDeviceLostError, /tune/);
   });
 });

@@ -10,6 +10,7 @@ import {
   dataTypeFromOnnx,
   isFloatType,
   dataTypeToOnnx,
+  invalidDims,
   sizeOf,
   tensorBytes,
   typedArrayFromBytes,
@@ -28,6 +29,10 @@ export interface DecodeOptions {
   readExternal?: ExternalDataReader;
 }
 
+/** The newest ONNX IR version accepted: onnxruntime-node 1.30 refuses newer ones ("max
+ * supported IR version: 13"), and a newer file may use what this decoder does not know. */
+export const MAX_IR_VERSION = 13;
+
 /** An int64 field: protobufjs reads it as a Long (all 64 bits kept) and writes numbers or Longs. */
 type Int64 = NonNullable<onnx.IModelProto['ir_version']>;
 type Long = Exclude<Int64, number>;
@@ -35,6 +40,11 @@ type StringEntry = onnx.IStringStringEntryProto;
 
 export function decodeModel(bytes: Uint8Array, options: DecodeOptions = {}): Graph {
   const file = options.file ?? '<bytes>';
+  if (!(bytes instanceof Uint8Array))
+    throw new ModelError(
+      `decodeModel takes the model's bytes as a Uint8Array, got ${bytes === null ? 'null' : typeof bytes}`,
+      { file },
+    );
   if (bytes.byteLength === 0) throw new ModelError('the file is empty, not an ONNX model', { file });
   let model: onnx.ModelProto;
   try {
@@ -51,6 +61,11 @@ export function decodeModel(bytes: Uint8Array, options: DecodeOptions = {}): Gra
   const g = new Graph();
   g.source = file;
   g.irVersion = toNumber(model.ir_version);
+  if (g.irVersion < 0 || g.irVersion > MAX_IR_VERSION)
+    throw new ModelError(
+      `IR version ${g.irVersion} is not supported (accepted: 0…${MAX_IR_VERSION}, as onnxruntime 1.30); re-export with an older onnx`,
+      { file },
+    );
   g.opsetImports = model.opset_import.map((o) => ({ domain: o.domain ?? '', version: toNumber(o.version) }));
   g.producerName = model.producer_name;
   g.producerVersion = model.producer_version;
@@ -185,8 +200,8 @@ export function decodeTensor(t: onnx.ITensorProto, ctx: TensorContext): TensorVa
   const dtype = dataTypeFromOnnx(t.data_type ?? 0);
   if (!dtype) throw new ModelError(`tensor '${name}' has unknown data_type ${t.data_type}`, { file: ctx.file });
   const dims = (t.dims ?? []).map(toNumber);
-  if (dims.some((d) => d < 0 || !Number.isFinite(d)))
-    throw new ModelError(`tensor '${name}' has invalid dims [${dims}]`, { file: ctx.file });
+  const invalid = invalidDims(dims);
+  if (invalid) throw new ModelError(`tensor '${name}' has invalid dims [${dims}]: ${invalid}`, { file: ctx.file });
   const count = sizeOf(dims);
   const fail = (what: string) =>
     new ModelError(`tensor '${name}' (${dtype}, dims [${dims}]): ${what}`, { file: ctx.file });
@@ -203,6 +218,8 @@ export function decodeTensor(t: onnx.ITensorProto, ctx: TensorContext): TensorVa
     if (width === undefined) throw fail('external data is only supported for fixed-width types');
     const offset = Number(entries.get('offset') ?? 0);
     const declared = entries.has('length') ? Number(entries.get('length')) : undefined;
+    if (!Number.isSafeInteger(offset) || offset < 0)
+      throw fail(`external_data offset '${entries.get('offset')}' is not a non-negative integer`);
     const expected = count * width;
     if (declared !== undefined && declared !== expected)
       throw fail(`external_data length ${declared} does not match the ${expected} bytes its dims need`);

@@ -10,13 +10,58 @@ import {
   broadcastShapes,
   type ShapeContext,
 } from './shape-context.ts';
-import { allocate, fromNumbers, sizeOf, toNumbers, type TensorData, type TensorValue } from './tensor.ts';
+import {
+  allocate as allocateUnchecked,
+  bytesPerElement,
+  fromNumbers,
+  invalidDims,
+  sizeOf,
+  toNumbers,
+  type DataType,
+  type TensorData,
+  type TensorValue,
+} from './tensor.ts';
 
 /** Arithmetic is folded only below this many elements: large constant math is real work that
  * belongs on the GPU (and usually means the graph computes something from weights on purpose). */
 const MAX_FOLDED_ARITHMETIC = 1 << 20;
 
-type Evaluator = (ctx: ShapeContext, inputs: (TensorValue | undefined)[]) => TensorValue[] | undefined;
+/**
+ * The most bytes constant folding may materialise for one model. Not a multiple of the file's
+ * size: models stored without their weights (ConstantOfShape fills, VGG-19's 575 MB from a
+ * 9 KB file) legitimately expand that much; what keeps a corrupt file from allocating is that
+ * every shape is checked first (prepareGraph folds large fills only once the graph is sound).
+ */
+export const MAX_FOLDED_BYTES = 2 ** 31;
+
+/** What folding may still materialise (bytes), shared by the nodes of one pass. */
+export interface FoldBudget {
+  bytesLeft: number;
+}
+
+/** Checks `dims` and takes their bytes of `dtype` from the budget, naming the node when either fails. */
+export function spend(ctx: ShapeContext, budget: FoldBudget, dtype: DataType, dims: readonly number[]): void {
+  const invalid = invalidDims(dims);
+  if (invalid) throw ctx.error(`the folded constant would be ${invalid}`);
+  const bytes = sizeOf(dims) * (bytesPerElement(dtype) ?? 8);
+  if (bytes > budget.bytesLeft)
+    throw ctx.error(
+      `folding would materialise ${bytes} bytes ([${dims.join(', ')}] ${dtype}), beyond what is left of the ${MAX_FOLDED_BYTES}-byte budget for constants computed while loading (MAX_FOLDED_BYTES: ${budget.bytesLeft} bytes left)`,
+    );
+  budget.bytesLeft -= bytes;
+}
+
+/** Allocates a folded output after spend() accepted its size. */
+type Allocator = (dtype: DataType, dims: readonly number[]) => TensorData;
+/** Only spends: for an evaluator that builds its output itself (from numbers). */
+type Reserver = (dtype: DataType, dims: readonly number[]) => void;
+
+type Evaluator = (
+  ctx: ShapeContext,
+  inputs: (TensorValue | undefined)[],
+  allocate: Allocator,
+  reserve: Reserver,
+) => TensorValue[] | undefined;
 
 const HOST_CASTABLE = new Set([
   'float32',
@@ -34,10 +79,10 @@ const HOST_CASTABLE = new Set([
 
 const EVALUATORS: Record<string, Evaluator> = {
   Constant: (ctx) => [constantValue(ctx)],
-  ConstantOfShape: (ctx, [shape]) => {
+  ConstantOfShape: (ctx, [shape], allocate) => {
     const dims = toNumbers(shape!);
     const value = ctx.attrs.tensor('value') ?? fromNumbers('float32', [1], [0]);
-    const out = allocate(value.dtype, sizeOf(dims));
+    const out = allocate(value.dtype, dims);
     fillWith(out, value.data);
     return [{ dtype: value.dtype, dims, data: out }];
   },
@@ -96,7 +141,7 @@ const EVALUATORS: Record<string, Evaluator> = {
       fromNumbers(to, x!.dims, to === 'bool' ? values : to.startsWith('float') ? values : values.map(Math.trunc)),
     ];
   },
-  Gather: (ctx, [data, indices]) => {
+  Gather: (ctx, [data, indices], allocate) => {
     const axis = normalizeAxis(ctx, ctx.attrs.int('axis', 0), data!.dims.length);
     const size = data!.dims[axis];
     const idx = toNumbers(indices!).map((i) => {
@@ -106,20 +151,20 @@ const EVALUATORS: Record<string, Evaluator> = {
     const outer = sizeOf(data!.dims.slice(0, axis));
     const inner = sizeOf(data!.dims.slice(axis + 1));
     const dims = [...data!.dims.slice(0, axis), ...indices!.dims, ...data!.dims.slice(axis + 1)];
-    const out = allocate(data!.dtype, sizeOf(dims));
+    const out = allocate(data!.dtype, dims);
     let o = 0;
     for (let a = 0; a < outer; a++)
       for (const i of idx)
         for (let b = 0; b < inner; b++) copyElement(out, o++, data!.data, (a * size + i) * inner + b);
     return [{ dtype: data!.dtype, dims, data: out }];
   },
-  Concat: (ctx, inputs) => {
+  Concat: (ctx, inputs, allocate) => {
     const parts = inputs.filter((t): t is TensorValue => !!t);
     const axis = normalizeAxis(ctx, ctx.attrs.int('axis'), parts[0].dims.length);
     const dims = [...parts[0].dims];
     dims[axis] = parts.reduce((s, p) => s + p.dims[axis], 0);
     const outer = sizeOf(dims.slice(0, axis));
-    const out = allocate(parts[0].dtype, sizeOf(dims));
+    const out = allocate(parts[0].dtype, dims);
     let o = 0;
     for (let a = 0; a < outer; a++) {
       for (const p of parts) {
@@ -129,7 +174,7 @@ const EVALUATORS: Record<string, Evaluator> = {
     }
     return [{ dtype: parts[0].dtype, dims, data: out }];
   },
-  Slice: (ctx, [x]) => {
+  Slice: (ctx, [x], allocate) => {
     const p = sliceParameters(ctx, x!.dims.length);
     const first = x!.dims.map(() => 0);
     const step = x!.dims.map(() => 1);
@@ -141,7 +186,7 @@ const EVALUATORS: Record<string, Evaluator> = {
       dims[a] = r.count;
     });
     const strides = stridesOf(x!.dims);
-    const out = allocate(x!.dtype, sizeOf(dims));
+    const out = allocate(x!.dtype, dims);
     const index = dims.map(() => 0);
     for (let o = 0; o < out.length; o++) {
       let src = 0;
@@ -151,7 +196,7 @@ const EVALUATORS: Record<string, Evaluator> = {
     }
     return [{ dtype: x!.dtype, dims, data: out }];
   },
-  Transpose: (ctx, [x]) => {
+  Transpose: (ctx, [x], allocate) => {
     const rank = x!.dims.length;
     const perm = ctx.attrs.ints(
       'perm',
@@ -159,7 +204,7 @@ const EVALUATORS: Record<string, Evaluator> = {
     );
     const dims = perm.map((p) => x!.dims[p]);
     const strides = stridesOf(x!.dims);
-    const out = allocate(x!.dtype, sizeOf(dims));
+    const out = allocate(x!.dtype, dims);
     const index = dims.map(() => 0);
     for (let o = 0; o < out.length; o++) {
       let src = 0;
@@ -169,11 +214,13 @@ const EVALUATORS: Record<string, Evaluator> = {
     }
     return [{ dtype: x!.dtype, dims, data: out }];
   },
-  Range: (_ctx, [start, limit, delta]) => {
+  Range: (ctx, [start, limit, delta], _allocate, reserve) => {
     const [s] = toNumbers(start!);
     const [l] = toNumbers(limit!);
     const [d] = toNumbers(delta!);
+    if (d === 0) throw ctx.error('delta is 0: the range would never reach its limit');
     const n = Math.max(0, Math.ceil((l - s) / d));
+    reserve(start!.dtype, [n]); // n may be NaN or huge: checked before the values are made
     return [
       fromNumbers(
         start!.dtype,
@@ -182,10 +229,10 @@ const EVALUATORS: Record<string, Evaluator> = {
       ),
     ];
   },
-  Add: (ctx, inputs) => [arithmetic(ctx, inputs, (a, b) => a + b)],
-  Sub: (ctx, inputs) => [arithmetic(ctx, inputs, (a, b) => a - b)],
-  Mul: (ctx, inputs) => [arithmetic(ctx, inputs, (a, b) => a * b)],
-  Div: (ctx, inputs) => [arithmetic(ctx, inputs, (a, b) => a / b)],
+  Add: (ctx, inputs, _allocate, reserve) => [arithmetic(ctx, inputs, reserve, (a, b) => a + b)],
+  Sub: (ctx, inputs, _allocate, reserve) => [arithmetic(ctx, inputs, reserve, (a, b) => a - b)],
+  Mul: (ctx, inputs, _allocate, reserve) => [arithmetic(ctx, inputs, reserve, (a, b) => a * b)],
+  Div: (ctx, inputs, _allocate, reserve) => [arithmetic(ctx, inputs, reserve, (a, b) => a / b)],
 };
 
 /** Ops that only move data: folded regardless of size. The rest only while small. */
@@ -208,7 +255,11 @@ export function isFoldable(opType: string): boolean {
  * Evaluates `ctx.node` when every input it reads is constant. Returns undefined (leave the node
  * in the graph) when an input is not constant or the result would be large arithmetic.
  */
-export function foldNode(ctx: ShapeContext, inputs: (TensorValue | undefined)[]): TensorValue[] | undefined {
+export function foldNode(
+  ctx: ShapeContext,
+  inputs: (TensorValue | undefined)[],
+  budget: FoldBudget,
+): TensorValue[] | undefined {
   const evaluate = EVALUATORS[ctx.node.opType];
   if (!evaluate || (ctx.node.domain !== '' && ctx.node.domain !== 'ai.onnx')) return undefined;
   if (ctx.node.outputs.length !== 1) return undefined;
@@ -216,7 +267,12 @@ export function foldNode(ctx: ShapeContext, inputs: (TensorValue | undefined)[])
   if (!DATA_MOVEMENT.has(ctx.node.opType) && inputs.some((t) => t && sizeOf(t.dims) > MAX_FOLDED_ARITHMETIC))
     return undefined;
   if (inputs.some((t) => t && t.dtype === 'string')) return undefined;
-  return evaluate(ctx, inputs);
+  const reserve = (dtype: DataType, dims: readonly number[]) => spend(ctx, budget, dtype, dims);
+  const allocate = (dtype: DataType, dims: readonly number[]) => {
+    reserve(dtype, dims);
+    return allocateUnchecked(dtype, sizeOf(dims));
+  };
+  return evaluate(ctx, inputs, allocate, reserve);
 }
 
 function constantValue(ctx: ShapeContext): TensorValue {
@@ -234,10 +290,12 @@ function constantValue(ctx: ShapeContext): TensorValue {
 function arithmetic(
   ctx: ShapeContext,
   inputs: (TensorValue | undefined)[],
+  reserve: Reserver,
   op: (a: number, b: number) => number,
 ): TensorValue {
   const [a, b] = inputs as TensorValue[];
   const dims = broadcastShapes(ctx, [a.dims, b.dims]) as number[];
+  reserve('float64', dims); // the broadcast size, checked before the values are computed
   const av = toNumbers(a);
   const bv = toNumbers(b);
   const isInt = !a.dtype.startsWith('float') && !a.dtype.startsWith('bfloat');

@@ -11,6 +11,10 @@ export interface WindowGeometry {
   output: number[];
 }
 
+/** The largest kernel size, stride, dilation or pad accepted: the kernels index with 32-bit
+ * integers (onnxruntime accepts larger strides, but they mean nothing past the input's size). */
+export const MAX_WINDOW = 2 ** 31 - 1;
+
 /**
  * `input` and `kernel` are the spatial sizes only. `ceilMode` applies to pooling; PyTorch's and
  * ONNX's rule drops a last window that would start entirely in the end padding.
@@ -30,15 +34,24 @@ export function windowGeometry(
       `kernel_shape [${kernel}], strides [${strides}] and dilations [${dilations}] must each have ${rank} entries (the input's spatial rank)`,
     );
   }
-  if ([...strides, ...dilations, ...kernel].some((v) => !(v >= 1))) {
-    throw attrs.error(`kernel_shape [${kernel}], strides [${strides}] and dilations [${dilations}] must be positive`);
+  for (const [name, values] of [
+    ['kernel_shape', kernel],
+    ['strides', strides],
+    ['dilations', dilations],
+  ] as const) {
+    if (values.some((v) => !Number.isSafeInteger(v) || v < 1 || v > MAX_WINDOW))
+      throw attrs.error(`${name} [${values}]: accepted are integers in 1…${MAX_WINDOW}`);
   }
+  if (kernel.some((k, i) => (k - 1) * dilations[i] + 1 > MAX_WINDOW))
+    throw attrs.error(
+      `kernel_shape [${kernel}] with dilations [${dilations}] spans more than ${MAX_WINDOW} elements; accepted: (kernel - 1) · dilation + 1 ≤ ${MAX_WINDOW}`,
+    );
   let pads: number[];
   const output: number[] = [];
   if (autoPad === 'NOTSET') {
     pads = attrs.ints('pads', new Array(2 * rank).fill(0));
-    if (pads.length !== 2 * rank || pads.some((p) => p < 0))
-      throw attrs.error(`pads [${pads}] must have ${2 * rank} non-negative entries`);
+    if (pads.length !== 2 * rank || pads.some((p) => !Number.isSafeInteger(p) || p < 0 || p > MAX_WINDOW))
+      throw attrs.error(`pads [${pads}] must have ${2 * rank} entries, integers in 0…${MAX_WINDOW}`);
     for (let i = 0; i < rank; i++) {
       const span = (kernel[i] - 1) * dilations[i] + 1;
       const room = input[i] + pads[i] + pads[i + rank] - span;

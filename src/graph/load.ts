@@ -2,10 +2,10 @@
 // value's dtype and shape, mark state tensors, drop what folding left unused.
 import { decodeModel, type DecodeOptions } from './codec.ts';
 import { ModelError } from './errors.ts';
-import { foldNode, isFoldable } from './fold.ts';
-import type { Graph, Node } from './ir.ts';
-import { ShapeContext, shapeRuleFor, showShape } from './shape-inference.ts';
-import type { TensorValue } from './tensor.ts';
+import { foldNode, isFoldable, MAX_FOLDED_BYTES, spend, type FoldBudget } from './fold.ts';
+import type { Dim, Graph, Node, ValueInfo } from './ir.ts';
+import { checkNodeAttributes, ShapeContext, shapeRuleFor, showShape } from './shape-inference.ts';
+import { dataTypeFromOnnx, invalidDims, MAX_TENSOR_ELEMENTS, sizeOf, type TensorValue } from './tensor.ts';
 
 /** The newest default-domain opset whose semantics the engine implements for its ops. */
 export const MAX_SUPPORTED_OPSET = 21;
@@ -43,26 +43,53 @@ export function prepareGraph(graph: Graph, options: PrepareOptions = {}): Graph 
       { file },
     );
   }
-  for (const n of graph.nodes) shapeRuleFor(graph, n); // refuse unknown ops before any work
+  for (const n of graph.nodes) checkNodeAttributes(graph, n, opset); // unknown ops and attributes, before any work
+  checkValueTypes(graph);
+  checkOutputsProduced(graph);
   bindInputShapes(graph, options.inputShapes);
   graph.sortTopologically();
 
+  // Everything is checked before anything large is allocated: a first pass folds only small
+  // constants and infers every shape, leaving large ConstantOfShape fills (the weights of
+  // models stored without them) as nodes of known shape; a second pass, once the whole graph
+  // is known to be sound, materialises them (and folds what reads them).
+  const budget: FoldBudget = { bytesLeft: MAX_FOLDED_BYTES };
+  if (foldAndInfer(graph, budget, true) > 0) foldAndInfer(graph, { bytesLeft: MAX_FOLDED_BYTES }, false);
+  markStateTensors(graph);
+  pruneUnused(graph);
+  for (const out of graph.outputs) {
+    const v = graph.values.get(out.name);
+    if (!v?.shape) throw new ModelError(`cannot infer the shape of graph output '${out.name}'`, { file });
+  }
+  return graph;
+}
+
+/** ConstantOfShape fills above this many elements wait for the second pass. */
+const DEFER_FILLS_ABOVE = 1 << 16;
+
+/**
+ * Folds constant nodes and infers the shapes of the others, in order; with `deferFills`, large
+ * ConstantOfShape outputs get only their shape (their bytes counted against the budget).
+ * Returns the number of fills deferred.
+ */
+function foldAndInfer(graph: Graph, budget: FoldBudget, deferFills: boolean): number {
+  const opset = graph.opset;
   // Initializers are constants, also those listed as graph inputs (IR < 4 lists every
   // initializer there): the engine does not let a run override a weight.
   const constant = (name: string): TensorValue | undefined => graph.initializers.get(name)?.value;
   const staticShapeOnly = staticShapeOnlyFor(graph);
   const kept: Node[] = [];
+  let deferred = 0;
   for (const node of graph.nodes) {
     const ctx = new ShapeContext(graph, node, opset, constant);
     // Arithmetic on a trainable weight stays a node: folding it would freeze what training
     // updates. Pure relabelling (a reshaped weight becomes the trainable weight) folds.
     const readsTrainable =
       !RELABELLING_OPS.has(node.opType) && node.inputs.some((i) => graph.initializers.get(i)?.trainable);
-    if (isFoldable(node.opType) && !readsTrainable) {
-      const folded = foldNode(
-        ctx,
-        node.inputs.map((i) => (i ? (constant(i) ?? staticShapeOnly(node, i)) : undefined)),
-      );
+    const inputs = node.inputs.map((i) => (i ? (constant(i) ?? staticShapeOnly(node, i)) : undefined));
+    const fill = deferFills && node.opType === 'ConstantOfShape' && inputs[0] !== undefined;
+    if (isFoldable(node.opType) && !readsTrainable && !fill) {
+      const folded = foldNode(ctx, inputs, budget);
       if (folded) {
         // A relabelled weight keeps its own trainable flag; other folded floats start trainable.
         const source = RELABELLING_OPS.has(node.opType) ? graph.initializers.get(node.inputs[0]) : undefined;
@@ -75,18 +102,33 @@ export function prepareGraph(graph: Graph, options: PrepareOptions = {}): Graph 
       if (!o || !inferred[i]) return;
       const declared = graph.values.get(o);
       checkDeclared(graph, node, o, declared?.shape, inferred[i].shape);
+      checkSize(graph, node, o, inferred[i].shape);
       graph.values.set(o, { ...declared, name: o, dtype: inferred[i].dtype, shape: inferred[i].shape });
     });
+    if (fill) {
+      const dims = inferred[0].shape as number[];
+      if (sizeOf(dims) > DEFER_FILLS_ABOVE) {
+        spend(ctx, budget, inferred[0].dtype, dims);
+        deferred++;
+      } else {
+        const folded = foldNode(ctx, inputs, budget)!;
+        graph.setInitializer(node.outputs[0], folded[0]);
+        continue;
+      }
+    }
     kept.push(node);
   }
   graph.nodes = kept;
-  markStateTensors(graph);
-  pruneUnused(graph);
-  for (const out of graph.outputs) {
-    const v = graph.values.get(out.name);
-    if (!v?.shape) throw new ModelError(`cannot infer the shape of graph output '${out.name}'`, { file });
-  }
-  return graph;
+  return deferred;
+}
+
+/** An inferred shape no tensor can have (a dim that is not a non-negative integer, more than
+ * MAX_TENSOR_ELEMENTS elements) is refused before anything is sized by it. */
+function checkSize(graph: Graph, node: Node, name: string, shape: Dim[]): void {
+  const numeric = shape.map((d) => (typeof d === 'number' ? d : 1));
+  const invalid = invalidDims(numeric);
+  if (invalid)
+    throw new ModelError(`output '${name}' would be ${showShape(shape)}: ${invalid}`, { file: graph.source, node });
 }
 
 /** Shape reads only its input's dims: a value whose shape is fully known folds like a constant
@@ -100,9 +142,59 @@ function staticShapeOnlyFor(graph: Graph) {
   };
 }
 
+/** Element types onnxruntime would refuse (a code this codec does not know, kept only so that
+ * the file round-trips) and declared dims no tensor can have, on the graph's values. */
+function checkValueTypes(graph: Graph): void {
+  const file = graph.source;
+  const declared = [...graph.inputs, ...graph.outputs, ...((graph.extra.valueInfo as ValueInfo[] | undefined) ?? [])];
+  for (const v of declared) {
+    const code = v.extra?.elemType;
+    if (code !== undefined)
+      throw new ModelError(
+        `value '${v.name}' has elem_type ${String(code)}, which is not a tensor element type the engine knows; accepted: ${KNOWN_ELEMENT_TYPES}`,
+        { file },
+      );
+    const numeric = (v.shape ?? []).filter((d): d is number => typeof d === 'number');
+    const bad = numeric.find((d) => !Number.isSafeInteger(d) || d < 0 || d > MAX_TENSOR_ELEMENTS);
+    if (bad !== undefined)
+      throw new ModelError(
+        `value '${v.name}' is declared ${showShape(v.shape!)}: dim ${bad} is not an integer in 0…${MAX_TENSOR_ELEMENTS}`,
+        { file },
+      );
+  }
+}
+
+const KNOWN_ELEMENT_TYPES = Array.from({ length: 22 }, (_, i) => `${i + 1} (${dataTypeFromOnnx(i + 1)})`).join(', ');
+
+/** Every graph output must be computed by a node, be a constant or be a graph input
+ * (onnxruntime: "Graph output (z) does not exist in the graph"). */
+function checkOutputsProduced(graph: Graph): void {
+  const known = new Set<string>([...graph.inputs.map((i) => i.name), ...graph.initializers.keys()]);
+  for (const n of graph.nodes) for (const o of n.outputs) known.add(o);
+  for (const out of graph.outputs) {
+    if (!known.has(out.name))
+      throw new ModelError(
+        `graph output '${out.name}' is not computed by any node, nor a graph input or initializer; outputs must name a value of the graph`,
+        { file: graph.source },
+      );
+  }
+}
+
 function bindInputShapes(graph: Graph, shapes: Record<string, number[]> | undefined): void {
   if (!shapes) return;
+  if (typeof shapes !== 'object')
+    throw new ModelError(`inputShapes must be an object of input name → dims, got ${typeof shapes}`, {
+      file: graph.source,
+    });
   for (const [name, dims] of Object.entries(shapes)) {
+    const invalid = Array.isArray(dims)
+      ? invalidDims(dims)
+      : `it is ${dims === null ? 'null' : typeof dims}, not a list of dims`;
+    if (invalid)
+      throw new ModelError(
+        `inputShapes['${name}'] = ${Array.isArray(dims) ? `[${dims.join(', ')}]` : String(dims)} is not a shape: ${invalid}; give non-negative integer dims`,
+        { file: graph.source },
+      );
     const input = graph.feedInputs.find((i) => i.name === name);
     if (!input)
       throw new ModelError(

@@ -116,6 +116,25 @@ export function isFloatType(dtype: DataType): boolean {
   return dtype === 'float32' || dtype === 'float64' || dtype === 'float16' || dtype === 'bfloat16';
 }
 
+/** The most elements one tensor may have (2^31 - 1: what a GPU kernel indexes with an i32, and
+ * far above any weight of the supported models). Every shape read from a file, an attribute or
+ * a constant is checked against it before anything of that size is allocated. */
+export const MAX_TENSOR_ELEMENTS = 2 ** 31 - 1;
+
+/**
+ * Why `dims` cannot describe a tensor (a dim that is not a non-negative safe integer, or more
+ * than MAX_TENSOR_ELEMENTS elements), or undefined when they can. A dim of 0 makes the product 0
+ * whatever the others are, so every dim is checked on its own too.
+ */
+export function invalidDims(dims: readonly number[]): string | undefined {
+  const bad = dims.find((d) => !Number.isSafeInteger(d) || d < 0 || d > MAX_TENSOR_ELEMENTS);
+  if (bad !== undefined) return `dim ${bad} is not an integer in 0…${MAX_TENSOR_ELEMENTS} (MAX_TENSOR_ELEMENTS)`;
+  const n = sizeOf(dims);
+  if (n > MAX_TENSOR_ELEMENTS)
+    return `[${dims.join(', ')}] is ${n} elements, over MAX_TENSOR_ELEMENTS = ${MAX_TENSOR_ELEMENTS}`;
+  return undefined;
+}
+
 export function sizeOf(dims: readonly number[]): number {
   let n = 1;
   for (const d of dims) n *= d;

@@ -16,6 +16,8 @@ import {
   type GradientRule,
   type LowerContext,
   type OpDefinition,
+  LEGACY_CONSUMED,
+  type AttributeSpec,
 } from './op.ts';
 
 /** Clip's bounds when the opset has none (float32's range). */
@@ -79,7 +81,7 @@ function activationEpilogue(ctx: EpilogueContext): Activation | undefined {
   return unaryOpOf(n, ctx.attrs, ctx.graph.opset, (name) => ctx.constantOf(name)) as Activation;
 }
 
-function unaryGradient(nonDifferentiable?: number[]): GradientRule {
+function unaryGradient(nonDifferentiable?: readonly number[]): GradientRule {
   return {
     nonDifferentiable,
     backward(ctx, [dy]) {
@@ -101,11 +103,32 @@ function unaryGradient(nonDifferentiable?: number[]): GradientRule {
   };
 }
 
-export const relu: OpDefinition = { shape: sameShape, runtime: unaryLowering(true), gradient: unaryGradient() };
-export const leakyRelu: OpDefinition = { shape: sameShape, runtime: unaryLowering(true), gradient: unaryGradient() };
-export const clip: OpDefinition = { shape: sameShape, runtime: unaryLowering(true), gradient: unaryGradient([1, 2]) };
-export const sigmoid: OpDefinition = { shape: sameShape, runtime: unaryLowering(false), gradient: unaryGradient() };
-export const tanh: OpDefinition = { shape: sameShape, runtime: unaryLowering(false), gradient: unaryGradient() };
+/** An elementwise activation: same shape out, one kernel (fused as an epilogue where `epilogue`). */
+function activation(
+  attributes: readonly AttributeSpec[],
+  epilogue: boolean,
+  nonDifferentiable?: readonly number[],
+): OpDefinition {
+  return {
+    attributes: [...attributes, LEGACY_CONSUMED],
+    shape: sameShape,
+    runtime: unaryLowering(epilogue),
+    gradient: unaryGradient(nonDifferentiable),
+  };
+}
+
+export const relu = activation([], true);
+export const leakyRelu = activation(['alpha'], true);
+export const clip = activation(
+  [
+    { name: 'min', until: 10, replacedBy: 'the min input' },
+    { name: 'max', until: 10, replacedBy: 'the max input' },
+  ],
+  true,
+  [1, 2],
+);
+export const sigmoid = activation([], false);
+export const tanh = activation([], false);
 
 // ---- Softmax ----
 
@@ -129,6 +152,7 @@ function softmaxGeometry(attrs: AttributeReader, opset: number, dims: number[]):
 }
 
 export const softmax: OpDefinition = {
+  attributes: ['axis'],
   shape: (ctx) => {
     softmaxAxis(ctx.attrs, ctx.opset, ctx.shape(0).length);
     return sameShape(ctx);

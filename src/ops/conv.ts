@@ -191,6 +191,7 @@ function implicitConvSteps(
 }
 
 export const conv: OpDefinition = {
+  attributes: ['auto_pad', 'dilations', 'group', 'kernel_shape', 'pads', 'strides'],
   shape: convShape,
   runtime: { kind: 'steps', check: checkConv, lower: lowerConv },
   gradient: {

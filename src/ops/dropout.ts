@@ -4,7 +4,7 @@
 import type { InferredValue } from '../graph/shape-context.ts';
 import { sizeOf, toNumbers } from '../graph/tensor.ts';
 import { dropoutBackwardProgram, dropoutForwardProgram } from '../kernels/backward/index.ts';
-import { type OpDefinition, type RuleContext } from './op.ts';
+import { type OpDefinition, type RuleContext, LEGACY_CONSUMED } from './op.ts';
 
 /** Byte offset of the seed in dropoutForwardProgram's and dropoutBackwardProgram's params (size, rowSize, seed). */
 const DROPOUT_SEED_OFFSET = 8;
@@ -31,6 +31,12 @@ function activeDropout(ctx: RuleContext): number | undefined {
 }
 
 export const dropout: OpDefinition = {
+  attributes: [
+    { name: 'ratio', until: 11, replacedBy: 'the ratio input' },
+    { name: 'is_test', until: 6 },
+    LEGACY_CONSUMED,
+    { name: 'seed', since: 12 },
+  ],
   shape: (ctx) => {
     const out: InferredValue[] = [{ dtype: ctx.dtype(0), shape: [...ctx.shape(0)] }];
     if (ctx.node.outputs.length > 1)

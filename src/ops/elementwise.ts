@@ -5,7 +5,14 @@ import { broadcastShapes, type ShapeRule } from '../graph/shape-context.ts';
 import { broadcastBackwardProgram, reduceToShapeProgram, type BroadcastBackwardOp } from '../kernels/backward/index.ts';
 import { broadcastProgram, broadcastShape, MAX_BROADCAST_INPUTS, type BroadcastOp } from '../kernels/elementwise.ts';
 import { MAX_RANK } from '../kernels/transform.ts';
-import type { GradientRule, LowerContext, OpDefinition, RuleStep, StepSpec } from './op.ts';
+import {
+  type GradientRule,
+  type LowerContext,
+  type OpDefinition,
+  type RuleStep,
+  type StepSpec,
+  LEGACY_CONSUMED,
+} from './op.ts';
 
 const broadcastShapeRule: ShapeRule = (ctx) => {
   if (ctx.attrs.has('broadcast') || ctx.attrs.has('axis')) {
@@ -87,7 +94,13 @@ function binaryGradient(op: BroadcastBackwardOp): GradientRule {
 }
 
 function binary(op: BroadcastOp): OpDefinition {
-  return { shape: broadcastShapeRule, runtime: broadcastLowering(op), gradient: binaryGradient(op) };
+  return {
+    // axis and broadcast: opsets 1…6's legacy broadcasting (refused node by node by the shape rule).
+    attributes: [{ name: 'axis', until: 6 }, { name: 'broadcast', until: 6 }, LEGACY_CONSUMED],
+    shape: broadcastShapeRule,
+    runtime: broadcastLowering(op),
+    gradient: binaryGradient(op),
+  };
 }
 
 export const add = binary('add');
@@ -96,6 +109,7 @@ export const mul = binary('mul');
 export const div = binary('div');
 
 export const sum: OpDefinition = {
+  attributes: [LEGACY_CONSUMED],
   shape: broadcastShapeRule,
   runtime: broadcastLowering('add'),
   gradient: {

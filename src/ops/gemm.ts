@@ -49,11 +49,8 @@ interface GemmAttributes {
 }
 
 function gemmAttributes(attrs: AttributeReader): GemmAttributes {
-  const flag = (name: string) => {
-    const v = attrs.int(name, 0);
-    if (v !== 0 && v !== 1) throw attrs.error(`${name}=${v}; accepted: 0 or 1`);
-    return v === 1;
-  };
+  // As onnxruntime reads them: any non-zero value is true.
+  const flag = (name: string) => attrs.int(name, 0) !== 0;
   return {
     transA: flag('transA'),
     transB: flag('transB'),
@@ -85,8 +82,15 @@ const gemmShape: ShapeRule = (ctx) => {
       `inner dimensions differ: A${transA ? 'ᵀ' : ''} is [${showDim(m)}, ${ka}], B${transB ? 'ᵀ' : ''} is [${kb}, ${showDim(n)}]`,
     );
   }
-  if (ctx.hasInput(2)) broadcastShapes(ctx, [[m, n], ctx.shape(2)]);
-  return [{ dtype: ctx.dtype(0), shape: [m, n] }];
+  if (!ctx.hasInput(2)) return [{ dtype: ctx.dtype(0), shape: [m, n] }];
+  // C broadcasts to [M, N] one way only (onnxruntime refuses a C that would widen the output).
+  const c = ctx.shape(2);
+  const out = broadcastShapes(ctx, [[m, n], c]);
+  if (c.length > 2 || out.some((d, i) => typeof d === 'number' && typeof [m, n][i] === 'number' && d !== [m, n][i]))
+    throw ctx.error(
+      `C ${showShape(c)} does not broadcast to the output [${showDim(m)}, ${showDim(n)}]; accepted: C's dims, right-aligned, each 1 or equal to M and N`,
+    );
+  return [{ dtype: ctx.dtype(0), shape: out }];
 };
 
 const matmulShapeRule: ShapeRule = (ctx) => {
@@ -373,12 +377,14 @@ function gcd(a: number, b: number): number {
 }
 
 export const gemm: OpDefinition = {
+  attributes: ['alpha', 'beta', 'transA', 'transB', { name: 'broadcast', until: 6 }],
   shape: gemmShape,
   runtime: { kind: 'steps', lower: lowerGemm },
   gradient: gemmGradient,
 };
 
 export const matmul: OpDefinition = {
+  attributes: [],
   shape: matmulShapeRule,
   runtime: { kind: 'steps', check: checkMatMul, lower: lowerMatMul },
   gradient: matmulGradient,

@@ -12,7 +12,7 @@ import {
   type BatchNormShape,
 } from '../kernels/backward/index.ts';
 import { batchNormProgram, lrnProgram, type LrnParams } from '../kernels/normalization.ts';
-import { oneKernelBackward, type OpDefinition, type RuleContext, type RuleStep } from './op.ts';
+import { oneKernelBackward, type OpDefinition, type RuleContext, type RuleStep, LEGACY_CONSUMED } from './op.ts';
 
 export interface BatchNormAttributes {
   epsilon: number;
@@ -67,6 +67,14 @@ const bnSaved = (n: Node) => ({ mean: `${n.outputs[0]}@bn-mean`, invStd: `${n.ou
 // they are state, read back on export); evaluation uses the running statistics over the same
 // buffers. The running statistics never get a gradient.
 export const batchNormalization: OpDefinition = {
+  attributes: [
+    'epsilon',
+    'momentum',
+    { name: 'spatial', until: 8 },
+    { name: 'is_test', until: 6 },
+    LEGACY_CONSUMED,
+    { name: 'training_mode', since: 14 },
+  ],
   shape: batchNormShape,
   runtime: {
     kind: 'steps',
@@ -166,13 +174,22 @@ export const batchNormalization: OpDefinition = {
   },
 };
 
+/** LRN's size, as onnxruntime accepts it: odd and positive (the window is centred on its
+ * channel); at most 2^31 - 1, as the kernel indexes channels with 32-bit integers. */
+function lrnSize(attrs: AttributeReader): number {
+  const size = attrs.int('size');
+  if (!Number.isSafeInteger(size) || size < 1 || size % 2 !== 1 || size > 2 ** 31 - 1)
+    throw attrs.error(`size=${size}; accepted: an odd integer in 1…${2 ** 31 - 1}`);
+  return size;
+}
+
 /** LRN's window over X [N, C, spatial…]. */
 function lrnParams(attrs: AttributeReader, x: number[]): LrnParams {
   return {
     images: x[0],
     channels: x[1],
     spatial: sizeOf(x.slice(2)),
-    size: attrs.int('size'),
+    size: lrnSize(attrs),
     alpha: attrs.float('alpha', 1e-4),
     beta: attrs.float('beta', 0.75),
     bias: attrs.float('bias', 1),
@@ -180,11 +197,15 @@ function lrnParams(attrs: AttributeReader, x: number[]): LrnParams {
 }
 
 export const lrn: OpDefinition = {
-  shape: sameShape,
+  attributes: ['alpha', 'beta', 'bias', 'size'],
+  shape: (ctx) => {
+    lrnSize(ctx.attrs);
+    return sameShape(ctx);
+  },
   runtime: {
     kind: 'steps',
     check(ctx) {
-      ctx.attrs.int('size');
+      lrnSize(ctx.attrs);
     },
     lower(ctx) {
       const program = lrnProgram(lrnParams(ctx.attrs, ctx.shape(0)));

@@ -15,7 +15,16 @@ import type { TensorValue } from '../graph/tensor.ts';
 import type { GemmProblem, GemmVariant } from '../kernels/gemm.ts';
 import type { Activation, KernelProgram } from '../kernels/program.ts';
 
+/** An attribute an op accepts: its name, or its name and the opsets whose schema has it
+ * (`until`: the last opset; `since`: the first). Any other attribute is refused. */
+export type AttributeSpec = string | { name: string; since?: number; until?: number; replacedBy?: string };
+
+/** consumed_inputs: an optimisation hint of opsets 1…5, without meaning since. */
+export const LEGACY_CONSUMED: AttributeSpec = { name: 'consumed_inputs', until: 5 };
+
 export interface OpDefinition {
+  /** The attributes the op's ONNX schema defines (per opset); onnxruntime refuses any other. */
+  attributes: readonly AttributeSpec[];
   /** Output dtypes and shapes from the inputs'; refuses attributes the engine does not accept. */
   shape: ShapeRule;
   /**

@@ -11,12 +11,13 @@ import {
   type PoolBackwardParams,
 } from '../kernels/backward/index.ts';
 import { globalPoolProgram, pool2dProgram } from '../kernels/pool.ts';
-import { oneKernelBackward, type GradientRule, type OpDefinition } from './op.ts';
+import { oneKernelBackward, type AttributeSpec, type GradientRule, type OpDefinition } from './op.ts';
 
 type PoolWindow = PoolBackwardParams & { countIncludePad: boolean };
 
 /** A MaxPool's / AveragePool's window over spatial input dims: kernel_shape, ceil_mode, strides, dilations, pads. */
 function poolGeometry(attrs: AttributeReader, spatial: number[]): WindowGeometry {
+  // ceil_mode is true only when 1, as onnxruntime reads it (2 floors).
   return windowGeometry(attrs, spatial, attrs.ints('kernel_shape'), attrs.int('ceil_mode', 0) === 1);
 }
 
@@ -41,7 +42,7 @@ function poolWindow(attrs: AttributeReader, x: number[]): PoolWindow {
     pads: oneD ? [0, g.pads[0], 0, g.pads[1]] : [g.pads[0], g.pads[1], g.pads[2], g.pads[3]],
     dilationH: at(g.dilations, 0, 1),
     dilationW: at(g.dilations, 1, 1),
-    countIncludePad: attrs.int('count_include_pad', 0) === 1,
+    countIncludePad: attrs.int('count_include_pad', 0) !== 0, // onnxruntime: any non-zero value
   };
 }
 
@@ -67,6 +68,7 @@ function windowPool(kind: 'max' | 'avg'): OpDefinition {
         : { program: avgPool2dBackwardProgram(p) };
     });
   return {
+    attributes: kind === 'max' ? MAX_POOL_ATTRIBUTES : AVERAGE_POOL_ATTRIBUTES,
     shape: poolShape,
     runtime: {
       kind: 'steps',
@@ -82,6 +84,20 @@ function windowPool(kind: 'max' | 'avg'): OpDefinition {
     gradient: { backward },
   };
 }
+
+const WINDOW_ATTRIBUTES = ['auto_pad', 'kernel_shape', 'pads', 'strides'];
+const MAX_POOL_ATTRIBUTES: readonly AttributeSpec[] = [
+  ...WINDOW_ATTRIBUTES,
+  { name: 'ceil_mode', since: 10 },
+  { name: 'dilations', since: 10 },
+  { name: 'storage_order', since: 8 },
+];
+const AVERAGE_POOL_ATTRIBUTES: readonly AttributeSpec[] = [
+  ...WINDOW_ATTRIBUTES,
+  { name: 'ceil_mode', since: 10 },
+  { name: 'count_include_pad', since: 7 },
+  { name: 'dilations', since: 19 },
+];
 
 export const maxPool = windowPool('max');
 export const averagePool = windowPool('avg');
@@ -99,6 +115,7 @@ function planesOf(x: number[]): { planes: number; spatial: number } {
 
 function globalPool(kind: 'max' | 'avg'): OpDefinition {
   return {
+    attributes: [],
     shape: globalPoolShape,
     runtime: {
       kind: 'steps',

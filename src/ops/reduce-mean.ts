@@ -29,11 +29,10 @@ function reduceMeanAttributes(
   rank: number,
   axesInput: () => number[] | undefined,
 ): ReduceMeanAttributes {
-  const keepdims = attrs.int('keepdims', 1) !== 0;
+  // As onnxruntime reads them: keepdims and noop_with_empty_axes are true only when 1.
+  const keepdims = attrs.int('keepdims', 1) === 1;
   const given = opset < 18 ? (attrs.has('axes') ? attrs.ints('axes') : undefined) : axesInput();
-  if (opset >= 18 && attrs.has('axes'))
-    throw attrs.error('the axes attribute was replaced by the axes input in opset 18; accepted: the input');
-  const noopWhenEmpty = opset >= 18 && attrs.int('noop_with_empty_axes', 0) !== 0;
+  const noopWhenEmpty = opset >= 18 && attrs.int('noop_with_empty_axes', 0) === 1;
   if (!given || given.length === 0) {
     return { axes: noopWhenEmpty ? [] : Array.from({ length: rank }, (_, i) => i), keepdims, noop: noopWhenEmpty };
   }
@@ -83,6 +82,11 @@ function initializerAxes(
 }
 
 export const reduceMean: OpDefinition = {
+  attributes: [
+    { name: 'axes', until: 17, replacedBy: 'the axes input' },
+    'keepdims',
+    { name: 'noop_with_empty_axes', since: 18 },
+  ],
   shape: reduceMeanShape,
   steeringInputs: [1],
   runtime: {

@@ -10,7 +10,7 @@ import { dropout } from './dropout.ts';
 import { add, div, mul, sub, sum } from './elementwise.ts';
 import { gemm, matmul } from './gemm.ts';
 import { batchNormalization, lrn } from './normalization.ts';
-import type { GradientRule, OpDefinition } from './op.ts';
+import type { AttributeSpec, GradientRule, OpDefinition } from './op.ts';
 import { averagePool, globalAveragePool, globalMaxPool, maxPool } from './pool.ts';
 import { reduceMean } from './reduce-mean.ts';
 import { concat, flatten, identity, pad, reshape, squeeze, transpose, unsqueeze } from './shape-ops.ts';
@@ -81,6 +81,38 @@ export function opDefinition(graph: Graph, node: Node): OpDefinition {
     );
   }
   return op;
+}
+
+/**
+ * Refuses a node of an unsupported op, or with an attribute its op's schema does not define at
+ * this opset (onnxruntime: "Unrecognized attribute"): a misspelt alpha must not run as the
+ * default alpha.
+ */
+export function checkNodeAttributes(graph: Graph, node: Node, opset: number): void {
+  const op = opDefinition(graph, node);
+  const accepted = op.attributes.filter((a) => typeof a === 'string' || inOpset(a, opset)).map(attributeName);
+  for (const name of Object.keys(node.attributes)) {
+    if (accepted.includes(name)) continue;
+    const other = op.attributes.find((a) => attributeName(a) === name);
+    const list = accepted.length ? `${node.opType} accepts ${accepted.join(', ')}` : `${node.opType} has no attributes`;
+    const replaced = other && typeof other !== 'string' && other.replacedBy && opset > (other.until ?? Infinity);
+    throw new ModelError(
+      replaced
+        ? `the ${name} attribute was replaced by ${other.replacedBy} in opset ${other.until! + 1}; ${list}`
+        : other
+          ? `attribute '${name}' is not part of ${node.opType} at opset ${opset}; ${list}`
+          : `unknown attribute '${name}'; ${list}`,
+      { file: graph.source, node },
+    );
+  }
+}
+
+function attributeName(a: AttributeSpec): string {
+  return typeof a === 'string' ? a : a.name;
+}
+
+function inOpset(a: Exclude<AttributeSpec, string>, opset: number): boolean {
+  return opset >= (a.since ?? 1) && opset <= (a.until ?? Infinity);
 }
 
 /** The gradient rule of an op (default domain), or undefined when it has none. */

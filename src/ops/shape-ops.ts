@@ -21,11 +21,12 @@ import {
   type OpDefinition,
   type RuleStep,
   type StepSpec,
+  type AttributeSpec,
 } from './op.ts';
 
 // ---- views ----
 
-export const flatten = viewOp((ctx) => {
+export const flatten = viewOp(['axis'], (ctx) => {
   const x = ctx.shape(0);
   let axis = ctx.attrs.int('axis', 1);
   if (axis < 0) axis += x.length;
@@ -35,6 +36,11 @@ export const flatten = viewOp((ctx) => {
 });
 
 export const reshape = viewOp(
+  [
+    { name: 'shape', until: 4, replacedBy: 'the shape input' },
+    { name: 'consumed_inputs', until: 4 },
+    { name: 'allowzero', since: 14 },
+  ],
   (ctx) => {
     const target = ctx.opset < 5 ? ctx.attrs.ints('shape') : ctx.constantInts(1, 'the target shape');
     return [
@@ -45,6 +51,7 @@ export const reshape = viewOp(
 );
 
 export const squeeze = viewOp(
+  [{ name: 'axes', until: 12, replacedBy: 'the axes input' }],
   (ctx) => {
     const x = ctx.shape(0);
     const axes = axesOf(ctx);
@@ -63,6 +70,7 @@ export const squeeze = viewOp(
 );
 
 export const unsqueeze = viewOp(
+  [{ name: 'axes', until: 12, replacedBy: 'the axes input' }],
   (ctx) => {
     const x = ctx.shape(0);
     const axes = axesOf(ctx);
@@ -78,15 +86,20 @@ export const unsqueeze = viewOp(
   { shapeInput: true },
 );
 
-export const identity = viewOp(sameShape);
+export const identity = viewOp([], sameShape);
 
 /**
  * An op whose output is its input's buffer under other dims (row-major order unchanged): no
  * kernel forward, and its gradient is the upstream gradient itself. `shapeInput`: input 1 is
  * the target shape or the axes, an integer tensor that only steers the output's dims.
  */
-function viewOp(shape: ShapeRule, options: { shapeInput?: boolean } = {}): OpDefinition {
+function viewOp(
+  attributes: readonly AttributeSpec[],
+  shape: ShapeRule,
+  options: { shapeInput?: boolean } = {},
+): OpDefinition {
   return {
+    attributes,
     shape,
     ...(options.shapeInput ? { steeringInputs: [1] } : {}),
     runtime: { kind: 'view' },
@@ -108,6 +121,7 @@ function permutationOf(attrs: AttributeReader, rank: number): number[] {
 }
 
 export const transpose: OpDefinition = {
+  attributes: ['perm'],
   shape: (ctx) => {
     const x = ctx.shape(0);
     return [{ dtype: ctx.dtype(0), shape: permutationOf(ctx.attrs, x.length).map((p) => x[p]) }];
@@ -191,6 +205,12 @@ function lowerPad(ctx: LowerContext): StepSpec[] {
 }
 
 export const pad: OpDefinition = {
+  attributes: [
+    'mode',
+    { name: 'paddings', until: 1 },
+    { name: 'pads', since: 2, until: 10, replacedBy: 'the pads input' },
+    { name: 'value', until: 10, replacedBy: 'the constant_value input' },
+  ],
   shape: (ctx) => {
     const x = ctx.shape(0);
     ctx.attrs.oneOf('mode', PAD_MODES, 'constant');
@@ -287,6 +307,7 @@ function lowerConcat(ctx: LowerContext): StepSpec[] {
 }
 
 export const concat: OpDefinition = {
+  attributes: ['axis'],
   shape: concatShape,
   runtime: { kind: 'steps', lower: lowerConcat },
   gradient: {

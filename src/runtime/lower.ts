@@ -11,6 +11,7 @@ import { AttributeReader } from '../graph/attributes.ts';
 import { ModelError } from '../graph/errors.ts';
 import type { Graph, Node } from '../graph/ir.ts';
 import { toNumbers, type TensorValue } from '../graph/tensor.ts';
+import { GpuError } from '../kernels/errors.ts';
 import { unaryProgram } from '../kernels/elementwise.ts';
 import { gemmPrograms, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
 import { NO_ACTIVATION, type Activation, type KernelProgram } from '../kernels/program.ts';
@@ -50,6 +51,18 @@ export function checkGraph(graph: Graph): void {
   for (const node of graph.nodes) new NodeLowering(graph, node, runtimeOp(graph, node), undefined).check();
 }
 
+/**
+ * An assert of the kernels that a node reached (the op's parser should have refused what it
+ * fires on) becomes a ModelError naming the node: a bug to report, never a bare Error. Typed
+ * errors (the model's, the GPU's) pass through as they are.
+ */
+function asReportable(lowering: NodeLowering, e: unknown): unknown {
+  if (e instanceof ModelError || e instanceof GpuError) return e;
+  const error = lowering.error(`internal error: ${e instanceof Error ? e.message : String(e)}; please report`);
+  error.cause = e;
+  return error;
+}
+
 /** The op of a node the runtime runs, or an error naming it and listing the runtime's ops. */
 function runtimeOp(graph: Graph, node: Node): OpDefinition {
   const op = findOp(node);
@@ -76,18 +89,22 @@ export async function lowerGraph(graph: Graph, options: LowerOptions): Promise<L
     if (absorbed.has(node)) continue;
     const op = runtimeOp(graph, node);
     const lowering = new NodeLowering(graph, node, op, options, fusion);
-    lowering.check();
-    if (isView(op, node)) {
-      const input = node.inputs[0];
-      if (graph.initializers.has(input)) {
-        // A constant reshaped into a graph output: copy it through a trivial kernel.
-        steps.push(...lowering.copyConstant(input, node.outputs[0]));
-      } else {
-        aliases.set(node.outputs[0], input);
+    try {
+      lowering.check();
+      if (isView(op, node)) {
+        const input = node.inputs[0];
+        if (graph.initializers.has(input)) {
+          // A constant reshaped into a graph output: copy it through a trivial kernel.
+          steps.push(...lowering.copyConstant(input, node.outputs[0]));
+        } else {
+          aliases.set(node.outputs[0], input);
+        }
+        continue;
       }
-      continue;
+      steps.push(...(await lowering.lower()));
+    } catch (e) {
+      throw asReportable(lowering, e);
     }
-    steps.push(...(await lowering.lower()));
   }
   return { steps: separateRepeatedBindings(graph, steps, aliases, temporaries), aliases, temporaries };
 }
@@ -198,6 +215,15 @@ class NodeLowering implements LowerContext {
         );
       }
     });
+    // Every kernel and buffer needs at least one element (refuseEmptyInputs says so for inputs;
+    // a constant of size 0 reaches here).
+    for (const name of [...n.inputs, ...n.outputs]) {
+      const s = name && !steering.has(n.inputs.indexOf(name)) ? this.graph.values.get(name)?.shape : undefined;
+      if (s?.some((d) => d === 0))
+        throw this.error(
+          `value '${name}' is [${s.join(', ')}], an empty tensor, which the runtime does not run (every dimension must be at least 1)`,
+        );
+    }
     // Static shapes are needed to lower, not to check: a symbolic batch is bound per plan.
     if (this.options) {
       for (const out of n.outputs) {

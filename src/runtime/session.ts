@@ -5,12 +5,20 @@
 // ModelError: the model was fine, a new GpuContext and Session will run it.
 import { decodeModel } from '../graph/codec.ts';
 import { ModelError } from '../graph/errors.ts';
-import type { Dim, Graph } from '../graph/ir.ts';
+import { Graph, type Dim } from '../graph/ir.ts';
 import { prepareGraph } from '../graph/load.ts';
 import { Autotuner } from '../kernels/autotune.ts';
-import { defaultVariant, gemmTarget, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
+import {
+  defaultVariant,
+  GEMM_VARIANTS,
+  gemmTarget,
+  variantKey,
+  type GemmProblem,
+  type GemmVariant,
+} from '../kernels/gemm.ts';
 import { GpuDeviceLostError } from '../kernels/errors.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
+import { SessionDisposedError, SessionUsageError } from './errors.ts';
 import { checkGraph, lowerGraph } from './lower.ts';
 import { ConstantStore, Plan } from './plan.ts';
 
@@ -70,6 +78,7 @@ export class Session {
    * ModelError naming node and op for anything the runtime does not run.
    */
   static async create(model: Graph | Uint8Array, options: SessionOptions): Promise<Session> {
+    checkCreateArguments(model, options);
     let source: () => Graph;
     if (model instanceof Uint8Array) {
       source = () => decodeModel(model, { file: options.file });
@@ -82,8 +91,8 @@ export class Session {
     const fresh = source();
     const declared = new Map(fresh.feedInputs.map((i) => [i.name, i.shape && [...i.shape]]));
     const graph = prepareGraph(fresh, { inputShapes: options.inputShapes });
-    checkGraph(graph);
     refuseEmptyInputs(graph);
+    checkGraph(graph);
     const session = new Session(options.gpu, options, source, graph, declared);
     if (graph.feedInputs.every((i) => i.shape?.every((d) => typeof d === 'number'))) {
       session.#current = await session.#planFor(
@@ -129,7 +138,7 @@ export class Session {
   }
 
   async run(feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
-    if (this.#disposed) throw new Error('session disposed');
+    if (this.#disposed) throw new SessionDisposedError('run()');
     const dims = this.#checkFeeds(feeds);
     const job = this.#queue.then(async () => {
       const plan = await this.#planFor(dims);
@@ -166,6 +175,11 @@ export class Session {
     const where = this.#graph.source ?? this.#options.file;
     const prefix = where ? `${where}: ` : '';
     const expected = this.#graph.feedInputs;
+    const names = expected.map((i) => `'${i.name}'`).join(', ');
+    if (typeof feeds !== 'object' || feeds === null)
+      throw new SessionUsageError(
+        `run() takes an object of input tensors ({ name: { dims, data: Float32Array } }) for ${names}; got ${feeds === null ? 'null' : typeof feeds}`,
+      );
     for (const name of Object.keys(feeds)) {
       if (!expected.some((i) => i.name === name)) {
         throw new ModelError(
@@ -174,10 +188,12 @@ export class Session {
       }
     }
     return expected.map((input) => {
-      const feed = feeds[input.name];
-      if (!feed)
-        throw new ModelError(
-          `${prefix}input '${input.name}' is missing; give every input: ${expected.map((i) => `'${i.name}'`).join(', ')}`,
+      const feed = feeds[input.name] as Tensor | undefined | null;
+      if (feed === undefined)
+        throw new ModelError(`${prefix}input '${input.name}' is missing; give every input: ${names}`);
+      if (typeof feed !== 'object' || feed === null)
+        throw new SessionUsageError(
+          `${prefix}input '${input.name}' must be a tensor ({ dims, data: Float32Array }); got ${feed === null ? 'null' : typeof feed}`,
         );
       if (!(feed.data instanceof Float32Array)) {
         const kind = (feed.data as object | undefined)?.constructor?.name ?? typeof feed.data;
@@ -270,6 +286,30 @@ export class Session {
     });
     return Plan.compile(gpu, graph, lowered, this.#constants, { packFeedsAndOutputs: true });
   }
+}
+
+/** What create() needs before it reads anything: bytes or a Graph, and a GPU context. */
+function checkCreateArguments(model: unknown, options: unknown): void {
+  if (!(model instanceof Uint8Array) && !(model instanceof Graph)) {
+    const got =
+      model === null ? 'null' : typeof model === 'object' ? (model.constructor?.name ?? 'object') : typeof model;
+    throw new SessionUsageError(
+      `Session.create takes the model as ONNX bytes (a Uint8Array) or a Graph (from loadModel or decodeModel); got ${got}`,
+    );
+  }
+  const given = options as Partial<SessionOptions> | null | undefined;
+  const gpu = given?.gpu;
+  if (typeof gpu !== 'object' || gpu === null || !('device' in gpu))
+    throw new SessionUsageError(
+      'Session.create needs options.gpu, a GpuContext (createNodeGpuContext() in Node, GpuContext.create() elsewhere)',
+    );
+  const gemm: unknown = given?.gemm;
+  const known = (v: unknown) =>
+    typeof v === 'object' && v !== null && GEMM_VARIANTS.some((g) => variantKey(g) === variantKey(v as GemmVariant));
+  if (gemm !== undefined && gemm !== 'default' && gemm !== 'tune' && !known(gemm))
+    throw new SessionUsageError(
+      `options.gemm = ${JSON.stringify(gemm)} is not accepted; accepted: 'default', 'tune' or one of GEMM_VARIANTS`,
+    );
 }
 
 /**
