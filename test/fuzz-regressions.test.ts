@@ -129,6 +129,37 @@ describe('issue 13 reproducers: models', () => {
     await expectTypedError(() => pipeline(bytes, feeds), ['LRN', 'size']);
   });
 
+  it('LRN alpha 0 and beta 0 are refused, as onnxruntime refuses them (seed 10083)', async () => {
+    for (const name of ['alpha', 'beta']) {
+      const { bytes, feeds } = nodeCase('test_lrn', (m) => (attribute(m, 'LRN', name).f = 0));
+      await expectTypedError(() => pipeline(bytes, feeds), ['LRN', name, '> 0']);
+    }
+  });
+
+  it('an attribute given twice is refused, naming it (seed 10091)', async () => {
+    const { bytes, feeds } = nodeCase('test_lrn', (m) => {
+      const node = m.graph!.node![0];
+      node.attribute!.push({ ...node.attribute![0] });
+    });
+    await expectTypedError(() => pipeline(bytes, feeds), ['LRN', 'twice']);
+  });
+
+  it('a value defined twice, or a graph input listed twice, is refused (seeds 113, 10078)', async () => {
+    const twice = nodeCase('test_relu', (m) => m.graph!.node!.push({ ...m.graph!.node![0] }));
+    await expectTypedError(() => pipeline(twice.bytes, twice.feeds), ['defined twice', 'Relu']);
+    // Edited after the inputs are read: the data set has one tensor per distinct input.
+    const model = onnx.ModelProto.decode(twice.bytes);
+    model.graph!.node!.pop();
+    model.graph!.input!.push({ ...model.graph!.input![0] });
+    const inputTwice = onnx.ModelProto.encode(model).finish();
+    await expectTypedError(() => pipeline(inputTwice, twice.feeds), ['listed twice', 'x']);
+  });
+
+  it('a required input left out is refused before folding reads it (seeds 210, 497)', async () => {
+    const { bytes, feeds } = nodeCase('test_identity', (m) => (m.graph!.node![0].input = ['']));
+    await expectTypedError(() => pipeline(bytes, feeds), ['Identity', 'input 0 is required']);
+  });
+
   it('a huge LRN size (2^52 − 1) is a ModelError naming the attribute, not an internal assert', async () => {
     const { bytes, feeds } = nodeCase('test_lrn', (m) => (attribute(m, 'LRN', 'size').i = 2 ** 52 - 1));
     await expectTypedError(() => pipeline(bytes, feeds), ['LRN', 'size']);
@@ -179,8 +210,11 @@ describe('issue 13 reproducers: models', () => {
   it('bad calls are typed errors naming the argument: run(undefined), run(null), create(null), no gpu, after dispose', async () => {
     const { bytes, feeds } = nodeCase('test_relu');
     const session = await Session.create(bytes, { gpu });
-    await expectTypedError(() => session.run(undefined as unknown as Record<string, Feed>), [/feeds/i]);
-    await expectTypedError(() => session.run(null as unknown as Record<string, Feed>), [/feeds/i]);
+    await expectTypedError(
+      () => session.run(undefined as unknown as Record<string, Feed>),
+      [/object of input tensors/i],
+    );
+    await expectTypedError(() => session.run(null as unknown as Record<string, Feed>), [/object of input tensors/i]);
     session.dispose();
     await expectTypedError(() => session.run(feeds), [/dispos/i]);
     await expectTypedError(() => Session.create(null as unknown as Uint8Array, { gpu }), [/model/i]);

@@ -329,6 +329,11 @@ function decodeNode(n: onnx.INodeProto, ctx: TensorContext): Node {
   if (!Object.keys(node.extra).length) delete node.extra;
   for (const a of n.attribute ?? []) {
     const name = a.name ?? '';
+    if (Object.hasOwn(node.attributes, name))
+      throw new ModelError(`attribute '${name}' is given twice; a node names each attribute once`, {
+        file: ctx.file,
+        node,
+      });
     try {
       node.attributes[name] = decodeAttribute(a, ctx);
     } catch (e) {

@@ -80,6 +80,7 @@ function foldAndInfer(graph: Graph, budget: FoldBudget, deferFills: boolean): nu
   const staticShapeOnly = staticShapeOnlyFor(graph);
   const kept: Node[] = [];
   let deferred = 0;
+  const wanted = new Set([...graph.nodes.flatMap((n) => n.inputs), ...graph.outputs.map((o) => o.name)]);
   for (const node of graph.nodes) {
     const ctx = new ShapeContext(graph, node, opset, constant);
     // Arithmetic on a trainable weight stays a node: folding it would freeze what training
@@ -88,6 +89,13 @@ function foldAndInfer(graph: Graph, budget: FoldBudget, deferFills: boolean): nu
       !RELABELLING_OPS.has(node.opType) && node.inputs.some((i) => graph.initializers.get(i)?.trainable);
     const inputs = node.inputs.map((i) => (i ? (constant(i) ?? staticShapeOnly(node, i)) : undefined));
     const fill = deferFills && node.opType === 'ConstantOfShape' && inputs[0] !== undefined;
+    // The shape rule runs first, folded or not: it is what refuses a node whose required inputs
+    // are missing or ill-typed, before an evaluator reads them.
+    const inferred = shapeRuleFor(graph, node)(ctx);
+    node.outputs.forEach((o, i) => {
+      if (o && !inferred[i] && wanted.has(o))
+        throw ctx.error(`output ${i} ('${o}') is read, but ${node.opType} computes ${inferred.length} output(s) here`);
+    });
     if (isFoldable(node.opType) && !readsTrainable && !fill) {
       const folded = foldNode(ctx, inputs, budget);
       if (folded) {
@@ -97,7 +105,6 @@ function foldAndInfer(graph: Graph, budget: FoldBudget, deferFills: boolean): nu
         continue;
       }
     }
-    const inferred = shapeRuleFor(graph, node)(ctx);
     node.outputs.forEach((o, i) => {
       if (!o || !inferred[i]) return;
       const declared = graph.values.get(o);
@@ -111,9 +118,11 @@ function foldAndInfer(graph: Graph, budget: FoldBudget, deferFills: boolean): nu
         spend(ctx, budget, inferred[0].dtype, dims);
         deferred++;
       } else {
-        const folded = foldNode(ctx, inputs, budget)!;
-        graph.setInitializer(node.outputs[0], folded[0]);
-        continue;
+        const folded = foldNode(ctx, inputs, budget);
+        if (folded) {
+          graph.setInitializer(node.outputs[0], folded[0]);
+          continue;
+        }
       }
     }
     kept.push(node);
@@ -169,10 +178,31 @@ const KNOWN_ELEMENT_TYPES = Array.from({ length: 22 }, (_, i) => `${i + 1} (${da
 /** Every graph output must be computed by a node, be a constant or be a graph input
  * (onnxruntime: "Graph output (z) does not exist in the graph"). */
 function checkOutputsProduced(graph: Graph): void {
-  const known = new Set<string>([...graph.inputs.map((i) => i.name), ...graph.initializers.keys()]);
-  for (const n of graph.nodes) for (const o of n.outputs) known.add(o);
+  // Each value has one definition (ONNX graphs are in SSA form; onnxruntime refuses a second):
+  // a graph input or initializer (an initializer may also be listed as an input), or one node output.
+  const definedBy = new Map<string, string>();
+  for (const i of graph.inputs) {
+    if (definedBy.has(i.name))
+      throw new ModelError(`graph input '${i.name}' is listed twice; each value of a graph has one definition`, {
+        file: graph.source,
+      });
+    definedBy.set(i.name, 'a graph input');
+  }
+  for (const name of graph.initializers.keys()) if (!definedBy.has(name)) definedBy.set(name, 'an initializer');
+  for (const n of graph.nodes) {
+    for (const o of n.outputs) {
+      if (o === '') continue;
+      const earlier = definedBy.get(o);
+      if (earlier)
+        throw new ModelError(
+          `value '${o}' is defined twice: as ${earlier} and as an output of this node; each value of a graph has one definition`,
+          { file: graph.source, node: n },
+        );
+      definedBy.set(o, `an output of node '${n.name || '(unnamed)'}' (${n.opType})`);
+    }
+  }
   for (const out of graph.outputs) {
-    if (!known.has(out.name))
+    if (!definedBy.has(out.name))
       throw new ModelError(
         `graph output '${out.name}' is not computed by any node, nor a graph input or initializer; outputs must name a value of the graph`,
         { file: graph.source },

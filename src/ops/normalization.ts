@@ -174,38 +174,40 @@ export const batchNormalization: OpDefinition = {
   },
 };
 
-/** LRN's size, as onnxruntime accepts it: odd and positive (the window is centred on its
- * channel); at most 2^31 - 1, as the kernel indexes channels with 32-bit integers. */
-function lrnSize(attrs: AttributeReader): number {
+/**
+ * LRN's attributes, as onnxruntime accepts them: size odd and positive (the window is centred
+ * on its channel; at most 2^31 - 1, as the kernel indexes channels with 32-bit integers), alpha
+ * and beta positive, bias finite.
+ */
+function lrnAttributes(attrs: AttributeReader): Pick<LrnParams, 'size' | 'alpha' | 'beta' | 'bias'> {
   const size = attrs.int('size');
   if (!Number.isSafeInteger(size) || size < 1 || size % 2 !== 1 || size > 2 ** 31 - 1)
     throw attrs.error(`size=${size}; accepted: an odd integer in 1…${2 ** 31 - 1}`);
-  return size;
+  const positive = (name: string, fallback: number) => {
+    const v = attrs.float(name, fallback);
+    if (!(v > 0 && Number.isFinite(v))) throw attrs.error(`${name}=${v}; accepted: a finite number > 0`);
+    return v;
+  };
+  const bias = attrs.float('bias', 1);
+  if (!Number.isFinite(bias)) throw attrs.error(`bias=${bias}; accepted: a finite number`);
+  return { size, alpha: positive('alpha', 1e-4), beta: positive('beta', 0.75), bias };
 }
 
 /** LRN's window over X [N, C, spatial…]. */
 function lrnParams(attrs: AttributeReader, x: number[]): LrnParams {
-  return {
-    images: x[0],
-    channels: x[1],
-    spatial: sizeOf(x.slice(2)),
-    size: lrnSize(attrs),
-    alpha: attrs.float('alpha', 1e-4),
-    beta: attrs.float('beta', 0.75),
-    bias: attrs.float('bias', 1),
-  };
+  return { images: x[0], channels: x[1], spatial: sizeOf(x.slice(2)), ...lrnAttributes(attrs) };
 }
 
 export const lrn: OpDefinition = {
   attributes: ['alpha', 'beta', 'bias', 'size'],
   shape: (ctx) => {
-    lrnSize(ctx.attrs);
+    lrnAttributes(ctx.attrs);
     return sameShape(ctx);
   },
   runtime: {
     kind: 'steps',
     check(ctx) {
-      lrnSize(ctx.attrs);
+      lrnAttributes(ctx.attrs);
     },
     lower(ctx) {
       const program = lrnProgram(lrnParams(ctx.attrs, ctx.shape(0)));
