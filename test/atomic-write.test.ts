@@ -1,4 +1,4 @@
-// Interrupted writes: a child process writes a 24 MB model and an 8 MB checkpoint again and again
+// Interrupted writes: a child process writes a 32 MB model and an 8 MB checkpoint again and again
 // through the atomic writer, and is killed (SIGKILL, SIGINT) at seeded random moments. Each time
 // the files must hold a complete generation, the one before the kill or the one being written,
 // and once the next child has written, no temporary of the writer's pattern may be left.
@@ -76,7 +76,7 @@ function generations(folder: string): { model: number | undefined; checkpoint: n
   const graph = decodeModelFile(join(folder, 'model.onnx'));
   const model = graph.initializers.get('payload')!.value;
   const ck = loadCheckpoint(join(folder, 'state.ckpt')); // verifies the CRC
-  const weights = ck.weights.get('payload')!.data;
+  const weights = ck.weights.get('ck_payload')!.data;
   const checkpoint = generationOf(weights, PAYLOAD_ELEMENTS / 3);
   return {
     model: model.data instanceof Float32Array ? generationOf(model.data, PAYLOAD_ELEMENTS) : undefined,

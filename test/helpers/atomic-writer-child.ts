@@ -1,4 +1,4 @@
-// Child process for test/atomic-write.test.ts: writes a ~24 MB model and a ~8 MB checkpoint into
+// Child process for test/atomic-write.test.ts: writes a ~32 MB model and an ~8 MB checkpoint into
 // a folder over and over, generation after generation, until it is killed (or once, with --once).
 // argv: <folder> <first generation> [--once]. Prints "wrote <generation>" after both files are in.
 import { join } from 'node:path';
@@ -12,11 +12,13 @@ const graph = decodeModelFile(join(import.meta.dirname, '../../models-onnx/light
 process.stdout.write('ready\n');
 for (let gen = Number(first); ; gen++) {
   const data = payload(gen);
+  const third = { dims: [PAYLOAD_ELEMENTS / 3], data: data.subarray(0, PAYLOAD_ELEMENTS / 3) };
   graph.setInitializer('payload', { dtype: 'float32', dims: [PAYLOAD_ELEMENTS], data });
+  graph.setInitializer('ck_payload', { dtype: 'float32', ...third });
   saveModelFile(graph, join(folder, 'model.onnx'));
   saveCheckpoint(join(folder, 'state.ckpt'), {
     fingerprint: architectureFingerprint(graph),
-    weights: new Map([['payload', { dims: [PAYLOAD_ELEMENTS / 3], data: data.subarray(0, PAYLOAD_ELEMENTS / 3) }]]),
+    weights: new Map([['ck_payload', third]]),
     step: gen,
     epoch: gen,
   });
