@@ -99,7 +99,7 @@ describe('atomic writer', () => {
       let killedMidWrite = 0;
       for (let round = 0; round < 26; round++) {
         const signal: NodeJS.Signals = round % 2 === 0 ? 'SIGKILL' : 'SIGINT';
-        const delayMs = Math.floor(rng() * 700);
+        const delayMs = Math.floor(rng() * 500);
         let leftover: string[] = [];
         const run = await runChild(folder, next, { signal, delayMs }, (pid) => {
           // The child's first write swept what earlier children left: only its own may remain.
