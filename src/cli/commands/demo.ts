@@ -546,7 +546,7 @@ function checkOutputFolder(out: string): void {
     mkdirSync(out, { recursive: true });
   } catch (e) {
     throw new UsageError(
-      `--out ${out}: cannot create it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); pass a writable folder`,
+      `--out ${out}: cannot write there (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); pass a writable folder`,
     );
   }
   checkWritableFolder(out, '--out');
