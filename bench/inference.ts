@@ -14,7 +14,7 @@ import * as ort from 'onnxruntime-node';
 import { loadModel } from '../src/graph/load.ts';
 import type { Graph } from '../src/graph/ir.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
-import { createNodeGpuContext } from '../src/node/index.ts';
+import { createNodeGpuContext, writeTextAtomic } from '../src/node/index.ts';
 import { Session } from '../src/runtime/session.ts';
 import {
   LIGHT_MODELS,
@@ -656,7 +656,7 @@ console.log(`\n${table()}\n\nTargets:\n${targets().join('\n')}\n\ntotal runtime 
 
 fs.mkdirSync('bench/results', { recursive: true });
 const file = `bench/results/inference-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`;
-fs.writeFileSync(
+writeTextAtomic(
   file,
   JSON.stringify(
     {
@@ -676,7 +676,7 @@ fs.writeFileSync(
 );
 console.log(`wrote ${file}`);
 if (WRITE_MD) {
-  fs.writeFileSync('bench/results/inference-latest.md', md);
+  writeTextAtomic('bench/results/inference-latest.md', md);
   console.log('wrote bench/results/inference-latest.md');
 }
 // TF.js holds a Dawn instance for the life of the process; onnxruntime's threads may linger too.

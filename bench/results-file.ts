@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
+import { writeTextAtomic } from '../src/node/atomic-write.ts';
 
 /** The adapter and CPUs the run had, and the load average at its start and now. */
 export function machineRecord(gpu: GpuContext, loadAtStart: number[]): Record<string, unknown> {
@@ -24,9 +25,9 @@ export function writeResults(
 ): void {
   fs.mkdirSync('bench/results', { recursive: true });
   const file = `bench/results/${suite}-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`;
-  fs.writeFileSync(file, JSON.stringify(record, null, 2));
+  writeTextAtomic(file, JSON.stringify(record, null, 2));
   console.log(`wrote ${file}`);
   if (md === undefined) return;
-  fs.writeFileSync(`bench/results/${suite}-latest.md`, md);
+  writeTextAtomic(`bench/results/${suite}-latest.md`, md);
   console.log(`wrote bench/results/${suite}-latest.md`);
 }

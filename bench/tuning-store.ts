@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { TuningStore } from '../src/kernels/autotune.ts';
+import { writeTextAtomic } from '../src/node/atomic-write.ts';
 
 export function jsonFileTuningStore(file: string): TuningStore {
   const readAll = (): Record<string, Record<string, string>> => {
@@ -17,7 +18,7 @@ export function jsonFileTuningStore(file: string): TuningStore {
       const all = readAll();
       all[adapter] = choices;
       fs.mkdirSync(path.dirname(file), { recursive: true });
-      fs.writeFileSync(file, JSON.stringify(all, null, 2));
+      writeTextAtomic(file, JSON.stringify(all, null, 2));
     },
   };
 }

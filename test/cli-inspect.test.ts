@@ -1,6 +1,8 @@
 // `graft inspect --input` at another batch size than the one a zoo model declares (1): the
 // README's example, on every shipped light model, named or not; the batch reaches the classifier.
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LIGHT_MODELS, lightModelPath } from './helpers/reference-models.ts';
@@ -84,4 +86,42 @@ describe('graft argument errors (node:util parseArgs underneath)', () => {
     // Reaches the seed's own validation, rather than being refused as a missing value.
     expect(r.stderr).toMatch(/^graft build: --seed expects an integer ≥ 0, got '-5'/);
   }, 60_000);
+});
+
+describe('graft file arguments', () => {
+  it('a missing, directory or unwritable path is one line naming it, before any work, nothing written', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'graft-file-args-'));
+    try {
+      const model = lightModelPath('squeezenet');
+      const missing = path.join(dir, 'MISSING');
+      const cases: [string[], string][] = [
+        [['inspect', dir], `${dir} is a directory, expected an .onnx file`],
+        [
+          ['inspect', path.join(dir, 'none.onnx')],
+          `${path.join(dir, 'none.onnx')} does not exist; expected an .onnx file`,
+        ],
+        [
+          ['build', 'vgg16', '--out', path.join(missing, 'v.onnx')],
+          `--out: folder ${missing} does not exist; create it first`,
+        ],
+        [
+          ['rewrite', model, '--out', path.join(missing, 'r.onnx'), '--freeze-all-but', '1'],
+          `--out: folder ${missing} does not exist; create it first`,
+        ],
+        [['rewrite', dir, '--out', path.join(dir, 'r.onnx')], `${dir} is a directory, expected an .onnx file`],
+        [['build', 'alexnet', '--out', path.join('/proc', 'a.onnx')], `--out: folder /proc is not writable`],
+      ];
+      for (const [args, message] of cases) {
+        const r = cli(...args);
+        expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(1);
+        const lines = r.stderr.trim().split('\n');
+        expect(lines, r.stderr).toHaveLength(1);
+        expect(lines[0]).toContain(`graft ${args[0]}: ${message}`);
+        expect(r.stdout).toBe('');
+      }
+      expect(readdirSync(dir)).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });

@@ -405,15 +405,17 @@ describe('graft train / eval / predict', () => {
       ],
       [
         ['train', SOURCE, data, '--case', '1', '--out', path.join(dir, 'e.onnx'), '--init-weights', 'none.safetensors'],
-        /--init-weights: no such file .*none\.safetensors/,
+        /--init-weights: .*none\.safetensors does not exist; expected a \.safetensors file/,
       ],
       [
         ['train', SOURCE, data, '--case', '1', '--out', path.join(dir, 'e.onnx'), '--init-weights', foreignWeights],
         /weights file .*foreign\.safetensors: tensor 'encoder\.weight' is not an initializer of the model/,
       ],
       [['eval', SOURCE, noImages], /class folder .*no-images\/b holds no images/],
-      [['predict', SOURCE, path.join(dir, 'missing.png')], /missing\.png: no such image file/],
-      [['predict', path.join(dir, 'missing.onnx'), files[0]], /missing\.onnx: no such model file/],
+      [['predict', SOURCE, path.join(dir, 'missing.png')], /missing\.png does not exist; expected an image file/],
+      [['predict', SOURCE, dir], new RegExp(`${dir} is a directory, expected an image file`)],
+      [['predict', path.join(dir, 'missing.onnx'), files[0]], /missing\.onnx does not exist; expected an \.onnx file/],
+      [['eval', dir, data], new RegExp(`${dir} is a directory, expected an \\.onnx file`)],
     ];
     for (const [args, message] of cases) {
       const r = graft(...args);

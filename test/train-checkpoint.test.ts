@@ -21,6 +21,7 @@ import {
   loadSafetensorsWeights,
   restoreGraphWeights,
   serializeCheckpoint,
+  type ArchitectureFingerprint,
   type Checkpoint,
 } from '../src/train/checkpoint.ts';
 import { resolveConfig } from '../src/train/optimizers.ts';
@@ -69,6 +70,11 @@ function sampleCheckpoint(): Checkpoint {
   weights.set('odd', { dims: [7, 11, 13], data: randomFloat32Array(7 * 11 * 13, 1) });
   weights.set('scalar', { dims: [], data: new Float32Array([Math.PI]) });
   weights.set('empty', { dims: [0, 3], data: new Float32Array(0) });
+  // The fingerprint lists every weight a checkpoint holds (a load checks them against it).
+  for (const name of ['odd', 'scalar', 'empty']) {
+    const w = weights.get(name)!;
+    graph.setInitializer(name, { dtype: 'float32', dims: w.dims, data: w.data });
+  }
   const slots = new Map(
     [...weights].map(([name, w], i) => [
       name,
@@ -283,7 +289,7 @@ describe('checkpoint files', () => {
     const size = saveCheckpoint(path, ck);
     expect(readBytes(path).length).toBe(size);
     expectSameCheckpoint(loadCheckpoint(path), ck);
-    expectSameCheckpoint(loadCheckpoint(path, architectureFingerprint(tinyNet())), ck);
+    expectSameCheckpoint(loadCheckpoint(path, ck.fingerprint), ck);
     expect(readdirSync(folder).filter((f) => f.endsWith('.tmp'))).toEqual([]);
 
     const e = errorOf(() => loadCheckpoint(path, architectureFingerprint(tinyNet({ classes: 1000 }))));
@@ -415,6 +421,57 @@ describe('checkpoint files', () => {
         (m) => (m['graft.optimizer'] = JSON.stringify({ ...JSON.parse(m['graft.optimizer']), step: -1 })),
         /optimizer's step is -1/,
       ],
+      [
+        'optimizer lr infinite',
+        (m) => (m['graft.optimizer'] = editConfig(m, { lr: 'INF' }).replace('"INF"', '1e999')),
+        /optimizer's config.lr is null; accepted: a finite number ≥ 0/,
+      ],
+      [
+        'optimizer beta2 1',
+        (m) => (m['graft.optimizer'] = editConfig(m, { beta2: 1 })),
+        /optimizer's config.beta2 is 1; accepted: a number in \[0, 1\)/,
+      ],
+      [
+        'optimizer eps a string',
+        (m) => (m['graft.optimizer'] = editConfig(m, { eps: '1e-8' })),
+        /optimizer's config.eps is "1e-8"; accepted: a finite number > 0/,
+      ],
+      [
+        'optimizer config key missing',
+        (m) => (m['graft.optimizer'] = editConfig(m, { clipNorm: undefined })),
+        /optimizer's config.clipNorm is missing; accepted: null or a finite number > 0/,
+      ],
+      [
+        'optimizer config key unknown',
+        (m) => (m['graft.optimizer'] = editConfig(m, { amsgrad: true })),
+        /optimizer's config has unknown key 'amsgrad'; accepted: type, lr, momentum/,
+      ],
+      [
+        'nesterov without momentum',
+        (m) => (m['graft.optimizer'] = editConfig(m, { type: 'sgd', nesterov: true }, 'sgd')),
+        /nesterov without momentum; nesterov needs momentum > 0/,
+      ],
+      [
+        'slots of another optimizer',
+        (m) => (m['graft.optimizer'] = editConfig(m, { type: 'sgd', momentum: 0.9 }, 'sgd')),
+        /optimizer state for 'conv.weight' has slots \[exp_avg, exp_avg_sq\]; sgd as configured keeps \[momentum_buffer\]/,
+      ],
+      [
+        'slot shaped unlike its weight',
+        (_m, h) => ((h['optimizer.exp_avg/odd'] as { shape: number[] }).shape = [11, 7, 13]),
+        /optimizer exp_avg of 'odd' is \[11, 7, 13\], its weight \[7, 11, 13\]/,
+      ],
+      [
+        'fingerprint shape unlike the tensor',
+        (m) =>
+          (m['graft.fingerprint'] = editFingerprint(m, (p) => (p.name === 'odd' ? { ...p, dims: [7, 11, 14] } : p))),
+        /weight 'odd' is \[7, 11, 13\], its architecture fingerprint says \[7, 11, 14\]/,
+      ],
+      [
+        'weight missing from the fingerprint',
+        (m) => (m['graft.fingerprint'] = editFingerprint(m, (p) => (p.name === 'odd' ? undefined : p))),
+        /weight 'odd' is not a parameter of the checkpoint's architecture fingerprint/,
+      ],
       ['metadata not a string', (m) => ((m as Record<string, unknown>)['graft.step'] = 5), /only strings/],
       ['extra not an object', (m) => (m['graft.extra'] = '[1]'), /extra is \[1\], not an object/],
       [
@@ -432,6 +489,18 @@ describe('checkpoint files', () => {
       expect(e.message, what).toMatch(/^checkpoint f.ck: /);
       expect(e.message, what).toMatch(message);
     }
+  });
+
+  it('refuses an optimizer that has stepped but whose moments are missing', () => {
+    const stepped = { ...ck, optimizer: { ...ck.optimizer!, slots: new Map() } };
+    const e = errorOf(() => deserializeCheckpoint(serializeCheckpoint(stepped), { source: 'f.ck' }));
+    expect(e.problem).toBe('corrupt');
+    expect(e.message).toBe(
+      'checkpoint f.ck: the optimizer has taken 1234 steps but the checkpoint holds none of its exp_avg, exp_avg_sq tensors',
+    );
+    // Before its first step an optimizer keeps no moments yet: that loads.
+    const fresh = { ...stepped, optimizer: { ...stepped.optimizer, step: 0 } };
+    expect(deserializeCheckpoint(serializeCheckpoint(fresh)).optimizer!.step).toBe(0);
   });
 
   it('refuses overlapping, gapped, out-of-range and mis-sized tensors and a huge header before allocating', () => {
@@ -616,3 +685,20 @@ print(json.dumps(expected))
     console.log(`kill test outcomes: ${outcomes.join('; ')}`);
   });
 });
+
+/** The optimizer metadata with `changes` merged into its config (undefined deletes a key). */
+function editConfig(meta: Record<string, string>, changes: Record<string, unknown>, type?: string): string {
+  const o = JSON.parse(meta['graft.optimizer']) as { type: string; config: Record<string, unknown> };
+  const config = { ...o.config, ...changes };
+  for (const k of Object.keys(changes)) if (changes[k] === undefined) delete config[k];
+  return JSON.stringify({ ...o, type: type ?? o.type, config });
+}
+
+/** The fingerprint metadata with each parameter mapped (undefined drops it). */
+function editFingerprint(
+  meta: Record<string, string>,
+  f: (p: { name: string; dims: number[] }) => { name: string; dims: number[] } | undefined,
+): string {
+  const fp = JSON.parse(meta['graft.fingerprint']) as ArchitectureFingerprint;
+  return JSON.stringify({ ...fp, parameters: fp.parameters.map(f).filter((p) => p !== undefined) });
+}

@@ -1,7 +1,6 @@
 // What train, eval and predict share: number flags, the output-folder check, choosing the
 // preprocessing (flag, model metadata or default), and plain-text tables.
-import { accessSync, constants, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import type { Graph } from '../graph/ir.ts';
 import {
   PREPROCESS_PRESETS,
@@ -10,6 +9,7 @@ import {
   type PreprocessPreset,
   type PreprocessSpec,
 } from '../graph/model-metadata.ts';
+import { checkReadableFile, checkWritableFolder } from '../node/atomic-write.ts';
 import { UsageError } from './args.ts';
 
 export function integerFlag(flag: string, text: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -34,32 +34,17 @@ export function choiceFlag<T extends string>(flag: string, text: string, choices
   return text as T;
 }
 
-/**
- * The folder a file will be written to must exist and take a new file, checked by writing one
- * (permission bits say nothing for root or read-only mounts). Called before any work.
- */
-export function checkWritableFolder(folder: string, flag: string): void {
-  const dir = resolve(folder);
-  let isDir = false;
-  try {
-    isDir = statSync(dir).isDirectory();
-  } catch {
-    throw new UsageError(`${flag}: folder ${dir} does not exist; create it first`);
-  }
-  if (!isDir) throw new UsageError(`${flag}: ${dir} is not a folder`);
-  try {
-    accessSync(dir, constants.W_OK);
-    rmSync(mkdtempSync(join(dir, '.graft-write-check-')), { recursive: true, force: true });
-  } catch (e) {
-    throw new UsageError(
-      `${flag}: folder ${dir} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
-    );
-  }
-}
+export { checkWritableFolder } from '../node/atomic-write.ts';
 
+/** An output model: an .onnx name in a folder that takes a new file, checked before any work. */
 export function checkOutputFile(path: string, flag: string): void {
   if (!path.toLowerCase().endsWith('.onnx')) throw new UsageError(`${flag} must name an .onnx file, got '${path}'`);
   checkWritableFolder(dirname(resolve(path)), flag);
+}
+
+/** A model file argument: it exists, is a file and is readable (a FileError naming it otherwise). */
+export function checkModelFile(path: string, label?: string): void {
+  checkReadableFile(path, 'an .onnx file', label);
 }
 
 /** The model's image size: its input's H (= W), static. */

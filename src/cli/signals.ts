@@ -1,6 +1,8 @@
 // Ctrl-C and SIGTERM for long commands: the first asks the work to stop at a safe point (the
 // trainer finishes its step and saves a checkpoint); a second quits at once, except while a
-// file is being written, so nothing half-written or temporary is left behind.
+// file is being written, so nothing half-written or temporary is left behind. Files go through
+// node/atomic-write.ts, whose own SIGINT/SIGTERM handler stands aside while this one is installed;
+// its exit hook removes any temporary still in flight when this one quits.
 
 export interface Interruptible {
   /** Aborted on the first SIGINT/SIGTERM. */

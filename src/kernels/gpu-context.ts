@@ -82,6 +82,7 @@ export class GpuContext {
   // Held, not used: dawn.node's instance must outlive the device (platform.md, "dawn.node lifetime").
   #owned: { gpu: GPU; adapter: GPUAdapter; keepAlive: unknown } | null;
   #disposed = false;
+  readonly #live = { count: 0, bytes: 0 };
   #lost: DeviceLoss | null = null;
   #uncaptured: GPUError[] = [];
   #uncapturedDropped = 0;
@@ -263,7 +264,26 @@ export class GpuContext {
         `${size} bytes exceeds this device's maxBufferSize of ${maxBufferSize} bytes (${describeAdapter(this.info)})`,
       );
     }
-    return device.createBuffer({ label, size, usage });
+    const buffer = device.createBuffer({ label, size, usage });
+    // Live-buffer accounting (liveBuffers): counted down once, by the first destroy().
+    this.#live.count++;
+    this.#live.bytes += size;
+    const destroy = buffer.destroy.bind(buffer);
+    let counted = true;
+    buffer.destroy = () => {
+      if (counted) {
+        counted = false;
+        this.#live.count--;
+        this.#live.bytes -= size;
+      }
+      destroy();
+    };
+    return buffer;
+  }
+
+  /** Buffers made by createBuffer and not yet destroyed, and their bytes: what a leak check watches. */
+  get liveBuffers(): { count: number; bytes: number } {
+    return { ...this.#live };
   }
 
   /** Writes data into buffer at offset (bytes) through the queue; both must be multiples of 4 bytes. */

@@ -1,6 +1,5 @@
 // Checkpoint files on disk (Node only): whole-or-nothing saves and verified loads.
-import { closeSync, existsSync, fsyncSync, openSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync } from 'node:fs';
 import {
   CheckpointError,
   deserializeCheckpoint,
@@ -11,19 +10,20 @@ import {
   type CheckpointTensor,
 } from '../train/checkpoint.ts';
 import type { Graph } from '../graph/ir.ts';
-import { readBytes, writeFileAtomic } from './files.ts';
+import { readableFileProblem, writeFileAtomic } from './atomic-write.ts';
+import { readBytes } from './files.ts';
 
 /**
  * Writes the checkpoint so that `path` always holds either the previous file or the complete new
  * one, whatever kills the process: the bytes go to a temporary file beside it, are fsynced, and
  * the temporary file is renamed over `path`; then the folder is fsynced so the rename itself
- * survives a power loss. A killed save can leave a `.name.pid.time.tmp` file behind, never a
- * half-written `path`. Returns the number of bytes written.
+ * survives a power loss (writeFileAtomic). A SIGKILLed save can leave a `.name.pid.time.tmp`
+ * file behind, never a half-written `path`; the next write to the folder sweeps it. Returns the
+ * number of bytes written.
  */
 export function saveCheckpoint(path: string, ck: Checkpoint): number {
   const bytes = serializeCheckpoint(ck);
   writeFileAtomic(path, bytes);
-  syncFolder(dirname(path));
   return bytes.length;
 }
 
@@ -47,19 +47,6 @@ export function loadWeightsFile(path: string, graph: Graph): Map<string, Checkpo
 
 function checkFile(path: string, what: string): void {
   if (!existsSync(path)) throw new CheckpointError('missing', path, 'no such file', what);
-  if (statSync(path).isDirectory()) throw new CheckpointError('missing', path, `is a folder, not a ${what}`, what);
-}
-
-function syncFolder(folder: string): void {
-  // Some systems (Windows, a few network file systems) cannot open or fsync a folder; the file
-  // itself is already complete and synced, so this is durability insurance, not correctness.
-  let fd: number | undefined;
-  try {
-    fd = openSync(folder, 'r');
-    fsyncSync(fd);
-  } catch {
-    // see above
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
+  const problem = readableFileProblem(path, `a ${what}`);
+  if (problem) throw new CheckpointError('missing', path, problem.detail, what);
 }

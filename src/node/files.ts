@@ -1,22 +1,14 @@
 // Node-only file access for models: reading with external data, and atomic writes.
-import {
-  closeSync,
-  existsSync,
-  fstatSync,
-  openSync,
-  readFileSync,
-  readSync,
-  renameSync,
-  rmSync,
-  writeFileSync,
-  fsyncSync,
-} from 'node:fs';
-import { basename, dirname, isAbsolute, join, normalize } from 'node:path';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { dirname, isAbsolute, join, normalize } from 'node:path';
 import { encodeModel, type EncodeOptions } from '../graph/codec.ts';
 import { ModelError } from '../graph/errors.ts';
 import type { Graph } from '../graph/ir.ts';
 import { loadModel, type PrepareOptions } from '../graph/load.ts';
 import { decodeModel, type ExternalDataReader } from '../graph/codec.ts';
+import { readableFileProblem, writeFileAtomic } from './atomic-write.ts';
+
+export { writeFileAtomic } from './atomic-write.ts';
 
 /** A file's bytes as a Uint8Array that owns its memory (small reads come from a shared pool). */
 export function readBytes(path: string): Uint8Array {
@@ -62,6 +54,8 @@ export function externalDataReader(modelPath: string): ExternalDataReader {
 
 function readModelBytes(path: string): Uint8Array {
   if (!existsSync(path)) throw new ModelError('no such file', { file: path });
+  const problem = readableFileProblem(path, 'an .onnx file');
+  if (problem) throw new ModelError(problem.detail, { file: path });
   return readBytes(path);
 }
 
@@ -75,25 +69,7 @@ export function loadModelFile(path: string, options: PrepareOptions = {}): Graph
   return loadModel(readModelBytes(path), { ...options, file: path, readExternal: externalDataReader(path) });
 }
 
-/** Writes bytes atomically: a temporary file beside the target, synced, then renamed over it,
- * so a crash never leaves a half-written file under the real name. */
-export function writeFileAtomic(path: string, bytes: Uint8Array): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
-  try {
-    writeFileSync(tmp, bytes);
-    const fd = openSync(tmp, 'r+');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
-  }
-}
-
+/** Encodes and writes a model atomically (see writeFileAtomic: the folder is checked first). */
 export function saveModelFile(graph: Graph, path: string, options: EncodeOptions = {}): void {
   writeFileAtomic(path, encodeModel(graph, options));
 }

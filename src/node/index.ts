@@ -7,6 +7,7 @@ import path from 'node:path';
 import { create, globals } from 'webgpu';
 import { GpuContext, type GpuContextOptions, type ShaderObserver } from '../kernels/gpu-context.ts';
 import { GpuAdapterError, GpuError } from '../kernels/errors.ts';
+import { writeTextAtomic } from './atomic-write.ts';
 
 export { GpuContext } from '../kernels/gpu-context.ts';
 export type {
@@ -51,7 +52,7 @@ export function shaderFileWriter(dir: string): ShaderObserver {
     const readable = key.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 100);
     const hash = createHash('sha256').update(key).digest('hex').slice(0, 12);
     const header = `// pipeline key: ${key.replace(/\n/g, ' ')}\n// label: ${label.replace(/\n/g, ' ')}\n`;
-    fs.writeFileSync(path.join(dir, `${readable}-${hash}.wgsl`), header + wgsl);
+    writeTextAtomic(path.join(dir, `${readable}-${hash}.wgsl`), header + wgsl);
   };
 }
 
@@ -123,13 +124,15 @@ function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+export { loadModelFile, decodeModelFile, saveModelFile, externalDataReader, readBytes } from './files.ts';
 export {
-  loadModelFile,
-  decodeModelFile,
-  saveModelFile,
+  FileError,
+  type FileProblem,
+  checkReadableFile,
+  checkWritableFolder,
+  sweepStaleTemporaries,
   writeFileAtomic,
-  externalDataReader,
-  readBytes,
-} from './files.ts';
+  writeTextAtomic,
+} from './atomic-write.ts';
 export * as data from '../data/node/index.ts';
 export { saveCheckpoint, loadCheckpoint, loadWeightsFile } from './checkpoint-files.ts';

@@ -19,7 +19,14 @@
 import { crc32 } from '../graph/crc32.ts';
 import type { Graph, Initializer } from '../graph/ir.ts';
 import { CheckpointError, type CheckpointProblem } from './checkpoint-error.ts';
-import type { OptimizerState, OptimizerType, ResolvedOptimizerConfig, SlotName } from './optimizers.ts';
+import { slotsOf } from '../kernels/optimizer-kernels.ts';
+import {
+  ruleOf,
+  type OptimizerState,
+  type OptimizerType,
+  type ResolvedOptimizerConfig,
+  type SlotName,
+} from './optimizers.ts';
 import { parseSafetensors, serializeSafetensors, toFloat32, type SafetensorsTensorInput } from './safetensors.ts';
 
 export { CheckpointError, type CheckpointProblem } from './checkpoint-error.ts';
@@ -306,6 +313,7 @@ export function deserializeCheckpoint(bytes: Uint8Array, options: DeserializeOpt
   if (options.expected) checkFingerprint(ck.fingerprint, options.expected, file);
 
   const slots = new Map<string, Partial<Record<SlotName, Float32Array>>>();
+  const slotDims = new Map<string, number[]>();
   for (const [name, entry] of st.tensors) {
     if (!name.startsWith(OPTIMIZER_TENSOR_PREFIX)) {
       ck.weights.set(name, { dims: entry.shape, data: toFloat32(name, entry, file, 'checkpoint') });
@@ -323,17 +331,10 @@ export function deserializeCheckpoint(bytes: Uint8Array, options: DeserializeOpt
     let record = slots.get(weight);
     if (!record) slots.set(weight, (record = {}));
     record[slot] = toFloat32(name, entry, file, 'checkpoint');
-  }
-  for (const [weight, record] of slots) {
-    const w = ck.weights.get(weight);
-    if (!w) fail('corrupt', `optimizer state for '${weight}', which is not among the checkpoint's weights`);
-    for (const [slot, data] of Object.entries(record)) {
-      if (data.length !== w!.data.length)
-        fail('corrupt', `optimizer ${slot} of '${weight}' holds ${data.length} floats, its weight ${w!.data.length}`);
-    }
+    slotDims.set(`${slot}/${weight}`, entry.shape);
   }
   if (slots.size > 0 && !ck.optimizer) fail('corrupt', `optimizer tensors without ${KEY.optimizer}`);
-  if (ck.optimizer) ck.optimizer.slots = slots;
+  checkTensorsAgainstState(ck, slots, slotDims, fail);
   return ck;
 }
 
@@ -449,6 +450,7 @@ function checkedState(raw: UncheckedState, fail: (problem: CheckpointProblem, de
         'corrupt',
         `the optimizer's config is ${JSON.stringify(o!.config)}; an object of type '${o!.type}' is needed`,
       );
+    checkOptimizerConfig(o!.config as Record<string, unknown>, fail);
     ck.optimizer = { type: o!.type!, step: o!.step!, config: o!.config as ResolvedOptimizerConfig, slots: new Map() };
   }
   if (raw.extra !== undefined && !isRecord(raw.extra))
@@ -457,6 +459,88 @@ function checkedState(raw: UncheckedState, fail: (problem: CheckpointProblem, de
   if (raw.schedule !== undefined) ck.schedule = raw.schedule as JsonValue;
   if (raw.extra !== undefined) ck.extra = raw.extra as { [key: string]: JsonValue };
   return ck;
+}
+
+/** Each value of a resolved optimizer config, in the range the optimizer accepts (resolveConfig's rules). */
+const CONFIG_RULES: Record<keyof ResolvedOptimizerConfig, [(v: unknown) => boolean, string]> = {
+  type: [(v) => OPTIMIZER_TYPES.includes(v as OptimizerType), OPTIMIZER_TYPES.join(', ')],
+  lr: [(v) => isFiniteIn(v, 0, Infinity), 'a finite number ≥ 0'],
+  momentum: [(v) => isFiniteIn(v, 0, 1) && v !== 1, 'a number in [0, 1)'],
+  nesterov: [(v) => typeof v === 'boolean', 'true or false'],
+  beta1: [(v) => isFiniteIn(v, 0, 1) && v !== 1, 'a number in [0, 1)'],
+  beta2: [(v) => isFiniteIn(v, 0, 1) && v !== 1, 'a number in [0, 1)'],
+  eps: [(v) => isFiniteIn(v, 0, Infinity) && v !== 0, 'a finite number > 0'],
+  weightDecay: [(v) => isFiniteIn(v, 0, Infinity), 'a finite number ≥ 0'],
+  clipNorm: [(v) => v === null || (isFiniteIn(v, 0, Infinity) && v !== 0), 'null or a finite number > 0'],
+  reportGradNorm: [(v) => typeof v === 'boolean', 'true or false'],
+};
+
+function checkOptimizerConfig(
+  config: Record<string, unknown>,
+  fail: (problem: CheckpointProblem, detail: string) => never,
+): void {
+  for (const [key, [ok, accepted]] of Object.entries(CONFIG_RULES)) {
+    if (!ok(config[key]))
+      fail(
+        'corrupt',
+        `the optimizer's config.${key} is ${JSON.stringify(config[key]) ?? 'missing'}; accepted: ${accepted}`,
+      );
+  }
+  const unknown = Object.keys(config).find((k) => !(k in CONFIG_RULES));
+  if (unknown !== undefined)
+    fail(
+      'corrupt',
+      `the optimizer's config has unknown key '${unknown}'; accepted: ${Object.keys(CONFIG_RULES).join(', ')}`,
+    );
+  if (config.nesterov === true && config.momentum === 0)
+    fail('corrupt', "the optimizer's config has nesterov without momentum; nesterov needs momentum > 0");
+}
+
+/**
+ * The tensors agree with the metadata: every weight is a fingerprint parameter of the same shape;
+ * every optimizer record holds exactly the slots its update rule keeps, each shaped as its weight;
+ * an optimizer that has stepped and keeps slots has some. Puts the slots into ck.optimizer.
+ */
+function checkTensorsAgainstState(
+  ck: Checkpoint,
+  slots: Map<string, Partial<Record<SlotName, Float32Array>>>,
+  slotDims: Map<string, number[]>,
+  fail: (problem: CheckpointProblem, detail: string) => never,
+): void {
+  const declared = new Map(ck.fingerprint.parameters.map((p) => [p.name, p.dims]));
+  for (const [name, w] of ck.weights) {
+    const dims = declared.get(name);
+    if (!dims) fail('corrupt', `weight '${name}' is not a parameter of the checkpoint's architecture fingerprint`);
+    if (!sameDims(dims!, w.dims))
+      fail('corrupt', `weight '${name}' is ${showDims(w.dims)}, its architecture fingerprint says ${showDims(dims!)}`);
+  }
+  if (!ck.optimizer) return;
+  const want = slotsOf(ruleOf(ck.optimizer.config));
+  for (const [weight, record] of slots) {
+    const w = ck.weights.get(weight);
+    if (!w) fail('corrupt', `optimizer state for '${weight}', which is not among the checkpoint's weights`);
+    const have = Object.keys(record).sort();
+    if (have.join() !== [...want].sort().join())
+      fail(
+        'corrupt',
+        `optimizer state for '${weight}' has slots [${have.join(', ')}]; ${ck.optimizer.type} as configured keeps [${want.join(', ')}]`,
+      );
+    for (const slot of want) {
+      const dims = slotDims.get(`${slot}/${weight}`)!;
+      if (!sameDims(dims, w!.dims) || record[slot]!.length !== w!.data.length)
+        fail('corrupt', `optimizer ${slot} of '${weight}' is ${showDims(dims)}, its weight ${showDims(w!.dims)}`);
+    }
+  }
+  if (want.length > 0 && ck.optimizer.step > 0 && slots.size === 0)
+    fail(
+      'corrupt',
+      `the optimizer has taken ${ck.optimizer.step} steps but the checkpoint holds none of its ${want.join(', ')} tensors`,
+    );
+  ck.optimizer.slots = slots;
+}
+
+function isFiniteIn(x: unknown, min: number, max: number): x is number {
+  return typeof x === 'number' && Number.isFinite(x) && x >= min && x <= max;
 }
 
 function isCount(x: unknown): x is number {
@@ -524,6 +608,7 @@ function readVersion1(bytes: Uint8Array, options: DeserializeOptions): Checkpoin
   const dataStart = V1_HEADER_BYTES + Math.ceil(jsonLength / 4) * 4;
   const dataEnd = total - V1_CHECKSUM_BYTES;
   const slots = new Map<string, Partial<Record<SlotName, Float32Array>>>();
+  const slotDims = new Map<string, number[]>();
   for (const t of meta.tensors as unknown[]) {
     if (!isRecord(t) || typeof t.name !== 'string')
       return fail('corrupt', `tensor entry ${JSON.stringify(t)} is not an object with a name`);
@@ -544,9 +629,11 @@ function readVersion1(bytes: Uint8Array, options: DeserializeOptions): Checkpoin
       let record = slots.get(t.name);
       if (!record) slots.set(t.name, (record = {}));
       record[t.slot as SlotName] = data;
+      slotDims.set(`${String(t.slot)}/${t.name}`, dims);
     } else fail('corrupt', `tensor '${t.name}' has unknown kind '${String(t.kind)}'`);
   }
-  if (ck.optimizer) ck.optimizer.slots = slots;
+  if (slots.size > 0 && !ck.optimizer) fail('corrupt', 'optimizer tensors without optimizer metadata');
+  checkTensorsAgainstState(ck, slots, slotDims, fail);
   return ck;
 }
 

@@ -178,7 +178,8 @@ export function resolveConfig(config: OptimizerConfig): ResolvedOptimizerConfig 
   return r;
 }
 
-function ruleOf(c: ResolvedOptimizerConfig): UpdateRule {
+/** The update kernel a configuration runs, which fixes the moment tensors (slots) it keeps. */
+export function ruleOf(c: ResolvedOptimizerConfig): UpdateRule {
   if (c.type === 'sgd') return c.momentum === 0 ? 'sgd' : c.nesterov ? 'sgd-nesterov' : 'sgd-momentum';
   return c.type;
 }

@@ -12,6 +12,7 @@ import {
 import type { Dim } from '../../graph/ir.ts';
 import { summarizeGraph } from '../../graph/summary.ts';
 import { saveModelFile } from '../../node/files.ts';
+import { checkOutputFile } from '../common.ts';
 import { flagOptions, parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 
 export const buildCommand: CommandSpec = {
@@ -50,8 +51,9 @@ export const buildCommand: CommandSpec = {
       batch: batch === 'batch' ? 'batch' : integerOption(batch, 'batch', 1, this.usage),
       width: widthOption(args.values.width, this.usage),
     };
-    const graph = buildArchitecture(name, options);
     const out = resolve(args.values.out ?? `${name}.onnx`);
+    checkOutputFile(out, '--out');
+    const graph = buildArchitecture(name, options);
     saveModelFile(graph, out);
     const s = summarizeGraph(graph);
     const shape = (v: { name: string; shape?: Dim[] }) =>

@@ -3,7 +3,7 @@
 // optimizer. Similar data = the Fashion-MNIST classes the source never saw; different data = the
 // 8×8 handwritten digits of scikit-learn. Prints one table and writes results.json, table.md and
 // SVG plots under --out.
-import { accessSync, constants, existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +20,7 @@ import { readLabels, readPreprocess, type PreprocessSpec } from '../../graph/mod
 import { cutPoints, reinitLayers, transfer, unfreeze } from '../../graph/surgery/index.ts';
 import type { GpuContext } from '../../kernels/gpu-context.ts';
 import { loadModelFile, writeFileAtomic } from '../../node/files.ts';
+import { checkWritableFolder } from '../../node/atomic-write.ts';
 import { createNodeGpuContext } from '../../node/index.ts';
 import { Trainer, type EpochMetrics } from '../../train/index.ts';
 import { flagOptions, parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
@@ -539,15 +540,16 @@ export function formatTable(r: DemoResults): string {
   ].join('\n');
 }
 
+/** The demo makes its output folder; then it must take files (checkWritableFolder's probe). */
 function checkOutputFolder(out: string): void {
   try {
     mkdirSync(out, { recursive: true });
-    accessSync(out, constants.W_OK);
   } catch (e) {
     throw new UsageError(
       `--out ${out}: cannot write there (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); pass a writable folder`,
     );
   }
+  checkWritableFolder(out, '--out');
 }
 
 function writeOutputs(out: string, r: DemoResults, table: string): void {

@@ -1,6 +1,5 @@
 // graft eval MODEL.onnx DATA_DIR: loss, top-1, top-5, per-class accuracy and the confusion matrix
 // of a classifier on a folder of labelled images, in the terminal and as an SVG heatmap.
-import { existsSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { openImageFolder, type ImageFolderSource } from '../../data/node/image-loader.ts';
 import { readLabels } from '../../graph/model-metadata.ts';
@@ -20,6 +19,7 @@ import {
   percent,
   PREPROCESS_CHOICES,
   table,
+  checkModelFile,
 } from '../common.ts';
 import { heatmap } from '../plot.ts';
 
@@ -56,7 +56,7 @@ export const evalCommand: CommandSpec = {
     if (!plotPath.toLowerCase().endsWith('.svg'))
       throw new UsageError(`--plot must name an .svg file, got '${o.plot}'`);
     checkWritableFolder(dirname(plotPath), '--plot');
-    if (!existsSync(modelPath)) throw new UsageError(`${modelPath}: no such model file`);
+    checkModelFile(modelPath);
     const graph = loadModelFile(modelPath);
     const { size } = modelInputSize(graph, modelPath);
     const { spec, why } = choosePreprocess(graph, modelPath, o.preprocess, size);

@@ -1,5 +1,6 @@
 // graft inspect <model.onnx> [--json] [--batch N]: a per-node table and parameter totals.
 import { decodeModelFile } from '../../node/files.ts';
+import { checkModelFile } from '../common.ts';
 import { prepareGraph } from '../../graph/load.ts';
 import { cutPoints, formatCutPoints, setBatchSize } from '../../graph/surgery/index.ts';
 import { summarizeGraph, type GraphSummary } from '../../graph/summary.ts';
@@ -16,6 +17,7 @@ export const inspectCommand: CommandSpec = {
       positional: 1,
       usage: this.usage,
     });
+    checkModelFile(args.positional[0]);
     let graph = decodeModelFile(args.positional[0]);
     const inputShapes = args.values.input
       ? parseInputShape(

@@ -1,5 +1,4 @@
 // graft predict MODEL.onnx IMAGE…: the top-k classes of each image with their probabilities.
-import { existsSync, statSync } from 'node:fs';
 import { loadImageFiles } from '../../data/node/image-loader.ts';
 import { readLabels } from '../../graph/model-metadata.ts';
 import { createNodeGpuContext } from '../../node/index.ts';
@@ -7,6 +6,7 @@ import { loadModelFile } from '../../node/files.ts';
 import { flagOptions, parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 import { rankClasses, softmaxRows } from '../../train/trainer.ts';
 import { openClassifier } from '../classifier.ts';
+import { checkReadableFile } from '../../node/atomic-write.ts';
 import {
   choosePreprocess,
   describePreprocess,
@@ -14,6 +14,7 @@ import {
   modelInputSize,
   PREPROCESS_CHOICES,
   choiceFlag,
+  checkModelFile,
 } from '../common.ts';
 
 const USAGE =
@@ -35,11 +36,9 @@ export const predictCommand: CommandSpec = {
     const top = args.values.top === undefined ? 5 : integerFlag('--top', args.values.top, 1);
     const chunk = args.values.batch === undefined ? 8 : integerFlag('--batch', args.values.batch, 1, 1024);
     if (args.values.preprocess !== undefined) choiceFlag('--preprocess', args.values.preprocess, PREPROCESS_CHOICES);
-    if (!existsSync(modelPath)) throw new UsageError(`${modelPath}: no such model file`);
+    checkModelFile(modelPath);
     for (const image of images) {
-      if (!existsSync(image)) throw new UsageError(`${image}: no such image file`);
-      if (statSync(image).isDirectory())
-        throw new UsageError(`${image} is a folder; pass image files (graft eval takes a folder of class folders)`);
+      checkReadableFile(image, 'an image file (graft eval takes a folder of class folders)');
     }
     const graph = loadModelFile(modelPath);
     const { size } = modelInputSize(graph, modelPath);

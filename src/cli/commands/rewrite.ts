@@ -14,6 +14,7 @@ import {
   type Selector,
 } from '../../graph/surgery/index.ts';
 import { loadModelFile, saveModelFile } from '../../node/files.ts';
+import { checkModelFile, checkOutputFile } from '../common.ts';
 import { flagOptions, parseCommandArgs, UsageError, valueOptions, type CommandSpec } from '../args.ts';
 
 const USAGE =
@@ -62,6 +63,8 @@ export const rewriteCommand: CommandSpec = {
     ].filter((s): s is Selector => s !== false);
     if (freezeSelectors.length > 1) throw usage('use one of --freeze, --freeze-before and --freeze-all-but');
 
+    checkModelFile(args.positional[0]);
+    checkOutputFile(o.out, '--out');
     let graph: Graph = loadModelFile(args.positional[0]);
     const report: string[] = [];
     const warnings: string[] = [];

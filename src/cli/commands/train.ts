@@ -11,6 +11,7 @@ import { writeLabels, writePreprocess } from '../../graph/model-metadata.ts';
 import { adaptToInputSize, transfer, type TransferSummary } from '../../graph/surgery/index.ts';
 import { createNodeGpuContext } from '../../node/index.ts';
 import { loadCheckpoint, loadWeightsFile, saveCheckpoint } from '../../node/checkpoint-files.ts';
+import { checkReadableFile } from '../../node/atomic-write.ts';
 import { loadModelFile, writeFileAtomic } from '../../node/files.ts';
 import { restoreGraphWeights, type Checkpoint } from '../../train/checkpoint.ts';
 import type { OptimizerType } from '../../train/optimizers.ts';
@@ -28,6 +29,7 @@ import {
   numberFlag,
   percent,
   PREPROCESS_CHOICES,
+  checkModelFile,
 } from '../common.ts';
 import { lineChart, stackCharts } from '../plot.ts';
 import { Progress } from '../progress.ts';
@@ -143,10 +145,9 @@ export const trainCommand: CommandSpec = {
       throw new UsageError(
         `--resume: no checkpoint at ${checkpointPath} (it is written beside --out, or in --checkpoint-dir)`,
       );
-    if (!existsSync(modelPath)) throw new UsageError(`${modelPath}: no such model file`);
+    checkModelFile(modelPath);
     const initWeights = o['init-weights'] === undefined ? undefined : resolve(o['init-weights']);
-    if (initWeights !== undefined && !existsSync(initWeights))
-      throw new UsageError(`--init-weights: no such file ${initWeights}`);
+    if (initWeights !== undefined) checkReadableFile(initWeights, 'a .safetensors file', '--init-weights');
 
     const stop = interruptible();
     const say = (line: string) => process.stdout.write(line + '\n');
