@@ -9,6 +9,8 @@ import {
   resolveReshape,
   sameShape,
   showShape,
+  type InferredValue,
+  type ShapeContext,
   type ShapeRule,
 } from '../graph/shape-context.ts';
 import { sizeOf, toNumbers } from '../graph/tensor.ts';
@@ -50,41 +52,29 @@ export const reshape = viewOp(
   { shapeInput: true },
 );
 
-export const squeeze = viewOp(
-  [{ name: 'axes', until: 12, replacedBy: 'the axes input' }],
-  (ctx) => {
-    const x = ctx.shape(0);
-    const axes = axesOf(ctx);
-    if (!axes) {
-      if (x.some((d) => typeof d !== 'number'))
-        throw ctx.error(`Squeeze without axes needs every dimension known; input is ${showShape(x)}`);
-      return [{ dtype: ctx.dtype(0), shape: x.filter((d) => d !== 1) }];
-    }
-    const drop = new Set(axes.map((a) => normalizeAxis(ctx, a, x.length)));
-    for (const a of drop)
-      if (typeof x[a] === 'number' && x[a] !== 1)
-        throw ctx.error(`cannot squeeze axis ${a} of size ${x[a]} (only size-1 axes)`);
-    return [{ dtype: ctx.dtype(0), shape: x.filter((_, i) => !drop.has(i)) }];
-  },
-  { shapeInput: true },
-);
+export const squeeze = axesView((ctx, x, axes) => {
+  if (!axes) {
+    if (x.some((d) => typeof d !== 'number'))
+      throw ctx.error(`Squeeze without axes needs every dimension known; input is ${showShape(x)}`);
+    return [{ dtype: ctx.dtype(0), shape: x.filter((d) => d !== 1) }];
+  }
+  const drop = new Set(axes.map((a) => normalizeAxis(ctx, a, x.length)));
+  for (const a of drop)
+    if (typeof x[a] === 'number' && x[a] !== 1)
+      throw ctx.error(`cannot squeeze axis ${a} of size ${x[a]} (only size-1 axes)`);
+  return [{ dtype: ctx.dtype(0), shape: x.filter((_, i) => !drop.has(i)) }];
+});
 
-export const unsqueeze = viewOp(
-  [{ name: 'axes', until: 12, replacedBy: 'the axes input' }],
-  (ctx) => {
-    const x = ctx.shape(0);
-    const axes = axesOf(ctx);
-    if (!axes) throw ctx.error('axes are required');
-    const rank = x.length + axes.length;
-    const at = new Set(axes.map((a) => normalizeAxis(ctx, a, rank)));
-    if (at.size !== axes.length) throw ctx.error(`axes [${axes}] repeat an axis`);
-    const out: Dim[] = [];
-    let k = 0;
-    for (let i = 0; i < rank; i++) out.push(at.has(i) ? 1 : x[k++]);
-    return [{ dtype: ctx.dtype(0), shape: out }];
-  },
-  { shapeInput: true },
-);
+export const unsqueeze = axesView((ctx, x, axes) => {
+  if (!axes) throw ctx.error('axes are required');
+  const rank = x.length + axes.length;
+  const at = new Set(axes.map((a) => normalizeAxis(ctx, a, rank)));
+  if (at.size !== axes.length) throw ctx.error(`axes [${axes}] repeat an axis`);
+  const out: Dim[] = [];
+  let k = 0;
+  for (let i = 0; i < rank; i++) out.push(at.has(i) ? 1 : x[k++]);
+  return [{ dtype: ctx.dtype(0), shape: out }];
+});
 
 export const identity = viewOp([], sameShape);
 
@@ -105,6 +95,15 @@ function viewOp(
     runtime: { kind: 'view' },
     gradient: passThroughGradient,
   };
+}
+
+/** Squeeze and Unsqueeze: views whose axes are an attribute until opset 12, an input from 13. */
+function axesView(rule: (ctx: ShapeContext, x: Dim[], axes: number[] | undefined) => InferredValue[]): OpDefinition {
+  return viewOp(
+    [{ name: 'axes', until: 12, replacedBy: 'the axes input' }],
+    (ctx) => rule(ctx, ctx.shape(0), axesOf(ctx)),
+    { shapeInput: true },
+  );
 }
 
 // ---- Transpose ----
