@@ -155,6 +155,38 @@ describe('issue 13 reproducers: models', () => {
     await expectTypedError(() => pipeline(inputTwice, twice.feeds), ['listed twice', 'x']);
   });
 
+  it('what onnxruntime refuses on loading is refused, naming what is wrong (fuzz seeds 37, 53, 208, 388, 646, 851)', async () => {
+    const cases: [string, string, (m: onnx.ModelProto) => void, string[]][] = [
+      ['too many inputs', 'test_softmax_axis_0', (m) => m.graph!.node![0].input!.push('x'), ['Softmax', '2 inputs']],
+      [
+        'no element type on an input',
+        'test_relu',
+        (m) => (m.graph!.input![0].type!.tensor_type!.elem_type = 0),
+        ["'x'", 'elem_type 0'],
+      ],
+      [
+        'an output declared with another dtype',
+        'test_relu',
+        (m) => (m.graph!.output![0].type!.tensor_type!.elem_type = 4),
+        ['Relu', 'uint16'],
+      ],
+      ['an attribute without a type', 'test_lrn', (m) => (attribute(m, 'LRN', 'size').type = 0), ['size', 'no type']],
+      [
+        'an attribute of no ONNX type',
+        'test_lrn',
+        (m) => (attribute(m, 'LRN', 'size').type = 99 as onnx.AttributeProto.AttributeType),
+        ['size', 'type 99'],
+      ],
+      ['no default-domain opset', 'test_relu', (m) => (m.opset_import = []), ['opset']],
+    ];
+    for (const [what, name, edit, mentions] of cases) {
+      const { bytes, feeds } = nodeCase(name, edit);
+      await expectTypedError(() => pipeline(bytes, feeds), mentions).catch((e: Error) => {
+        throw new Error(`${what}: ${e.message}`);
+      });
+    }
+  });
+
   it('a required input left out is refused before folding reads it (seeds 210, 497)', async () => {
     const { bytes, feeds } = nodeCase('test_identity', (m) => (m.graph!.node![0].input = ['']));
     await expectTypedError(() => pipeline(bytes, feeds), ['Identity', 'input 0 is required']);

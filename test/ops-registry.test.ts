@@ -15,6 +15,7 @@ import {
   RUNTIME_SUPPORTED_OPS,
   SUPPORTED_OPS,
 } from '../src/ops/registry.ts';
+import { ONNX_ARITY } from '../src/ops/onnx-arity.ts';
 import { listCases, readBytes } from './helpers/onnx-testdata.ts';
 
 const SRC = join(import.meta.dirname, '..', 'src');
@@ -61,6 +62,18 @@ describe('op registry', () => {
     expect(findOp(node)).toBeUndefined();
     expect(findOp({ ...node, opType: 'Conv', domain: 'com.microsoft' })).toBeUndefined();
     expect(findOp({ ...node, opType: 'Conv', domain: 'ai.onnx' })).toBe(OPS.Conv);
+  });
+
+  it("every registry op has its input and output counts from ONNX's schema, and the counts are sane", () => {
+    for (const op of Object.keys(OPS)) {
+      const rows = ONNX_ARITY[op];
+      expect(rows, `${op} has no entry in src/ops/onnx-arity.ts`).toBeDefined();
+      rows.forEach(([since, minIn, maxIn, minOut, maxOut], i) => {
+        expect(since, `${op}: rows oldest first`).toBeGreaterThan(i > 0 ? rows[i - 1][0] : 0);
+        expect(minIn <= maxIn && minOut <= maxOut && minOut >= 1, `${op} since ${since}`).toBe(true);
+      });
+    }
+    expect(Object.keys(ONNX_ARITY).sort()).toEqual(Object.keys(OPS).sort());
   });
 
   it('every registry op has ONNX node cases: the conformance and shape-inference tests check each one', () => {

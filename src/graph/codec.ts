@@ -82,7 +82,7 @@ export function decodeModel(bytes: Uint8Array, options: DecodeOptions = {}): Gra
   g.docString = graph.doc_string ?? '';
   keepIfPresent(g.extra, graph, GRAPH_EXTRAS, 'graph.');
 
-  const ctx = { file, readExternal: options.readExternal };
+  const ctx = { file, readExternal: options.readExternal, irVersion: g.irVersion };
   for (const t of graph.initializer ?? []) {
     const init: Initializer = {
       name: t.name ?? '',
@@ -193,6 +193,8 @@ const NODE_EXTRAS = [
 interface TensorContext {
   file: string;
   readExternal?: ExternalDataReader;
+  /** The model's IR version: from IR 2 an attribute must state its type (onnx.checker, onnxruntime). */
+  irVersion?: number;
 }
 
 export function decodeTensor(t: onnx.ITensorProto, ctx: TensorContext): TensorValue {
@@ -349,7 +351,15 @@ function decodeNode(n: onnx.INodeProto, ctx: TensorContext): Node {
 }
 
 function decodeAttribute(a: onnx.IAttributeProto, ctx: TensorContext): Attribute {
-  const type = a.type && AttributeType[a.type] !== undefined ? a.type : guessAttributeType(a);
+  if (a.type && AttributeType[a.type] === undefined)
+    throw new ModelError(`attribute '${a.name}' has type ${a.type}, which is not an ONNX attribute type`, {
+      file: ctx.file,
+    });
+  if (!a.type && (ctx.irVersion ?? 0) >= 2)
+    throw new ModelError(`attribute '${a.name}' has no type; from IR version 2 every attribute states its type`, {
+      file: ctx.file,
+    });
+  const type = a.type ? a.type : guessAttributeType(a);
   if (a.ref_attr_name || a.doc_string) return { type: 'opaque', proto: a };
   switch (type) {
     case AttributeType.FLOAT:
@@ -453,11 +463,10 @@ function decodeValueInfo(v: onnx.IValueInfoProto): ValueInfo {
     return info;
   }
   const tt = type.tensor_type;
-  if (tt.elem_type) {
-    info.dtype = dataTypeFromOnnx(tt.elem_type);
-    // A type newer than this codec knows: keep its code so that it is written back unchanged.
-    if (!info.dtype) info.extra = { ...info.extra, elemType: tt.elem_type };
-  }
+  if (tt.elem_type) info.dtype = dataTypeFromOnnx(tt.elem_type);
+  // A type newer than this codec knows, or none (0): keep its code so that it is written back
+  // unchanged and the loader can say what is wrong with it.
+  if (!info.dtype) info.extra = { ...info.extra, elemType: tt.elem_type ?? 0 };
   if (tt.shape) {
     const dims = tt.shape.dim ?? [];
     const denotations = dims.map((d) => d.denotation || '');

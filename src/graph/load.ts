@@ -4,7 +4,7 @@ import { decodeModel, type DecodeOptions } from './codec.ts';
 import { ModelError } from './errors.ts';
 import { foldNode, isFoldable, MAX_FOLDED_BYTES, spend, type FoldBudget } from './fold.ts';
 import type { Dim, Graph, Node, ValueInfo } from './ir.ts';
-import { checkNodeAttributes, ShapeContext, shapeRuleFor, showShape } from './shape-inference.ts';
+import { checkNodeArity, checkNodeAttributes, ShapeContext, shapeRuleFor, showShape } from './shape-inference.ts';
 import { dataTypeFromOnnx, invalidDims, MAX_TENSOR_ELEMENTS, sizeOf, type TensorValue } from './tensor.ts';
 
 /** The newest default-domain opset whose semantics the engine implements for its ops. */
@@ -43,7 +43,17 @@ export function prepareGraph(graph: Graph, options: PrepareOptions = {}): Graph 
       { file },
     );
   }
-  for (const n of graph.nodes) checkNodeAttributes(graph, n, opset); // unknown ops and attributes, before any work
+  for (const n of graph.nodes) {
+    // Unknown ops and attributes, and input or output counts the op does not take: before any work.
+    checkNodeAttributes(graph, n, opset);
+    checkNodeArity(graph, n, opset);
+  }
+  // (After the nodes: a graph of another domain's ops is refused for those ops first.)
+  if (!graph.opsetImports.some((o) => o.domain === '' || o.domain === 'ai.onnx'))
+    throw new ModelError(
+      'the model imports no default-domain (ai.onnx) opset; every ONNX model states the opset its ops follow',
+      { file },
+    );
   checkValueTypes(graph);
   checkOutputsProduced(graph);
   bindInputShapes(graph, options.inputShapes);
@@ -109,6 +119,11 @@ function foldAndInfer(graph: Graph, budget: FoldBudget, deferFills: boolean): nu
       if (!o || !inferred[i]) return;
       const declared = graph.values.get(o);
       checkDeclared(graph, node, o, declared?.shape, inferred[i].shape);
+      if (declared?.dtype && declared.dtype !== inferred[i].dtype)
+        throw new ModelError(
+          `output '${o}' is declared ${declared.dtype} in the file but computes to ${inferred[i].dtype}`,
+          { file: graph.source, node },
+        );
       checkSize(graph, node, o, inferred[i].shape);
       graph.values.set(o, { ...declared, name: o, dtype: inferred[i].dtype, shape: inferred[i].shape });
     });
@@ -156,9 +171,11 @@ function staticShapeOnlyFor(graph: Graph) {
 function checkValueTypes(graph: Graph): void {
   const file = graph.source;
   const declared = [...graph.inputs, ...graph.outputs, ...((graph.extra.valueInfo as ValueInfo[] | undefined) ?? [])];
+  const inputOrOutput = new Set([...graph.inputs, ...graph.outputs]);
   for (const v of declared) {
     const code = v.extra?.elemType;
-    if (code !== undefined)
+    // An intermediate value may leave its element type out (0); a graph input or output may not.
+    if (code !== undefined && (code !== 0 || inputOrOutput.has(v)))
       throw new ModelError(
         `value '${v.name}' has elem_type ${String(code)}, which is not a tensor element type the engine knows; accepted: ${KNOWN_ELEMENT_TYPES}`,
         { file },

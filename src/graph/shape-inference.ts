@@ -6,7 +6,7 @@ import { opDefinition } from '../ops/registry.ts';
 import type { ShapeRule } from './shape-context.ts';
 
 export * from './shape-context.ts';
-export { SUPPORTED_OPS, checkNodeAttributes } from '../ops/registry.ts';
+export { SUPPORTED_OPS, checkNodeArity, checkNodeAttributes } from '../ops/registry.ts';
 
 /** The rule for an op of the default domain, or an error listing the supported ops. */
 export function shapeRuleFor(graph: Graph, node: Node): ShapeRule {

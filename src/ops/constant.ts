@@ -32,6 +32,9 @@ export const gather = folded(['axis'], (ctx) => {
 export const constantOfShape = folded(['value'], (ctx) => {
   const dims = ctx.constantInts(0, 'the shape');
   const value = ctx.attrs.tensor('value');
+  // The spec's "one-element tensor", as onnxruntime reads it: one dimension of size 1.
+  if (value && (value.dims.length !== 1 || value.dims[0] !== 1))
+    throw ctx.attrs.error(`value has dims [${value.dims}]; accepted: a tensor of dims [1]`);
   return [{ dtype: value?.dtype ?? 'float32', shape: dims }];
 });
 

@@ -1,6 +1,7 @@
 // The one list of ops the engine supports (default ONNX domain). Shape inference, constant
 // folding's fallback, the runtime's lowering and autodiff all look ops up here; adding an op is
 // its file under src/ops/ plus one line below.
+import { arityAt } from './onnx-arity.ts';
 import { ModelError } from '../graph/errors.ts';
 import type { Graph, Node } from '../graph/ir.ts';
 import { clip, leakyRelu, relu, sigmoid, softmax, tanh } from './activation.ts';
@@ -105,6 +106,28 @@ export function checkNodeAttributes(graph: Graph, node: Node, opset: number): vo
       { file: graph.source, node },
     );
   }
+}
+
+/**
+ * Refuses a node with more or fewer inputs or outputs than its op takes at this opset (ONNX's
+ * schema, as onnxruntime enforces it): before shape inference reads an input that is not there.
+ */
+export function checkNodeArity(graph: Graph, node: Node, opset: number): void {
+  const arity = arityAt(node.opType, opset);
+  if (!arity) return;
+  const [, minIn, maxIn, minOut, maxOut] = arity;
+  const range = (min: number, max: number) =>
+    min === max ? `${min}` : max >= 2 ** 31 - 1 ? `${min} or more` : `${min}…${max}`;
+  if (node.inputs.length < minIn || node.inputs.length > maxIn)
+    throw new ModelError(
+      `${node.inputs.length} inputs; ${node.opType} at opset ${opset} takes ${range(minIn, maxIn)}`,
+      { file: graph.source, node },
+    );
+  if (node.outputs.length < minOut || node.outputs.length > maxOut)
+    throw new ModelError(
+      `${node.outputs.length} outputs; ${node.opType} at opset ${opset} gives ${range(minOut, maxOut)}`,
+      { file: graph.source, node },
+    );
 }
 
 function attributeName(a: AttributeSpec): string {
