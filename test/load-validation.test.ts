@@ -13,6 +13,8 @@ import { onnx } from '../src/graph/onnx/onnx-pb.js';
 import { MAX_TENSOR_ELEMENTS } from '../src/graph/tensor.ts';
 import { mulberry32, randomFloat32Array } from './helpers/random.ts';
 import { expectModelError } from './helpers/model-error.ts';
+import { lightModelPath } from './helpers/models.ts';
+import { readBytes } from './helpers/onnx-testdata.ts';
 
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
 const INT64 = onnx.TensorProto.DataType.INT64;
@@ -348,6 +350,17 @@ describe('flag attributes read as onnxruntime reads each one', () => {
 });
 
 describe('nothing allocated before its size is checked', () => {
+  it('large fills made in the second pass keep their place among the initializers (light SqueezeNet)', () => {
+    const bytes = readBytes(lightModelPath('squeezenet'));
+    const fills = decodeModel(bytes)
+      .nodes.filter((n) => n.opType === 'ConstantOfShape')
+      .map((n) => n.outputs[0]);
+    const names = [...loadModel(bytes).initializers.keys()].filter((n) => fills.includes(n));
+    // Both sizes of fill are there (else the order would not be tested).
+    expect(names.length).toBe(fills.length);
+    expect(names).toEqual(fills);
+  });
+
   /** The process's resident memory grows by less than this across a refused load. */
   const SMALL_GROWTH = 256 * 2 ** 20;
 

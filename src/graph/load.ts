@@ -3,7 +3,7 @@
 import { decodeModel, type DecodeOptions } from './codec.ts';
 import { ModelError } from './errors.ts';
 import { foldNode, isFoldable, MAX_FOLDED_BYTES, spend, type FoldBudget } from './fold.ts';
-import type { Dim, Graph, Node, ValueInfo } from './ir.ts';
+import type { Dim, Graph, Initializer, Node, ValueInfo } from './ir.ts';
 import { checkNodeArity, checkNodeAttributes, ShapeContext, shapeRuleFor, showShape } from './shape-inference.ts';
 import { dataTypeFromOnnx, invalidDims, MAX_TENSOR_ELEMENTS, sizeOf, type TensorValue } from './tensor.ts';
 
@@ -64,7 +64,14 @@ export function prepareGraph(graph: Graph, options: PrepareOptions = {}): Graph 
   // models stored without them) as nodes of known shape; a second pass, once the whole graph
   // is known to be sound, materialises them (and folds what reads them).
   const budget: FoldBudget = { bytesLeft: MAX_FOLDED_BYTES };
-  if (foldAndInfer(graph, budget, true) > 0) foldAndInfer(graph, { bytesLeft: MAX_FOLDED_BYTES }, false);
+  const fileInitializers = [...graph.initializers.keys()];
+  const placed: string[] = [];
+  if (foldAndInfer(graph, budget, true, placed) > 0) {
+    foldAndInfer(graph, { bytesLeft: MAX_FOLDED_BYTES }, false);
+    // The fills made in the second pass take the places they had in the first: initializers keep
+    // the order one pass gives (checkpoint fingerprints and seeded re-initialisation walk it).
+    keepInitializerOrder(graph, [...fileInitializers, ...placed]);
+  }
   markStateTensors(graph);
   pruneUnused(graph);
   for (const out of graph.outputs) {
@@ -82,7 +89,7 @@ const DEFER_FILLS_ABOVE = 1 << 16;
  * ConstantOfShape outputs get only their shape (their bytes counted against the budget).
  * Returns the number of fills deferred.
  */
-function foldAndInfer(graph: Graph, budget: FoldBudget, deferFills: boolean): number {
+function foldAndInfer(graph: Graph, budget: FoldBudget, deferFills: boolean, placed: string[] = []): number {
   const opset = graph.opset;
   // Initializers are constants, also those listed as graph inputs (IR < 4 lists every
   // initializer there): the engine does not let a run override a weight.
@@ -112,6 +119,7 @@ function foldAndInfer(graph: Graph, budget: FoldBudget, deferFills: boolean): nu
         // A relabelled weight keeps its own trainable flag; other folded floats start trainable.
         const source = RELABELLING_OPS.has(node.opType) ? graph.initializers.get(node.inputs[0]) : undefined;
         node.outputs.forEach((o, i) => graph.setInitializer(o, folded[i], source?.trainable));
+        placed.push(...node.outputs);
         continue;
       }
     }
@@ -131,11 +139,13 @@ function foldAndInfer(graph: Graph, budget: FoldBudget, deferFills: boolean): nu
       const dims = inferred[0].shape as number[];
       if (sizeOf(dims) > DEFER_FILLS_ABOVE) {
         spend(ctx, budget, inferred[0].dtype, dims);
+        placed.push(node.outputs[0]);
         deferred++;
       } else {
         const folded = foldNode(ctx, inputs, budget);
         if (folded) {
           graph.setInitializer(node.outputs[0], folded[0]);
+          placed.push(node.outputs[0]);
           continue;
         }
       }
@@ -304,4 +314,16 @@ function pruneUnused(graph: Graph): void {
     graph.values.delete(name);
     graph.inputs = graph.inputs.filter((i) => i.name !== name);
   }
+}
+
+/** Reorders the graph's initializers: `order` first (names not initializers are skipped), then the rest as they were. */
+function keepInitializerOrder(graph: Graph, order: readonly string[]): void {
+  const entries = new Map<string, Initializer>();
+  for (const name of order) {
+    const init = graph.initializers.get(name);
+    if (init && !entries.has(name)) entries.set(name, init);
+  }
+  for (const [name, init] of graph.initializers) if (!entries.has(name)) entries.set(name, init);
+  graph.initializers.clear();
+  for (const [name, init] of entries) graph.initializers.set(name, init);
 }

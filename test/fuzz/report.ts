@@ -31,6 +31,7 @@ export function formatReport(report: FuzzReport, replay: (r: SeedResult) => stri
       'answers-differ',
       'we-accept-ort-refuses',
       'ort-accepts-we-refuse',
+      'known-deviation',
       'agree',
       'both-refuse',
     ] as const) {
