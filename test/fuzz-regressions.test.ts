@@ -155,7 +155,7 @@ describe('issue 13 reproducers: models', () => {
     await expectTypedError(() => pipeline(inputTwice, twice.feeds), ['listed twice', 'x']);
   });
 
-  it('what onnxruntime refuses on loading is refused, naming what is wrong (fuzz seeds 37, 53, 208, 388, 646, 851)', async () => {
+  it('what onnxruntime refuses on loading is refused, naming what is wrong (fuzz seeds 37, 53, 208, 388, 646, 851, 2577)', async () => {
     const cases: [string, string, (m: onnx.ModelProto) => void, string[]][] = [
       ['too many inputs', 'test_softmax_axis_0', (m) => m.graph!.node![0].input!.push('x'), ['Softmax', '2 inputs']],
       [
@@ -185,6 +185,19 @@ describe('issue 13 reproducers: models', () => {
         throw new Error(`${what}: ${e.message}`);
       });
     }
+  });
+
+  it('a graph input declared with other dims than its initializer is refused (seed 2577)', async () => {
+    const { bytes, feeds } = nodeCase('test_relu');
+    // Edited after the feeds are read: the data set has no tensor for an initialized input.
+    const model = onnx.ModelProto.decode(bytes);
+    model.graph!.initializer!.push({ name: 'w', dims: [2], data_type: 1, float_data: [1, 2] });
+    model.graph!.input!.push({
+      name: 'w',
+      type: { tensor_type: { elem_type: 1, shape: { dim: [{ dim_value: 3 }] } } },
+    });
+    const edited = onnx.ModelProto.encode(model).finish();
+    await expectTypedError(() => pipeline(edited, feeds), ["'w'", 'declared [3]', 'dims [2]']);
   });
 
   it('a required input left out is refused before folding reads it (seeds 210, 497)', async () => {

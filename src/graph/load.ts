@@ -55,6 +55,7 @@ export function prepareGraph(graph: Graph, options: PrepareOptions = {}): Graph 
       { file },
     );
   checkValueTypes(graph);
+  checkInitializedInputs(graph);
   checkOutputsProduced(graph);
   bindInputShapes(graph, options.inputShapes);
   graph.sortTopologically();
@@ -196,6 +197,25 @@ function checkValueTypes(graph: Graph): void {
       throw new ModelError(
         `value '${v.name}' is declared ${showShape(v.shape!)}: dim ${bad} is not an integer in 0…${MAX_TENSOR_ELEMENTS}`,
         { file },
+      );
+  }
+}
+
+/**
+ * A graph input that also has an initializer (its default value, as IR < 4 writes every weight)
+ * must declare the initializer's dims (onnxruntime: "initializer shape mismatch").
+ */
+function checkInitializedInputs(graph: Graph): void {
+  for (const input of graph.inputs) {
+    const init = graph.initializers.get(input.name);
+    if (!init || !input.shape) continue;
+    const dims = init.value.dims;
+    const clash =
+      input.shape.length !== dims.length || input.shape.some((d, i) => typeof d === 'number' && d !== dims[i]);
+    if (clash)
+      throw new ModelError(
+        `graph input '${input.name}' is declared ${showShape(input.shape)} but its initializer has dims [${dims.join(', ')}]; the two must agree`,
+        { file: graph.source },
       );
   }
 }
