@@ -187,7 +187,7 @@ describe('issue 13 reproducers: models', () => {
     }
   });
 
-  it('a graph input declared with other dims than its initializer is refused (seed 2577)', async () => {
+  it('a graph input declared with other dims than its initializer is refused (seeds 2577, 13403)', async () => {
     const { bytes, feeds } = nodeCase('test_relu');
     // Edited after the feeds are read: the data set has no tensor for an initialized input.
     const model = onnx.ModelProto.decode(bytes);
@@ -198,6 +198,11 @@ describe('issue 13 reproducers: models', () => {
     });
     const edited = onnx.ModelProto.encode(model).finish();
     await expectTypedError(() => pipeline(edited, feeds), ["'w'", 'declared [3]', 'dims [2]']);
+    // And with the right dims but another element type (seed 13403).
+    model.graph!.input!.at(-1)!.type!.tensor_type!.shape!.dim![0].dim_value = 2;
+    model.graph!.input!.at(-1)!.type!.tensor_type!.elem_type = 7;
+    const retyped = onnx.ModelProto.encode(model).finish();
+    await expectTypedError(() => pipeline(retyped, feeds), ["'w'", 'declared int64', 'initializer is float32']);
   });
 
   it('a required input left out is refused before folding reads it (seeds 210, 497)', async () => {

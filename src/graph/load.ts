@@ -203,11 +203,16 @@ function checkValueTypes(graph: Graph): void {
 
 /**
  * A graph input that also has an initializer (its default value, as IR < 4 writes every weight)
- * must declare the initializer's dims (onnxruntime: "initializer shape mismatch").
+ * must declare the initializer's element type and dims (onnxruntime refuses a mismatch).
  */
 function checkInitializedInputs(graph: Graph): void {
   for (const input of graph.inputs) {
     const init = graph.initializers.get(input.name);
+    if (init && input.dtype && input.dtype !== init.value.dtype)
+      throw new ModelError(
+        `graph input '${input.name}' is declared ${input.dtype} but its initializer is ${init.value.dtype}; the two must agree`,
+        { file: graph.source },
+      );
     if (!init || !input.shape) continue;
     const dims = init.value.dims;
     const clash =
