@@ -5,7 +5,14 @@ import { ModelError } from './errors.ts';
 import { foldNode, isFoldable, MAX_FOLDED_BYTES, spend, type FoldBudget } from './fold.ts';
 import type { Dim, Graph, Initializer, Node, ValueInfo } from './ir.ts';
 import { checkNodeArity, checkNodeAttributes, ShapeContext, shapeRuleFor, showShape } from './shape-inference.ts';
-import { dataTypeFromOnnx, invalidDims, MAX_TENSOR_ELEMENTS, sizeOf, type TensorValue } from './tensor.ts';
+import {
+  dataTypeFromOnnx,
+  invalidDims,
+  MAX_TENSOR_ELEMENTS,
+  sizeOf,
+  type DataType,
+  type TensorValue,
+} from './tensor.ts';
 
 /** The newest default-domain opset whose semantics the engine implements for its ops. */
 export const MAX_SUPPORTED_OPSET = 21;
@@ -127,12 +134,7 @@ function foldAndInfer(graph: Graph, budget: FoldBudget, deferFills: boolean, pla
     node.outputs.forEach((o, i) => {
       if (!o || !inferred[i]) return;
       const declared = graph.values.get(o);
-      checkDeclared(graph, node, o, declared?.shape, inferred[i].shape);
-      if (declared?.dtype && declared.dtype !== inferred[i].dtype)
-        throw new ModelError(
-          `output '${o}' is declared ${declared.dtype} in the file but computes to ${inferred[i].dtype}`,
-          { file: graph.source, node },
-        );
+      checkDeclared(graph, node, o, declared, inferred[i]);
       checkSize(graph, node, o, inferred[i].shape);
       graph.values.set(o, { ...declared, name: o, dtype: inferred[i].dtype, shape: inferred[i].shape });
     });
@@ -215,9 +217,7 @@ function checkInitializedInputs(graph: Graph): void {
       );
     if (!init || !input.shape) continue;
     const dims = init.value.dims;
-    const clash =
-      input.shape.length !== dims.length || input.shape.some((d, i) => typeof d === 'number' && d !== dims[i]);
-    if (clash)
+    if (dimsDisagree(input.shape, dims))
       throw new ModelError(
         `graph input '${input.name}' is declared ${showShape(input.shape)} but its initializer has dims [${dims.join(', ')}]; the two must agree`,
         { file: graph.source },
@@ -303,19 +303,31 @@ function checkDeclared(
   graph: Graph,
   node: Node,
   name: string,
-  declared: (number | string | null)[] | undefined,
-  inferred: (number | string | null)[],
+  declared: ValueInfo | undefined,
+  inferred: { dtype: DataType; shape: Dim[] },
 ): void {
-  if (!declared || declared.length === 0) return;
-  const clash =
-    declared.length !== inferred.length ||
-    declared.some((d, i) => typeof d === 'number' && typeof inferred[i] === 'number' && d !== inferred[i]);
-  if (clash) {
+  if (declared?.shape?.length && dimsDisagree(declared.shape, inferred.shape)) {
     throw new ModelError(
-      `output '${name}' is declared ${showShape(declared)} in the file but computes to ${showShape(inferred)}`,
+      `output '${name}' is declared ${showShape(declared.shape)} in the file but computes to ${showShape(inferred.shape)}`,
       { file: graph.source, node },
     );
   }
+  if (declared?.dtype && declared.dtype !== inferred.dtype)
+    throw new ModelError(
+      `output '${name}' is declared ${declared.dtype} in the file but computes to ${inferred.dtype}`,
+      {
+        file: graph.source,
+        node,
+      },
+    );
+}
+
+/** Declared dims against known ones: another rank, or a number where the other has another number. */
+function dimsDisagree(declared: readonly Dim[], actual: readonly Dim[]): boolean {
+  return (
+    declared.length !== actual.length ||
+    declared.some((d, i) => typeof d === 'number' && typeof actual[i] === 'number' && d !== actual[i])
+  );
 }
 
 /** BatchNormalization's running mean and variance are state, not parameters. */
