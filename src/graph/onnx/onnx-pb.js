@@ -4,6 +4,91 @@
 // vitest and bundlers alike (a namespace import would see no named exports under plain Node).
 import $protobuf from "protobufjs/minimal.js";
 
+// Wire reading as strict as protobuf's C++ parser (what onnxruntime and onnx.checker use), so a
+// file either of them refuses is not read here into a different model. gen-onnx.mjs routes the
+// generated decoders through it: tags and length prefixes are 32-bit varints of at most five
+// bytes, lengths below 2^31, field number 0 and wire types 4, 6 and 7 are malformed, a known field
+// arriving with another wire type is skipped as an unknown field (C++ keeps it as one), and a
+// singular message field given twice is merged into the first, not replaced.
+const $wire = (() => {
+  const malformed = (reader, what) => Error(`malformed protobuf: ${what} at offset ${reader.pos}`);
+  function varint32(reader, what) {
+    let value = 0;
+    for (let i = 0; i < 5; i++) {
+      if (reader.pos >= reader.len) throw RangeError('index out of range');
+      const byte = reader.buf[reader.pos++];
+      if (i === 4 && byte > 0x0f) throw malformed(reader, `${what} over 32 bits`);
+      value = (value | ((byte & 0x7f) << (7 * i))) >>> 0;
+      if (byte < 0x80) return value;
+    }
+    throw malformed(reader, `${what} over 32 bits`);
+  }
+  function tag(reader) {
+    const value = varint32(reader, 'tag');
+    if (value >>> 3 === 0) throw malformed(reader, 'field number 0');
+    const wireType = value & 7;
+    if (wireType === 4 || wireType > 5) throw malformed(reader, `wire type ${wireType}`);
+    return value;
+  }
+  function size(reader) {
+    const value = varint32(reader, 'length');
+    if (value > 0x7fffffff) throw malformed(reader, `length ${value} over 2^31 - 1`);
+    if (reader.pos + value > reader.len) throw RangeError('index out of range');
+    return value;
+  }
+  function bytes(reader) {
+    const n = size(reader);
+    const start = reader.pos;
+    reader.pos += n;
+    return reader.buf.subarray(start, start + n);
+  }
+  function string(reader) {
+    const b = bytes(reader);
+    return $protobuf.util.utf8.read(b, 0, b.length);
+  }
+  function skip(reader, value, depth) {
+    if (depth > $protobuf.Reader.recursionLimit) throw Error('maximum nesting depth exceeded');
+    switch (value & 7) {
+      case 0:
+        reader.skip();
+        return;
+      case 1:
+        reader.skip(8);
+        return;
+      case 2:
+        reader.skip(size(reader));
+        return;
+      case 5:
+        reader.skip(4);
+        return;
+      case 3: {
+        const endGroup = ((value >>> 3) << 3) | 4;
+        for (;;) {
+          const inner = varint32(reader, 'tag');
+          if (inner === endGroup) return;
+          if (inner >>> 3 === 0 || (inner & 7) === 4 || (inner & 7) > 5) throw malformed(reader, 'group');
+          skip(reader, inner, depth + 1);
+        }
+      }
+      default:
+        throw malformed(reader, `wire type ${value & 7}`);
+    }
+  }
+  function merge(into, from) {
+    if (into === undefined || into === null) return from;
+    for (const key of Object.keys(from)) {
+      const value = from[key];
+      const own = Object.prototype.hasOwnProperty.call(into, key) ? into[key] : undefined;
+      if (Array.isArray(value) && Array.isArray(own)) into[key] = own.concat(value);
+      else if (own && value && typeof value === 'object' && !ArrayBuffer.isView(value) && !Array.isArray(value) && typeof value.toNumber !== 'function')
+        into[key] = merge(own, value);
+      else into[key] = value;
+    }
+    return into;
+  }
+  return { tag, size, bytes, string, skip, merge };
+})();
+
 // Common aliases
 const $Reader = $protobuf.Reader, $Writer = $protobuf.Writer, $util = $protobuf.util;
 
@@ -341,59 +426,107 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.AttributeProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
-                        message.name = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.name = $wire.string(reader);
                         break;
                     }
                 case 21: {
-                        message.ref_attr_name = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.ref_attr_name = $wire.string(reader);
                         break;
                     }
                 case 13: {
-                        message.doc_string = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.doc_string = $wire.string(reader);
                         break;
                     }
                 case 20: {
+                        if ((tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         message.type = reader.int32();
                         break;
                     }
                 case 2: {
+                        if ((tag & 7) !== 5) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         message.f = reader.float();
                         break;
                     }
                 case 3: {
+                        if ((tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         message.i = reader.int64();
                         break;
                     }
                 case 4: {
-                        message.s = reader.bytes();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.s = $wire.bytes(reader);
                         break;
                     }
                 case 5: {
-                        message.t = $root.onnx.TensorProto.decode(reader, reader.uint32(), undefined, long + 1);
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.t = $wire.merge(message.t, $root.onnx.TensorProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 6: {
-                        message.g = $root.onnx.GraphProto.decode(reader, reader.uint32(), undefined, long + 1);
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.g = $wire.merge(message.g, $root.onnx.GraphProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 22: {
-                        message.sparse_tensor = $root.onnx.SparseTensorProto.decode(reader, reader.uint32(), undefined, long + 1);
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.sparse_tensor = $wire.merge(message.sparse_tensor, $root.onnx.SparseTensorProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 14: {
-                        message.tp = $root.onnx.TypeProto.decode(reader, reader.uint32(), undefined, long + 1);
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.tp = $wire.merge(message.tp, $root.onnx.TypeProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 7: {
+                        if ((tag & 7) !== 2 && (tag & 7) !== 5) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.floats && message.floats.length))
                             message.floats = [];
                         if ((tag & 7) === 2) {
-                            let end2 = reader.uint32() + reader.pos;
+                            let end2 = $wire.size(reader) + reader.pos;
                             if (end2 > reader.len)
                                 throw RangeError("index out of range");
                             reader.len = end2;
@@ -407,10 +540,14 @@ export const onnx = $root.onnx = (() => {
                         break;
                     }
                 case 8: {
+                        if ((tag & 7) !== 2 && (tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.ints && message.ints.length))
                             message.ints = [];
                         if ((tag & 7) === 2) {
-                            let end2 = reader.uint32() + reader.pos;
+                            let end2 = $wire.size(reader) + reader.pos;
                             if (end2 > reader.len)
                                 throw RangeError("index out of range");
                             reader.len = end2;
@@ -424,37 +561,57 @@ export const onnx = $root.onnx = (() => {
                         break;
                     }
                 case 9: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.strings && message.strings.length))
                             message.strings = [];
-                        message.strings.push(reader.bytes());
+                        message.strings.push($wire.bytes(reader));
                         break;
                     }
                 case 10: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.tensors && message.tensors.length))
                             message.tensors = [];
-                        message.tensors.push($root.onnx.TensorProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.tensors.push($root.onnx.TensorProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 11: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.graphs && message.graphs.length))
                             message.graphs = [];
-                        message.graphs.push($root.onnx.GraphProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.graphs.push($root.onnx.GraphProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 23: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.sparse_tensors && message.sparse_tensors.length))
                             message.sparse_tensors = [];
-                        message.sparse_tensors.push($root.onnx.SparseTensorProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.sparse_tensors.push($root.onnx.SparseTensorProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 15: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.type_protos && message.type_protos.length))
                             message.type_protos = [];
-                        message.type_protos.push($root.onnx.TypeProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.type_protos.push($root.onnx.TypeProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -627,30 +784,46 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.ValueInfoProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
-                        message.name = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.name = $wire.string(reader);
                         break;
                     }
                 case 2: {
-                        message.type = $root.onnx.TypeProto.decode(reader, reader.uint32(), undefined, long + 1);
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.type = $wire.merge(message.type, $root.onnx.TypeProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 3: {
-                        message.doc_string = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.doc_string = $wire.string(reader);
                         break;
                     }
                 case 4: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.metadata_props && message.metadata_props.length))
                             message.metadata_props = [];
-                        message.metadata_props.push($root.onnx.StringStringEntryProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.metadata_props.push($root.onnx.StringStringEntryProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -857,62 +1030,102 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.NodeProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.input && message.input.length))
                             message.input = [];
-                        message.input.push(reader.string());
+                        message.input.push($wire.string(reader));
                         break;
                     }
                 case 2: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.output && message.output.length))
                             message.output = [];
-                        message.output.push(reader.string());
+                        message.output.push($wire.string(reader));
                         break;
                     }
                 case 3: {
-                        message.name = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.name = $wire.string(reader);
                         break;
                     }
                 case 4: {
-                        message.op_type = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.op_type = $wire.string(reader);
                         break;
                     }
                 case 7: {
-                        message.domain = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.domain = $wire.string(reader);
                         break;
                     }
                 case 8: {
-                        message.overload = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.overload = $wire.string(reader);
                         break;
                     }
                 case 5: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.attribute && message.attribute.length))
                             message.attribute = [];
-                        message.attribute.push($root.onnx.AttributeProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.attribute.push($root.onnx.AttributeProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 6: {
-                        message.doc_string = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.doc_string = $wire.string(reader);
                         break;
                     }
                 case 9: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.metadata_props && message.metadata_props.length))
                             message.metadata_props = [];
-                        message.metadata_props.push($root.onnx.StringStringEntryProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.metadata_props.push($root.onnx.StringStringEntryProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 10: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.device_configurations && message.device_configurations.length))
                             message.device_configurations = [];
-                        message.device_configurations.push($root.onnx.NodeDeviceConfigurationProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.device_configurations.push($root.onnx.NodeDeviceConfigurationProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -1023,19 +1236,27 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.IntIntListEntryProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
+                        if ((tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         message.key = reader.int64();
                         break;
                     }
                 case 2: {
+                        if ((tag & 7) !== 2 && (tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.value && message.value.length))
                             message.value = [];
                         if ((tag & 7) === 2) {
-                            let end2 = reader.uint32() + reader.pos;
+                            let end2 = $wire.size(reader) + reader.pos;
                             if (end2 > reader.len)
                                 throw RangeError("index out of range");
                             reader.len = end2;
@@ -1049,7 +1270,7 @@ export const onnx = $root.onnx = (() => {
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -1171,26 +1392,38 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.NodeDeviceConfigurationProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
-                        message.configuration_id = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.configuration_id = $wire.string(reader);
                         break;
                     }
                 case 2: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.sharding_spec && message.sharding_spec.length))
                             message.sharding_spec = [];
-                        message.sharding_spec.push($root.onnx.ShardingSpecProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.sharding_spec.push($root.onnx.ShardingSpecProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 3: {
+                        if ((tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         message.pipeline_stage = reader.int32();
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -1327,19 +1560,27 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.ShardingSpecProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
-                        message.tensor_name = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.tensor_name = $wire.string(reader);
                         break;
                     }
                 case 2: {
+                        if ((tag & 7) !== 2 && (tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.device && message.device.length))
                             message.device = [];
                         if ((tag & 7) === 2) {
-                            let end2 = reader.uint32() + reader.pos;
+                            let end2 = $wire.size(reader) + reader.pos;
                             if (end2 > reader.len)
                                 throw RangeError("index out of range");
                             reader.len = end2;
@@ -1353,19 +1594,27 @@ export const onnx = $root.onnx = (() => {
                         break;
                     }
                 case 3: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.index_to_device_group_map && message.index_to_device_group_map.length))
                             message.index_to_device_group_map = [];
-                        message.index_to_device_group_map.push($root.onnx.IntIntListEntryProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.index_to_device_group_map.push($root.onnx.IntIntListEntryProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 4: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.sharded_dim && message.sharded_dim.length))
                             message.sharded_dim = [];
-                        message.sharded_dim.push($root.onnx.ShardedDimProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.sharded_dim.push($root.onnx.ShardedDimProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -1476,22 +1725,30 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.ShardedDimProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
+                        if ((tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         message.axis = reader.int64();
                         break;
                     }
                 case 2: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.simple_sharding && message.simple_sharding.length))
                             message.simple_sharding = [];
-                        message.simple_sharding.push($root.onnx.SimpleShardedDimProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.simple_sharding.push($root.onnx.SimpleShardedDimProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -1625,24 +1882,36 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.SimpleShardedDimProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
+                        if ((tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         message.dim_value = reader.int64();
                         break;
                     }
                 case 2: {
-                        message.dim_param = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.dim_param = $wire.string(reader);
                         break;
                     }
                 case 3: {
+                        if ((tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         message.num_shards = reader.int64();
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -1777,32 +2046,48 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.TrainingInfoProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
-                        message.initialization = $root.onnx.GraphProto.decode(reader, reader.uint32(), undefined, long + 1);
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.initialization = $wire.merge(message.initialization, $root.onnx.GraphProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 2: {
-                        message.algorithm = $root.onnx.GraphProto.decode(reader, reader.uint32(), undefined, long + 1);
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.algorithm = $wire.merge(message.algorithm, $root.onnx.GraphProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 3: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.initialization_binding && message.initialization_binding.length))
                             message.initialization_binding = [];
-                        message.initialization_binding.push($root.onnx.StringStringEntryProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.initialization_binding.push($root.onnx.StringStringEntryProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 4: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.update_binding && message.update_binding.length))
                             message.update_binding = [];
-                        message.update_binding.push($root.onnx.StringStringEntryProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.update_binding.push($root.onnx.StringStringEntryProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -2031,70 +2316,118 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.ModelProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
+                        if ((tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         message.ir_version = reader.int64();
                         break;
                     }
                 case 8: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.opset_import && message.opset_import.length))
                             message.opset_import = [];
-                        message.opset_import.push($root.onnx.OperatorSetIdProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.opset_import.push($root.onnx.OperatorSetIdProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 2: {
-                        message.producer_name = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.producer_name = $wire.string(reader);
                         break;
                     }
                 case 3: {
-                        message.producer_version = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.producer_version = $wire.string(reader);
                         break;
                     }
                 case 4: {
-                        message.domain = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.domain = $wire.string(reader);
                         break;
                     }
                 case 5: {
+                        if ((tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         message.model_version = reader.int64();
                         break;
                     }
                 case 6: {
-                        message.doc_string = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.doc_string = $wire.string(reader);
                         break;
                     }
                 case 7: {
-                        message.graph = $root.onnx.GraphProto.decode(reader, reader.uint32(), undefined, long + 1);
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.graph = $wire.merge(message.graph, $root.onnx.GraphProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 14: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.metadata_props && message.metadata_props.length))
                             message.metadata_props = [];
-                        message.metadata_props.push($root.onnx.StringStringEntryProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.metadata_props.push($root.onnx.StringStringEntryProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 20: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.training_info && message.training_info.length))
                             message.training_info = [];
-                        message.training_info.push($root.onnx.TrainingInfoProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.training_info.push($root.onnx.TrainingInfoProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 25: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.functions && message.functions.length))
                             message.functions = [];
-                        message.functions.push($root.onnx.FunctionProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.functions.push($root.onnx.FunctionProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 26: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.configuration && message.configuration.length))
                             message.configuration = [];
-                        message.configuration.push($root.onnx.DeviceConfigurationProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.configuration.push($root.onnx.DeviceConfigurationProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -2216,26 +2549,38 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.DeviceConfigurationProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
-                        message.name = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.name = $wire.string(reader);
                         break;
                     }
                 case 2: {
+                        if ((tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         message.num_devices = reader.int32();
                         break;
                     }
                 case 3: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.device && message.device.length))
                             message.device = [];
-                        message.device.push(reader.string());
+                        message.device.push($wire.string(reader));
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -2344,20 +2689,28 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.StringStringEntryProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
-                        message.key = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.key = $wire.string(reader);
                         break;
                     }
                 case 2: {
-                        message.value = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.value = $wire.string(reader);
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -2468,22 +2821,30 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.TensorAnnotation();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
-                        message.tensor_name = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.tensor_name = $wire.string(reader);
                         break;
                     }
                 case 2: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.quant_parameter_tensor_names && message.quant_parameter_tensor_names.length))
                             message.quant_parameter_tensor_names = [];
-                        message.quant_parameter_tensor_names.push($root.onnx.StringStringEntryProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.quant_parameter_tensor_names.push($root.onnx.StringStringEntryProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -2696,68 +3057,108 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.GraphProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.node && message.node.length))
                             message.node = [];
-                        message.node.push($root.onnx.NodeProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.node.push($root.onnx.NodeProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 2: {
-                        message.name = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.name = $wire.string(reader);
                         break;
                     }
                 case 5: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.initializer && message.initializer.length))
                             message.initializer = [];
-                        message.initializer.push($root.onnx.TensorProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.initializer.push($root.onnx.TensorProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 15: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.sparse_initializer && message.sparse_initializer.length))
                             message.sparse_initializer = [];
-                        message.sparse_initializer.push($root.onnx.SparseTensorProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.sparse_initializer.push($root.onnx.SparseTensorProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 10: {
-                        message.doc_string = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.doc_string = $wire.string(reader);
                         break;
                     }
                 case 11: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.input && message.input.length))
                             message.input = [];
-                        message.input.push($root.onnx.ValueInfoProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.input.push($root.onnx.ValueInfoProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 12: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.output && message.output.length))
                             message.output = [];
-                        message.output.push($root.onnx.ValueInfoProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.output.push($root.onnx.ValueInfoProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 13: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.value_info && message.value_info.length))
                             message.value_info = [];
-                        message.value_info.push($root.onnx.ValueInfoProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.value_info.push($root.onnx.ValueInfoProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 14: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.quantization_annotation && message.quantization_annotation.length))
                             message.quantization_annotation = [];
-                        message.quantization_annotation.push($root.onnx.TensorAnnotation.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.quantization_annotation.push($root.onnx.TensorAnnotation.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 16: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.metadata_props && message.metadata_props.length))
                             message.metadata_props = [];
-                        message.metadata_props.push($root.onnx.StringStringEntryProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.metadata_props.push($root.onnx.StringStringEntryProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -3042,15 +3443,19 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.TensorProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
+                        if ((tag & 7) !== 2 && (tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.dims && message.dims.length))
                             message.dims = [];
                         if ((tag & 7) === 2) {
-                            let end2 = reader.uint32() + reader.pos;
+                            let end2 = $wire.size(reader) + reader.pos;
                             if (end2 > reader.len)
                                 throw RangeError("index out of range");
                             reader.len = end2;
@@ -3064,18 +3469,30 @@ export const onnx = $root.onnx = (() => {
                         break;
                     }
                 case 2: {
+                        if ((tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         message.data_type = reader.int32();
                         break;
                     }
                 case 3: {
-                        message.segment = $root.onnx.TensorProto.Segment.decode(reader, reader.uint32(), undefined, long + 1);
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.segment = $wire.merge(message.segment, $root.onnx.TensorProto.Segment.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 4: {
+                        if ((tag & 7) !== 2 && (tag & 7) !== 5) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.float_data && message.float_data.length))
                             message.float_data = [];
                         if ((tag & 7) === 2) {
-                            let end2 = reader.uint32() + reader.pos;
+                            let end2 = $wire.size(reader) + reader.pos;
                             if (end2 > reader.len)
                                 throw RangeError("index out of range");
                             reader.len = end2;
@@ -3089,10 +3506,14 @@ export const onnx = $root.onnx = (() => {
                         break;
                     }
                 case 5: {
+                        if ((tag & 7) !== 2 && (tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.int32_data && message.int32_data.length))
                             message.int32_data = [];
                         if ((tag & 7) === 2) {
-                            let end2 = reader.uint32() + reader.pos;
+                            let end2 = $wire.size(reader) + reader.pos;
                             if (end2 > reader.len)
                                 throw RangeError("index out of range");
                             reader.len = end2;
@@ -3106,16 +3527,24 @@ export const onnx = $root.onnx = (() => {
                         break;
                     }
                 case 6: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.string_data && message.string_data.length))
                             message.string_data = [];
-                        message.string_data.push(reader.bytes());
+                        message.string_data.push($wire.bytes(reader));
                         break;
                     }
                 case 7: {
+                        if ((tag & 7) !== 2 && (tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.int64_data && message.int64_data.length))
                             message.int64_data = [];
                         if ((tag & 7) === 2) {
-                            let end2 = reader.uint32() + reader.pos;
+                            let end2 = $wire.size(reader) + reader.pos;
                             if (end2 > reader.len)
                                 throw RangeError("index out of range");
                             reader.len = end2;
@@ -3129,32 +3558,56 @@ export const onnx = $root.onnx = (() => {
                         break;
                     }
                 case 8: {
-                        message.name = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.name = $wire.string(reader);
                         break;
                     }
                 case 12: {
-                        message.doc_string = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.doc_string = $wire.string(reader);
                         break;
                     }
                 case 9: {
-                        message.raw_data = reader.bytes();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.raw_data = $wire.bytes(reader);
                         break;
                     }
                 case 13: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.external_data && message.external_data.length))
                             message.external_data = [];
-                        message.external_data.push($root.onnx.StringStringEntryProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.external_data.push($root.onnx.StringStringEntryProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 14: {
+                        if ((tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         message.data_location = reader.int32();
                         break;
                     }
                 case 10: {
+                        if ((tag & 7) !== 2 && (tag & 7) !== 1) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.double_data && message.double_data.length))
                             message.double_data = [];
                         if ((tag & 7) === 2) {
-                            let end2 = reader.uint32() + reader.pos;
+                            let end2 = $wire.size(reader) + reader.pos;
                             if (end2 > reader.len)
                                 throw RangeError("index out of range");
                             reader.len = end2;
@@ -3168,10 +3621,14 @@ export const onnx = $root.onnx = (() => {
                         break;
                     }
                 case 11: {
+                        if ((tag & 7) !== 2 && (tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.uint64_data && message.uint64_data.length))
                             message.uint64_data = [];
                         if ((tag & 7) === 2) {
-                            let end2 = reader.uint32() + reader.pos;
+                            let end2 = $wire.size(reader) + reader.pos;
                             if (end2 > reader.len)
                                 throw RangeError("index out of range");
                             reader.len = end2;
@@ -3185,13 +3642,17 @@ export const onnx = $root.onnx = (() => {
                         break;
                     }
                 case 16: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.metadata_props && message.metadata_props.length))
                             message.metadata_props = [];
-                        message.metadata_props.push($root.onnx.StringStringEntryProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.metadata_props.push($root.onnx.StringStringEntryProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -3361,20 +3822,28 @@ export const onnx = $root.onnx = (() => {
                 }
                 message = new $root.onnx.TensorProto.Segment();
                 while (reader.pos < end) {
-                    let tag = reader.uint32();
+                    let tag = $wire.tag(reader);
                     if (tag === error)
                         break;
                     switch (tag >>> 3) {
                     case 1: {
+                            if ((tag & 7) !== 0) {
+                                $wire.skip(reader, tag, long);
+                                break;
+                            }
                             message.begin = reader.int64();
                             break;
                         }
                     case 2: {
+                            if ((tag & 7) !== 0) {
+                                $wire.skip(reader, tag, long);
+                                break;
+                            }
                             message.end = reader.int64();
                             break;
                         }
                     default:
-                        reader.skipType(tag & 7, long);
+                        $wire.skip(reader, tag, long);
                         break;
                     }
                 }
@@ -3513,23 +3982,35 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.SparseTensorProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
-                        message.values = $root.onnx.TensorProto.decode(reader, reader.uint32(), undefined, long + 1);
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.values = $wire.merge(message.values, $root.onnx.TensorProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 2: {
-                        message.indices = $root.onnx.TensorProto.decode(reader, reader.uint32(), undefined, long + 1);
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.indices = $wire.merge(message.indices, $root.onnx.TensorProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 3: {
+                        if ((tag & 7) !== 2 && (tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.dims && message.dims.length))
                             message.dims = [];
                         if ((tag & 7) === 2) {
-                            let end2 = reader.uint32() + reader.pos;
+                            let end2 = $wire.size(reader) + reader.pos;
                             if (end2 > reader.len)
                                 throw RangeError("index out of range");
                             reader.len = end2;
@@ -3543,7 +4024,7 @@ export const onnx = $root.onnx = (() => {
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -3643,18 +4124,22 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.TensorShapeProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.dim && message.dim.length))
                             message.dim = [];
-                        message.dim.push($root.onnx.TensorShapeProto.Dimension.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.dim.push($root.onnx.TensorShapeProto.Dimension.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -3785,24 +4270,36 @@ export const onnx = $root.onnx = (() => {
                 }
                 message = new $root.onnx.TensorShapeProto.Dimension();
                 while (reader.pos < end) {
-                    let tag = reader.uint32();
+                    let tag = $wire.tag(reader);
                     if (tag === error)
                         break;
                     switch (tag >>> 3) {
                     case 1: {
+                            if ((tag & 7) !== 0) {
+                                $wire.skip(reader, tag, long);
+                                break;
+                            }
                             message.dim_value = reader.int64();
                             break;
                         }
                     case 2: {
-                            message.dim_param = reader.string();
+                            if ((tag & 7) !== 2) {
+                                $wire.skip(reader, tag, long);
+                                break;
+                            }
+                            message.dim_param = $wire.string(reader);
                             break;
                         }
                     case 3: {
-                            message.denotation = reader.string();
+                            if ((tag & 7) !== 2) {
+                                $wire.skip(reader, tag, long);
+                                break;
+                            }
+                            message.denotation = $wire.string(reader);
                             break;
                         }
                     default:
-                        reader.skipType(tag & 7, long);
+                        $wire.skip(reader, tag, long);
                         break;
                     }
                 }
@@ -3972,36 +4469,60 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.TypeProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
-                        message.tensor_type = $root.onnx.TypeProto.Tensor.decode(reader, reader.uint32(), undefined, long + 1);
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.tensor_type = $wire.merge(message.tensor_type, $root.onnx.TypeProto.Tensor.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 4: {
-                        message.sequence_type = $root.onnx.TypeProto.Sequence.decode(reader, reader.uint32(), undefined, long + 1);
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.sequence_type = $wire.merge(message.sequence_type, $root.onnx.TypeProto.Sequence.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 5: {
-                        message.map_type = $root.onnx.TypeProto.Map.decode(reader, reader.uint32(), undefined, long + 1);
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.map_type = $wire.merge(message.map_type, $root.onnx.TypeProto.Map.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 9: {
-                        message.optional_type = $root.onnx.TypeProto.Optional.decode(reader, reader.uint32(), undefined, long + 1);
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.optional_type = $wire.merge(message.optional_type, $root.onnx.TypeProto.Optional.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 8: {
-                        message.sparse_tensor_type = $root.onnx.TypeProto.SparseTensor.decode(reader, reader.uint32(), undefined, long + 1);
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.sparse_tensor_type = $wire.merge(message.sparse_tensor_type, $root.onnx.TypeProto.SparseTensor.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 6: {
-                        message.denotation = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.denotation = $wire.string(reader);
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -4107,20 +4628,28 @@ export const onnx = $root.onnx = (() => {
                 }
                 message = new $root.onnx.TypeProto.Tensor();
                 while (reader.pos < end) {
-                    let tag = reader.uint32();
+                    let tag = $wire.tag(reader);
                     if (tag === error)
                         break;
                     switch (tag >>> 3) {
                     case 1: {
+                            if ((tag & 7) !== 0) {
+                                $wire.skip(reader, tag, long);
+                                break;
+                            }
                             message.elem_type = reader.int32();
                             break;
                         }
                     case 2: {
-                            message.shape = $root.onnx.TensorShapeProto.decode(reader, reader.uint32(), undefined, long + 1);
+                            if ((tag & 7) !== 2) {
+                                $wire.skip(reader, tag, long);
+                                break;
+                            }
+                            message.shape = $wire.merge(message.shape, $root.onnx.TensorShapeProto.decode(reader, $wire.size(reader), undefined, long + 1));
                             break;
                         }
                     default:
-                        reader.skipType(tag & 7, long);
+                        $wire.skip(reader, tag, long);
                         break;
                     }
                 }
@@ -4218,16 +4747,20 @@ export const onnx = $root.onnx = (() => {
                 }
                 message = new $root.onnx.TypeProto.Sequence();
                 while (reader.pos < end) {
-                    let tag = reader.uint32();
+                    let tag = $wire.tag(reader);
                     if (tag === error)
                         break;
                     switch (tag >>> 3) {
                     case 1: {
-                            message.elem_type = $root.onnx.TypeProto.decode(reader, reader.uint32(), undefined, long + 1);
+                            if ((tag & 7) !== 2) {
+                                $wire.skip(reader, tag, long);
+                                break;
+                            }
+                            message.elem_type = $wire.merge(message.elem_type, $root.onnx.TypeProto.decode(reader, $wire.size(reader), undefined, long + 1));
                             break;
                         }
                     default:
-                        reader.skipType(tag & 7, long);
+                        $wire.skip(reader, tag, long);
                         break;
                     }
                 }
@@ -4336,20 +4869,28 @@ export const onnx = $root.onnx = (() => {
                 }
                 message = new $root.onnx.TypeProto.Map();
                 while (reader.pos < end) {
-                    let tag = reader.uint32();
+                    let tag = $wire.tag(reader);
                     if (tag === error)
                         break;
                     switch (tag >>> 3) {
                     case 1: {
+                            if ((tag & 7) !== 0) {
+                                $wire.skip(reader, tag, long);
+                                break;
+                            }
                             message.key_type = reader.int32();
                             break;
                         }
                     case 2: {
-                            message.value_type = $root.onnx.TypeProto.decode(reader, reader.uint32(), undefined, long + 1);
+                            if ((tag & 7) !== 2) {
+                                $wire.skip(reader, tag, long);
+                                break;
+                            }
+                            message.value_type = $wire.merge(message.value_type, $root.onnx.TypeProto.decode(reader, $wire.size(reader), undefined, long + 1));
                             break;
                         }
                     default:
-                        reader.skipType(tag & 7, long);
+                        $wire.skip(reader, tag, long);
                         break;
                     }
                 }
@@ -4447,16 +4988,20 @@ export const onnx = $root.onnx = (() => {
                 }
                 message = new $root.onnx.TypeProto.Optional();
                 while (reader.pos < end) {
-                    let tag = reader.uint32();
+                    let tag = $wire.tag(reader);
                     if (tag === error)
                         break;
                     switch (tag >>> 3) {
                     case 1: {
-                            message.elem_type = $root.onnx.TypeProto.decode(reader, reader.uint32(), undefined, long + 1);
+                            if ((tag & 7) !== 2) {
+                                $wire.skip(reader, tag, long);
+                                break;
+                            }
+                            message.elem_type = $wire.merge(message.elem_type, $root.onnx.TypeProto.decode(reader, $wire.size(reader), undefined, long + 1));
                             break;
                         }
                     default:
-                        reader.skipType(tag & 7, long);
+                        $wire.skip(reader, tag, long);
                         break;
                     }
                 }
@@ -4565,20 +5110,28 @@ export const onnx = $root.onnx = (() => {
                 }
                 message = new $root.onnx.TypeProto.SparseTensor();
                 while (reader.pos < end) {
-                    let tag = reader.uint32();
+                    let tag = $wire.tag(reader);
                     if (tag === error)
                         break;
                     switch (tag >>> 3) {
                     case 1: {
+                            if ((tag & 7) !== 0) {
+                                $wire.skip(reader, tag, long);
+                                break;
+                            }
                             message.elem_type = reader.int32();
                             break;
                         }
                     case 2: {
-                            message.shape = $root.onnx.TensorShapeProto.decode(reader, reader.uint32(), undefined, long + 1);
+                            if ((tag & 7) !== 2) {
+                                $wire.skip(reader, tag, long);
+                                break;
+                            }
+                            message.shape = $wire.merge(message.shape, $root.onnx.TensorShapeProto.decode(reader, $wire.size(reader), undefined, long + 1));
                             break;
                         }
                     default:
-                        reader.skipType(tag & 7, long);
+                        $wire.skip(reader, tag, long);
                         break;
                     }
                 }
@@ -4690,20 +5243,28 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.OperatorSetIdProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
-                        message.domain = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.domain = $wire.string(reader);
                         break;
                     }
                 case 2: {
+                        if ((tag & 7) !== 0) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         message.version = reader.int64();
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
@@ -4952,76 +5513,124 @@ export const onnx = $root.onnx = (() => {
             }
             message = new $root.onnx.FunctionProto();
             while (reader.pos < end) {
-                let tag = reader.uint32();
+                let tag = $wire.tag(reader);
                 if (tag === error)
                     break;
                 switch (tag >>> 3) {
                 case 1: {
-                        message.name = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.name = $wire.string(reader);
                         break;
                     }
                 case 4: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.input && message.input.length))
                             message.input = [];
-                        message.input.push(reader.string());
+                        message.input.push($wire.string(reader));
                         break;
                     }
                 case 5: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.output && message.output.length))
                             message.output = [];
-                        message.output.push(reader.string());
+                        message.output.push($wire.string(reader));
                         break;
                     }
                 case 6: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.attribute && message.attribute.length))
                             message.attribute = [];
-                        message.attribute.push(reader.string());
+                        message.attribute.push($wire.string(reader));
                         break;
                     }
                 case 11: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.attribute_proto && message.attribute_proto.length))
                             message.attribute_proto = [];
-                        message.attribute_proto.push($root.onnx.AttributeProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.attribute_proto.push($root.onnx.AttributeProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 7: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.node && message.node.length))
                             message.node = [];
-                        message.node.push($root.onnx.NodeProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.node.push($root.onnx.NodeProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 8: {
-                        message.doc_string = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.doc_string = $wire.string(reader);
                         break;
                     }
                 case 9: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.opset_import && message.opset_import.length))
                             message.opset_import = [];
-                        message.opset_import.push($root.onnx.OperatorSetIdProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.opset_import.push($root.onnx.OperatorSetIdProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 10: {
-                        message.domain = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.domain = $wire.string(reader);
                         break;
                     }
                 case 13: {
-                        message.overload = reader.string();
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
+                        message.overload = $wire.string(reader);
                         break;
                     }
                 case 12: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.value_info && message.value_info.length))
                             message.value_info = [];
-                        message.value_info.push($root.onnx.ValueInfoProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.value_info.push($root.onnx.ValueInfoProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 case 14: {
+                        if ((tag & 7) !== 2) {
+                            $wire.skip(reader, tag, long);
+                            break;
+                        }
                         if (!(message.metadata_props && message.metadata_props.length))
                             message.metadata_props = [];
-                        message.metadata_props.push($root.onnx.StringStringEntryProto.decode(reader, reader.uint32(), undefined, long + 1));
+                        message.metadata_props.push($root.onnx.StringStringEntryProto.decode(reader, $wire.size(reader), undefined, long + 1));
                         break;
                     }
                 default:
-                    reader.skipType(tag & 7, long);
+                    $wire.skip(reader, tag, long);
                     break;
                 }
             }
