@@ -284,6 +284,102 @@ describe('issue 13 reproducers: models', () => {
       expectClose(await pipeline(bytes, feeds), want);
     });
   }
+  it('before opset 7 an elementwise op does not broadcast, and a Gemm C must be [M, N] (seeds 12643, 16122)', async () => {
+    const sub = nodeCase('test_sub_bcast', (m) => (m.opset_import![0].version = 3));
+    await expectTypedError(() => pipeline(sub.bytes, sub.feeds), ['Sub', 'before opset 7']);
+    const gemm = nodeCase('test_gemm_default_vector_bias', (m) => (m.opset_import![0].version = 2));
+    await expectTypedError(() => pipeline(gemm.bytes, gemm.feeds), ['Gemm', 'broadcast=1']);
+  });
+
+  it('an old opset that onnxruntime has no kernel for runs as onnxruntime runs it at opset 7 (seeds 6316, 4766)', async () => {
+    for (const [name, op] of [
+      ['test_sub', 'Sub'],
+      ['test_gemm_default_matrix_bias', 'Gemm'],
+    ] as const) {
+      const old = nodeCase(name, (m) => (m.opset_import![0].version = 4));
+      const at7 = nodeCase(name, (m) => (m.opset_import![0].version = 7));
+      await expect(runOrt(old.bytes, old.feeds), `onnxruntime has a ${op}(1) kernel now`).rejects.toThrow(
+        /Could not find an implementation/,
+      );
+      expectClose(await pipeline(old.bytes, old.feeds), await runOrt(at7.bytes, at7.feeds));
+    }
+  });
+
+  it("Dropout's ratio must be a scalar (seed 10508)", async () => {
+    const { bytes, feeds } = nodeCase('test_dropout_default', (m) => (m.graph!.node![0].input = ['x', 'x']));
+    await expectTypedError(() => pipeline(bytes, feeds), ['Dropout', 'ratio', 'scalar']);
+  });
+
+  it('a pool pad as large as its kernel is refused, as onnxruntime refuses it (seeds 12233, 14973)', async () => {
+    const { bytes, feeds } = nodeCase(
+      'test_maxpool_2d_pads',
+      (m) => (attribute(m, 'MaxPool', 'pads').ints = [0, 0, 0, 3]),
+    );
+    await expectTypedError(() => pipeline(bytes, feeds), ['MaxPool', 'pads', 'kernel_shape']);
+  });
+
+  it('a negative Flatten axis before opset 11 is refused (seed 12562)', async () => {
+    const { bytes, feeds } = nodeCase('test_flatten_negative_axis1', (m) => (m.opset_import![0].version = 9));
+    await expectTypedError(() => pipeline(bytes, feeds), ['Flatten', 'axis -1', 'opset 11']);
+  });
+
+  it('a domain imported at two versions is refused (seed 17560)', async () => {
+    const { bytes, feeds } = nodeCase('test_gemm_alpha', (m) => {
+      m.opset_import!.push(new onnx.OperatorSetIdProto({ domain: '', version: 55 }));
+    });
+    await expectTypedError(() => pipeline(bytes, feeds), ['twice', '55']);
+  });
+
+  it('a pool kernel far larger than its input answers at once (no loop over the kernel)', async () => {
+    const huge = 65_536;
+    for (const [name, op, includePad] of [
+      ['test_maxpool_2d_default', 'MaxPool', undefined],
+      ['test_averagepool_2d_default', 'AveragePool', 0],
+      ['test_averagepool_2d_default', 'AveragePool', 1],
+    ] as const) {
+      const ints = (m: onnx.ModelProto, attr: string, values: number[]) =>
+        Object.assign(attribute(m, op, attr), { type: onnx.AttributeProto.AttributeType.INTS, ints: values });
+      const { bytes, feeds } = nodeCase(name, (m) => {
+        ints(m, 'kernel_shape', [huge, huge]);
+        ints(m, 'strides', [huge, huge]);
+        ints(m, 'pads', [huge - 1, huge - 1, huge - 1, huge - 1]);
+        if (includePad !== undefined) attribute(m, op, 'count_include_pad').i = includePad;
+        m.graph!.output![0].type!.tensor_type!.shape = null;
+      });
+      // The reference pools the part of each window inside the input directly (a float64 loop over
+      // a 65536² window would take minutes); onnxruntime-node agrees with it.
+      const [x] = Object.values(feeds);
+      const [n, c, h, w] = x.dims;
+      const out = 2; // (32 + 2·65535 − 65536) / 65536 + 1
+      const want = new Float32Array(n * c * out * out);
+      for (let plane = 0; plane < n * c; plane++) {
+        for (let oh = 0; oh < out; oh++) {
+          for (let ow = 0; ow < out; ow++) {
+            const [r0, c0] = [oh * huge - (huge - 1), ow * huge - (huge - 1)];
+            const rows = [Math.max(0, r0), Math.min(h, r0 + huge)];
+            const cols = [Math.max(0, c0), Math.min(w, c0 + huge)];
+            let best = -Infinity;
+            let sum = 0;
+            for (let i = rows[0]; i < rows[1]; i++) {
+              for (let j = cols[0]; j < cols[1]; j++) {
+                const v = x.data[(plane * h + i) * w + j];
+                best = Math.max(best, v);
+                sum += v;
+              }
+            }
+            // count_include_pad counts the window's positions inside the padded input.
+            const padded = (Math.min(h + huge - 1, r0 + huge) - r0) * (Math.min(w + huge - 1, c0 + huge) - c0);
+            const valid = (rows[1] - rows[0]) * (cols[1] - cols[0]);
+            want[(plane * out + oh) * out + ow] = op === 'MaxPool' ? best : sum / (includePad ? padded : valid);
+          }
+        }
+      }
+      const got = await pipeline(bytes, feeds);
+      const [name0] = Object.keys(got);
+      expectClose(got, { [name0]: { dims: [n, c, out, out], data: want } });
+      expectClose(got, await runOrt(bytes, feeds));
+    }
+  });
 });
 
 describe('issue 13 reproducers: checkpoints (CRC valid, contents not)', () => {

@@ -344,6 +344,25 @@ const opCases: OpCase[] = [
     ref: (p) => ({ data: unaryRef(p.get('a')!, (v) => Math.min(0.4, Math.max(-0.4, v))), dims: [2, 3, 4] }),
   },
   {
+    // Flags read as onnxruntime reads them: any non-zero transA/transB is true, in the gradient too.
+    name: 'Gemm with transA = 10,000,000 and transB = 5 (non-zero is true)',
+    params: { c: [2, 4], a: [3, 2], w: [4, 3] },
+    build: (b) => b.op('Gemm', ['a', 'w', 'c'], { transA: 10_000_000, transB: 5, alpha: 0.7, beta: 1.3 }),
+    ref: (p) => ({
+      data: gemmRef(p.get('a')!, p.get('w')!, {
+        M: 2,
+        N: 4,
+        K: 3,
+        transA: true,
+        transB: true,
+        alpha: 0.7,
+        beta: 1.3,
+        c: { data: p.get('c')!, dims: [2, 4] },
+      }),
+      dims: [2, 4],
+    }),
+  },
+  {
     name: 'Add broadcasting both ways',
     params: { a: [2, 3, 1, 5], b: [3, 4, 1] },
     build: (b) => b.op('Add', ['a', 'b']),

@@ -4,7 +4,14 @@ import { decodeModel, type DecodeOptions } from './codec.ts';
 import { ModelError } from './errors.ts';
 import { foldNode, isFoldable, MAX_FOLDED_BYTES, spend, type FoldBudget } from './fold.ts';
 import type { Dim, Graph, Initializer, Node, ValueInfo } from './ir.ts';
-import { checkNodeArity, checkNodeAttributes, ShapeContext, shapeRuleFor, showShape } from './shape-inference.ts';
+import {
+  checkNodeArity,
+  checkNodeAttributes,
+  ShapeContext,
+  shapeRuleFor,
+  showShape,
+  dimsDisagree,
+} from './shape-inference.ts';
 import {
   dataTypeFromOnnx,
   invalidDims,
@@ -32,11 +39,28 @@ export function loadModel(bytes: Uint8Array, options: DecodeOptions & PrepareOpt
   return prepareGraph(decodeModel(bytes, options), options);
 }
 
+/** One version per domain: a domain imported twice at two versions leaves its ops' meaning open. */
+function checkOpsetImports(graph: Graph): void {
+  const seen = new Map<string, number>();
+  for (const { domain, version } of graph.opsetImports) {
+    const key = domain === 'ai.onnx' ? '' : domain;
+    const earlier = seen.get(key);
+    if (earlier !== undefined && earlier !== version) {
+      throw new ModelError(
+        `opset_import names domain '${domain || 'ai.onnx'}' twice, at versions ${earlier} and ${version}; accepted: one version per domain`,
+        { file: graph.source },
+      );
+    }
+    seen.set(key, version);
+  }
+}
+
 /** Validates, folds and infers shapes in place; returns the same graph. */
 export function prepareGraph(graph: Graph, options: PrepareOptions = {}): Graph {
   const file = graph.source;
   if (graph.nodes.length === 0) throw new ModelError('the graph is empty: it has no nodes', { file });
   if (graph.outputs.length === 0) throw new ModelError('the graph declares no outputs', { file });
+  checkOpsetImports(graph);
   const opset = graph.opset;
   if (opset > MAX_SUPPORTED_OPSET) {
     throw new ModelError(
@@ -320,14 +344,6 @@ function checkDeclared(
         node,
       },
     );
-}
-
-/** Declared dims against known ones: another rank, or a number where the other has another number. */
-function dimsDisagree(declared: readonly Dim[], actual: readonly Dim[]): boolean {
-  return (
-    declared.length !== actual.length ||
-    declared.some((d, i) => typeof d === 'number' && typeof actual[i] === 'number' && d !== actual[i])
-  );
 }
 
 /** BatchNormalization's running mean and variance are state, not parameters. */

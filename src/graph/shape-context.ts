@@ -96,6 +96,11 @@ export function showShape(dims: readonly Dim[]): string {
   return `[${dims.map(showDim).join(', ')}]`;
 }
 
+/** Two shapes disagree when their ranks differ or a dim is a number in both and differs. */
+export function dimsDisagree(a: readonly Dim[], b: readonly Dim[]): boolean {
+  return a.length !== b.length || a.some((d, i) => typeof d === 'number' && typeof b[i] === 'number' && d !== b[i]);
+}
+
 /** Normalises a possibly negative axis into [0, rank), naming the node on failure (through a ShapeContext or an AttributeReader). */
 export function normalizeAxis(ctx: { error(message: string): Error }, axis: number, rank: number): number {
   if (axis < -rank || axis >= rank)

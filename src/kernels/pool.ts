@@ -1,7 +1,7 @@
 // Pooling over NCHW (1-D pools run with H = 1): MaxPool and AveragePool with kernel_shape,
 // strides, pads, dilations, ceil_mode (through the output size the host computes) and
 // count_include_pad; GlobalAveragePool and GlobalMaxPool. One invocation per output element.
-import { windowUniforms, type Window2d } from './program.ts';
+import { WINDOW_TAPS_WGSL, windowUniforms, type Window2d } from './program.ts';
 import { elementProgram, F32_LOWEST, NAN_WGSL, type KernelProgram } from './shader.ts';
 
 export interface Pool2dParams extends Window2d {
@@ -26,7 +26,7 @@ export function pool2dProgram(p: Pool2dParams): KernelProgram {
     total: p.planes * p.outH * p.outW,
     // MaxPool: a NaN in the window gives NaN and an all −∞ window −∞ (the first valid value
     // starts the max), as ONNX defines it; onnxruntime's MLAS max depends on where the NaN sits.
-    prelude: max ? NAN_WGSL : '',
+    prelude: (max ? NAN_WGSL : '') + WINDOW_TAPS_WGSL,
     params: (P) =>
       windowUniforms(P, p, 'u32')
         // count_include_pad counts window positions inside the padded input (clipped at its end,
@@ -40,20 +40,31 @@ export function pool2dProgram(p: Pool2dParams): KernelProgram {
   let base = plane * P.height * P.width;
   let h0 = i32(oh * P.strideH) - P.padTop;
   let w0 = i32(ow * P.strideW) - P.padLeft;
-  var acc = ${max ? F32_LOWEST : '0.0'};
-  var count = 0;${max ? '\n  var seen = false;' : ''}
-  for (var kh = 0; kh < i32(P.kernelH); kh++) {
-    let ih = h0 + kh * P.dilationH;
-    for (var kw = 0; kw < i32(P.kernelW); kw++) {
-      let iw = w0 + kw * P.dilationW;
-      ${include ? 'if (ih < P.paddedH && iw < P.paddedW) { count++; }' : ''}
-      if (u32(ih) < P.height && u32(iw) < P.width) {
-        let v = x[base + u32(ih) * P.width + u32(iw)];
-        ${max ? 'acc = select(maxOrNaN(acc, v), v, !seen);\n        seen = true;' : `acc += v;${include ? '' : ' count++;'}`}
-      }
+  // Only the taps inside the input are visited (row-major, as before); a window of padding alone
+  // gives the max's lowest value or an average of 0.
+  let kh0 = windowTapFirst(h0, P.dilationH);
+  let kh1 = windowTapEnd(h0, i32(P.kernelH), P.dilationH, i32(P.height));
+  let kw0 = windowTapFirst(w0, P.dilationW);
+  let kw1 = windowTapEnd(w0, i32(P.kernelW), P.dilationW, i32(P.width));
+  var acc = ${max ? F32_LOWEST : '0.0'};${max ? '\n  var seen = false;' : ''}
+  for (var kh = kh0; kh < kh1; kh++) {
+    let ih = u32(h0 + kh * P.dilationH);
+    for (var kw = kw0; kw < kw1; kw++) {
+      let v = x[base + ih * P.width + u32(w0 + kw * P.dilationW)];
+      ${max ? 'acc = select(maxOrNaN(acc, v), v, !seen);\n      seen = true;' : 'acc += v;'}
     }
+  }${
+    max
+      ? ''
+      : include
+        ? `
+  // count_include_pad: the taps inside the padded input (windows start at or after -pad).
+  // (f32: a window of 65536 × 65536 positions overflows i32.)
+  let count = f32(windowTapEnd(h0, i32(P.kernelH), P.dilationH, P.paddedH)) * f32(windowTapEnd(w0, i32(P.kernelW), P.dilationW, P.paddedW));`
+        : `
+  let count = f32(max(kh1 - kh0, 0)) * f32(max(kw1 - kw0, 0));`
   }
-  y[idx] = ${max ? 'acc' : 'acc / f32(max(count, 1))'};`,
+  y[idx] = ${max ? 'acc' : 'acc / max(count, 1.0)'};`,
   });
 }
 

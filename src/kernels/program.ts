@@ -177,3 +177,21 @@ export function windowUniforms(P: ParamBlock, w: WindowPlanes, sizes: 'u32' | 'i
     .i32('dilationH', w.dilationH)
     .i32('dilationW', w.dilationW);
 }
+
+/**
+ * WGSL: the taps k of a window (kernel taps from `start`, `dilation` apart) that land in
+ * [0, limit) are [windowTapFirst, windowTapEnd). Windowed loops run over those alone, so a huge
+ * kernel over a small input costs the input's size, not the kernel's (u32 steps: start and limit
+ * are up to 2^31 apart).
+ */
+export const WINDOW_TAPS_WGSL = `
+fn windowTapFirst(start: i32, dilation: i32) -> i32 {
+  if (start >= 0) { return 0; }
+  return i32(min(u32(-start) / u32(dilation) + select(0u, 1u, u32(-start) % u32(dilation) != 0u), 0x7fffffffu));
+}
+fn windowTapEnd(start: i32, kernel: i32, dilation: i32, limit: i32) -> i32 {
+  if (limit <= start) { return 0; }
+  let span = u32(limit - start);
+  return i32(min(u32(kernel), span / u32(dilation) + select(0u, 1u, span % u32(dilation) != 0u)));
+}
+`;

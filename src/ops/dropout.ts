@@ -38,6 +38,14 @@ export const dropout: OpDefinition = {
     { name: 'seed', since: 12 },
   ],
   shape: (ctx) => {
+    // ONNX's shape inference (and so onnxruntime) requires both steering inputs to be scalars.
+    for (const [index, what] of [
+      [1, 'ratio'],
+      [2, 'training_mode'],
+    ] as const) {
+      if (ctx.opset >= 12 && ctx.node.inputs[index] && ctx.shape(index).length !== 0)
+        throw ctx.error(`its ${what} input must be a scalar (rank 0), got shape [${ctx.shape(index).join(', ')}]`);
+    }
     const out: InferredValue[] = [{ dtype: ctx.dtype(0), shape: [...ctx.shape(0)] }];
     if (ctx.node.outputs.length > 1)
       out.push({ dtype: ctx.opset >= 10 ? 'bool' : ctx.dtype(0), shape: [...ctx.shape(0)] });

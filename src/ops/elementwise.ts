@@ -1,7 +1,7 @@
 // Broadcasting Add, Sub, Mul, Div and Sum (n inputs). A following activation runs as the
 // kernel's epilogue; Sum of one input is a view of it.
 import type { Dim } from '../graph/ir.ts';
-import { broadcastShapes, type ShapeRule } from '../graph/shape-context.ts';
+import { broadcastShapes, dimsDisagree, showShape, type ShapeRule } from '../graph/shape-context.ts';
 import { broadcastBackwardProgram, reduceToShapeProgram, type BroadcastBackwardOp } from '../kernels/backward/index.ts';
 import { broadcastProgram, broadcastShape, MAX_BROADCAST_INPUTS, type BroadcastOp } from '../kernels/elementwise.ts';
 import { MAX_RANK } from '../kernels/transform.ts';
@@ -23,6 +23,14 @@ const broadcastShapeRule: ShapeRule = (ctx) => {
   const shapes: Dim[][] = [];
   for (let i = 0; i < ctx.inputCount; i++) shapes.push(ctx.shape(i));
   if (shapes.length === 0) throw ctx.error('needs at least one input');
+  // Numpy-style broadcasting arrived with opset 7 (Sum: 8); before, without the legacy broadcast
+  // attribute, the inputs must have one shape.
+  const broadcastSince = ctx.node.opType === 'Sum' ? 8 : 7;
+  if (ctx.opset < broadcastSince && shapes.some((s) => dimsDisagree(s, shapes[0]))) {
+    throw ctx.error(
+      `input shapes ${shapes.map(showShape).join(', ')} differ; before opset ${broadcastSince} ${ctx.node.opType} does not broadcast (accepted: inputs of one shape)`,
+    );
+  }
   return [{ dtype: ctx.dtype(0), shape: broadcastShapes(ctx, shapes) }];
 };
 

@@ -2,7 +2,7 @@
 // following activation as the epilogue; training forward and backward by blocks of B when B
 // exceeds one storage binding.
 import type { AttributeReader } from '../graph/attributes.ts';
-import { broadcastShapes, showDim, showShape, type ShapeRule } from '../graph/shape-context.ts';
+import { broadcastShapes, dimsDisagree, showDim, showShape, type ShapeRule } from '../graph/shape-context.ts';
 import { sizeOf } from '../graph/tensor.ts';
 import type { GemmProblem } from '../kernels/gemm.ts';
 import {
@@ -85,6 +85,11 @@ const gemmShape: ShapeRule = (ctx) => {
   if (!ctx.hasInput(2)) return [{ dtype: ctx.dtype(0), shape: [m, n] }];
   // C broadcasts to [M, N] one way only (onnxruntime refuses a C that would widen the output).
   const c = ctx.shape(2);
+  // Before opset 7 C broadcasts only when the broadcast attribute says so.
+  if (ctx.opset < 7 && ctx.attrs.int('broadcast', 0) === 0 && dimsDisagree(c, [m, n]))
+    throw ctx.error(
+      `C ${showShape(c)} is not [${showDim(m)}, ${showDim(n)}]; before opset 7 C broadcasts only with broadcast=1`,
+    );
   const out = broadcastShapes(ctx, [[m, n], c]);
   if (c.length > 2 || out.some((d, i) => typeof d === 'number' && typeof [m, n][i] === 'number' && d !== [m, n][i]))
     throw ctx.error(

@@ -18,7 +18,12 @@ type PoolWindow = PoolBackwardParams & { countIncludePad: boolean };
 /** A MaxPool's / AveragePool's window over spatial input dims: kernel_shape, ceil_mode, strides, dilations, pads. */
 function poolGeometry(attrs: AttributeReader, spatial: number[]): WindowGeometry {
   // ceil_mode is true only when 1, as onnxruntime reads it (2 floors).
-  return windowGeometry(attrs, spatial, attrs.ints('kernel_shape'), attrs.int('ceil_mode', 0) === 1);
+  const g = windowGeometry(attrs, spatial, attrs.ints('kernel_shape'), attrs.int('ceil_mode', 0) === 1);
+  // onnxruntime refuses a pads attribute that reaches the kernel's size (a window of only padding).
+  const rank = g.kernel.length;
+  if (attrs.has('pads') && g.kernel.some((k, i) => g.pads[i] >= k || g.pads[i + rank] >= k))
+    throw attrs.error(`pads [${g.pads}] must each be smaller than the kernel_shape [${g.kernel}] entry of its axis`);
+  return g;
 }
 
 /** The window of a MaxPool / AveragePool over X [N, C, spatial…] (1-D as a 2-D window of height 1). */

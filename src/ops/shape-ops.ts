@@ -31,6 +31,9 @@ import {
 export const flatten = viewOp(['axis'], (ctx) => {
   const x = ctx.shape(0);
   let axis = ctx.attrs.int('axis', 1);
+  // Negative axes arrived with opset 11; Flatten 1 and 9 take [0, rank].
+  if (axis < 0 && ctx.opset < 11)
+    throw ctx.error(`axis ${axis} is negative; before opset 11 it must be in [0, ${x.length}]`);
   if (axis < 0) axis += x.length;
   if (axis < 0 || axis > x.length)
     throw ctx.error(`axis ${ctx.attrs.int('axis', 1)} is out of range for rank ${x.length}`);

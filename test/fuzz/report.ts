@@ -32,6 +32,7 @@ export function formatReport(report: FuzzReport, replay: (r: SeedResult) => stri
       'we-accept-ort-refuses',
       'ort-accepts-we-refuse',
       'known-deviation',
+      'ort-lacks-kernel',
       'agree',
       'both-refuse',
     ] as const) {

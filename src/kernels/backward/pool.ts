@@ -2,7 +2,7 @@
 // pass: AveragePool's is a gather (one invocation per input element walks the output windows
 // that cover it); MaxPool's has each invocation own a strip of input rows of one plane.
 import type { Pool2dParams } from '../pool.ts';
-import { windowUniforms } from '../program.ts';
+import { WINDOW_TAPS_WGSL, windowUniforms } from '../program.ts';
 import {
   defineProgram,
   dispatch1d,
@@ -53,6 +53,7 @@ export function maxPool2dBackwardProgram(p: PoolBackwardParams): KernelProgram {
     dispatch,
     bindings: [input('x'), input('dy'), output('dx')],
     params: P,
+    prelude: () => WINDOW_TAPS_WGSL,
     workgroupSize: MAXPOOL_WORKGROUP,
     builtins: { wid: 'workgroup_id', lid: 'local_invocation_index' },
     guard: {
@@ -75,12 +76,13 @@ export function maxPool2dBackwardProgram(p: PoolBackwardParams): KernelProgram {
       let w0 = ow * P.strideW - P.padLeft;
       var best = ${F32_LOWEST};
       var at = -1;
-      for (var a = 0; a < P.kernelH; a++) {
+      let a1 = windowTapEnd(h0, P.kernelH, P.dilationH, P.height);
+      let b0 = windowTapFirst(w0, P.dilationW);
+      let b1 = windowTapEnd(w0, P.kernelW, P.dilationW, P.width);
+      for (var a = windowTapFirst(h0, P.dilationH); a < a1; a++) {
         let h = h0 + a * P.dilationH;
-        if (h < 0 || h >= P.height) { continue; }
-        for (var b = 0; b < P.kernelW; b++) {
+        for (var b = b0; b < b1; b++) {
           let w = w0 + b * P.dilationW;
-          if (w < 0 || w >= P.width) { continue; }
           let v = x[xBase + h * P.width + w];
           if (at < 0 || v > best) { best = v; at = h * P.width + w; }
         }
@@ -110,30 +112,31 @@ export function avgPool2dBackwardProgram(p: PoolBackwardParams): KernelProgram {
   let plane = idx / u32(P.width * P.height);
   let yBase = plane * u32(P.outH * P.outW);
   var acc = 0.0;
-  // Every window (oh, ow) in which this element sits at (kh, kw) adds its share of dy.
-  for (var kh = 0; kh < P.kernelH; kh++) {
-    let th = ih + P.padTop - kh * P.dilationH;
-    if (th < 0 || th % P.strideH != 0) { continue; }
-    let oh = th / P.strideH;
-    if (oh >= P.outH) { continue; }
+  // Every window (oh, ow) in which this element sits at a tap (kh, kw) adds its share of dy. The
+  // windows are walked by output position, oh from the first whose span reaches ih (at most
+  // (kernel - 1) · dilation before it) to the last starting at or before it, so a huge kernel
+  // costs no more than the outputs it covers.
+  let ohFirst = max(0, ceilDiv(ih + P.padTop - (P.kernelH - 1) * P.dilationH, P.strideH));
+  let ohLast = min(P.outH - 1, (ih + P.padTop) / P.strideH);
+  let owFirst = max(0, ceilDiv(iw + P.padLeft - (P.kernelW - 1) * P.dilationW, P.strideW));
+  let owLast = min(P.outW - 1, (iw + P.padLeft) / P.strideW);
+  for (var oh = ohFirst; oh <= ohLast; oh++) {
     let h0 = oh * P.strideH - P.padTop;
-    for (var kw = 0; kw < P.kernelW; kw++) {
-      let tw = iw + P.padLeft - kw * P.dilationW;
-      if (tw < 0 || tw % P.strideW != 0) { continue; }
-      let ow = tw / P.strideW;
-      if (ow >= P.outW) { continue; }
+    if ((ih - h0) % P.dilationH != 0) { continue; }
+    let rows = ${
+      include
+        ? 'windowTapEnd(h0, P.kernelH, P.dilationH, P.paddedH)'
+        : 'windowTapEnd(h0, P.kernelH, P.dilationH, P.height) - windowTapFirst(h0, P.dilationH)'
+    };
+    for (var ow = owFirst; ow <= owLast; ow++) {
       let w0 = ow * P.strideW - P.padLeft;
-      var rows = 0;
-      var cols = 0;
-      for (var a = 0; a < P.kernelH; a++) {
-        let ah = h0 + a * P.dilationH;
-        ${include ? 'if (ah < P.paddedH) { rows++; }' : 'if (ah >= 0 && ah < P.height) { rows++; }'}
-      }
-      for (var b = 0; b < P.kernelW; b++) {
-        let aw = w0 + b * P.dilationW;
-        ${include ? 'if (aw < P.paddedW) { cols++; }' : 'if (aw >= 0 && aw < P.width) { cols++; }'}
-      }
-      acc += dy[yBase + u32(oh * P.outW + ow)] / f32(max(rows * cols, 1));
+      if ((iw - w0) % P.dilationW != 0) { continue; }
+      let cols = ${
+        include
+          ? 'windowTapEnd(w0, P.kernelW, P.dilationW, P.paddedW)'
+          : 'windowTapEnd(w0, P.kernelW, P.dilationW, P.width) - windowTapFirst(w0, P.dilationW)'
+      };
+      acc += dy[yBase + u32(oh * P.outW + ow)] / max(f32(rows) * f32(cols), 1.0);
     }
   }
   dx[idx] = acc;`;
@@ -144,6 +147,9 @@ export function avgPool2dBackwardProgram(p: PoolBackwardParams): KernelProgram {
     inputs: [input('dy')],
     outputs: [output('dx')],
     params,
+    prelude: `${WINDOW_TAPS_WGSL}
+fn ceilDiv(a: i32, b: i32) -> i32 { return select(0, (a + b - 1) / b, a > 0); }
+`,
     body,
   });
 }
