@@ -1,14 +1,16 @@
-// The portable cases (test/portable/cases.ts) outside Node: under Deno on wgpu and in Chromium on
-// SwiftShader, each through its script (npm run test:deno / test:browser) over one set of fixtures
-// made here first. Each script runs every case and prints `N passed, M failed`; one that exits
-// non-zero or reports a failure fails here with its output (each FAIL line names the case or
-// kernel and the runtime).
+// The portable cases (test/portable/cases.ts) on all three WebGPU implementations, over one set of
+// fixtures made here first: in this process on Dawn, under Deno on wgpu and in Chromium on
+// SwiftShader, the last two through their scripts (npm run test:deno / test:browser). Each run
+// prints `N passed, M failed`; a script that exits non-zero or reports a failure fails here with
+// its output (each FAIL line names the case or kernel and the runtime).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { create, globals } from 'webgpu';
+import { runPortableCases } from './portable/cases.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** Fewer passing cases than this means cases went missing: 2 bad input + 1 variant choice + 131 programs + 30 + 1 + 1 now. */
@@ -33,6 +35,27 @@ beforeAll(() => {
   expect(made.status, made.output).toBe(0);
 }, SCRIPT_TIMEOUT_MS);
 afterAll(() => fs.rmSync(fixtures, { recursive: true, force: true }));
+
+describe('in this process', () => {
+  it(
+    'passes every portable case on node/dawn',
+    async () => {
+      Object.assign(globalThis, globals);
+      const dawn = create([]);
+      const lines: string[] = [];
+      const result = await runPortableCases({
+        runtime: 'node/dawn',
+        gpu: dawn,
+        read: async (file) => new Uint8Array(await fs.promises.readFile(path.join(fixtures, file))),
+        log: (line) => lines.push(line),
+      });
+      console.log(`node/dawn (${result.adapter}): ${result.passed} passed, ${result.failed} failed`);
+      expect(result.failures, lines.join('\n')).toEqual([]);
+      expect(result.passed).toBeGreaterThanOrEqual(AT_LEAST);
+    },
+    SCRIPT_TIMEOUT_MS,
+  );
+});
 
 describe.each([
   ['scripts/test-deno.mjs', 'deno/wgpu'],

@@ -10,7 +10,7 @@ import { decodeModel } from '../../src/graph/codec.ts';
 import { prepareGraph } from '../../src/graph/load.ts';
 import { GpuAdapterError, GpuError } from '../../src/kernels/errors.ts';
 import { defaultVariant, gemmTarget, variantRuns } from '../../src/kernels/gemm.ts';
-import { GpuContext } from '../../src/kernels/gpu-context.ts';
+import { GpuContext, type GpuContextOptions } from '../../src/kernels/gpu-context.ts';
 import { wgslOf } from '../../src/kernels/shader.ts';
 import { ConstantStore } from '../../src/runtime/plan.ts';
 import { Session, type Tensor } from '../../src/runtime/session.ts';
@@ -25,6 +25,8 @@ export interface PortableOptions {
   runtime: string;
   read: ReadFixture;
   log: (line: string) => void;
+  /** The WebGPU entry point: navigator.gpu when not given; Node passes dawn.node's create() result. */
+  gpu?: GPU;
   /** Only the cases whose group ('bad input', 'programs', 'forward', 'model', 'training') is listed. */
   groups?: readonly string[];
 }
@@ -67,7 +69,7 @@ export async function runPortableCases(o: PortableOptions): Promise<PortableResu
   await badInput(tally);
   let gpu: GpuContext;
   try {
-    gpu = await GpuContext.create();
+    gpu = await GpuContext.create(contextOptions(o));
   } catch (error) {
     const line = `FAIL device on ${o.runtime}: ${messageOf(error)}`;
     return {
@@ -91,31 +93,37 @@ export async function runPortableCases(o: PortableOptions): Promise<PortableResu
   return { passed: tally.passed, failed: tally.failures.length, failures: tally.failures, adapter };
 }
 
+/** The context's WebGPU: the one given (held until dispose: dawn.node's must outlive the device), or navigator.gpu. */
+function contextOptions(o: PortableOptions): GpuContextOptions {
+  return o.gpu ? { gpu: o.gpu, keepAlive: o.gpu } : {};
+}
+
 async function badInput(tally: Tally): Promise<void> {
   await tally.check('bad input', 'a runtime without WebGPU (navigator.gpu undefined)', async () => {
+    // An own property shadows the prototype's getter for as long as the check runs (Node 20 has
+    // no navigator at all: nothing to hide).
     const nav = (globalThis as { navigator?: object }).navigator;
-    if (!nav) throw new Error('this runtime has no navigator object at all');
-    // An own property shadows the prototype's getter for as long as the check runs.
-    Object.defineProperty(nav, 'gpu', { value: undefined, configurable: true });
+    if (nav) Object.defineProperty(nav, 'gpu', { value: undefined, configurable: true });
     let error: unknown;
     try {
       (await GpuContext.create()).dispose();
     } catch (e) {
       error = e;
     } finally {
-      delete (nav as { gpu?: unknown }).gpu;
+      if (nav) delete (nav as { gpu?: unknown }).gpu;
     }
     if (!(error instanceof GpuAdapterError) || error.problem !== 'no-webgpu')
       throw new Error(`expected GpuAdapterError 'no-webgpu', got ${describe(error)}`);
     expectMatch(error.message, /no WebGPU is available \(navigator\.gpu is undefined\)/);
   });
   await tally.check('bad input', 'a limit beyond the adapter', async () => {
-    const adapter = await navigatorGpu().requestAdapter();
+    const adapter = await (tally.o.gpu ?? navigatorGpu()).requestAdapter();
     if (!adapter) throw new Error('requestAdapter() returned null');
     const offered = adapter.limits.maxStorageBufferBindingSize;
     let error: unknown;
     try {
-      (await GpuContext.create({ requiredLimits: { maxStorageBufferBindingSize: offered + 4 } })).dispose();
+      const requiredLimits = { maxStorageBufferBindingSize: offered + 4 };
+      (await GpuContext.create({ ...contextOptions(tally.o), requiredLimits })).dispose();
     } catch (e) {
       error = e;
     }
