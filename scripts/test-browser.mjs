@@ -13,8 +13,8 @@ import { fixturesFromArgs, REPO_ROOT } from '../test/portable/make-fixtures-proc
 
 const CHROMIUM = process.env.GRAFT_CHROMIUM ?? '/usr/bin/chromium';
 const RUNTIME = 'chromium/swiftshader';
-/** The whole run in the page; a hang fails here instead of at the test runner's limit. */
-const PAGE_TIMEOUT_MS = 600_000;
+/** The whole run in the page; a hang fails here, under test/portable.test.ts's limit, closing the browser. */
+const PAGE_TIMEOUT_MS = 240_000;
 
 if (!fs.existsSync(CHROMIUM)) {
   console.error(`test-browser: ${CHROMIUM} is missing; install Debian's chromium (sudo bash scripts/setup-system.sh)`);
