@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 const forTests = process.argv.includes('--tests');
 const SETUP_COMMAND = 'sudo bash scripts/setup-system.sh';
-/** What the tests read from the system: ONNX conformance cases, Fashion-MNIST, sample photos, Pillow. */
+/** What the tests read or run from the system: ONNX conformance cases, Fashion-MNIST, sample photos, Pillow, Chromium. */
 const TEST_DATA = [
   ['/usr/share/libonnx-testdata/data', 'Debian package libonnx-testdata'],
   ['/usr/share/datasets/fashion-mnist', 'Debian package dataset-fashion-mnist'],
@@ -29,6 +29,7 @@ const TEST_DATA = [
     '/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz',
     "scikit-learn's digits (unpacked from Debian's python3-sklearn .deb)",
   ],
+  ['/usr/bin/chromium', 'Debian package chromium (WebGPU on SwiftShader for scripts/test-browser.mjs)'],
 ];
 
 // Runs in a child: a crash or hang inside Dawn must not take this script down with it.

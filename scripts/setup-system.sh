@@ -13,11 +13,12 @@ DIGITS_CSV=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
 # Test data: ONNX's conformance cases, Fashion-MNIST, darknet's sample photographs, and Pillow
 # (python3-pil: the libjpeg-turbo decoding and resizing the pixel tests compare with), and ONNX's
 # own checker with numpy (python3-onnx: the codec's output is checked by it; numpy writes and
-# reads the safetensors interchange files of the checkpoint tests).
+# reads the safetensors interchange files of the checkpoint tests), and Chromium (WebGPU on its
+# bundled SwiftShader: the browser run of the portable cases, npm run test:browser).
 [ -d /usr/share/libonnx-testdata/data/node ] && [ -d /usr/share/datasets/fashion-mnist ] \
   && [ -f /usr/share/darknet/data/dog.jpg ] && command -v gdk-pixbuf-csource >/dev/null \
   && [ -d /usr/lib/python3/dist-packages/PIL ] && [ -d /usr/lib/python3/dist-packages/onnx ] \
-  && [ -d /usr/lib/python3/dist-packages/numpy ] && [ -f "$DIGITS_CSV" ] && need_testdata=0
+  && [ -d /usr/lib/python3/dist-packages/numpy ] && [ -f "$DIGITS_CSV" ] && [ -x /usr/bin/chromium ] && need_testdata=0
 [ "${GRAFT_SKIP_TESTDATA:-0}" = 1 ] && need_testdata=0
 if [ $need_vulkan = 0 ] && [ $need_testdata = 0 ]; then exit 0; fi
 
@@ -49,6 +50,10 @@ if [ $need_testdata = 1 ]; then
   # tests compare with (Pillow also as the reference for resizing).
   $SUDO apt-get install -y -qq libonnx-testdata dataset-fashion-mnist libgdk-pixbuf2.0-bin python3-pil python3-onnx python3-numpy >/dev/null \
     || echo "setup-system: libonnx-testdata, dataset-fashion-mnist, python3-pil or python3-onnx not available from apt; the tests will say what is missing" >&2
+  if [ ! -x /usr/bin/chromium ]; then
+    $SUDO apt-get install -y -qq chromium >/dev/null \
+      || echo "setup-system: chromium not available from apt; npm run test:browser will say it is missing" >&2
+  fi
   if [ ! -f /usr/share/darknet/data/dog.jpg ]; then
     # Only darknet's sample JPEGs are wanted; installing the package would pull in ~340
     # packages (OpenCV, Qt, GDAL), so unpack just those files from its .deb.
