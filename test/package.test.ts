@@ -62,6 +62,21 @@ gpu.dispose();
 console.log(JSON.stringify({ ops: SUPPORTED_OPS.length, dims: y.dims, worst }));
 `;
 
+// A TypeScript user's view of the same API: the shipped .d.ts files type-check under Node's own
+// module resolution, with no skipLibCheck (WebGPU's types come from @webgpu/types, which webgpu brings).
+const CONSUMER_TYPES = `
+import { Graph, Session, type Tensor } from 'onnx-graft';
+import { createNodeGpuContext, type NodeGpuContextOptions } from 'onnx-graft/node';
+const options: NodeGpuContextOptions = { dawnWarnings: 'hide' };
+export async function outputRank(graph: Graph, x: Tensor): Promise<number> {
+  const gpu = await createNodeGpuContext(options);
+  const session = await Session.create(graph, { gpu });
+  const outputs: Record<string, Tensor> = await session.run({ x });
+  const device: GPUDevice = gpu.device;
+  return Object.values(outputs)[0].dims.length + device.limits.maxBindGroups * 0;
+}
+`;
+
 describe('the packed package, installed into an empty folder', () => {
   let root: string;
   let app: string;
@@ -116,4 +131,15 @@ describe('the packed package, installed into an empty folder', () => {
     expect(result.dims).toEqual([3, 4]);
     expect(result.worst).toBeLessThan(1e-5);
   });
+
+  it('its .d.ts files type-check in a TypeScript project (module nodenext, skipLibCheck off)', () => {
+    writeFileSync(path.join(app, 'consumer.ts'), CONSUMER_TYPES);
+    const tsc = path.join(REPO_ROOT, 'node_modules/typescript/bin/tsc');
+    const flags = ['--noEmit', '--strict', '--module', 'nodenext', '--target', 'es2022', '--types', 'node'];
+    ok(run(process.execPath, [tsc, ...flags, '--skipLibCheck', 'false', 'consumer.ts'], app), 'tsc consumer.ts');
+    // The check can fail: a wrong type is reported from the shipped declarations.
+    writeFileSync(path.join(app, 'wrong.ts'), "import { Session } from 'onnx-graft';\nexport const s: Session = 1;\n");
+    const wrong = run(process.execPath, [tsc, ...flags, 'wrong.ts'], app);
+    expect(wrong.stdout).toMatch(/wrong\.ts\(2,14\): error TS2322: Type 'number' is not assignable to type 'Session'/);
+  }, 120_000);
 });
