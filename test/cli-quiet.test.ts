@@ -16,7 +16,7 @@ const STORAGE = 'Warning: maxDynamicStorageBuffersPerPipelineLayout artificially
 
 /**
  * Runs node with `args`, its stderr a pipe as a shell makes it (`2>&1 >file | cat`): returns
- * stderr as `stderr`, stdout read back from the file.
+ * node's exit status, its stderr as `stderr`, its stdout read back from the file.
  */
 function throughShellPipe(
   args: string[],
@@ -26,8 +26,9 @@ function throughShellPipe(
   try {
     const out = path.join(dir, 'stdout');
     const r = spawnSync(
-      '/bin/sh',
-      ['-c', 'out="$1"; shift; "$@" 2>&1 >"$out" | cat', 'sh', out, process.execPath, ...args],
+      'bash',
+      // pipefail: the status is node's, not cat's.
+      ['-c', 'set -o pipefail; out="$1"; shift; "$@" 2>&1 >"$out" | cat', 'bash', out, process.execPath, ...args],
       {
         cwd: REPO_ROOT,
         encoding: 'utf8',
