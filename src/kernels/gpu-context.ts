@@ -1,4 +1,4 @@
-/// <reference types="@webgpu/types" />
+/// <reference types="@webgpu/types" preserve="true" />
 // The engine's one handle on WebGPU: picks and checks the adapter, opens the device with the
 // adapter's full compute limits, turns GPU errors into typed exceptions that name the
 // operation, and holds whatever must outlive the device (dawn.node's instance).

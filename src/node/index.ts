@@ -8,6 +8,7 @@ import { create, globals } from 'webgpu';
 import { GpuContext, type GpuContextOptions, type ShaderObserver } from '../kernels/gpu-context.ts';
 import { GpuAdapterError, GpuError } from '../kernels/errors.ts';
 import { writeTextAtomic } from './atomic-write.ts';
+import { withoutDawnLimitWarnings } from './dawn-warnings.ts';
 
 export { GpuContext } from '../kernels/gpu-context.ts';
 export type {
@@ -28,6 +29,11 @@ export interface NodeGpuContextOptions {
   powerPreference?: GPUPowerPreference;
   /** Write every generated shader into this folder (see shaderFileWriter). Default: $GRAFT_DUMP_WGSL. */
   dumpWgsl?: string;
+  /**
+   * 'hide' keeps Dawn's two "max...BuffersPerPipelineLayout artificially reduced" warnings off
+   * stderr (see dawn-warnings.ts). Default: $GRAFT_DAWN_WARNINGS, else 'show'; the graft CLI sets 'hide'.
+   */
+  dawnWarnings?: 'show' | 'hide';
 }
 
 const NO_ADAPTER_FIX =
@@ -60,10 +66,11 @@ async function openNodeGpuContext(opts: NodeGpuContextOptions): Promise<GpuConte
   installWebGpuGlobals();
   const adapterName = opts.adapterName ?? (process.env.GRAFT_ADAPTER?.trim() || undefined);
   const dawnOptions = opts.dawnOptions ?? [];
+  const hideWarnings = dawnWarningsHidden(opts.dawnWarnings);
   const common = { adapterName, requiredLimits: opts.requiredLimits, powerPreference: opts.powerPreference };
 
   try {
-    return await openOnDawn(dawnOptions, common);
+    return await openOnDawn(dawnOptions, hideWarnings, common);
   } catch (error) {
     const retryByDawnName =
       error instanceof GpuAdapterError &&
@@ -74,7 +81,7 @@ async function openNodeGpuContext(opts: NodeGpuContextOptions): Promise<GpuConte
     // Dawn hands back only its preferred adapter; its own `adapter=` option (a case-sensitive
     // substring of the driver's adapter name) reaches the others.
     try {
-      return await openOnDawn([...dawnOptions, `adapter=${adapterName}`], common);
+      return await openOnDawn([...dawnOptions, `adapter=${adapterName}`], hideWarnings, common);
     } catch (second) {
       throw new GpuAdapterError(
         'name-mismatch',
@@ -87,11 +94,34 @@ async function openNodeGpuContext(opts: NodeGpuContextOptions): Promise<GpuConte
 
 async function openOnDawn(
   dawnOptions: string[],
+  hideWarnings: boolean,
   opts: Omit<GpuContextOptions, 'gpu' | 'keepAlive'>,
 ): Promise<GpuContext> {
   const dawnInstance = create(dawnOptions);
+  const gpu = hideWarnings ? quietAdapterRequests(dawnInstance) : dawnInstance;
   // The context owns the instance: if V8 collects it while the device lives, Dawn crashes the process.
-  return GpuContext.create({ ...opts, gpu: dawnInstance, keepAlive: dawnInstance });
+  return GpuContext.create({ ...opts, gpu, keepAlive: dawnInstance });
+}
+
+function dawnWarningsHidden(option: string | undefined): boolean {
+  const [value, source] =
+    option !== undefined
+      ? [option, 'dawnWarnings']
+      : [process.env.GRAFT_DAWN_WARNINGS?.trim() || 'show', 'GRAFT_DAWN_WARNINGS'];
+  if (value !== 'show' && value !== 'hide') {
+    throw new GpuError('create GPU context', `${source} is '${value}'; accepted: 'show' or 'hide'`);
+  }
+  return value === 'hide';
+}
+
+/** `gpu` whose requestAdapter() keeps Dawn's limit warnings (printed inside the call) off stderr. */
+function quietAdapterRequests(gpu: GPU): GPU {
+  return {
+    __brand: gpu.__brand,
+    wgslLanguageFeatures: gpu.wgslLanguageFeatures,
+    getPreferredCanvasFormat: () => gpu.getPreferredCanvasFormat(),
+    requestAdapter: (options) => withoutDawnLimitWarnings(() => gpu.requestAdapter(options)),
+  };
 }
 
 let globalsInstalled = false;

@@ -34,7 +34,6 @@ export type PoolReply =
 
 export type PoolResult = Omit<Extract<PoolReply, { ok: true }>, 'id'> | Omit<Extract<PoolReply, { ok: false }>, 'id'>;
 
-const WORKER_URL = new URL('./image-worker.ts', import.meta.url);
 const PER_WORKER = 2;
 
 export function defaultWorkerCount(): number {
@@ -152,8 +151,8 @@ interface Pending {
   reject(error: Error): void;
 }
 
-/** Compiled sources start the worker directly; TypeScript sources through a tsx bootstrap. */
+/** Compiled sources (dist/) start image-worker.js directly; TypeScript sources through a tsx bootstrap. */
 function workerThread(): Worker {
-  if (!WORKER_URL.pathname.endsWith('.ts')) return new Worker(WORKER_URL);
-  return new Worker(new URL('./image-worker-entry.mjs', import.meta.url));
+  const fromSources = import.meta.url.endsWith('.ts');
+  return new Worker(new URL(fromSources ? './image-worker-entry.mjs' : './image-worker.js', import.meta.url));
 }
