@@ -302,18 +302,24 @@ async function parent(): Promise<void> {
     '- Light models: the zoo topologies with seeded random weights (test/helpers/reference-models.ts), written with IR ≥ 8; VGG-16: `graft build vgg16`.',
   ];
   const phases = phasesTable(rows);
+  const goals = targets(rows);
   const md = [
     ...header,
     '',
     tableText,
     ...legend,
     '',
+    'Targets (issue 12):',
+    ...goals,
+    '',
     'Phases (s from process start, first repeat):',
     '',
     phases,
     '',
   ].join('\n');
-  console.log(`\n${tableText}\n\n${phases}\n\ntotal runtime ${(totalS / 60).toFixed(1)} min`);
+  console.log(
+    `\n${tableText}\n\nTargets:\n${goals.join('\n')}\n\n${phases}\n\ntotal runtime ${(totalS / 60).toFixed(1)} min`,
+  );
   writeResults(
     'first',
     startedAt,
@@ -441,6 +447,37 @@ function table(rows: Row[]): string {
     );
   }
   return lines.join('\n');
+}
+
+/** The issue's targets (issue 12), met or missed, from the table's medians. */
+function targets(rows: Row[]): string[] {
+  const out: string[] = [];
+  const find = (model: string, cache: Cache, engine: Engine) =>
+    summary(
+      rows.find((r) => r.model === model && r.cache === cache && r.engine === engine) ?? ({ reports: [] } as never),
+    );
+  for (const row of rows.filter((r) => r.engine === 'onnx-graft')) {
+    const mine = summary(row);
+    if (!mine) continue;
+    const rival = find(row.model, row.cache, 'ort-webgpu');
+    if (rival)
+      out.push(
+        `- ${row.model} ${row.cache}: ahead of onnxruntime WebGPU — ${mine.firstS < rival.firstS ? 'met' : 'MISSED'} (${mine.firstS.toFixed(2)} s vs ${rival.firstS.toFixed(2)} s)`,
+      );
+    const cpu = find(row.model, row.cache, 'ort-cpu');
+    if (row.model === 'vgg16' && cpu)
+      out.push(
+        `- vgg16 ${row.cache}: within 1.25× of onnxruntime CPU — ${mine.firstS <= 1.25 * cpu.firstS ? 'met' : 'MISSED'} (${(mine.firstS / cpu.firstS).toFixed(2)}×)`,
+      );
+  }
+  for (const row of rows.filter((r) => r.cache === 'warm')) {
+    const r = summary(row);
+    if (!r || !(r.steadyMs > 0)) continue;
+    const ratio = r.firstS / (r.steadyMs / 1000);
+    if (ratio > 1.5)
+      out.push(`- ${row.model} warm ${row.engine}: within 1.5× of its steady run — MISSED (${ratio.toFixed(1)}×)`);
+  }
+  return out;
 }
 
 /** Where each row's first result went: seconds from process start at each phase's end (first repeat). */
