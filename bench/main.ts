@@ -1,6 +1,7 @@
 // npm run bench -- <suite>: runs one benchmark suite (a table printed, JSON under bench/results/).
 export {};
 const SUITES: Record<string, string> = {
+  first: './first-result.ts',
   inference: './inference.ts',
   main: './main-job.ts',
   train: './train.ts',

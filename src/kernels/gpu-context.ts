@@ -88,6 +88,7 @@ export class GpuContext {
   #uncapturedDropped = 0;
   /** Keyed by entry point + exact WGSL; holds the promise so concurrent requests share one compile. */
   #pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  #pipelinesCompiled = 0;
   #shaderObserver: ShaderObserver | undefined;
 
   private constructor(gpu: GPU, keepAlive: unknown, adapter: GPUAdapter, device: GPUDevice, info: AdapterReport) {
@@ -344,12 +345,19 @@ export class GpuContext {
     const cached = this.#pipelines.get(key);
     if (cached) return cached;
     const compiled = this.#compilePipeline(operation, label, wgsl, entryPoint);
+    this.#pipelinesCompiled++;
     this.#pipelines.set(key, compiled);
     // A failed compile must not stay cached: the caller may fix the cause (e.g. a limit) and retry.
     compiled.catch(() => {
       if (this.#pipelines.get(key) === compiled) this.#pipelines.delete(key);
     });
     return compiled;
+  }
+
+  /** Pipeline compiles started on this context (cache misses of createComputePipeline): what
+   * tells that a second session of a model compiled nothing new. */
+  get pipelinesCompiled(): number {
+    return this.#pipelinesCompiled;
   }
 
   /** Destroys the device and lets go of the adapter and dawn.node's instance. Safe to call twice. */

@@ -78,6 +78,20 @@ export function pipelineFor(gpu: GpuContext, program: KernelProgram): Promise<GP
 }
 
 /**
+ * Starts the compile of every program's pipeline not yet cached (each key once) without waiting
+ * for any: the caller awaits the returned promise after its own work (uploading weights), so
+ * the compiles run beside it. The promise rejects with the first failure; it never goes
+ * unobserved here, since prepareStep reports the same failure for the step that needs it.
+ */
+export function startPipelines(gpu: GpuContext, programs: Iterable<KernelProgram>): Promise<void> {
+  const started = new Map<string, Promise<GPUComputePipeline>>();
+  for (const program of programs) if (!started.has(program.key)) started.set(program.key, pipelineFor(gpu, program));
+  const all = Promise.all(started.values()).then(() => undefined);
+  all.catch(() => undefined);
+  return all;
+}
+
+/**
  * Compiles (or fetches) the pipeline and binds `ranges`, one per program binding in order,
  * the 'params' binding excepted: its uniform buffer is made here from program.params.
  */

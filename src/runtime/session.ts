@@ -18,6 +18,7 @@ import {
 } from '../kernels/gemm.ts';
 import { GpuDeviceLostError } from '../kernels/errors.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
+import { startPipelines } from '../kernels/program.ts';
 import { SessionDisposedError, SessionUsageError } from './errors.ts';
 import { checkGraph, lowerGraph } from './lower.ts';
 import { ConstantStore, Plan } from './plan.ts';
@@ -284,6 +285,12 @@ export class Session {
       maxBindingBytes: limits.maxStorageBufferBindingSize,
       maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
     });
+    // Every compile issued before the weights upload (Plan.compile), so the driver compiles while
+    // the host copies; a pipeline another session of this context compiled is a cache hit.
+    startPipelines(
+      gpu,
+      lowered.steps.map((s) => s.program),
+    );
     return Plan.compile(gpu, graph, lowered, this.#constants, { packFeedsAndOutputs: true });
   }
 }
