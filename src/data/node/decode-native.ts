@@ -10,7 +10,7 @@
 
 import { readFile } from 'node:fs/promises';
 import { inflateSync } from 'node:zlib';
-import sharp from 'sharp';
+import type Sharp from 'sharp';
 import { decodeImage, sniffImageFormat } from '../decode.ts';
 import { DataError } from '../errors.ts';
 import { decodePng } from '../png.ts';
@@ -83,7 +83,14 @@ function withJpegHint(e: Error, bytes: Uint8Array): Error {
   return ended ? e : new Error(`truncated? (no end-of-image marker) ${e.message}`, { cause: e });
 }
 
+/** sharp (libvips, ~25 MiB and half a second to load) is loaded at the first JPEG, not at import. */
+let sharpModule: Promise<typeof Sharp> | undefined;
+function loadSharp(): Promise<typeof Sharp> {
+  return (sharpModule ??= import('sharp').then((m) => m.default));
+}
+
 async function decodeJpegSharp(bytes: Uint8Array): Promise<ByteImage> {
+  const sharp = await loadSharp();
   // failOn 'error' refuses truncated and corrupt data (Pillow raises on both) but accepts the
   // warnings Pillow accepts too (e.g. extraneous bytes before a marker).
   const input = { failOn: 'error' as const, ignoreIcc: true };
