@@ -7,6 +7,7 @@ import { decodeModel } from '../graph/codec.ts';
 import { ModelError } from '../graph/errors.ts';
 import { Graph, type Dim } from '../graph/ir.ts';
 import { prepareGraph } from '../graph/load.ts';
+import { isFloatType, sizeOf } from '../graph/tensor.ts';
 import { Autotuner } from '../kernels/autotune.ts';
 import {
   defaultVariant,
@@ -18,8 +19,8 @@ import {
 } from '../kernels/gemm.ts';
 import { GpuDeviceLostError } from '../kernels/errors.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
-import { SessionDisposedError, SessionUsageError } from './errors.ts';
-import { checkGraph, lowerGraph } from './lower.ts';
+import { SessionDisposedError, SessionUsageError, WeightsTooLargeError } from './errors.ts';
+import { checkGraph, lowerGraph, type StepSpec } from './lower.ts';
 import { ConstantStore, Plan } from './plan.ts';
 
 export interface Tensor {
@@ -41,13 +42,28 @@ export interface SessionOptions {
   gemm?: 'default' | 'tune' | GemmVariant;
   /** The autotuner for gemm: 'tune' (default: one shared per context, remembered in memory). */
   tuner?: Autotuner;
+  /**
+   * Keep the session's host references to the model's weights after they are uploaded (default
+   * false). Without it the session lets them go once no other plan can need them (every input
+   * dim fixed), so that a Graph the caller drops, or the file it was read from, is freed; with
+   * symbolic input dims they are kept anyway, to compile plans for new shapes. A Graph passed
+   * in is never changed: its weights stay the caller's.
+   */
+  keepHostWeights?: boolean;
+  /**
+   * The most bytes of weights this session may upload (default: no total; WebGPU does not tell
+   * a device's memory). Each weight is also checked against the device's maxBufferSize. A model
+   * over either is refused before anything is uploaded, with a WeightsTooLargeError.
+   */
+  weightBudgetBytes?: number;
 }
 
 export class Session {
   readonly #gpu: GpuContext;
   readonly #options: SessionOptions;
-  /** A fresh copy of the model as given (bytes decoded, or a Graph cloned), to prepare per shape. */
-  readonly #source: () => Graph;
+  /** A fresh copy of the model as given (bytes decoded, or a Graph cloned), to prepare per
+   * shape; undefined once the host weights are let go (no other shape can be asked for). */
+  #source: (() => Graph) | undefined;
   /** The model prepared for the first shapes: names, declared shapes, outputs. */
   readonly #graph: Graph;
   /** Input shapes as the model declares them (symbolic dims are names). */
@@ -93,14 +109,32 @@ export class Session {
     const graph = prepareGraph(fresh, { inputShapes: options.inputShapes });
     refuseEmptyInputs(graph);
     checkGraph(graph);
+    checkWeightSizes(graph, options);
     const session = new Session(options.gpu, options, source, graph, declared);
     if (graph.feedInputs.every((i) => i.shape?.every((d) => typeof d === 'number'))) {
-      session.#current = await session.#planFor(
-        graph.feedInputs.map((i) => i.shape as number[]),
-        graph,
-      );
+      try {
+        session.#current = await session.#planFor(
+          graph.feedInputs.map((i) => i.shape as number[]),
+          graph,
+        );
+      } catch (error) {
+        session.dispose(); // weights uploaded node by node before the refusal
+        throw error;
+      }
+      const everyDimFixed = [...declared.values()].every((dims) => dims?.every((d) => typeof d === 'number'));
+      if (!options.keepHostWeights && everyDimFixed) session.#releaseHostWeights();
     }
     return session;
+  }
+
+  /**
+   * Lets go of the session's host references to the weights (they are on the GPU): the model
+   * source, and the data of the prepared graph's initializers, which keeps names and shapes.
+   */
+  #releaseHostWeights(): void {
+    this.#source = undefined;
+    for (const init of this.#graph.initializers.values())
+      init.value = { dtype: init.value.dtype, dims: init.value.dims, data: new Uint8Array(0) };
   }
 
   get inputNames(): string[] {
@@ -266,6 +300,7 @@ export class Session {
     let graph = prepared;
     if (!graph) {
       const inputShapes = Object.fromEntries(this.#graph.feedInputs.map((i, k) => [i.name, dims[k]]));
+      if (!this.#source) throw new Error('internal: a new plan asked for after the host weights were released');
       graph = prepareGraph(this.#source(), { inputShapes });
       checkGraph(graph);
     }
@@ -283,6 +318,7 @@ export class Session {
       chooseVariant,
       maxBindingBytes: limits.maxStorageBufferBindingSize,
       maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
+      onStep: (step) => uploadConstants(step, this.#constants),
     });
     return Plan.compile(gpu, graph, lowered, this.#constants, { packFeedsAndOutputs: true });
   }
@@ -328,4 +364,45 @@ function refuseEmptyInputs(graph: Graph): void {
       );
     }
   }
+}
+
+/**
+ * Uploads the constants of a step as soon as the lowering makes it and empties their host data,
+ * so that the packed weights of a model are never all on the host at once. A constant the step
+ * binds twice keeps its data: the lowering uploads it again under a key of its own.
+ */
+function uploadConstants(step: StepSpec, constants: ConstantStore): void {
+  const keys = step.refs.flatMap((ref) => ('constant' in ref ? [ref.constant.key] : []));
+  for (const ref of step.refs) {
+    if ('constant' in ref && keys.indexOf(ref.constant.key) === keys.lastIndexOf(ref.constant.key))
+      constants.uploadAndRelease(ref.constant);
+  }
+}
+
+/**
+ * Refuses, before anything is uploaded, a model whose weights cannot fit: one larger than the
+ * device's maxBufferSize, or all of them over options.weightBudgetBytes. (The packed forms the
+ * runtime uploads are these sizes, rounded up to a few columns.)
+ */
+function checkWeightSizes(graph: Graph, options: SessionOptions): void {
+  const maxBuffer = options.gpu.device.limits.maxBufferSize;
+  let total = 0;
+  let largest: { name: string; bytes: number } | undefined;
+  for (const init of graph.initializers.values()) {
+    if (!isFloatType(init.value.dtype)) continue; // shape constants: read on the host, never uploaded
+    const bytes = sizeOf(init.value.dims) * 4;
+    total += bytes;
+    if (!largest || bytes > largest.bytes) largest = { name: init.name, bytes };
+  }
+  if (largest && largest.bytes > maxBuffer)
+    throw new WeightsTooLargeError(
+      `weight '${largest.name}' takes ${largest.bytes} bytes as float32, over this device's maxBufferSize of ${maxBuffer} bytes`,
+      { file: graph.source, bytes: largest.bytes, limit: maxBuffer },
+    );
+  const budget = options.weightBudgetBytes;
+  if (budget !== undefined && total > budget)
+    throw new WeightsTooLargeError(
+      `the model's weights take ${total} bytes as float32, over the weight budget of ${budget} bytes (options.weightBudgetBytes)`,
+      { file: graph.source, bytes: total, limit: budget },
+    );
 }
