@@ -28,6 +28,7 @@ import { WeightsTooLargeError } from '../src/runtime/errors.ts';
 import { Session } from '../src/runtime/session.ts';
 import { describeGraphDifference } from './helpers/graph-equal.ts';
 import { randomFloat32Array } from './helpers/random.ts';
+import { onnxBytesForOrt, runOrt } from './helpers/reference-models.ts';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const childScript = fileURLToPath(new URL('./fixtures/load-memory-child.ts', import.meta.url));
@@ -83,10 +84,7 @@ describe('VGG-16 loaded, compiled and run in a fresh process', () => {
       const reference = await runOrtFile(file, report.input, dims, data, report.output);
       const ours = new Float32Array(new Uint8Array(readFileSync(outputFile)).buffer);
       expect(ours.length).toBe(reference.length);
-      const scale = Math.max(...Array.from(reference, Math.abs));
-      let worst = 0;
-      for (let i = 0; i < ours.length; i++) worst = Math.max(worst, Math.abs(ours[i] - reference[i]));
-      expect(worst / scale).toBeLessThan(1e-4);
+      expect(maxRelativeError(ours, reference)).toBeLessThan(1e-4);
     },
     CHILD_TIMEOUT_MS + 120_000,
   );
@@ -129,14 +127,31 @@ describe('decoding a file in pieces', () => {
   });
 });
 
-describe('weights too large for the device', () => {
+describe('a session and the host weights', () => {
   let gpu: GpuContext;
   beforeAll(async () => {
     gpu = await createNodeGpuContext();
   });
   afterAll(() => gpu?.dispose());
 
-  it('are refused before uploading, over the session budget, with the sizes', async () => {
+  it('lets go of its own weights, never of the Graph given it, and runs as before', async () => {
+    const graph = modelWithTensors();
+    const before = new Map([...graph.initializers].map(([name, i]) => [name, (i.value.data as Float32Array).slice()]));
+    const x = { dims: [1, 64], data: randomFloat32Array(64, 21) };
+    const lean = await Session.create(graph, { gpu });
+    const kept = await Session.create(graph, { gpu, keepHostWeights: true });
+    try {
+      for (const [name, data] of before) expect(graph.initializers.get(name)!.value.data, name).toEqual(data);
+      const reference = (await runOrt(onnxBytesForOrt(graph), { x })).y.data;
+      for (const session of [lean, lean, kept])
+        expect(maxRelativeError((await session.run({ x })).y.data, reference)).toBeLessThan(1e-5);
+    } finally {
+      lean.dispose();
+      kept.dispose();
+    }
+  });
+
+  it('refuses weights over the session budget before uploading, with the sizes', async () => {
     const graph = modelWithTensors();
     const total = [...graph.initializers.values()].reduce((n, i) => n + (i.value.data as Float32Array).byteLength, 0);
     const error = await Session.create(graph, { gpu, weightBudgetBytes: total - 4 }).catch((e: unknown) => e);
@@ -181,6 +196,14 @@ function modelWithTensors(): Graph {
     { name: 'mm2', opType: 'MatMul', domain: '', inputs: ['r', 'WWWW'], outputs: ['y'], attributes: {} },
   ];
   return g;
+}
+
+/** The largest absolute difference over the largest magnitude of the reference. */
+function maxRelativeError(got: Float32Array, want: Float32Array): number {
+  const scale = Math.max(...Array.from(want, Math.abs));
+  let worst = 0;
+  for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+  return worst / scale;
 }
 
 function captureError(f: () => unknown): unknown {

@@ -5,7 +5,7 @@
 // ModelError: the model was fine, a new GpuContext and Session will run it.
 import { decodeModel } from '../graph/codec.ts';
 import { ModelError } from '../graph/errors.ts';
-import { Graph, type Dim } from '../graph/ir.ts';
+import { Graph, type Dim, type Node } from '../graph/ir.ts';
 import { prepareGraph } from '../graph/load.ts';
 import { isFloatType, sizeOf } from '../graph/tensor.ts';
 import { Autotuner } from '../kernels/autotune.ts';
@@ -62,8 +62,8 @@ export class Session {
   readonly #gpu: GpuContext;
   readonly #options: SessionOptions;
   /** A fresh copy of the model as given (bytes decoded, or a Graph cloned), to prepare per
-   * shape; undefined once the host weights are let go (no other shape can be asked for). */
-  #source: (() => Graph) | undefined;
+   * shape; undefined when the host weights are let go (no other shape can be asked for). */
+  readonly #source: (() => Graph) | undefined;
   /** The model prepared for the first shapes: names, declared shapes, outputs. */
   readonly #graph: Graph;
   /** Input shapes as the model declares them (symbolic dims are names). */
@@ -77,7 +77,7 @@ export class Session {
   private constructor(
     gpu: GpuContext,
     options: SessionOptions,
-    source: () => Graph,
+    source: (() => Graph) | undefined,
     graph: Graph,
     declared: Map<string, Dim[] | undefined>,
   ) {
@@ -95,22 +95,24 @@ export class Session {
    */
   static async create(model: Graph | Uint8Array, options: SessionOptions): Promise<Session> {
     checkCreateArguments(model, options);
-    let source: () => Graph;
-    if (model instanceof Uint8Array) {
-      source = () => decodeModel(model, { file: options.file });
-    } else {
-      // Preparing is idempotent, so a Graph from loadModel and one from decodeModel both work;
-      // the copy keeps later edits of the caller's Graph out of this session.
-      const own = model.clone();
-      source = () => own.clone();
-    }
-    const fresh = source();
+    // The copy keeps later edits of the caller's Graph out of this session (preparing is
+    // idempotent, so a Graph from loadModel and one from decodeModel both work).
+    const fresh = model instanceof Uint8Array ? decodeModel(model, { file: options.file }) : model.clone();
     const declared = new Map(fresh.feedInputs.map((i) => [i.name, i.shape && [...i.shape]]));
+    // With every input dim fixed no other plan can be asked for: the weights need not stay.
+    const everyDimFixed = [...declared.values()].every((dims) => dims?.every((d) => typeof d === 'number'));
+    const keepWeights = options.keepHostWeights === true || !everyDimFixed;
     const graph = prepareGraph(fresh, { inputShapes: options.inputShapes });
     refuseEmptyInputs(graph);
     checkGraph(graph);
     checkWeightSizes(graph, options);
-    const session = new Session(options.gpu, options, source, graph, declared);
+    const session = new Session(
+      options.gpu,
+      options,
+      keepWeights ? sourceOf(model, options) : undefined,
+      graph,
+      declared,
+    );
     if (graph.feedInputs.every((i) => i.shape?.every((d) => typeof d === 'number'))) {
       try {
         session.#current = await session.#planFor(
@@ -121,20 +123,8 @@ export class Session {
         session.dispose(); // weights uploaded node by node before the refusal
         throw error;
       }
-      const everyDimFixed = [...declared.values()].every((dims) => dims?.every((d) => typeof d === 'number'));
-      if (!options.keepHostWeights && everyDimFixed) session.#releaseHostWeights();
     }
     return session;
-  }
-
-  /**
-   * Lets go of the session's host references to the weights (they are on the GPU): the model
-   * source, and the data of the prepared graph's initializers, which keeps names and shapes.
-   */
-  #releaseHostWeights(): void {
-    this.#source = undefined;
-    for (const init of this.#graph.initializers.values())
-      init.value = { dtype: init.value.dtype, dims: init.value.dims, data: new Uint8Array(0) };
   }
 
   get inputNames(): string[] {
@@ -304,6 +294,9 @@ export class Session {
       graph = prepareGraph(this.#source(), { inputShapes });
       checkGraph(graph);
     }
+    // The prepared graph is the session's own: without a source, each weight's host data goes
+    // once the nodes that read it are lowered (its packed forms are on the GPU by then).
+    const releaseWeights = prepared && !this.#source ? weightReleaser(graph) : undefined;
     const gpu = this.#gpu;
     const target = gemmTarget(gpu);
     const mode = this.#options.gemm ?? 'default';
@@ -318,8 +311,12 @@ export class Session {
       chooseVariant,
       maxBindingBytes: limits.maxStorageBufferBindingSize,
       maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
-      onStep: (step) => uploadConstants(step, this.#constants),
+      onStep: (step) => {
+        uploadConstants(step, this.#constants);
+        releaseWeights?.(step.node);
+      },
     });
+    releaseWeights?.(undefined);
     return Plan.compile(gpu, graph, lowered, this.#constants, { packFeedsAndOutputs: true });
   }
 }
@@ -405,4 +402,37 @@ function checkWeightSizes(graph: Graph, options: SessionOptions): void {
       `the model's weights take ${total} bytes as float32, over the weight budget of ${budget} bytes (options.weightBudgetBytes)`,
       { file: graph.source, bytes: total, limit: budget },
     );
+}
+
+/** A function giving a fresh copy of the model as given, to prepare for new input shapes. */
+function sourceOf(model: Graph | Uint8Array, options: SessionOptions): () => Graph {
+  if (model instanceof Uint8Array) return () => decodeModel(model, { file: options.file });
+  const own = model.clone();
+  return () => own.clone();
+}
+
+/**
+ * Lets go of the host data of the graph's float initializers as the lowering passes their last
+ * reader (called with the node of each step made, in graph order; undefined at the end),
+ * keeping names, dtypes and dims. Graph outputs that are initializers keep theirs: the plan
+ * returns them from the host.
+ */
+function weightReleaser(graph: Graph): (node: Node | undefined) => void {
+  const position = new Map(graph.nodes.map((n, i) => [n, i]));
+  const outputs = new Set(graph.outputs.map((o) => o.name));
+  const lastReader = new Map<string, number>();
+  graph.nodes.forEach((n, i) => {
+    for (const name of n.inputs) if (graph.initializers.has(name)) lastReader.set(name, i);
+  });
+  const order = [...lastReader]
+    .filter(([name]) => !outputs.has(name) && isFloatType(graph.initializers.get(name)!.value.dtype))
+    .sort((a, b) => a[1] - b[1]);
+  let next = 0;
+  return (node) => {
+    const at = node ? (position.get(node) ?? -1) : Infinity;
+    for (; next < order.length && order[next][1] < at; next++) {
+      const init = graph.initializers.get(order[next][0])!;
+      init.value = { dtype: init.value.dtype, dims: init.value.dims, data: new Uint8Array(0) };
+    }
+  };
 }
