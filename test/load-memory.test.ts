@@ -7,8 +7,9 @@
 //
 // The smaller checks: a file decoded in pieces (decodeModelFile) decodes to the same Graph as
 // its bytes decoded whole, with raw_data at every alignment; a file whose structure the piecewise
-// reader does not follow gets decodeModel's own error; weights over the device's limits or the
-// session's budget are refused before anything is uploaded.
+// reader does not follow gets decodeModel's own error; a session lets go of its own weights but
+// never of the Graph given it; weights over the session's budget are refused before anything is
+// uploaded (the per-weight maxBufferSize check is not exercised: lavapipe allows 4 GiB buffers).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
