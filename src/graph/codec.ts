@@ -14,6 +14,7 @@ import {
   sizeOf,
   tensorBytes,
   typedArrayFromBytes,
+  typedArrayView,
   type DataType,
   type TensorData,
   type TensorValue,
@@ -38,7 +39,32 @@ type Int64 = NonNullable<onnx.IModelProto['ir_version']>;
 type Long = Exclude<Int64, number>;
 type StringEntry = onnx.IStringStringEntryProto;
 
+/**
+ * Decodes ONNX bytes into a Graph. Tensor bytes stored as raw_data become views into `bytes`
+ * (copied only where misaligned for their element type): the Graph keeps `bytes` alive, and
+ * `bytes` must not be changed afterwards.
+ */
 export function decodeModel(bytes: Uint8Array, options: DecodeOptions = {}): Graph {
+  return decodeModelWithDeferredData(bytes, options, []);
+}
+
+/** An initializer's raw_data left out of the bytes decoded: its length, and how to read it. */
+export interface DeferredTensorData {
+  length: number;
+  /** The bytes, in a buffer of their own (aligned for any element type). */
+  read(): Uint8Array;
+}
+
+/**
+ * decodeModel for bytes whose initializers' raw_data may have been left out: `deferred[i]`, when
+ * present, stands for the raw_data of the i-th initializer, read only once its dims and type
+ * are known to need exactly that many bytes.
+ */
+export function decodeModelWithDeferredData(
+  bytes: Uint8Array,
+  options: DecodeOptions,
+  deferred: readonly (DeferredTensorData | undefined)[],
+): Graph {
   const file = options.file ?? '<bytes>';
   if (!(bytes instanceof Uint8Array))
     throw new ModelError(
@@ -83,10 +109,10 @@ export function decodeModel(bytes: Uint8Array, options: DecodeOptions = {}): Gra
   keepIfPresent(g.extra, graph, GRAPH_EXTRAS, 'graph.');
 
   const ctx = { file, readExternal: options.readExternal, irVersion: g.irVersion };
-  for (const t of graph.initializer ?? []) {
+  for (const [index, t] of (graph.initializer ?? []).entries()) {
     const init: Initializer = {
       name: t.name ?? '',
-      value: decodeTensor(t, ctx),
+      value: decodeTensor(t, ctx, deferred[index]),
       trainable: false,
       docString: t.doc_string || undefined,
     };
@@ -197,7 +223,7 @@ interface TensorContext {
   irVersion?: number;
 }
 
-export function decodeTensor(t: onnx.ITensorProto, ctx: TensorContext): TensorValue {
+export function decodeTensor(t: onnx.ITensorProto, ctx: TensorContext, deferred?: DeferredTensorData): TensorValue {
   const name = t.name || '(unnamed tensor)';
   const dtype = dataTypeFromOnnx(t.data_type ?? 0);
   if (!dtype) throw new ModelError(`tensor '${name}' has unknown data_type ${t.data_type}`, { file: ctx.file });
@@ -230,7 +256,7 @@ export function decodeTensor(t: onnx.ITensorProto, ctx: TensorContext): TensorVa
       throw fail(
         `external file '${location}' has only ${bytes.byteLength} bytes at offset ${offset}, ${expected} needed`,
       );
-    return { dtype, dims, data: typedArrayFromBytes(dtype, bytes, count) };
+    return { dtype, dims, data: typedArrayView(dtype, bytes, count) };
   }
 
   if (dtype === 'string') {
@@ -239,11 +265,12 @@ export function decodeTensor(t: onnx.ITensorProto, ctx: TensorContext): TensorVa
     return { dtype, dims, data: s.map((b) => new Uint8Array(b)) };
   }
   const raw = t.raw_data;
-  if (raw && raw.byteLength > 0) {
+  const rawLength = deferred ? deferred.length : (raw?.byteLength ?? 0);
+  if (rawLength > 0) {
     const width = bytesPerElement(dtype);
     if (width === undefined) throw fail('raw_data for this type is not supported');
-    if (raw.byteLength !== count * width) throw fail(`raw_data has ${raw.byteLength} bytes, expected ${count * width}`);
-    return { dtype, dims, data: typedArrayFromBytes(dtype, raw, count) };
+    if (rawLength !== count * width) throw fail(`raw_data has ${rawLength} bytes, expected ${count * width}`);
+    return { dtype, dims, data: typedArrayView(dtype, deferred ? deferred.read() : raw!, count) };
   }
   if (bytesPerElement(dtype) === undefined) throw fail('this data type is not supported');
   const field = typedField(dtype);

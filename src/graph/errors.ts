@@ -18,3 +18,28 @@ export class ModelError extends Error {
     this.opType = where.node?.opType;
   }
 }
+
+/** The host (JavaScript heap or process) could not give the memory a model needs while loading. */
+export class HostMemoryError extends ModelError {
+  readonly bytes: number;
+
+  constructor(bytes: number, what: string, file: string | undefined, cause: unknown) {
+    super(
+      `out of host memory: cannot allocate ${bytes} bytes for ${what} (${(cause as Error)?.message ?? String(cause)}); free memory, or load a smaller model`,
+      { file },
+    );
+    this.name = 'HostMemoryError';
+    this.bytes = bytes;
+    (this as { cause?: unknown }).cause = cause;
+  }
+}
+
+/** `length` zeroed bytes, or a HostMemoryError naming `what` and the file when the host has no room for them. */
+export function allocateHostBytes(length: number, what: string, file: string | undefined): Uint8Array {
+  try {
+    return new Uint8Array(length);
+  } catch (e) {
+    if (e instanceof RangeError) throw new HostMemoryError(length, what, file, e);
+    throw e;
+  }
+}

@@ -153,8 +153,24 @@ export function typedArrayFromBytes(dtype: DataType, bytes: Uint8Array, length: 
   return ArrayType ? new ArrayType(copy.buffer) : copy; // uint8, bool, complex and 8-bit floats keep raw bytes
 }
 
+/**
+ * A typed array of `length` elements for a byte-aligned dtype over `bytes` itself, without a
+ * copy: the tensor then keeps `bytes`' buffer (a decoded file) alive. Only where the offset is
+ * not a multiple of the element size (a typed array cannot start there) are the bytes copied.
+ */
+export function typedArrayView(dtype: DataType, bytes: Uint8Array, length: number): TensorData {
+  const width = bytesPerElement(dtype);
+  if (width === undefined) throw new Error(`no raw-byte layout for dtype ${dtype}`);
+  const ArrayType = TYPED_ARRAYS[dtype];
+  if (!ArrayType) return bytes.subarray(0, length * width); // uint8, bool, complex and 8-bit floats keep raw bytes
+  if (bytes.byteOffset % width !== 0) return typedArrayFromBytes(dtype, bytes, length);
+  return new ArrayType(bytes.buffer as ArrayBuffer, bytes.byteOffset, length);
+}
+
 /** The typed array of each dtype not kept as raw bytes (float16/bfloat16 as their bits). */
-const TYPED_ARRAYS: Partial<Record<DataType, new (buffer: ArrayBuffer) => Exclude<TensorData, Uint8Array[]>>> = {
+const TYPED_ARRAYS: Partial<
+  Record<DataType, new (buffer: ArrayBuffer, byteOffset?: number, length?: number) => Exclude<TensorData, Uint8Array[]>>
+> = {
   float32: Float32Array,
   float64: Float64Array,
   int32: Int32Array,

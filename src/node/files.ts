@@ -1,19 +1,58 @@
 // Node-only file access for models: reading with external data, and atomic writes.
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { dirname, isAbsolute, join, normalize } from 'node:path';
 import { encodeModel, type EncodeOptions } from '../graph/codec.ts';
-import { ModelError } from '../graph/errors.ts';
+import { allocateHostBytes, ModelError } from '../graph/errors.ts';
 import type { Graph } from '../graph/ir.ts';
-import { loadModel, type PrepareOptions } from '../graph/load.ts';
-import { decodeModel, type ExternalDataReader } from '../graph/codec.ts';
+import { prepareGraph, type PrepareOptions } from '../graph/load.ts';
+import type { ExternalDataReader } from '../graph/codec.ts';
+import { decodeModelSource, type ByteSource } from '../graph/model-source.ts';
 import { readableFileProblem, writeFileAtomic } from './atomic-write.ts';
 
 export { writeFileAtomic } from './atomic-write.ts';
 
-/** A file's bytes as a Uint8Array that owns its memory (small reads come from a shared pool). */
+/** A file's bytes as a Uint8Array that owns its memory, read straight into it (no second copy). */
 export function readBytes(path: string): Uint8Array {
-  const buf = readFileSync(path);
-  return new Uint8Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    return readRange(fd, path, 0, size, size, 'the file');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * `length` bytes at `offset` of the open file `fd` (of `size` bytes), in a buffer of their own;
+ * the range is checked against the size before anything is allocated.
+ */
+function readRange(fd: number, path: string, offset: number, length: number, size: number, what: string): Uint8Array {
+  if (offset + length > size)
+    throw new ModelError(`${what} needs ${length} bytes at offset ${offset}, but the file has ${size} bytes`, {
+      file: path,
+    });
+  const out = allocateHostBytes(length, what, path);
+  let done = 0;
+  while (done < length) {
+    const n = readSync(fd, out, done, length - done, offset + done);
+    if (n === 0)
+      throw new ModelError(`${what}: the file ended after ${offset + done} bytes (it shrank while being read)`, {
+        file: path,
+      });
+    done += n;
+  }
+  return out;
+}
+
+/** Runs `use` on a ByteSource over the file at `path`, open for the call's duration. */
+function withFileSource<T>(path: string, use: (source: ByteSource) => T): T {
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    return use({ byteLength: size, read: (offset, length) => readRange(fd, path, offset, length, size, 'the model') });
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Reads external-data files next to `modelPath`, refusing locations that escape its folder. */
@@ -38,35 +77,33 @@ export function externalDataReader(modelPath: string): ExternalDataReader {
           { file: modelPath },
         );
       }
-      const out = new Uint8Array(want);
-      let done = 0;
-      while (done < want) {
-        const n = readSync(fd, out, done, want - done, offset + done);
-        if (n === 0) break;
-        done += n;
-      }
-      return out.subarray(0, done);
+      return readRange(fd, path, offset, want, size, `external data file '${location}'`);
     } finally {
       closeSync(fd);
     }
   };
 }
 
-function readModelBytes(path: string): Uint8Array {
+function checkModelFile(path: string): void {
   if (!existsSync(path)) throw new ModelError('no such file', { file: path });
   const problem = readableFileProblem(path, 'an .onnx file');
   if (problem) throw new ModelError(problem.detail, { file: path });
-  return readBytes(path);
 }
 
-/** Decodes a model file (no folding or inference): for round trips and tools. */
+/**
+ * Decodes a model file (no folding or inference): for round trips and tools. The file is read
+ * in pieces: its structure, then each large tensor into a buffer of its own.
+ */
 export function decodeModelFile(path: string): Graph {
-  return decodeModel(readModelBytes(path), { file: path, readExternal: externalDataReader(path) });
+  checkModelFile(path);
+  return withFileSource(path, (source) =>
+    decodeModelSource(source, { file: path, readExternal: externalDataReader(path) }),
+  );
 }
 
-/** Loads a model file ready for the runtime: decoded, folded, every shape inferred. */
+/** Loads a model file ready for the runtime: decoded (as decodeModelFile), folded, every shape inferred. */
 export function loadModelFile(path: string, options: PrepareOptions = {}): Graph {
-  return loadModel(readModelBytes(path), { ...options, file: path, readExternal: externalDataReader(path) });
+  return prepareGraph(decodeModelFile(path), options);
 }
 
 /** Encodes and writes a model atomically (see writeFileAtomic: the folder is checked first). */

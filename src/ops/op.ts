@@ -100,6 +100,9 @@ export interface LowerOptions {
   maxBindingBytes: number;
   /** The device's maxComputeWorkgroupsPerDimension: GEMMs with more row tiles are split. */
   maxWorkgroupsPerDimension?: number;
+  /** Called with each step as soon as a lowering makes it (a session uploads its constants
+   * then, so that packed weights never pile up on the host). */
+  onStep?: (step: StepSpec) => void;
 }
 
 /** What an op's lowering sees: its node, the graph, and the runtime's helpers. */

@@ -1,3 +1,5 @@
+import { ModelError } from '../graph/errors.ts';
+
 // Errors of the Session API itself: a call it does not accept, as opposed to a model it refuses
 // (ModelError) or a GPU failure (GpuError).
 
@@ -15,5 +17,19 @@ export class SessionDisposedError extends SessionUsageError {
   constructor(operation: string) {
     super(`${operation} on a disposed session; create a new Session to run the model again`);
     this.name = 'SessionDisposedError';
+  }
+}
+
+/** A model whose weights cannot fit the device (one over maxBufferSize, or all over the session's
+ * weightBudgetBytes), refused before anything is uploaded: `bytes` needed, `limit` allowed. */
+export class WeightsTooLargeError extends ModelError {
+  readonly bytes: number;
+  readonly limit: number;
+
+  constructor(message: string, where: { file?: string; bytes: number; limit: number }) {
+    super(message, { file: where.file });
+    this.name = 'WeightsTooLargeError';
+    this.bytes = where.bytes;
+    this.limit = where.limit;
   }
 }

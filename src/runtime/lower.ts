@@ -305,7 +305,9 @@ class NodeLowering implements LowerContext {
   }
 
   step(program: KernelProgram, refs: BindingRef[]): StepSpec {
-    return { program, refs, node: this.node };
+    const spec = { program, refs, node: this.node };
+    this.options?.onStep?.(spec);
+    return spec;
   }
 
   inputToOutputStep(program: KernelProgram): StepSpec {

@@ -33,9 +33,14 @@ import {
 import { SubmitPacer } from '../kernels/submit-pacer.ts';
 import { resolveAlias, type BindingView, type ConstantTensor, type Lowered, type StepSpec } from './lower.ts';
 
+/** The host data of a constant once uploaded and released (see ConstantStore.uploadAndRelease). */
+const RELEASED = new Float32Array(0);
+
 /** Uploaded constants, shared by every plan of a session (keyed by their packed form). */
 export class ConstantStore {
   readonly #buffers = new Map<string, GPUBuffer>();
+  /** The host bytes of each uploaded tensor (its buffer may be rounded up). */
+  readonly #lengths = new Map<string, number>();
   bytes = 0;
 
   constructor(readonly gpu: GpuContext) {}
@@ -47,9 +52,22 @@ export class ConstantStore {
       buffer = this.gpu.createBuffer(`const ${c.key}`, size, storageUsage());
       this.gpu.upload(buffer, c.data);
       this.#buffers.set(c.key, buffer);
+      this.#lengths.set(c.key, c.data.byteLength);
       this.bytes += size;
     }
     return buffer;
+  }
+
+  /** Uploads `c` (unless its key is already there) and empties its host data, which `c`
+   * need not keep any more: get() finds the upload by key, byteLengthOf() its size. */
+  uploadAndRelease(c: ConstantTensor): void {
+    this.get(c);
+    c.data = RELEASED;
+  }
+
+  /** The bytes of `c`: as uploaded when it was, else its host data's. */
+  byteLengthOf(c: ConstantTensor): number {
+    return this.#lengths.get(c.key) ?? c.data.byteLength;
   }
 
   /** Drops an uploaded tensor (its next get() uploads afresh): new host weights for a key. */
@@ -57,6 +75,7 @@ export class ConstantStore {
     const buffer = this.#buffers.get(key);
     if (!buffer) return;
     this.#buffers.delete(key);
+    this.#lengths.delete(key);
     this.bytes -= buffer.size;
     buffer.destroy();
   }
@@ -64,6 +83,7 @@ export class ConstantStore {
   dispose(): void {
     for (const b of this.#buffers.values()) b.destroy();
     this.#buffers.clear();
+    this.#lengths.clear();
     this.bytes = 0;
   }
 }
@@ -223,7 +243,7 @@ export class Plan {
       const names = accessOf(step).map((b) => b.name);
       step.refs.forEach((ref, k) => {
         const what = 'value' in ref ? `value '${root(ref.value)}'` : `constant '${ref.constant.key}'`;
-        const bytes = 'value' in ref ? bytesOf(root(ref.value)) : ref.constant.data.byteLength;
+        const bytes = 'value' in ref ? bytesOf(root(ref.value)) : constants.byteLengthOf(ref.constant);
         const fail = (message: string) =>
           new ModelError(`${message} (step ${i}, '${step.program.label}', binding '${names[k]}')`, {
             file: graph.source,

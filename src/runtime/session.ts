@@ -5,8 +5,9 @@
 // ModelError: the model was fine, a new GpuContext and Session will run it.
 import { decodeModel } from '../graph/codec.ts';
 import { ModelError } from '../graph/errors.ts';
-import { Graph, type Dim } from '../graph/ir.ts';
+import { Graph, type Dim, type Node } from '../graph/ir.ts';
 import { prepareGraph } from '../graph/load.ts';
+import { isFloatType, sizeOf } from '../graph/tensor.ts';
 import { Autotuner } from '../kernels/autotune.ts';
 import {
   defaultVariant,
@@ -19,8 +20,8 @@ import {
 import { GpuDeviceLostError } from '../kernels/errors.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
 import { startPipelines } from '../kernels/program.ts';
-import { SessionDisposedError, SessionUsageError } from './errors.ts';
-import { checkGraph, lowerGraph } from './lower.ts';
+import { SessionDisposedError, SessionUsageError, WeightsTooLargeError } from './errors.ts';
+import { checkGraph, lowerGraph, type StepSpec } from './lower.ts';
 import { ConstantStore, Plan } from './plan.ts';
 
 export interface Tensor {
@@ -42,13 +43,28 @@ export interface SessionOptions {
   gemm?: 'default' | 'tune' | GemmVariant;
   /** The autotuner for gemm: 'tune' (default: one shared per context, remembered in memory). */
   tuner?: Autotuner;
+  /**
+   * Keep the session's host references to the model's weights after they are uploaded (default
+   * false). Without it the session lets them go once no other plan can need them (every input
+   * dim fixed), so that a Graph the caller drops, or the file it was read from, is freed; with
+   * symbolic input dims they are kept anyway, to compile plans for new shapes. A Graph passed
+   * in is never changed: its weights stay the caller's.
+   */
+  keepHostWeights?: boolean;
+  /**
+   * The most bytes of weights this session may upload (default: no total; WebGPU does not tell
+   * a device's memory). Each weight is also checked against the device's maxBufferSize. A model
+   * over either is refused before anything is uploaded, with a WeightsTooLargeError.
+   */
+  weightBudgetBytes?: number;
 }
 
 export class Session {
   readonly #gpu: GpuContext;
   readonly #options: SessionOptions;
-  /** A fresh copy of the model as given (bytes decoded, or a Graph cloned), to prepare per shape. */
-  readonly #source: () => Graph;
+  /** A fresh copy of the model as given (bytes decoded, or a Graph cloned), to prepare per
+   * shape; undefined when the host weights are let go (no other shape can be asked for). */
+  readonly #source: (() => Graph) | undefined;
   /** The model prepared for the first shapes: names, declared shapes, outputs. */
   readonly #graph: Graph;
   /** Input shapes as the model declares them (symbolic dims are names). */
@@ -62,7 +78,7 @@ export class Session {
   private constructor(
     gpu: GpuContext,
     options: SessionOptions,
-    source: () => Graph,
+    source: (() => Graph) | undefined,
     graph: Graph,
     declared: Map<string, Dim[] | undefined>,
   ) {
@@ -80,26 +96,34 @@ export class Session {
    */
   static async create(model: Graph | Uint8Array, options: SessionOptions): Promise<Session> {
     checkCreateArguments(model, options);
-    let source: () => Graph;
-    if (model instanceof Uint8Array) {
-      source = () => decodeModel(model, { file: options.file });
-    } else {
-      // Preparing is idempotent, so a Graph from loadModel and one from decodeModel both work;
-      // the copy keeps later edits of the caller's Graph out of this session.
-      const own = model.clone();
-      source = () => own.clone();
-    }
-    const fresh = source();
+    // The copy keeps later edits of the caller's Graph out of this session (preparing is
+    // idempotent, so a Graph from loadModel and one from decodeModel both work).
+    const fresh = model instanceof Uint8Array ? decodeModel(model, { file: options.file }) : model.clone();
     const declared = new Map(fresh.feedInputs.map((i) => [i.name, i.shape && [...i.shape]]));
+    // With every input dim fixed no other plan can be asked for: the weights need not stay.
+    const everyDimFixed = [...declared.values()].every((dims) => dims?.every((d) => typeof d === 'number'));
+    const keepWeights = options.keepHostWeights === true || !everyDimFixed;
     const graph = prepareGraph(fresh, { inputShapes: options.inputShapes });
     refuseEmptyInputs(graph);
     checkGraph(graph);
-    const session = new Session(options.gpu, options, source, graph, declared);
+    checkWeightSizes(graph, options);
+    const session = new Session(
+      options.gpu,
+      options,
+      keepWeights ? sourceOf(model, options) : undefined,
+      graph,
+      declared,
+    );
     if (graph.feedInputs.every((i) => i.shape?.every((d) => typeof d === 'number'))) {
-      session.#current = await session.#planFor(
-        graph.feedInputs.map((i) => i.shape as number[]),
-        graph,
-      );
+      try {
+        session.#current = await session.#planFor(
+          graph.feedInputs.map((i) => i.shape as number[]),
+          graph,
+        );
+      } catch (error) {
+        session.dispose(); // weights uploaded node by node before the refusal
+        throw error;
+      }
     }
     return session;
   }
@@ -267,9 +291,13 @@ export class Session {
     let graph = prepared;
     if (!graph) {
       const inputShapes = Object.fromEntries(this.#graph.feedInputs.map((i, k) => [i.name, dims[k]]));
+      if (!this.#source) throw new Error('internal: a new plan asked for after the host weights were released');
       graph = prepareGraph(this.#source(), { inputShapes });
       checkGraph(graph);
     }
+    // The prepared graph is the session's own: without a source, each weight's host data goes
+    // once the nodes that read it are lowered (its packed forms are on the GPU by then).
+    const releaseWeights = prepared && !this.#source ? weightReleaser(graph) : undefined;
     const gpu = this.#gpu;
     const target = gemmTarget(gpu);
     const mode = this.#options.gemm ?? 'default';
@@ -284,13 +312,15 @@ export class Session {
       chooseVariant,
       maxBindingBytes: limits.maxStorageBufferBindingSize,
       maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
+      onStep: (step) => {
+        // The step's compile is issued before its weights upload, so the driver compiles while
+        // the host copies; a pipeline another session of this context compiled is a cache hit.
+        startPipelines(gpu, [step.program]);
+        uploadConstants(step, this.#constants);
+        releaseWeights?.(step.node);
+      },
     });
-    // Every compile issued before the weights upload (Plan.compile), so the driver compiles while
-    // the host copies; a pipeline another session of this context compiled is a cache hit.
-    startPipelines(
-      gpu,
-      lowered.steps.map((s) => s.program),
-    );
+    releaseWeights?.(undefined);
     return Plan.compile(gpu, graph, lowered, this.#constants, { packFeedsAndOutputs: true });
   }
 }
@@ -335,4 +365,78 @@ function refuseEmptyInputs(graph: Graph): void {
       );
     }
   }
+}
+
+/**
+ * Uploads the constants of a step as soon as the lowering makes it and empties their host data,
+ * so that the packed weights of a model are never all on the host at once. A constant the step
+ * binds twice keeps its data: the lowering uploads it again under a key of its own.
+ */
+function uploadConstants(step: StepSpec, constants: ConstantStore): void {
+  const keys = step.refs.flatMap((ref) => ('constant' in ref ? [ref.constant.key] : []));
+  for (const ref of step.refs) {
+    if ('constant' in ref && keys.indexOf(ref.constant.key) === keys.lastIndexOf(ref.constant.key))
+      constants.uploadAndRelease(ref.constant);
+  }
+}
+
+/**
+ * Refuses, before anything is uploaded, a model whose weights cannot fit: one larger than the
+ * device's maxBufferSize, or all of them over options.weightBudgetBytes. (The packed forms the
+ * runtime uploads are these sizes, rounded up to a few columns.)
+ */
+function checkWeightSizes(graph: Graph, options: SessionOptions): void {
+  const maxBuffer = options.gpu.device.limits.maxBufferSize;
+  let total = 0;
+  let largest: { name: string; bytes: number } | undefined;
+  for (const init of graph.initializers.values()) {
+    if (!isFloatType(init.value.dtype)) continue; // shape constants: read on the host, never uploaded
+    const bytes = sizeOf(init.value.dims) * 4;
+    total += bytes;
+    if (!largest || bytes > largest.bytes) largest = { name: init.name, bytes };
+  }
+  if (largest && largest.bytes > maxBuffer)
+    throw new WeightsTooLargeError(
+      `weight '${largest.name}' takes ${largest.bytes} bytes as float32, over this device's maxBufferSize of ${maxBuffer} bytes`,
+      { file: graph.source, bytes: largest.bytes, limit: maxBuffer },
+    );
+  const budget = options.weightBudgetBytes;
+  if (budget !== undefined && total > budget)
+    throw new WeightsTooLargeError(
+      `the model's weights take ${total} bytes as float32, over the weight budget of ${budget} bytes (options.weightBudgetBytes)`,
+      { file: graph.source, bytes: total, limit: budget },
+    );
+}
+
+/** A function giving a fresh copy of the model as given, to prepare for new input shapes. */
+function sourceOf(model: Graph | Uint8Array, options: SessionOptions): () => Graph {
+  if (model instanceof Uint8Array) return () => decodeModel(model, { file: options.file });
+  const own = model.clone();
+  return () => own.clone();
+}
+
+/**
+ * Lets go of the host data of the graph's float initializers as the lowering passes their last
+ * reader (called with the node of each step made, in graph order; undefined at the end),
+ * keeping names, dtypes and dims. Graph outputs that are initializers keep theirs: the plan
+ * returns them from the host.
+ */
+function weightReleaser(graph: Graph): (node: Node | undefined) => void {
+  const position = new Map(graph.nodes.map((n, i) => [n, i]));
+  const outputs = new Set(graph.outputs.map((o) => o.name));
+  const lastReader = new Map<string, number>();
+  graph.nodes.forEach((n, i) => {
+    for (const name of n.inputs) if (graph.initializers.has(name)) lastReader.set(name, i);
+  });
+  const order = [...lastReader]
+    .filter(([name]) => !outputs.has(name) && isFloatType(graph.initializers.get(name)!.value.dtype))
+    .sort((a, b) => a[1] - b[1]);
+  let next = 0;
+  return (node) => {
+    const at = node ? (position.get(node) ?? -1) : Infinity;
+    for (; next < order.length && order[next][1] < at; next++) {
+      const init = graph.initializers.get(order[next][0])!;
+      init.value = { dtype: init.value.dtype, dims: init.value.dims, data: new Uint8Array(0) };
+    }
+  };
 }

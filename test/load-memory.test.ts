@@ -1,0 +1,233 @@
+// Host memory while loading. VGG-16 (as `graft build vgg16` writes it, 553 MB) is loaded,
+// compiled and run once in a child process, whose peak RSS (VmHWM) is compared with the file
+// size, over the child's RSS once its GPU context is open (Node, tsx and Dawn with lavapipe,
+// about 190 MB here: the runtime's own cost, the same for any model). On lavapipe the GPU's
+// buffers are host memory in this process, so the weights' GPU copy is counted too: the file
+// size is a floor. The output is compared with onnxruntime-node CPU on the same input.
+//
+// The smaller checks: a file decoded in pieces (decodeModelFile) decodes to the same Graph as
+// its bytes decoded whole, with raw_data at every alignment; a file whose structure the piecewise
+// reader does not follow gets decodeModel's own error; a session lets go of its own weights but
+// never of the Graph given it; weights over the session's budget are refused before anything is
+// uploaded (the per-weight maxBufferSize check is not exercised: lavapipe allows 4 GiB buffers).
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildArchitecture } from '../src/graph/architectures/index.ts';
+import { decodeModel, encodeModel } from '../src/graph/codec.ts';
+import { allocateHostBytes, HostMemoryError, ModelError } from '../src/graph/errors.ts';
+import { Graph } from '../src/graph/ir.ts';
+import { DEFER_RAW_DATA_FROM } from '../src/graph/model-source.ts';
+import type { GpuContext } from '../src/kernels/gpu-context.ts';
+import { decodeModelFile, saveModelFile } from '../src/node/files.ts';
+import { createNodeGpuContext } from '../src/node/index.ts';
+import { WeightsTooLargeError } from '../src/runtime/errors.ts';
+import { Session } from '../src/runtime/session.ts';
+import { describeGraphDifference } from './helpers/graph-equal.ts';
+import { randomFloat32Array } from './helpers/random.ts';
+import { onnxBytesForOrt, runOrt } from './helpers/reference-models.ts';
+
+const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+const childScript = fileURLToPath(new URL('./fixtures/load-memory-child.ts', import.meta.url));
+const CHILD_TIMEOUT_MS = 240_000;
+
+/**
+ * Peak RSS over the runtime's own, as a multiple of the file size. Measured on lavapipe: 3.22×
+ * before the loader read tensors into buffers of their own and the session uploaded each packed
+ * weight as it was made (3.58× of the file in all); 2.33× after (2.69× in all). The issue's
+ * target is 1.3×, which needs the largest weight (fc6, 0.74× of the file) read and packed in
+ * pieces rather than whole: not done yet.
+ */
+const PEAK_OVER_RUNTIME = 2.5;
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'graft-load-memory-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('VGG-16 loaded, compiled and run in a fresh process', () => {
+  it(
+    `peak RSS over the runtime's is at most ${PEAK_OVER_RUNTIME}× the file; output as onnxruntime-node's`,
+    async () => {
+      const file = join(dir, 'vgg16.onnx');
+      saveModelFile(buildArchitecture('vgg16'), file);
+      const size = statSync(file).size;
+      const outputFile = join(dir, 'vgg16-output.f32');
+      const child = spawnSync(process.execPath, ['--import', 'tsx', childScript, file, outputFile], {
+        cwd: repoRoot,
+        encoding: 'utf8',
+        timeout: CHILD_TIMEOUT_MS,
+      });
+      const diagnostics = `exit ${child.status}, signal ${child.signal}\nstdout:\n${child.stdout}\nstderr:\n${child.stderr}`;
+      expect(child.status, diagnostics).toBe(0);
+      const report = JSON.parse(child.stdout.trim().split('\n').pop()!) as ChildReport;
+      const runtime = report.phases.gpu.rss;
+      const ratio = (bytes: number) => (bytes / size).toFixed(2);
+      console.log(
+        `VGG-16 file ${size} bytes; RSS ÷ file: ` +
+          Object.entries(report.phases)
+            .map(([phase, m]) => `${phase} ${ratio(m.rss)}`)
+            .join(', ') +
+          `; peak ${ratio(report.peak)} (${ratio(report.peak - runtime)} over the runtime's ${ratio(runtime)})`,
+      );
+      expect(report.peak - runtime).toBeLessThanOrEqual(PEAK_OVER_RUNTIME * size);
+
+      const dims = report.dims;
+      const data = randomFloat32Array(
+        dims.reduce((a, b) => a * b, 1),
+        report.seed,
+      );
+      const reference = await runOrtFile(file, report.input, dims, data, report.output);
+      const ours = new Float32Array(new Uint8Array(readFileSync(outputFile)).buffer);
+      expect(ours.length).toBe(reference.length);
+      expect(maxRelativeError(ours, reference)).toBeLessThan(1e-4);
+    },
+    CHILD_TIMEOUT_MS + 120_000,
+  );
+});
+
+describe('decoding a file in pieces', () => {
+  it('gives the Graph its bytes decode to, raw_data at every alignment, small and large', () => {
+    const graph = modelWithTensors();
+    const file = join(dir, 'pieces.onnx');
+    saveModelFile(graph, file);
+    const bytes = new Uint8Array(readFileSync(file));
+    const whole = decodeModel(bytes, { file });
+    // Decoded whole, aligned raw_data is viewed in place and misaligned raw_data copied: both occur here.
+    const viewed = [...whole.initializers.values()].map((i) => (i.value.data as Float32Array).buffer === bytes.buffer);
+    expect(viewed).toContain(true);
+    expect(viewed).toContain(false);
+    const pieces = decodeModelFile(file);
+    expect(describeGraphDifference(pieces, whole)).toBeUndefined();
+    for (const init of pieces.initializers.values()) {
+      const data = init.value.data as Float32Array;
+      // A large tensor has a buffer of its own (it can be freed alone); a small one stays in the structure.
+      if (data.byteLength >= DEFER_RAW_DATA_FROM) expect(data.buffer.byteLength).toBe(data.byteLength);
+    }
+  });
+
+  it('refuses a truncated file with the error decodeModel gives its bytes', () => {
+    const file = join(dir, 'truncated.onnx');
+    const bytes = encodeModel(modelWithTensors());
+    writeFileSync(file, bytes.subarray(0, bytes.byteLength - 1000));
+    const expected = captureError(() => decodeModel(new Uint8Array(readFileSync(file)), { file }));
+    expect(expected).toBeInstanceOf(ModelError);
+    expect(captureError(() => decodeModelFile(file))).toEqual(expected);
+  });
+
+  it('names the file and the bytes when the host cannot allocate them', () => {
+    const error = captureError(() => allocateHostBytes(2 ** 53, 'the model', 'big.onnx'));
+    expect(error).toBeInstanceOf(HostMemoryError);
+    expect((error as HostMemoryError).bytes).toBe(2 ** 53);
+    expect((error as Error).message).toMatch(/^big\.onnx: out of host memory: cannot allocate 9007199254740992 bytes/);
+  });
+});
+
+describe('a session and the host weights', () => {
+  let gpu: GpuContext;
+  beforeAll(async () => {
+    gpu = await createNodeGpuContext();
+  });
+  afterAll(() => gpu?.dispose());
+
+  it('lets go of its own weights, never of the Graph given it, and runs as before', async () => {
+    const graph = modelWithTensors();
+    const before = new Map([...graph.initializers].map(([name, i]) => [name, (i.value.data as Float32Array).slice()]));
+    const x = { dims: [1, 64], data: randomFloat32Array(64, 21) };
+    const lean = await Session.create(graph, { gpu });
+    const kept = await Session.create(graph, { gpu, keepHostWeights: true });
+    try {
+      for (const [name, data] of before) expect(graph.initializers.get(name)!.value.data, name).toEqual(data);
+      const reference = (await runOrt(onnxBytesForOrt(graph), { x })).y.data;
+      for (const session of [lean, lean, kept])
+        expect(maxRelativeError((await session.run({ x })).y.data, reference)).toBeLessThan(1e-5);
+    } finally {
+      lean.dispose();
+      kept.dispose();
+    }
+  });
+
+  it('refuses weights over the session budget before uploading, with the sizes', async () => {
+    const graph = modelWithTensors();
+    const total = [...graph.initializers.values()].reduce((n, i) => n + (i.value.data as Float32Array).byteLength, 0);
+    const error = await Session.create(graph, { gpu, weightBudgetBytes: total - 4 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(WeightsTooLargeError);
+    expect(error).toMatchObject({ bytes: total, limit: total - 4 });
+    expect((error as Error).message).toContain(
+      `${total} bytes as float32, over the weight budget of ${total - 4} bytes`,
+    );
+    const session = await Session.create(graph, { gpu, weightBudgetBytes: total });
+    session.dispose();
+  });
+});
+
+interface ChildReport {
+  phases: Record<string, { rss: number; hwm: number }>;
+  peak: number;
+  input: string;
+  dims: number[];
+  seed: number;
+  output: string;
+}
+
+/** A model x → MatMul(·, W) → Add(·, bb) → Mul(·, sss) → MatMul(·, WWWW): four tensors whose
+ * raw_data lie at several offsets modulo 4, two below the size read on its own and two above. */
+function modelWithTensors(): Graph {
+  const g = new Graph();
+  g.irVersion = 8;
+  g.opsetImports = [{ domain: '', version: 17 }];
+  const K = 64;
+  const N = 40; // W: 2560 floats, 10 KiB: read on its own
+  g.inputs = [{ name: 'x', dtype: 'float32', shape: [1, K] }];
+  g.outputs = [{ name: 'y', dtype: 'float32', shape: [1, N] }];
+  for (const v of [...g.inputs, ...g.outputs]) g.values.set(v.name, { ...v });
+  g.setInitializer('W', { dtype: 'float32', dims: [K, N], data: randomFloat32Array(K * N, 11) });
+  g.setInitializer('bb', { dtype: 'float32', dims: [N], data: randomFloat32Array(N, 12) });
+  g.setInitializer('sss', { dtype: 'float32', dims: [1, N], data: randomFloat32Array(N, 13) });
+  g.setInitializer('WWWW', { dtype: 'float32', dims: [N, N], data: randomFloat32Array(N * N, 14) });
+  g.nodes = [
+    { name: 'mm', opType: 'MatMul', domain: '', inputs: ['x', 'W'], outputs: ['p'], attributes: {} },
+    { name: 'add', opType: 'Add', domain: '', inputs: ['p', 'bb'], outputs: ['q'], attributes: {} },
+    { name: 'mul', opType: 'Mul', domain: '', inputs: ['q', 'sss'], outputs: ['r'], attributes: {} },
+    { name: 'mm2', opType: 'MatMul', domain: '', inputs: ['r', 'WWWW'], outputs: ['y'], attributes: {} },
+  ];
+  return g;
+}
+
+/** The largest absolute difference over the largest magnitude of the reference. */
+function maxRelativeError(got: Float32Array, want: Float32Array): number {
+  const scale = Math.max(...Array.from(want, Math.abs));
+  let worst = 0;
+  for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+  return worst / scale;
+}
+
+function captureError(f: () => unknown): unknown {
+  try {
+    f();
+  } catch (e) {
+    return e;
+  }
+  throw new Error('expected an error');
+}
+
+async function runOrtFile(
+  file: string,
+  input: string,
+  dims: number[],
+  data: Float32Array,
+  output: string,
+): Promise<Float32Array> {
+  const session = await ort.InferenceSession.create(file, { executionProviders: ['cpu'], logSeverityLevel: 3 });
+  try {
+    const out = await session.run({ [input]: new ort.Tensor('float32', data, dims) });
+    return new Float32Array(out[output].data as Float32Array);
+  } finally {
+    await session.release();
+  }
+}
