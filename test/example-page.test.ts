@@ -115,6 +115,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   server?.kill('SIGTERM');
+  // The screenshot stays (its path is printed); the downloaded models go.
+  for (const file of fs.readdirSync(outDir)) if (file.endsWith('.onnx')) fs.rmSync(path.join(outDir, file));
 });
 
 describe('example page in Chromium (SwiftShader WebGPU)', () => {
@@ -250,7 +252,7 @@ describe('example page in Chromium (SwiftShader WebGPU)', () => {
         { timeout: TRAIN_TIMEOUT_MS, polling: 500 },
       );
       expect(await page.isHidden('#error'), (await page.textContent('#error')) ?? '').toBe(true);
-      expect(await page.textContent('#status')).toContain('Trained 1 epochs');
+      expect(await page.textContent('#status')).toMatch(/^Trained 1 epoch[^s]/);
 
       // A dropped PNG (held back from training): two classes, so a top-2.
       await dropFiles(
@@ -275,6 +277,48 @@ describe('example page in Chromium (SwiftShader WebGPU)', () => {
       expect(tuned.nodes.some((n) => n.inputs.includes(cut))).toBe(true);
       expect(tuned.nodes.some((n) => n.name.startsWith('/layer4/'))).toBe(false);
       expect(pageErrors).toEqual([]);
+      await page.close();
+    },
+    TRAIN_TIMEOUT_MS + 60_000,
+  );
+
+  it(
+    'case 3 trains every layer in the tab: the downloaded stem convolution moved from the source',
+    async () => {
+      const page = await browser!.newPage();
+      await page.goto(url);
+      await page.click('#use-source');
+      await page.waitForSelector('#cuts tbody tr');
+      await page.check('input[name="case"][value="3"]');
+      await page.fill('#per-class', '2');
+      await page.click('#use-sample');
+      await page.waitForFunction(() => document.querySelector('#data-info')?.textContent?.startsWith('6 images'));
+      await page.fill('#epochs', '1');
+      await page.fill('#batch', '3');
+      await page.click('#train');
+      await page.waitForFunction(
+        () =>
+          document.querySelector('#download')?.getAttribute('aria-disabled') === 'false' ||
+          !document.querySelector('#error')?.hasAttribute('hidden'),
+        undefined,
+        { timeout: TRAIN_TIMEOUT_MS, polling: 500 },
+      );
+      expect(await page.isHidden('#error'), (await page.textContent('#error')) ?? '').toBe(true);
+      const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+      const saved = path.join(outDir, `case3-${download.suggestedFilename()}`);
+      await download.saveAs(saved);
+      const tuned = loadModel(new Uint8Array(fs.readFileSync(saved)), { file: saved });
+      const source = loadModel(new Uint8Array(fs.readFileSync(path.join(ROOT, 'models-onnx/source/source-net.onnx'))));
+      const stem = (g: typeof source) => {
+        const weight = g.nodes.find((n) => n.opType === 'Conv')!.inputs[1];
+        return Array.from(g.initializers.get(weight)!.value.data as Float32Array);
+      };
+      const before = stem(source);
+      const after = stem(tuned);
+      expect(after).toHaveLength(before.length);
+      const moved = after.filter((v, i) => v !== before[i]).length;
+      expect(moved).toBeGreaterThan(before.length / 2);
+      expect(tuned.values.get(tuned.outputs[0].name)?.shape?.at(-1)).toBe(SAMPLE_CLASSES.length);
       await page.close();
     },
     TRAIN_TIMEOUT_MS + 60_000,

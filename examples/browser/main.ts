@@ -102,6 +102,7 @@ async function action(what: string, work: () => Promise<void>): Promise<void> {
     return;
   }
   state.busy = true;
+  refreshButtons();
   clearError();
   try {
     await work();
@@ -399,7 +400,7 @@ async function fineTune(): Promise<void> {
   link.textContent = `download ${link.download} (${(bytes.length / 1024).toFixed(0)} KiB)`;
   link.setAttribute('aria-disabled', 'false');
   setStatus(
-    `Trained ${result.history.length} epochs` +
+    `Trained ${result.history.length} epoch${result.history.length === 1 ? '' : 's'}` +
       (result.featureCache ? ' (frozen body run once per image, head trained on its features)' : '') +
       (last ? `: final loss ${last.loss.toFixed(4)}, accuracy ${(100 * last.top1).toFixed(1)}%` : '') +
       '. Predict or download.',
@@ -589,8 +590,8 @@ function fillTable(t: HTMLTableElement, header: string[], rows: string[][]): voi
 }
 
 function refreshButtons(): void {
-  ($('train') as HTMLButtonElement).disabled = !state.graph || !state.data;
-  ($('predict-sample') as HTMLButtonElement).disabled = !state.trainer || !state.data?.heldOut.length;
+  ($('train') as HTMLButtonElement).disabled = state.busy || !state.graph || !state.data;
+  ($('predict-sample') as HTMLButtonElement).disabled = state.busy || !state.trainer || !state.data?.heldOut.length;
 }
 
 /** A drop zone and its file input feed the same handler. */
