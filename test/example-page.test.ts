@@ -13,6 +13,7 @@ import zlib from 'node:zlib';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseIdx } from '../src/data/idx.ts';
+import type { Graph } from '../src/graph/ir.ts';
 import { loadModel } from '../src/graph/load.ts';
 import { readLabels } from '../src/graph/model-metadata.ts';
 
@@ -85,6 +86,57 @@ async function samplePngs(
   }
   return files;
 }
+
+/** Step 1 with the shipped source network; waits for its cut points. */
+async function openSource(page: Page): Promise<void> {
+  await page.click('#use-source');
+  await page.waitForSelector('#cuts tbody tr');
+}
+
+/** Steps 2–4: the case, the images (the sample with `perClass` images per class, or dropped files), training. */
+async function train(
+  page: Page,
+  o: {
+    case: number;
+    perClass?: number;
+    files?: { name: string; bytes: Uint8Array }[];
+    images: number;
+    epochs: number;
+    batch: number;
+  },
+): Promise<void> {
+  await page.check(`input[name="case"][value="${o.case}"]`);
+  if (o.files) await dropFiles(page, '#data-drop', o.files);
+  else {
+    await page.fill('#per-class', String(o.perClass));
+    await page.click('#use-sample');
+  }
+  await page.waitForFunction(
+    (images) => document.querySelector('#data-info')?.textContent?.startsWith(`${images} images`),
+    o.images,
+  );
+  await page.fill('#epochs', String(o.epochs));
+  await page.fill('#batch', String(o.batch));
+  await page.click('#train');
+  await page.waitForFunction(
+    () =>
+      document.querySelector('#download')?.getAttribute('aria-disabled') === 'false' ||
+      !document.querySelector('#error')?.hasAttribute('hidden'),
+    undefined,
+    { timeout: TRAIN_TIMEOUT_MS, polling: 500 },
+  );
+  expect(await page.isHidden('#error'), (await page.textContent('#error')) ?? '').toBe(true);
+}
+
+/** Step 6: the download link's bytes, saved under outDir and decoded as ONNX. */
+async function downloadModel(page: Page, prefix: string): Promise<Graph> {
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+  const saved = path.join(outDir, `${prefix}-${download.suggestedFilename()}`);
+  await download.saveAs(saved);
+  return loadModel(new Uint8Array(fs.readFileSync(saved)), { file: saved });
+}
+
+const classCount = (g: Graph) => g.values.get(g.outputs[0].name)?.shape?.at(-1);
 
 async function errorPanel(page: Page): Promise<string> {
   await page.waitForSelector('#error:not([hidden])', { timeout: 10_000 });
@@ -163,29 +215,14 @@ describe('example page in Chromium (SwiftShader WebGPU)', () => {
       expect(await page.textContent('#error')).toContain('huge.onnx: 3072 MiB is too large for this tab');
 
       // 1. the shipped source network: its layers and cut points.
-      await page.click('#use-source');
-      await page.waitForSelector('#cuts tbody tr');
+      await openSource(page);
       expect(await page.isHidden('#error')).toBe(true);
       const cutRows = await page.$$eval('#cuts tbody tr', (rows) => rows.map((r) => r.textContent ?? ''));
       expect(cutRows.some((r) => r.includes('features'))).toBe(true);
       expect(await page.$$eval('#layers tbody tr', (rows) => rows.length)).toBeGreaterThan(100);
 
-      // 2–3. case 1 on three sample classes, four images each; 4. two epochs.
-      await page.check('input[name="case"][value="1"]');
-      await page.fill('#per-class', '4');
-      await page.click('#use-sample');
-      await page.waitForFunction(() => document.querySelector('#data-info')?.textContent?.includes('12 images'));
-      await page.fill('#epochs', '2');
-      await page.fill('#batch', '4');
-      await page.click('#train');
-      await page.waitForFunction(
-        () =>
-          document.querySelector('#download')?.getAttribute('aria-disabled') === 'false' ||
-          !document.querySelector('#error')?.hasAttribute('hidden'),
-        undefined,
-        { timeout: TRAIN_TIMEOUT_MS, polling: 500 },
-      );
-      expect(await page.isHidden('#error'), (await page.textContent('#error')) ?? '').toBe(true);
+      // 2–4. case 1 on three sample classes, four images each, two epochs.
+      await train(page, { case: 1, perClass: 4, images: 12, epochs: 2, batch: 4 });
       expect(await page.textContent('#status')).toContain('Trained 2 epochs');
       expect(await page.textContent('#progress')).toMatch(/epoch 2\/2 done: loss \d/);
 
@@ -200,12 +237,8 @@ describe('example page in Chromium (SwiftShader WebGPU)', () => {
       console.log(`example page screenshot: ${screenshot}`);
 
       // 6. the download decodes as ONNX with a three-class head and the sample's labels.
-      const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
-      const saved = path.join(outDir, download.suggestedFilename());
-      await download.saveAs(saved);
-      const tuned = loadModel(new Uint8Array(fs.readFileSync(saved)), { file: saved });
-      const outputShape = tuned.values.get(tuned.outputs[0].name)?.shape;
-      expect(outputShape?.at(-1)).toBe(SAMPLE_CLASSES.length);
+      const tuned = await downloadModel(page, 'case1');
+      expect(classCount(tuned)).toBe(SAMPLE_CLASSES.length);
       expect(readLabels(tuned)).toEqual(SAMPLE_CLASSES);
 
       // Bad input after training: a dropped prediction file that is not an image.
@@ -226,32 +259,14 @@ describe('example page in Chromium (SwiftShader WebGPU)', () => {
       const pageErrors: string[] = [];
       page.on('pageerror', (e) => pageErrors.push(e.message));
       await page.goto(url);
-      await page.click('#use-source');
-      await page.waitForSelector('#cuts tbody tr');
+      await openSource(page);
       // The second cut point (after the first residual block), not the page's default.
       const cut = await page.$eval('#cuts tbody tr:nth-child(2) input', (i) => (i as HTMLInputElement).value);
       await page.check('#cuts tbody tr:nth-child(2) input');
-      await page.check('input[name="case"][value="2"]');
-
       const files = await samplePngs({ trouser: 1, sneaker: 7 }, 4);
-      await dropFiles(
-        page,
-        '#data-drop',
-        files.filter((f) => !f.name.endsWith('_3.png')),
-      );
-      await page.waitForFunction(() => document.querySelector('#data-info')?.textContent?.startsWith('6 images'));
+      const training = files.filter((f) => !f.name.endsWith('_3.png'));
+      await train(page, { case: 2, files: training, images: 6, epochs: 1, batch: 3 });
       expect(await page.textContent('#data-info')).toContain('sneaker 3, trouser 3');
-      await page.fill('#epochs', '1');
-      await page.fill('#batch', '3');
-      await page.click('#train');
-      await page.waitForFunction(
-        () =>
-          document.querySelector('#download')?.getAttribute('aria-disabled') === 'false' ||
-          !document.querySelector('#error')?.hasAttribute('hidden'),
-        undefined,
-        { timeout: TRAIN_TIMEOUT_MS, polling: 500 },
-      );
-      expect(await page.isHidden('#error'), (await page.textContent('#error')) ?? '').toBe(true);
       expect(await page.textContent('#status')).toMatch(/^Trained 1 epoch[^s]/);
 
       // A dropped PNG (held back from training): two classes, so a top-2.
@@ -268,14 +283,13 @@ describe('example page in Chromium (SwiftShader WebGPU)', () => {
       const probabilities = top.map((line) => Number(/([\d.]+)%$/.exec(line)![1]));
       expect(probabilities[0] + probabilities[1]).toBeCloseTo(100, 0);
 
-      // The page says where it cut: the downloaded model ends in a head fed by that tensor.
-      const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
-      const saved = path.join(outDir, `case2-${download.suggestedFilename()}`);
-      await download.saveAs(saved);
-      const tuned = loadModel(new Uint8Array(fs.readFileSync(saved)), { file: saved });
-      expect(tuned.values.get(tuned.outputs[0].name)?.shape?.at(-1)).toBe(2);
+      // The downloaded model is cut where the page was told: a new head reads that tensor.
+      const tuned = await downloadModel(page, 'case2');
+      expect(classCount(tuned)).toBe(2);
       expect(tuned.nodes.some((n) => n.inputs.includes(cut))).toBe(true);
-      expect(tuned.nodes.some((n) => n.name.startsWith('/layer4/'))).toBe(false);
+      // Nothing after it: not the next block (the page's default cut is further on).
+      expect(cut).toBe('/layer1/layer1.0/relu_2/Relu_output_0');
+      expect(tuned.nodes.some((n) => n.name.startsWith('/layer1/layer1.1/'))).toBe(false);
       expect(pageErrors).toEqual([]);
       await page.close();
     },
@@ -287,29 +301,11 @@ describe('example page in Chromium (SwiftShader WebGPU)', () => {
     async () => {
       const page = await browser!.newPage();
       await page.goto(url);
-      await page.click('#use-source');
-      await page.waitForSelector('#cuts tbody tr');
-      await page.check('input[name="case"][value="3"]');
-      await page.fill('#per-class', '2');
-      await page.click('#use-sample');
-      await page.waitForFunction(() => document.querySelector('#data-info')?.textContent?.startsWith('6 images'));
-      await page.fill('#epochs', '1');
-      await page.fill('#batch', '3');
-      await page.click('#train');
-      await page.waitForFunction(
-        () =>
-          document.querySelector('#download')?.getAttribute('aria-disabled') === 'false' ||
-          !document.querySelector('#error')?.hasAttribute('hidden'),
-        undefined,
-        { timeout: TRAIN_TIMEOUT_MS, polling: 500 },
-      );
-      expect(await page.isHidden('#error'), (await page.textContent('#error')) ?? '').toBe(true);
-      const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
-      const saved = path.join(outDir, `case3-${download.suggestedFilename()}`);
-      await download.saveAs(saved);
-      const tuned = loadModel(new Uint8Array(fs.readFileSync(saved)), { file: saved });
+      await openSource(page);
+      await train(page, { case: 3, perClass: 2, images: 6, epochs: 1, batch: 3 });
+      const tuned = await downloadModel(page, 'case3');
       const source = loadModel(new Uint8Array(fs.readFileSync(path.join(ROOT, 'models-onnx/source/source-net.onnx'))));
-      const stem = (g: typeof source) => {
+      const stem = (g: Graph) => {
         const weight = g.nodes.find((n) => n.opType === 'Conv')!.inputs[1];
         return Array.from(g.initializers.get(weight)!.value.data as Float32Array);
       };
@@ -318,7 +314,7 @@ describe('example page in Chromium (SwiftShader WebGPU)', () => {
       expect(after).toHaveLength(before.length);
       const moved = after.filter((v, i) => v !== before[i]).length;
       expect(moved).toBeGreaterThan(before.length / 2);
-      expect(tuned.values.get(tuned.outputs[0].name)?.shape?.at(-1)).toBe(SAMPLE_CLASSES.length);
+      expect(classCount(tuned)).toBe(SAMPLE_CLASSES.length);
       await page.close();
     },
     TRAIN_TIMEOUT_MS + 60_000,
@@ -330,8 +326,7 @@ describe('example page in Chromium (SwiftShader WebGPU)', () => {
     await page.addInitScript(() => Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined }));
     await page.goto(url);
     expect(await errorPanel(page)).toContain('This browser has no WebGPU');
-    await page.click('#use-source');
-    await page.waitForSelector('#cuts tbody tr');
+    await openSource(page);
     await page.fill('#per-class', '2');
     await page.click('#use-sample');
     await page.waitForFunction(() => document.querySelector('#data-info')?.textContent?.includes('6 images'));
