@@ -377,6 +377,8 @@ async function fineTune(): Promise<void> {
           `epoch ${step.epoch + 1}/${epochs}, step ${step.stepInEpoch}/${stepsPerEpoch}: loss ${step.loss.toFixed(4)}, ` +
           `epoch accuracy ${(100 * step.epochTop1).toFixed(1)}%`;
       },
+      // Feature caching runs the frozen body over every image before the first step: say so.
+      onLog: (message) => ($('progress').textContent = message),
       onEpochEnd: (m) => {
         chart.addEpoch(m);
         $('progress').textContent =
