@@ -8,10 +8,9 @@ import http from 'node:http';
 import path from 'node:path';
 import * as esbuild from 'esbuild';
 import { URLSearchParams } from 'node:url';
-import { chromium } from 'playwright-core';
+import { CHROMIUM, launchWebGpuChromium } from '../test/helpers/chromium.mjs';
 import { fixturesFromArgs, REPO_ROOT } from '../test/portable/make-fixtures-process.mjs';
 
-const CHROMIUM = process.env.GRAFT_CHROMIUM ?? '/usr/bin/chromium';
 const RUNTIME = 'chromium/swiftshader';
 /** The whole run in the page; a hang fails here, under test/portable.test.ts's limit, closing the browser. */
 const PAGE_TIMEOUT_MS = 240_000;
@@ -62,23 +61,7 @@ async function main() {
     });
     server = await serve(built.outputFiles[0].contents, fixtures);
     const { port } = server.address();
-    // platform.md's WebGPU-on-SwiftShader flags; playwright-core gives the browser a fresh profile
-    // folder of its own (it refuses --user-data-dir here).
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--headless=new',
-        '--no-sandbox',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--enable-unsafe-webgpu',
-        '--enable-features=Vulkan',
-        '--use-angle=vulkan',
-      ],
-    });
+    browser = await launchWebGpuChromium();
     const page = await browser.newPage();
     page.on('console', (message) => console.log(message.text()));
     page.on('pageerror', (error) => console.log(`page error: ${error.message}`));

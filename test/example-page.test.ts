@@ -8,17 +8,17 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import zlib from 'node:zlib';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseIdx } from '../src/data/idx.ts';
+import { launchWebGpuChromium } from './helpers/chromium.mjs';
 import type { Graph } from '../src/graph/ir.ts';
 import { loadModel } from '../src/graph/load.ts';
 import { readLabels } from '../src/graph/model-metadata.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const CHROMIUM = process.env.GRAFT_CHROMIUM ?? '/usr/bin/chromium';
 /** SwiftShader compiles every pipeline cold: training is kept tiny, the limit generous. */
 const TRAIN_TIMEOUT_MS = 150_000;
 /** The page's default sample classes, in its order. */
@@ -146,22 +146,7 @@ async function errorPanel(page: Page): Promise<string> {
 beforeAll(async () => {
   outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'graft-example-page-'));
   url = await startServer();
-  // docs/platform.md's WebGPU-on-SwiftShader flags.
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless=new',
-      '--no-sandbox',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--enable-unsafe-webgpu',
-      '--enable-features=Vulkan',
-      '--use-angle=vulkan',
-    ],
-  });
+  browser = await launchWebGpuChromium();
 });
 
 afterAll(async () => {
