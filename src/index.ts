@@ -16,7 +16,8 @@ export {
   MIN_SUPPORTED_OPSET,
   type PrepareOptions,
 } from './graph/load.ts';
-export { ModelError } from './graph/errors.ts';
+export { ModelError, HostMemoryError } from './graph/errors.ts';
+export { decodeModelSource, type ByteSource } from './graph/model-source.ts';
 export { SUPPORTED_OPS } from './ops/registry.ts';
 export {
   preprocessPreset,
@@ -46,5 +47,5 @@ export {
   type BuildOptions,
 } from './graph/architectures/index.ts';
 export { Session, type SessionOptions, type Tensor } from './runtime/session.ts';
-export { SessionDisposedError, SessionUsageError } from './runtime/errors.ts';
+export { SessionDisposedError, SessionUsageError, WeightsTooLargeError } from './runtime/errors.ts';
 export * as train from './train/index.ts';
