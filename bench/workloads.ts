@@ -159,3 +159,17 @@ export function distinctConvs(graph: Graph, kernel: number): ConvShape[] {
   }
   return [...seen.values()];
 }
+
+/** The fully connected layers of the classic CNNs, [K inputs → N outputs]. */
+export const DENSE_LAYERS: readonly { what: string; K: number; N: number }[] = [
+  { what: 'VGG-16 fc6', K: 25088, N: 4096 },
+  { what: 'VGG-16 fc7', K: 4096, N: 4096 },
+  { what: 'VGG-16 fc8', K: 4096, N: 1000 },
+  { what: 'ResNet-50 fc', K: 2048, N: 1000 },
+  { what: 'AlexNet fc6', K: 9216, N: 4096 },
+];
+
+/** Bytes a dense layer of M rows must move at least: its weights and bias, its input and output (float32). */
+export function denseBytes(M: number, K: number, N: number): number {
+  return 4 * (K * N + N + M * K + M * N);
+}
