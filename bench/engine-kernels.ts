@@ -76,14 +76,11 @@ export function matmulJob(
  */
 export function denseJob(
   gpu: GpuContext,
-  M: number,
-  K: number,
-  N: number,
-  x: Float32Array,
-  w: Float32Array,
-  bias: Float32Array,
+  { M, K, N }: { M: number; K: number; N: number },
+  data: { x: Float32Array; w: Float32Array; bias: Float32Array },
   kernel: 'default' | 'gemm' | GemvVariant = 'default',
 ): KernelJob {
+  const { x, w, bias } = data;
   const chunk = columnChunk(K, N, gpu.device.limits.maxStorageBufferBindingSize);
   const params = { M, N, K, transA: false, transB: true, alpha: 1, beta: 1, cDims: [N] };
   const programs: KernelProgram[] = [];

@@ -244,7 +244,7 @@ function denseWorkload(layer: { what: string; K: number; N: number }): KernelWor
     what: `dense ${layer.what} ${K}→${N} b1`,
     model,
     bytesMoved: denseBytes(1, K, N),
-    job: (gpu) => denseJob(gpu, 1, K, N, model.input.data, w, bias),
+    job: (gpu) => denseJob(gpu, { M: 1, K, N }, { x: model.input.data, w, bias }),
     tfjs: (tf) => {
       const x = tf.tensor2d(model.input.data, [1, K]);
       const wt = tf.tensor2d(w, [N, K]);
