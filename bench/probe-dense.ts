@@ -3,6 +3,7 @@
 // the same run; the kernels interleaved round by round so that load from other processes hits
 // all alike. Usage: npx tsx bench/probe-dense.ts [--only 4096x4096,...] [--rows 1]
 //   [--variants 8@64x1,4@8x16,...: columns per lane @ workgroup size × split K] [--rounds 5]
+//   [--reverse: run the GEMM core last in each round]
 import os from 'node:os';
 import type { GemvVariant } from '../src/kernels/gemv.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
@@ -48,7 +49,8 @@ try {
     const x = random(M * K, 1);
     const w = random(N * K, 2);
     const bias = random(N, 3);
-    const kernels = ['gemm', 'default', ...VARIANTS] as const;
+    const listed = ['gemm', 'default', ...VARIANTS] as const;
+    const kernels = argv.includes('--reverse') ? [...listed].reverse() : listed;
     const runners: { variant: string; runner: KernelRunner }[] = [];
     for (const kernel of kernels) {
       const job = denseJob(gpu, { M, K, N }, { x, w, bias }, kernel);
@@ -58,7 +60,7 @@ try {
       runners.push({ variant: job.variant, runner });
     }
     for (let r = 0; r < ROUNDS; r++) for (const { runner } of runners) await runner.run(false);
-    const reference = runners[0].runner.output!;
+    const reference = runners.find((r) => !r.variant.startsWith('gemv'))!.runner.output!;
     for (const { variant, runner } of runners) {
       const ms = median(runner.gpuMs);
       const gbps = denseBytes(M, K, N) / ms / 1e6;
