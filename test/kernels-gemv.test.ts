@@ -213,6 +213,7 @@ describe('split-K GEMV', () => {
       [{ a: { kind: 'matrix', layout: 'km', batchStride: 0 } }, /column-major/],
       [{ b: { layout: 'nk', batchStride: 0, ld: 8 } }, /\[K\]\[ld\]/],
       [{ b: { layout: 'kn', batchStride: 0, ld: 10 } }, /multiple of 4/],
+      [{ N: 9 }, /at least N rounded up to 8 \(16\)/],
       [{ accumulate: true }, /accumulated/],
     ];
     for (const [change, why] of cases) {
