@@ -14,8 +14,15 @@ import {
   type GemmVariant,
 } from '../src/kernels/gemm.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
-import { matmulProblem, packB } from '../src/kernels/linear.ts';
-import { prepareStep, storageUsage, type KernelProgram, type KernelStep } from '../src/kernels/program.ts';
+import { defaultGemvVariant, gemvKey, gemvPrograms, gemvUnsupported, type GemvVariant } from '../src/kernels/gemv.ts';
+import { columnChunk, gemmOpProblem, matmulProblem, packB } from '../src/kernels/linear.ts';
+import {
+  prepareStep,
+  renameBindings,
+  storageUsage,
+  type KernelProgram,
+  type KernelStep,
+} from '../src/kernels/program.ts';
 import { SubmitPacer } from '../src/kernels/submit-pacer.ts';
 import type { ConvShape } from './workloads.ts';
 
@@ -27,6 +34,8 @@ export interface KernelJob {
   inputs: Record<string, Float32Array>;
   activation: string;
   output: { name: string; floats: number };
+  /** Floats of scratch bindings the programs need (neither input nor output). */
+  scratch?: Record<string, number>;
 }
 
 /** A variant, or the target whose default variant to take (the device's when absent): how
@@ -56,6 +65,56 @@ export function matmulJob(
     inputs: { a: x, b: packB(w, K, N, false) },
     activation: 'a',
     output: { name: 'c', floats: M * N },
+  };
+}
+
+/**
+ * A fully connected layer Y[M, N] = X[M, K] · Wᵀ + bias (W [N, K], constant, as an ONNX Gemm with
+ * transB = 1 stores it), lowered as src/ops/gemm.ts lowers it: W packed as [K][N'] in column
+ * chunks that each fit one binding, each chunk a GEMV when M is small (or the GEMM core: `kernel`
+ * forces one or the other, or a GEMV variant). Chunk c binds its weights as 'b<c>'.
+ */
+export function denseJob(
+  gpu: GpuContext,
+  { M, K, N }: { M: number; K: number; N: number },
+  data: { x: Float32Array; w: Float32Array; bias: Float32Array },
+  kernel: 'default' | 'gemm' | GemvVariant = 'default',
+): KernelJob {
+  const { x, w, bias } = data;
+  const chunk = columnChunk(K, N, gpu.device.limits.maxStorageBufferBindingSize);
+  const params = { M, N, K, transA: false, transB: true, alpha: 1, beta: 1, cDims: [N] };
+  const programs: KernelProgram[] = [];
+  const inputs: Record<string, Float32Array> = { a: x, bias };
+  const scratch: Record<string, number> = {};
+  let variant = '';
+  for (let n0 = 0, c = 0; n0 < N; n0 += chunk, c++) {
+    const columns = Math.min(chunk, N - n0);
+    const problem = gemmOpProblem(params, { packed: true, nOffset: n0, columns });
+    inputs[`b${c}`] = packB(w, K, N, true, n0, columns);
+    const names = { b: `b${c}`, partial: `partial${c}` };
+    if (kernel !== 'gemm' && gemvUnsupported(problem) === undefined) {
+      const v = kernel === 'default' ? defaultGemvVariant(problem) : kernel;
+      const plan = gemvPrograms(problem, v);
+      if (plan.partialFloats) scratch[`partial${c}`] = plan.partialFloats;
+      programs.push(...renameBindings(plan.programs, names, 'dense'));
+      variant = `${gemvKey(v)}${v.splitK > 1 ? `×${v.splitK}` : ''}`;
+    } else {
+      const v = defaultVariant(problem, gemmTarget(gpu));
+      programs.push(
+        ...renameBindings(gemmPrograms(problem, v, gpu.device.limits.maxComputeWorkgroupsPerDimension), names, 'dense'),
+      );
+      variant = variantKey(v);
+    }
+  }
+  const chunks = Math.ceil(N / chunk);
+  return {
+    label: `dense ${M}×${K}→${N}`,
+    variant: chunks > 1 ? `${variant}, ${chunks} column chunks` : variant,
+    programs,
+    inputs,
+    activation: 'a',
+    output: { name: 'c', floats: M * N },
+    scratch,
   };
 }
 
@@ -117,9 +176,10 @@ export async function kernelRunner(gpu: GpuContext, job: KernelJob, pace = true)
   const created: GPUBuffer[] = [];
   const buffers = new Map<string, GPUBuffer>();
   let bytes = 0;
-  const names = job.programs[0].bindings.filter((b) => b.name !== 'params').map((b) => b.name);
+  const names = new Set(job.programs.flatMap((p) => p.bindings.filter((b) => b.name !== 'params').map((b) => b.name)));
   for (const name of names) {
-    const floats = job.inputs[name]?.length ?? (name === job.output.name ? job.output.floats : undefined);
+    const floats =
+      job.inputs[name]?.length ?? (name === job.output.name ? job.output.floats : undefined) ?? job.scratch?.[name];
     if (floats === undefined) throw new Error(`${job.label}: no data for binding '${name}'`);
     const size = Math.ceil(Math.max(16, floats * 4) / 16) * 16;
     const buffer = gpu.createBuffer(`${job.label}:${name}`, size, storageUsage());

@@ -1,5 +1,6 @@
 // Inference benchmark (issue 3), all in one run on this machine's adapter:
-//  - kernels: GEMM 512³ and 1024³ and every distinct 3×3 convolution of ResNet-50 at batch 1,
+//  - kernels: GEMM 512³ and 1024³, every distinct 3×3 convolution of ResNet-50 at batch 1 and
+//    the fully connected layers of VGG-16, AlexNet and ResNet-50 at batch 1,
 //    for onnx-graft's kernels, onnxruntime-node (CPU and WebGPU execution providers, single-node
 //    ONNX models) and TensorFlow.js's WebGPU backend;
 //  - models: each light model-zoo network (seeded random weights) at batch 1 and 8, for
@@ -7,7 +8,10 @@
 // Prints one table, writes bench/results/inference-<ISO date>.json and bench/results/inference-latest.md.
 //
 // Usage: npm run bench -- inference [--skip-kernels] [--skip-models] [--models resnet50,vgg19]
-//   [--batches 1,8] [--skip-ort-webgpu] [--skip-tfjs] [--max-time S] [--no-md]
+//   [--batches 1,8] [--kernels gemm,conv,dense] [--skip-ort-webgpu] [--skip-tfjs] [--max-time S] [--no-md]
+// The adapter's FMA ceiling and copy bandwidth (bench/ceiling.ts) are measured at the start and
+// the end of the run; compute-bound rows get their fraction of the ceiling, batch-1 dense
+// (fully connected) rows their fraction of the copy bandwidth.
 import fs from 'node:fs';
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
@@ -23,11 +27,22 @@ import {
   randomizedLightModel,
   type LightModel,
 } from '../test/helpers/reference-models.ts';
-import { convJob, kernelRunner, matmulJob, type KernelJob } from './engine-kernels.ts';
+import { measureCeiling, type Ceiling } from './ceiling.ts';
+import { convJob, denseJob, kernelRunner, matmulJob, type KernelJob } from './engine-kernels.ts';
 import { graphFlops } from './flops.ts';
 import { defaultSamplesFor, measure, median, relL2, RssPeak, settle, type Timing } from './harness.ts';
 import { tfjsHasTimestamps, tfjsWebGpu } from './tfjs-webgpu.ts';
-import { convModel, distinctConvs, matmulModel, withBatch, type ConvShape, type SingleNode } from './workloads.ts';
+import {
+  convModel,
+  DENSE_LAYERS,
+  denseBytes,
+  denseModel,
+  distinctConvs,
+  matmulModel,
+  withBatch,
+  type ConvShape,
+  type SingleNode,
+} from './workloads.ts';
 
 // ---- options ----
 
@@ -47,6 +62,9 @@ const RUN_MODELS = !flag('--skip-models');
 const RUN_ORT_WEBGPU = !flag('--skip-ort-webgpu');
 const RUN_TFJS = !flag('--skip-tfjs');
 const WRITE_MD = !flag('--no-md');
+const KERNEL_GROUPS = option('--kernels')?.split(',') ?? ['gemm', 'conv', 'dense'];
+for (const k of KERNEL_GROUPS)
+  if (!['gemm', 'conv', 'dense'].includes(k)) throw new Error(`--kernels: unknown group '${k}' (gemm, conv, dense)`);
 
 // ---- rows ----
 
@@ -82,9 +100,19 @@ interface Row {
   notes: string[];
   error?: string;
   ratios?: { ortWebgpu?: Ratio; ortCpu?: Ratio; tfjs?: Ratio };
+  /** Memory-bound rows (batch-1 dense layers): the bytes they must move (weights + input + output). */
+  bytesMoved?: number;
+  /** GFLOP/s ÷ the adapter's FMA ceiling (compute-bound rows on the adapter). */
+  ofCeiling?: number;
+  /** Bytes moved per second ÷ the adapter's copy bandwidth (memory-bound rows on the adapter). */
+  ofCopy?: number;
 }
 
 const rows: Row[] = [];
+/** Memory-bound workloads by `what`: the bytes each must move. */
+const bytesMovedOf = new Map<string, number>();
+/** The adapter's ceiling, measured at the start and at the end of the run. */
+const ceilings: Ceiling[] = [];
 const started = performance.now();
 const startedAt = new Date();
 const loadAtStart = os.loadavg();
@@ -181,6 +209,8 @@ async function ortRows(
 interface KernelWorkload {
   what: string;
   model: SingleNode;
+  /** A memory-bound workload: the bytes it must move. */
+  bytesMoved?: number;
   job: (gpu: GpuContext) => KernelJob;
   tfjs: (tf: typeof import('@tensorflow/tfjs')) => {
     op: () => import('@tensorflow/tfjs').Tensor;
@@ -200,6 +230,29 @@ function gemmWorkload(n: number): KernelWorkload {
       const a = tf.tensor2d(model.input.data, [n, n]);
       const b = tf.tensor2d(w, [n, n]);
       return { op: () => tf.matMul(a, b), dispose: () => tf.dispose([a, b]) };
+    },
+  };
+}
+
+function denseWorkload(layer: { what: string; K: number; N: number }): KernelWorkload {
+  const { K, N } = layer;
+  const model = denseModel(K, N, K + N);
+  const node = model.graph.nodes[0];
+  const w = model.graph.initializers.get(node.inputs[1])!.value.data as Float32Array;
+  const bias = model.graph.initializers.get(node.inputs[2])!.value.data as Float32Array;
+  return {
+    what: `dense ${layer.what} ${K}→${N} b1`,
+    model,
+    bytesMoved: denseBytes(1, K, N),
+    job: (gpu) => denseJob(gpu, { M: 1, K, N }, { x: model.input.data, w, bias }),
+    tfjs: (tf) => {
+      const x = tf.tensor2d(model.input.data, [1, K]);
+      const wt = tf.tensor2d(w, [N, K]);
+      const b = tf.tensor1d(bias);
+      return {
+        op: () => tf.tidy(() => tf.add(tf.matMul(x, wt, false, true), b)),
+        dispose: () => tf.dispose([x, wt, b]),
+      };
     },
   };
 }
@@ -268,12 +321,17 @@ async function benchKernels(gpu: GpuContext): Promise<void> {
   console.log(
     `ResNet-50's distinct 3×3 convolutions at batch 1: ${convs.map((c) => `${c.inChannels}→${c.outChannels}@${c.size}${c.stride > 1 ? ` s${c.stride}` : ''}`).join(', ')}`,
   );
-  const workloads = [gemmWorkload(512), gemmWorkload(1024), ...convs.map(convWorkload)];
+  const workloads = [
+    ...(KERNEL_GROUPS.includes('gemm') ? [gemmWorkload(512), gemmWorkload(1024)] : []),
+    ...(KERNEL_GROUPS.includes('conv') ? convs.map(convWorkload) : []),
+    ...(KERNEL_GROUPS.includes('dense') ? DENSE_LAYERS.map(denseWorkload) : []),
+  ];
   const tf = RUN_TFJS ? await tfjsWebGpu() : undefined;
   const tfTimestamps = tf ? tfjsHasTimestamps(tf) : false;
 
   for (const wl of workloads) {
     console.log(`${wl.what}`);
+    if (wl.bytesMoved !== undefined) bytesMovedOf.set(wl.what, wl.bytesMoved);
     const flops = graphFlops(wl.model.graph).total;
     const providers: ('cpu' | 'webgpu')[] = RUN_ORT_WEBGPU ? ['cpu', 'webgpu'] : ['cpu'];
     const reference = await ortRows(
@@ -532,7 +590,28 @@ async function benchModels(gpu: GpuContext): Promise<void> {
 
 // ---- ratios, table, files ----
 
+/** The best of the ceilings measured in this run (each an underestimate of what the adapter can do). */
+function bestCeiling(): { fmaGflops: number; copyGBps: number } | undefined {
+  if (ceilings.length === 0) return undefined;
+  return {
+    fmaGflops: Math.max(...ceilings.map((c) => c.fmaGflops)),
+    copyGBps: Math.max(...ceilings.map((c) => c.copyGBps)),
+  };
+}
+
 function computeRatios(): void {
+  const ceiling = bestCeiling();
+  for (const row of rows) {
+    // ORT CPU runs natively, not on the adapter: the adapter's ceiling says nothing about it.
+    if (!ceiling || row.ms === undefined || row.engine === 'ORT CPU') continue;
+    const bytes = bytesMovedOf.get(row.what);
+    if (bytes !== undefined) {
+      row.bytesMoved = bytes;
+      row.ofCopy = bytes / row.ms / 1e6 / ceiling.copyGBps;
+    } else if (row.gflops !== undefined) {
+      row.ofCeiling = row.gflops / ceiling.fmaGflops;
+    }
+  }
   for (const row of rows) {
     if (row.engine !== 'onnx-graft' || row.ms === undefined) continue;
     const rival = (engine: EngineName): Ratio | undefined => {
@@ -565,6 +644,8 @@ function table(): string {
     'engine',
     'ms',
     'GFLOP/s',
+    '× FMA ceiling',
+    '× copy BW',
     'peak memory',
     '× vs ORT WebGPU',
     '× vs ORT CPU',
@@ -574,7 +655,7 @@ function table(): string {
   ];
   const lines = [
     `| ${head.join(' | ')} |`,
-    `|${head.map((h, i) => (i >= 2 && i <= 7 && i !== 4 ? '---:' : '---')).join('|')}|`,
+    `|${head.map((h, i) => (i >= 2 && i <= 9 && i !== 6 ? '---:' : '---')).join('|')}|`,
   ];
   for (const r of orderedRows()) {
     const tfjs = r.section === 'model' && r.engine === 'onnx-graft' ? 'n/a' : fmtRatio(r.ratios?.tfjs);
@@ -583,6 +664,8 @@ function table(): string {
       r.engine,
       r.ms !== undefined ? fmtMs(r.ms) : `failed: ${r.error}`,
       r.gflops !== undefined ? r.gflops.toFixed(2) : '',
+      r.ofCeiling !== undefined ? r.ofCeiling.toFixed(2) : '',
+      r.ofCopy !== undefined ? r.ofCopy.toFixed(2) : '',
       fmtMem(r.memory),
       fmtRatio(r.ratios?.ortWebgpu),
       fmtRatio(r.ratios?.ortCpu),
@@ -611,6 +694,20 @@ function targets(): string[] {
     const v = r.ratios?.ortWebgpu;
     if (v) out.push(`- ${r.what}: faster than ORT WebGPU — ${v.value > 1 ? 'met' : 'MISSED'} (${fmtRatio(v)})`);
   }
+  // Issue 12: against the adapter's own limits, GPU time where there is one.
+  const adapterRows = [...new Set(engineRows.map((r) => r.what))].map(
+    (what) => engineRows.find((r) => r.what === what && r.method === 'gpu') ?? engineRows.find((r) => r.what === what)!,
+  );
+  for (const r of adapterRows) {
+    if (r.ofCopy !== undefined)
+      out.push(
+        `- ${r.what}: ≥ 0.6 of the copy bandwidth — ${r.ofCopy >= 0.6 ? 'met' : 'MISSED'} (${r.ofCopy.toFixed(2)}, ${r.method})`,
+      );
+    else if (r.ofCeiling !== undefined && (r.section === 'kernel' || / b8$/.test(r.what)))
+      out.push(
+        `- ${r.what}: ≥ 0.8 of the FMA ceiling — ${r.ofCeiling >= 0.8 ? 'met' : 'MISSED'} (${r.ofCeiling.toFixed(2)}, ${r.method})`,
+      );
+  }
   return out;
 }
 
@@ -619,9 +716,18 @@ const adapter = `${gpu.info.vendor} ${gpu.info.architecture} ${gpu.info.descript
 console.log(
   `adapter: ${adapter}; timestamp-query: ${gpu.hasFeature('timestamp-query')}; ${os.cpus().length} CPUs; load ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}`,
 );
+const ceilingRun = async (when: string) => {
+  const c = await measureCeiling(gpu);
+  ceilings.push(c);
+  console.log(
+    `ceiling (${when}): FMA ${c.fmaGflops.toFixed(1)} GFLOP/s, copy ${c.copyGBps.toFixed(2)} GB/s (${c.trials.map((t) => `${t.what} ${t.rate.toFixed(1)}`).join('; ')}); load ${os.loadavg()[0].toFixed(2)}`,
+  );
+};
 try {
+  await ceilingRun('start');
   if (RUN_KERNELS) await benchKernels(gpu);
   if (RUN_MODELS) await benchModels(gpu);
+  await ceilingRun('end');
 } finally {
   gpu.dispose();
 }
@@ -638,6 +744,7 @@ const header = [
     .loadavg()
     .map((l) => l.toFixed(2))
     .join(' ')}`,
+  `- adapter ceiling (best of start and end, bench/ceiling.ts): FMA ${bestCeiling()?.fmaGflops.toFixed(1)} GFLOP/s (start ${ceilings[0]?.fmaGflops.toFixed(1)}, end ${ceilings[1]?.fmaGflops.toFixed(1)}); copy ${bestCeiling()?.copyGBps.toFixed(2)} GB/s (start ${ceilings[0]?.copyGBps.toFixed(2)}, end ${ceilings[1]?.copyGBps.toFixed(2)})`,
   `- versions: node ${process.version}, onnxruntime-node ${ort.env.versions.common}, TF.js ${RUN_TFJS ? (await import('@tensorflow/tfjs')).version.tfjs : 'not run'}`,
 ];
 const legend = [
@@ -646,6 +753,7 @@ const legend = [
   "- **ms** is the median per run over Benchmark.js samples (deferred async loop; a first, untimed run compiles pipelines), or over the runs' GPU timestamps for `GPU:` rows.",
   "- **× vs X** = X's ms ÷ onnx-graft's ms on that workload: above 1, onnx-graft is faster. Ratios compare like with like (GPU time with GPU time, wall with wall) where the rival has that reading; † marks a ratio of onnx-graft's GPU time against the rival's wall time (onnxruntime-node exposes no GPU timer), which flatters onnx-graft by the upload/readback and submit overhead.",
   '- **GFLOP/s** counts 2·MACs of Conv/Gemm/MatMul from the graph (bench/flops.ts).',
+  "- **× FMA ceiling**: GFLOP/s ÷ the adapter's FMA ceiling (a register-only kernel of independent vec4 FMAs, best of a few sizes, GPU timestamps; bench/ceiling.ts), measured at the start and end of this run, the better of the two; for every row run on the adapter (not ORT CPU). **× copy BW**: for the batch-1 dense rows, (weight + bias + input + output bytes) ÷ ms ÷ the adapter's copy bandwidth (a vec4 storage-to-storage copy of 64 MiB, read + written bytes).",
   '- **peak memory**: onnx-graft reports its own GPU buffers (models: Session.peakActivationBytes + weightBytes; kernels: bound buffers); onnxruntime reports no memory, so its column is the process RSS growth from before session create to the peak during runs (on lavapipe GPU memory is host memory, so it is counted; memory freed by earlier rows and reused can hide some of it); TF.js: its GPU buffer pool (tf.memory().numBytesAllocatedInGPU).',
   "- Kernel rows: onnx-graft runs the kernels the runtime would pick for a single MatMul / Conv node (src/runtime/lower.ts's packing and default variant) on its own encoder with timestampWrites, and waits for the submit as Session.run does (src/kernels/submit-pacer.ts: on a software adapter it sleeps through most of the expected time before mapping, since dawn.node spins the JS thread while a map is pending and that takes CPU from lavapipe); onnxruntime runs single-node ONNX models built with GraphBuilder; TF.js runs tf.matMul / tf.fused.conv2d (NHWC, bias) on resident tensors.",
   `- Repetitions: Benchmark.js with minSamples 5 and maxTime ${MAX_TIME} s (kernels) / 4 s (models); a row whose first run takes over 15 s gets 3 samples, over 60 s 2 (the brief's rule for VGG-19 at batch 8). Every row's warm-up run, sample count and total time are in the JSON.`,
@@ -668,6 +776,7 @@ writeTextAtomic(
       cpus: os.cpus().length,
       cpuModel: os.cpus()[0]?.model,
       loadavg: { start: loadAtStart, end: os.loadavg() },
+      ceiling: { best: bestCeiling(), measured: ceilings },
       rows,
     },
     null,

@@ -159,3 +159,27 @@ export function distinctConvs(graph: Graph, kernel: number): ConvShape[] {
   }
   return [...seen.values()];
 }
+
+/** The fully connected layers of the classic CNNs, [K inputs → N outputs]. */
+export const DENSE_LAYERS: readonly { what: string; K: number; N: number }[] = [
+  { what: 'VGG-16 fc6', K: 25088, N: 4096 },
+  { what: 'VGG-16 fc7', K: 4096, N: 4096 },
+  { what: 'VGG-16 fc8', K: 4096, N: 1000 },
+  { what: 'ResNet-50 fc', K: 2048, N: 1000 },
+  { what: 'AlexNet fc6', K: 9216, N: 4096 },
+];
+
+/** Bytes a dense layer of M rows must move at least: its weights and bias, its input and output (float32). */
+export function denseBytes(M: number, K: number, N: number): number {
+  return 4 * (K * N + N + M * K + M * N);
+}
+
+/** Y[1, N] = X[1, K] · Wᵀ + B, as an ONNX Gemm with transB = 1 (W [N, K], B [N] constants): a batch-1 fully connected layer. */
+export function denseModel(K: number, N: number, seed = 1): SingleNode {
+  const { g, b } = newGraph(`dense ${K}→${N}`, [1, K]);
+  const w = b.unique('w');
+  const bias = b.unique('b');
+  g.setInitializer(w, { dtype: 'float32', dims: [N, K], data: normal(N * K, Math.sqrt(1 / K), seed + 1) });
+  g.setInitializer(bias, { dtype: 'float32', dims: [N], data: normal(N, 0.1, seed + 2) });
+  return finish(g, b.op('Gemm', ['x', w, bias], { transB: 1 }), [1, K], seed);
+}

@@ -321,10 +321,7 @@ function structureOf(p: GemmProblem, v: GemmVariant): Structure {
     b: p.b.layout,
     bVec,
     bPadded: bVec && p.b.padded === true && p.b.ld >= roundUp(p.N, TN),
-    c: p.c.kind,
-    accumulate: p.accumulate === true,
-    bias: p.bias !== undefined,
-    act: (p.activation ?? NO_ACTIVATION).kind,
+    ...epilogueStructure(p),
   };
 }
 
@@ -362,6 +359,11 @@ function gemmParams(p: GemmProblem, v: GemmVariant, s: Structure): ParamBlock {
   }
   P.u32('bBatch', s.bVec ? p.b.batchStride / 4 : p.b.batchStride).u32('bLd', s.bVec ? p.b.ld / 4 : p.b.ld);
   P.u32('lastColBlock', s.bPadded ? (roundUp(p.N, TN) - TN) / 4 : 0).u32('lastColVec', Math.ceil(p.N / 4) - 1);
+  return epilogueParams(P, p);
+}
+
+/** The uniforms storeC reads (epilogueFunction): C's strides, the bias's, alpha, beta and the activation's constants. */
+export function epilogueParams(P: ParamBlock, p: GemmProblem): ParamBlock {
   const c = p.c;
   if (c.kind === 'matrix') {
     P.u32('cBatch', c.batchStride)
@@ -402,7 +404,7 @@ function registerKernel(s: Structure, v: Extract<GemmVariant, { kind: 'register'
       wid: 'workgroup_id',
       ...(sg ? { lane: 'subgroup_invocation_id' as const } : {}),
     },
-    prelude: () => storeFunction(s).join('\n'),
+    prelude: () => epilogueFunction(s).join('\n'),
     body: () => registerBody(s, v),
   };
 }
@@ -577,8 +579,21 @@ function im2colRegisterLoop(
   return L;
 }
 
-/** storeC(batch, row, col, value): scale, bias, activation and the store of one element. */
-function storeFunction(s: Structure): string[] {
+/** What the epilogue's WGSL depends on. */
+export type EpilogueStructure = Pick<Structure, 'c' | 'accumulate' | 'bias' | 'act'>;
+
+/** The epilogue's structure of a problem. */
+export function epilogueStructure(p: GemmProblem): EpilogueStructure {
+  return {
+    c: p.c.kind,
+    accumulate: p.accumulate === true,
+    bias: p.bias !== undefined,
+    act: (p.activation ?? NO_ACTIVATION).kind,
+  };
+}
+
+/** storeC(batch, row, col, value): scale, bias, activation and the store of one element (uniforms: epilogueParams). */
+export function epilogueFunction(s: EpilogueStructure): string[] {
   const L: string[] = [];
   L.push(`fn storeC(batch: u32, row: u32, col: u32, acc: f32) {`);
   let value = 'acc * P.alpha';
@@ -608,7 +623,7 @@ function sharedKernel(s: Structure, v: Extract<GemmVariant, { kind: 'shared' }>)
         '',
         ...sharedLoadA(s),
         ...sharedLoadB(s),
-        ...storeFunction(s),
+        ...epilogueFunction(s),
       ].join('\n'),
     body: () => sharedBody(v),
   };

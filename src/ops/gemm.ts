@@ -21,6 +21,7 @@ import {
   type WeightBlock,
 } from '../kernels/linear-backward.ts';
 import { reduceToShapeProgram } from '../kernels/backward/elementwise.ts';
+import { defaultGemvVariant, gemvPrograms, gemvUnsupported } from '../kernels/gemv.ts';
 import { columnChunk, gemmOpProblem, matmulProblem, packB, type GemmOpParams } from '../kernels/linear.ts';
 import {
   type BindingRef,
@@ -136,24 +137,50 @@ async function lowerGemm(ctx: LowerContext): Promise<StepSpec[]> {
     if (cRef) refs.push(cRef);
     return ctx.gemmSteps(problem, variant, refs);
   }
-  // Constant B: packed [K][N'] in column chunks that each fit one binding.
+  // Constant B: packed [K][N'] in column chunks that each fit one binding; a few rows (batch-1
+  // dense layers) take the split-K GEMV, which reads each chunk once.
   const bData = ctx.floatConstant(n.inputs[1]);
   const chunk = columnChunk(K, N, options.maxBindingBytes);
   const steps: StepSpec[] = [];
   for (let n0 = 0; n0 < N; n0 += chunk) {
     const columns = Math.min(chunk, N - n0);
     const problem = gemmOpProblem(params, { packed: true, nOffset: n0, columns });
-    const variant = await options.chooseVariant(problem, 'gemm');
     const packed = packB(bData, K, N, transB, n0, columns);
-    const refs: BindingRef[] = [
-      ctx.ref(n.inputs[0]),
-      { constant: { key: `gemmB:${n.inputs[1]}:${transB}:${n0}:${columns}`, data: packed } },
-      { value: output },
-    ];
-    if (cRef) refs.push(cRef);
-    steps.push(...ctx.gemmSteps(problem, variant, refs));
+    const refs: Record<string, BindingRef> = {
+      a: ctx.ref(n.inputs[0]),
+      b: { constant: { key: `gemmB:${n.inputs[1]}:${transB}:${n0}:${columns}`, data: packed } },
+      c: { value: output },
+    };
+    if (cRef) refs.bias = cRef;
+    if (gemvUnsupported(problem) === undefined) {
+      steps.push(...gemvSteps(ctx, problem, refs, `${output}#splitK${n0}`));
+      continue;
+    }
+    const variant = await options.chooseVariant(problem, 'gemm');
+    steps.push(...ctx.gemmSteps(problem, variant, [refs.a, refs.b, refs.c, ...(cRef ? [cRef] : [])]));
   }
   return steps;
+}
+
+/** A GEMV's steps, its bindings taken by name from `refs`; the partial sums of a split K go to a temporary named `partial`. */
+function gemvSteps(
+  ctx: LowerContext,
+  problem: GemmProblem,
+  refs: Record<string, BindingRef>,
+  partial: string,
+): StepSpec[] {
+  const plan = gemvPrograms(problem, defaultGemvVariant(problem));
+  if (plan.partialFloats) {
+    ctx.checkBinding(plan.partialFloats * 4, `the split-K partial sums of '${ctx.node.outputs[0]}'`);
+    ctx.temporary(partial, [plan.partialFloats]);
+    refs = { ...refs, partial: { value: partial } };
+  }
+  return plan.programs.map((program) =>
+    ctx.step(
+      program,
+      program.bindings.filter((b) => b.name !== 'params').map((b) => refs[b.name]),
+    ),
+  );
 }
 
 function checkMatMul(ctx: LowerContext): void {

@@ -16,7 +16,7 @@ import {
 } from '../../src/kernels/program.ts';
 
 /**
- * Runs a program (or several in order, over the same bindings by name) once on fresh buffers:
+ * Runs a program (or several in order, over bindings shared by name) once on fresh buffers:
  * `inputs` fill the bindings they name, the other bindings get zeroed buffers of `outputSizes`
  * floats and are read back.
  */
@@ -31,7 +31,7 @@ export async function runProgram(
   const created: GPUBuffer[] = [];
   const buffers = new Map<string, GPUBuffer>();
   try {
-    const names = first.bindings.filter((b) => b.name !== 'params').map((b) => b.name);
+    const names = [...new Set(list.flatMap((p) => p.bindings.filter((b) => b.name !== 'params').map((b) => b.name)))];
     for (const name of names) {
       const data = inputs[name];
       const floats = data ? data.length : outputSizes[name];
