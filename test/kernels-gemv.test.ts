@@ -246,7 +246,7 @@ describe('split-K GEMV', () => {
     g.outputs = [{ name: y, dtype: 'float32' }];
     const x = { dims: [1, 2, 17, 31], data: randomFloat32Array(2 * 17 * 31, 77) };
     const want = (await runOrt(onnxBytesForOrt(g), { x }))[y];
-    const session = await Session.create(g, { gpu });
+    const session = await Session.create(g, { gpu, denseKernel: 'gemv' });
     try {
       // Gemm 1 (K = 1054 in slices) + its sum, Gemm 2 in one pass: three kernels, the Relu inside.
       expect(session.planStats.steps).toBe(3);
@@ -255,6 +255,14 @@ describe('split-K GEMV', () => {
       expect(relL2(got.data, want.data)).toBeLessThan(1e-5);
     } finally {
       session.dispose();
+    }
+    // By default a software adapter runs these layers on the GEMM core (two kernels), a GPU on the GEMV.
+    const defaulted = await Session.create(g, { gpu });
+    try {
+      expect(defaulted.planStats.steps).toBe(gpu.info.isSoftware ? 2 : 3);
+      expect(relL2((await defaulted.run({ x }))[y].data, want.data)).toBeLessThan(1e-5);
+    } finally {
+      defaulted.dispose();
     }
   });
 });

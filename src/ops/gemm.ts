@@ -138,7 +138,7 @@ async function lowerGemm(ctx: LowerContext): Promise<StepSpec[]> {
     return ctx.gemmSteps(problem, variant, refs);
   }
   // Constant B: packed [K][N'] in column chunks that each fit one binding; a few rows (batch-1
-  // dense layers) take the split-K GEMV, which reads each chunk once.
+  // dense layers) take the split-K GEMV where options.denseKernel asks for it.
   const bData = ctx.floatConstant(n.inputs[1]);
   const chunk = columnChunk(K, N, options.maxBindingBytes);
   const steps: StepSpec[] = [];
@@ -152,7 +152,7 @@ async function lowerGemm(ctx: LowerContext): Promise<StepSpec[]> {
       c: { value: output },
     };
     if (cRef) refs.bias = cRef;
-    if (gemvUnsupported(problem) === undefined) {
+    if (options.denseKernel === 'gemv' && gemvUnsupported(problem) === undefined) {
       steps.push(...gemvSteps(ctx, problem, refs, `${output}#splitK${n0}`));
       continue;
     }

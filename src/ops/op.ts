@@ -100,6 +100,12 @@ export interface LowerOptions {
   maxBindingBytes: number;
   /** The device's maxComputeWorkgroupsPerDimension: GEMMs with more row tiles are split. */
   maxWorkgroupsPerDimension?: number;
+  /**
+   * What runs a dense layer of at most GEMV_MAX_ROWS rows with packed weights: 'gemv' (the
+   * split-K GEMV, for GPUs) or 'gemm' (the GEMM core; default). On lavapipe the GEMM core was
+   * measured faster (bench/probe-dense.ts), so sessions choose 'gemm' on software adapters.
+   */
+  denseKernel?: 'gemv' | 'gemm';
   /** Called with each step as soon as a lowering makes it (a session uploads its constants
    * then, so that packed weights never pile up on the host). */
   onStep?: (step: StepSpec) => void;

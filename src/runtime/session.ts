@@ -52,6 +52,12 @@ export interface SessionOptions {
    */
   keepHostWeights?: boolean;
   /**
+   * What runs batch-1 dense layers (at most 4 rows, constant weights): 'gemv' (split-K, reads
+   * each weight once; the default on GPUs) or 'gemm' (the GEMM core; the default on software
+   * adapters, where it was measured faster).
+   */
+  denseKernel?: 'gemv' | 'gemm';
+  /**
    * The most bytes of weights this session may upload (default: no total; WebGPU does not tell
    * a device's memory). Each weight is also checked against the device's maxBufferSize. A model
    * over either is refused before anything is uploaded, with a WeightsTooLargeError.
@@ -308,8 +314,10 @@ export class Session {
       return defaultVariant(problem, target);
     };
     const limits = gpu.device.limits;
+    const denseKernel = this.#options.denseKernel ?? (target.software ? 'gemm' : 'gemv');
     const lowered = await lowerGraph(graph, {
       chooseVariant,
+      denseKernel,
       maxBindingBytes: limits.maxStorageBufferBindingSize,
       maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
       onStep: (step) => {
