@@ -10,7 +10,7 @@ import { prepareGraph } from '../src/graph/load.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import { GpuDeviceLostError } from '../src/kernels/errors.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
-import { GEMM_VARIANTS } from '../src/kernels/gemm.ts';
+import { GEMM_VARIANTS, gemmTarget, variantRuns } from '../src/kernels/gemm.ts';
 import { SessionDisposedError, SessionUsageError } from '../src/runtime/errors.ts';
 import { lowerGraph } from '../src/runtime/lower.ts';
 import { Session, type SessionOptions, type Tensor } from '../src/runtime/session.ts';
@@ -297,6 +297,19 @@ describe('Session', () => {
       Session.create(m.g, { gpu, gemm: 'fast' as unknown as 'tune' }),
       SessionUsageError,
       `options.gemm = "fast" is not accepted; accepted: 'default', 'tune' or one of GEMM_VARIANTS`,
+    );
+    // A variant the device cannot run is named with the feature it lacks: the context is seen as
+    // one whose device did not enable 'subgroups' (as in Deno, or Chromium with 4-lane subgroups).
+    const withoutSubgroups = {
+      device: gpu.device,
+      info: { ...gpu.info, deviceFeatures: gpu.info.deviceFeatures.filter((f) => f !== 'subgroups') },
+    } as unknown as GpuContext;
+    const unrunnable = GEMM_VARIANTS.find((v) => !variantRuns(v, gemmTarget(withoutSubgroups)));
+    expect(unrunnable, 'a subgroup GEMM variant').toBeDefined();
+    await expectTyped(
+      Session.create(m.g, { gpu: withoutSubgroups, gemm: unrunnable! }),
+      SessionUsageError,
+      /options\.gemm: GEMM variant .* needs the 'subgroups' feature with subgroups of exactly \d+ lanes; this device has/,
     );
     const session = await Session.create(m.g, { gpu });
     const run = (feeds: unknown) => session.run(feeds as Record<string, Tensor>);

@@ -215,9 +215,17 @@ export function gemmTarget(gpu: GpuContext): GemmTarget {
   return { software: gpu.info.isSoftware, subgroupSize };
 }
 
-/** Whether the device can run the variant (the subgroup ones need subgroups of exactly wgX). */
+/** Why the device cannot run the variant (the subgroup ones need subgroups of exactly wgX), or undefined. */
+export function variantRefusal(v: GemmVariant, target: GemmTarget): string | undefined {
+  if (!(v.kind === 'register' && v.subgroupA) || target.subgroupSize === v.wgX) return undefined;
+  const has =
+    target.subgroupSize === undefined ? "no fixed-size 'subgroups' feature" : `subgroups of ${target.subgroupSize}`;
+  return `GEMM variant ${variantKey(v)} needs the 'subgroups' feature with subgroups of exactly ${v.wgX} lanes; this device has ${has}`;
+}
+
+/** Whether the device can run the variant. */
 export function variantRuns(v: GemmVariant, target: GemmTarget): boolean {
-  return !(v.kind === 'register' && v.subgroupA) || target.subgroupSize === v.wgX;
+  return variantRefusal(v, target) === undefined;
 }
 
 const asTarget = (t: boolean | GemmTarget): GemmTarget => (typeof t === 'boolean' ? { software: t } : t);

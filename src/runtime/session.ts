@@ -13,6 +13,7 @@ import {
   defaultVariant,
   GEMM_VARIANTS,
   gemmTarget,
+  variantRefusal,
   variantKey,
   type GemmProblem,
   type GemmVariant,
@@ -355,6 +356,10 @@ function checkCreateArguments(model: unknown, options: unknown): void {
     throw new SessionUsageError(
       `options.gemm = ${JSON.stringify(gemm)} is not accepted; accepted: 'default', 'tune' or one of GEMM_VARIANTS`,
     );
+  const refusal =
+    typeof gemm === 'object' ? variantRefusal(gemm as GemmVariant, gemmTarget(gpu as GpuContext)) : undefined;
+  if (refusal)
+    throw new SessionUsageError(`options.gemm: ${refusal}; 'default' or 'tune' chooses one this device runs`);
 }
 
 /**
