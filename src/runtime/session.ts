@@ -7,6 +7,7 @@ import { decodeModel } from '../graph/codec.ts';
 import { ModelError } from '../graph/errors.ts';
 import { Graph, type Dim } from '../graph/ir.ts';
 import { prepareGraph } from '../graph/load.ts';
+import { setBatchSize } from '../graph/surgery/batch.ts';
 import { Autotuner } from '../kernels/autotune.ts';
 import {
   defaultVariant,
@@ -19,7 +20,14 @@ import {
 import { GpuDeviceLostError } from '../kernels/errors.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
 import { SessionDisposedError, SessionUsageError } from './errors.ts';
-import { checkGraph, lowerGraph } from './lower.ts';
+import {
+  BatchSlicedPlan,
+  checkImagesIndependent,
+  compileLargestSlice,
+  sharedBatch,
+  withBatch,
+} from './batch-slices.ts';
+import { BindingLimitError, checkGraph, lowerGraph } from './lower.ts';
 import { ConstantStore, Plan } from './plan.ts';
 
 export interface Tensor {
@@ -41,6 +49,11 @@ export interface SessionOptions {
   gemm?: 'default' | 'tune' | GemmVariant;
   /** The autotuner for gemm: 'tune' (default: one shared per context, remembered in memory). */
   tuner?: Autotuner;
+  /**
+   * The most bytes one storage binding may cover, when lower than the device's
+   * maxStorageBufferBindingSize. A batch with a value over it runs as slices of the batch.
+   */
+  maxBindingBytes?: number;
 }
 
 export class Session {
@@ -53,8 +66,10 @@ export class Session {
   /** Input shapes as the model declares them (symbolic dims are names). */
   readonly #declared: Map<string, Dim[] | undefined>;
   readonly #constants: ConstantStore;
-  readonly #plans = new Map<string, Promise<Plan>>();
-  #current: Plan | undefined;
+  /** Plans by input dims; a batch over the binding limit maps to a BatchSlicedPlan over the
+   * plans of its slices, which are in this map under their own dims. */
+  readonly #plans = new Map<string, Promise<Plan | BatchSlicedPlan>>();
+  #current: Plan | BatchSlicedPlan | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #disposed = false;
 
@@ -230,7 +245,7 @@ export class Session {
   }
 
   /** The plan for these input dims: compiled once, reused after. */
-  #planFor(dims: number[][], prepared?: Graph): Promise<Plan> {
+  #planFor(dims: number[][], prepared?: Graph): Promise<Plan | BatchSlicedPlan> {
     const key = JSON.stringify(dims);
     let plan = this.#plans.get(key);
     if (!plan) {
@@ -241,7 +256,7 @@ export class Session {
     return plan;
   }
 
-  async #compile(dims: number[][], prepared?: Graph): Promise<Plan> {
+  async #compile(dims: number[][], prepared?: Graph): Promise<Plan | BatchSlicedPlan> {
     try {
       return await this.#compileOnce(dims, prepared);
     } catch (error) {
@@ -262,13 +277,25 @@ export class Session {
     return lost;
   }
 
-  async #compileOnce(dims: number[][], prepared?: Graph): Promise<Plan> {
-    let graph = prepared;
-    if (!graph) {
-      const inputShapes = Object.fromEntries(this.#graph.feedInputs.map((i, k) => [i.name, dims[k]]));
-      graph = prepareGraph(this.#source(), { inputShapes });
-      checkGraph(graph);
+  async #compileOnce(dims: number[][], prepared?: Graph): Promise<Plan | BatchSlicedPlan> {
+    const graph = prepared ?? this.#prepare(dims);
+    try {
+      return await this.#compilePlan(graph);
+    } catch (error) {
+      if (!(error instanceof BindingLimitError)) throw error;
+      return this.#compileSliced(dims, graph, error);
     }
+  }
+
+  /** The model prepared (shapes inferred) and checked for these input dims. */
+  #prepare(dims: number[][]): Graph {
+    const inputShapes = Object.fromEntries(this.#graph.feedInputs.map((i, k) => [i.name, dims[k]]));
+    const graph = prepareGraph(this.#source(), { inputShapes });
+    checkGraph(graph);
+    return graph;
+  }
+
+  async #compilePlan(graph: Graph): Promise<Plan> {
     const gpu = this.#gpu;
     const target = gemmTarget(gpu);
     const mode = this.#options.gemm ?? 'default';
@@ -279,12 +306,60 @@ export class Session {
       return defaultVariant(problem, target);
     };
     const limits = gpu.device.limits;
+    const maxBindingBytes = Math.min(
+      limits.maxStorageBufferBindingSize,
+      this.#options.maxBindingBytes ?? limits.maxStorageBufferBindingSize,
+    );
     const lowered = await lowerGraph(graph, {
       chooseVariant,
-      maxBindingBytes: limits.maxStorageBufferBindingSize,
+      maxBindingBytes,
       maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
     });
-    return Plan.compile(gpu, graph, lowered, this.#constants, { packFeedsAndOutputs: true });
+    return Plan.compile(gpu, graph, lowered, this.#constants, { packFeedsAndOutputs: true, maxBindingBytes });
+  }
+
+  /**
+   * The plan for a batch with a value over the binding limit: the batch run as slices through
+   * the plan for the largest slice that fits (cached like any plan), once the graph is known to
+   * compute each image apart from the others.
+   */
+  async #compileSliced(dims: number[][], full: Graph, overLimit: BindingLimitError): Promise<BatchSlicedPlan> {
+    const batch = sharedBatch(dims);
+    if (batch === undefined) throw overLimit;
+    // Refused before anything is compiled for a slice.
+    const batched = checkImagesIndependent(full, this.#sliceGraph(full, batch === 2 ? 1 : batch - 1));
+    const { slicing, compiled: plan } = await compileLargestSlice(batch, overLimit, (images) =>
+      this.#slicePlan(full, withBatch(dims, images)),
+    );
+    const lastPlan =
+      slicing.lastImages === slicing.images ? plan : await this.#slicePlan(full, withBatch(dims, slicing.lastImages));
+    const outputs = full.outputs.map((o) => ({
+      name: o.name,
+      dims: full.values.get(o.name)!.shape as number[],
+      batched: batched.has(o.name),
+    }));
+    return new BatchSlicedPlan(slicing, plan, lastPlan, outputs);
+  }
+
+  /** The plan of one slice of a batch: never itself sliced, cached under its own dims. */
+  async #slicePlan(full: Graph, dims: number[][]): Promise<Plan> {
+    const key = JSON.stringify(dims);
+    const known = await this.#plans.get(key)?.catch(() => undefined);
+    if (known instanceof Plan) return known;
+    const graph = this.#sliceGraph(full, dims[0][0]);
+    // Over the limit itself (sliced when run alone): compiling it again says by how much.
+    if (known) return this.#compilePlan(graph);
+    const plan = this.#compilePlan(graph);
+    this.#plans.set(key, plan);
+    plan.catch(() => this.#plans.delete(key));
+    return plan;
+  }
+
+  /** The prepared model at another batch size (a model may declare a fixed batch). */
+  #sliceGraph(full: Graph, images: number): Graph {
+    const graph = setBatchSize(full, images);
+    checkGraph(graph);
+    return graph;
   }
 }
 
@@ -302,6 +377,11 @@ function checkCreateArguments(model: unknown, options: unknown): void {
   if (typeof gpu !== 'object' || gpu === null || !('device' in gpu))
     throw new SessionUsageError(
       'Session.create needs options.gpu, a GpuContext (createNodeGpuContext() in Node, GpuContext.create() elsewhere)',
+    );
+  const maxBindingBytes: unknown = given?.maxBindingBytes;
+  if (maxBindingBytes !== undefined && !(Number.isInteger(maxBindingBytes) && (maxBindingBytes as number) >= 256))
+    throw new SessionUsageError(
+      `options.maxBindingBytes = ${String(maxBindingBytes)} is not accepted; accepted: an integer number of bytes, at least 256`,
     );
   const gemm: unknown = given?.gemm;
   const known = (v: unknown) =>
