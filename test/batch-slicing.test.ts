@@ -14,22 +14,47 @@ import { createNodeGpuContext } from '../src/node/index.ts';
 import { BatchSliceError } from '../src/runtime/batch-slices.ts';
 import { BindingLimitError } from '../src/runtime/lower.ts';
 import { Session } from '../src/runtime/session.ts';
+import { ConstantStore } from '../src/runtime/plan.ts';
+import { prepareGraph } from '../src/graph/load.ts';
+import { createOptimizer } from '../src/train/optimizers.ts';
+import { TrainingPlan } from '../src/train/training-plan.ts';
 import { randomizedLightModel } from './helpers/reference-models.ts';
 import { randomFloat32Array } from './helpers/random.ts';
 import { relL2 } from './helpers/reference-ops.ts';
 
-/** x [batch,3,10,9] → conv3×3 (6) → relu → conv3×3 s2 (8) → relu → GAP → flatten → gemm (5). */
-function smallCnn(batch: number, tail?: (b: GraphBuilder, features: string) => string): Graph {
+/**
+ * x [batch,3,10,9] → conv3×3 (6) → relu → conv3×3 s2 (8) → relu → GAP → flatten → gemm (5);
+ * `tail` adds ops after the logits, `batchNorm` a BatchNormalization (trainable scale and bias)
+ * after the first conv.
+ */
+function smallCnn(batch: number, tail?: (b: GraphBuilder, features: string) => string, batchNorm = false): Graph {
   const g = new Graph();
   g.inputs = [{ name: 'x', dtype: 'float32', shape: [batch, 3, 10, 9] }];
   g.values.set('x', { ...g.inputs[0] });
   const b = new GraphBuilder(g, 41);
-  const c1 = b.op('Relu', [
-    b.op('Conv', ['x', b.weight('w1', [6, 3, 3, 3], 'he'), b.weight('b1', [6], 'glorot')], {
-      kernel_shape: [3, 3],
-      pads: [1, 1, 1, 1],
-    }),
-  ]);
+  let conv1 = b.op('Conv', ['x', b.weight('w1', [6, 3, 3, 3], 'he'), b.weight('b1', [6], 'glorot')], {
+    kernel_shape: [3, 3],
+    pads: [1, 1, 1, 1],
+  });
+  if (batchNorm) {
+    const stats = (name: string, values: number[]) => {
+      g.setInitializer(name, { dtype: 'float32', dims: [6], data: Float32Array.from(values) }, false);
+      return name;
+    };
+    conv1 = b.op(
+      'BatchNormalization',
+      [
+        conv1,
+        b.weight('bn_scale', [6], 'glorot'),
+        b.weight('bn_bias', [6], 'glorot'),
+        stats('bn_mean', [0.1, -0.2, 0.05, 0, 0.3, -0.1]),
+        stats('bn_var', [1.2, 0.8, 1, 1.1, 0.9, 1.3]),
+      ],
+      {},
+      'bn1',
+    );
+  }
+  const c1 = b.op('Relu', [conv1]);
   const c2 = b.op('Relu', [
     b.op('Conv', [c1, b.weight('w2', [8, 6, 3, 3], 'he'), b.weight('b2', [8], 'glorot')], {
       kernel_shape: [3, 3],
@@ -45,6 +70,11 @@ function smallCnn(batch: number, tail?: (b: GraphBuilder, features: string) => s
 
 /** conv1's output in the small CNN: 6×10×9 floats per image. */
 const CONV1_BYTES_PER_IMAGE = 6 * 10 * 9 * 4;
+/**
+ * Training's limit: above one image's im2col for conv2's input gradient (5 400 B, which the
+ * Conv rule needs whole), 2.7 images of conv1's output.
+ */
+const TRAINING_LIMIT = 6000;
 
 describe('batch slicing', () => {
   let gpu: GpuContext;
@@ -63,6 +93,74 @@ describe('batch slicing', () => {
       session.dispose();
     }
   };
+
+  /** One SGD-momentum step: loss, gradients and updated weights; `slices` how the batch was split. */
+  const trainStep = async (graph: Graph, x: Float32Array, labels: Uint32Array, maxBindingBytes?: number) => {
+    const constants = new ConstantStore(gpu);
+    const plan = await TrainingPlan.create(gpu, graph, { constants, maxBindingBytes });
+    const optimizer = await createOptimizer(gpu, { type: 'sgd', lr: 0.05, momentum: 0.9 });
+    try {
+      const stats = await plan.step(new Map([[graph.feedInputs[0].name, x]]), labels, optimizer);
+      return {
+        stats,
+        grads: await plan.readGradients(),
+        weights: await plan.readParameters(),
+        slices: plan.slicing ? [plan.slicing.count, plan.slicing.images, plan.slicing.lastImages] : undefined,
+      };
+    } finally {
+      optimizer.dispose();
+      plan.dispose();
+      constants.dispose();
+    }
+  };
+
+  const expectSameStep = (
+    sliced: Awaited<ReturnType<typeof trainStep>>,
+    whole: Awaited<ReturnType<typeof trainStep>>,
+    tolerance: number,
+  ) => {
+    expect(sliced.stats.loss).toBeCloseTo(whole.stats.loss, 5);
+    expect([sliced.stats.top1, sliced.stats.top5, sliced.stats.batch]).toEqual([
+      whole.stats.top1,
+      whole.stats.top5,
+      whole.stats.batch,
+    ]);
+    expect([...sliced.grads.keys()]).toEqual([...whole.grads.keys()]);
+    for (const [name, want] of whole.grads) {
+      expect(relL2(sliced.grads.get(name)!, want), `gradient of ${name}`).toBeLessThan(tolerance);
+      expect(relL2(sliced.weights.get(name)!, whole.weights.get(name)!), `updated ${name}`).toBeLessThan(tolerance);
+    }
+  };
+
+  it('training: a small CNN at batch 7 under a limit that admits 2 images (slices 2, 2, 2, 1): one step as unsliced (gradients, weights)', async () => {
+    const batch = 7;
+    const graph = prepareGraph(smallCnn(batch));
+    const x = randomFloat32Array(batch * 3 * 10 * 9, 81);
+    const labels = Uint32Array.from([3, 1, 4, 0, 2, 2, 1]);
+    const whole = await trainStep(graph, x, labels);
+    const sliced = await trainStep(graph, x, labels, TRAINING_LIMIT);
+    expect(whole.slices).toBeUndefined();
+    expect(sliced.slices).toEqual([4, 2, 1]);
+    expectSameStep(sliced, whole, 1e-5);
+  });
+
+  it('training: BatchNormalization in training mode is refused under slicing, naming the node; frozen, it slices', async () => {
+    const batch = 6;
+    const graph = prepareGraph(smallCnn(batch, undefined, true));
+    const x = randomFloat32Array(batch * 3 * 10 * 9, 82);
+    const labels = Uint32Array.from([0, 1, 2, 3, 4, 0]);
+    const limit = TRAINING_LIMIT;
+    const error = await trainStep(graph, x, labels, limit).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BatchSliceError);
+    expect((error as BatchSliceError).nodeName).toBe('bn1');
+    // Scale and bias frozen: BatchNormalization on its running statistics, per image.
+    const frozen = graph.clone();
+    for (const name of ['bn_scale', 'bn_bias']) frozen.initializers.get(name)!.trainable = false;
+    const whole = await trainStep(frozen, x, labels);
+    const sliced = await trainStep(frozen, x, labels, limit);
+    expect(sliced.slices).toEqual([3, 2, 2]);
+    expectSameStep(sliced, whole, 1e-5);
+  });
 
   it('inference: a small CNN at batch 7 under a limit that admits 2 images runs as 3 slices of 2 and one of 1, as unsliced', async () => {
     const batch = 7;
