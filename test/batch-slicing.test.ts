@@ -18,7 +18,7 @@ import { ConstantStore } from '../src/runtime/plan.ts';
 import { prepareGraph } from '../src/graph/load.ts';
 import { createOptimizer } from '../src/train/optimizers.ts';
 import { TrainingPlan } from '../src/train/training-plan.ts';
-import { randomizedLightModel } from './helpers/reference-models.ts';
+import { onnxBytesForOrt, randomizedLightModel, runOrt } from './helpers/reference-models.ts';
 import { randomFloat32Array } from './helpers/random.ts';
 import { relL2 } from './helpers/reference-ops.ts';
 
@@ -119,7 +119,8 @@ describe('batch slicing', () => {
     whole: Awaited<ReturnType<typeof trainStep>>,
     tolerance: number,
   ) => {
-    expect(sliced.stats.loss).toBeCloseTo(whole.stats.loss, 5);
+    // Random weights through 50 layers give large losses: compared relative to their size.
+    expect(Math.abs(sliced.stats.loss - whole.stats.loss)).toBeLessThanOrEqual(1e-5 * Math.max(1, whole.stats.loss));
     expect([sliced.stats.top1, sliced.stats.top5, sliced.stats.batch]).toEqual([
       whole.stats.top1,
       whole.stats.top5,
@@ -229,4 +230,66 @@ describe('batch slicing', () => {
     expect(error).toBeInstanceOf(BindingLimitError);
     expect((error as Error).message).toMatch(/over the binding limit of 1024 bytes/);
   });
+
+  it('training: light ResNet-50 at 128×128, batch 12, BatchNormalization frozen, under a 10 MiB limit: one step as unsliced', async () => {
+    const batch = 12;
+    const { graph: small } = adaptToInputSize(randomizedLightModel('resnet50', 91), 128);
+    const graph = setBatchSize(small, batch);
+    freezeBatchNorm(graph);
+    const x = randomFloat32Array(batch * 3 * 128 * 128, 92);
+    const labels = Uint32Array.from({ length: batch }, (_, i) => (i * 389) % 1000);
+    const whole = await trainStep(graph, x, labels);
+    const sliced = await trainStep(graph, x, labels, 10 * 2 ** 20);
+    expect(whole.slices).toBeUndefined();
+    expect(sliced.slices).toEqual([2, 6, 6]);
+    expectSameStep(sliced, whole, 1e-4);
+  }, 600_000);
+
+  it('light ResNet-50 at 224×224, batch 64, on the device limit: compiled as two slices of 32', async () => {
+    const graph = setBatchSize(randomizedLightModel('resnet50', 95), 64);
+    const session = await Session.create(graph, { gpu });
+    try {
+      expect(gpu.device.limits.maxStorageBufferBindingSize).toBeLessThan(64 * 64 * 112 * 112 * 4);
+      expect(session.batchSlicing).toEqual({ batch: 64, images: 32, count: 2, lastImages: 32 });
+    } finally {
+      session.dispose();
+    }
+  }, 120_000);
+
+  // Opt-in (GRAFT_SLOW_TESTS=1): one run takes minutes on lavapipe (64 images of ResNet-50).
+  it.runIf(process.env.GRAFT_SLOW_TESTS === '1')(
+    'light ResNet-50 at 224×224, batch 64, runs on the device limit and matches onnxruntime (CPU)',
+    async () => {
+      const batch = 64;
+      const graph = setBatchSize(randomizedLightModel('resnet50', 96), batch);
+      const input = graph.feedInputs[0].name;
+      const feeds = { [input]: { dims: [batch, 3, 224, 224], data: randomFloat32Array(batch * 3 * 224 * 224, 97) } };
+      const want = await runOrt(onnxBytesForOrt(graph), feeds, 'cpu');
+      const session = await Session.create(graph, { gpu });
+      try {
+        const output = graph.outputs[0].name;
+        const got = await session.run(feeds);
+        expect(session.batchSlicing?.count).toBe(2);
+        expect(got[output].dims).toEqual([batch, 1000]);
+        for (let i = 0; i < batch; i++) {
+          const row = (data: Float32Array) => data.subarray(i * 1000, (i + 1) * 1000);
+          expect(relL2(row(got[output].data), row(want[output].data)), `image ${i}`).toBeLessThan(1e-4);
+        }
+      } finally {
+        session.dispose();
+      }
+    },
+    900_000,
+  );
 });
+
+/** BatchNormalization on its running statistics in training (scale and bias frozen): per image, so slicing keeps its meaning. */
+function freezeBatchNorm(graph: Graph): void {
+  for (const node of graph.nodes) {
+    if (node.opType !== 'BatchNormalization') continue;
+    for (const name of node.inputs.slice(1)) {
+      const init = graph.initializers.get(name);
+      if (init) init.trainable = false;
+    }
+  }
+}

@@ -4,7 +4,8 @@
 // count of slices allows (N = 64 over a limit that admits 41 runs as two slices of 32), and
 // the slices run one after another through that one plan, so its activations are reused: the
 // memory is that of one slice, not of N/b. A last, smaller slice (N not a multiple of b) gets a
-// plan of its own.
+// plan of its own. Training (src/train/training-plan.ts) slices the same way and sums the
+// slices' gradients.
 //
 // Slicing is only correct when every image is computed apart from the others: each value that
 // depends on an input keeps the batch as its first axis. checkImagesIndependent compares the
@@ -65,6 +66,26 @@ export async function compileLargestSlice<T>(
       tried = slicing.images;
     }
   }
+}
+
+/** The first image and the count of images of slice `k`. */
+export function sliceRows(slicing: BatchSlicing, k: number): { first: number; images: number } {
+  return { first: k * slicing.images, images: k === slicing.count - 1 ? slicing.lastImages : slicing.images };
+}
+
+/** Slice `k`'s rows of every feed (views, no copy); every feed holds the whole batch. */
+export function sliceFeeds(
+  feeds: ReadonlyMap<string, Float32Array>,
+  slicing: BatchSlicing,
+  k: number,
+): Map<string, Float32Array> {
+  const { first, images } = sliceRows(slicing, k);
+  return new Map(
+    [...feeds].map(([name, data]) => {
+      const per = data.length / slicing.batch;
+      return [name, data.subarray(first * per, (first + images) * per)];
+    }),
+  );
 }
 
 /** The leading dimension every feed shares (the batch), or undefined when they differ or it is 1. */
@@ -177,22 +198,15 @@ export class BatchSlicedPlan {
   }
 
   async execute(feeds: Map<string, Float32Array>): Promise<Map<string, Float32Array>> {
-    const { batch, images, count } = this.slicing;
+    const { count } = this.slicing;
     const results = new Map<string, Float32Array>();
     for (const o of this.outputs) {
       if (o.batched) results.set(o.name, new Float32Array(o.dims.reduce((a, d) => a * d, 1)));
     }
     for (let k = 0; k < count; k++) {
       const plan = k === count - 1 ? this.lastPlan : this.plan;
-      const first = k * images;
-      const rows = k === count - 1 ? this.slicing.lastImages : images;
-      const slice = new Map(
-        [...feeds].map(([name, data]) => {
-          const per = data.length / batch;
-          return [name, data.subarray(first * per, (first + rows) * per)];
-        }),
-      );
-      const out = await plan.execute(slice);
+      const { first, images: rows } = sliceRows(this.slicing, k);
+      const out = await plan.execute(sliceFeeds(feeds, this.slicing, k));
       for (const o of this.outputs) {
         const data = out.get(o.name)!;
         if (!o.batched) {

@@ -26,6 +26,7 @@ import {
   compileLargestSlice,
   sharedBatch,
   withBatch,
+  type BatchSlicing,
 } from './batch-slices.ts';
 import { BindingLimitError, checkGraph, lowerGraph } from './lower.ts';
 import { ConstantStore, Plan } from './plan.ts';
@@ -145,6 +146,11 @@ export class Session {
   /** Bytes of uploaded constants (packed weights and biases). */
   get weightBytes(): number {
     return this.#constants.bytes;
+  }
+
+  /** How the latest plan splits its batch into slices (a value of the whole batch over the binding limit), or undefined. */
+  get batchSlicing(): BatchSlicing | undefined {
+    return this.#current instanceof BatchSlicedPlan ? this.#current.slicing : undefined;
   }
 
   /** Steps and distinct pipelines of the latest plan. */

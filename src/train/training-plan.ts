@@ -2,7 +2,9 @@
 // A training plan: autodiff's steps compiled over pooled buffers (saved activations live until
 // their last backward reader), parameters in persistent buffers shared with every plan of the
 // same store, the softmax cross-entropy between forward and backward, and the optimizer's
-// fused updates after: one command encoder and one submit per training step.
+// fused updates after: one command encoder and one submit per training step. A batch with a
+// value over the binding limit trains as slices of the batch through the plan of one slice (one
+// submit per slice), each slice's gradients added to sums weighted by its share of the batch.
 import { ModelError } from '../graph/errors.ts';
 import type { Graph } from '../graph/ir.ts';
 import { defaultVariant, gemmTarget, type GemmVariant } from '../kernels/gemm.ts';
@@ -23,6 +25,8 @@ import {
   checkImagesIndependent,
   compileLargestSlice,
   sharedBatch,
+  sliceFeeds,
+  sliceRows,
   type BatchSlicing,
 } from '../runtime/batch-slices.ts';
 import { BindingLimitError } from '../runtime/lower.ts';
@@ -417,10 +421,7 @@ export class TrainingPlan {
       const lastSlice = k === slicing.count - 1;
       const plan = lastSlice && sliced.last ? sliced.last : this;
       const rows = sliceRows(slicing, k);
-      plan.#feed(
-        sliceFeeds(feeds, slicing, k, this.#plan.inputs),
-        labels.subarray(rows.first, rows.first + rows.images),
-      );
+      plan.#feed(sliceFeeds(feeds, slicing, k), labels.subarray(rows.first, rows.first + rows.images));
       // Dropout draws per slice; the first slice draws as an unsliced step would.
       plan.#reseed(k === 0 ? seed : mixSeed(seed, 0x51ce + k));
       const encoder = this.#gpu.device.createCommandEncoder({
@@ -511,7 +512,7 @@ export class TrainingPlan {
       const plan = k === slicing.count - 1 && sliced.last ? sliced.last : this;
       const rows = sliceRows(slicing, k);
       const part = await plan.#evaluateWhole(
-        sliceFeeds(feeds, slicing, k, this.#plan.inputs),
+        sliceFeeds(feeds, slicing, k),
         labels?.subarray(rows.first, rows.first + rows.images),
         readLogits,
       );
@@ -603,29 +604,6 @@ export class TrainingPlan {
     this.#staging.unmap();
     return stats;
   }
-}
-
-/** The first image and the count of images of slice `k`. */
-function sliceRows(slicing: BatchSlicing, k: number): { first: number; images: number } {
-  return { first: k * slicing.images, images: k === slicing.count - 1 ? slicing.lastImages : slicing.images };
-}
-
-/** Slice `k`'s rows of every feed (views, no copy). */
-function sliceFeeds(
-  feeds: Map<string, Float32Array>,
-  slicing: BatchSlicing,
-  k: number,
-  inputs: readonly { name: string }[],
-): Map<string, Float32Array> {
-  const { first, images } = sliceRows(slicing, k);
-  return new Map(
-    inputs.map(({ name }) => {
-      const data = feeds.get(name);
-      if (!data) return [name, new Float32Array(0)];
-      const per = data.length / slicing.batch;
-      return [name, data.subarray(first * per, (first + images) * per)];
-    }),
-  );
 }
 
 /** Slices' loss stats as one batch's: the mean loss weighted by slice size, counts summed, first rows offset. */
