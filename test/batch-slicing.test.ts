@@ -11,7 +11,7 @@ import { setBatchSize } from '../src/graph/surgery/batch.ts';
 import { adaptToInputSize } from '../src/graph/surgery/resize.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
-import { BatchSliceError } from '../src/runtime/batch-slices.ts';
+import { BatchSliceError, sliceBatch } from '../src/runtime/batch-slices.ts';
 import { BindingLimitError } from '../src/runtime/lower.ts';
 import { Session } from '../src/runtime/session.ts';
 import { ConstantStore } from '../src/runtime/plan.ts';
@@ -75,6 +75,16 @@ const CONV1_BYTES_PER_IMAGE = 6 * 10 * 9 * 4;
  * Conv rule needs whole), 2.7 images of conv1's output.
  */
 const TRAINING_LIMIT = 6000;
+
+describe('sliceBatch', () => {
+  it('splits a batch evenly into the fewest slices of at most the largest size that fits', () => {
+    expect(sliceBatch(64, 41)).toEqual({ batch: 64, images: 32, count: 2, lastImages: 32 });
+    expect(sliceBatch(128, 41)).toEqual({ batch: 128, images: 32, count: 4, lastImages: 32 });
+    expect(sliceBatch(7, 2)).toEqual({ batch: 7, images: 2, count: 4, lastImages: 1 });
+    expect(sliceBatch(32, 10)).toEqual({ batch: 32, images: 8, count: 4, lastImages: 8 });
+    expect(sliceBatch(10, 9)).toEqual({ batch: 10, images: 5, count: 2, lastImages: 5 });
+  });
+});
 
 describe('batch slicing', () => {
   let gpu: GpuContext;
