@@ -360,10 +360,11 @@ describe('weights larger than one storage binding', () => {
   }, 120_000);
 
   it('refuses what cannot be split, naming the value or weight, the node and the sizes', async () => {
-    // An activation over the limit: bound whole by its Gemm.
+    // An activation over the limit at one image: bound whole by its Gemm (a larger batch would
+    // train as slices of the batch, test/batch-slicing.test.ts; one image cannot be sliced).
     const wide = buildGraph(
-      { title: '', layers: [gemm('w1', false, true, [30, 20])], classes: 30, split: [] },
-      [40, 20],
+      { title: '', layers: [gemm('w1', false, true, [1200, 2])], classes: 1200, split: [] },
+      [1, 2],
     );
     const constants = new ConstantStore(gpu);
     const activation = TrainingPlan.create(gpu, wide, { constants, maxBindingBytes: 4096 });

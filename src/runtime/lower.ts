@@ -28,6 +28,23 @@ export interface Lowered {
   temporaries: Map<string, number[]>;
 }
 
+/**
+ * A tensor that one storage binding would cover whole is larger than the binding limit. The
+ * runtime catches it to compile the graph for slices of the batch instead (batch-slices.ts);
+ * `bytes` and `limit` tell how much smaller a slice must be.
+ */
+export class BindingLimitError extends ModelError {
+  constructor(
+    message: string,
+    where: ConstructorParameters<typeof ModelError>[1],
+    readonly bytes: number,
+    readonly limit: number,
+  ) {
+    super(message, where);
+    this.name = 'BindingLimitError';
+  }
+}
+
 /** The value whose buffer `name` shares, following aliases to the end. */
 export function resolveAlias(aliases: ReadonlyMap<string, string>, name: string): string {
   let n = name;
@@ -375,8 +392,11 @@ class NodeLowering implements LowerContext {
   checkBinding(bytes: number, what: string): void {
     const max = this.options?.maxBindingBytes;
     if (max !== undefined && bytes > max) {
-      throw this.error(
-        `${what} takes ${bytes} bytes, over this device's maxStorageBufferBindingSize of ${max} bytes; a smaller batch may fit`,
+      throw new BindingLimitError(
+        `${what} takes ${bytes} bytes, over the binding limit of ${max} bytes (maxStorageBufferBindingSize, or a lower maxBindingBytes)`,
+        { file: this.graph.source, node: this.node },
+        bytes,
+        max,
       );
     }
   }

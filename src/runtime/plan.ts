@@ -31,7 +31,14 @@ import {
   type KernelStep,
 } from '../kernels/program.ts';
 import { SubmitPacer } from '../kernels/submit-pacer.ts';
-import { resolveAlias, type BindingView, type ConstantTensor, type Lowered, type StepSpec } from './lower.ts';
+import {
+  BindingLimitError,
+  resolveAlias,
+  type BindingView,
+  type ConstantTensor,
+  type Lowered,
+  type StepSpec,
+} from './lower.ts';
 
 /** The host data of a constant once uploaded and released (see ConstantStore.uploadAndRelease). */
 const RELEASED = new Float32Array(0);
@@ -252,8 +259,11 @@ export class Plan {
         const view = ref.view;
         if (!view) {
           if (roundUp(Math.max(16, bytes), 16) > maxBinding) {
-            throw fail(
-              `${what} takes ${bytes} bytes, over ${limitText}, and this step binds it whole; a smaller batch may fit`,
+            throw new BindingLimitError(
+              `${what} takes ${bytes} bytes, over ${limitText}, and this step binds it whole (step ${i}, '${step.program.label}', binding '${names[k]}')`,
+              { file: graph.source, node: step.node },
+              bytes,
+              maxBinding,
             );
           }
           return;

@@ -8,6 +8,7 @@ import { ModelError } from '../graph/errors.ts';
 import { Graph, type Dim, type Node } from '../graph/ir.ts';
 import { prepareGraph } from '../graph/load.ts';
 import { isFloatType, sizeOf } from '../graph/tensor.ts';
+import { setBatchSize } from '../graph/surgery/batch.ts';
 import { Autotuner } from '../kernels/autotune.ts';
 import {
   defaultVariant,
@@ -22,7 +23,15 @@ import { GpuDeviceLostError } from '../kernels/errors.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
 import { startPipelines } from '../kernels/program.ts';
 import { SessionDisposedError, SessionUsageError, WeightsTooLargeError } from './errors.ts';
-import { checkGraph, lowerGraph, type StepSpec } from './lower.ts';
+import {
+  BatchSlicedPlan,
+  checkImagesIndependent,
+  compileLargestSlice,
+  sharedBatch,
+  withBatch,
+  type BatchSlicing,
+} from './batch-slices.ts';
+import { BindingLimitError, checkGraph, lowerGraph, type StepSpec } from './lower.ts';
 import { ConstantStore, Plan } from './plan.ts';
 
 export interface Tensor {
@@ -64,6 +73,11 @@ export interface SessionOptions {
    * over either is refused before anything is uploaded, with a WeightsTooLargeError.
    */
   weightBudgetBytes?: number;
+  /**
+   * The most bytes one storage binding may cover, when lower than the device's
+   * maxStorageBufferBindingSize. A batch with a value over it runs as slices of the batch.
+   */
+  maxBindingBytes?: number;
 }
 
 export class Session {
@@ -72,13 +86,18 @@ export class Session {
   /** A fresh copy of the model as given (bytes decoded, or a Graph cloned), to prepare per
    * shape; undefined when the host weights are let go (no other shape can be asked for). */
   readonly #source: (() => Graph) | undefined;
+  /** The model as given, during create's first compile only: a batch sliced after that compile
+   * let go of weights is prepared again from it (the caller still holds it then). */
+  #firstSource: (() => Graph) | undefined;
   /** The model prepared for the first shapes: names, declared shapes, outputs. */
   readonly #graph: Graph;
   /** Input shapes as the model declares them (symbolic dims are names). */
   readonly #declared: Map<string, Dim[] | undefined>;
   readonly #constants: ConstantStore;
-  readonly #plans = new Map<string, Promise<Plan>>();
-  #current: Plan | undefined;
+  /** Plans by input dims; a batch over the binding limit maps to a BatchSlicedPlan over the
+   * plans of its slices, which are in this map under their own dims. */
+  readonly #plans = new Map<string, Promise<Plan | BatchSlicedPlan>>();
+  #current: Plan | BatchSlicedPlan | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #disposed = false;
 
@@ -122,6 +141,7 @@ export class Session {
       declared,
     );
     if (graph.feedInputs.every((i) => i.shape?.every((d) => typeof d === 'number'))) {
+      if (!keepWeights) session.#firstSource = sourceOf(model, options);
       try {
         session.#current = await session.#planFor(
           graph.feedInputs.map((i) => i.shape as number[]),
@@ -130,6 +150,8 @@ export class Session {
       } catch (error) {
         session.dispose(); // weights uploaded node by node before the refusal
         throw error;
+      } finally {
+        session.#firstSource = undefined;
       }
     }
     return session;
@@ -162,6 +184,11 @@ export class Session {
   /** Bytes of uploaded constants (packed weights and biases). */
   get weightBytes(): number {
     return this.#constants.bytes;
+  }
+
+  /** How the latest plan splits its batch into slices (a value of the whole batch over the binding limit), or undefined. */
+  get batchSlicing(): BatchSlicing | undefined {
+    return this.#current instanceof BatchSlicedPlan ? this.#current.slicing : undefined;
   }
 
   /** Steps and distinct pipelines of the latest plan. */
@@ -262,7 +289,7 @@ export class Session {
   }
 
   /** The plan for these input dims: compiled once, reused after. */
-  #planFor(dims: number[][], prepared?: Graph): Promise<Plan> {
+  #planFor(dims: number[][], prepared?: Graph): Promise<Plan | BatchSlicedPlan> {
     const key = JSON.stringify(dims);
     let plan = this.#plans.get(key);
     if (!plan) {
@@ -273,7 +300,7 @@ export class Session {
     return plan;
   }
 
-  async #compile(dims: number[][], prepared?: Graph): Promise<Plan> {
+  async #compile(dims: number[][], prepared?: Graph): Promise<Plan | BatchSlicedPlan> {
     try {
       return await this.#compileOnce(dims, prepared);
     } catch (error) {
@@ -294,17 +321,34 @@ export class Session {
     return lost;
   }
 
-  async #compileOnce(dims: number[][], prepared?: Graph): Promise<Plan> {
-    let graph = prepared;
-    if (!graph) {
-      const inputShapes = Object.fromEntries(this.#graph.feedInputs.map((i, k) => [i.name, dims[k]]));
-      if (!this.#source) throw new Error('internal: a new plan asked for after the host weights were released');
-      graph = prepareGraph(this.#source(), { inputShapes });
-      checkGraph(graph);
+  async #compileOnce(dims: number[][], prepared?: Graph): Promise<Plan | BatchSlicedPlan> {
+    const graph = prepared ?? this.#prepare(dims, this.#source);
+    try {
+      return await this.#compilePlan(graph, prepared !== undefined);
+    } catch (error) {
+      if (!(error instanceof BindingLimitError)) throw error;
+      // The failed compile may have let go of the weights it lowered: slice a fresh preparation.
+      const released = prepared !== undefined && !this.#source;
+      const source = this.#source ?? this.#firstSource;
+      if (released && !source) throw error;
+      return this.#compileSliced(dims, released ? this.#prepare(dims, source) : graph, error);
     }
-    // The prepared graph is the session's own: without a source, each weight's host data goes
-    // once the nodes that read it are lowered (its packed forms are on the GPU by then).
-    const releaseWeights = prepared && !this.#source ? weightReleaser(graph) : undefined;
+  }
+
+  /** The model prepared (shapes inferred) and checked for these input dims. */
+  #prepare(dims: number[][], source: (() => Graph) | undefined): Graph {
+    if (!source) throw new Error('internal: a new plan asked for after the host weights were released');
+    const inputShapes = Object.fromEntries(this.#graph.feedInputs.map((i, k) => [i.name, dims[k]]));
+    const graph = prepareGraph(source(), { inputShapes });
+    checkGraph(graph);
+    return graph;
+  }
+
+  /** Lowers and compiles one plan; `release`: the graph is the session's own first preparation. */
+  async #compilePlan(graph: Graph, release = false): Promise<Plan> {
+    // Without a source, each weight's host data goes once the nodes that read it are lowered (its
+    // packed forms are on the GPU by then).
+    const releaseWeights = release && !this.#source ? weightReleaser(graph) : undefined;
     const gpu = this.#gpu;
     const target = gemmTarget(gpu);
     const mode = this.#options.gemm ?? 'default';
@@ -315,11 +359,15 @@ export class Session {
       return defaultVariant(problem, target);
     };
     const limits = gpu.device.limits;
+    const maxBindingBytes = Math.min(
+      limits.maxStorageBufferBindingSize,
+      this.#options.maxBindingBytes ?? limits.maxStorageBufferBindingSize,
+    );
     const denseKernel = this.#options.denseKernel ?? (target.software ? 'gemm' : 'gemv');
     const lowered = await lowerGraph(graph, {
       chooseVariant,
       denseKernel,
-      maxBindingBytes: limits.maxStorageBufferBindingSize,
+      maxBindingBytes,
       maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
       onStep: (step) => {
         // The step's compile is issued before its weights upload, so the driver compiles while
@@ -330,7 +378,51 @@ export class Session {
       },
     });
     releaseWeights?.(undefined);
-    return Plan.compile(gpu, graph, lowered, this.#constants, { packFeedsAndOutputs: true });
+    return Plan.compile(gpu, graph, lowered, this.#constants, { packFeedsAndOutputs: true, maxBindingBytes });
+  }
+
+  /**
+   * The plan for a batch with a value over the binding limit: the batch run as slices through
+   * the plan for the largest slice that fits (cached like any plan), once the graph is known to
+   * compute each image apart from the others.
+   */
+  async #compileSliced(dims: number[][], full: Graph, overLimit: BindingLimitError): Promise<BatchSlicedPlan> {
+    const batch = sharedBatch(dims);
+    if (batch === undefined) throw overLimit;
+    // Refused before anything is compiled for a slice.
+    const batched = checkImagesIndependent(full, this.#sliceGraph(full, batch === 2 ? 1 : batch - 1));
+    const { slicing, compiled: plan } = await compileLargestSlice(batch, overLimit, (images) =>
+      this.#slicePlan(full, withBatch(dims, images)),
+    );
+    const lastPlan =
+      slicing.lastImages === slicing.images ? plan : await this.#slicePlan(full, withBatch(dims, slicing.lastImages));
+    const outputs = full.outputs.map((o) => ({
+      name: o.name,
+      dims: full.values.get(o.name)!.shape as number[],
+      batched: batched.has(o.name),
+    }));
+    return new BatchSlicedPlan(slicing, plan, lastPlan, outputs);
+  }
+
+  /** The plan of one slice of a batch: never itself sliced, cached under its own dims. */
+  async #slicePlan(full: Graph, dims: number[][]): Promise<Plan> {
+    const key = JSON.stringify(dims);
+    const known = await this.#plans.get(key)?.catch(() => undefined);
+    if (known instanceof Plan) return known;
+    const graph = this.#sliceGraph(full, dims[0][0]);
+    // Over the limit itself (sliced when run alone): compiling it again says by how much.
+    if (known) return this.#compilePlan(graph);
+    const plan = this.#compilePlan(graph);
+    this.#plans.set(key, plan);
+    plan.catch(() => this.#plans.delete(key));
+    return plan;
+  }
+
+  /** The prepared model at another batch size (a model may declare a fixed batch). */
+  #sliceGraph(full: Graph, images: number): Graph {
+    const graph = setBatchSize(full, images);
+    checkGraph(graph);
+    return graph;
   }
 }
 
@@ -348,6 +440,11 @@ function checkCreateArguments(model: unknown, options: unknown): void {
   if (typeof gpu !== 'object' || gpu === null || !('device' in gpu))
     throw new SessionUsageError(
       'Session.create needs options.gpu, a GpuContext (createNodeGpuContext() in Node, GpuContext.create() elsewhere)',
+    );
+  const maxBindingBytes: unknown = given?.maxBindingBytes;
+  if (maxBindingBytes !== undefined && !(Number.isInteger(maxBindingBytes) && (maxBindingBytes as number) >= 256))
+    throw new SessionUsageError(
+      `options.maxBindingBytes = ${String(maxBindingBytes)} is not accepted; accepted: an integer number of bytes, at least 256`,
     );
   const gemm: unknown = given?.gemm;
   const known = (v: unknown) =>

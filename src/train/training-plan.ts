@@ -2,7 +2,9 @@
 // A training plan: autodiff's steps compiled over pooled buffers (saved activations live until
 // their last backward reader), parameters in persistent buffers shared with every plan of the
 // same store, the softmax cross-entropy between forward and backward, and the optimizer's
-// fused updates after: one command encoder and one submit per training step.
+// fused updates after: one command encoder and one submit per training step. A batch with a
+// value over the binding limit trains as slices of the batch through the plan of one slice (one
+// submit per slice), each slice's gradients added to sums weighted by its share of the batch.
 import { ModelError } from '../graph/errors.ts';
 import type { Graph } from '../graph/ir.ts';
 import { defaultVariant, gemmTarget, type GemmVariant } from '../kernels/gemm.ts';
@@ -15,10 +17,22 @@ import {
   type CrossEntropyStep,
   type LossStats,
 } from '../kernels/loss.ts';
-import { encodeSteps, storageUsage } from '../kernels/program.ts';
+import { gradientSumProgram } from '../kernels/gradient-sum.ts';
+import { encodeSteps, prepareStep, storageUsage, type KernelStep } from '../kernels/program.ts';
+import { setBatchSize } from '../graph/surgery/batch.ts';
+import {
+  BatchSliceError,
+  checkImagesIndependent,
+  compileLargestSlice,
+  sharedBatch,
+  sliceFeeds,
+  sliceRows,
+  type BatchSlicing,
+} from '../runtime/batch-slices.ts';
+import { BindingLimitError } from '../runtime/lower.ts';
 import { ConstantStore, Plan } from '../runtime/plan.ts';
 import { differentiate, parameterKey, type TrainableParameter, type TrainingLowered } from './autodiff.ts';
-import type { Optimizer, ParamBinding } from './optimizers.ts';
+import { chunkSizeOf, type Optimizer, type ParamBinding } from './optimizers.ts';
 
 export interface TrainingPlanOptions {
   /** Shared by every plan over the same weights (other batch sizes, evaluation). */
@@ -52,8 +66,25 @@ export function mixSeed(seed: number, salt: number): number {
   return (h ^ (h >>> 16)) >>> 0;
 }
 
+/** A batch trained as slices through one plan (see TrainingPlan.create). */
+interface SlicedBatch {
+  slicing: BatchSlicing;
+  /** The plan of a smaller last slice (undefined: every slice has slicing.images). */
+  last: TrainingPlan | undefined;
+  /** Each parameter's gradient summed over the slices: what the optimizer reads. */
+  sums: GPUBuffer[];
+  /** sums = share·gradient (first slice), sums += share·gradient (the others, and the last plan's). */
+  startSteps: KernelStep[];
+  addSteps: KernelStep[];
+  lastAddSteps: KernelStep[];
+  /** Every slice's loss stats, one after another. */
+  stats: GPUBuffer;
+}
+
 export class TrainingPlan {
   readonly #gpu: GpuContext;
+  readonly #maxBindingBytes: number;
+  #sliced: SlicedBatch | undefined;
   readonly #plan: Plan;
   readonly #lowered: TrainingLowered;
   readonly #train: CrossEntropyStep | undefined;
@@ -79,6 +110,7 @@ export class TrainingPlan {
     maxBindingBytes: number,
   ) {
     this.#gpu = gpu;
+    this.#maxBindingBytes = maxBindingBytes;
     this.#graph = graph;
     this.#plan = plan;
     this.#lowered = lowered;
@@ -89,7 +121,7 @@ export class TrainingPlan {
     this.#staging = gpu.createBuffer('training stats (readback)', LOSS_STATS_BYTES, readbackUsage());
     this.#logitsStaging = gpu.createBuffer(
       'logits (readback)',
-      Math.max(16, this.batch * this.classes * 4),
+      Math.max(16, this.#sliceImages * this.classes * 4),
       readbackUsage(),
     );
     this.#bindings = lowered.parameters.map((p) => ({
@@ -115,8 +147,99 @@ export class TrainingPlan {
     return this.#graph.initializers.get(name)!.value.dims.reduce((a, b) => a * b, 1);
   }
 
-  /** Compiles a prepared graph (static shapes) for training at its input shapes. */
+  /**
+   * Compiles a prepared graph (static shapes) for training at its input shapes. A batch with a
+   * value over the binding limit trains as slices of the batch through the plan of the largest
+   * slice that fits: the slices' gradients summed, each weighted by its share of the batch, so
+   * that one step equals the unsliced step (BatchNormalization in training mode is refused:
+   * its statistics would be the slice's).
+   */
   static async create(gpu: GpuContext, graph: Graph, options: TrainingPlanOptions): Promise<TrainingPlan> {
+    try {
+      return await TrainingPlan.#createWhole(gpu, graph, options);
+    } catch (error) {
+      if (!(error instanceof BindingLimitError)) throw error;
+      return TrainingPlan.#createSliced(gpu, graph, options, error);
+    }
+  }
+
+  static async #createSliced(
+    gpu: GpuContext,
+    graph: Graph,
+    options: TrainingPlanOptions,
+    overLimit: BindingLimitError,
+  ): Promise<TrainingPlan> {
+    const batch = sharedBatch(graph.feedInputs.map((i) => (i.shape ?? []) as number[]));
+    if (batch === undefined) throw overLimit;
+    checkImagesIndependent(graph, setBatchSize(graph, batch === 2 ? 1 : batch - 1));
+    const { slicing, compiled: plan } = await compileLargestSlice(batch, overLimit, (images) =>
+      TrainingPlan.#createWhole(gpu, setBatchSize(graph, images), options),
+    );
+    let last: TrainingPlan | undefined;
+    try {
+      const trainsStatistics = plan.#lowered.state[0];
+      if (trainsStatistics !== undefined && options.mode !== 'evaluate') {
+        const node = graph.nodes.find((n) => n.opType === 'BatchNormalization' && n.inputs.includes(trainsStatistics));
+        throw new BatchSliceError(
+          `BatchNormalization in training mode (its scale or bias trains) normalizes with the statistics of the whole batch of ${batch}, ` +
+            `which does not fit one binding; slices of ${slicing.images} would change them. Freeze its scale and bias (running statistics), or train with a batch of at most ${slicing.images}`,
+          { file: graph.source, node },
+        );
+      }
+      if (slicing.lastImages !== slicing.images)
+        last = await TrainingPlan.#createWhole(gpu, setBatchSize(graph, slicing.lastImages), options);
+      await plan.#sliceOver(slicing, last);
+      return plan;
+    } catch (error) {
+      plan.dispose();
+      last?.dispose();
+      throw error;
+    }
+  }
+
+  /** Makes this plan (for one slice) run the whole batch of `slicing`, with `last` for a smaller last slice. */
+  async #sliceOver(slicing: BatchSlicing, last: TrainingPlan | undefined): Promise<void> {
+    const gpu = this.#gpu;
+    const training = this.#train !== undefined;
+    const sums = training
+      ? this.#lowered.parameters.map((p) =>
+          gpu.createBuffer(`'${p.name}' gradient summed over slices`, Math.max(16, p.size * 4), storageUsage()),
+        )
+      : [];
+    const sumSteps = async (plan: TrainingPlan, images: number, first: boolean): Promise<KernelStep[]> => {
+      const steps: KernelStep[] = [];
+      for (const [i, p] of plan.#lowered.parameters.entries()) {
+        const grad = plan.#plan.bufferOf(p.grad)!;
+        const chunk = chunkSizeOf(p.size, this.#maxBindingBytes);
+        for (let start = 0; start < p.size; start += chunk) {
+          const size = Math.min(chunk, p.size - start);
+          const range = (buffer: GPUBuffer) => ({ buffer, offset: start * 4, size: size * 4 });
+          const program = gradientSumProgram(size, images / slicing.batch, first);
+          steps.push(await prepareStep(gpu, program, [range(grad), range(sums[i])]));
+        }
+      }
+      return steps;
+    };
+    const sliced: SlicedBatch = {
+      slicing,
+      last,
+      sums,
+      startSteps: training ? await sumSteps(this, slicing.images, true) : [],
+      addSteps: training ? await sumSteps(this, slicing.images, false) : [],
+      lastAddSteps: training && last ? await sumSteps(last, slicing.lastImages, false) : [],
+      stats: gpu.createBuffer(
+        'training stats of every slice (readback)',
+        LOSS_STATS_BYTES * slicing.count,
+        readbackUsage(),
+      ),
+    };
+    this.#sliced = sliced;
+    this.#bindings.forEach((b, i) => {
+      if (training) b.grad = sums[i];
+    });
+  }
+
+  static async #createWhole(gpu: GpuContext, graph: Graph, options: TrainingPlanOptions): Promise<TrainingPlan> {
     // The device's GEMM target (software adapter, subgroup size): the same kernel choice as inference.
     const target = gemmTarget(gpu);
     const limits = gpu.device.limits;
@@ -178,7 +301,17 @@ export class TrainingPlan {
   }
 
   get batch(): number {
+    return this.#sliced?.slicing.batch ?? this.#sliceImages;
+  }
+
+  /** Images of one run of the compiled plan (the batch, or one slice of it). */
+  get #sliceImages(): number {
     return (this.#graph.values.get(this.#lowered.partition.logits)!.shape as number[])[0];
+  }
+
+  /** How the batch is split into slices, when it is (a value of the whole batch would not fit one binding). */
+  get slicing(): BatchSlicing | undefined {
+    return this.#sliced?.slicing;
   }
 
   get classes(): number {
@@ -231,21 +364,12 @@ export class TrainingPlan {
     seed = 0,
   ): Promise<LossStats> {
     if (!this.#train) throw new Error('an evaluation plan does not train');
+    if (this.#sliced) return this.#stepSliced(this.#sliced, feeds, labels, optimizer, lr, where, seed);
     this.#feed(feeds, labels);
-    for (const r of this.#lowered.reseed) {
-      this.#gpu.device.queue.writeBuffer(
-        this.#plan.steps[r.step].owned[0],
-        r.offset,
-        Uint32Array.of(mixSeed(seed, r.salt)),
-      );
-    }
+    this.#reseed(seed);
     const encoder = this.#gpu.device.createCommandEncoder({ label: 'training step' });
-    if (optimizer)
-      this.#undoable.forEach((b, i) => encoder.copyBufferToBuffer(b.buffer, 0, this.#before[i], 0, b.size * 4));
-    const f = this.#lowered.forwardSteps;
-    encodeSteps(encoder, this.#plan.steps.slice(0, f), 'forward');
-    this.#train!.encode(encoder);
-    encodeSteps(encoder, this.#plan.steps.slice(f), 'backward');
+    if (optimizer) this.#encodeBackup(encoder);
+    this.#encodeForwardBackward(encoder);
     if (optimizer) {
       optimizer.step(this.#bindings, encoder, lr);
     }
@@ -254,20 +378,105 @@ export class TrainingPlan {
     return checkLossStats(await this.#readStats(), this.classes, where);
   }
 
+  #encodeBackup(encoder: GPUCommandEncoder): void {
+    this.#undoable.forEach((b, i) => encoder.copyBufferToBuffer(b.buffer, 0, this.#before[i], 0, b.size * 4));
+  }
+
+  #reseed(seed: number): void {
+    for (const r of this.#lowered.reseed) {
+      this.#gpu.device.queue.writeBuffer(
+        this.#plan.steps[r.step].owned[0],
+        r.offset,
+        Uint32Array.of(mixSeed(seed, r.salt)),
+      );
+    }
+  }
+
+  #encodeForwardBackward(encoder: GPUCommandEncoder): void {
+    const f = this.#lowered.forwardSteps;
+    encodeSteps(encoder, this.#plan.steps.slice(0, f), 'forward');
+    this.#train!.encode(encoder);
+    encodeSteps(encoder, this.#plan.steps.slice(f), 'backward');
+  }
+
+  /**
+   * One step over the slices: each slice's feeds written, its forward, loss and backward run and
+   * its gradients added to the sums (weighted by its share of the batch), in one submit per slice
+   * (the queue orders a slice's uploads after the previous slice's work); the optimizer reads
+   * the sums after the last. The stats are combined as the whole batch's.
+   */
+  async #stepSliced(
+    sliced: SlicedBatch,
+    feeds: Map<string, Float32Array>,
+    labels: Uint32Array,
+    optimizer: Optimizer | undefined,
+    lr: number | undefined,
+    where: string,
+    seed: number,
+  ): Promise<LossStats> {
+    const { slicing } = sliced;
+    if (labels.length !== slicing.batch)
+      throw new ModelError(`${labels.length} labels for a batch of ${slicing.batch}`);
+    for (let k = 0; k < slicing.count; k++) {
+      const lastSlice = k === slicing.count - 1;
+      const plan = lastSlice && sliced.last ? sliced.last : this;
+      const rows = sliceRows(slicing, k);
+      plan.#feed(sliceFeeds(feeds, slicing, k), labels.subarray(rows.first, rows.first + rows.images));
+      // Dropout draws per slice; the first slice draws as an unsliced step would.
+      plan.#reseed(k === 0 ? seed : mixSeed(seed, 0x51ce + k));
+      const encoder = this.#gpu.device.createCommandEncoder({
+        label: `training step, slice ${k + 1} of ${slicing.count}`,
+      });
+      if (k === 0 && optimizer) this.#encodeBackup(encoder);
+      plan.#encodeForwardBackward(encoder);
+      encodeSteps(
+        encoder,
+        k === 0 ? sliced.startSteps : plan === this ? sliced.addSteps : sliced.lastAddSteps,
+        'gradient sum',
+      );
+      encoder.copyBufferToBuffer(plan.#train!.stats, 0, sliced.stats, k * LOSS_STATS_BYTES, LOSS_STATS_BYTES);
+      if (lastSlice && optimizer) optimizer.step(this.#bindings, encoder, lr);
+      this.#gpu.device.queue.submit([encoder.finish()]);
+    }
+    return checkLossStats(await this.#readSliceStats(sliced), this.classes, where);
+  }
+
+  /** The slices' stats as one batch's: the loss weighted by slice size, counts summed, rows offset. */
+  async #readSliceStats(sliced: SlicedBatch): Promise<LossStats> {
+    const { slicing, stats } = sliced;
+    const bytes = LOSS_STATS_BYTES * slicing.count;
+    await stats.mapAsync(GPUMapMode.READ, 0, bytes);
+    const copy = stats.getMappedRange(0, bytes).slice(0);
+    stats.unmap();
+    const parts = Array.from({ length: slicing.count }, (_, k) =>
+      decodeLossStats(new Uint8Array(copy, k * LOSS_STATS_BYTES, LOSS_STATS_BYTES)),
+    );
+    return combineLossStats(parts, slicing);
+  }
+
   /** Forward and loss only (no gradient): evaluation. Returns unchecked stats and, when asked, the logits. */
   async evaluate(
     feeds: Map<string, Float32Array>,
     labels: Uint32Array | undefined,
     readLogits = false,
   ): Promise<{ stats?: LossStats; logits?: Float32Array }> {
-    this.#feed(feeds, labels ?? new Uint32Array(this.batch));
+    if (this.#sliced) return this.#evaluateSliced(this.#sliced, feeds, labels, readLogits);
+    return this.#evaluateWhole(feeds, labels, readLogits);
+  }
+
+  async #evaluateWhole(
+    feeds: Map<string, Float32Array>,
+    labels: Uint32Array | undefined,
+    readLogits: boolean,
+  ): Promise<{ stats?: LossStats; logits?: Float32Array }> {
+    this.#feed(feeds, labels ?? new Uint32Array(this.#sliceImages));
     const encoder = this.#gpu.device.createCommandEncoder({ label: 'evaluation' });
     encodeSteps(encoder, this.#plan.steps.slice(0, this.#lowered.forwardSteps), 'forward');
     if (labels) {
       this.#eval.encode(encoder);
       encoder.copyBufferToBuffer(this.#eval.stats, 0, this.#staging, 0, LOSS_STATS_BYTES);
     }
-    const bytes = this.batch * this.classes * 4;
+    const bytes = this.#sliceImages * this.classes * 4;
     if (readLogits)
       encoder.copyBufferToBuffer(
         this.#plan.bufferOf(this.#lowered.partition.logits)!,
@@ -285,6 +494,32 @@ export class TrainingPlan {
       this.#logitsStaging.unmap();
     }
     return { stats, logits };
+  }
+
+  /** evaluate() slice by slice: the stats combined as the batch's, the logits' rows put together. */
+  async #evaluateSliced(
+    sliced: SlicedBatch,
+    feeds: Map<string, Float32Array>,
+    labels: Uint32Array | undefined,
+    readLogits: boolean,
+  ): Promise<{ stats?: LossStats; logits?: Float32Array }> {
+    const { slicing } = sliced;
+    if (labels && labels.length !== slicing.batch)
+      throw new ModelError(`${labels.length} labels for a batch of ${slicing.batch}`);
+    const parts: LossStats[] = [];
+    const logits = readLogits ? new Float32Array(slicing.batch * this.classes) : undefined;
+    for (let k = 0; k < slicing.count; k++) {
+      const plan = k === slicing.count - 1 && sliced.last ? sliced.last : this;
+      const rows = sliceRows(slicing, k);
+      const part = await plan.#evaluateWhole(
+        sliceFeeds(feeds, slicing, k),
+        labels?.subarray(rows.first, rows.first + rows.images),
+        readLogits,
+      );
+      if (part.stats) parts.push(part.stats);
+      if (logits && part.logits) logits.set(part.logits, rows.first * this.classes);
+    }
+    return { stats: labels ? combineLossStats(parts, slicing) : undefined, logits };
   }
 
   /** Reads every trainable parameter back from the GPU. */
@@ -308,11 +543,13 @@ export class TrainingPlan {
     return out;
   }
 
-  /** Reads the gradients of the last step (kept to the end of the plan). */
+  /** Reads the gradients of the last step (kept to the end of the plan; summed over the slices of a sliced batch). */
   async readGradients(): Promise<Map<string, Float32Array>> {
     const out = new Map<string, Float32Array>();
-    for (const p of this.#lowered.parameters)
-      out.set(p.name, new Float32Array(await this.#gpu.read(this.#plan.bufferOf(p.grad)!, p.size * 4)));
+    for (const [i, p] of this.#lowered.parameters.entries()) {
+      const buffer = this.#sliced ? this.#sliced.sums[i] : this.#plan.bufferOf(p.grad)!;
+      out.set(p.name, new Float32Array(await this.#gpu.read(buffer, p.size * 4)));
+    }
     return out;
   }
 
@@ -337,6 +574,13 @@ export class TrainingPlan {
     this.#staging.destroy();
     this.#logitsStaging.destroy();
     for (const b of this.#before) b.destroy();
+    if (this.#sliced) {
+      this.#sliced.last?.dispose();
+      for (const b of this.#sliced.sums) b.destroy();
+      for (const step of [...this.#sliced.startSteps, ...this.#sliced.addSteps, ...this.#sliced.lastAddSteps])
+        for (const b of step.owned) b.destroy();
+      this.#sliced.stats.destroy();
+    }
   }
 
   #feed(feeds: Map<string, Float32Array>, labels: Uint32Array): void {
@@ -349,7 +593,8 @@ export class TrainingPlan {
         );
       this.#gpu.upload(input.buffer, data);
     }
-    if (labels.length !== this.batch) throw new ModelError(`${labels.length} labels for a batch of ${this.batch}`);
+    if (labels.length !== this.#sliceImages)
+      throw new ModelError(`${labels.length} labels for a batch of ${this.#sliceImages}`);
     this.#gpu.upload(this.#labels, labels);
   }
 
@@ -359,4 +604,25 @@ export class TrainingPlan {
     this.#staging.unmap();
     return stats;
   }
+}
+
+/** Slices' loss stats as one batch's: the mean loss weighted by slice size, counts summed, first rows offset. */
+function combineLossStats(parts: readonly LossStats[], slicing: BatchSlicing): LossStats {
+  const firstOf = (pick: (s: LossStats) => number) => {
+    const k = parts.findIndex((s) => pick(s) >= 0);
+    return k < 0 ? -1 : sliceRows(slicing, k).first + pick(parts[k]);
+  };
+  const badAt = parts.findIndex((s) => s.firstBadRow >= 0);
+  return {
+    loss: parts.reduce((sum, s, k) => sum + s.loss * sliceRows(slicing, k).images, 0) / slicing.batch,
+    top1: parts.reduce((sum, s) => sum + s.top1, 0),
+    top5: parts.reduce((sum, s) => sum + s.top5, 0),
+    batch: slicing.batch,
+    badLabels: parts.reduce((sum, s) => sum + s.badLabels, 0),
+    firstBadRow: firstOf((s) => s.firstBadRow),
+    firstBadLabel: badAt < 0 ? 0 : parts[badAt].firstBadLabel,
+    nonFiniteRows: parts.reduce((sum, s) => sum + s.nonFiniteRows, 0),
+    firstNonFiniteRow: firstOf((s) => s.firstNonFiniteRow),
+    lossNonFinite: parts.some((s) => s.lossNonFinite),
+  };
 }
