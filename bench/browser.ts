@@ -296,7 +296,7 @@ async function main(): Promise<number> {
         totalS: (performance.now() - started) / 1000,
       },
       WRITE_MD
-        ? `# Browser benchmark (latest run)\n\n${startedAt.toISOString()}, ${page.adapter}, ${page.userAgent}, ${os.cpus().length} CPUs (load ${loadAtStart[0].toFixed(1)} at start)\n\n${md}\n\n${note}\n`
+        ? `# Browser benchmark (latest run)\n\n${startedAt.toISOString()}, ${page.adapter}, ${page.userAgent}, ${os.cpus().length} CPUs (load ${loadAtStart[0].toFixed(1)} at start); cross-origin isolated: ${page.crossOriginIsolated}, ORT-web WASM threads: ${page.ortWasmThreads}\n\n${md}\n\n${note}\n`
         : undefined,
     );
     console.log(
