@@ -6,6 +6,7 @@ const SUITES: Record<string, string> = {
   main: './main-job.ts',
   train: './train.ts',
   'training-memory': './training-memory.ts',
+  browser: './browser.ts',
 };
 
 const suite = process.argv[2];
