@@ -119,7 +119,9 @@ describe('device loss', () => {
     const error = await rejection(creating, 'Session.create on a device destroyed while compiling');
     expect(compiles).toBeGreaterThan(0);
     expect(settled).toBe(true);
-    expectLost(error, /^compile the plan for input dims \[3, 3, 224, 224\]/);
+    // Weights upload as the lowering makes each step, so the loss may surface at a constant's
+    // buffer (named) or at the plan's compile.
+    expectLost(error, /^(compile the plan for input dims \[3, 3, 224, 224\]|create buffer 'const )/);
     console.log(`during Session.create: ${error.name}: ${error.message}`);
   });
 
