@@ -1,8 +1,8 @@
 // Inference benchmark (issue 3), all in one run on this machine's adapter:
-//  - kernels: GEMM 512³ and 1024³, every distinct 3×3 convolution of ResNet-50 at batch 1 and
-//    the fully connected layers of VGG-16, AlexNet and ResNet-50 at batch 1,
-//    for onnx-graft's kernels, onnxruntime-node (CPU and WebGPU execution providers, single-node
-//    ONNX models) and TensorFlow.js's WebGPU backend;
+//  - kernels: GEMM 512³ and 1024³ (also on an f16 variant, where the adapter has 'shader-f16'),
+//    every distinct 3×3 convolution of ResNet-50 at batch 1 and the fully connected layers of
+//    VGG-16, AlexNet and ResNet-50 at batch 1, for onnx-graft's kernels, onnxruntime-node (CPU
+//    and WebGPU execution providers, single-node ONNX models) and TensorFlow.js's WebGPU backend;
 //  - models: each light model-zoo network (seeded random weights) at batch 1 and 8, for
 //    onnx-graft's Session and onnxruntime-node's CPU and WebGPU providers.
 // Prints one table, writes bench/results/inference-<ISO date>.json and bench/results/inference-latest.md.
@@ -17,7 +17,18 @@ import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { loadModel } from '../src/graph/load.ts';
 import type { Graph } from '../src/graph/ir.ts';
+import {
+  defaultVariant,
+  F16_GEMM_VARIANTS,
+  gemmTarget,
+  variantKey,
+  variantRuns,
+  type GemmProblem,
+  type GemmTarget,
+  type GemmVariant,
+} from '../src/kernels/gemm.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
+import { matmulProblem } from '../src/kernels/linear.ts';
 import { createNodeGpuContext, writeTextAtomic } from '../src/node/index.ts';
 import { Session } from '../src/runtime/session.ts';
 import {
@@ -212,11 +223,20 @@ interface KernelWorkload {
   /** A memory-bound workload: the bytes it must move. */
   bytesMoved?: number;
   job: (gpu: GpuContext) => KernelJob;
+  /** The same workload on a 'shader-f16' GEMM variant, where the device has the feature. */
+  f16Job?: (gpu: GpuContext) => KernelJob | undefined;
   tfjs: (tf: typeof import('@tensorflow/tfjs')) => {
     op: () => import('@tensorflow/tfjs').Tensor;
     toNchw?: (y: Float32Array) => Float32Array;
     dispose: () => void;
   };
+}
+
+/** The f16 GEMM row's variant: the default f32 variant's tile with f16 arithmetic and f16 sums
+ * (the one a GPU runs at the f16 rate), when shipped and the device runs it. */
+function f16GemmVariant(problem: GemmProblem, target: GemmTarget): GemmVariant | undefined {
+  const key = variantKey({ ...defaultVariant(problem, target), f16: 'f16-accumulate' });
+  return F16_GEMM_VARIANTS.find((v) => variantKey(v) === key && variantRuns(v, target));
 }
 
 function gemmWorkload(n: number): KernelWorkload {
@@ -226,6 +246,10 @@ function gemmWorkload(n: number): KernelWorkload {
     what: `GEMM ${n}³`,
     model,
     job: (gpu) => matmulJob(gpu, n, n, n, model.input.data, w),
+    f16Job: (gpu) => {
+      const variant = f16GemmVariant(matmulProblem([n, n], [n, n], true), gemmTarget(gpu));
+      return variant && matmulJob(gpu, n, n, n, model.input.data, w, variant);
+    },
     tfjs: (tf) => {
       const a = tf.tensor2d(model.input.data, [n, n]);
       const b = tf.tensor2d(w, [n, n]);
@@ -313,6 +337,74 @@ function convWorkload(s: ConvShape): KernelWorkload {
   };
 }
 
+/** onnx-graft's rows of one kernel workload (GPU time and wall time) for the job `makeJob` builds. */
+async function graftKernelRows(
+  gpu: GpuContext,
+  what: string,
+  makeJob: (gpu: GpuContext) => KernelJob,
+  flops: number,
+  reference: Float32Array | undefined,
+): Promise<void> {
+  // onnx-graft: one loop, two readings: pass timestamps (GPU) and Benchmark.js wall time
+  // (upload of the activation + dispatch + readback of the output, like session.run).
+  await settle();
+  try {
+    const job = makeJob(gpu);
+    const runner = await kernelRunner(gpu, job);
+    try {
+      const t = await measure(`${what} onnx-graft`, (warmup) => runner.run(warmup), { maxTime: MAX_TIME });
+      const gpuMs = runner.gpuMs.slice(1); // run 0 is the warm-up (compiles)
+      const err =
+        reference && runner.output
+          ? `rel.err vs ORT CPU ${relL2(runner.output, reference).toExponential(1)}`
+          : undefined;
+      const memory = { bytes: runner.bytes, kind: 'GPU buffers' };
+      const common = [
+        `variant ${job.variant}`,
+        ...(job.programs.length > 1 ? [`${job.programs.length} dispatches`] : []),
+      ];
+      add({
+        section: 'kernel',
+        what,
+        engine: 'onnx-graft',
+        method: 'gpu',
+        timing: `GPU: pass timestamps (median of ${gpuMs.length} runs)`,
+        flops,
+        ms: median(gpuMs),
+        samples: gpuMs.length,
+        runs: gpuMs.length,
+        firstMs: t.firstMs,
+        memory,
+        notes: [...common, ...(err ? [err] : [])],
+      });
+      add({
+        section: 'kernel',
+        what,
+        engine: 'onnx-graft',
+        method: 'wall',
+        timing: 'wall: upload + dispatch + readback',
+        flops,
+        ...fromTiming(t),
+        memory,
+        notes: [...common, `first run ${t.firstMs.toFixed(0)} ms`],
+      });
+    } finally {
+      runner.dispose();
+    }
+  } catch (e) {
+    add({
+      section: 'kernel',
+      what,
+      engine: 'onnx-graft',
+      method: 'wall',
+      timing: 'wall',
+      flops,
+      notes: [],
+      error: errText(e),
+    });
+  }
+}
+
 async function benchKernels(gpu: GpuContext): Promise<void> {
   const resnet = loadModel(new Uint8Array(fs.readFileSync(lightModelPath('resnet50'))), {
     file: lightModelPath('resnet50'),
@@ -345,64 +437,11 @@ async function benchKernels(gpu: GpuContext): Promise<void> {
       MAX_TIME,
     );
 
-    // onnx-graft: one loop, two readings: pass timestamps (GPU) and Benchmark.js wall time
-    // (upload of the activation + dispatch + readback of the output, like session.run).
-    await settle();
-    try {
-      const job = wl.job(gpu);
-      const runner = await kernelRunner(gpu, job);
-      try {
-        const t = await measure(`${wl.what} onnx-graft`, (warmup) => runner.run(warmup), { maxTime: MAX_TIME });
-        const gpuMs = runner.gpuMs.slice(1); // run 0 is the warm-up (compiles)
-        const err =
-          reference && runner.output
-            ? `rel.err vs ORT CPU ${relL2(runner.output, reference).toExponential(1)}`
-            : undefined;
-        const memory = { bytes: runner.bytes, kind: 'GPU buffers' };
-        const common = [
-          `variant ${job.variant}`,
-          ...(job.programs.length > 1 ? [`${job.programs.length} dispatches`] : []),
-        ];
-        add({
-          section: 'kernel',
-          what: wl.what,
-          engine: 'onnx-graft',
-          method: 'gpu',
-          timing: `GPU: pass timestamps (median of ${gpuMs.length} runs)`,
-          flops,
-          ms: median(gpuMs),
-          samples: gpuMs.length,
-          runs: gpuMs.length,
-          firstMs: t.firstMs,
-          memory,
-          notes: [...common, ...(err ? [err] : [])],
-        });
-        add({
-          section: 'kernel',
-          what: wl.what,
-          engine: 'onnx-graft',
-          method: 'wall',
-          timing: 'wall: upload + dispatch + readback',
-          flops,
-          ...fromTiming(t),
-          memory,
-          notes: [...common, `first run ${t.firstMs.toFixed(0)} ms`],
-        });
-      } finally {
-        runner.dispose();
-      }
-    } catch (e) {
-      add({
-        section: 'kernel',
-        what: wl.what,
-        engine: 'onnx-graft',
-        method: 'wall',
-        timing: 'wall',
-        flops,
-        notes: [],
-        error: errText(e),
-      });
-    }
+    await graftKernelRows(gpu, wl.what, wl.job, flops, reference);
+    // An f16 variant of the same GEMM where the device has 'shader-f16' (not a default anywhere:
+    // its own row, compared with the f32 FMA ceiling, error against ORT CPU in its notes).
+    const f16Job = wl.f16Job?.(gpu);
+    if (f16Job) await graftKernelRows(gpu, `${wl.what} f16`, () => f16Job, flops, reference);
 
     // TF.js WebGPU: tf.time gives kernelMs from timestamp queries (GPU); Benchmark.js's wall time
     // covers dispatch + readback (await data()); inputs stay on the GPU.
@@ -695,7 +734,8 @@ function targets(): string[] {
     if (v) out.push(`- ${r.what}: faster than ORT WebGPU — ${v.value > 1 ? 'met' : 'MISSED'} (${fmtRatio(v)})`);
   }
   // Issue 12: against the adapter's own limits, GPU time where there is one.
-  const adapterRows = [...new Set(engineRows.map((r) => r.what))].map(
+  // The f16 GEMM rows are no target: the ceiling is an f32 one, and f16 is never a default.
+  const adapterRows = [...new Set(engineRows.map((r) => r.what).filter((what) => !what.endsWith(' f16')))].map(
     (what) => engineRows.find((r) => r.what === what && r.method === 'gpu') ?? engineRows.find((r) => r.what === what)!,
   );
   for (const r of adapterRows) {

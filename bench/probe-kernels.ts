@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { loadModel } from '../src/graph/load.ts';
-import { GEMM_VARIANTS, variantKey } from '../src/kernels/gemm.ts';
+import { F16_GEMM_VARIANTS, GEMM_VARIANTS, variantKey } from '../src/kernels/gemm.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import { lightModelPath, onnxBytesForOrt } from '../test/helpers/reference-models.ts';
@@ -45,10 +45,11 @@ for (const w of WAITS) if (w !== 'paced' && w !== 'spin') throw new Error(`--wai
 function variantByKey(gpu: GpuContext, key: string): VariantChoice {
   if (key === 'default') return undefined;
   if (key === 'default-nosg') return { software: gpu.info.isSoftware };
-  const v = GEMM_VARIANTS.find((x) => variantKey(x) === key);
+  const known = [...GEMM_VARIANTS, ...F16_GEMM_VARIANTS];
+  const v = known.find((x) => variantKey(x) === key);
   if (!v)
     throw new Error(
-      `--variants: unknown variant '${key}' (default, default-nosg, ${GEMM_VARIANTS.map(variantKey).join(', ')})`,
+      `--variants: unknown variant '${key}' (default, default-nosg, ${known.map(variantKey).join(', ')})`,
     );
   return v;
 }

@@ -11,6 +11,8 @@
 //    loop (a bounds-checked scalar load each), so a row that all lanes share was loaded 8 times.
 //  - 'shared': classic workgroup-memory tiling (BM×BK and BK×BN tiles staged cooperatively,
 //    barrier, register-blocked inner product). What real GPUs want.
+//  - f16 (either kind, F16_GEMM_VARIANTS, 'shader-f16' only): the same tiles with the
+//    multiply-adds in f16 (F16Math); storage and the epilogue stay f32. Only chosen by name.
 //
 // Sizes, strides and epilogue constants travel in a uniform block, not in the WGSL: only the
 // structure (variant, layouts, alignment facts, which epilogue) selects the pipeline, so the
@@ -35,8 +37,16 @@ import {
 export type GemmVariant =
   /** subgroupA: lane l loads A rows l, l + wgX, … once and every lane takes each row's value by
    * subgroupBroadcast (needs the 'subgroups' feature and a subgroup of exactly wgX lanes, wgY = 1). */
-  | { kind: 'register'; tileM: number; tileN: 4 | 8; wgX: number; wgY: number; subgroupA?: boolean }
-  | { kind: 'shared'; tileM: number; tileN: number; wgX: number; wgY: number; tileK: number };
+  | { kind: 'register'; tileM: number; tileN: 4 | 8; wgX: number; wgY: number; subgroupA?: boolean; f16?: F16Math }
+  | { kind: 'shared'; tileM: number; tileN: number; wgX: number; wgY: number; tileK: number; f16?: F16Math };
+
+/**
+ * A 'shader-f16' variant's arithmetic: A and B are read as f32 (storage is unchanged), rounded
+ * to f16 in registers and multiplied in f16; 'f16-accumulate' also sums in f16 (vec4<f16> FMAs,
+ * error growing with K), 'f32-accumulate' sums the f16 products in f32. The epilogue (alpha,
+ * bias, activation, store) is f32 either way. Never chosen by default: it changes the numerics.
+ */
+export type F16Math = 'f16-accumulate' | 'f32-accumulate';
 
 /** The implicit im2col matrix of a 2-D convolution over an NCHW input. Row m = (image, oh, ow),
  * column k = (kh, kw, ci) within the group (kernel position outer, channel inner); the GEMM
@@ -166,9 +176,10 @@ export function gemmPrograms(
 }
 
 export function variantKey(v: GemmVariant): string {
+  const f16 = v.f16 === undefined ? '' : v.f16 === 'f16-accumulate' ? 'h' : 'h32';
   return v.kind === 'register'
-    ? `reg${v.tileM}x${v.tileN}@${v.wgX}x${v.wgY}${v.subgroupA ? 'sg' : ''}`
-    : `shm${v.tileM}x${v.tileN}@${v.wgX}x${v.wgY}k${v.tileK}`;
+    ? `reg${v.tileM}x${v.tileN}@${v.wgX}x${v.wgY}${v.subgroupA ? 'sg' : ''}${f16}`
+    : `shm${v.tileM}x${v.tileN}@${v.wgX}x${v.wgY}k${v.tileK}${f16}`;
 }
 
 /** The pipeline key: everything that changes the WGSL, nothing that only changes params. */
@@ -198,12 +209,29 @@ export const GEMM_VARIANTS: readonly GemmVariant[] = [
 
 const [REG8, REG16, REG4, REG1, REG8_WG8, SHM4, SHM8, SG8, SG16, SG24, SG32] = GEMM_VARIANTS;
 
+/**
+ * The 'shader-f16' variants: f32 tiles of GEMM_VARIANTS computed in f16 (F16Math). Reachable
+ * only by name (Session.create's options.gemm); neither defaultVariant nor the autotuner
+ * considers them, since they trade accuracy (about 2^-11 relative per product) for speed.
+ */
+export const F16_GEMM_VARIANTS: readonly GemmVariant[] = [
+  { ...REG8, f16: 'f16-accumulate' },
+  { ...REG8, f16: 'f32-accumulate' },
+  { ...REG16, f16: 'f16-accumulate' },
+  { ...SG24, f16: 'f16-accumulate' },
+  { ...SG24, f16: 'f32-accumulate' },
+  { ...SHM4, f16: 'f16-accumulate' },
+  { ...SHM4, f16: 'f32-accumulate' },
+];
+
 /** What picking a variant needs to know about the device. */
 export interface GemmTarget {
   /** A CPU implementation (lavapipe, SwiftShader): register-blocked variants, no workgroup memory. */
   software: boolean;
   /** Invocations per subgroup, when the device has the 'subgroups' feature and one fixed size. */
   subgroupSize?: number;
+  /** Whether the device has the 'shader-f16' feature (f16 arithmetic in WGSL). */
+  shaderF16?: boolean;
 }
 
 /** The GemmTarget of a context's device. */
@@ -212,11 +240,14 @@ export function gemmTarget(gpu: GpuContext): GemmTarget {
   const info = (gpu.device as { adapterInfo?: { subgroupMinSize?: number; subgroupMaxSize?: number } }).adapterInfo;
   const fixed = info?.subgroupMinSize !== undefined && info.subgroupMinSize === info.subgroupMaxSize;
   const subgroupSize = gpu.info.deviceFeatures.includes('subgroups') && fixed ? info!.subgroupMinSize : undefined;
-  return { software: gpu.info.isSoftware, subgroupSize };
+  return { software: gpu.info.isSoftware, subgroupSize, shaderF16: gpu.info.deviceFeatures.includes('shader-f16') };
 }
 
-/** Why the device cannot run the variant (the subgroup ones need subgroups of exactly wgX), or undefined. */
+/** Why the device cannot run the variant (the f16 ones need 'shader-f16', the subgroup ones
+ * subgroups of exactly wgX), or undefined. */
 export function variantRefusal(v: GemmVariant, target: GemmTarget): string | undefined {
+  if (v.f16 !== undefined && target.shaderF16 !== true)
+    return `GEMM variant ${variantKey(v)} needs the 'shader-f16' feature; this device does not have it`;
   if (!(v.kind === 'register' && v.subgroupA) || target.subgroupSize === v.wgX) return undefined;
   const has =
     target.subgroupSize === undefined ? "no fixed-size 'subgroups' feature" : `subgroups of ${target.subgroupSize}`;
@@ -404,8 +435,9 @@ type KernelShader = Omit<ShaderDeclaration, 'workgroupSize'> & { workgroupSize: 
 
 function registerKernel(s: Structure, v: Extract<GemmVariant, { kind: 'register' }>): KernelShader {
   const sg = v.subgroupA === true;
+  const enable = [...(v.f16 ? ['f16'] : []), ...(sg ? ['subgroups'] : [])];
   return {
-    ...(sg ? { enable: ['subgroups'] } : {}),
+    ...(enable.length > 0 ? { enable } : {}),
     workgroupSize: [v.wgX, v.wgY, 1],
     builtins: {
       gid: 'global_invocation_id',
@@ -436,7 +468,10 @@ function registerBody(s: Structure, v: Extract<GemmVariant, { kind: 'register' }
   L.push(v.wgY === 1 ? `  let row0 = wid.y * ${u32(TM)} + P.mOffset;` : `  let row0 = gid.y * ${u32(TM)} + P.mOffset;`);
   L.push(`  let batch = wid.z;`);
   L.push(`  if (row0 >= P.M) { return; }`);
-  for (const i of rows) for (const j of cols) L.push(`  var acc${i}_${j} = vec4f(0.0);`);
+  // f16 variants: B values become vec4h once per k, A values f16 at the multiply.
+  const accType = v.f16 === 'f16-accumulate' ? 'vec4h' : 'vec4f';
+  const bValue = (e: string) => (v.f16 ? `vec4h(${e})` : e);
+  for (const i of rows) for (const j of cols) L.push(`  var acc${i}_${j} = ${accType}(0.0);`);
 
   // B addressing: per column block, a base index; per k, + k·ld.
   let bLoad: (k: string) => string[];
@@ -448,7 +483,7 @@ function registerBody(s: Structure, v: Extract<GemmVariant, { kind: 'register' }
     } else {
       for (const j of cols) L.push(`  let bCol${j} = bBase + min(col0 / 4u + ${u32(j)}, P.lastColVec);`);
     }
-    bLoad = (k) => cols.map((j) => `let b${j} = b[bCol${j} + ${k} * P.bLd];`);
+    bLoad = (k) => cols.map((j) => `let b${j} = ${bValue(`b[bCol${j} + ${k} * P.bLd]`)};`);
   } else {
     L.push(`  let bBase = batch * P.bBatch;`);
     for (const j of cols) {
@@ -461,11 +496,21 @@ function registerBody(s: Structure, v: Extract<GemmVariant, { kind: 'register' }
     }
     const kTerm = (k: string) => (s.b === 'kn' ? `${k} * P.bLd` : k);
     bLoad = (k) =>
-      cols.map((j) => `let b${j} = vec4f(${[0, 1, 2, 3].map((e) => `b[bCol${j}_${e} + ${kTerm(k)}]`).join(', ')});`);
+      cols.map(
+        (j) =>
+          `let b${j} = ${bValue(`vec4f(${[0, 1, 2, 3].map((e) => `b[bCol${j}_${e} + ${kTerm(k)}]`).join(', ')})`)};`,
+      );
   }
+  const fma = (i: number, j: number): string => {
+    const acc = `acc${i}_${j}`;
+    if (v.f16 === undefined) return `${acc} = fma(vec4f(a${i}), b${j}, ${acc});`;
+    return v.f16 === 'f16-accumulate'
+      ? `${acc} = fma(vec4h(f16(a${i})), b${j}, ${acc});`
+      : `${acc} = ${acc} + vec4f(vec4h(f16(a${i})) * b${j});`;
+  };
   const fmas = () => {
     const out: string[] = [];
-    for (const i of rows) for (const j of cols) out.push(`acc${i}_${j} = fma(vec4f(a${i}), b${j}, acc${i}_${j});`);
+    for (const i of rows) for (const j of cols) out.push(fma(i, j));
     return out;
   };
 
@@ -515,7 +560,9 @@ function registerBody(s: Structure, v: Extract<GemmVariant, { kind: 'register' }
   // code, and a lane-dependent trip count so that nothing unrolls them: LLVM's compile time on
   // lavapipe grows fast with straight-line code (an unrolled 8×8 epilogue costs seconds).
   L.push(`  var tile: array<vec4f, ${TM * TN4}>;`);
-  for (const i of rows) for (const j of cols) L.push(`  tile[${i * TN4 + j}] = acc${i}_${j};`);
+  for (const i of rows)
+    for (const j of cols)
+      L.push(`  tile[${i * TN4 + j}] = ${accType === 'vec4f' ? `acc${i}_${j}` : `vec4f(acc${i}_${j})`};`);
   L.push(`  let rowCount = min(${u32(TM)}, P.M - row0);`);
   L.push(`  let colCount = min(${u32(TN)}, max(P.N, col0) - col0);`);
   L.push(`  for (var i = 0u; i < rowCount; i++) {`);
@@ -621,13 +668,16 @@ export function epilogueFunction(s: EpilogueStructure): string[] {
 
 function sharedKernel(s: Structure, v: Extract<GemmVariant, { kind: 'shared' }>): KernelShader {
   const BK = v.tileK;
+  // f16 variants stage f16 tiles: half the workgroup memory and no conversion in the inner loop.
+  const tileType = v.f16 ? 'f16' : 'f32';
   return {
+    ...(v.f16 ? { enable: ['f16'] } : {}),
     workgroupSize: [v.wgX, v.wgY, 1],
     builtins: { lid: 'local_invocation_id', wid: 'workgroup_id', li: 'local_invocation_index' },
     prelude: () =>
       [
-        `var<workgroup> tileA: array<f32, ${BK * v.tileM * v.wgY}>;`,
-        `var<workgroup> tileB: array<f32, ${BK * v.tileN * v.wgX}>;`,
+        `var<workgroup> tileA: array<${tileType}, ${BK * v.tileM * v.wgY}>;`,
+        `var<workgroup> tileB: array<${tileType}, ${BK * v.tileN * v.wgX}>;`,
         '',
         ...sharedLoadA(s),
         ...sharedLoadB(s),
@@ -645,30 +695,35 @@ function sharedBody(v: Extract<GemmVariant, { kind: 'shared' }>): string {
   const BN = TN * v.wgX;
   const BK = v.tileK;
   const NT = v.wgX * v.wgY;
+  const toTile = (e: string) => (v.f16 ? `f16(${e})` : e);
+  const fma = (acc: string, a: string, b: string) =>
+    v.f16 === 'f32-accumulate' ? `${acc} = ${acc} + f32(${a} * ${b});` : `${acc} = fma(${a}, ${b}, ${acc});`;
   const L: string[] = [];
   L.push(`  let batch = wid.z;`);
   L.push(`  let m0 = wid.y * ${u32(BM)} + P.mOffset;`);
   L.push(`  let n0 = wid.x * ${u32(BN)};`);
-  for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) L.push(`  var acc${i}_${j} = 0.0;`);
+  const zero = v.f16 === 'f16-accumulate' ? 'f16(0.0)' : '0.0';
+  for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) L.push(`  var acc${i}_${j} = ${zero};`);
   L.push(`  for (var k0 = 0u; k0 < P.K; k0 += ${u32(BK)}) {`);
   L.push(`    for (var e = li; e < ${u32(BM * BK)}; e += ${u32(NT)}) {`);
-  L.push(`      tileA[e] = loadA(batch, m0 + e % ${u32(BM)}, k0 + e / ${u32(BM)});`);
+  L.push(`      tileA[e] = ${toTile(`loadA(batch, m0 + e % ${u32(BM)}, k0 + e / ${u32(BM)})`)};`);
   L.push(`    }`);
   L.push(`    for (var e = li; e < ${u32(BK * BN)}; e += ${u32(NT)}) {`);
-  L.push(`      tileB[e] = loadB(batch, k0 + e / ${u32(BN)}, n0 + e % ${u32(BN)});`);
+  L.push(`      tileB[e] = ${toTile(`loadB(batch, k0 + e / ${u32(BN)}, n0 + e % ${u32(BN)})`)};`);
   L.push(`    }`);
   L.push(`    workgroupBarrier();`);
   L.push(`    for (var kk = 0u; kk < ${u32(BK)}; kk++) {`);
   for (let i = 0; i < TM; i++) L.push(`      let a${i} = tileA[kk * ${u32(BM)} + lid.y + ${u32(i * v.wgY)}];`);
   for (let j = 0; j < TN; j++) L.push(`      let b${j} = tileB[kk * ${u32(BN)} + lid.x + ${u32(j * v.wgX)}];`);
-  for (let i = 0; i < TM; i++)
-    for (let j = 0; j < TN; j++) L.push(`      acc${i}_${j} = fma(a${i}, b${j}, acc${i}_${j});`);
+  for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) L.push(`      ${fma(`acc${i}_${j}`, `a${i}`, `b${j}`)}`);
   L.push(`    }`);
   L.push(`    workgroupBarrier();`);
   L.push(`  }`);
   // Rows m0 + lid.y + i·wgY, columns n0 + lid.x + j·wgX: interleaved, so tile reads are conflict-free.
   L.push(`  var tile: array<f32, ${TM * TN}>;`);
-  for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) L.push(`  tile[${i * TN + j}] = acc${i}_${j};`);
+  for (let i = 0; i < TM; i++)
+    for (let j = 0; j < TN; j++)
+      L.push(`  tile[${i * TN + j}] = ${v.f16 === 'f16-accumulate' ? `f32(acc${i}_${j})` : `acc${i}_${j}`};`);
   L.push(`  for (var i = 0u; i < ${u32(TM)}; i++) {`);
   L.push(`    let row = m0 + lid.y + i * ${u32(v.wgY)};`);
   L.push(`    if (row >= P.M) { break; }`);

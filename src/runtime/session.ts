@@ -12,6 +12,7 @@ import { setBatchSize } from '../graph/surgery/batch.ts';
 import { Autotuner } from '../kernels/autotune.ts';
 import {
   defaultVariant,
+  F16_GEMM_VARIANTS,
   GEMM_VARIANTS,
   gemmTarget,
   variantRefusal,
@@ -448,10 +449,12 @@ function checkCreateArguments(model: unknown, options: unknown): void {
     );
   const gemm: unknown = given?.gemm;
   const known = (v: unknown) =>
-    typeof v === 'object' && v !== null && GEMM_VARIANTS.some((g) => variantKey(g) === variantKey(v as GemmVariant));
+    typeof v === 'object' &&
+    v !== null &&
+    [...GEMM_VARIANTS, ...F16_GEMM_VARIANTS].some((g) => variantKey(g) === variantKey(v as GemmVariant));
   if (gemm !== undefined && gemm !== 'default' && gemm !== 'tune' && !known(gemm))
     throw new SessionUsageError(
-      `options.gemm = ${JSON.stringify(gemm)} is not accepted; accepted: 'default', 'tune' or one of GEMM_VARIANTS`,
+      `options.gemm = ${JSON.stringify(gemm)} is not accepted; accepted: 'default', 'tune' or one of GEMM_VARIANTS or F16_GEMM_VARIANTS`,
     );
   const refusal =
     typeof gemm === 'object' ? variantRefusal(gemm as GemmVariant, gemmTarget(gpu as GpuContext)) : undefined;
