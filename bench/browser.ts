@@ -17,7 +17,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as esbuild from 'esbuild';
+import { bundleForBrowser } from '../scripts/browser-bundle.mjs';
 import type { Graph } from '../src/graph/ir.ts';
 import { adaptToInputSize } from '../src/graph/surgery/index.ts';
 import { CHROMIUM, launchWebGpuChromium } from '../test/helpers/chromium.mjs';
@@ -183,17 +183,8 @@ function serve(bundle: Uint8Array, dataDir: string): Promise<http.Server> {
 async function runPage(rows: BenchRowSpec[], data: DataFolder): Promise<BenchPageResult & { browserVersion: string }> {
   const manifest: BenchManifest = { rows, maxRelL2: MAX_REL_L2 };
   fs.writeFileSync(path.join(data.dir, 'manifest.json'), JSON.stringify(manifest));
-  const built = await esbuild.build({
-    entryPoints: [path.join(ROOT, 'bench/browser-page.ts')],
-    bundle: true,
-    format: 'esm',
-    platform: 'browser',
-    target: 'es2022',
-    external: ['onnxruntime-web'],
-    write: false,
-    logLevel: 'warning',
-  });
-  const server = await serve(built.outputFiles[0].contents, data.dir);
+  const bundled = await bundleForBrowser(path.join(ROOT, 'bench/browser-page.ts'), { external: ['onnxruntime-web'] });
+  const server = await serve(bundled, data.dir);
   const browser = await launchWebGpuChromium();
   try {
     const page = await browser.newPage();

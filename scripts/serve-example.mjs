@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as esbuild from 'esbuild';
+import { bundleForBrowser } from './browser-bundle.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const PAGE_DIR = path.join(ROOT, 'examples/browser');
@@ -49,17 +49,8 @@ function parseArgs(argv) {
 }
 
 async function bundle() {
-  const built = await esbuild.build({
-    entryPoints: [path.join(PAGE_DIR, 'main.ts')],
-    bundle: true,
-    format: 'esm',
-    platform: 'browser',
-    target: 'es2022',
-    minify: true,
-    write: false,
-    logLevel: 'warning',
-  });
-  return built.outputFiles[0].contents;
+  const bundled = await bundleForBrowser(path.join(PAGE_DIR, 'main.ts'), { minify: true });
+  return bundled;
 }
 
 /** A file under `dir` named by the URL's remaining path, or undefined (outside it, or missing). */

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import * as esbuild from 'esbuild';
+import { bundleForBrowser } from './browser-bundle.mjs';
 import { URLSearchParams } from 'node:url';
 import { CHROMIUM, launchWebGpuChromium } from '../test/helpers/chromium.mjs';
 import { fixturesFromArgs, REPO_ROOT } from '../test/portable/make-fixtures-process.mjs';
@@ -50,16 +50,8 @@ async function main() {
   let server;
   let browser;
   try {
-    const built = await esbuild.build({
-      entryPoints: [path.join(REPO_ROOT, 'test/portable/browser-main.ts')],
-      bundle: true,
-      format: 'esm',
-      platform: 'browser',
-      target: 'es2022',
-      write: false,
-      logLevel: 'warning',
-    });
-    server = await serve(built.outputFiles[0].contents, fixtures);
+    const bundled = await bundleForBrowser(path.join(REPO_ROOT, 'test/portable/browser-main.ts'));
+    server = await serve(bundled, fixtures);
     const { port } = server.address();
     browser = await launchWebGpuChromium();
     const page = await browser.newPage();
