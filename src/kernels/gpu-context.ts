@@ -364,6 +364,7 @@ export class GpuContext {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    const compiling = [...this.#pipelines.values()];
     this.#pipelines.clear();
     this.#uncaptured = [];
     const device = this.#device;
@@ -372,8 +373,12 @@ export class GpuContext {
       device.onuncapturederror = null;
       device.destroy();
     }
-    // Dropped only after destroy(): the instance must outlive the device.
-    if (this.#owned) this.#owned = null;
+    // Dropped only after destroy(): the instance must outlive the device, and every compile still
+    // in flight (issued ahead by startPipelines): Dawn answers those later, and an instance
+    // collected before then takes the process down.
+    const owned = this.#owned;
+    this.#owned = null;
+    if (owned && compiling.length > 0) void Promise.allSettled(compiling).then(() => owned);
   }
 
   async #compilePipeline(
