@@ -305,6 +305,15 @@ describe('issue 13 reproducers: models', () => {
     }
   });
 
+  it('an input declared without dims, fed with some, is a typed refusal, not an internal error (seed 3432)', async () => {
+    const { bytes, feeds } = nodeCase(
+      'test_mul_example',
+      (m) => (m.graph!.input![1].type!.tensor_type!.shape!.dim = []),
+    );
+    const e = await expectTypedError(() => pipeline(bytes, feeds), ["'y'", 'declared []']);
+    expect(e.message).not.toMatch(/internal/);
+  });
+
   it("Dropout's ratio must be a scalar (seed 10508)", async () => {
     const { bytes, feeds } = nodeCase('test_dropout_default', (m) => (m.graph!.node![0].input = ['x', 'x']));
     await expectTypedError(() => pipeline(bytes, feeds), ['Dropout', 'ratio', 'scalar']);

@@ -128,7 +128,10 @@ export class Session {
     const fresh = model instanceof Uint8Array ? decodeModel(model, { file: options.file }) : model.clone();
     const declared = new Map(fresh.feedInputs.map((i) => [i.name, i.shape && [...i.shape]]));
     // With every input dim fixed no other plan can be asked for: the weights need not stay.
-    const everyDimFixed = [...declared.values()].every((dims) => dims?.every((d) => typeof d === 'number'));
+    // (An input declared without dims takes any rank in run(), so it counts as not fixed.)
+    const everyDimFixed = [...declared.values()].every(
+      (dims) => dims !== undefined && dims.length > 0 && dims.every((d) => typeof d === 'number'),
+    );
     const keepWeights = options.keepHostWeights === true || !everyDimFixed;
     const graph = prepareGraph(fresh, { inputShapes: options.inputShapes });
     refuseEmptyInputs(graph);
