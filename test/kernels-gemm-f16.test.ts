@@ -111,7 +111,11 @@ describe('shader-f16 GEMM variants', () => {
   });
   afterAll(() => gpu?.dispose());
 
-  /** Skips, saying why, what this device cannot run (lavapipe, CI and the benchmarks run all). */
+  /**
+   * Skips, with variantRefusal's reason (the missing feature), a variant this device cannot run:
+   * an adapter without shader-f16 has nothing to test here. lavapipe, CI's adapter, has the
+   * feature and subgroups of 8, so in CI every case runs.
+   */
   const skipUnless = (variant: GemmVariant, ctx: { skip: (note?: string) => void }) => {
     const refusal = variantRefusal(variant, gemmTarget(gpu));
     if (refusal) ctx.skip(refusal);

@@ -9,7 +9,7 @@
 import { decodeModel } from '../../src/graph/codec.ts';
 import { prepareGraph } from '../../src/graph/load.ts';
 import { GpuAdapterError, GpuError } from '../../src/kernels/errors.ts';
-import { defaultVariant, gemmTarget, variantRuns } from '../../src/kernels/gemm.ts';
+import { defaultVariant, gemmTarget, variantRefusal, variantRuns } from '../../src/kernels/gemm.ts';
 import { GpuContext, type GpuContextOptions } from '../../src/kernels/gpu-context.ts';
 import { wgslOf } from '../../src/kernels/shader.ts';
 import { ConstantStore } from '../../src/runtime/plan.ts';
@@ -144,22 +144,10 @@ async function programs(tally: Tally, gpu: GpuContext): Promise<void> {
         throw new Error(`M = ${M}: the default variant ${JSON.stringify(v)} cannot run here`);
     }
   });
-  const { programs: list, skippedVariants } = enginePrograms(
-    (v) =>
-      variantRuns(v, target)
-        ? { runs: true }
-        : {
-            runs: false,
-            reason: `needs the 'subgroups' feature with subgroups of exactly ${v.wgX} lanes; this device: ${
-              !gpu.info.deviceFeatures.includes('subgroups')
-                ? "no 'subgroups' feature"
-                : target.subgroupSize
-                  ? `subgroups of ${target.subgroupSize}`
-                  : 'no fixed subgroup size'
-            }`,
-          },
-    gpu.info.isSoftware,
-  );
+  const { programs: list, skippedVariants } = enginePrograms((v) => {
+    const reason = variantRefusal(v, target);
+    return reason === undefined ? { runs: true } : { runs: false, reason };
+  }, gpu.info.isSoftware);
   for (const s of skippedVariants) tally.o.log(`note programs: GEMM variant not built for this device: ${s}`);
   const seen = new Set<string>();
   const distinct = list.filter((p) => !seen.has(p.program.key) && seen.add(p.program.key));
