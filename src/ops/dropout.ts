@@ -6,8 +6,9 @@ import { sizeOf, toNumbers } from '../graph/tensor.ts';
 import { dropoutBackwardProgram, dropoutForwardProgram } from '../kernels/backward/index.ts';
 import { type OpDefinition, type RuleContext, LEGACY_CONSUMED } from './op.ts';
 
-/** Byte offset of the seed in dropoutForwardProgram's and dropoutBackwardProgram's params (size, rowSize, seed). */
-const DROPOUT_SEED_OFFSET = 8;
+/** Where a training plan rewrites dropoutForwardProgram's and dropoutBackwardProgram's params
+ * (size, rowSize, seed, threshold, scale, first): the seed and the first element's index. */
+const DROPOUT_RESEED = { offset: 8, firstOffset: 20 };
 
 /** Dropout's ratio when it draws a mask in this forward, else undefined (an identity). */
 function activeDropout(ctx: RuleContext): number | undefined {
@@ -73,7 +74,7 @@ export const dropout: OpDefinition = {
         {
           program: dropoutForwardProgram(sizeOf(ctx.shape(n.inputs[0])), ratio, 0),
           bind: { x: n.inputs[0], y: n.outputs[0] },
-          reseed: { offset: DROPOUT_SEED_OFFSET },
+          reseed: { ...DROPOUT_RESEED, elements: sizeOf(ctx.shape(n.inputs[0])) },
         },
       ];
     },
@@ -94,7 +95,7 @@ export const dropout: OpDefinition = {
           {
             program: dropoutBackwardProgram(sizeOf(dims), ratio, 0),
             bind: { dy, dx },
-            reseed: { offset: DROPOUT_SEED_OFFSET },
+            reseed: { ...DROPOUT_RESEED, elements: sizeOf(dims) },
           },
         ],
         grads,

@@ -162,9 +162,11 @@ export interface RuleStep {
   /**
    * The step draws random numbers (Dropout's mask): its params block holds a u32 seed at this
    * byte offset, which the training plan rewrites before every step (forward and backward of one
-   * node get the same seed).
+   * node get the same seed). At `firstOffset` a u32 holds the index of the dispatch's element 0
+   * in the whole batch: a slice of a sliced batch starts at its first image's (`elements` is
+   * the size of the value the step draws over, in this plan), so it draws the unsliced mask.
    */
-  reseed?: { offset: number };
+  reseed?: { offset: number; firstOffset: number; elements: number };
 }
 
 export interface RuleContext {

@@ -41,6 +41,10 @@ export interface ReseedSite {
   step: number;
   /** Byte offset of the u32 seed in its params block. */
   offset: number;
+  /** Byte offset of the u32 index of the step's element 0 in the whole batch. */
+  firstOffset: number;
+  /** Elements the step draws over, in this plan (all its images). */
+  elements: number;
   /** Per node (its index in the graph): mixed with the step's seed. */
   salt: number;
 }
@@ -235,6 +239,8 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
         reseed.push({
           step: steps.length + specs.length - 1,
           offset: s.reseed.offset,
+          firstOffset: s.reseed.firstOffset,
+          elements: s.reseed.elements,
           salt: graph.nodes.indexOf(node),
         });
       steps.push(...specs);

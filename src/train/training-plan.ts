@@ -382,13 +382,12 @@ export class TrainingPlan {
     this.#undoable.forEach((b, i) => encoder.copyBufferToBuffer(b.buffer, 0, this.#before[i], 0, b.size * 4));
   }
 
-  #reseed(seed: number): void {
+  /** Dropout's seed for this step, and where this plan's images start in the batch (a slice's first row). */
+  #reseed(seed: number, firstImage = 0, images = 1): void {
     for (const r of this.#lowered.reseed) {
-      this.#gpu.device.queue.writeBuffer(
-        this.#plan.steps[r.step].owned[0],
-        r.offset,
-        Uint32Array.of(mixSeed(seed, r.salt)),
-      );
+      const params = this.#plan.steps[r.step].owned[0];
+      this.#gpu.device.queue.writeBuffer(params, r.offset, Uint32Array.of(mixSeed(seed, r.salt)));
+      this.#gpu.device.queue.writeBuffer(params, r.firstOffset, Uint32Array.of(firstImage * (r.elements / images)));
     }
   }
 
@@ -422,8 +421,8 @@ export class TrainingPlan {
       const plan = lastSlice && sliced.last ? sliced.last : this;
       const rows = sliceRows(slicing, k);
       plan.#feed(sliceFeeds(feeds, slicing, k), labels.subarray(rows.first, rows.first + rows.images));
-      // Dropout draws per slice; the first slice draws as an unsliced step would.
-      plan.#reseed(k === 0 ? seed : mixSeed(seed, 0x51ce + k));
+      // Each slice draws its rows of the unsliced step's Dropout mask.
+      plan.#reseed(seed, rows.first, rows.images);
       const encoder = this.#gpu.device.createCommandEncoder({
         label: `training step, slice ${k + 1} of ${slicing.count}`,
       });

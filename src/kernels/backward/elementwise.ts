@@ -126,9 +126,11 @@ export function gradientSumProgram(size: number): KernelProgram {
 }
 
 /**
- * Dropout, training mode: keep element i iff hash(seed, i) ≥ ratio·2³² (dropoutKeep), then
+ * Dropout, training mode: keep element i iff hash(seed, first + i) ≥ ratio·2³² (dropoutKeep), then
  * y = x·keep/(1 − ratio); with `writeMask`, mask = 1.0 where kept, else 0.0 (ONNX's mask
- * output, as f32). The seed lives in the params block: a new seed per step shares the pipeline.
+ * output, as f32). The seed lives in the params block: a new seed per step shares the pipeline;
+ * `first` (0 here) is the index of the dispatch's element 0 in the whole batch, set per slice of
+ * a sliced batch so that each slice draws the unsliced step's mask.
  * Bindings: x, y, [mask,] params.
  */
 export function dropoutForwardProgram(size: number, ratio: number, seed: number, writeMask = false): KernelProgram {
@@ -140,7 +142,7 @@ export function dropoutForwardProgram(size: number, ratio: number, seed: number,
     outputs: writeMask ? [output('y'), output('mask')] : [output('y')],
     params: dropoutParams(ratio, seed),
     prelude: HASH_WGSL,
-    body: `  let keep = dropoutHash(P.seed, idx) >= P.threshold;
+    body: `  let keep = dropoutHash(P.seed, P.first + idx) >= P.threshold;
   y[idx] = select(0.0, x[idx] * P.scale, keep);
   ${writeMask ? 'mask[idx] = select(0.0, 1.0, keep);' : ''}`,
   });
@@ -160,7 +162,7 @@ export function dropoutBackwardProgram(size: number, ratio: number, seed: number
     outputs: [output('dx')],
     params: dropoutParams(ratio, seed),
     prelude: HASH_WGSL,
-    body: `  dx[idx] = select(0.0, dy[idx] * P.scale, dropoutHash(P.seed, idx) >= P.threshold);`,
+    body: `  dx[idx] = select(0.0, dy[idx] * P.scale, dropoutHash(P.seed, P.first + idx) >= P.threshold);`,
   });
 }
 
@@ -359,7 +361,8 @@ function dropoutParams(ratio: number, seed: number): (P: ParamBlock) => void {
   return (P) =>
     P.u32('seed', seed >>> 0)
       .u32('threshold', threshold)
-      .f32('scale', 1 / (1 - ratio));
+      .f32('scale', 1 / (1 - ratio))
+      .u32('first', 0);
 }
 
 // A counter-based hash (two rounds of the "lowbias32" integer mix): the same (seed, index)
