@@ -63,3 +63,25 @@ function nodeMacs(graph: Graph, node: Node): number | undefined {
       return undefined;
   }
 }
+
+/**
+ * FLOPs of one training step of a prepared graph, by the same convention: each counted node's
+ * forward, plus its weight gradient where that weight (input 1) is trainable, plus its input
+ * gradient where a trainable weight lies upstream of its input 0 (the first layer of a fully
+ * trained network needs no input gradient; a frozen body needs none at all).
+ */
+export function trainingFlops(graph: Graph): number {
+  const needsGrad = new Set<string>();
+  const trainable = (name: string) => graph.initializers.get(name)?.trainable === true;
+  let total = 0;
+  for (const node of graph.nodes) {
+    const macs = nodeMacs(graph, node);
+    if (macs !== undefined) {
+      total += 2 * macs;
+      if (node.inputs[1] && trainable(node.inputs[1])) total += 2 * macs;
+      if (needsGrad.has(node.inputs[0])) total += 2 * macs;
+    }
+    if (node.inputs.some((i) => needsGrad.has(i) || trainable(i))) for (const o of node.outputs) needsGrad.add(o);
+  }
+  return total;
+}
