@@ -7,6 +7,7 @@ const SUITES: Record<string, string> = {
   train: './train.ts',
   'training-memory': './training-memory.ts',
   browser: './browser.ts',
+  slices: './slices.ts',
 };
 
 const suite = process.argv[2];
