@@ -72,6 +72,11 @@ export class ConstantStore {
     c.data = RELEASED;
   }
 
+  /** The host bytes of the tensor uploaded under `key`, or undefined when none is. */
+  uploadedBytes(key: string): number | undefined {
+    return this.#lengths.get(key);
+  }
+
   /** The bytes of `c`: as uploaded when it was, else its host data's. */
   byteLengthOf(c: ConstantTensor): number {
     return this.#lengths.get(c.key) ?? c.data.byteLength;

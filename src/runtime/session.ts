@@ -393,6 +393,7 @@ export class Session {
       denseKernel,
       maxBindingBytes,
       maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
+      uploadedBytes: (key) => this.#constants.uploadedBytes(key),
       onStep: (step) => {
         // The step's compile is issued before its weights upload, so the driver compiles while
         // the host copies; a pipeline another session of this context compiled is a cache hit.
