@@ -24,7 +24,15 @@ import {
 import { conv2dGemmProblem, conv2dPrograms, packConvWeights, type Conv2dParams } from '../kernels/conv.ts';
 import { foldBatchNormIntoConv } from '../kernels/normalization.ts';
 import { batchNormAttributes } from './normalization.ts';
-import type { BindingRef, LowerContext, OpDefinition, RuleContext, RuleStep, StepSpec } from './op.ts';
+import {
+  UPLOADED,
+  type BindingRef,
+  type LowerContext,
+  type OpDefinition,
+  type RuleContext,
+  type RuleStep,
+  type StepSpec,
+} from './op.ts';
 
 /**
  * A Conv's window over spatial input dims `spatial` with a weight of spatial dims `kernelDims`:
@@ -122,8 +130,6 @@ function checkConv(ctx: LowerContext): void {
 async function lowerConv(ctx: LowerContext): Promise<StepSpec[]> {
   const n = ctx.node;
   const base = convParams(ctx.attrs, ctx.shape(0), ctx.shape(1), Boolean(n.inputs[2]));
-  let weights = ctx.floatConstant(n.inputs[1]);
-  let bias = n.inputs[2] ? ctx.floatConstant(n.inputs[2]) : undefined;
   let keyParts = [n.inputs[1], n.inputs[2] ?? '-'];
   // Conv → BatchNormalization: fold the statistics into the weights and bias.
   let out = n.outputs[0];
@@ -133,33 +139,45 @@ async function lowerConv(ctx: LowerContext): Promise<StepSpec[]> {
     (c) => c.inputs.slice(1).every((i) => ctx.isConstant(i)) && c.outputs.filter(Boolean).length === 1,
   );
   if (bn) {
-    const folded = foldBatchNormIntoConv(weights, bias, base.outChannels, {
-      scale: ctx.floatConstant(bn.inputs[1]),
-      bias: ctx.floatConstant(bn.inputs[2]),
-      mean: ctx.floatConstant(bn.inputs[3]),
-      variance: ctx.floatConstant(bn.inputs[4]),
-      epsilon: batchNormAttributes(ctx.attributesOf(bn), ctx.opset).epsilon,
-    });
-    weights = folded.weights;
-    bias = folded.bias;
     keyParts = [...keyParts, `bn:${bn.name || bn.outputs[0]}`];
     out = bn.outputs[0];
   }
-  const { activation, output } = ctx.absorbActivation(out);
-  const p: Conv2dParams = { ...base, hasBias: bias !== undefined, activation };
-  const problem = conv2dGemmProblem(p);
   const options = ctx.options!;
+  const weightKey = `conv:${keyParts.join('|')}`;
+  const biasKey = `convbias:${keyParts.join('|')}`;
+  const hasBias = Boolean(n.inputs[2]) || bn !== undefined;
+  // Uploaded already (another plan of the session): neither folded nor packed again.
+  const uploaded = options.uploadedBytes?.(weightKey);
+  const biasUploaded = !hasBias || options.uploadedBytes?.(biasKey) !== undefined;
+  let weights = UPLOADED;
+  let bias = hasBias ? UPLOADED : undefined;
+  if (uploaded === undefined || !biasUploaded) {
+    weights = ctx.floatConstant(n.inputs[1]);
+    bias = n.inputs[2] ? ctx.floatConstant(n.inputs[2]) : undefined;
+    if (bn) {
+      ({ weights, bias } = foldBatchNormIntoConv(weights, bias, base.outChannels, {
+        scale: ctx.floatConstant(bn.inputs[1]),
+        bias: ctx.floatConstant(bn.inputs[2]),
+        mean: ctx.floatConstant(bn.inputs[3]),
+        variance: ctx.floatConstant(bn.inputs[4]),
+        epsilon: batchNormAttributes(ctx.attributesOf(bn), ctx.opset).epsilon,
+      }));
+    }
+  }
+  const { activation, output } = ctx.absorbActivation(out);
+  const p: Conv2dParams = { ...base, hasBias, activation };
+  const problem = conv2dGemmProblem(p);
   const variant = await options.chooseVariant(problem, problem.a.kind === 'im2col' ? 'conv' : 'gemm');
-  const packed = packConvWeights(weights, p);
-  ctx.checkBinding(packed.length * 4, `packed weights of '${n.inputs[1]}'`);
+  const packed = uploaded === undefined ? packConvWeights(weights, p) : UPLOADED;
+  ctx.checkBinding(uploaded ?? packed.length * 4, `packed weights of '${n.inputs[1]}'`);
   ctx.checkBinding(p.images * p.inChannels * p.height * p.width * 4, `input '${n.inputs[0]}'`);
   ctx.checkBinding(p.images * p.outChannels * p.outH * p.outW * 4, `output '${output}'`);
   const refs: BindingRef[] = [
     { value: n.inputs[0] },
-    { constant: { key: `conv:${keyParts.join('|')}`, data: packed } },
+    { constant: { key: weightKey, data: packed } },
     { value: output },
   ];
-  if (bias) refs.push({ constant: { key: `convbias:${keyParts.join('|')}`, data: bias } });
+  if (bias) refs.push({ constant: { key: biasKey, data: bias } });
   return conv2dPrograms(p, variant, options.maxWorkgroupsPerDimension).map((program) => ctx.step(program, refs));
 }
 

@@ -24,6 +24,7 @@ import { reduceToShapeProgram } from '../kernels/backward/elementwise.ts';
 import { defaultGemvVariant, gemvPrograms, gemvUnsupported } from '../kernels/gemv.ts';
 import { columnChunk, gemmOpProblem, matmulProblem, packB, type GemmOpParams } from '../kernels/linear.ts';
 import {
+  UPLOADED,
   type BindingRef,
   type GradientRule,
   type LowerContext,
@@ -145,10 +146,11 @@ async function lowerGemm(ctx: LowerContext): Promise<StepSpec[]> {
   for (let n0 = 0; n0 < N; n0 += chunk) {
     const columns = Math.min(chunk, N - n0);
     const problem = gemmOpProblem(params, { packed: true, nOffset: n0, columns });
-    const packed = packB(bData, K, N, transB, n0, columns);
+    const key = `gemmB:${n.inputs[1]}:${transB}:${n0}:${columns}`;
+    const packed = options.uploadedBytes?.(key) === undefined ? packB(bData, K, N, transB, n0, columns) : UPLOADED;
     const refs: Record<string, BindingRef> = {
       a: ctx.ref(n.inputs[0]),
-      b: { constant: { key: `gemmB:${n.inputs[1]}:${transB}:${n0}:${columns}`, data: packed } },
+      b: { constant: { key, data: packed } },
       c: { value: output },
     };
     if (cRef) refs.bias = cRef;
@@ -211,9 +213,11 @@ async function lowerMatMul(ctx: LowerContext): Promise<StepSpec[]> {
     const K = b2[b2.length - 2];
     const N = b2[b2.length - 1];
     const batch = sizeOf(b2.slice(0, -2));
-    const packed = packB(ctx.floatConstant(n.inputs[1]), K, N, false, 0, N, batch);
-    ctx.checkBinding(packed.length * 4, `packed weights '${n.inputs[1]}'`);
-    bRef = { constant: { key: `matmulB:${n.inputs[1]}`, data: packed } };
+    const key = `matmulB:${n.inputs[1]}`;
+    const uploaded = ctx.options!.uploadedBytes?.(key);
+    const packed = uploaded === undefined ? packB(ctx.floatConstant(n.inputs[1]), K, N, false, 0, N, batch) : UPLOADED;
+    ctx.checkBinding(uploaded ?? packed.length * 4, `packed weights '${n.inputs[1]}'`);
+    bRef = { constant: { key, data: packed } };
   } else {
     ctx.checkBinding(sizeOf(bDims) * 4, `input '${n.inputs[1]}'`);
   }

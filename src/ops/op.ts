@@ -75,6 +75,9 @@ export interface ConstantTensor {
   data: Float32Array;
 }
 
+/** The host data of a constant a lowering binds by key only (LowerOptions.uploadedBytes knew its upload). */
+export const UPLOADED: Float32Array = new Float32Array(0);
+
 /** A byte range of a value or constant, bound instead of the whole of it: how a step reaches a
  * block of a tensor larger than one storage binding (offset a multiple of the device's
  * minStorageBufferOffsetAlignment, bytes at most its maxStorageBufferBindingSize; the plan checks). */
@@ -109,6 +112,12 @@ export interface LowerOptions {
   /** Called with each step as soon as a lowering makes it (a session uploads its constants
    * then, so that packed weights never pile up on the host). */
   onStep?: (step: StepSpec) => void;
+  /**
+   * Bytes of the constant already uploaded under this key (a session's other plans uploaded it),
+   * or undefined: a lowering may then skip packing its host data and bind it by key, with empty
+   * data (a plan for a new batch size then costs no weight packing).
+   */
+  uploadedBytes?: (key: string) => number | undefined;
 }
 
 /** What an op's lowering sees: its node, the graph, and the runtime's helpers. */

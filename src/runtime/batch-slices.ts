@@ -188,9 +188,10 @@ export class BatchSlicedPlan {
     return this.plan.pipelines;
   }
 
-  /** Bytes of activation buffers of the slice plans (one slice's worth, plus the last's when it differs). */
+  /** Bytes of activation buffers of the slice plans (one slice's worth, plus the last's when it has its own). */
   get peakActivationBytes(): number {
-    return this.plan.peakActivationBytes + (this.lastPlan === this.plan ? 0 : this.lastPlan.peakActivationBytes);
+    const shared = this.lastPlan.memoryOwner === this.plan.memoryOwner;
+    return this.plan.peakActivationBytes + (shared ? 0 : this.lastPlan.peakActivationBytes);
   }
 
   get peakLiveBytes(): number {

@@ -72,6 +72,11 @@ export class ConstantStore {
     c.data = RELEASED;
   }
 
+  /** The host bytes of the tensor uploaded under `key`, or undefined when none is. */
+  uploadedBytes(key: string): number | undefined {
+    return this.#lengths.get(key);
+  }
+
   /** The bytes of `c`: as uploaded when it was, else its host data's. */
   byteLengthOf(c: ConstantTensor): number {
     return this.#lengths.get(c.key) ?? c.data.byteLength;
@@ -132,6 +137,13 @@ export interface PlanCompileOptions {
    * maxStorageBufferBindingSize (tests force the split paths on small shapes with it).
    */
   maxBindingBytes?: number;
+  /**
+   * A plan of the same graph at a larger batch (or any plan): when this plan's steps give every
+   * value the same lifetime as there, and no value is larger than there, this plan binds that
+   * plan's activation buffers at its offsets instead of allocating its own (memoryOwner tells
+   * which happened). Both then must not run at once, and that plan must outlive this one.
+   */
+  shareMemoryWith?: Plan;
 }
 
 /** Where a value lives: a whole pooled buffer (offset 0) or a range of an arena. */
@@ -140,9 +152,29 @@ interface Placement {
   offset: number;
   /** True when the buffer is the value's own for its lifetime (bufferOf() may hand it out). */
   whole: boolean;
+  /** Bytes from offset the value may use: its arena slot, or its whole buffer. */
+  room: number;
+}
+
+/** When each value is written first and read last (step indices), and which get whole buffers. */
+interface ActivationSchedule {
+  def: ReadonlyMap<string, number>;
+  last: ReadonlyMap<string, number>;
+  whole: ReadonlySet<string>;
+}
+
+/** The activation buffers of a plan and the schedule they were placed for. */
+interface ActivationMemory {
+  schedule: ActivationSchedule;
+  placements: ReadonlyMap<string, Placement>;
+  /** Bytes of the arenas and whole buffers. */
+  bytes: number;
 }
 
 export class Plan {
+  #memory: ActivationMemory | undefined;
+  #disposed = false;
+  #memoryOwner: Plan = this;
   #placement: (name: string) => Placement | undefined = () => undefined;
   #bytes: (name: string) => number = () => 0;
   /** Waits for a run's submit without spinning the CPU that a software adapter computes on. */
@@ -154,7 +186,7 @@ export class Plan {
     readonly outputs: PlanOutput[],
     readonly steps: KernelStep[],
     /** Bytes of GPU buffers the plan holds for activations: the arenas plus the whole buffers
-     * of pooled values (graph inputs and outputs included). */
+     * of pooled values (graph inputs and outputs included); those of memoryOwner when shared. */
     readonly peakActivationBytes: number,
     /** The most bytes of activations alive at once (a lower bound for any allocator). */
     readonly peakLiveBytes: number,
@@ -291,7 +323,18 @@ export class Plan {
     // shared arena, at offsets packed over the lifetimes.
     const io = options.packFeedsAndOutputs ? [] : [...feedNames, ...outputRoots];
     const wholeValues = new Set<string>([...io, ...pinned, ...[...readOnly].filter((v) => def.has(v))]);
-    const placements = new Map<string, Placement>();
+    // A plan of another batch size whose steps give every value the same lifetime packs the
+    // values at the same offsets, each no larger here: bind its memory instead of allocating.
+    const host = options.shareMemoryWith;
+    const schedule: ActivationSchedule = { def, last, whole: wholeValues };
+    const hostMemory = host ? host.#memory : undefined;
+    const shared =
+      hostMemory &&
+      sameSchedule(hostMemory.schedule, schedule) &&
+      [...def.keys()].every((v) => roundUp(Math.max(16, bytesOf(v)), 16) <= hostMemory.placements.get(v)!.room)
+        ? hostMemory
+        : undefined;
+    const placements = new Map<string, Placement>(shared?.placements);
 
     // Pooled values: greedy best fit in step order; outputs of a step are placed before its dying
     // inputs are released, so no dispatch ever reads and writes one pooled buffer.
@@ -305,34 +348,50 @@ export class Plan {
     for (let i = -1; i <= end; i++) {
       const born = (byDef.get(i) ?? []).sort((a, b) => bytesOf(b) - bytesOf(a));
       for (const v of born) {
-        if (wholeValues.has(v)) placements.set(v, { buffer: pool.acquire(v, bytesOf(v)), offset: 0, whole: true });
+        if (wholeValues.has(v) && !shared) {
+          const buffer = pool.acquire(v, bytesOf(v));
+          placements.set(v, { buffer, offset: 0, whole: true, room: buffer.size });
+        }
         live += bytesOf(v);
       }
       peakLive = Math.max(peakLive, live);
       for (const v of byLast.get(i) ?? []) {
         if (i === end || !def.has(v)) continue;
-        if (wholeValues.has(v)) pool.release(placements.get(v)!.buffer);
+        if (wholeValues.has(v) && !shared) pool.release(placements.get(v)!.buffer);
         live -= bytesOf(v);
       }
     }
 
-    const packed = packArenas(
-      [...def.keys()]
-        .filter((v) => !wholeValues.has(v))
-        .map((v) => ({
-          value: v,
-          bytes: roundUp(Math.max(16, bytesOf(v)), align),
-          from: def.get(v)!,
-          to: last.get(v)!,
-        })),
-      Math.floor(limits.maxBufferSize / align) * align,
-    );
-    const arenas = packed.sizes.map((size, k) =>
-      gpu.createBuffer(`activation arena ${k} (${packed.counts[k]} values)`, Math.max(align, size), storageUsage()),
-    );
-    for (const [v, slot] of packed.slots)
-      placements.set(v, { buffer: arenas[slot.arena], offset: slot.offset, whole: false });
-    const arenaBytes = arenas.reduce((sum, b) => sum + b.size, 0);
+    const arenas: GPUBuffer[] = [];
+    if (!shared) {
+      const packed = packArenas(
+        [...def.keys()]
+          .filter((v) => !wholeValues.has(v))
+          .map((v) => ({
+            value: v,
+            bytes: roundUp(Math.max(16, bytesOf(v)), align),
+            from: def.get(v)!,
+            to: last.get(v)!,
+          })),
+        Math.floor(limits.maxBufferSize / align) * align,
+      );
+      for (const [k, size] of packed.sizes.entries())
+        arenas.push(
+          gpu.createBuffer(`activation arena ${k} (${packed.counts[k]} values)`, Math.max(align, size), storageUsage()),
+        );
+      for (const [v, slot] of packed.slots)
+        placements.set(v, {
+          buffer: arenas[slot.arena],
+          offset: slot.offset,
+          whole: false,
+          room: roundUp(Math.max(16, bytesOf(v)), align),
+        });
+    }
+    const memory: ActivationMemory = shared ?? {
+      schedule,
+      placements,
+      bytes: pool.totalBytes + arenas.reduce((sum, b) => sum + b.size, 0),
+    };
 
     const range = (name: string, view?: BindingView): BufferRange => {
       const v = root(name);
@@ -393,7 +452,9 @@ export class Plan {
       return { name: o.name, dims, source: { buffer, offset: offset ?? 0, bytes: roundUp(bytes, 4) }, staging };
     });
     owned.push(...pool.all());
-    const plan = new Plan(gpu, inputs, outputs, steps, pool.totalBytes + arenaBytes, peakLive, keys.size, owned);
+    const plan = new Plan(gpu, inputs, outputs, steps, memory.bytes, peakLive, keys.size, owned);
+    plan.#memory = memory;
+    if (shared) plan.#memoryOwner = host!.#memoryOwner;
     plan.#placement = (name) => placements.get(root(name));
     plan.#bytes = (name) => bytesOf(root(name));
     return plan;
@@ -447,9 +508,37 @@ export class Plan {
     });
   }
 
+  /** Destroys the plan's own buffers (activation memory it shares stays with its owner). */
   dispose(): void {
+    this.#disposed = true;
     for (const b of this.ownedBuffers) b.destroy();
   }
+
+  /** The plan whose activation buffers this one binds: itself, or options.shareMemoryWith's owner. */
+  get memoryOwner(): Plan {
+    return this.#memoryOwner;
+  }
+
+  /** Whether `other`'s steps give every value the lifetime this plan's give it (true for plans
+   * of one graph at two batch sizes unless a size changes the steps, a GEMM variant say). */
+  sameScheduleAs(other: Plan): boolean {
+    return sameSchedule(this.#memory!.schedule, other.#memory!.schedule);
+  }
+
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+}
+
+function sameSchedule(a: ActivationSchedule, b: ActivationSchedule): boolean {
+  const sameMap = (x: ReadonlyMap<string, number>, y: ReadonlyMap<string, number>) =>
+    x.size === y.size && [...x].every(([k, v]) => y.get(k) === v);
+  return (
+    sameMap(a.def, b.def) &&
+    sameMap(a.last, b.last) &&
+    a.whole.size === b.whole.size &&
+    [...a.whole].every((v) => b.whole.has(v))
+  );
 }
 
 /** A value to place in an arena: its size (aligned) and the steps it lives over, inclusive. */

@@ -99,6 +99,11 @@ export class Session {
    * plans of its slices, which are in this map under their own dims. */
   readonly #plans = new Map<string, Promise<Plan | BatchSlicedPlan>>();
   #current: Plan | BatchSlicedPlan | undefined;
+  /** Every Plan compiled and not yet released (slice plans included). */
+  readonly #compiledPlans = new Set<Plan>();
+  /** The plan of the largest batch seen: later plans of smaller batches bind its activation
+   * buffers when their schedule matches (Plan.compile's shareMemoryWith). */
+  #memoryHost: Plan | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #disposed = false;
 
@@ -180,6 +185,13 @@ export class Session {
     return this.#current?.peakActivationBytes ?? 0;
   }
 
+  /** GPU bytes all of the session's plans hold for activations, buffers shared by plans counted
+   * once: after runs at batch 8 then smaller ones, the batch-8 plan's. */
+  get activationBytesHeld(): number {
+    const owners = new Set([...this.#compiledPlans].map((p) => p.memoryOwner));
+    return [...owners].reduce((sum, p) => sum + p.peakActivationBytes, 0);
+  }
+
   /** The most activation bytes alive at one time in the latest plan (what perfect reuse would need). */
   get peakLiveBytes(): number {
     return this.#current?.peakLiveBytes ?? 0;
@@ -230,6 +242,8 @@ export class Session {
         () => undefined,
       );
     this.#plans.clear();
+    for (const plan of this.#compiledPlans) plan.dispose();
+    this.#compiledPlans.clear();
     this.#constants.dispose();
   }
 
@@ -292,15 +306,21 @@ export class Session {
     });
   }
 
-  /** The plan for these input dims: compiled once, reused after. */
+  /** The plan for these input dims: compiled once, reused after (compiled again when a plan of
+   * a larger batch released it). */
   #planFor(dims: number[][], prepared?: Graph): Promise<Plan | BatchSlicedPlan> {
     const key = JSON.stringify(dims);
-    let plan = this.#plans.get(key);
-    if (!plan) {
-      plan = this.#compile(dims, prepared);
-      this.#plans.set(key, plan);
-      plan.catch(() => this.#plans.delete(key));
-    }
+    const known = this.#plans.get(key);
+    if (known) return known.then((plan) => (isReleased(plan) ? this.#newPlan(key, dims) : plan));
+    return this.#newPlan(key, dims, prepared);
+  }
+
+  #newPlan(key: string, dims: number[][], prepared?: Graph): Promise<Plan | BatchSlicedPlan> {
+    const plan = this.#compile(dims, prepared);
+    this.#plans.set(key, plan);
+    plan.catch(() => {
+      if (this.#plans.get(key) === plan) this.#plans.delete(key);
+    });
     return plan;
   }
 
@@ -373,6 +393,7 @@ export class Session {
       denseKernel,
       maxBindingBytes,
       maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
+      uploadedBytes: (key) => this.#constants.uploadedBytes(key),
       onStep: (step) => {
         // The step's compile is issued before its weights upload, so the driver compiles while
         // the host copies; a pipeline another session of this context compiled is a cache hit.
@@ -382,7 +403,37 @@ export class Session {
       },
     });
     releaseWeights?.(undefined);
-    return Plan.compile(gpu, graph, lowered, this.#constants, { packFeedsAndOutputs: true, maxBindingBytes });
+    const plan = await Plan.compile(gpu, graph, lowered, this.#constants, {
+      packFeedsAndOutputs: true,
+      maxBindingBytes,
+      shareMemoryWith: this.#memoryHost,
+    });
+    this.#adopt(plan);
+    return plan;
+  }
+
+  /**
+   * Keeps one set of activation buffers where it can: a plan that binds the host's is done; one
+   * of the host's schedule with a larger value (a larger batch) becomes the host, and the plans
+   * on the old host's buffers are released (compiled again, onto the new host, when asked for).
+   * A plan whose steps differ (a GEMM variant chosen for its sizes, say) keeps buffers of its own.
+   */
+  #adopt(plan: Plan): void {
+    this.#compiledPlans.add(plan);
+    const host = this.#memoryHost;
+    if (plan.memoryOwner !== plan) return;
+    if (!host) {
+      this.#memoryHost = plan;
+      return;
+    }
+    // Without the model's host weights a released plan could not be compiled again.
+    if (!this.#source || !plan.sameScheduleAs(host)) return;
+    this.#memoryHost = plan;
+    for (const old of this.#compiledPlans) {
+      if (old.memoryOwner !== host) continue;
+      old.dispose();
+      this.#compiledPlans.delete(old);
+    }
   }
 
   /**
@@ -412,10 +463,10 @@ export class Session {
   async #slicePlan(full: Graph, dims: number[][]): Promise<Plan> {
     const key = JSON.stringify(dims);
     const known = await this.#plans.get(key)?.catch(() => undefined);
-    if (known instanceof Plan) return known;
+    if (known instanceof Plan && !known.disposed) return known;
     const graph = this.#sliceGraph(full, dims[0][0]);
     // Over the limit itself (sliced when run alone): compiling it again says by how much.
-    if (known) return this.#compilePlan(graph);
+    if (known instanceof BatchSlicedPlan) return this.#compilePlan(graph);
     const plan = this.#compilePlan(graph);
     this.#plans.set(key, plan);
     plan.catch(() => this.#plans.delete(key));
@@ -428,6 +479,11 @@ export class Session {
     checkGraph(graph);
     return graph;
   }
+}
+
+/** A plan released because a plan of a larger batch took over the activation memory. */
+function isReleased(plan: Plan | BatchSlicedPlan): boolean {
+  return plan instanceof BatchSlicedPlan ? plan.plan.disposed || plan.lastPlan.disposed : plan.disposed;
 }
 
 /** What create() needs before it reads anything: bytes or a Graph, and a GPU context. */

@@ -212,6 +212,10 @@ export class Trainer {
   readonly #options: TrainerOptions;
   readonly #constants: ConstantStore;
   readonly #plans = new Map<string, Promise<TrainingPlan>>();
+  /** The plans of #plans once compiled, by the same keys. */
+  readonly #compiledPlans = new Map<string, TrainingPlan>();
+  /** Per kind of plan, the one of the largest batch: smaller batches' plans bind its activation buffers. */
+  readonly #memoryHosts = new Map<string, TrainingPlan>();
   readonly #bodies = new Map<number, Promise<Session>>();
   readonly #input: string;
   readonly #preparedGraphs = new Map<number, Graph>();
@@ -700,6 +704,8 @@ export class Trainer {
         () => undefined,
       );
     this.#plans.clear();
+    this.#compiledPlans.clear();
+    this.#memoryHosts.clear();
     this.#bodies.clear();
     // New host weights must reach the GPU: parameter buffers are re-uploaded on first use.
     for (const name of this.#graph.initializers.keys()) this.#constants.forget(`const:${name}`);
@@ -724,18 +730,48 @@ export class Trainer {
       plan = (async () => {
         const full = this.#prepared(batch);
         const graph = kind === 'head' || kind === 'head-evaluate' ? headGraph(full, this.#partition(batch)) : full;
-        return TrainingPlan.create(this.#gpu, graph, {
+        const created = await TrainingPlan.create(this.#gpu, graph, {
           constants: this.#constants,
           labelSmoothing: this.#options.labelSmoothing,
           gemm: this.#options.gemm,
           mode: kind === 'evaluate' || kind === 'head-evaluate' ? 'evaluate' : 'train',
           dropout: this.#options.dropout,
+          shareMemoryWith: this.#memoryHosts.get(kind),
         });
+        this.#adoptPlan(key, kind, created);
+        return created;
       })();
       this.#plans.set(key, plan);
       plan.catch(() => this.#plans.delete(key));
     }
     return plan;
+  }
+
+  /**
+   * Keeps one set of activation buffers per kind of plan: a plan that binds the host's is done;
+   * one of the host's schedule that did not fit (a larger batch) becomes the host, and the plans
+   * on the old host's buffers are released (compiled again when asked for). A plan whose steps
+   * differ from the host's (a GEMM variant chosen for its sizes, say) keeps buffers of its own.
+   */
+  #adoptPlan(key: string, kind: string, plan: TrainingPlan): void {
+    this.#compiledPlans.set(key, plan);
+    if (plan.memoryHost) return;
+    const host = this.#memoryHosts.get(kind);
+    if (host && !plan.sameScheduleAs(host)) return;
+    this.#memoryHosts.set(kind, plan);
+    if (!host) return;
+    for (const [k, old] of this.#compiledPlans) {
+      if (old !== host && old.memoryHost !== host) continue;
+      old.dispose();
+      this.#compiledPlans.delete(k);
+      this.#plans.delete(k);
+    }
+  }
+
+  /** GPU bytes the trainer's plans hold for activations, buffers shared by plans counted once. */
+  get activationBytesHeld(): number {
+    const owners = new Set([...this.#compiledPlans.values()].map((p) => p.memoryHost ?? p));
+    return [...owners].reduce((sum, p) => sum + p.stats.activationBytes, 0);
   }
 
   /** Floats per example the model's image input takes (C·H·W). */

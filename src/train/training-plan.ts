@@ -53,6 +53,13 @@ export interface TrainingPlanOptions {
    * blocks; a lower value exercises that path on small shapes.
    */
   maxBindingBytes?: number;
+  /**
+   * A plan of the same graph at a larger batch (the trainer's full batch, for its smaller last
+   * one): this plan binds its activation buffers where the steps match and every value fits
+   * (Plan.compile's shareMemoryWith), and then its snapshot of the parameters for undoLastStep
+   * too. It must outlive this plan, and the two must not run at once.
+   */
+  shareMemoryWith?: TrainingPlan;
 }
 
 /** A buffer the host maps to read what the GPU copied into it. */
@@ -97,6 +104,8 @@ export class TrainingPlan {
   readonly #graph: Graph;
   /** Each parameter as it was before the latest update: a non-finite step is undone from these. */
   readonly #before: GPUBuffer[];
+  /** The plan whose activation buffers (and parameter snapshot) this one binds, if another. */
+  readonly #memoryHost: TrainingPlan | undefined;
 
   private constructor(
     gpu: GpuContext,
@@ -108,6 +117,7 @@ export class TrainingPlan {
     labels: GPUBuffer,
     constants: ConstantStore,
     maxBindingBytes: number,
+    host: TrainingPlan | undefined,
   ) {
     this.#gpu = gpu;
     this.#maxBindingBytes = maxBindingBytes;
@@ -136,9 +146,18 @@ export class TrainingPlan {
       ...this.#bindings.map((b) => ({ name: b.name, buffer: b.param, size: b.size })),
       ...lowered.state.map((name) => ({ name, buffer: this.parameterBuffer(name), size: this.#sizeOf(name) })),
     ];
-    this.#before = this.#undoable.map((b) =>
-      gpu.createBuffer(`'${b.name}' before the step`, Math.max(16, Math.ceil(b.size / 4) * 16), storageUsage()),
-    );
+    // A plan on another's activation buffers runs only when that one does not: one snapshot serves both.
+    const owner = host && plan.memoryOwner !== plan ? (host.#memoryHost ?? host) : undefined;
+    const sameParameters =
+      owner !== undefined &&
+      owner.#undoable.length === this.#undoable.length &&
+      owner.#undoable.every((b, i) => b.name === this.#undoable[i].name && b.size === this.#undoable[i].size);
+    this.#memoryHost = owner;
+    this.#before = sameParameters
+      ? owner.#before
+      : this.#undoable.map((b) =>
+          gpu.createBuffer(`'${b.name}' before the step`, Math.max(16, Math.ceil(b.size / 4) * 16), storageUsage()),
+        );
   }
 
   readonly #undoable: { name: string; buffer: GPUBuffer; size: number }[];
@@ -187,7 +206,10 @@ export class TrainingPlan {
         );
       }
       if (slicing.lastImages !== slicing.images)
-        last = await TrainingPlan.#createWhole(gpu, setBatchSize(graph, slicing.lastImages), options);
+        last = await TrainingPlan.#createWhole(gpu, setBatchSize(graph, slicing.lastImages), {
+          ...options,
+          shareMemoryWith: plan,
+        });
       await plan.#sliceOver(slicing, last);
       return plan;
     } catch (error) {
@@ -245,6 +267,7 @@ export class TrainingPlan {
     const limits = gpu.device.limits;
     const fixed = options.gemm;
     const evaluation = options.mode === 'evaluate';
+    const hostPlan = options.shareMemoryWith ? options.shareMemoryWith.#plan : undefined;
     const maxBindingBytes = Math.min(limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
     if (!(maxBindingBytes >= 256))
       throw new ModelError(`maxBindingBytes must be at least 256 bytes, got ${options.maxBindingBytes}`, {
@@ -274,11 +297,12 @@ export class TrainingPlan {
       lowered,
       options.constants,
       evaluation
-        ? { maxBindingBytes }
+        ? { maxBindingBytes, shareMemoryWith: hostPlan }
         : {
             external: [lowered.dlogits],
             keep: lowered.parameters.map((p) => p.grad),
             maxBindingBytes,
+            shareMemoryWith: hostPlan,
           },
     );
     const [batch, classes] = dims;
@@ -297,7 +321,29 @@ export class TrainingPlan {
       { batch, classes, labelSmoothing: smoothing, gradient: false },
       { logits: logitsRange, labels: { buffer: labels } },
     );
-    return new TrainingPlan(gpu, graph, plan, lowered, train, evaluate, labels, options.constants, maxBindingBytes);
+    return new TrainingPlan(
+      gpu,
+      graph,
+      plan,
+      lowered,
+      train,
+      evaluate,
+      labels,
+      options.constants,
+      maxBindingBytes,
+      options.shareMemoryWith,
+    );
+  }
+
+  /** The plan whose activation buffers this one binds (options.shareMemoryWith's, when they
+   * fit), or undefined when it holds its own. */
+  get memoryHost(): TrainingPlan | undefined {
+    return this.#memoryHost;
+  }
+
+  /** Whether `other`'s steps give every activation the lifetime this plan's give it (Plan.sameScheduleAs). */
+  sameScheduleAs(other: TrainingPlan): boolean {
+    return this.#plan.sameScheduleAs(other.#plan);
   }
 
   get batch(): number {
@@ -572,7 +618,8 @@ export class TrainingPlan {
     this.#labels.destroy();
     this.#staging.destroy();
     this.#logitsStaging.destroy();
-    for (const b of this.#before) b.destroy();
+    const sharedBefore = this.#memoryHost !== undefined && this.#memoryHost.#before === this.#before;
+    if (!sharedBefore) for (const b of this.#before) b.destroy();
     if (this.#sliced) {
       this.#sliced.last?.dispose();
       for (const b of this.#sliced.sums) b.destroy();
