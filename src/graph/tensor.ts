@@ -184,6 +184,43 @@ const TYPED_ARRAYS: Partial<
   int8: Int8Array,
 };
 
+/** `length` bytes at `offset` of a tensor's stored bytes, in a buffer of their own (aligned for any element type). */
+export type StoredBytesReader = (offset: number, length: number) => Uint8Array;
+
+const storedReaders = new WeakMap<TensorValue, StoredBytesReader>();
+
+/**
+ * A tensor whose bytes stay where they are stored (a model file): each read of `data` reads
+ * them whole, afresh, and nothing keeps them, so a Graph of such tensors holds no weights;
+ * floatRange reads a part. Writes into an array `data` gave are not kept; `data` cannot be set.
+ */
+export function storedTensor(dtype: DataType, dims: number[], read: StoredBytesReader): TensorValue {
+  const count = sizeOf(dims);
+  const width = bytesPerElement(dtype);
+  if (width === undefined) throw new Error(`no raw-byte layout for dtype ${dtype}`);
+  const value = { dtype, dims } as TensorValue;
+  Object.defineProperty(value, 'data', {
+    enumerable: true,
+    get: () => typedArrayView(dtype, read(0, count * width), count),
+  });
+  storedReaders.set(value, read);
+  return value;
+}
+
+/**
+ * Floats [start, start + count) of a float32 tensor: read from where it is stored for a stored
+ * tensor (the rest is not read), else a view into its data.
+ */
+export function floatRange(value: TensorValue, start: number, count: number): Float32Array {
+  if (value.dtype !== 'float32') throw new Error(`floatRange: a ${value.dtype} tensor, not float32`);
+  const size = sizeOf(value.dims);
+  if (start < 0 || count < 0 || start + count > size)
+    throw new Error(`floatRange: floats [${start}, ${start + count}) of a tensor of ${size}`);
+  const read = storedReaders.get(value);
+  if (read) return typedArrayView('float32', read(start * 4, count * 4), count) as Float32Array;
+  return (value.data as Float32Array).subarray(start, start + count);
+}
+
 /** An empty typed array of `length` elements of `dtype`. */
 export function allocate(dtype: DataType, length: number): TensorData {
   if (dtype === 'string') return Array.from({ length }, () => new Uint8Array(0));

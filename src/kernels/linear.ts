@@ -3,6 +3,7 @@
 // layout the register kernel reads with aligned vec4 loads, and can be split into column chunks
 // whose binding fits maxStorageBufferBindingSize (VGG's fc6 weight is 411 MB).
 import { roundUp, type GemmProblem } from './gemm.ts';
+import { UPLOAD_PIECE_BYTES } from './gpu-context.ts';
 import { NO_ACTIVATION, type Activation } from './program.ts';
 
 export const PACK_MULTIPLE = 8;
@@ -118,19 +119,60 @@ export function packB(
 ): Float32Array {
   const ld = roundUp(columns, PACK_MULTIPLE);
   const out = new Float32Array(batch * K * ld);
-  for (let b = 0; b < batch; b++) {
-    const src = b * K * N;
-    const dst = b * K * ld;
-    if (transB) {
-      for (let n = 0; n < columns; n++) {
-        const row = src + (n0 + n) * K;
-        for (let k = 0; k < K; k++) out[dst + k * ld + n] = data[row + k];
-      }
-    } else {
-      for (let k = 0; k < K; k++) out.set(data.subarray(src + k * N + n0, src + k * N + n0 + columns), dst + k * ld);
-    }
-  }
+  for (let b = 0; b < batch; b++)
+    packRows(data.subarray(b * K * N, (b + 1) * K * N), K, N, transB, n0, columns, 0, out.subarray(b * K * ld));
   return out;
+}
+
+/** Floats per band of packBBands: one piece of GpuContext.upload. */
+const PACK_BAND_FLOATS = UPLOAD_PIECE_BYTES / 4;
+
+/**
+ * packB(data, K, N, transB, n0, columns) made a band of whole rows (of about PACK_BAND_FLOATS
+ * floats) at a time: for uploading a large weight without its packed form whole on the host.
+ */
+export function packBBands(
+  data: Float32Array,
+  K: number,
+  N: number,
+  transB: boolean,
+  n0: number,
+  columns: number,
+): { length: number; bandLength: number; fill(band: number, out: Float32Array): void } {
+  const ld = roundUp(columns, PACK_MULTIPLE);
+  const rows = Math.max(1, Math.floor(PACK_BAND_FLOATS / ld));
+  return {
+    length: K * ld,
+    bandLength: rows * ld,
+    fill: (band, out) => {
+      out.fill(0); // the padding columns (out is reused from band to band)
+      packRows(data, K, N, transB, n0, columns, band * rows, out);
+    },
+  };
+}
+
+/** Writes rows [k0, k0 + out.length / ld) of the packed [K][ld] into `out`, which holds zeros in the padding. */
+function packRows(
+  data: Float32Array,
+  K: number,
+  N: number,
+  transB: boolean,
+  n0: number,
+  columns: number,
+  k0: number,
+  out: Float32Array,
+): void {
+  const ld = roundUp(columns, PACK_MULTIPLE);
+  const k1 = Math.min(K, k0 + out.length / ld);
+  if (transB) {
+    // Column n of the packed form is row n0 + n of B: read along it, write across.
+    for (let n = 0; n < columns; n++) {
+      const row = (n0 + n) * K;
+      for (let k = k0; k < k1; k++) out[(k - k0) * ld + n] = data[row + k];
+    }
+  } else {
+    for (let k = k0; k < k1; k++) out.set(data.subarray(k * N + n0, k * N + n0 + columns), (k - k0) * ld);
+  }
 }
 
 /** Column chunk width so that a packed chunk [K][width] fits `maxBytes` (a multiple of 8, ≥ 8). */

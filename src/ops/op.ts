@@ -72,7 +72,17 @@ export interface EpilogueContext {
 export interface ConstantTensor {
   /** Identifies the uploaded form: the same key is uploaded once and shared. */
   key: string;
-  data: Float32Array;
+  /** The floats, or (a large packed weight) a maker of them band by band, so that the packed
+   * form never lies whole on the host. */
+  data: Float32Array | ConstantBands;
+}
+
+/** A tensor of `length` floats made `bandLength` floats at a time (the last band may be shorter). */
+export interface ConstantBands {
+  readonly length: number;
+  readonly bandLength: number;
+  /** Writes band `band` (floats [band·bandLength, …) of the tensor) into `out`, which is that long. */
+  fill(band: number, out: Float32Array): void;
 }
 
 /** A byte range of a value or constant, bound instead of the whole of it: how a step reaches a
@@ -126,6 +136,8 @@ export interface LowerContext extends EpilogueContext {
   outputShape(): number[];
   isConstant(name: string): boolean;
   floatConstant(name: string): Float32Array;
+  /** Floats [start, start + count) of a constant: only those read when it stays in its file. */
+  floatConstantRange(name: string, start: number, count: number): Float32Array;
   intsConstant(name: string, what: string): number[];
   /** Refuses a node whose outputs after the first are read (inference computes only the first). */
   unusedExtraOutputs(what: string): void;

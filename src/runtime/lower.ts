@@ -10,7 +10,7 @@
 import { AttributeReader } from '../graph/attributes.ts';
 import { ModelError } from '../graph/errors.ts';
 import type { Graph, Node } from '../graph/ir.ts';
-import { toNumbers, type TensorValue } from '../graph/tensor.ts';
+import { floatRange, toNumbers, type TensorValue } from '../graph/tensor.ts';
 import { GpuError } from '../kernels/errors.ts';
 import { unaryProgram } from '../kernels/elementwise.ts';
 import { gemmPrograms, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
@@ -18,7 +18,7 @@ import { NO_ACTIVATION, type Activation, type KernelProgram } from '../kernels/p
 import type { BindingRef, LowerContext, LowerOptions, OpDefinition, StepSpec } from '../ops/op.ts';
 import { findOp, OPS, RUNTIME_SUPPORTED_OPS } from '../ops/registry.ts';
 
-export type { BindingRef, BindingView, ConstantTensor, LowerOptions, StepSpec } from '../ops/op.ts';
+export type { BindingRef, BindingView, ConstantBands, ConstantTensor, LowerOptions, StepSpec } from '../ops/op.ts';
 
 export interface Lowered {
   steps: StepSpec[];
@@ -372,6 +372,12 @@ class NodeLowering implements LowerContext {
     if (t.data instanceof Float32Array) return t.data;
     if (t.dtype === 'float64') return Float32Array.from(t.data as Float64Array);
     throw this.error(`constant '${name}' has dtype ${t.dtype}; accepted: float32`);
+  }
+
+  floatConstantRange(name: string, start: number, count: number): Float32Array {
+    const t = this.constantOf(name);
+    if (t?.dtype === 'float32') return floatRange(t, start, count);
+    return this.floatConstant(name).subarray(start, start + count);
   }
 
   intsConstant(name: string, what: string): number[] {
