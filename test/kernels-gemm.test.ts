@@ -15,7 +15,7 @@ import {
   type GemmVariant,
 } from '../src/kernels/gemm.ts';
 import { packConvWeights, type Conv2dParams } from '../src/kernels/conv.ts';
-import { packB, packBBands } from '../src/kernels/linear.ts';
+import { floatArrayReader, packB, packBBands } from '../src/kernels/linear.ts';
 import { conv2dProgram, runProgram } from './helpers/run-program.ts';
 import type { Activation } from '../src/kernels/program.ts';
 import { Autotuner, memoryTuningStore } from '../src/kernels/autotune.ts';
@@ -360,14 +360,17 @@ async function runConvCase(gpu: GpuContext, c: ConvCase, variant: GemmVariant): 
 }
 
 describe('packBBands', () => {
-  // K·ld over one band (2^20 floats) so that a band boundary falls inside the tensor; 1001 columns
+  // K·ld over one band (2^22 floats) so that a band boundary falls inside the tensor; 1001 columns
   // pad to 1008, and the source is offset by n0 = 5 columns (rows, with transB).
-  const [K, N, n0, columns] = [1100, 1010, 5, 1001];
+  const [K, N, n0, columns] = [4200, 1010, 5, 1001];
   for (const transB of [false, true]) {
-    it(`gives packB's floats band by band (transB ${transB}), each band's padding zero though its buffer is reused`, () => {
+    it(`packs B band by band as a plain loop does (transB ${transB}), each band's padding zero though its buffer is reused`, () => {
       const data = randomFloat32Array(K * N, transB ? 62 : 61);
-      const want = packB(data, K, N, transB, n0, columns);
-      const bands = packBBands(data, K, N, transB, n0, columns);
+      const ld = roundUp(columns, 8);
+      const want = new Float32Array(K * ld);
+      for (let k = 0; k < K; k++)
+        for (let n = 0; n < columns; n++) want[k * ld + n] = transB ? data[(n0 + n) * K + k] : data[k * N + n0 + n];
+      const bands = packBBands(floatArrayReader(data), K, N, transB, n0, columns);
       expect(bands.length).toBe(want.length);
       const count = Math.ceil(bands.length / bands.bandLength);
       expect(count).toBeGreaterThan(1);
@@ -379,6 +382,13 @@ describe('packBBands', () => {
         got.set(out, i * bands.bandLength);
       }
       expect(got.findIndex((v, i) => v !== want[i])).toBe(-1);
+      // packB makes the same floats whole, batch after batch.
+      const twice = new Float32Array(2 * K * N);
+      twice.set(data);
+      twice.set(data, K * N);
+      const packed = packB(twice, K, N, transB, n0, columns, 2);
+      expect(packed.length).toBe(2 * want.length);
+      expect(packed.findIndex((v, i) => v !== want[i % want.length])).toBe(-1);
     });
   }
 });

@@ -11,6 +11,9 @@ export interface ByteSource {
   readonly byteLength: number;
   /** `length` bytes at `offset`, in a fresh buffer of their own. */
   read(offset: number, length: number): Uint8Array;
+  /** Bytes [offset + i·stride, offset + i·stride + length) for i < count, one after another,
+   * into `out` (a file reads them with one open); without it, read() is called per piece. */
+  readStrided?(offset: number, length: number, stride: number, count: number, out: Uint8Array): void;
 }
 
 /** raw_data shorter than this stays in the decoded structure (one read is not worth it). */
@@ -41,12 +44,21 @@ export function decodeModelSource(source: ByteSource, options: SourceDecodeOptio
   const leaveStored = options.leaveTensorsInSource === true;
   const deferred = hollow.rawData.map((r): DeferredTensorData | undefined => {
     if (!r) return undefined;
-    const read = (offset: number, length: number) => {
+    const check = (offset: number, length: number) => {
       if (offset < 0 || length < 0 || offset + length > r.length)
         throw new Error(`internal: bytes [${offset}, ${offset + length}) of a raw_data of ${r.length}`);
+    };
+    const read = (offset: number, length: number) => {
+      check(offset, length);
       return source.read(r.offset + offset, length);
     };
-    return { length: r.length, read, leaveStored };
+    const readStrided = (offset: number, length: number, stride: number, count: number, out: Uint8Array) => {
+      if (count === 0) return;
+      check(offset, (count - 1) * stride + length);
+      if (source.readStrided) return source.readStrided(r.offset + offset, length, stride, count, out);
+      for (let i = 0; i < count; i++) out.set(source.read(r.offset + offset + i * stride, length), i * length);
+    };
+    return { length: r.length, read, readStrided, leaveStored };
   });
   return decodeModelWithDeferredData(hollow.skeleton, options, deferred);
 }

@@ -27,33 +27,43 @@ export function readBytes(path: string): Uint8Array {
  * the range is checked against the size before anything is allocated.
  */
 function readRange(fd: number, path: string, offset: number, length: number, size: number, what: string): Uint8Array {
+  checkRange(path, offset, length, size, what);
+  const out = allocateHostBytes(length, what, path);
+  readInto(fd, path, offset, out, what);
+  return out;
+}
+
+function checkRange(path: string, offset: number, length: number, size: number, what: string): void {
   if (offset + length > size)
     throw new ModelError(`${what} needs ${length} bytes at offset ${offset}, but the file has ${size} bytes`, {
       file: path,
     });
-  const out = allocateHostBytes(length, what, path);
+}
+
+/** Fills `out` with the bytes at `offset` of the open file `fd`. */
+function readInto(fd: number, path: string, offset: number, out: Uint8Array, what: string): void {
   let done = 0;
-  while (done < length) {
-    const n = readSync(fd, out, done, length - done, offset + done);
+  while (done < out.byteLength) {
+    const n = readSync(fd, out, done, out.byteLength - done, offset + done);
     if (n === 0)
       throw new ModelError(`${what}: the file ended after ${offset + done} bytes (it shrank while being read)`, {
         file: path,
       });
     done += n;
   }
-  return out;
 }
 
 /**
  * Runs `use` on a ByteSource over the file at `path`, read through one descriptor for the call's
  * duration. A read after the call (a tensor left in the file) opens the file again, and is
- * refused with a ModelError if the file's size or modification time changed since.
+ * refused with a ModelError if the file changed since (its inode, size or modification time).
  */
 function withFileSource<T>(path: string, use: (source: ByteSource) => T): T {
   let fd: number | undefined = openSync(path, 'r');
   const opened = fstatSync(fd);
   const size = opened.size;
-  const readLater = (offset: number, length: number): Uint8Array => {
+  const withFd = <R>(read: (fd: number) => R): R => {
+    if (fd !== undefined) return read(fd);
     const later = openSync(path, 'r');
     try {
       const now = fstatSync(later);
@@ -62,16 +72,23 @@ function withFileSource<T>(path: string, use: (source: ByteSource) => T): T {
           'the file changed (its size, modification time or inode) since it was loaded with its tensors left in it; load it again',
           { file: path },
         );
-      return readRange(later, path, offset, length, size, 'the model');
+      return read(later);
     } finally {
       closeSync(later);
     }
   };
+  const what = 'the model';
   try {
     return use({
       byteLength: size,
-      read: (offset, length) =>
-        fd === undefined ? readLater(offset, length) : readRange(fd, path, offset, length, size, 'the model'),
+      read: (offset, length) => withFd((f) => readRange(f, path, offset, length, size, what)),
+      readStrided: (offset, length, stride, count, out) => {
+        if (count > 0) checkRange(path, offset, (count - 1) * stride + length, size, what);
+        withFd((f) => {
+          for (let i = 0; i < count; i++)
+            readInto(f, path, offset + i * stride, out.subarray(i * length, (i + 1) * length), what);
+        });
+      },
     });
   } finally {
     closeSync(fd);

@@ -22,7 +22,16 @@ import {
 } from '../kernels/linear-backward.ts';
 import { reduceToShapeProgram } from '../kernels/backward/elementwise.ts';
 import { defaultGemvVariant, gemvPrograms, gemvUnsupported } from '../kernels/gemv.ts';
-import { columnChunk, gemmOpProblem, matmulProblem, packB, packBBands, type GemmOpParams } from '../kernels/linear.ts';
+import {
+  columnChunk,
+  floatArrayReader,
+  gemmOpProblem,
+  matmulProblem,
+  packB,
+  packBBands,
+  type GemmOpParams,
+  type StridedFloatReader,
+} from '../kernels/linear.ts';
 import {
   type BindingRef,
   type GradientRule,
@@ -139,18 +148,20 @@ async function lowerGemm(ctx: LowerContext): Promise<StepSpec[]> {
   }
   // Constant B: packed [K][N'] in column chunks that each fit one binding; a few rows (batch-1
   // dense layers) take the split-K GEMV where options.denseKernel asks for it.
-  // With transB a chunk's columns are rows n0… of B, one range of it: only that range is read
-  // (from the file, for a weight left there). Packed band by band as it uploads, so the packed
-  // chunk is never whole on the host either.
-  const bData = transB ? undefined : ctx.floatConstant(n.inputs[1]);
+  // Each chunk is packed a band at a time as it uploads, reading only that band's floats of B (from
+  // the file, for a weight left there): neither B nor a packed chunk is ever whole on the host.
+  const name = n.inputs[1];
+  // (A B of another type is converted, or refused naming the node, here.)
+  const readB: StridedFloatReader =
+    ctx.constantOf(name)?.dtype === 'float32'
+      ? (start, length, stride, count, out) => ctx.readConstantFloats(name, start, length, stride, count, out)
+      : floatArrayReader(ctx.floatConstant(name));
   const chunk = columnChunk(K, N, options.maxBindingBytes);
   const steps: StepSpec[] = [];
   for (let n0 = 0; n0 < N; n0 += chunk) {
     const columns = Math.min(chunk, N - n0);
     const problem = gemmOpProblem(params, { packed: true, nOffset: n0, columns });
-    const packed = bData
-      ? packBBands(bData, K, N, false, n0, columns)
-      : packBBands(ctx.floatConstantRange(n.inputs[1], n0 * K, columns * K), K, columns, true, 0, columns);
+    const packed = packBBands(readB, K, N, transB, n0, columns);
     const refs: Record<string, BindingRef> = {
       a: ctx.ref(n.inputs[0]),
       b: { constant: { key: `gemmB:${n.inputs[1]}:${transB}:${n0}:${columns}`, data: packed } },

@@ -136,8 +136,16 @@ export interface LowerContext extends EpilogueContext {
   outputShape(): number[];
   isConstant(name: string): boolean;
   floatConstant(name: string): Float32Array;
-  /** Floats [start, start + count) of a constant: only those read when it stays in its file. */
-  floatConstantRange(name: string, start: number, count: number): Float32Array;
+  /** Floats [start + i·stride, start + i·stride + length) for i < count of a constant, one after
+   * another, into `out`: only those read when it stays in its file. */
+  readConstantFloats(
+    name: string,
+    start: number,
+    length: number,
+    stride: number,
+    count: number,
+    out: Float32Array,
+  ): void;
   intsConstant(name: string, what: string): number[];
   /** Refuses a node whose outputs after the first are read (inference computes only the first). */
   unusedExtraOutputs(what: string): void;

@@ -10,7 +10,7 @@
 import { AttributeReader } from '../graph/attributes.ts';
 import { ModelError } from '../graph/errors.ts';
 import type { Graph, Node } from '../graph/ir.ts';
-import { floatRange, toNumbers, type TensorValue } from '../graph/tensor.ts';
+import { readFloats, toNumbers, type TensorValue } from '../graph/tensor.ts';
 import { GpuError } from '../kernels/errors.ts';
 import { unaryProgram } from '../kernels/elementwise.ts';
 import { gemmPrograms, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
@@ -374,10 +374,16 @@ class NodeLowering implements LowerContext {
     throw this.error(`constant '${name}' has dtype ${t.dtype}; accepted: float32`);
   }
 
-  floatConstantRange(name: string, start: number, count: number): Float32Array {
+  readConstantFloats(
+    name: string,
+    start: number,
+    length: number,
+    stride: number,
+    count: number,
+    out: Float32Array,
+  ): void {
     const t = this.constantOf(name);
-    if (t?.dtype === 'float32') return floatRange(t, start, count);
-    return this.floatConstant(name).subarray(start, start + count);
+    readFloats(t?.dtype === 'float32' ? t : fromFloats(this.floatConstant(name)), start, length, stride, count, out);
   }
 
   intsConstant(name: string, what: string): number[] {
@@ -406,4 +412,9 @@ class NodeLowering implements LowerContext {
       );
     }
   }
+}
+
+/** A float32 tensor over `data` (one dimension): for reading a converted constant like a stored one. */
+function fromFloats(data: Float32Array): TensorValue {
+  return { dtype: 'float32', dims: [data.length], data };
 }
