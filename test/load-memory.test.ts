@@ -192,27 +192,29 @@ describe('a session and the host weights', () => {
     }
   });
 
-  it('runs a Gemm whose transposed weights, left in the file, are read and packed a column chunk at a time', async () => {
-    // B [N, K] with transB: a binding of 40 columns' worth cuts N = 100 into chunks of 40, 40, 20
-    // (each read from the file on its own), each packed in bands as it uploads.
-    const [K, N] = [1000, 100];
+  it('runs a Gemm and a MatMul whose weights, left in the file, are read and packed as they upload', async () => {
+    // B [N, K] with transB: a binding of 40 columns' worth cuts N = 100 into chunks of 40, 40, 20,
+    // each read from the file on its own; then a MatMul's B [N, 30] read from the file whole.
+    const [K, N, P] = [1000, 100, 30];
     const g = new Graph();
     g.irVersion = 8;
     g.opsetImports = [{ domain: '', version: 17 }];
     g.inputs = [{ name: 'x', dtype: 'float32', shape: [2, K] }];
-    g.outputs = [{ name: 'y', dtype: 'float32', shape: [2, N] }];
+    g.outputs = [{ name: 'y', dtype: 'float32', shape: [2, P] }];
     for (const v of [...g.inputs, ...g.outputs]) g.values.set(v.name, { ...v });
     g.setInitializer('B', { dtype: 'float32', dims: [N, K], data: randomFloat32Array(N * K, 31) });
     g.setInitializer('c', { dtype: 'float32', dims: [N], data: randomFloat32Array(N, 32) });
+    g.setInitializer('D', { dtype: 'float32', dims: [N, P], data: randomFloat32Array(N * P, 34) });
     g.nodes = [
       {
         name: 'fc',
         opType: 'Gemm',
         domain: '',
         inputs: ['x', 'B', 'c'],
-        outputs: ['y'],
+        outputs: ['h'],
         attributes: { transB: { type: 'int', value: 1 } },
       },
+      { name: 'mm', opType: 'MatMul', domain: '', inputs: ['h', 'D'], outputs: ['y'], attributes: {} },
     ];
     const file = join(dir, 'gemm.onnx');
     saveModelFile(g, file);

@@ -150,12 +150,7 @@ async function lowerGemm(ctx: LowerContext): Promise<StepSpec[]> {
   // dense layers) take the split-K GEMV where options.denseKernel asks for it.
   // Each chunk is packed a band at a time as it uploads, reading only that band's floats of B (from
   // the file, for a weight left there): neither B nor a packed chunk is ever whole on the host.
-  const name = n.inputs[1];
-  // (A B of another type is converted, or refused naming the node, here.)
-  const readB: StridedFloatReader =
-    ctx.constantOf(name)?.dtype === 'float32'
-      ? (start, length, stride, count, out) => ctx.readConstantFloats(name, start, length, stride, count, out)
-      : floatArrayReader(ctx.floatConstant(name));
+  const readB = constantReader(ctx, n.inputs[1]);
   const chunk = columnChunk(K, N, options.maxBindingBytes);
   const steps: StepSpec[] = [];
   for (let n0 = 0; n0 < N; n0 += chunk) {
@@ -176,6 +171,13 @@ async function lowerGemm(ctx: LowerContext): Promise<StepSpec[]> {
     steps.push(...ctx.gemmSteps(problem, variant, [refs.a, refs.b, refs.c, ...(cRef ? [cRef] : [])]));
   }
   return steps;
+}
+
+/** Reads a constant B's floats where they are (its file, for a weight left there); a B of
+ * another type is converted, or refused naming the node, here. */
+function constantReader(ctx: LowerContext, name: string): StridedFloatReader {
+  if (ctx.constantOf(name)?.dtype !== 'float32') return floatArrayReader(ctx.floatConstant(name));
+  return (start, length, stride, count, out) => ctx.readConstantFloats(name, start, length, stride, count, out);
 }
 
 /** A GEMV's steps, its bindings taken by name from `refs`; the partial sums of a split K go to a temporary named `partial`. */
@@ -221,16 +223,21 @@ async function lowerMatMul(ctx: LowerContext): Promise<StepSpec[]> {
   ctx.checkBinding(sizeOf(aDims) * 4, `input '${n.inputs[0]}'`);
   ctx.checkBinding(sizeOf(ctx.outputShape()) * 4, `output '${output}'`);
   const variant = await ctx.options!.chooseVariant(problem, 'gemm');
-  let bRef: BindingRef = ctx.ref(n.inputs[1]);
+  let bRef: BindingRef;
   if (constantB) {
     const b2 = bDims.length === 1 ? [bDims[0], 1] : bDims;
     const K = b2[b2.length - 2];
     const N = b2[b2.length - 1];
     const batch = sizeOf(b2.slice(0, -2));
-    const packed = packB(ctx.floatConstant(n.inputs[1]), K, N, false, 0, N, batch);
+    // One B is packed in bands as it uploads (see lowerGemm); a batch of them whole.
+    const packed =
+      batch === 1
+        ? packBBands(constantReader(ctx, n.inputs[1]), K, N, false, 0, N)
+        : packB(ctx.floatConstant(n.inputs[1]), K, N, false, 0, N, batch);
     ctx.checkBinding(packed.length * 4, `packed weights '${n.inputs[1]}'`);
     bRef = { constant: { key: `matmulB:${n.inputs[1]}`, data: packed } };
   } else {
+    bRef = ctx.ref(n.inputs[1]);
     ctx.checkBinding(sizeOf(bDims) * 4, `input '${n.inputs[1]}'`);
   }
   return ctx.gemmSteps(problem, variant, [ctx.ref(n.inputs[0]), bRef, { value: output }]);
