@@ -177,7 +177,7 @@ async function lowerGemm(ctx: LowerContext): Promise<StepSpec[]> {
  * another type is converted, or refused naming the node, here. */
 function constantReader(ctx: LowerContext, name: string): StridedFloatReader {
   if (ctx.constantOf(name)?.dtype !== 'float32') return floatArrayReader(ctx.floatConstant(name));
-  return (start, length, stride, count, out) => ctx.readConstantFloats(name, start, length, stride, count, out);
+  return (...pieces) => ctx.readConstantFloats(name, ...pieces);
 }
 
 /** A GEMV's steps, its bindings taken by name from `refs`; the partial sums of a split K go to a temporary named `partial`. */

@@ -13,6 +13,7 @@ import type { Graph, Node } from '../graph/ir.ts';
 import type { ShapeRule } from '../graph/shape-context.ts';
 import type { TensorValue } from '../graph/tensor.ts';
 import type { GemmProblem, GemmVariant } from '../kernels/gemm.ts';
+import type { StridedFloatReader } from '../kernels/linear.ts';
 import type { Activation, KernelProgram } from '../kernels/program.ts';
 
 /** An attribute an op accepts: its name, or its name and the opsets whose schema has it
@@ -136,16 +137,8 @@ export interface LowerContext extends EpilogueContext {
   outputShape(): number[];
   isConstant(name: string): boolean;
   floatConstant(name: string): Float32Array;
-  /** Floats [start + i·stride, start + i·stride + length) for i < count of a constant, one after
-   * another, into `out`: only those read when it stays in its file. */
-  readConstantFloats(
-    name: string,
-    start: number,
-    length: number,
-    stride: number,
-    count: number,
-    out: Float32Array,
-  ): void;
+  /** Pieces of a float constant, as a StridedFloatReader reads B: only those read when it stays in its file. */
+  readConstantFloats(name: string, ...pieces: Parameters<StridedFloatReader>): void;
   intsConstant(name: string, what: string): number[];
   /** Refuses a node whose outputs after the first are read (inference computes only the first). */
   unusedExtraOutputs(what: string): void;

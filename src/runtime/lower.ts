@@ -14,6 +14,7 @@ import { readFloats, toNumbers, type TensorValue } from '../graph/tensor.ts';
 import { GpuError } from '../kernels/errors.ts';
 import { unaryProgram } from '../kernels/elementwise.ts';
 import { gemmPrograms, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
+import type { StridedFloatReader } from '../kernels/linear.ts';
 import { NO_ACTIVATION, type Activation, type KernelProgram } from '../kernels/program.ts';
 import type { BindingRef, LowerContext, LowerOptions, OpDefinition, StepSpec } from '../ops/op.ts';
 import { findOp, OPS, RUNTIME_SUPPORTED_OPS } from '../ops/registry.ts';
@@ -374,16 +375,9 @@ class NodeLowering implements LowerContext {
     throw this.error(`constant '${name}' has dtype ${t.dtype}; accepted: float32`);
   }
 
-  readConstantFloats(
-    name: string,
-    start: number,
-    length: number,
-    stride: number,
-    count: number,
-    out: Float32Array,
-  ): void {
+  readConstantFloats(name: string, ...pieces: Parameters<StridedFloatReader>): void {
     const t = this.constantOf(name);
-    readFloats(t?.dtype === 'float32' ? t : fromFloats(this.floatConstant(name)), start, length, stride, count, out);
+    readFloats(t?.dtype === 'float32' ? t : fromFloats(this.floatConstant(name)), ...pieces);
   }
 
   intsConstant(name: string, what: string): number[] {
