@@ -3,7 +3,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNodeGpuContext } from '../src/node/index.ts';
-import { GpuContext } from '../src/kernels/gpu-context.ts';
+import { GpuContext, UPLOAD_PIECE_BYTES } from '../src/kernels/gpu-context.ts';
 import { GpuAdapterError, GpuDeviceLostError, GpuError, GpuValidationError } from '../src/kernels/errors.ts';
 import { randomFloat32Array } from './helpers/random.ts';
 
@@ -134,6 +134,23 @@ describe('GpuContext', () => {
     const part = new Float32Array(await ctx.read(buffer, 10 * 4, 5 * 4));
     expect([...part]).toEqual([...data.subarray(5, 15)]);
     await expect(ctx.read(buffer, 6, 0)).rejects.toBeInstanceOf(GpuValidationError);
+    buffer.destroy();
+  });
+
+  it('uploads data larger than one write piece, at an offset, from a view into a larger buffer', async () => {
+    // Two whole pieces and a part: the pieces' offsets in the buffer and in the view must both advance.
+    const floats = (2 * UPLOAD_PIECE_BYTES) / 4 + 37;
+    const backing = randomFloat32Array(floats + 8, 4);
+    const data = backing.subarray(3, 3 + floats);
+    const buffer = ctx.createBuffer(
+      'pieces',
+      data.byteLength + 16,
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
+    );
+    ctx.upload(buffer, data, 16);
+    const back = new Float32Array(await ctx.read(buffer, data.byteLength, 16));
+    expect(back.length).toBe(floats);
+    expect(back.findIndex((v, i) => v !== data[i])).toBe(-1);
     buffer.destroy();
   });
 

@@ -15,6 +15,7 @@ import {
   type GemmVariant,
 } from '../src/kernels/gemm.ts';
 import { packConvWeights, type Conv2dParams } from '../src/kernels/conv.ts';
+import { floatArrayReader, packB, packBBands } from '../src/kernels/linear.ts';
 import { conv2dProgram, runProgram } from './helpers/run-program.ts';
 import type { Activation } from '../src/kernels/program.ts';
 import { Autotuner, memoryTuningStore } from '../src/kernels/autotune.ts';
@@ -357,3 +358,37 @@ async function runConvCase(gpu: GpuContext, c: ConvCase, variant: GemmVariant): 
   const got = (await runProgram(gpu, conv2dProgram(p, variant), inputs, { y: want.data.length })).y;
   return relL2(got, want.data);
 }
+
+describe('packBBands', () => {
+  // K·ld over one band (2^22 floats) so that a band boundary falls inside the tensor; 1001 columns
+  // pad to 1008, and the source is offset by n0 = 5 columns (rows, with transB).
+  const [K, N, n0, columns] = [4200, 1010, 5, 1001];
+  for (const transB of [false, true]) {
+    it(`packs B band by band as a plain loop does (transB ${transB}), each band's padding zero though its buffer is reused`, () => {
+      const data = randomFloat32Array(K * N, transB ? 62 : 61);
+      const ld = roundUp(columns, 8);
+      const want = new Float32Array(K * ld);
+      for (let k = 0; k < K; k++)
+        for (let n = 0; n < columns; n++) want[k * ld + n] = transB ? data[(n0 + n) * K + k] : data[k * N + n0 + n];
+      const bands = packBBands(floatArrayReader(data), K, N, transB, n0, columns);
+      expect(bands.length).toBe(want.length);
+      const count = Math.ceil(bands.length / bands.bandLength);
+      expect(count).toBeGreaterThan(1);
+      const band = new Float32Array(bands.bandLength).fill(Number.NaN);
+      const got = new Float32Array(bands.length);
+      for (let i = 0; i < count; i++) {
+        const out = band.subarray(0, Math.min(bands.bandLength, bands.length - i * bands.bandLength));
+        bands.fill(i, out);
+        got.set(out, i * bands.bandLength);
+      }
+      expect(got.findIndex((v, i) => v !== want[i])).toBe(-1);
+      // packB makes the same floats whole, batch after batch.
+      const twice = new Float32Array(2 * K * N);
+      twice.set(data);
+      twice.set(data, K * N);
+      const packed = packB(twice, K, N, transB, n0, columns, 2);
+      expect(packed.length).toBe(2 * want.length);
+      expect(packed.findIndex((v, i) => v !== want[i % want.length])).toBe(-1);
+    });
+  }
+});

@@ -1,9 +1,10 @@
-// Host memory while loading. VGG-16 (as `graft build vgg16` writes it, 553 MB) is loaded,
-// compiled and run once in a child process, whose peak RSS (VmHWM) is compared with the file
-// size, over the child's RSS once its GPU context is open (Node, tsx and Dawn with lavapipe,
-// about 190 MB here: the runtime's own cost, the same for any model). On lavapipe the GPU's
-// buffers are host memory in this process, so the weights' GPU copy is counted too: the file
-// size is a floor. The output is compared with onnxruntime-node CPU on the same input.
+// Host memory while loading. VGG-16 (as `graft build vgg16` writes it, 553 MB) is loaded with its
+// tensors left in the file, compiled and run once in a child process, whose peak RSS (VmHWM) is
+// compared with the file size, over the child's RSS once its GPU context is open (Node, tsx and
+// Dawn with lavapipe, about 190 MB here: the runtime's own cost, the same for any model). On
+// lavapipe the GPU's buffers are host memory in this process, so the weights' GPU copy is
+// counted too: the file size is a floor. The output is compared with onnxruntime-node CPU on the
+// same input.
 //
 // The smaller checks: a file decoded in pieces (decodeModelFile) decodes to the same Graph as
 // its bytes decoded whole, with raw_data at every alignment; a file whose structure the piecewise
@@ -21,9 +22,10 @@ import { buildArchitecture } from '../src/graph/architectures/index.ts';
 import { decodeModel, encodeModel } from '../src/graph/codec.ts';
 import { allocateHostBytes, HostMemoryError, ModelError } from '../src/graph/errors.ts';
 import { Graph } from '../src/graph/ir.ts';
+import { readFloats } from '../src/graph/tensor.ts';
 import { DEFER_RAW_DATA_FROM } from '../src/graph/model-source.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
-import { decodeModelFile, saveModelFile } from '../src/node/files.ts';
+import { decodeModelFile, loadModelFile, saveModelFile } from '../src/node/files.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
 import { WeightsTooLargeError } from '../src/runtime/errors.ts';
 import { Session } from '../src/runtime/session.ts';
@@ -37,12 +39,15 @@ const CHILD_TIMEOUT_MS = 240_000;
 
 /**
  * Peak RSS over the runtime's own, as a multiple of the file size. Measured on lavapipe: 3.22×
- * before the loader read tensors into buffers of their own and the session uploaded each packed
- * weight as it was made (3.58× of the file in all); 2.33× after (2.69× in all). The issue's
- * target is 1.3×, which needs the largest weight (fc6, 0.74× of the file) read and packed in
- * pieces rather than whole: not done yet.
+ * with the file read whole; 2.33× with each tensor read into a buffer of its own and each packed
+ * weight uploaded as it was made; 2.14× with packed weights made and uploaded in bands; 1.20–1.27×
+ * with the tensors left in the file and read a column chunk (128 MiB) at a time; 1.18–1.23×
+ * (six runs) read a band (16 MiB) at a time. The peak is now in the first run, not in loading:
+ * the weights' GPU copy (1.00×) and activations (0.05×), with the kernels lavapipe compiled and
+ * Dawn's own buffers beside them, all kept for as long as the session is. The margin (0.07×) is
+ * for the shader compiles.
  */
-const PEAK_OVER_RUNTIME = 2.5;
+const PEAK_OVER_RUNTIME = 1.3;
 
 let dir: string;
 beforeAll(() => {
@@ -111,6 +116,41 @@ describe('decoding a file in pieces', () => {
     }
   });
 
+  it('with leaveTensorsInFile, gives the same Graph, its large tensors read from the file each time and in pieces', () => {
+    const graph = modelWithTensors();
+    const file = join(dir, 'stored.onnx');
+    saveModelFile(graph, file);
+    const stored = decodeModelFile(file, { leaveTensorsInFile: true });
+    expect(describeGraphDifference(stored, decodeModelFile(file))).toBeUndefined();
+    const w = stored.initializers.get('W')!.value;
+    const first = w.data as Float32Array;
+    // Read afresh: nothing holds the bytes between reads.
+    expect(w.data).not.toBe(first);
+    expect(w.data).toEqual(first);
+    // Three pieces of 7 floats, 50 apart, from float 100 (W is [64, 40]): only those read.
+    const pieces = new Float32Array(21);
+    readFloats(w, 100, 7, 50, 3, pieces);
+    expect(pieces).toEqual(
+      Float32Array.from([0, 1, 2].flatMap((i) => [...first.subarray(100 + 50 * i, 107 + 50 * i)])),
+    );
+    // A small tensor stays in the structure, as decoded whole.
+    const small = stored.initializers.get('bb')!.value;
+    expect(small.data).toBe(small.data);
+  });
+
+  it('refuses to read a tensor left in a file that changed since, naming the file', () => {
+    const file = join(dir, 'changed.onnx');
+    saveModelFile(modelWithTensors(), file);
+    const stored = decodeModelFile(file, { leaveTensorsInFile: true });
+    const other = modelWithTensors();
+    other.setInitializer('extra', { dtype: 'float32', dims: [3], data: randomFloat32Array(3, 15) });
+    saveModelFile(other, file);
+    const error = captureError(() => stored.initializers.get('W')!.value.data);
+    expect(error).toBeInstanceOf(ModelError);
+    expect((error as Error).message).toContain(file);
+    expect((error as Error).message).toMatch(/changed .* since it was loaded with its tensors left in it/);
+  });
+
   it('refuses a truncated file with the error decodeModel gives its bytes', () => {
     const file = join(dir, 'truncated.onnx');
     const bytes = encodeModel(modelWithTensors());
@@ -149,6 +189,45 @@ describe('a session and the host weights', () => {
     } finally {
       lean.dispose();
       kept.dispose();
+    }
+  });
+
+  it('runs a Gemm and a MatMul whose weights, left in the file, are read and packed as they upload', async () => {
+    // B [N, K] with transB: a binding of 40 columns' worth cuts N = 100 into chunks of 40, 40, 20,
+    // each read from the file on its own; then a MatMul's B [N, 30] read from the file whole.
+    const [K, N, P] = [1000, 100, 30];
+    const g = new Graph();
+    g.irVersion = 8;
+    g.opsetImports = [{ domain: '', version: 17 }];
+    g.inputs = [{ name: 'x', dtype: 'float32', shape: [2, K] }];
+    g.outputs = [{ name: 'y', dtype: 'float32', shape: [2, P] }];
+    for (const v of [...g.inputs, ...g.outputs]) g.values.set(v.name, { ...v });
+    g.setInitializer('B', { dtype: 'float32', dims: [N, K], data: randomFloat32Array(N * K, 31) });
+    g.setInitializer('c', { dtype: 'float32', dims: [N], data: randomFloat32Array(N, 32) });
+    g.setInitializer('D', { dtype: 'float32', dims: [N, P], data: randomFloat32Array(N * P, 34) });
+    g.nodes = [
+      {
+        name: 'fc',
+        opType: 'Gemm',
+        domain: '',
+        inputs: ['x', 'B', 'c'],
+        outputs: ['h'],
+        attributes: { transB: { type: 'int', value: 1 } },
+      },
+      { name: 'mm', opType: 'MatMul', domain: '', inputs: ['h', 'D'], outputs: ['y'], attributes: {} },
+    ];
+    const file = join(dir, 'gemm.onnx');
+    saveModelFile(g, file);
+    const x = { dims: [2, K], data: randomFloat32Array(2 * K, 33) };
+    const reference = (await runOrt(onnxBytesForOrt(g), { x })).y.data;
+    const session = await Session.create(loadModelFile(file, { leaveTensorsInFile: true }), {
+      gpu,
+      maxBindingBytes: 40 * K * 4,
+    });
+    try {
+      expect(maxRelativeError((await session.run({ x })).y.data, reference)).toBeLessThan(1e-5);
+    } finally {
+      session.dispose();
     }
   });
 

@@ -12,10 +12,12 @@ import {
   dataTypeToOnnx,
   invalidDims,
   sizeOf,
+  storedTensor,
   tensorBytes,
   typedArrayFromBytes,
   typedArrayView,
   type DataType,
+  type StoredBytes,
   type TensorData,
   type TensorValue,
 } from './tensor.ts';
@@ -49,10 +51,10 @@ export function decodeModel(bytes: Uint8Array, options: DecodeOptions = {}): Gra
 }
 
 /** An initializer's raw_data left out of the bytes decoded: its length, and how to read it. */
-export interface DeferredTensorData {
+export interface DeferredTensorData extends StoredBytes {
   length: number;
-  /** The bytes, in a buffer of their own (aligned for any element type). */
-  read(): Uint8Array;
+  /** The bytes stay where they are: the tensor reads them each time its data is asked for (storedTensor). */
+  leaveStored?: boolean;
 }
 
 /**
@@ -270,7 +272,8 @@ export function decodeTensor(t: onnx.ITensorProto, ctx: TensorContext, deferred?
     const width = bytesPerElement(dtype);
     if (width === undefined) throw fail('raw_data for this type is not supported');
     if (rawLength !== count * width) throw fail(`raw_data has ${rawLength} bytes, expected ${count * width}`);
-    return { dtype, dims, data: typedArrayView(dtype, deferred ? deferred.read() : raw!, count) };
+    if (deferred?.leaveStored) return storedTensor(dtype, dims, deferred);
+    return { dtype, dims, data: typedArrayView(dtype, deferred ? deferred.read(0, deferred.length) : raw!, count) };
   }
   if (bytesPerElement(dtype) === undefined) throw fail('this data type is not supported');
   const field = typedField(dtype);

@@ -11,17 +11,29 @@ export interface ByteSource {
   readonly byteLength: number;
   /** `length` bytes at `offset`, in a fresh buffer of their own. */
   read(offset: number, length: number): Uint8Array;
+  /** Bytes [offset + i·stride, offset + i·stride + length) for i < count, one after another,
+   * into `out` (a file reads them with one open); without it, read() is called per piece. */
+  readStrided?(offset: number, length: number, stride: number, count: number, out: Uint8Array): void;
 }
 
 /** raw_data shorter than this stays in the decoded structure (one read is not worth it). */
 export const DEFER_RAW_DATA_FROM = 4096;
+
+export interface SourceDecodeOptions extends DecodeOptions {
+  /**
+   * Leave each large raw_data in the source: its tensor reads it each time its data is asked for
+   * (storedTensor), so the Graph holds no weights and the runtime can read the largest in
+   * pieces. The source must stay readable, and unchanged, while the Graph is used.
+   */
+  leaveTensorsInSource?: boolean;
+}
 
 /**
  * Decodes the model in `source` as decodeModel would decode its bytes. A structure this reader
  * does not follow (a protobuf group, a length past the end) is decoded from the whole bytes
  * instead, so that decodeModel reports what is wrong with it.
  */
-export function decodeModelSource(source: ByteSource, options: DecodeOptions = {}): Graph {
+export function decodeModelSource(source: ByteSource, options: SourceDecodeOptions = {}): Graph {
   let hollow: HollowModel;
   try {
     hollow = hollowModel(source);
@@ -29,9 +41,25 @@ export function decodeModelSource(source: ByteSource, options: DecodeOptions = {
     if (!(e instanceof UnfollowedStructure)) throw e;
     return decodeModel(source.read(0, source.byteLength), options);
   }
-  const deferred = hollow.rawData.map((r): DeferredTensorData | undefined =>
-    r ? { length: r.length, read: () => source.read(r.offset, r.length) } : undefined,
-  );
+  const leaveStored = options.leaveTensorsInSource === true;
+  const deferred = hollow.rawData.map((r): DeferredTensorData | undefined => {
+    if (!r) return undefined;
+    const check = (offset: number, length: number) => {
+      if (offset < 0 || length < 0 || offset + length > r.length)
+        throw new Error(`internal: bytes [${offset}, ${offset + length}) of a raw_data of ${r.length}`);
+    };
+    const read = (offset: number, length: number) => {
+      check(offset, length);
+      return source.read(r.offset + offset, length);
+    };
+    const readStrided = (offset: number, length: number, stride: number, count: number, out: Uint8Array) => {
+      if (count === 0) return;
+      check(offset, (count - 1) * stride + length);
+      if (source.readStrided) return source.readStrided(r.offset + offset, length, stride, count, out);
+      for (let i = 0; i < count; i++) out.set(source.read(r.offset + offset + i * stride, length), i * length);
+    };
+    return { length: r.length, read, readStrided, leaveStored };
+  });
   return decodeModelWithDeferredData(hollow.skeleton, options, deferred);
 }
 

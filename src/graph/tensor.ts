@@ -184,6 +184,62 @@ const TYPED_ARRAYS: Partial<
   int8: Int8Array,
 };
 
+/** Where a tensor's bytes are stored (its raw_data in a file, say). */
+export interface StoredBytes {
+  /** `length` bytes at `offset`, in a buffer of their own (aligned for any element type). */
+  read(offset: number, length: number): Uint8Array;
+  /** Bytes [offset + i·stride, offset + i·stride + length) for i < count, one after another, into `out`. */
+  readStrided(offset: number, length: number, stride: number, count: number, out: Uint8Array): void;
+}
+
+const storedBytes = new WeakMap<TensorValue, StoredBytes>();
+
+/**
+ * A tensor whose bytes stay where they are stored (a model file): each read of `data` reads
+ * them whole, afresh, and nothing keeps them, so a Graph of such tensors holds no weights;
+ * readFloats reads parts. Writes into an array `data` gave are not kept; `data` cannot be set.
+ */
+export function storedTensor(dtype: DataType, dims: number[], bytes: StoredBytes): TensorValue {
+  const count = sizeOf(dims);
+  const width = bytesPerElement(dtype);
+  if (width === undefined) throw new Error(`no raw-byte layout for dtype ${dtype}`);
+  const value = { dtype, dims } as TensorValue;
+  Object.defineProperty(value, 'data', {
+    enumerable: true,
+    get: () => typedArrayView(dtype, bytes.read(0, count * width), count),
+  });
+  storedBytes.set(value, bytes);
+  return value;
+}
+
+/**
+ * Floats [start + i·stride, start + i·stride + length) for i < count of a float32 tensor, one
+ * after another, into `out`: for a stored tensor only these are read.
+ */
+export function readFloats(
+  value: TensorValue,
+  start: number,
+  length: number,
+  stride: number,
+  count: number,
+  out: Float32Array,
+): void {
+  if (value.dtype !== 'float32') throw new Error(`readFloats: a ${value.dtype} tensor, not float32`);
+  const size = sizeOf(value.dims);
+  const last = start + (count - 1) * stride + length;
+  if (start < 0 || length < 0 || count < 0 || (count > 0 && last > size) || out.length < count * length)
+    throw new Error(`readFloats: ${count} × ${length} floats from ${start} by ${stride} of a tensor of ${size}`);
+  if (count === 0 || length === 0) return;
+  const stored = storedBytes.get(value);
+  if (stored) {
+    const bytes = new Uint8Array(out.buffer, out.byteOffset, count * length * 4);
+    stored.readStrided(start * 4, length * 4, stride * 4, count, bytes);
+    return;
+  }
+  const data = value.data as Float32Array;
+  for (let i = 0; i < count; i++) out.set(data.subarray(start + i * stride, start + i * stride + length), i * length);
+}
+
 /** An empty typed array of `length` elements of `dtype`. */
 export function allocate(dtype: DataType, length: number): TensorData {
   if (dtype === 'string') return Array.from({ length }, () => new Uint8Array(0));

@@ -119,18 +119,69 @@ export function packB(
   const ld = roundUp(columns, PACK_MULTIPLE);
   const out = new Float32Array(batch * K * ld);
   for (let b = 0; b < batch; b++) {
-    const src = b * K * N;
-    const dst = b * K * ld;
-    if (transB) {
-      for (let n = 0; n < columns; n++) {
-        const row = src + (n0 + n) * K;
-        for (let k = 0; k < K; k++) out[dst + k * ld + n] = data[row + k];
-      }
-    } else {
-      for (let k = 0; k < K; k++) out.set(data.subarray(src + k * N + n0, src + k * N + n0 + columns), dst + k * ld);
-    }
+    const bands = packBBands(floatArrayReader(data.subarray(b * K * N, (b + 1) * K * N)), K, N, transB, n0, columns);
+    for (let i = 0, start = b * K * ld; i * bands.bandLength < bands.length; i++, start += bands.bandLength)
+      bands.fill(i, out.subarray(start, start + Math.min(bands.bandLength, bands.length - i * bands.bandLength)));
   }
   return out;
+}
+
+/** Floats [start + i·stride, start + i·stride + length) for i < count of B, one after another, into `out`. */
+export type StridedFloatReader = (
+  start: number,
+  length: number,
+  stride: number,
+  count: number,
+  out: Float32Array,
+) => void;
+
+/** Floats per band of packBBands (16 MiB): for a B left in a file, a transB band reads one piece per column. */
+const PACK_BAND_FLOATS = 1 << 22;
+
+/**
+ * packB's floats made a band of whole rows (about PACK_BAND_FLOATS floats) at a time, B read
+ * through `read` band by band: for uploading a large weight without it or its packed form whole
+ * on the host. fill(i, out) writes band i into `out`, which is that band's length.
+ */
+export function packBBands(
+  read: StridedFloatReader,
+  K: number,
+  N: number,
+  transB: boolean,
+  n0: number,
+  columns: number,
+): { length: number; bandLength: number; fill(band: number, out: Float32Array): void } {
+  const ld = roundUp(columns, PACK_MULTIPLE);
+  const rows = Math.max(1, Math.min(K, Math.floor(PACK_BAND_FLOATS / ld)));
+  let gathered: Float32Array | undefined; // B's floats of one band, as read
+  return {
+    length: K * ld,
+    bandLength: rows * ld,
+    fill: (band, out) => {
+      const k0 = band * rows;
+      const bandRows = Math.min(K, k0 + rows) - k0;
+      gathered ??= new Float32Array(rows * columns);
+      if (transB) {
+        // Column n of the packed form is row n0 + n of B, whose floats k0… are one piece.
+        read(n0 * K + k0, bandRows, K, columns, gathered);
+        for (let n = 0; n < columns; n++)
+          for (let k = 0; k < bandRows; k++) out[k * ld + n] = gathered[n * bandRows + k];
+      } else {
+        read(k0 * N + n0, columns, N, bandRows, gathered);
+        for (let k = 0; k < bandRows; k++) out.set(gathered.subarray(k * columns, (k + 1) * columns), k * ld);
+      }
+      // The padding columns (out may be reused from band to band).
+      if (ld > columns) for (let k = 0; k < bandRows; k++) out.fill(0, k * ld + columns, (k + 1) * ld);
+      if (k0 + bandRows === K) gathered = undefined;
+    },
+  };
+}
+
+/** B's floats read from an array. */
+export function floatArrayReader(data: Float32Array): StridedFloatReader {
+  return (start, length, stride, count, out) => {
+    for (let i = 0; i < count; i++) out.set(data.subarray(start + i * stride, start + i * stride + length), i * length);
+  };
 }
 
 /** Column chunk width so that a packed chunk [K][width] fits `maxBytes` (a multiple of 8, ≥ 8). */

@@ -27,31 +27,72 @@ export function readBytes(path: string): Uint8Array {
  * the range is checked against the size before anything is allocated.
  */
 function readRange(fd: number, path: string, offset: number, length: number, size: number, what: string): Uint8Array {
+  checkRange(path, offset, length, size, what);
+  const out = allocateHostBytes(length, what, path);
+  readInto(fd, path, offset, out, what);
+  return out;
+}
+
+function checkRange(path: string, offset: number, length: number, size: number, what: string): void {
   if (offset + length > size)
     throw new ModelError(`${what} needs ${length} bytes at offset ${offset}, but the file has ${size} bytes`, {
       file: path,
     });
-  const out = allocateHostBytes(length, what, path);
+}
+
+/** Fills `out` with the bytes at `offset` of the open file `fd`. */
+function readInto(fd: number, path: string, offset: number, out: Uint8Array, what: string): void {
   let done = 0;
-  while (done < length) {
-    const n = readSync(fd, out, done, length - done, offset + done);
+  while (done < out.byteLength) {
+    const n = readSync(fd, out, done, out.byteLength - done, offset + done);
     if (n === 0)
       throw new ModelError(`${what}: the file ended after ${offset + done} bytes (it shrank while being read)`, {
         file: path,
       });
     done += n;
   }
-  return out;
 }
 
-/** Runs `use` on a ByteSource over the file at `path`, open for the call's duration. */
+/**
+ * Runs `use` on a ByteSource over the file at `path`, read through one descriptor for the call's
+ * duration. A read after the call (a tensor left in the file) opens the file again, and is
+ * refused with a ModelError if the file changed since (its inode, size or modification time).
+ */
 function withFileSource<T>(path: string, use: (source: ByteSource) => T): T {
-  const fd = openSync(path, 'r');
+  let fd: number | undefined = openSync(path, 'r');
+  const opened = fstatSync(fd);
+  const size = opened.size;
+  const withFd = <R>(read: (fd: number) => R): R => {
+    if (fd !== undefined) return read(fd);
+    const later = openSync(path, 'r');
+    try {
+      const now = fstatSync(later);
+      if (now.ino !== opened.ino || now.size !== size || now.mtimeMs !== opened.mtimeMs)
+        throw new ModelError(
+          'the file changed (its size, modification time or inode) since it was loaded with its tensors left in it; load it again',
+          { file: path },
+        );
+      return read(later);
+    } finally {
+      closeSync(later);
+    }
+  };
+  const what = 'the model';
   try {
-    const size = fstatSync(fd).size;
-    return use({ byteLength: size, read: (offset, length) => readRange(fd, path, offset, length, size, 'the model') });
+    return use({
+      byteLength: size,
+      read: (offset, length) => withFd((f) => readRange(f, path, offset, length, size, what)),
+      readStrided: (offset, length, stride, count, out) => {
+        if (count > 0) checkRange(path, offset, (count - 1) * stride + length, size, what);
+        withFd((f) => {
+          for (let i = 0; i < count; i++)
+            readInto(f, path, offset + i * stride, out.subarray(i * length, (i + 1) * length), what);
+        });
+      },
+    });
   } finally {
     closeSync(fd);
+    fd = undefined;
   }
 }
 
@@ -90,20 +131,35 @@ function checkModelFile(path: string): void {
   if (problem) throw new ModelError(problem.detail, { file: path });
 }
 
+export interface ModelFileOptions {
+  /**
+   * Leave each large tensor (raw_data of 4 KiB or more) in the file: its data is read from the
+   * file each time it is asked for, and the runtime reads the largest weights in pieces as it
+   * uploads them, so neither the Graph nor a session made from it holds the weights on the host.
+   * The file must not change while the Graph is used: a read then throws a ModelError.
+   */
+  leaveTensorsInFile?: boolean;
+}
+
 /**
  * Decodes a model file (no folding or inference): for round trips and tools. The file is read
- * in pieces: its structure, then each large tensor into a buffer of its own.
+ * in pieces: its structure, then each large tensor into a buffer of its own (or, with
+ * leaveTensorsInFile, when its data is asked for).
  */
-export function decodeModelFile(path: string): Graph {
+export function decodeModelFile(path: string, options: ModelFileOptions = {}): Graph {
   checkModelFile(path);
   return withFileSource(path, (source) =>
-    decodeModelSource(source, { file: path, readExternal: externalDataReader(path) }),
+    decodeModelSource(source, {
+      file: path,
+      readExternal: externalDataReader(path),
+      leaveTensorsInSource: options.leaveTensorsInFile,
+    }),
   );
 }
 
 /** Loads a model file ready for the runtime: decoded (as decodeModelFile), folded, every shape inferred. */
-export function loadModelFile(path: string, options: PrepareOptions = {}): Graph {
-  return prepareGraph(decodeModelFile(path), options);
+export function loadModelFile(path: string, options: PrepareOptions & ModelFileOptions = {}): Graph {
+  return prepareGraph(decodeModelFile(path, options), options);
 }
 
 /** Encodes and writes a model atomically (see writeFileAtomic: the folder is checked first). */

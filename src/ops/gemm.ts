@@ -22,7 +22,16 @@ import {
 } from '../kernels/linear-backward.ts';
 import { reduceToShapeProgram } from '../kernels/backward/elementwise.ts';
 import { defaultGemvVariant, gemvPrograms, gemvUnsupported } from '../kernels/gemv.ts';
-import { columnChunk, gemmOpProblem, matmulProblem, packB, type GemmOpParams } from '../kernels/linear.ts';
+import {
+  columnChunk,
+  floatArrayReader,
+  gemmOpProblem,
+  matmulProblem,
+  packB,
+  packBBands,
+  type GemmOpParams,
+  type StridedFloatReader,
+} from '../kernels/linear.ts';
 import {
   UPLOADED,
   type BindingRef,
@@ -140,14 +149,16 @@ async function lowerGemm(ctx: LowerContext): Promise<StepSpec[]> {
   }
   // Constant B: packed [K][N'] in column chunks that each fit one binding; a few rows (batch-1
   // dense layers) take the split-K GEMV where options.denseKernel asks for it.
-  const bData = ctx.floatConstant(n.inputs[1]);
+  // Each chunk is packed a band at a time as it uploads, reading only that band's floats of B (from
+  // the file, for a weight left there): neither B nor a packed chunk is ever whole on the host.
+  const readB = constantReader(ctx, n.inputs[1]);
   const chunk = columnChunk(K, N, options.maxBindingBytes);
   const steps: StepSpec[] = [];
   for (let n0 = 0; n0 < N; n0 += chunk) {
     const columns = Math.min(chunk, N - n0);
     const problem = gemmOpProblem(params, { packed: true, nOffset: n0, columns });
     const key = `gemmB:${n.inputs[1]}:${transB}:${n0}:${columns}`;
-    const packed = options.uploadedBytes?.(key) === undefined ? packB(bData, K, N, transB, n0, columns) : UPLOADED;
+    const packed = options.uploadedBytes?.(key) === undefined ? packBBands(readB, K, N, transB, n0, columns) : UPLOADED;
     const refs: Record<string, BindingRef> = {
       a: ctx.ref(n.inputs[0]),
       b: { constant: { key, data: packed } },
@@ -162,6 +173,13 @@ async function lowerGemm(ctx: LowerContext): Promise<StepSpec[]> {
     steps.push(...ctx.gemmSteps(problem, variant, [refs.a, refs.b, refs.c, ...(cRef ? [cRef] : [])]));
   }
   return steps;
+}
+
+/** Reads a constant B's floats where they are (its file, for a weight left there); a B of
+ * another type is converted, or refused naming the node, here. */
+function constantReader(ctx: LowerContext, name: string): StridedFloatReader {
+  if (ctx.constantOf(name)?.dtype !== 'float32') return floatArrayReader(ctx.floatConstant(name));
+  return (...pieces) => ctx.readConstantFloats(name, ...pieces);
 }
 
 /** A GEMV's steps, its bindings taken by name from `refs`; the partial sums of a split K go to a temporary named `partial`. */
@@ -207,7 +225,7 @@ async function lowerMatMul(ctx: LowerContext): Promise<StepSpec[]> {
   ctx.checkBinding(sizeOf(aDims) * 4, `input '${n.inputs[0]}'`);
   ctx.checkBinding(sizeOf(ctx.outputShape()) * 4, `output '${output}'`);
   const variant = await ctx.options!.chooseVariant(problem, 'gemm');
-  let bRef: BindingRef = ctx.ref(n.inputs[1]);
+  let bRef: BindingRef;
   if (constantB) {
     const b2 = bDims.length === 1 ? [bDims[0], 1] : bDims;
     const K = b2[b2.length - 2];
@@ -215,10 +233,17 @@ async function lowerMatMul(ctx: LowerContext): Promise<StepSpec[]> {
     const batch = sizeOf(b2.slice(0, -2));
     const key = `matmulB:${n.inputs[1]}`;
     const uploaded = ctx.options!.uploadedBytes?.(key);
-    const packed = uploaded === undefined ? packB(ctx.floatConstant(n.inputs[1]), K, N, false, 0, N, batch) : UPLOADED;
+    // One B is packed in bands as it uploads (see lowerGemm); a batch of them whole.
+    const packed =
+      uploaded !== undefined
+        ? UPLOADED
+        : batch === 1
+          ? packBBands(constantReader(ctx, n.inputs[1]), K, N, false, 0, N)
+          : packB(ctx.floatConstant(n.inputs[1]), K, N, false, 0, N, batch);
     ctx.checkBinding(uploaded ?? packed.length * 4, `packed weights '${n.inputs[1]}'`);
     bRef = { constant: { key, data: packed } };
   } else {
+    bRef = ctx.ref(n.inputs[1]);
     ctx.checkBinding(sizeOf(bDims) * 4, `input '${n.inputs[1]}'`);
   }
   return ctx.gemmSteps(problem, variant, [ctx.ref(n.inputs[0]), bRef, { value: output }]);

@@ -13,6 +13,7 @@ import type { Graph, Node } from '../graph/ir.ts';
 import type { ShapeRule } from '../graph/shape-context.ts';
 import type { TensorValue } from '../graph/tensor.ts';
 import type { GemmProblem, GemmVariant } from '../kernels/gemm.ts';
+import type { StridedFloatReader } from '../kernels/linear.ts';
 import type { Activation, KernelProgram } from '../kernels/program.ts';
 
 /** An attribute an op accepts: its name, or its name and the opsets whose schema has it
@@ -72,7 +73,17 @@ export interface EpilogueContext {
 export interface ConstantTensor {
   /** Identifies the uploaded form: the same key is uploaded once and shared. */
   key: string;
-  data: Float32Array;
+  /** The floats, or (a large packed weight) a maker of them band by band, so that the packed
+   * form never lies whole on the host. */
+  data: Float32Array | ConstantBands;
+}
+
+/** A tensor of `length` floats made `bandLength` floats at a time (the last band may be shorter). */
+export interface ConstantBands {
+  readonly length: number;
+  readonly bandLength: number;
+  /** Writes band `band` (floats [band·bandLength, …) of the tensor) into `out`, which is that long. */
+  fill(band: number, out: Float32Array): void;
 }
 
 /** The host data of a constant a lowering binds by key only (LowerOptions.uploadedBytes knew its upload). */
@@ -135,6 +146,8 @@ export interface LowerContext extends EpilogueContext {
   outputShape(): number[];
   isConstant(name: string): boolean;
   floatConstant(name: string): Float32Array;
+  /** Pieces of a float constant, as a StridedFloatReader reads B: only those read when it stays in its file. */
+  readConstantFloats(name: string, ...pieces: Parameters<StridedFloatReader>): void;
   intsConstant(name: string, what: string): number[];
   /** Refuses a node whose outputs after the first are read (inference computes only the first). */
   unusedExtraOutputs(what: string): void;

@@ -10,15 +10,16 @@
 import { AttributeReader } from '../graph/attributes.ts';
 import { ModelError } from '../graph/errors.ts';
 import type { Graph, Node } from '../graph/ir.ts';
-import { toNumbers, type TensorValue } from '../graph/tensor.ts';
+import { readFloats, toNumbers, type TensorValue } from '../graph/tensor.ts';
 import { GpuError } from '../kernels/errors.ts';
 import { unaryProgram } from '../kernels/elementwise.ts';
 import { gemmPrograms, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
+import type { StridedFloatReader } from '../kernels/linear.ts';
 import { NO_ACTIVATION, type Activation, type KernelProgram } from '../kernels/program.ts';
 import type { BindingRef, LowerContext, LowerOptions, OpDefinition, StepSpec } from '../ops/op.ts';
 import { findOp, OPS, RUNTIME_SUPPORTED_OPS } from '../ops/registry.ts';
 
-export type { BindingRef, BindingView, ConstantTensor, LowerOptions, StepSpec } from '../ops/op.ts';
+export type { BindingRef, BindingView, ConstantBands, ConstantTensor, LowerOptions, StepSpec } from '../ops/op.ts';
 
 export interface Lowered {
   steps: StepSpec[];
@@ -374,6 +375,11 @@ class NodeLowering implements LowerContext {
     throw this.error(`constant '${name}' has dtype ${t.dtype}; accepted: float32`);
   }
 
+  readConstantFloats(name: string, ...pieces: Parameters<StridedFloatReader>): void {
+    const t = this.constantOf(name);
+    readFloats(t?.dtype === 'float32' ? t : fromFloats(this.floatConstant(name)), ...pieces);
+  }
+
   intsConstant(name: string, what: string): number[] {
     const t = this.constantOf(name);
     if (!t) throw this.error(`${what} ('${name}') must be a constant`);
@@ -400,4 +406,9 @@ class NodeLowering implements LowerContext {
       );
     }
   }
+}
+
+/** A float32 tensor over `data` (one dimension): for reading a converted constant like a stored one. */
+function fromFloats(data: Float32Array): TensorValue {
+  return { dtype: 'float32', dims: [data.length], data };
 }

@@ -35,6 +35,7 @@ import {
   BindingLimitError,
   resolveAlias,
   type BindingView,
+  type ConstantBands,
   type ConstantTensor,
   type Lowered,
   type StepSpec,
@@ -55,11 +56,13 @@ export class ConstantStore {
   get(c: ConstantTensor): GPUBuffer {
     let buffer = this.#buffers.get(c.key);
     if (!buffer) {
-      const size = roundUp(Math.max(16, c.data.byteLength), 16);
+      const bytes = c.data.length * 4;
+      const size = roundUp(Math.max(16, bytes), 16);
       buffer = this.gpu.createBuffer(`const ${c.key}`, size, storageUsage());
-      this.gpu.upload(buffer, c.data);
+      if (c.data instanceof Float32Array) this.gpu.upload(buffer, c.data);
+      else uploadBands(this.gpu, buffer, c.data);
       this.#buffers.set(c.key, buffer);
-      this.#lengths.set(c.key, c.data.byteLength);
+      this.#lengths.set(c.key, bytes);
       this.bytes += size;
     }
     return buffer;
@@ -79,7 +82,7 @@ export class ConstantStore {
 
   /** The bytes of `c`: as uploaded when it was, else its host data's. */
   byteLengthOf(c: ConstantTensor): number {
-    return this.#lengths.get(c.key) ?? c.data.byteLength;
+    return this.#lengths.get(c.key) ?? c.data.length * 4;
   }
 
   /** Drops an uploaded tensor (its next get() uploads afresh): new host weights for a key. */
@@ -97,6 +100,16 @@ export class ConstantStore {
     this.#buffers.clear();
     this.#lengths.clear();
     this.bytes = 0;
+  }
+}
+
+/** Uploads a tensor made band by band through one band-sized host buffer. */
+function uploadBands(gpu: GpuContext, buffer: GPUBuffer, bands: ConstantBands): void {
+  const band = new Float32Array(Math.min(bands.bandLength, bands.length));
+  for (let i = 0, start = 0; start < bands.length; i++, start += bands.bandLength) {
+    const out = band.subarray(0, Math.min(bands.bandLength, bands.length - start));
+    bands.fill(i, out);
+    gpu.upload(buffer, out, start * 4);
   }
 }
 
