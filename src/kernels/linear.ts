@@ -117,7 +117,7 @@ export function packB(
   batch = 1,
 ): Float32Array {
   const ld = roundUp(columns, PACK_MULTIPLE);
-  const out = new Float32Array(batch * K * ld);
+  const out = new Float32Array(packedBSize(K, columns, batch));
   for (let b = 0; b < batch; b++) {
     const src = b * K * N;
     const dst = b * K * ld;
@@ -131,6 +131,11 @@ export function packB(
     }
   }
   return out;
+}
+
+/** Floats in packB's output for these columns. */
+export function packedBSize(K: number, columns: number, batch = 1): number {
+  return batch * K * roundUp(columns, PACK_MULTIPLE);
 }
 
 /** Column chunk width so that a packed chunk [K][width] fits `maxBytes` (a multiple of 8, ≥ 8). */

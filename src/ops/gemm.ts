@@ -22,8 +22,9 @@ import {
 } from '../kernels/linear-backward.ts';
 import { reduceToShapeProgram } from '../kernels/backward/elementwise.ts';
 import { defaultGemvVariant, gemvPrograms, gemvUnsupported } from '../kernels/gemv.ts';
-import { columnChunk, gemmOpProblem, matmulProblem, packB, type GemmOpParams } from '../kernels/linear.ts';
+import { columnChunk, gemmOpProblem, matmulProblem, packB, packedBSize, type GemmOpParams } from '../kernels/linear.ts';
 import {
+  derivedConstant,
   type BindingRef,
   type GradientRule,
   type LowerContext,
@@ -145,10 +146,14 @@ async function lowerGemm(ctx: LowerContext): Promise<StepSpec[]> {
   for (let n0 = 0; n0 < N; n0 += chunk) {
     const columns = Math.min(chunk, N - n0);
     const problem = gemmOpProblem(params, { packed: true, nOffset: n0, columns });
-    const packed = packB(bData, K, N, transB, n0, columns);
+    const packed = derivedConstant(
+      `gemmB:${n.inputs[1]}:${transB}:${n0}:${columns}`,
+      { recipe: `gemm B ${K}x${N} transB ${transB} columns ${n0}+${columns}`, sources: [bData] },
+      () => packB(bData, K, N, transB, n0, columns),
+    );
     const refs: Record<string, BindingRef> = {
       a: ctx.ref(n.inputs[0]),
-      b: { constant: { key: `gemmB:${n.inputs[1]}:${transB}:${n0}:${columns}`, data: packed } },
+      b: { constant: packed },
       c: { value: output },
     };
     if (cRef) refs.bias = cRef;
@@ -211,9 +216,14 @@ async function lowerMatMul(ctx: LowerContext): Promise<StepSpec[]> {
     const K = b2[b2.length - 2];
     const N = b2[b2.length - 1];
     const batch = sizeOf(b2.slice(0, -2));
-    const packed = packB(ctx.floatConstant(n.inputs[1]), K, N, false, 0, N, batch);
-    ctx.checkBinding(packed.length * 4, `packed weights '${n.inputs[1]}'`);
-    bRef = { constant: { key: `matmulB:${n.inputs[1]}`, data: packed } };
+    const bData = ctx.floatConstant(n.inputs[1]);
+    ctx.checkBinding(packedBSize(K, N, batch) * 4, `packed weights '${n.inputs[1]}'`);
+    const packed = derivedConstant(
+      `matmulB:${n.inputs[1]}`,
+      { recipe: `matmul B ${batch}x${K}x${N}`, sources: [bData] },
+      () => packB(bData, K, N, false, 0, N, batch),
+    );
+    bRef = { constant: packed };
   } else {
     ctx.checkBinding(sizeOf(bDims) * 4, `input '${n.inputs[1]}'`);
   }

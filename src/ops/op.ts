@@ -72,7 +72,52 @@ export interface EpilogueContext {
 export interface ConstantTensor {
   /** Identifies the uploaded form: the same key is uploaded once and shared. */
   key: string;
+  /** The host data to upload (a packed or folded form is computed when first read: derivedConstant). */
   data: Float32Array;
+  /**
+   * What `data` is computed from, when the inference sessions of one GPU context may share its
+   * upload: equal recipes over sources of equal bytes give equal data, so a session finds the
+   * buffer another one uploaded without computing `data` at all.
+   */
+  origin?: ConstantOrigin;
+}
+
+export interface ConstantOrigin {
+  /** Everything besides the sources' bytes that `data` depends on: the transform, its layout and
+   * parameters (dims, group, column range, folded epsilon). */
+  recipe: string;
+  /** The host tensors `data` is computed from, in a fixed order. */
+  sources: readonly Float32Array[];
+}
+
+/** A constant uploaded as it is (a raw weight or bias): shared wherever its bytes are equal. */
+export function rawConstant(key: string, data: Float32Array): ConstantTensor {
+  return { key, data, origin: { recipe: 'raw', sources: [data] } };
+}
+
+/**
+ * A constant computed from `origin.sources` (packed, folded) only when its data is first read:
+ * a session that finds the upload shared by another session of its context skips the work.
+ * Assigning `data` (a store releasing it) drops `compute` and what it holds.
+ */
+export function derivedConstant(key: string, origin: ConstantOrigin, compute: () => Float32Array): ConstantTensor {
+  let data: Float32Array | undefined;
+  let make: (() => Float32Array) | undefined = compute;
+  return {
+    key,
+    origin,
+    get data(): Float32Array {
+      if (!data) {
+        data = make!();
+        make = undefined;
+      }
+      return data;
+    },
+    set data(value: Float32Array) {
+      data = value;
+      make = undefined;
+    },
+  };
 }
 
 /** A byte range of a value or constant, bound instead of the whole of it: how a step reaches a

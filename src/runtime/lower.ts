@@ -15,7 +15,14 @@ import { GpuError } from '../kernels/errors.ts';
 import { unaryProgram } from '../kernels/elementwise.ts';
 import { gemmPrograms, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
 import { NO_ACTIVATION, type Activation, type KernelProgram } from '../kernels/program.ts';
-import type { BindingRef, LowerContext, LowerOptions, OpDefinition, StepSpec } from '../ops/op.ts';
+import {
+  rawConstant,
+  type BindingRef,
+  type LowerContext,
+  type LowerOptions,
+  type OpDefinition,
+  type StepSpec,
+} from '../ops/op.ts';
 import { findOp, OPS, RUNTIME_SUPPORTED_OPS } from '../ops/registry.ts';
 
 export type { BindingRef, BindingView, ConstantTensor, LowerOptions, StepSpec } from '../ops/op.ts';
@@ -268,7 +275,7 @@ class NodeLowering implements LowerContext {
     const data = this.floatConstant(input);
     return [
       this.step(unaryProgram({ kind: 'identity' }, data.length), [
-        { constant: { key: `const:${input}`, data } },
+        { constant: rawConstant(`const:${input}`, data) },
         { value: output },
       ]),
     ];
@@ -332,7 +339,7 @@ class NodeLowering implements LowerContext {
   }
 
   ref(name: string): BindingRef {
-    if (this.isConstant(name)) return { constant: { key: `const:${name}`, data: this.floatConstant(name) } };
+    if (this.isConstant(name)) return { constant: rawConstant(`const:${name}`, this.floatConstant(name)) };
     return { value: name };
   }
 

@@ -114,7 +114,8 @@ export class Session {
     this.#source = source;
     this.#graph = graph;
     this.#declared = declared;
-    this.#constants = new ConstantStore(gpu);
+    // Shared with every other session of the context: a second create of a model uploads nothing.
+    this.#constants = new ConstantStore(gpu, { share: true });
   }
 
   /**
