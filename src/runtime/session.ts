@@ -186,7 +186,8 @@ export class Session {
     return this.#current?.peakLiveBytes ?? 0;
   }
 
-  /** Bytes of uploaded constants (packed weights and biases). */
+  /** Bytes of uploaded constants (packed weights and biases), counting those this session shares
+   * with other sessions of its context (held once on the GPU). */
   get weightBytes(): number {
     return this.#constants.bytes;
   }
