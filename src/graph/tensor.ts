@@ -194,6 +194,11 @@ export interface StoredBytes {
 
 const storedBytes = new WeakMap<TensorValue, StoredBytes>();
 
+/** Whether `value` is a storedTensor: its `data` reads the store (the whole tensor) at each access. */
+export function isStoredTensor(value: TensorValue): boolean {
+  return storedBytes.has(value);
+}
+
 /**
  * A tensor whose bytes stay where they are stored (a model file): each read of `data` reads
  * them whole, afresh, and nothing keeps them, so a Graph of such tensors holds no weights;

@@ -96,12 +96,16 @@ export function conv2dGemmProblem(p: Conv2dParams): GemmProblem {
 }
 
 /**
- * W [Cout, Cin/group, KH, KW] → B [group][K][roundUp(Cout/group, 8)] with K in (kh, kw, ci)
- * order (what the im2col loads walk), zero-padded columns.
+ * Packs ONNX conv weights [Cout][Cin/group][KH][KW] as B[group][K][roundUp(Cout/group, 8)], K in
+ * (kh, kw, ci) order, zero-padded; `channelScale` (a folded BatchNormalization) multiplies each
+ * output channel's weights, in float64, rounded once. A transpose: written in blocks of
+ * PACK_BLOCK output channels, so that every write fills whole cache lines while the reads walk
+ * PACK_BLOCK rows of W in order.
  */
 export function packConvWeights(
   w: Float32Array,
   p: Pick<Conv2dParams, 'outChannels' | 'inChannels' | 'group' | 'kernelH' | 'kernelW'>,
+  channelScale?: Float64Array,
 ): Float32Array {
   const groupOut = p.outChannels / p.group;
   const groupIn = p.inChannels / p.group;
@@ -111,17 +115,24 @@ export function packConvWeights(
     throw new Error(`conv weights have ${w.length} values; expected ${p.outChannels}·${K}`);
   const ld = roundUp(groupOut, PACKED_N_MULTIPLE);
   const out = new Float32Array(p.group * K * ld);
+  const scale = channelScale ?? new Float64Array(p.outChannels).fill(1);
   for (let g = 0; g < p.group; g++) {
-    for (let n = 0; n < groupOut; n++) {
-      const src = (g * groupOut + n) * K;
-      const dst = g * K * ld + n;
+    for (let n0 = 0; n0 < groupOut; n0 += PACK_BLOCK) {
+      const n1 = Math.min(groupOut, n0 + PACK_BLOCK);
       for (let ci = 0; ci < groupIn; ci++) {
-        for (let r = 0; r < kernel; r++) out[dst + (r * groupIn + ci) * ld] = w[src + ci * kernel + r];
+        for (let r = 0; r < kernel; r++) {
+          const dst = g * K * ld + (r * groupIn + ci) * ld;
+          const src = g * groupOut * K + ci * kernel + r;
+          for (let n = n0; n < n1; n++) out[dst + n] = w[src + n * K] * scale[g * groupOut + n];
+        }
       }
     }
   }
   return out;
 }
+
+/** Output channels packed together: 16 floats, one 64-byte cache line of the packed matrix. */
+const PACK_BLOCK = 16;
 
 function isPointwise(p: Conv2dParams): boolean {
   return (

@@ -93,6 +93,7 @@ export class GpuContext {
   /** Keyed by entry point + exact WGSL; holds the promise so concurrent requests share one compile. */
   #pipelines = new Map<string, Promise<GPUComputePipeline>>();
   #pipelinesCompiled = 0;
+  #bytesUploaded = 0;
   #shaderObserver: ShaderObserver | undefined;
 
   private constructor(gpu: GPU, keepAlive: unknown, adapter: GPUAdapter, device: GPUDevice, info: AdapterReport) {
@@ -305,6 +306,13 @@ export class GpuContext {
       // The ArrayBuffer form takes byte offsets, whatever the view's element type.
       device.queue.writeBuffer(buffer, offset + done, data.buffer as ArrayBuffer, data.byteOffset + done, bytes);
     }
+    this.#bytesUploaded += data.byteLength;
+  }
+
+  /** Bytes written by upload() on this context (weights, feeds): what tells that a second session
+   * of a model uploaded no weights. */
+  get bytesUploaded(): number {
+    return this.#bytesUploaded;
   }
 
   /** Copies byteLength bytes from byteOffset of buffer (needs COPY_SRC usage) back to the host. */

@@ -117,7 +117,7 @@ export function packB(
   batch = 1,
 ): Float32Array {
   const ld = roundUp(columns, PACK_MULTIPLE);
-  const out = new Float32Array(batch * K * ld);
+  const out = new Float32Array(packedBSize(K, columns, batch));
   for (let b = 0; b < batch; b++) {
     const bands = packBBands(floatArrayReader(data.subarray(b * K * N, (b + 1) * K * N)), K, N, transB, n0, columns);
     for (let i = 0, start = b * K * ld; i * bands.bandLength < bands.length; i++, start += bands.bandLength)
@@ -182,6 +182,11 @@ export function floatArrayReader(data: Float32Array): StridedFloatReader {
   return (start, length, stride, count, out) => {
     for (let i = 0; i < count; i++) out.set(data.subarray(start + i * stride, start + i * stride + length), i * length);
   };
+}
+
+/** Floats in packB's output for these columns. */
+export function packedBSize(K: number, columns: number, batch = 1): number {
+  return batch * K * roundUp(columns, PACK_MULTIPLE);
 }
 
 /** Column chunk width so that a packed chunk [K][width] fits `maxBytes` (a multiple of 8, ≥ 8). */

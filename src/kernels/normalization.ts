@@ -23,31 +23,52 @@ export function batchNormProgram(images: number, channels: number, spatial: numb
   });
 }
 
+/** Running statistics of a BatchNormalization, to fold into the Conv before it. */
+export interface BatchNormStatistics {
+  scale: ArrayLike<number>;
+  bias: ArrayLike<number>;
+  mean: ArrayLike<number>;
+  variance: ArrayLike<number>;
+  epsilon: number;
+}
+
 /**
  * Folds y = BN(conv(x)) into the conv: w'[co] = w[co]·s, b'[co] = (b[co] − mean)·s + beta with
- * s = scale/√(var + ε). Computed in float64, rounded once.
+ * s = scale/√(var + ε). Computed in float64, rounded once. (The runtime folds the weights while
+ * packing them: packConvWeights with batchNormChannelScale.)
  */
 export function foldBatchNormIntoConv(
   weights: Float32Array,
   bias: Float32Array | undefined,
   outChannels: number,
-  bn: {
-    scale: ArrayLike<number>;
-    bias: ArrayLike<number>;
-    mean: ArrayLike<number>;
-    variance: ArrayLike<number>;
-    epsilon: number;
-  },
+  bn: BatchNormStatistics,
 ): { weights: Float32Array; bias: Float32Array } {
   const per = weights.length / outChannels;
+  const s = batchNormChannelScale(bn, outChannels);
   const w = new Float32Array(weights.length);
-  const b = new Float32Array(outChannels);
   for (let c = 0; c < outChannels; c++) {
-    const s = bn.scale[c] / Math.sqrt(bn.variance[c] + bn.epsilon);
-    for (let i = 0; i < per; i++) w[c * per + i] = weights[c * per + i] * s;
-    b[c] = ((bias ? bias[c] : 0) - bn.mean[c]) * s + bn.bias[c];
+    for (let i = 0; i < per; i++) w[c * per + i] = weights[c * per + i] * s[c];
   }
-  return { weights: w, bias: b };
+  return { weights: w, bias: foldBatchNormBias(bias, bn, outChannels) };
+}
+
+/** s[c] = scale[c]/√(var[c] + ε), in float64: what folding multiplies output channel c's weights by. */
+export function batchNormChannelScale(bn: BatchNormStatistics, outChannels: number): Float64Array {
+  const s = new Float64Array(outChannels);
+  for (let c = 0; c < outChannels; c++) s[c] = bn.scale[c] / Math.sqrt(bn.variance[c] + bn.epsilon);
+  return s;
+}
+
+/** The conv bias with a BatchNormalization folded in: (b − mean)·s + beta (b = 0 without a bias). */
+export function foldBatchNormBias(
+  bias: Float32Array | undefined,
+  bn: BatchNormStatistics,
+  outChannels: number,
+): Float32Array {
+  const s = batchNormChannelScale(bn, outChannels);
+  const b = new Float32Array(outChannels);
+  for (let c = 0; c < outChannels; c++) b[c] = ((bias ? bias[c] : 0) - bn.mean[c]) * s[c] + bn.bias[c];
+  return b;
 }
 
 export interface LrnParams {

@@ -22,11 +22,13 @@ import {
   im2colProgram,
 } from '../kernels/conv-backward.ts';
 import { conv2dGemmProblem, conv2dPrograms, packConvWeights, type Conv2dParams } from '../kernels/conv.ts';
-import { foldBatchNormIntoConv } from '../kernels/normalization.ts';
+import { batchNormChannelScale, foldBatchNormBias, type BatchNormStatistics } from '../kernels/normalization.ts';
 import { batchNormAttributes } from './normalization.ts';
 import {
-  UPLOADED,
+  derivedConstant,
+  rawConstant,
   type BindingRef,
+  type ConstantTensor,
   type LowerContext,
   type OpDefinition,
   type RuleContext,
@@ -130,55 +132,91 @@ function checkConv(ctx: LowerContext): void {
 async function lowerConv(ctx: LowerContext): Promise<StepSpec[]> {
   const n = ctx.node;
   const base = convParams(ctx.attrs, ctx.shape(0), ctx.shape(1), Boolean(n.inputs[2]));
+  const weights = ctx.floatConstant(n.inputs[1]);
+  const givenBias = n.inputs[2] ? ctx.floatConstant(n.inputs[2]) : undefined;
   let keyParts = [n.inputs[1], n.inputs[2] ?? '-'];
-  // Conv → BatchNormalization: fold the statistics into the weights and bias.
+  // Conv → BatchNormalization: the statistics folded into the weights (while packing) and bias.
   let out = n.outputs[0];
-  const bn = ctx.absorbNext(
+  const bnNode = ctx.absorbNext(
     out,
     ['BatchNormalization'],
     (c) => c.inputs.slice(1).every((i) => ctx.isConstant(i)) && c.outputs.filter(Boolean).length === 1,
   );
-  if (bn) {
-    keyParts = [...keyParts, `bn:${bn.name || bn.outputs[0]}`];
-    out = bn.outputs[0];
-  }
-  const options = ctx.options!;
-  const weightKey = `conv:${keyParts.join('|')}`;
-  const biasKey = `convbias:${keyParts.join('|')}`;
-  const hasBias = Boolean(n.inputs[2]) || bn !== undefined;
-  // Uploaded already (another plan of the session): neither folded nor packed again.
-  const uploaded = options.uploadedBytes?.(weightKey);
-  const biasUploaded = !hasBias || options.uploadedBytes?.(biasKey) !== undefined;
-  let weights = UPLOADED;
-  let bias = hasBias ? UPLOADED : undefined;
-  if (uploaded === undefined || !biasUploaded) {
-    weights = ctx.floatConstant(n.inputs[1]);
-    bias = n.inputs[2] ? ctx.floatConstant(n.inputs[2]) : undefined;
-    if (bn) {
-      ({ weights, bias } = foldBatchNormIntoConv(weights, bias, base.outChannels, {
-        scale: ctx.floatConstant(bn.inputs[1]),
-        bias: ctx.floatConstant(bn.inputs[2]),
-        mean: ctx.floatConstant(bn.inputs[3]),
-        variance: ctx.floatConstant(bn.inputs[4]),
-        epsilon: batchNormAttributes(ctx.attributesOf(bn), ctx.opset).epsilon,
-      }));
-    }
+  let bn: ConvBatchNorm | undefined;
+  if (bnNode) {
+    bn = {
+      scale: ctx.floatConstant(bnNode.inputs[1]),
+      bias: ctx.floatConstant(bnNode.inputs[2]),
+      mean: ctx.floatConstant(bnNode.inputs[3]),
+      variance: ctx.floatConstant(bnNode.inputs[4]),
+      epsilon: batchNormAttributes(ctx.attributesOf(bnNode), ctx.opset).epsilon,
+    };
+    keyParts = [...keyParts, `bn:${bnNode.name || bnNode.outputs[0]}`];
+    out = bnNode.outputs[0];
   }
   const { activation, output } = ctx.absorbActivation(out);
-  const p: Conv2dParams = { ...base, hasBias, activation };
+  const p: Conv2dParams = { ...base, hasBias: givenBias !== undefined || bn !== undefined, activation };
   const problem = conv2dGemmProblem(p);
+  const options = ctx.options!;
   const variant = await options.chooseVariant(problem, problem.a.kind === 'im2col' ? 'conv' : 'gemm');
-  const packed = uploaded === undefined ? packConvWeights(weights, p) : UPLOADED;
-  ctx.checkBinding(uploaded ?? packed.length * 4, `packed weights of '${n.inputs[1]}'`);
+  ctx.checkBinding(convPackedWeightsSize(p) * 4, `packed weights of '${n.inputs[1]}'`);
   ctx.checkBinding(p.images * p.inChannels * p.height * p.width * 4, `input '${n.inputs[0]}'`);
   ctx.checkBinding(p.images * p.outChannels * p.outH * p.outW * 4, `output '${output}'`);
   const refs: BindingRef[] = [
     { value: n.inputs[0] },
-    { constant: { key: weightKey, data: packed } },
+    { constant: packedConvWeights(`conv:${keyParts.join('|')}`, weights, p, bn) },
     { value: output },
   ];
-  if (bias) refs.push({ constant: { key: biasKey, data: bias } });
+  const biasKey = `convbias:${keyParts.join('|')}`;
+  if (bn) refs.push({ constant: foldedConvBias(biasKey, givenBias, bn, p.outChannels) });
+  else if (givenBias) refs.push({ constant: rawConstant(biasKey, givenBias) });
   return conv2dPrograms(p, variant, options.maxWorkgroupsPerDimension).map((program) => ctx.step(program, refs));
+}
+
+/** A BatchNormalization folded into the Conv before it: its statistics are initializers. */
+interface ConvBatchNorm extends BatchNormStatistics {
+  scale: Float32Array;
+  bias: Float32Array;
+  mean: Float32Array;
+  variance: Float32Array;
+}
+
+/** The conv's weights as the kernel reads them (packConvWeights), BN folded in: packed only
+ * when no session of the context has uploaded the same. */
+function packedConvWeights(
+  key: string,
+  weights: Float32Array,
+  p: Conv2dParams,
+  bn: ConvBatchNorm | undefined,
+): ConstantTensor {
+  const layout = `${p.outChannels}x${p.inChannels / p.group}x${p.kernelH}x${p.kernelW} group ${p.group}`;
+  if (!bn)
+    return derivedConstant(key, { recipe: `conv weights ${layout}`, sources: [weights] }, () =>
+      packConvWeights(weights, p),
+    );
+  return derivedConstant(
+    key,
+    { recipe: `conv weights ${layout} bn epsilon ${bn.epsilon}`, sources: [weights, bn.scale, bn.variance] },
+    () => packConvWeights(weights, p, batchNormChannelScale(bn, p.outChannels)),
+  );
+}
+
+/** The conv's bias with the BatchNormalization folded in, computed only when not shared. */
+function foldedConvBias(
+  key: string,
+  bias: Float32Array | undefined,
+  bn: ConvBatchNorm,
+  outChannels: number,
+): ConstantTensor {
+  const statistics = [bn.scale, bn.bias, bn.mean, bn.variance];
+  return derivedConstant(
+    key,
+    {
+      recipe: `conv bias${bias ? '' : ' (none)'} bn epsilon ${bn.epsilon}`,
+      sources: bias ? [bias, ...statistics] : statistics,
+    },
+    () => foldBatchNormBias(bias, bn, outChannels),
+  );
 }
 
 /** Bytes a backward temporary may take: the device's binding limit, and at most this much

@@ -3,7 +3,7 @@
 // exceeds one storage binding.
 import type { AttributeReader } from '../graph/attributes.ts';
 import { broadcastShapes, dimsDisagree, showDim, showShape, type ShapeRule } from '../graph/shape-context.ts';
-import { sizeOf } from '../graph/tensor.ts';
+import { isStoredTensor, sizeOf } from '../graph/tensor.ts';
 import type { GemmProblem } from '../kernels/gemm.ts';
 import {
   backwardAReadsDyFromBlock,
@@ -29,11 +29,12 @@ import {
   matmulProblem,
   packB,
   packBBands,
+  packedBSize,
   type GemmOpParams,
   type StridedFloatReader,
 } from '../kernels/linear.ts';
 import {
-  UPLOADED,
+  derivedConstant,
   type BindingRef,
   type GradientRule,
   type LowerContext,
@@ -152,16 +153,20 @@ async function lowerGemm(ctx: LowerContext): Promise<StepSpec[]> {
   // Each chunk is packed a band at a time as it uploads, reading only that band's floats of B (from
   // the file, for a weight left there): neither B nor a packed chunk is ever whole on the host.
   const readB = constantReader(ctx, n.inputs[1]);
+  const bOrigin = sharedSources(ctx, n.inputs[1]);
   const chunk = columnChunk(K, N, options.maxBindingBytes);
   const steps: StepSpec[] = [];
   for (let n0 = 0; n0 < N; n0 += chunk) {
     const columns = Math.min(chunk, N - n0);
     const problem = gemmOpProblem(params, { packed: true, nOffset: n0, columns });
-    const key = `gemmB:${n.inputs[1]}:${transB}:${n0}:${columns}`;
-    const packed = options.uploadedBytes?.(key) === undefined ? packBBands(readB, K, N, transB, n0, columns) : UPLOADED;
+    const packed = derivedConstant(
+      `gemmB:${n.inputs[1]}:${transB}:${n0}:${columns}`,
+      bOrigin && { recipe: `gemm B ${K}x${N} transB ${transB} columns ${n0}+${columns}`, sources: bOrigin },
+      () => packBBands(readB, K, N, transB, n0, columns),
+    );
     const refs: Record<string, BindingRef> = {
       a: ctx.ref(n.inputs[0]),
-      b: { constant: { key, data: packed } },
+      b: { constant: packed },
       c: { value: output },
     };
     if (cRef) refs.bias = cRef;
@@ -177,6 +182,17 @@ async function lowerGemm(ctx: LowerContext): Promise<StepSpec[]> {
 
 /** Reads a constant B's floats where they are (its file, for a weight left there); a B of
  * another type is converted, or refused naming the node, here. */
+/**
+ * A constant's host floats as the sources of a shared upload's origin, or undefined when they
+ * stay in the model file: fingerprinting would read the whole weight, which lean loading avoids
+ * (such a weight is uploaded per session).
+ */
+function sharedSources(ctx: LowerContext, name: string): Float32Array[] | undefined {
+  const value = ctx.constantOf(name);
+  if (!value || isStoredTensor(value)) return undefined;
+  return [ctx.floatConstant(name)];
+}
+
 function constantReader(ctx: LowerContext, name: string): StridedFloatReader {
   if (ctx.constantOf(name)?.dtype !== 'float32') return floatArrayReader(ctx.floatConstant(name));
   return (...pieces) => ctx.readConstantFloats(name, ...pieces);
@@ -231,17 +247,18 @@ async function lowerMatMul(ctx: LowerContext): Promise<StepSpec[]> {
     const K = b2[b2.length - 2];
     const N = b2[b2.length - 1];
     const batch = sizeOf(b2.slice(0, -2));
-    const key = `matmulB:${n.inputs[1]}`;
-    const uploaded = ctx.options!.uploadedBytes?.(key);
+    ctx.checkBinding(packedBSize(K, N, batch) * 4, `packed weights '${n.inputs[1]}'`);
     // One B is packed in bands as it uploads (see lowerGemm); a batch of them whole.
-    const packed =
-      uploaded !== undefined
-        ? UPLOADED
-        : batch === 1
+    const sources = sharedSources(ctx, n.inputs[1]);
+    const packed = derivedConstant(
+      `matmulB:${n.inputs[1]}`,
+      sources && { recipe: `matmul B ${batch}x${K}x${N}`, sources },
+      () =>
+        batch === 1
           ? packBBands(constantReader(ctx, n.inputs[1]), K, N, false, 0, N)
-          : packB(ctx.floatConstant(n.inputs[1]), K, N, false, 0, N, batch);
-    ctx.checkBinding(uploaded ?? packed.length * 4, `packed weights '${n.inputs[1]}'`);
-    bRef = { constant: { key, data: packed } };
+          : packB(ctx.floatConstant(n.inputs[1]), K, N, false, 0, N, batch),
+    );
+    bRef = { constant: packed };
   } else {
     bRef = ctx.ref(n.inputs[1]);
     ctx.checkBinding(sizeOf(bDims) * 4, `input '${n.inputs[1]}'`);

@@ -74,8 +74,59 @@ export interface ConstantTensor {
   /** Identifies the uploaded form: the same key is uploaded once and shared. */
   key: string;
   /** The floats, or (a large packed weight) a maker of them band by band, so that the packed
-   * form never lies whole on the host. */
+   * form never lies whole on the host; a packed or folded form is computed when first read
+   * (derivedConstant). */
   data: Float32Array | ConstantBands;
+  /**
+   * What `data` is computed from, when the inference sessions of one GPU context may share its
+   * upload: equal recipes over sources of equal bytes give equal data, so a session finds the
+   * buffer another one uploaded without computing `data` at all. Absent: never shared (a weight
+   * left in its file, which a fingerprint would have to read whole).
+   */
+  origin?: ConstantOrigin;
+}
+
+export interface ConstantOrigin {
+  /** Everything besides the sources' bytes that `data` depends on: the transform, its layout and
+   * parameters (dims, group, column range, folded epsilon). */
+  recipe: string;
+  /** The host tensors `data` is computed from, in a fixed order. */
+  sources: readonly Float32Array[];
+}
+
+/** A constant uploaded as it is (a raw weight or bias): shared wherever its bytes are equal. */
+export function rawConstant(key: string, data: Float32Array): ConstantTensor {
+  return { key, data, origin: { recipe: 'raw', sources: [data] } };
+}
+
+/**
+ * A constant computed (packed, folded) only when its data is first read: a store that finds
+ * its key uploaded (another plan of the session), or its origin shared by another session of
+ * the context, skips the work. Assigning `data` (a store releasing it) drops `compute` and what
+ * it holds.
+ */
+export function derivedConstant(
+  key: string,
+  origin: ConstantOrigin | undefined,
+  compute: () => Float32Array | ConstantBands,
+): ConstantTensor {
+  let data: Float32Array | ConstantBands | undefined;
+  let make: (() => Float32Array | ConstantBands) | undefined = compute;
+  return {
+    key,
+    origin,
+    get data(): Float32Array | ConstantBands {
+      if (!data) {
+        data = make!();
+        make = undefined;
+      }
+      return data;
+    },
+    set data(value: Float32Array | ConstantBands) {
+      data = value;
+      make = undefined;
+    },
+  };
 }
 
 /** A tensor of `length` floats made `bandLength` floats at a time (the last band may be shorter). */
@@ -85,9 +136,6 @@ export interface ConstantBands {
   /** Writes band `band` (floats [band·bandLength, …) of the tensor) into `out`, which is that long. */
   fill(band: number, out: Float32Array): void;
 }
-
-/** The host data of a constant a lowering binds by key only (LowerOptions.uploadedBytes knew its upload). */
-export const UPLOADED: Float32Array = new Float32Array(0);
 
 /** A byte range of a value or constant, bound instead of the whole of it: how a step reaches a
  * block of a tensor larger than one storage binding (offset a multiple of the device's
@@ -123,12 +171,6 @@ export interface LowerOptions {
   /** Called with each step as soon as a lowering makes it (a session uploads its constants
    * then, so that packed weights never pile up on the host). */
   onStep?: (step: StepSpec) => void;
-  /**
-   * Bytes of the constant already uploaded under this key (a session's other plans uploaded it),
-   * or undefined: a lowering may then skip packing its host data and bind it by key, with empty
-   * data (a plan for a new batch size then costs no weight packing).
-   */
-  uploadedBytes?: (key: string) => number | undefined;
 }
 
 /** What an op's lowering sees: its node, the graph, and the runtime's helpers. */

@@ -16,7 +16,14 @@ import { unaryProgram } from '../kernels/elementwise.ts';
 import { gemmPrograms, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
 import type { StridedFloatReader } from '../kernels/linear.ts';
 import { NO_ACTIVATION, type Activation, type KernelProgram } from '../kernels/program.ts';
-import type { BindingRef, LowerContext, LowerOptions, OpDefinition, StepSpec } from '../ops/op.ts';
+import {
+  rawConstant,
+  type BindingRef,
+  type LowerContext,
+  type LowerOptions,
+  type OpDefinition,
+  type StepSpec,
+} from '../ops/op.ts';
 import { findOp, OPS, RUNTIME_SUPPORTED_OPS } from '../ops/registry.ts';
 
 export type { BindingRef, BindingView, ConstantBands, ConstantTensor, LowerOptions, StepSpec } from '../ops/op.ts';
@@ -269,7 +276,7 @@ class NodeLowering implements LowerContext {
     const data = this.floatConstant(input);
     return [
       this.step(unaryProgram({ kind: 'identity' }, data.length), [
-        { constant: { key: `const:${input}`, data } },
+        { constant: rawConstant(`const:${input}`, data) },
         { value: output },
       ]),
     ];
@@ -333,7 +340,7 @@ class NodeLowering implements LowerContext {
   }
 
   ref(name: string): BindingRef {
-    if (this.isConstant(name)) return { constant: { key: `const:${name}`, data: this.floatConstant(name) } };
+    if (this.isConstant(name)) return { constant: rawConstant(`const:${name}`, this.floatConstant(name)) };
     return { value: name };
   }
 

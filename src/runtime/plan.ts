@@ -40,32 +40,59 @@ import {
   type Lowered,
   type StepSpec,
 } from './lower.ts';
+import { originId, SharedConstants, type SharedUpload } from './shared-constants.ts';
 
 /** The host data of a constant once uploaded and released (see ConstantStore.uploadAndRelease). */
 const RELEASED = new Float32Array(0);
 
-/** Uploaded constants, shared by every plan of a session (keyed by their packed form). */
+/** Uploaded constants, shared by every plan of a session (keyed by their packed form); with
+ * `share`, also by every other sharing store of the GPU context (see shared-constants.ts). */
 export class ConstantStore {
   readonly #buffers = new Map<string, GPUBuffer>();
   /** The host bytes of each uploaded tensor (its buffer may be rounded up). */
   readonly #lengths = new Map<string, number>();
+  /** key → the id of the context-wide upload it holds (constants with an origin, when sharing). */
+  readonly #sharedIds = new Map<string, string>();
+  readonly #heldIds = new Set<string>();
+  readonly #shared: SharedConstants | undefined;
+  readonly #fingerprints = new WeakMap<Float32Array, string>();
   bytes = 0;
 
-  constructor(readonly gpu: GpuContext) {}
+  /** `share`: only for stores whose constants nothing writes (inference sessions). */
+  constructor(
+    readonly gpu: GpuContext,
+    options: { share?: boolean } = {},
+  ) {
+    this.#shared = options.share ? SharedConstants.of(gpu) : undefined;
+  }
 
   get(c: ConstantTensor): GPUBuffer {
-    let buffer = this.#buffers.get(c.key);
-    if (!buffer) {
-      const bytes = c.data.length * 4;
-      const size = roundUp(Math.max(16, bytes), 16);
-      buffer = this.gpu.createBuffer(`const ${c.key}`, size, storageUsage());
-      if (c.data instanceof Float32Array) this.gpu.upload(buffer, c.data);
-      else uploadBands(this.gpu, buffer, c.data);
-      this.#buffers.set(c.key, buffer);
-      this.#lengths.set(c.key, bytes);
-      this.bytes += size;
+    const known = this.#buffers.get(c.key);
+    if (known) return known;
+    const upload = (): SharedUpload => {
+      const data = c.data;
+      const byteLength = data.length * 4;
+      const buffer = this.gpu.createBuffer(`const ${c.key}`, roundUp(Math.max(16, byteLength), 16), storageUsage());
+      if (data instanceof Float32Array) this.gpu.upload(buffer, data);
+      else uploadBands(this.gpu, buffer, data);
+      return { buffer, byteLength };
+    };
+    let made: SharedUpload;
+    if (this.#shared && c.origin) {
+      const base = originId(c.origin, this.#fingerprints);
+      // Two keys of one store never share a buffer (one step may bind both, one writable).
+      let id = base;
+      for (let n = 1; this.#heldIds.has(id); n++) id = `${base}#${n}`;
+      made = this.#shared.acquire(id, upload);
+      this.#sharedIds.set(c.key, id);
+      this.#heldIds.add(id);
+    } else {
+      made = upload();
     }
-    return buffer;
+    this.#buffers.set(c.key, made.buffer);
+    this.#lengths.set(c.key, made.byteLength);
+    this.bytes += made.buffer.size;
+    return made.buffer;
   }
 
   /** Uploads `c` (unless its key is already there) and empties its host data, which `c`
@@ -73,11 +100,7 @@ export class ConstantStore {
   uploadAndRelease(c: ConstantTensor): void {
     this.get(c);
     c.data = RELEASED;
-  }
-
-  /** The host bytes of the tensor uploaded under `key`, or undefined when none is. */
-  uploadedBytes(key: string): number | undefined {
-    return this.#lengths.get(key);
+    c.origin = undefined;
   }
 
   /** The bytes of `c`: as uploaded when it was, else its host data's. */
@@ -92,14 +115,26 @@ export class ConstantStore {
     this.#buffers.delete(key);
     this.#lengths.delete(key);
     this.bytes -= buffer.size;
-    buffer.destroy();
+    this.#drop(key, buffer);
   }
 
   dispose(): void {
-    for (const b of this.#buffers.values()) b.destroy();
+    for (const [key, buffer] of this.#buffers) this.#drop(key, buffer);
     this.#buffers.clear();
     this.#lengths.clear();
     this.bytes = 0;
+  }
+
+  /** Destroys a buffer of this store's own, or lets go of its hold on a shared one. */
+  #drop(key: string, buffer: GPUBuffer): void {
+    const id = this.#sharedIds.get(key);
+    if (id === undefined) {
+      buffer.destroy();
+      return;
+    }
+    this.#sharedIds.delete(key);
+    this.#heldIds.delete(id);
+    this.#shared!.release(id);
   }
 }
 

@@ -119,7 +119,8 @@ export class Session {
     this.#source = source;
     this.#graph = graph;
     this.#declared = declared;
-    this.#constants = new ConstantStore(gpu);
+    // Shared with every other session of the context: a second create of a model uploads nothing.
+    this.#constants = new ConstantStore(gpu, { share: true });
   }
 
   /**
@@ -197,7 +198,8 @@ export class Session {
     return this.#current?.peakLiveBytes ?? 0;
   }
 
-  /** Bytes of uploaded constants (packed weights and biases). */
+  /** Bytes of uploaded constants (packed weights and biases), counting those this session shares
+   * with other sessions of its context (held once on the GPU). */
   get weightBytes(): number {
     return this.#constants.bytes;
   }
@@ -393,7 +395,6 @@ export class Session {
       denseKernel,
       maxBindingBytes,
       maxWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
-      uploadedBytes: (key) => this.#constants.uploadedBytes(key),
       onStep: (step) => {
         // The step's compile is issued before its weights upload, so the driver compiles while
         // the host copies; a pipeline another session of this context compiled is a cache hit.
