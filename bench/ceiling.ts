@@ -112,6 +112,31 @@ export async function timeSteps(gpu: GpuContext, steps: KernelStep[], runs: numb
   return median(ms);
 }
 
+/**
+ * One FMA ceiling size prepared for timing again and again: how bench/probe-kernels.ts
+ * interleaves the ceiling with the kernels it rates, so that both see the same load.
+ * `measure()` gives GFLOP/s of one timed run (it runs the kernel runsPerMeasure times); `flops`
+ * is one run's.
+ */
+export async function fmaProbe(
+  gpu: GpuContext,
+  [workgroups, size, iterations]: [number, number, number] = [256, 64, 512],
+): Promise<{ measure: () => Promise<number>; flops: number; runsPerMeasure: number; dispose: () => void }> {
+  const out = gpu.createBuffer('fma out', 65536 * 4, storageUsage());
+  const step = await prepareStep(gpu, fmaProgram(workgroups, size, iterations), [{ buffer: out }]);
+  const flops = workgroups * size * iterations * CHAINS * 4 * 2;
+  return {
+    measure: async () => flops / (await timeSteps(gpu, [step], 1)) / 1e6,
+    flops,
+    // timeSteps runs it once untimed first.
+    runsPerMeasure: 2,
+    dispose: () => {
+      out.destroy();
+      for (const b of step.owned) b.destroy();
+    },
+  };
+}
+
 /** Measures the FMA ceiling (best of a few sizes) and the copy bandwidth on `gpu`. */
 export async function measureCeiling(gpu: GpuContext, runs = 5): Promise<Ceiling> {
   const trials: Ceiling['trials'] = [];

@@ -6,6 +6,11 @@
 //
 // Usage: npx tsx bench/probe-kernels.ts [--only gemm512,gemm1024,gemm8x4096x1024,conv,conv128@28,...]
 //   [--variants default,default-nosg,reg16x8@8x1,...] [--wait paced,spin] [--rounds 6] [--per-round 3] [--no-ort]
+//   [--ceiling]
+// --only also takes conv shapes: c<kernel>:<in>-<out>@<size>[s<stride>]b<images>, e.g. c3:64-64@56b8
+// (padding kernel ÷ 2). --ceiling times the adapter's FMA ceiling kernel (bench/ceiling.ts) right
+// before each of our runs and gives the median over runs of (run's GPU-time rate ÷ that ceiling),
+// with its quartiles: paired, so that the load, which moves from second to second, cancels out.
 import fs from 'node:fs';
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
@@ -22,6 +27,7 @@ import {
   type KernelRunner,
   type VariantChoice,
 } from './engine-kernels.ts';
+import { fmaProbe } from './ceiling.ts';
 import { graphFlops } from './flops.ts';
 import { median, relL2 } from './harness.ts';
 import { convModel, distinctConvs, matmulModel, type ConvShape, type SingleNode } from './workloads.ts';
@@ -36,6 +42,7 @@ const VARIANTS = (option('--variants') ?? 'default').split(',');
 const ROUNDS = Number(option('--rounds') ?? 6);
 const PER_ROUND = Number(option('--per-round') ?? 3);
 const RUN_ORT = !argv.includes('--no-ort');
+const CEILING = argv.includes('--ceiling');
 /** How our runner waits for its submit: paced (SubmitPacer, the runtime's way) and/or mapping at once. */
 const WAITS = (option('--wait') ?? 'paced').split(',') as ('paced' | 'spin')[];
 for (const w of WAITS) if (w !== 'paced' && w !== 'spin') throw new Error(`--wait: 'paced' or 'spin', got '${w}'`);
@@ -98,9 +105,26 @@ const resnet = loadModel(new Uint8Array(fs.readFileSync(lightModelPath('resnet50
 const extraGemms = (ONLY ?? [])
   .map((o) => /^gemm(\d+)x(\d+)x(\d+)$/.exec(o))
   .filter((m) => m !== null)
-  .map((m) => gemm(+m[1], +m[2], +m[3]));
-const workloads = [gemm(512), gemm(1024), ...distinctConvs(resnet, 3).map(conv), ...extraGemms].filter((w) =>
-  wanted(w.id),
+  .map((m) => ({ ...gemm(+m[1], +m[2], +m[3]), id: m[0] }));
+// --only c<kernel>:<in>-<out>@<size>[s<stride>]b<images> adds a conv of that shape.
+const extraConvs = (ONLY ?? [])
+  .map((o) => /^c(\d+):(\d+)-(\d+)@(\d+)(?:s(\d+))?b(\d+)$/.exec(o))
+  .filter((m) => m !== null)
+  .map((m) => {
+    const kernel = +m[1];
+    const shape: ConvShape = {
+      images: +m[6],
+      inChannels: +m[2],
+      outChannels: +m[3],
+      size: +m[4],
+      kernel,
+      stride: m[5] ? +m[5] : 1,
+      pad: Math.floor(kernel / 2),
+    };
+    return { ...conv(shape), id: m[0] };
+  });
+const workloads = [gemm(512), gemm(1024), ...distinctConvs(resnet, 3).map(conv), ...extraGemms, ...extraConvs].filter(
+  (w) => wanted(w.id),
 );
 
 interface Engine {
@@ -108,6 +132,11 @@ interface Engine {
   run: () => Promise<void>;
   wall: number[];
   runner?: KernelRunner;
+  /** --ceiling: the FMA ceiling measured right before each run, GFLOP/s. */
+  ceilings?: number[];
+  /** CPU time of the process's threads but the main one (lavapipe's workers) in each ceiling run and each of our runs, ns. */
+  ceilingCpuNs?: number[];
+  cpuNs?: number[];
   /** The first run (pipeline compile included), ms. */
   firstMs?: number;
   dispose: () => Promise<void> | void;
@@ -121,6 +150,39 @@ console.log(
     .join(' ')}; rounds ${ROUNDS} × ${PER_ROUND} runs per engine`,
 );
 const summary: string[] = [];
+const fma = CEILING ? await fmaProbe(gpu) : undefined;
+
+/** CPU time (ns) of every thread of this process but the main one: on a software adapter, what
+ * its worker threads spent computing, however long the load kept them off a core
+ * (/proc/self/task/<tid>/schedstat: time on CPU). Linux only. */
+function workerCpuNs(): number {
+  let ns = 0;
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    if (Number(tid) === process.pid) continue;
+    try {
+      ns += Number(fs.readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread ended between readdir and read
+    }
+  }
+  return ns;
+}
+
+/** FLOP per CPU-second of our runs over the ceiling's: efficiency independent of the load (it
+ * misses idle threads: a dispatch with too few workgroups for every worker looks no worse). */
+function cpuText(flops: number, cpuNs: number[], ceilingFlops: number, ceilingCpuNs: number[]): string {
+  const ours = flops / median(cpuNs);
+  const ceiling = ceilingFlops / median(ceilingCpuNs);
+  return ` CPU-time ratio ${(ours / ceiling).toFixed(2)} (ceiling ${ceiling.toFixed(1)}, ours ${ours.toFixed(1)} GFLOP/CPU-s)`;
+}
+
+/** Each run's GPU rate over the ceiling measured just before it: the median ratio, its quartiles,
+ * and the median rates of the ceiling and of the kernel. */
+function ceilingText(flops: number, gpuMs: number[], ceilings: number[]): string {
+  const ratios = gpuMs.map((ms, i) => flops / ms / 1e6 / ceilings[i]).sort((a, b) => a - b);
+  const q = (f: number) => ratios[Math.min(ratios.length - 1, Math.floor(f * ratios.length))].toFixed(2);
+  return `  ${median(ratios).toFixed(2)} × ceiling [q ${q(0.25)}–${q(0.75)}, ${ratios.length} pairs; ceiling ${median(ceilings).toFixed(1)}, ours ${(flops / median(gpuMs) / 1e6).toFixed(1)} GFLOP/s]`;
+}
 try {
   for (const wl of workloads) {
     const flops = graphFlops(wl.model.graph).total;
@@ -156,6 +218,9 @@ try {
         run: () => runner.run(false),
         wall: [],
         runner,
+        ceilings: [],
+        ceilingCpuNs: [],
+        cpuNs: [],
         firstMs,
         dispose: () => runner.dispose(),
       });
@@ -164,9 +229,17 @@ try {
       for (let e = 0; e < engines.length; e++) {
         const engine = engines[(e + r) % engines.length];
         for (let i = 0; i < PER_ROUND; i++) {
+          // The ceiling right before each of our runs: each run's rate over it is one ratio.
+          if (fma && engine.runner) {
+            const c0 = workerCpuNs();
+            engine.ceilings!.push(await fma.measure());
+            engine.ceilingCpuNs!.push((workerCpuNs() - c0) / fma.runsPerMeasure);
+          }
+          const c0 = workerCpuNs();
           const t0 = performance.now();
           await engine.run();
           engine.wall.push(performance.now() - t0);
+          engine.cpuNs?.push(workerCpuNs() - c0);
         }
       }
     }
@@ -177,7 +250,12 @@ try {
     for (const e of engines) {
       const wall = median(e.wall);
       const gpuMs = e.runner ? median(e.runner.gpuMs) : undefined;
+      const ofCeiling =
+        e.runner && e.ceilings && e.ceilings.length > 0
+          ? ceilingText(flops, e.runner.gpuMs, e.ceilings) + cpuText(flops, e.cpuNs!, fma!.flops, e.ceilingCpuNs!)
+          : '';
       const ratio =
+        ofCeiling +
         (ortMs && e.runner ? `  ×${(ortMs / wall).toFixed(2)} wall (×${(ortMs / gpuMs!).toFixed(2)}† GPU)` : '') +
         (e.firstMs !== undefined ? `  first ${e.firstMs.toFixed(0)} ms` : '');
       const line = `  ${e.name.padEnd(34)} wall ${wall.toFixed(1).padStart(6)} ms${gpuMs !== undefined ? `  GPU ${gpuMs.toFixed(1).padStart(6)} ms` : '                '}  ${(flops / wall / 1e6).toFixed(2).padStart(6)} GFLOP/s${ratio}`;
@@ -187,6 +265,7 @@ try {
     }
   }
 } finally {
+  fma?.dispose();
   gpu.dispose();
 }
 console.log(
