@@ -275,15 +275,22 @@ export function candidateVariants(target: boolean | GemmTarget, M: number): Gemm
  * A sensible variant without measuring: register blocking on CPU adapters, shared tiles on GPUs.
  * On lavapipe every load inside a loop costs a branchy scalar load per lane (bench/probe-kernels.ts
  * shows it on the adapter at hand), so what counts is loads per multiply-add: the subgroup
- * variants load A once per workgroup, and taller tiles reuse each B load on more rows (24 rows
- * for ResNet-50's 3×3 convs, 32 rows for maps of 64 positions or fewer, one or two tiles). Rows a
- * tile computes past M are waste, so small M takes the smallest tile that holds it in one.
+ * variants load A once per workgroup, and taller tiles reuse each B load on more rows, up to 24:
+ * 32-row tiles (64 vec4 accumulators per invocation) lose more than their loads save. Measured
+ * on lavapipe (bench/probe-kernels.ts --ceiling, 2 cores at load 7–12, each run's GPU-time rate
+ * over the FMA ceiling timed just before it, median of 4–6 pairs; then FLOP per worker-thread
+ * CPU-second over the ceiling's): GEMM 1024³ 24 rows 0.52 (CPU 0.56), 16 rows 0.43 (0.47),
+ * 32 rows 0.29 (0.39); conv 3×3 64→64 @56 b8 0.59 (0.67), 0.54 (0.51), 0.48 (0.46); and where
+ * M is 25–64 (a conv's dW with 64 output channels, a 7×7 map at batch 1) 16 rows beat 32:
+ * 64×25088×576 0.59 (0.57) against 0.42 (0.48), 64×4608×512 0.55 CPU against 0.50, conv 3×3
+ * 512→512 @7 b1 (M = 49) 0.44 (0.40) against 0.35 (0.37). Rows a tile computes past M are
+ * waste, so M up to 24 takes the smallest tile that holds it in one.
  */
 export function defaultVariant(p: Pick<GemmProblem, 'M' | 'N'>, target: boolean | GemmTarget): GemmVariant {
   const t = asTarget(target);
   if (p.M === 1 || (!t.software && p.M <= 4)) return REG1; // a row per invocation: GEMV (batch-1 FC layers)
   if (!t.software) return SHM4;
-  if (t.subgroupSize === 8) return p.M <= 8 ? SG8 : p.M <= 16 ? SG16 : p.M <= 24 ? SG24 : p.M <= 64 ? SG32 : SG24;
+  if (t.subgroupSize === 8) return p.M <= 8 ? SG8 : p.M <= 16 ? SG16 : p.M <= 24 ? SG24 : p.M <= 64 ? SG16 : SG24;
   // Without subgroups: 16-row tiles win on tall problems, 8-row tiles waste less on the 7×7 and
   // 14×14 maps of a ResNet's last stages; REG4 suits 2–4 rows.
   return p.M <= 32 ? REG4 : p.M >= 1024 ? REG16 : REG8;
