@@ -169,7 +169,8 @@ function workerCpuNs(): number {
 }
 
 /** FLOP per CPU-second of our runs over the ceiling's: efficiency independent of the load (it
- * misses idle threads: a dispatch with too few workgroups for every worker looks no worse). */
+ * misses idle threads: a dispatch with too few workgroups for every worker looks no worse; our
+ * runs' time includes the driver's upload and readback copies, a few percent on small problems). */
 function cpuText(flops: number, cpuNs: number[], ceilingFlops: number, ceilingCpuNs: number[]): string {
   const ours = flops / median(cpuNs);
   const ceiling = ceilingFlops / median(ceilingCpuNs);
