@@ -67,7 +67,8 @@ async function child(): Promise<void> {
     const { createNodeGpuContext, loadModelFile } = await import('../src/node/index.ts');
     const { Session } = await import('../src/runtime/session.ts');
     importedS = seconds();
-    const graph = loadModelFile(file);
+    // Lean loading: tensors stay in the file until the session packs and uploads them.
+    const graph = loadModelFile(file, { leaveTensorsInFile: true });
     loadedS = seconds();
     const gpu = await createNodeGpuContext();
     gpuReadyS = seconds();
@@ -292,7 +293,7 @@ async function parent(): Promise<void> {
   const legend = [
     '',
     'How to read it:',
-    '- **first result s**: from the process start (node boot included) to the first output read back on the host: import, read the file, create the session (onnx-graft: GPU context, decode, lowering, weight upload, pipelines), one run. The children run an esbuild bundle of bench/first-result.ts, not tsx.',
+    '- **first result s**: from the process start (node boot included) to the first output read back on the host: import, read the file, create the session (onnx-graft: GPU context, decode, lowering, weight upload, pipelines), one run. onnx-graft loads with `loadModelFile(file, { leaveTensorsInFile: true })` (lean loading: each weight read from the file as the session packs and uploads it). The children run an esbuild bundle of bench/first-result.ts, not tsx.',
     '- **create done s**: the same clock when the session was created, before the first run.',
     '- **peak RSS MiB**: VmHWM of the child at its end (on lavapipe GPU buffers are host memory, so they count); **RSS ÷ file**: that over the model file size.',
     "- **÷ steady**: first result (from process start) ÷ the row's own steady run (median of the runs after the first, same process).",
