@@ -87,7 +87,12 @@ interface Ratio {
   value: number;
   /** Both sides timed the same way (GPU timestamps on both, or wall clock on both). */
   likeForLike: boolean;
+  /** The rival's output is wrong (its relative error against onnxruntime CPU): no ratio means anything. */
+  wrong?: number;
 }
+
+/** Above this relative error against onnxruntime CPU an output is wrong, not rounded differently. */
+const WRONG_OUTPUT = 1e-3;
 
 interface Row {
   section: 'kernel' | 'model';
@@ -117,6 +122,8 @@ interface Row {
   ofCeiling?: number;
   /** Bytes moved per second ÷ the adapter's copy bandwidth (memory-bound rows on the adapter). */
   ofCopy?: number;
+  /** Relative L2 error of the output against onnxruntime CPU's (from the row's note). */
+  relErr?: number;
 }
 
 const rows: Row[] = [];
@@ -130,6 +137,8 @@ const loadAtStart = os.loadavg();
 
 function add(row: Row): Row {
   if (row.ms !== undefined) row.gflops = row.flops / row.ms / 1e6;
+  const err = /rel\.err vs ORT CPU (\S+)/.exec(row.notes.join('; '));
+  if (err) row.relErr = Number(err[1]);
   row.load = os.loadavg()[0];
   rows.push(row);
   const ms = row.ms !== undefined ? `${row.ms.toFixed(1)} ms` : 'failed';
@@ -657,15 +666,25 @@ function computeRatios(): void {
       const candidates = rows.filter((r) => r.what === row.what && r.engine === engine && r.ms !== undefined);
       const same = candidates.find((r) => r.method === row.method);
       const other = same ?? candidates.find((r) => r.method === 'wall');
-      return other ? { value: other.ms! / row.ms!, likeForLike: other.method === row.method } : undefined;
+      if (!other) return undefined;
+      // The rival's GPU-time and wall rows come from one output; the error is noted on one of them.
+      const wrong = candidates.find((r) => r.relErr !== undefined && r.relErr > WRONG_OUTPUT)?.relErr;
+      return { value: other.ms! / row.ms!, likeForLike: other.method === row.method, wrong };
     };
     row.ratios = { ortWebgpu: rival('ORT WebGPU'), ortCpu: rival('ORT CPU'), tfjs: rival('TF.js WebGPU') };
   }
 }
 
 const fmtMs = (ms: number) => (ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2));
+/** A target of at least `times` a rival: met, missed, or no comparison when the rival's output is wrong. */
+const verdict = (r: Ratio, times: number) =>
+  r.wrong !== undefined ? "no comparison (the rival's output is wrong)" : r.value >= times ? 'met' : 'MISSED';
 const fmtRatio = (r: Ratio | undefined) =>
-  r ? `${r.value >= 10 ? r.value.toFixed(1) : r.value.toFixed(2)}×${r.likeForLike ? '' : '†'}` : '';
+  !r
+    ? ''
+    : r.wrong !== undefined
+      ? `wrong output (rel.err ${r.wrong.toExponential(1)})`
+      : `${r.value >= 10 ? r.value.toFixed(1) : r.value.toFixed(2)}×${r.likeForLike ? '' : '†'}`;
 const fmtMem = (m: Row['memory']) =>
   m ? `${(m.bytes / MiB).toFixed(m.bytes < 10 * MiB ? 1 : 0)} MiB ${m.kind}` : 'n/a';
 
@@ -726,12 +745,12 @@ function targets(): string[] {
     const gpu = engineRows.find((r) => r.what === what && r.method === 'gpu')?.ratios?.ortWebgpu;
     if (!wall) continue;
     out.push(
-      `- ${what}: ≥ 2× ORT WebGPU — ${wall.value >= 2 ? 'met' : 'MISSED'} (${fmtRatio(wall)} wall vs wall; ${gpu ? `${fmtRatio(gpu)} onnx-graft GPU time vs ORT wall` : 'no GPU time'})`,
+      `- ${what}: ≥ 2× ORT WebGPU — ${verdict(wall, 2)} (${fmtRatio(wall)} wall vs wall; ${gpu ? `${fmtRatio(gpu)} onnx-graft GPU time vs ORT wall` : 'no GPU time'})`,
     );
   }
   for (const r of engineRows.filter((x) => x.section === 'model')) {
     const v = r.ratios?.ortWebgpu;
-    if (v) out.push(`- ${r.what}: faster than ORT WebGPU — ${v.value > 1 ? 'met' : 'MISSED'} (${fmtRatio(v)})`);
+    if (v) out.push(`- ${r.what}: faster than ORT WebGPU — ${verdict(v, 1)} (${fmtRatio(v)})`);
   }
   // Issue 12: against the adapter's own limits, GPU time where there is one.
   // The f16 GEMM rows are no target: the ceiling is an f32 one, and f16 is never a default.
@@ -797,7 +816,7 @@ const legend = [
   '- **peak memory**: onnx-graft reports its own GPU buffers (models: Session.peakActivationBytes + weightBytes; kernels: bound buffers); onnxruntime reports no memory, so its column is the process RSS growth from before session create to the peak during runs (on lavapipe GPU memory is host memory, so it is counted; memory freed by earlier rows and reused can hide some of it); TF.js: its GPU buffer pool (tf.memory().numBytesAllocatedInGPU).',
   "- Kernel rows: onnx-graft runs the kernels the runtime would pick for a single MatMul / Conv node (src/runtime/lower.ts's packing and default variant) on its own encoder with timestampWrites, and waits for the submit as Session.run does (src/kernels/submit-pacer.ts: on a software adapter it sleeps through most of the expected time before mapping, since dawn.node spins the JS thread while a map is pending and that takes CPU from lavapipe); onnxruntime runs single-node ONNX models built with GraphBuilder; TF.js runs tf.matMul / tf.fused.conv2d (NHWC, bias) on resident tensors.",
   `- Repetitions: Benchmark.js with minSamples 5 and maxTime ${MAX_TIME} s (kernels) / 4 s (models); a row whose first run takes over 15 s gets 3 samples, over 60 s 2 (the brief's rule for VGG-19 at batch 8). Every row's warm-up run, sample count and total time are in the JSON.`,
-  "- rel.err: relative L2 distance of the output from onnxruntime's CPU provider on the same input.",
+  "- rel.err: relative L2 distance of the output from onnxruntime's CPU provider on the same input. A rival whose output is off by more than 1e-3 gets 'wrong output' instead of a ratio, and no target counts against it.",
 ];
 const md = [...header, '', table(), ...legend, '', 'Targets (issue 3):', ...targets(), ''].join('\n');
 console.log(`\n${table()}\n\nTargets:\n${targets().join('\n')}\n\ntotal runtime ${(totalS / 60).toFixed(1)} min`);
