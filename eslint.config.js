@@ -11,7 +11,15 @@ const nodeGlobals = Object.fromEntries(
 
 export default defineConfig(
   {
-    ignores: ['node_modules/', 'src/graph/onnx/onnx-pb.*', 'bench/results/', 'demo-output/', 'scratch/', 'dist/'],
+    ignores: [
+      'node_modules/',
+      '.cache/',
+      'src/graph/onnx/onnx-pb.*',
+      'bench/results/',
+      'demo-output/',
+      'scratch/',
+      'dist/',
+    ],
   },
   js.configs.recommended,
   tseslint.configs.recommended,
