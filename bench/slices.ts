@@ -16,10 +16,12 @@ import { seededRandom } from '../src/graph/random.ts';
 import { setBatchSize } from '../src/graph/surgery/batch.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
+import type { BatchSlicing } from '../src/runtime/batch-slices.ts';
 import { ConstantStore } from '../src/runtime/plan.ts';
 import { Session } from '../src/runtime/session.ts';
 import { createOptimizer } from '../src/train/optimizers.ts';
 import { TrainingPlan } from '../src/train/training-plan.ts';
+import { freezeBatchNorm } from '../test/helpers/reference-models.ts';
 import { median } from './harness.ts';
 import { machineRecord, writeResults } from './results-file.ts';
 
@@ -69,14 +71,19 @@ function seededInput(length: number, seed: number): Float32Array {
   return Float32Array.from({ length }, () => random() * 2 - 1);
 }
 
+/** How a batch ran: "count × images" (the last slice's size when it differs), or "whole". */
+function describeSlicing(s: BatchSlicing | undefined): string {
+  if (!s) return 'whole';
+  return `${s.count} × ${s.images}${s.lastImages !== s.images ? ` (last ${s.lastImages})` : ''}`;
+}
+
 async function inferenceRunner(gpu: GpuContext, graph: Graph, batch: number): Promise<Runner> {
   const session = await Session.create(setBatchSize(graph, batch), { gpu });
   const name = session.inputNames[0];
   const dims = [batch, 3, SIZE, SIZE];
   const data = seededInput(batch * 3 * SIZE * SIZE, batch);
-  const s = session.batchSlicing;
   return {
-    slicing: s ? `${s.count} × ${s.images}${s.lastImages !== s.images ? ` (last ${s.lastImages})` : ''}` : 'whole',
+    slicing: describeSlicing(session.batchSlicing),
     run: async () => void (await session.run({ [name]: { dims, data } })),
     dispose: () => session.dispose(),
   };
@@ -89,9 +96,8 @@ async function trainingRunner(gpu: GpuContext, graph: Graph, batch: number): Pro
   const optimizer = await createOptimizer(gpu, { type: 'sgd', lr: 1e-4, momentum: 0.9 });
   const feeds = new Map([[batched.feedInputs[0].name, seededInput(batch * 3 * SIZE * SIZE, batch)]]);
   const labels = Uint32Array.from({ length: batch }, (_, i) => (i * 7) % plan.classes);
-  const s = plan.slicing;
   return {
-    slicing: s ? `${s.count} × ${s.images}${s.lastImages !== s.images ? ` (last ${s.lastImages})` : ''}` : 'whole',
+    slicing: describeSlicing(plan.slicing),
     run: async () => void (await plan.step(feeds, labels, optimizer)),
     dispose: () => {
       optimizer.dispose();
@@ -99,18 +105,6 @@ async function trainingRunner(gpu: GpuContext, graph: Graph, batch: number): Pro
       constants.dispose();
     },
   };
-}
-
-/** ResNet-50's BatchNormalization on its running statistics (scale, bias and stats frozen). */
-function freezeBatchNorm(graph: Graph): Graph {
-  const g = graph.clone();
-  for (const node of g.nodes)
-    if (node.opType === 'BatchNormalization')
-      for (const name of node.inputs.slice(1)) {
-        const init = g.initializers.get(name);
-        if (init) init.trainable = false;
-      }
-  return g;
 }
 
 const rows: Row[] = [];
@@ -124,7 +118,7 @@ try {
   for (const model of MODELS) {
     const base = buildArchitecture(model, { inputSize: SIZE, seed: 3 });
     for (const mode of MODES) {
-      const graph = mode === 'training' && model === 'resnet50' ? freezeBatchNorm(base) : base;
+      const graph = mode === 'training' && model === 'resnet50' ? freezeBatchNorm(base.clone()) : base;
       const make = mode === 'inference' ? inferenceRunner : trainingRunner;
       for (const batch of BATCHES[model]) {
         console.log(`${model} ${mode}: batch 8 and ${batch}, ${RUNS} runs each, alternating`);

@@ -18,7 +18,7 @@ import { ConstantStore } from '../src/runtime/plan.ts';
 import { prepareGraph } from '../src/graph/load.ts';
 import { createOptimizer } from '../src/train/optimizers.ts';
 import { TrainingPlan } from '../src/train/training-plan.ts';
-import { onnxBytesForOrt, randomizedLightModel, runOrt } from './helpers/reference-models.ts';
+import { freezeBatchNorm, onnxBytesForOrt, randomizedLightModel, runOrt } from './helpers/reference-models.ts';
 import { randomFloat32Array } from './helpers/random.ts';
 import { relL2 } from './helpers/reference-ops.ts';
 
@@ -292,14 +292,3 @@ describe('batch slicing', () => {
     900_000,
   );
 });
-
-/** BatchNormalization on its running statistics in training (scale and bias frozen): per image, so slicing keeps its meaning. */
-function freezeBatchNorm(graph: Graph): void {
-  for (const node of graph.nodes) {
-    if (node.opType !== 'BatchNormalization') continue;
-    for (const name of node.inputs.slice(1)) {
-      const init = graph.initializers.get(name);
-      if (init) init.trainable = false;
-    }
-  }
-}

@@ -130,3 +130,16 @@ export function topK(data: ArrayLike<number>, k: number): number[] {
     .slice(0, k)
     .map(([, i]) => i);
 }
+
+/** BatchNormalization on its running statistics in training (scale and bias frozen): per image,
+ * so a sliced batch keeps its meaning. Changes `graph` in place and returns it. */
+export function freezeBatchNorm(graph: Graph): Graph {
+  for (const node of graph.nodes) {
+    if (node.opType !== 'BatchNormalization') continue;
+    for (const name of node.inputs.slice(1)) {
+      const init = graph.initializers.get(name);
+      if (init) init.trainable = false;
+    }
+  }
+  return graph;
+}
