@@ -159,6 +159,34 @@ describe('session start-up on one context', () => {
     }
   });
 
+  it('two Convs sharing one weight with other groups each get the packing of their own group', async () => {
+    // W [4, 2, 3, 3] is a group-1 conv's over 2 channels and a group-2 conv's over 4: packed apart.
+    const g = new Graph();
+    g.opsetImports = [{ domain: '', version: 17 }];
+    g.inputs = [
+      { name: 'a', dtype: 'float32', shape: [1, 2, 6, 6] },
+      { name: 'b', dtype: 'float32', shape: [1, 4, 6, 6] },
+    ];
+    for (const i of g.inputs) g.values.set(i.name, { ...i });
+    g.setInitializer('w', { dtype: 'float32', dims: [4, 2, 3, 3], data: randomFloat32Array(72, 7341) }, false);
+    const builder = new GraphBuilder(g);
+    const one = builder.op('Conv', ['a', 'w'], { group: 1, pads: [1, 1, 1, 1] });
+    const two = builder.op('Conv', ['b', 'w'], { group: 2, pads: [1, 1, 1, 1] });
+    g.outputs = [one, two].map((name) => ({ name, dtype: 'float32' as const }));
+    const feeds = {
+      a: { dims: [1, 2, 6, 6], data: randomFloat32Array(72, 7342) },
+      b: { dims: [1, 4, 6, 6], data: randomFloat32Array(144, 7343) },
+    };
+    const want = await runOrt(encodeModel(g), feeds, 'cpu');
+    const session = await Session.create(g, { gpu });
+    try {
+      const got = await session.run(feeds);
+      for (const name of [one, two]) expect(relL2(got[name].data, want[name].data), name).toBeLessThan(1e-5);
+    } finally {
+      session.dispose();
+    }
+  });
+
   it('startPipelines issues every distinct compile before anything is awaited', async () => {
     const own = await createNodeGpuContext();
     try {

@@ -134,7 +134,8 @@ async function lowerConv(ctx: LowerContext): Promise<StepSpec[]> {
   const base = convParams(ctx.attrs, ctx.shape(0), ctx.shape(1), Boolean(n.inputs[2]));
   const weights = ctx.floatConstant(n.inputs[1]);
   const givenBias = n.inputs[2] ? ctx.floatConstant(n.inputs[2]) : undefined;
-  let keyParts = [n.inputs[1], n.inputs[2] ?? '-'];
+  // The group is part of the key: one W can be a group-1 conv's and a grouped conv's, packed apart.
+  let keyParts = [n.inputs[1], n.inputs[2] ?? '-', `group ${base.group}`];
   // Conv → BatchNormalization: the statistics folded into the weights (while packing) and bias.
   let out = n.outputs[0];
   const bnNode = ctx.absorbNext(
