@@ -57,7 +57,8 @@ export const evalCommand: CommandSpec = {
       throw new UsageError(`--plot must name an .svg file, got '${o.plot}'`);
     checkWritableFolder(dirname(plotPath), '--plot');
     checkModelFile(modelPath);
-    const graph = loadModelFile(modelPath);
+    // Only run: each weight is read from the file as the session uploads it, never held on the host.
+    const graph = loadModelFile(modelPath, { leaveTensorsInFile: true });
     const { size } = modelInputSize(graph, modelPath);
     const { spec, why } = choosePreprocess(graph, modelPath, o.preprocess, size);
     const labels = readLabels(graph);

@@ -40,7 +40,8 @@ export const predictCommand: CommandSpec = {
     for (const image of images) {
       checkReadableFile(image, 'an image file (graft eval takes a folder of class folders)');
     }
-    const graph = loadModelFile(modelPath);
+    // Only run: each weight is read from the file as the session uploads it, never held on the host.
+    const graph = loadModelFile(modelPath, { leaveTensorsInFile: true });
     const { size } = modelInputSize(graph, modelPath);
     const { spec, why } = choosePreprocess(graph, modelPath, args.values.preprocess, size);
     const labels = readLabels(graph);
