@@ -31,7 +31,7 @@ import {
 } from './engine-kernels.ts';
 import { FMA_UNROLL, fmaProbe } from './ceiling.ts';
 import { graphFlops } from './flops.ts';
-import { median, relL2 } from './harness.ts';
+import { median, relL2, workerCpuNs } from './harness.ts';
 import { convModel, distinctConvs, matmulModel, type ConvShape, type SingleNode } from './workloads.ts';
 
 const argv = process.argv.slice(2);
@@ -154,22 +154,6 @@ console.log(
 );
 const summary: string[] = [];
 const fma = CEILING ? await fmaProbe(gpu, undefined, CEILING_UNROLLED ? FMA_UNROLL : 1) : undefined;
-
-/** CPU time (ns) of every thread of this process but the main one: on a software adapter, what
- * its worker threads spent computing, however long the load kept them off a core
- * (/proc/self/task/<tid>/schedstat: time on CPU). Linux only. */
-function workerCpuNs(): number {
-  let ns = 0;
-  for (const tid of fs.readdirSync('/proc/self/task')) {
-    if (Number(tid) === process.pid) continue;
-    try {
-      ns += Number(fs.readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-    } catch {
-      // the thread ended between readdir and read
-    }
-  }
-  return ns;
-}
 
 /** FLOP per CPU-second of our runs over the ceiling's: efficiency independent of the load (it
  * misses idle threads: a dispatch with too few workgroups for every worker looks no worse; our

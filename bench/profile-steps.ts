@@ -2,8 +2,10 @@
 // Where a model's time goes, kernel by kernel: runs one inference (Session.run) or one training
 // step (TrainingPlan.step) while recording every dispatch it encodes (pipeline, bind group,
 // workgroups), then replays each recorded dispatch alone, timed with pass timestamps (median of
-// `runs`), and sums the times per kernel kind (the pipeline label up to its first size or ':').
-// Each replay reads whatever the buffers hold by then: timings only, no results.
+// `runs`) and by the CPU time of lavapipe's worker threads (every thread but the main one: it
+// holds under load, when GPU times stretch), and sums both per kernel kind (the pipeline label
+// up to its first size or ':'). Each replay reads whatever the buffers hold by then: timings
+// only, no results.
 //
 //   npx tsx bench/profile-steps.ts infer inception_v1 8     (a light model at batch 8)
 //   npx tsx bench/profile-steps.ts train resnet50 8 112     (a training step at 112×112)
@@ -17,6 +19,7 @@ import { createOptimizer } from '../src/train/optimizers.ts';
 import { TrainingPlan } from '../src/train/training-plan.ts';
 import { LIGHT_MODELS, randomizedLightModel, type LightModel } from '../test/helpers/reference-models.ts';
 import { measureCeiling, timeSteps } from './ceiling.ts';
+import { workerCpuNs } from './harness.ts';
 import { trainingGraph } from './train-step.ts';
 import { withBatch } from './workloads.ts';
 import type { KernelStep } from '../src/kernels/program.ts';
@@ -65,12 +68,12 @@ function installRecorder(): { recorded: Recorded[]; setRecording: (on: boolean) 
   return { recorded, setRecording: (on) => (recording = on) };
 }
 
-/** A kernel's kind: its label up to the first digit-bearing word or ':' (sizes vary per layer). */
+/** A kernel's kind: its label up to the first word that is a size ('512ch', '3x3', 's2': a digit
+ * and no three letters in a row, unlike 'im2col') or a ':' (sizes vary per layer). */
 function kindOf(label: string): string {
-  const words = label.split(/[\s:]+/);
   const kept: string[] = [];
-  for (const w of words) {
-    if (/\d/.test(w) || w === '') break;
+  for (const w of label.split(/[\s:]+/)) {
+    if (w === '' || (/\d/.test(w) && !/[a-zA-Z]{3}/.test(w))) break;
     kept.push(w);
   }
   return kept.join(' ') || label;
@@ -115,29 +118,44 @@ try {
   await runOnce();
   recorder.setRecording(false);
 
-  const perKind = new Map<string, { count: number; ms: number }>();
+  const perKind = new Map<string, { count: number; ms: number; cpuMs: number }>();
   let totalMs = 0;
+  let totalCpuMs = 0;
   for (const r of recorder.recorded) {
+    const c0 = workerCpuNs();
     const ms = await timeSteps(gpu, [{ ...r, owned: [] }], RUNS);
+    // timeSteps runs the step once untimed, then RUNS times.
+    const cpuMs = (workerCpuNs() - c0) / 1e6 / (RUNS + 1);
     totalMs += ms;
+    totalCpuMs += cpuMs;
     const k = kindOf(r.label);
-    const e = perKind.get(k) ?? { count: 0, ms: 0 };
+    const e = perKind.get(k) ?? { count: 0, ms: 0, cpuMs: 0 };
     e.count++;
     e.ms += ms;
+    e.cpuMs += cpuMs;
     perKind.set(k, e);
   }
+  // The same dispatches replayed in one pass: what running them back to back costs beyond their sum.
+  const wholeMs = await timeSteps(
+    gpu,
+    recorder.recorded.map((r) => ({ ...r, owned: [] })),
+    RUNS,
+  );
   const ceilingEnd = ceilingStart ? await measureCeiling(gpu) : undefined;
   console.log(
     `${mode} ${model} batch ${batch}${mode === 'train' ? ` at ${sizeArg}×${sizeArg}` : ''}: ${recorder.recorded.length} dispatches, ` +
-      `sum of lone dispatches ${totalMs.toFixed(0)} ms, one whole run ${wallMs.toFixed(0)} ms wall; load ${os.loadavg()[0].toFixed(2)}` +
+      `sum of lone dispatches ${totalMs.toFixed(0)} ms (worker CPU ${totalCpuMs.toFixed(0)} ms), all of them in one pass ${wholeMs.toFixed(0)} ms, ` +
+      `one whole run ${wallMs.toFixed(0)} ms wall; load ${os.loadavg()[0].toFixed(2)}` +
       (ceilingStart && ceilingEnd
         ? `; FMA ceiling ${ceilingStart.fmaGflops.toFixed(1)} → ${ceilingEnd.fmaGflops.toFixed(1)} GFLOP/s (unrolled ${ceilingStart.fmaUnrolledGflops.toFixed(1)} → ${ceilingEnd.fmaUnrolledGflops.toFixed(1)})`
         : ''),
   );
-  const rows = [...perKind.entries()].sort((a, b) => b[1].ms - a[1].ms).slice(0, TOP);
+  const rows = [...perKind.entries()].sort((a, b) => b[1].cpuMs - a[1].cpuMs).slice(0, TOP);
+  console.log(`  ${'kind'.padEnd(40)} count    GPU ms  share   CPU ms  share`);
   for (const [k, e] of rows)
     console.log(
-      `  ${k.padEnd(40)} ${String(e.count).padStart(4)} × ${e.ms.toFixed(1).padStart(8)} ms  ${((100 * e.ms) / totalMs).toFixed(1).padStart(5)}%`,
+      `  ${k.padEnd(40)} ${String(e.count).padStart(5)} ${e.ms.toFixed(1).padStart(9)} ${((100 * e.ms) / totalMs).toFixed(1).padStart(5)}% ` +
+        `${e.cpuMs.toFixed(1).padStart(8)} ${((100 * e.cpuMs) / totalCpuMs).toFixed(1).padStart(5)}%`,
     );
   dispose();
 } finally {
