@@ -3,6 +3,12 @@
 // numbers move with the load, so a ceiling from another minute says little):
 //  - FMA ceiling: a register-only kernel of independent vec4 FMAs, enough workgroups to give
 //    every thread work, timed with pass timestamps; the best of a few sizes.
+//  - the same with each trip of its loop doing FMA_UNROLL rounds written out (a constant inner
+//    loop that the compiler unrolls): on lavapipe (Mesa 25) a loop costs, per trip and per
+//    loop-carried value, a blend with the loop mask (and here a spill: 32 accumulator registers
+//    of 8 lanes against AVX2's 16), so the plain loop measures the loop as much as the FMAs;
+//    the unrolled form ran 1.5–1.9× faster there. Reported beside the plain ceiling, which the
+//    fractions still use.
 //  - copy bandwidth: a storage-to-storage vec4 copy of a large buffer (bytes read + written).
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import {
@@ -21,6 +27,8 @@ import { median } from './harness.ts';
 export interface Ceiling {
   /** Best FMA throughput over the sizes tried, GFLOP/s (an FMA counts 2). */
   fmaGflops: number;
+  /** The same with FMA_UNROLL rounds per loop trip, GFLOP/s. */
+  fmaUnrolledGflops: number;
   /** Copy bandwidth, GB/s (10⁹ bytes: read + written). */
   copyGBps: number;
   /** Every size tried: what, its median GPU ms and its rate. */
@@ -30,12 +38,18 @@ export interface Ceiling {
 /** Independent vec4 accumulators per invocation: enough to hide FMA latency on any CPU or GPU. */
 const CHAINS = 8;
 
-/** Each invocation runs P.iterations × CHAINS vec4 FMAs, then writes one float (so that none is dead code). */
-function fmaProgram(workgroups: number, workgroupSize: number, iterations: number): KernelProgram {
+/** Rounds of CHAINS FMAs per loop trip in the unrolled form: 4 ran fastest on lavapipe (8 and
+ * 16 slower again: the compiler stops unrolling, or spills more). */
+export const FMA_UNROLL = 4;
+
+/** Each invocation runs P.iterations × unroll × CHAINS vec4 FMAs, then writes one float (so
+ * that none is dead code). */
+function fmaProgram(workgroups: number, workgroupSize: number, iterations: number, unroll = 1): KernelProgram {
   const chains = Array.from({ length: CHAINS }, (_, i) => i);
+  const round = chains.map((i) => `acc${i} = fma(acc${i}, m, d);`);
   return defineProgram({
-    label: `fma ceiling ${workgroups}×${workgroupSize}×${iterations}`,
-    key: `bench-fma|${workgroupSize}`,
+    label: `fma ceiling ${workgroups}×${workgroupSize}×${iterations}${unroll > 1 ? `×${unroll}` : ''}`,
+    key: `bench-fma|${workgroupSize}|${unroll}`,
     dispatch: dispatch1d(workgroups),
     bindings: [output('out')],
     params: new ParamBlock().u32('iterations', iterations).u32('width', workgroups * workgroupSize),
@@ -48,7 +62,9 @@ function fmaProgram(workgroups: number, workgroupSize: number, iterations: numbe
         `  let d = vec4f(1e-3, 2e-3, 3e-3, 4e-3);`,
         ...chains.map((i) => `  var acc${i} = vec4f(${i + 1}.0) * seed;`),
         `  for (var i = 0u; i < P.iterations; i++) {`,
-        ...chains.map((i) => `    acc${i} = fma(acc${i}, m, d);`),
+        ...(unroll > 1
+          ? [`    for (var u = 0u; u < ${unroll}u; u++) {`, ...round.map((x) => `      ${x}`), `    }`]
+          : round.map((x) => `    ${x}`)),
         `  }`,
         `  let total = ${chains.map((i) => `acc${i}`).join(' + ')};`,
         `  out[(gid.x + gid.y * 65535u * ${workgroupSize}u) % P.width] = total.x + total.y + total.z + total.w;`,
@@ -121,10 +137,13 @@ export async function timeSteps(gpu: GpuContext, steps: KernelStep[], runs: numb
 export async function fmaProbe(
   gpu: GpuContext,
   [workgroups, size, iterations]: [number, number, number] = [256, 64, 512],
+  unroll = 1,
 ): Promise<{ measure: () => Promise<number>; flops: number; runsPerMeasure: number; dispose: () => void }> {
   const out = gpu.createBuffer('fma out', 65536 * 4, storageUsage());
-  const step = await prepareStep(gpu, fmaProgram(workgroups, size, iterations), [{ buffer: out }]);
-  const flops = workgroups * size * iterations * CHAINS * 4 * 2;
+  // The unrolled form runs the same FMAs in 1/unroll as many trips.
+  const trips = Math.max(1, Math.round(iterations / unroll));
+  const step = await prepareStep(gpu, fmaProgram(workgroups, size, trips, unroll), [{ buffer: out }]);
+  const flops = workgroups * size * trips * unroll * CHAINS * 4 * 2;
   return {
     measure: async () => flops / (await timeSteps(gpu, [step], 1)) / 1e6,
     flops,
@@ -156,13 +175,17 @@ export async function measureCeiling(gpu: GpuContext, runs = 5): Promise<Ceiling
       [1024, 64, 1024],
     ];
     const out = buffer('fma out', 65536 * 4);
-    for (const [workgroups, size, iterations] of sizes) {
-      const program = fmaProgram(workgroups, size, iterations);
-      const step = await prepareStep(gpu, program, [{ buffer: out }]);
-      created.push(...step.owned);
-      const ms = await timeSteps(gpu, [step], runs);
-      const flops = workgroups * size * iterations * CHAINS * 4 * 2;
-      trials.push({ what: `fma ${workgroups}×${size}×${iterations}`, ms, rate: flops / ms / 1e6 });
+    for (const unroll of [1, FMA_UNROLL]) {
+      for (const [workgroups, size, iterations] of sizes) {
+        const trips = iterations / unroll;
+        const program = fmaProgram(workgroups, size, trips, unroll);
+        const step = await prepareStep(gpu, program, [{ buffer: out }]);
+        created.push(...step.owned);
+        const ms = await timeSteps(gpu, [step], runs);
+        const flops = workgroups * size * iterations * CHAINS * 4 * 2;
+        const what = `${unroll > 1 ? `fma-unrolled×${unroll}` : 'fma'} ${workgroups}×${size}×${iterations}`;
+        trials.push({ what, ms, rate: flops / ms / 1e6 });
+      }
     }
     const copyBytes = 64 * 2 ** 20;
     const src = buffer('copy src', copyBytes);
@@ -186,5 +209,5 @@ export async function measureCeiling(gpu: GpuContext, runs = 5): Promise<Ceiling
     for (const b of created) b.destroy();
   }
   const best = (prefix: string) => Math.max(...trials.filter((t) => t.what.startsWith(prefix)).map((t) => t.rate));
-  return { fmaGflops: best('fma'), copyGBps: best('copy'), trials };
+  return { fmaGflops: best('fma '), fmaUnrolledGflops: best('fma-unrolled'), copyGBps: best('copy'), trials };
 }

@@ -2,6 +2,7 @@
 // iteration is async GPU or worker-thread work and resolves its Deferred when done); the first
 // call of a workload runs before Benchmark.js starts, since it compiles pipelines (lavapipe
 // compiles lazily, at first dispatch) and fills caches.
+import fs from 'node:fs';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import Benchmark from 'benchmark';
@@ -141,4 +142,20 @@ export function relL2(got: ArrayLike<number>, want: ArrayLike<number>): number {
     den += want[i] * want[i];
   }
   return Math.sqrt(num / Math.max(den, 1e-30));
+}
+
+/** CPU time (ns) of every thread of this process but the main one: on a software adapter, what
+ * its worker threads spent computing, however long the load kept them off a core
+ * (/proc/self/task/<tid>/schedstat: time on CPU). Linux only. */
+export function workerCpuNs(): number {
+  let ns = 0;
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    if (Number(tid) === process.pid) continue;
+    try {
+      ns += Number(fs.readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread ended between readdir and read
+    }
+  }
+  return ns;
 }

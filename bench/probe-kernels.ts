@@ -6,11 +6,13 @@
 //
 // Usage: npx tsx bench/probe-kernels.ts [--only gemm512,gemm1024,gemm8x4096x1024,conv,conv128@28,...]
 //   [--variants default,default-nosg,reg16x8@8x1,...] [--wait paced,spin] [--rounds 6] [--per-round 3] [--no-ort]
-//   [--ceiling]
+//   [--ceiling] [--ceiling-unrolled]
 // --only also takes conv shapes: c<kernel>:<in>-<out>@<size>[s<stride>]b<images>, e.g. c3:64-64@56b8
 // (padding kernel ÷ 2). --ceiling times the adapter's FMA ceiling kernel (bench/ceiling.ts) right
 // before each of our runs and gives the median over runs of (run's GPU-time rate ÷ that ceiling),
 // with its quartiles: paired, so that the load, which moves from second to second, cancels out.
+// --ceiling-unrolled does the same against the ceiling kernel's unrolled form (bench/ceiling.ts,
+// FMA_UNROLL), which on lavapipe runs 1.5–1.9× faster than the plain one.
 import fs from 'node:fs';
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
@@ -27,9 +29,9 @@ import {
   type KernelRunner,
   type VariantChoice,
 } from './engine-kernels.ts';
-import { fmaProbe } from './ceiling.ts';
+import { FMA_UNROLL, fmaProbe } from './ceiling.ts';
 import { graphFlops } from './flops.ts';
-import { median, relL2 } from './harness.ts';
+import { median, relL2, workerCpuNs } from './harness.ts';
 import { convModel, distinctConvs, matmulModel, type ConvShape, type SingleNode } from './workloads.ts';
 
 const argv = process.argv.slice(2);
@@ -42,7 +44,8 @@ const VARIANTS = (option('--variants') ?? 'default').split(',');
 const ROUNDS = Number(option('--rounds') ?? 6);
 const PER_ROUND = Number(option('--per-round') ?? 3);
 const RUN_ORT = !argv.includes('--no-ort');
-const CEILING = argv.includes('--ceiling');
+const CEILING_UNROLLED = argv.includes('--ceiling-unrolled');
+const CEILING = argv.includes('--ceiling') || CEILING_UNROLLED;
 /** How our runner waits for its submit: paced (SubmitPacer, the runtime's way) and/or mapping at once. */
 const WAITS = (option('--wait') ?? 'paced').split(',') as ('paced' | 'spin')[];
 for (const w of WAITS) if (w !== 'paced' && w !== 'spin') throw new Error(`--wait: 'paced' or 'spin', got '${w}'`);
@@ -150,23 +153,7 @@ console.log(
     .join(' ')}; rounds ${ROUNDS} × ${PER_ROUND} runs per engine`,
 );
 const summary: string[] = [];
-const fma = CEILING ? await fmaProbe(gpu) : undefined;
-
-/** CPU time (ns) of every thread of this process but the main one: on a software adapter, what
- * its worker threads spent computing, however long the load kept them off a core
- * (/proc/self/task/<tid>/schedstat: time on CPU). Linux only. */
-function workerCpuNs(): number {
-  let ns = 0;
-  for (const tid of fs.readdirSync('/proc/self/task')) {
-    if (Number(tid) === process.pid) continue;
-    try {
-      ns += Number(fs.readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-    } catch {
-      // the thread ended between readdir and read
-    }
-  }
-  return ns;
-}
+const fma = CEILING ? await fmaProbe(gpu, undefined, CEILING_UNROLLED ? FMA_UNROLL : 1) : undefined;
 
 /** FLOP per CPU-second of our runs over the ceiling's: efficiency independent of the load (it
  * misses idle threads: a dispatch with too few workgroups for every worker looks no worse; our

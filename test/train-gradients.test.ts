@@ -101,6 +101,16 @@ describe('gradient kernels vs finite differences', () => {
       bias: true,
     },
     { name: 'grouped 2x2 dilation 2', x: [1, 6, 7, 7], w: [4, 3, 2, 2], dilation: 2, group: 2, bias: false },
+    // col2im steps each tap by whole strides and a remainder of the dilation: both nonzero here.
+    {
+      name: '3x3 stride 2 dilation 3',
+      x: [2, 3, 11, 10],
+      w: [4, 3, 3, 3],
+      stride: 2,
+      dilation: 3,
+      pad: [2, 1, 2, 3],
+      bias: true,
+    },
     {
       name: 'depthwise 3x3 stride 2',
       x: [2, 4, 6, 6],

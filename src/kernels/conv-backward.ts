@@ -134,7 +134,14 @@ export function col2imProgram(
     images.count * imageSize,
     'dcol',
     'dx',
-    (P) => P.u32('rows', rows).u32('outOffset', images.first * imageSize),
+    (P) =>
+      P.u32('rows', rows)
+        .u32('outOffset', images.first * imageSize)
+        // A dilation as whole strides and a remainder: each tap steps (q, r) without dividing.
+        .i32('dilationHStrides', Math.floor(p.dilationH / p.strideH))
+        .i32('dilationHRest', p.dilationH % p.strideH)
+        .i32('dilationWStrides', Math.floor(p.dilationW / p.strideW))
+        .i32('dilationWRest', p.dilationW % p.strideW),
     `
   let w = i32(idx % P.width);
   let h = i32((idx / P.width) % P.height);
@@ -142,21 +149,32 @@ export function col2imProgram(
   let img = idx / (P.width * P.height * P.channels);
   let g = c / P.groupIn;
   let ci = c % P.groupIn;
+  // Tap kh reads output row th / strideH where th = h + padTop - kh·dilationH divides evenly:
+  // th = qh·strideH + rh (0 ≤ rh < strideH) is stepped from tap to tap instead of divided per
+  // tap (llvmpipe divides lane by lane, about 2 ns a lane; the taps did two divisions each).
+  var qh = (h + P.padTop) / i32(P.strideH);
+  var rh = (h + P.padTop) % i32(P.strideH);
+  let qw0 = (w + P.padLeft) / i32(P.strideW);
+  let rw0 = (w + P.padLeft) % i32(P.strideW);
   var acc = 0.0;
   for (var kh = 0u; kh < P.kernelH; kh++) {
-    let th = h + P.padTop - i32(kh) * P.dilationH;
-    if (th < 0 || th % i32(P.strideH) != 0) { continue; }
-    let oh = u32(th) / P.strideH;
-    if (oh >= P.outH) { continue; }
-    for (var kw = 0u; kw < P.kernelW; kw++) {
-      let tw = w + P.padLeft - i32(kw) * P.dilationW;
-      if (tw < 0 || tw % i32(P.strideW) != 0) { continue; }
-      let ow = u32(tw) / P.strideW;
-      if (ow >= P.outW) { continue; }
-      let r = img * P.spatial + oh * P.outW + ow;
-      let k = (ci * P.kernelH + kh) * P.kernelW + kw;
-      acc += dcol[(g * P.rows + r) * P.K + k];
+    if (rh == 0 && qh >= 0 && u32(qh) < P.outH) {
+      var qw = qw0;
+      var rw = rw0;
+      for (var kw = 0u; kw < P.kernelW; kw++) {
+        if (rw == 0 && qw >= 0 && u32(qw) < P.outW) {
+          let r = img * P.spatial + u32(qh) * P.outW + u32(qw);
+          let k = (ci * P.kernelH + kh) * P.kernelW + kw;
+          acc += dcol[(g * P.rows + r) * P.K + k];
+        }
+        rw -= P.dilationWRest;
+        qw -= P.dilationWStrides + select(0, 1, rw < 0);
+        rw += select(0, i32(P.strideW), rw < 0);
+      }
     }
+    rh -= P.dilationHRest;
+    qh -= P.dilationHStrides + select(0, 1, rh < 0);
+    rh += select(0, i32(P.strideH), rh < 0);
   }
   y[P.outOffset + idx] = acc;`,
   );

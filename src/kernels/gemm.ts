@@ -205,9 +205,12 @@ export const GEMM_VARIANTS: readonly GemmVariant[] = [
   { kind: 'register', tileM: 16, tileN: 8, wgX: 8, wgY: 1, subgroupA: true },
   { kind: 'register', tileM: 24, tileN: 8, wgX: 8, wgY: 1, subgroupA: true },
   { kind: 'register', tileM: 32, tileN: 8, wgX: 8, wgY: 1, subgroupA: true },
+  // 32 columns per workgroup instead of 64: for N ≤ 32 (and 96), where 64 would compute columns
+  // past N.
+  { kind: 'register', tileM: 24, tileN: 4, wgX: 8, wgY: 1, subgroupA: true },
 ];
 
-const [REG8, REG16, REG4, REG1, REG8_WG8, SHM4, SHM8, SG8, SG16, SG24, SG32] = GEMM_VARIANTS;
+const [REG8, REG16, REG4, REG1, REG8_WG8, SHM4, SHM8, SG8, SG16, SG24, SG32, SG24_N4] = GEMM_VARIANTS;
 
 /**
  * The 'shader-f16' variants: f32 tiles of GEMM_VARIANTS computed in f16 (F16Math). Reachable
@@ -266,7 +269,7 @@ const asTarget = (t: boolean | GemmTarget): GemmTarget => (typeof t === 'boolean
 export function candidateVariants(target: boolean | GemmTarget, M: number): GemmVariant[] {
   const t = asTarget(target);
   if (!t.software) return M <= 4 ? [REG1, SHM4] : [SHM4, SHM8, REG8];
-  if (t.subgroupSize === 8) return M <= 32 ? [SG8, SG16, SG32, REG1] : [SG16, SG24, SG32];
+  if (t.subgroupSize === 8) return M <= 32 ? [SG8, SG16, SG32, REG1] : [SG16, SG24, SG32, SG24_N4];
   if (M <= 4) return [REG1, REG4];
   return M <= 32 ? [REG4, REG8, REG1] : [REG8, REG16, REG4, REG8_WG8];
 }
@@ -284,13 +287,22 @@ export function candidateVariants(target: boolean | GemmTarget, M: number): Gemm
  * M is 25–64 (a conv's dW with 64 output channels, a 7×7 map at batch 1) 16 rows beat 32:
  * 64×25088×576 0.59 (0.57) against 0.42 (0.48), 64×4608×512 0.55 CPU against 0.50, conv 3×3
  * 512→512 @7 b1 (M = 49) 0.44 (0.40) against 0.35 (0.37). Rows a tile computes past M are
- * waste, so M up to 24 takes the smallest tile that holds it in one.
+ * waste, so M up to 24 takes the smallest tile that holds it in one. Columns past N are waste
+ * too: a workgroup of the 24-row tile covers 64 columns (8 lanes × 8), or 32 with 4 per lane,
+ * which does about 0.8 of the work per second (fewer multiply-adds per load; GEMM 1024³ CPU-time
+ * ratio 0.37 against 0.47) and so wins where 64-column tiles compute over 1.25× the columns
+ * that 32-column ones do: N ≤ 32 and N = 96 (conv 1×1 528→32 @14 b8 0.38 against 0.21, conv
+ * 3×3 96→96 @28 b8 0.56 against 0.46, both at load 6).
  */
 export function defaultVariant(p: Pick<GemmProblem, 'M' | 'N'>, target: boolean | GemmTarget): GemmVariant {
   const t = asTarget(target);
   if (p.M === 1 || (!t.software && p.M <= 4)) return REG1; // a row per invocation: GEMV (batch-1 FC layers)
   if (!t.software) return SHM4;
-  if (t.subgroupSize === 8) return p.M <= 8 ? SG8 : p.M <= 16 ? SG16 : p.M <= 24 ? SG24 : p.M <= 64 ? SG16 : SG24;
+  if (t.subgroupSize === 8) {
+    if (p.M <= 8) return SG8;
+    if (p.M <= 16 || (p.M > 24 && p.M <= 64)) return SG16;
+    return roundUp(p.N, 32) * 1.25 < roundUp(p.N, 64) ? SG24_N4 : SG24;
+  }
   // Without subgroups: 16-row tiles win on tall problems, 8-row tiles waste less on the 7×7 and
   // 14×14 maps of a ResNet's last stages; REG4 suits 2–4 rows.
   return p.M <= 32 ? REG4 : p.M >= 1024 ? REG16 : REG8;
@@ -563,9 +575,10 @@ function registerBody(s: Structure, v: Extract<GemmVariant, { kind: 'register' }
     L.push(`  }`);
   }
 
-  // Epilogue: accumulators into an array, then a loop of storeC calls. Loops, not unrolled
-  // code, and a lane-dependent trip count so that nothing unrolls them: LLVM's compile time on
-  // lavapipe grows fast with straight-line code (an unrolled 8×8 epilogue costs seconds).
+  // Epilogue: accumulators into an array, then a loop over rows (C's and the bias's row index,
+  // with the nchw layout's divisions, once per row) around a loop of storeCAt calls. Loops, not
+  // unrolled code, and a lane-dependent trip count so that nothing unrolls them: LLVM's compile
+  // time on lavapipe grows fast with straight-line code (an unrolled 8×8 epilogue costs seconds).
   L.push(`  var tile: array<vec4f, ${TM * TN4}>;`);
   for (const i of rows)
     for (const j of cols)
@@ -573,8 +586,13 @@ function registerBody(s: Structure, v: Extract<GemmVariant, { kind: 'register' }
   L.push(`  let rowCount = min(${u32(TM)}, P.M - row0);`);
   L.push(`  let colCount = min(${u32(TN)}, max(P.N, col0) - col0);`);
   L.push(`  for (var i = 0u; i < rowCount; i++) {`);
+  L.push(`    let cRow = cRowIndex(batch, row0 + i);`);
+  if (s.bias) L.push(`    let biasRow = biasRowIndex(batch, row0 + i);`);
   L.push(`    for (var j = 0u; j < colCount; j++) {`);
-  L.push(`      storeC(batch, row0 + i, col0 + j, tile[i * ${u32(TN4)} + j / 4u][j % 4u]);`);
+  L.push(`      let col = col0 + j;`);
+  L.push(
+    `      storeCAt(cRow + cColIndex(batch, col), ${s.bias ? 'biasRow + biasColIndex(col)' : '0u'}, tile[i * ${u32(TN4)} + j / 4u][j % 4u]);`,
+  );
   L.push(`    }`);
   L.push(`  }`);
   return L.join('\n');
@@ -654,19 +672,36 @@ export function epilogueStructure(p: GemmProblem): EpilogueStructure {
   };
 }
 
-/** storeC(batch, row, col, value): scale, bias, activation and the store of one element (uniforms: epilogueParams). */
+/**
+ * storeC(batch, row, col, value): scale, bias, activation and the store of one element
+ * (uniforms: epilogueParams); storeCAt does the same at C and bias indices split into a row part
+ * (cRowIndex, biasRowIndex) and a column part (cColIndex, biasColIndex), so that a tile's store
+ * loop can take the row part, with its divisions, out of the column loop: llvmpipe divides lane
+ * by lane, eight scalar divisions per vector.
+ */
 export function epilogueFunction(s: EpilogueStructure): string[] {
   const L: string[] = [];
-  L.push(`fn storeC(batch: u32, row: u32, col: u32, acc: f32) {`);
-  let value = 'acc * P.alpha';
-  if (s.bias)
-    value += ` + bias[batch * P.biasBatch + row * P.biasStrideM + (col + P.nOffset) * P.biasStrideN] * P.beta`;
-  L.push(`  let v = ${value};`);
-  const cIdx =
+  L.push(
     s.c === 'matrix'
-      ? `batch * P.cBatch + P.cOffset + row * P.cStrideM + (col + P.nOffset) * P.cStrideN`
-      : `(row / P.cSpatial) * P.cImage + row % P.cSpatial + (batch * P.cBatchChannels + P.nOffset + col) * P.cSpatial`;
-  L.push(s.accumulate ? `  let at = ${cIdx};\n  c[at] = c[at] + v;` : `  c[${cIdx}] = ${activationWgsl(s.act, 'v')};`);
+      ? `fn cRowIndex(batch: u32, row: u32) -> u32 { return batch * P.cBatch + P.cOffset + row * P.cStrideM; }`
+      : `fn cRowIndex(batch: u32, row: u32) -> u32 { return (row / P.cSpatial) * P.cImage + row % P.cSpatial; }`,
+  );
+  L.push(
+    s.c === 'matrix'
+      ? `fn cColIndex(batch: u32, col: u32) -> u32 { return (col + P.nOffset) * P.cStrideN; }`
+      : `fn cColIndex(batch: u32, col: u32) -> u32 { return (batch * P.cBatchChannels + P.nOffset + col) * P.cSpatial; }`,
+  );
+  if (s.bias) {
+    L.push(`fn biasRowIndex(batch: u32, row: u32) -> u32 { return batch * P.biasBatch + row * P.biasStrideM; }`);
+    L.push(`fn biasColIndex(col: u32) -> u32 { return (col + P.nOffset) * P.biasStrideN; }`);
+  }
+  L.push(`fn storeCAt(at: u32, biasAt: u32, acc: f32) {`);
+  L.push(`  let v = acc * P.alpha${s.bias ? ' + bias[biasAt] * P.beta' : ''};`);
+  L.push(s.accumulate ? `  c[at] = c[at] + v;` : `  c[at] = ${activationWgsl(s.act, 'v')};`);
+  L.push(`}`);
+  L.push(`fn storeC(batch: u32, row: u32, col: u32, acc: f32) {`);
+  const biasAt = s.bias ? 'biasRowIndex(batch, row) + biasColIndex(col)' : '0u';
+  L.push(`  storeCAt(cRowIndex(batch, row) + cColIndex(batch, col), ${biasAt}, acc);`);
   L.push(`}`);
   return L;
 }
