@@ -779,7 +779,7 @@ const ceilingRun = async (when: string) => {
   const c = await measureCeiling(gpu);
   ceilings.push(c);
   console.log(
-    `ceiling (${when}): FMA ${c.fmaGflops.toFixed(1)} GFLOP/s, copy ${c.copyGBps.toFixed(2)} GB/s (${c.trials.map((t) => `${t.what} ${t.rate.toFixed(1)}`).join('; ')}); load ${os.loadavg()[0].toFixed(2)}`,
+    `ceiling (${when}): FMA ${c.fmaGflops.toFixed(1)} GFLOP/s (plain loop ${c.fmaLoopGflops.toFixed(1)}), copy ${c.copyGBps.toFixed(2)} GB/s (${c.trials.map((t) => `${t.what} ${t.rate.toFixed(1)}`).join('; ')}); load ${os.loadavg()[0].toFixed(2)}`,
   );
 };
 try {
@@ -803,7 +803,7 @@ const header = [
     .loadavg()
     .map((l) => l.toFixed(2))
     .join(' ')}`,
-  `- adapter ceiling (best of start and end, bench/ceiling.ts): FMA ${bestCeiling()?.fmaGflops.toFixed(1)} GFLOP/s (start ${ceilings[0]?.fmaGflops.toFixed(1)}, end ${ceilings[1]?.fmaGflops.toFixed(1)}); copy ${bestCeiling()?.copyGBps.toFixed(2)} GB/s (start ${ceilings[0]?.copyGBps.toFixed(2)}, end ${ceilings[1]?.copyGBps.toFixed(2)})`,
+  `- adapter ceiling (best of start and end, bench/ceiling.ts): FMA ${bestCeiling()?.fmaGflops.toFixed(1)} GFLOP/s (start ${ceilings[0]?.fmaGflops.toFixed(1)}, end ${ceilings[1]?.fmaGflops.toFixed(1)}; the plain loop kernel ${ceilings[0]?.fmaLoopGflops.toFixed(1)} and ${ceilings[1]?.fmaLoopGflops.toFixed(1)}, the ceiling before 2026-12-07); copy ${bestCeiling()?.copyGBps.toFixed(2)} GB/s (start ${ceilings[0]?.copyGBps.toFixed(2)}, end ${ceilings[1]?.copyGBps.toFixed(2)})`,
   `- versions: node ${process.version}, onnxruntime-node ${ort.env.versions.common}, TF.js ${RUN_TFJS ? (await import('@tensorflow/tfjs')).version.tfjs : 'not run'}`,
 ];
 const legend = [

@@ -147,7 +147,7 @@ try {
       `sum of lone dispatches ${totalMs.toFixed(0)} ms (worker CPU ${totalCpuMs.toFixed(0)} ms), all of them in one pass ${wholeMs.toFixed(0)} ms, ` +
       `one whole run ${wallMs.toFixed(0)} ms wall; load ${os.loadavg()[0].toFixed(2)}` +
       (ceilingStart && ceilingEnd
-        ? `; FMA ceiling ${ceilingStart.fmaGflops.toFixed(1)} → ${ceilingEnd.fmaGflops.toFixed(1)} GFLOP/s (unrolled ${ceilingStart.fmaUnrolledGflops.toFixed(1)} → ${ceilingEnd.fmaUnrolledGflops.toFixed(1)})`
+        ? `; FMA ceiling ${ceilingStart.fmaGflops.toFixed(1)} → ${ceilingEnd.fmaGflops.toFixed(1)} GFLOP/s (plain loop ${ceilingStart.fmaLoopGflops.toFixed(1)} → ${ceilingEnd.fmaLoopGflops.toFixed(1)})`
         : ''),
   );
   const rows = [...perKind.entries()].sort((a, b) => b[1].cpuMs - a[1].cpuMs).slice(0, TOP);

@@ -519,7 +519,9 @@ const adapter = `${gpu.info.vendor} ${gpu.info.architecture} ${gpu.info.descript
 console.log(`adapter: ${adapter}; ${os.cpus().length} CPUs; load ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}`);
 const tf = RUN_TFJS ? await tfjsWebGpu() : undefined;
 ceilings.push(await measureCeiling(gpu));
-console.log(`FMA ceiling ${ceilings[0].fmaGflops.toFixed(1)} GFLOP/s`);
+console.log(
+  `FMA ceiling ${ceilings[0].fmaGflops.toFixed(1)} GFLOP/s (plain loop ${ceilings[0].fmaLoopGflops.toFixed(1)})`,
+);
 try {
   for (const model of ONLY) {
     for (const size of SIZES) {
@@ -666,7 +668,7 @@ const header = [
     .map((l) => l.toFixed(2))
     .join(' ')}`,
   `- versions: node ${process.version}, TF.js ${tf ? tf.version.tfjs : 'not run'}`,
-  `- adapter FMA ceiling (bench/ceiling.ts, best of start and end): ${bestFma()?.toFixed(1)} GFLOP/s (start ${ceilings[0]?.fmaGflops.toFixed(1)}, end ${ceilings[1]?.fmaGflops.toFixed(1)})`,
+  `- adapter FMA ceiling (bench/ceiling.ts, best of start and end): ${bestFma()?.toFixed(1)} GFLOP/s (start ${ceilings[0]?.fmaGflops.toFixed(1)}, end ${ceilings[1]?.fmaGflops.toFixed(1)}; the plain loop kernel ${ceilings[0]?.fmaLoopGflops.toFixed(1)} and ${ceilings[1]?.fmaLoopGflops.toFixed(1)}, the ceiling before 2026-12-07)`,
 ];
 const legend = [
   '',
