@@ -163,11 +163,14 @@ export interface LowerOptions {
   /** The device's maxComputeWorkgroupsPerDimension: GEMMs with more row tiles are split. */
   maxWorkgroupsPerDimension?: number;
   /**
-   * What runs a dense layer of at most GEMV_MAX_ROWS rows with packed weights: 'gemv' (the
-   * split-K GEMV, for GPUs) or 'gemm' (the GEMM core; default). On lavapipe the GEMM core was
-   * measured faster (bench/probe-dense.ts), so sessions choose 'gemm' on software adapters.
+   * What runs a dense layer of at most GEMV_MAX_ROWS rows with constant weights: 'gemv' (the
+   * split-K GEMV over packed weights, for GPUs), 'gemm' (the GEMM core over packed weights;
+   * default) or 'dot' (the dot GEMV over the weights as stored, where a Gemm's transB stores
+   * them [N][K]; else as 'gemm'). On lavapipe the GEMM core was measured faster than the split-K
+   * GEMV (bench/probe-dense.ts), and the dot GEMV about as fast as the GEMM core while sparing
+   * the host the transpose of the packing, so sessions choose 'dot' on software adapters.
    */
-  denseKernel?: 'gemv' | 'gemm';
+  denseKernel?: 'gemv' | 'gemm' | 'dot';
   /** Called with each step as soon as a lowering makes it (a session uploads its constants
    * then, so that packed weights never pile up on the host). */
   onStep?: (step: StepSpec) => void;
