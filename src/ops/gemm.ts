@@ -3,7 +3,7 @@
 // exceeds one storage binding.
 import type { AttributeReader } from '../graph/attributes.ts';
 import { broadcastShapes, dimsDisagree, showDim, showShape, type ShapeRule } from '../graph/shape-context.ts';
-import { isStoredTensor, sizeOf } from '../graph/tensor.ts';
+import { isStoredTensor, sizeOf, storedIdentity } from '../graph/tensor.ts';
 import type { GemmProblem } from '../kernels/gemm.ts';
 import {
   backwardAReadsDyFromBlock,
@@ -232,15 +232,13 @@ function dotGemvSteps(
   });
 }
 
-/**
- * A constant's host floats as the sources of a shared upload's origin, or undefined when they
- * stay in the model file: fingerprinting would read the whole weight, which lean loading avoids
- * (such a weight is uploaded per session).
- */
-function sharedSources(ctx: LowerContext, name: string): Float32Array[] | undefined {
+/** A constant B as the sources of a shared upload's origin: its floats, or the identity of its
+ * bytes when it stays in its file (nothing read); undefined for one left in a store that has
+ * none (fingerprinting would read the whole weight, which lean loading avoids). */
+function sharedSources(ctx: LowerContext, name: string): (Float32Array | string)[] | undefined {
   const value = ctx.constantOf(name);
-  if (!value || isStoredTensor(value)) return undefined;
-  return [ctx.floatConstant(name)];
+  if (!value || (isStoredTensor(value) && storedIdentity(value) === undefined)) return undefined;
+  return [ctx.sharingSource(name)];
 }
 
 /** Reads a constant B's floats where they are (its file, for a weight left there); a B of

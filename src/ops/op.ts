@@ -80,8 +80,7 @@ export interface ConstantTensor {
   /**
    * What `data` is computed from, when the inference sessions of one GPU context may share its
    * upload: equal recipes over sources of equal bytes give equal data, so a session finds the
-   * buffer another one uploaded without computing `data` at all. Absent: never shared (a weight
-   * left in its file, which a fingerprint would have to read whole).
+   * buffer another one uploaded without computing `data` at all. Absent: never shared.
    */
   origin?: ConstantOrigin;
 }
@@ -90,8 +89,9 @@ export interface ConstantOrigin {
   /** Everything besides the sources' bytes that `data` depends on: the transform, its layout and
    * parameters (dims, group, column range, folded epsilon). */
   recipe: string;
-  /** The host tensors `data` is computed from, in a fixed order. */
-  sources: readonly Float32Array[];
+  /** The tensors `data` is computed from, in a fixed order: host floats (fingerprinted), or the
+   * identity of a weight left in its file (LowerContext.sharingSource: nothing read). */
+  sources: readonly (Float32Array | string)[];
 }
 
 /** A constant uploaded as it is (a raw weight or bias): shared wherever its bytes are equal. */
@@ -191,6 +191,9 @@ export interface LowerContext extends EpilogueContext {
   outputShape(): number[];
   isConstant(name: string): boolean;
   floatConstant(name: string): Float32Array;
+  /** A float constant as a source of a shared upload's origin: the identity of its bytes when
+   * it stays in its file (nothing read), else its floats. */
+  sharingSource(name: string): Float32Array | string;
   /** Pieces of a float constant, as a StridedFloatReader reads B: only those read when it stays in its file. */
   readConstantFloats(name: string, ...pieces: Parameters<StridedFloatReader>): void;
   intsConstant(name: string, what: string): number[];
