@@ -157,6 +157,38 @@ function reference(c: Case, d: ReturnType<typeof caseData>): Float64Array {
   });
 }
 
+/** A test per case: `run` computes the case's whole output into `y`, compared with the float64 reference. */
+function itComputesEveryCase(
+  run: (c: Case, d: ReturnType<typeof caseData>, y: Float32Array) => Promise<void>,
+  seed: number,
+): void {
+  CASES.forEach((c, i) => {
+    it(c.name, async () => {
+      const d = caseData(c, seed + 10 * i);
+      const y = new Float32Array(c.M * c.N);
+      await run(c, d, y);
+      expect(relL2(y, reference(c, d))).toBeLessThan(1e-5);
+    });
+  });
+}
+
+/** NaN where the reference has NaN, the same infinity where it has one, close elsewhere; and at least `least` such specials. */
+function expectSpecialsAsReference(got: Float32Array, want: Float64Array, least: number): void {
+  let specials = 0;
+  for (let i = 0; i < want.length; i++) {
+    if (Number.isNaN(want[i])) {
+      specials++;
+      expect(got[i], `[${i}] NaN`).toBeNaN();
+    } else if (!Number.isFinite(want[i])) {
+      specials++;
+      expect(got[i], `[${i}]`).toBe(want[i]);
+    } else {
+      expect(Math.abs(got[i] - want[i]), `[${i}]`).toBeLessThan(1e-4 * (1 + Math.abs(want[i])));
+    }
+  }
+  expect(specials).toBeGreaterThanOrEqual(least);
+}
+
 describe('split-K GEMV', () => {
   let gpu: GpuContext;
   beforeAll(async () => {
@@ -165,16 +197,7 @@ describe('split-K GEMV', () => {
   afterAll(() => gpu?.dispose());
 
   for (const v of VARIANTS) {
-    describe(variantName(v), () => {
-      CASES.forEach((c, i) => {
-        it(c.name, async () => {
-          const d = caseData(c, 100 + 10 * i);
-          const y = new Float32Array(c.M * c.N);
-          await runChunk(gpu, c, v, d, y);
-          expect(relL2(y, reference(c, d))).toBeLessThan(1e-5);
-        });
-      });
-    });
+    describe(variantName(v), () => itComputesEveryCase((c, d, y) => runChunk(gpu, c, v, d, y), 100));
   }
 
   it('computes a wide layer in column chunks (nOffset), each a GEMV with its own slices, as the runtime splits weights over bindings', async () => {
@@ -195,19 +218,7 @@ describe('split-K GEMV', () => {
       const want = reference(c, d);
       const got = new Float32Array(c.M * c.N);
       await runChunk(gpu, c, v, d, got);
-      let specials = 0;
-      for (let i = 0; i < want.length; i++) {
-        if (Number.isNaN(want[i])) {
-          specials++;
-          expect(got[i], `[${i}] NaN`).toBeNaN();
-        } else if (!Number.isFinite(want[i])) {
-          specials++;
-          expect(got[i], `[${i}]`).toBe(want[i]);
-        } else {
-          expect(Math.abs(got[i] - want[i]), `[${i}]`).toBeLessThan(1e-4 * (1 + Math.abs(want[i])));
-        }
-      }
-      expect(specials).toBeGreaterThanOrEqual(c.N + 1);
+      expectSpecialsAsReference(got, want, c.N + 1);
     }
   });
 
@@ -318,16 +329,8 @@ describe('dot GEMV (B as stored, [N][K])', () => {
   afterAll(() => gpu?.dispose());
 
   for (const v of DOT_VARIANTS) {
-    describe(`${v.rowsPerLane} rows per lane, workgroups of ${v.workgroupSize}`, () => {
-      CASES.forEach((c, i) => {
-        it(c.name, async () => {
-          const d = caseData(c, 300 + 10 * i);
-          const y = new Float32Array(c.M * c.N);
-          await runDotChunk(gpu, c, v, d, y);
-          expect(relL2(y, reference(c, d))).toBeLessThan(1e-5);
-        });
-      });
-    });
+    describe(`${v.rowsPerLane} rows per lane, workgroups of ${v.workgroupSize}`, () =>
+      itComputesEveryCase((c, d, y) => runDotChunk(gpu, c, v, d, y), 300));
   }
 
   it('computes a wide layer in chunks of B rows (nOffset), as the runtime splits weights over bindings', async () => {
@@ -347,19 +350,7 @@ describe('dot GEMV (B as stored, [N][K])', () => {
     const want = reference(c, d);
     const got = new Float32Array(c.M * c.N);
     await runDotChunk(gpu, c, DOT_VARIANTS[1], d, got);
-    let specials = 0;
-    for (let i = 0; i < want.length; i++) {
-      if (Number.isNaN(want[i])) {
-        specials++;
-        expect(got[i], `[${i}] NaN`).toBeNaN();
-      } else if (!Number.isFinite(want[i])) {
-        specials++;
-        expect(got[i], `[${i}]`).toBe(want[i]);
-      } else {
-        expect(Math.abs(got[i] - want[i]), `[${i}]`).toBeLessThan(1e-4 * (1 + Math.abs(want[i])));
-      }
-    }
-    expect(specials).toBeGreaterThanOrEqual(c.N + 1);
+    expectSpecialsAsReference(got, want, c.N + 1);
   });
 
   it('says why a problem is no dot GEMV', () => {
