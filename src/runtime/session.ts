@@ -67,7 +67,8 @@ export interface SessionOptions {
    * each weight once; the default on GPUs), 'gemm' (the GEMM core over packed weights) or 'dot'
    * (a dot product per output over the weights as stored, for a Gemm with transB, which then
    * need no packing; elsewhere as 'gemm'; the default on software adapters, where it runs about
-   * as fast as the GEMM core and the model loads faster).
+   * as fast as the GEMM core and the model loads faster). With 'dot', a session run at batches
+   * of at most 4 and at larger ones holds such weights twice: as stored, and packed.
    */
   denseKernel?: 'gemv' | 'gemm' | 'dot';
   /**
