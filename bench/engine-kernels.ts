@@ -14,7 +14,15 @@ import {
   type GemmVariant,
 } from '../src/kernels/gemm.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
-import { defaultGemvVariant, gemvKey, gemvPrograms, gemvUnsupported, type GemvVariant } from '../src/kernels/gemv.ts';
+import {
+  DEFAULT_DOT_GEMV,
+  defaultGemvVariant,
+  dotGemvProgram,
+  gemvKey,
+  gemvPrograms,
+  gemvUnsupported,
+  type GemvVariant,
+} from '../src/kernels/gemv.ts';
 import { columnChunk, gemmOpProblem, matmulProblem, packB } from '../src/kernels/linear.ts';
 import {
   prepareStep,
@@ -78,9 +86,10 @@ export function denseJob(
   gpu: GpuContext,
   { M, K, N }: { M: number; K: number; N: number },
   data: { x: Float32Array; w: Float32Array; bias: Float32Array },
-  kernel: 'default' | 'gemm' | GemvVariant = 'default',
+  kernel: 'default' | 'gemm' | 'dot' | GemvVariant = 'default',
 ): KernelJob {
   const { x, w, bias } = data;
+  if (kernel === 'dot') return dotDenseJob(gpu, { M, K, N }, data);
   const chunk = columnChunk(K, N, gpu.device.limits.maxStorageBufferBindingSize);
   const params = { M, N, K, transA: false, transB: true, alpha: 1, beta: 1, cDims: [N] };
   const programs: KernelProgram[] = [];
@@ -115,6 +124,35 @@ export function denseJob(
     activation: 'a',
     output: { name: 'c', floats: M * N },
     scratch,
+  };
+}
+
+/** A dense layer on the dot GEMV: W [N][K] bound as stored, in chunks of whole rows that each fit one binding. */
+function dotDenseJob(
+  gpu: GpuContext,
+  { M, K, N }: { M: number; K: number; N: number },
+  { x, w, bias }: { x: Float32Array; w: Float32Array; bias: Float32Array },
+): KernelJob {
+  const rowsPerChunk = Math.min(N, Math.floor(gpu.device.limits.maxStorageBufferBindingSize / (4 * K)));
+  const params = { M, N, K, transA: false, transB: true, alpha: 1, beta: 1, cDims: [N] };
+  const programs: KernelProgram[] = [];
+  const inputs: Record<string, Float32Array> = { a: x, bias };
+  let chunks = 0;
+  for (let n0 = 0; n0 < N; n0 += rowsPerChunk, chunks++) {
+    const rows = Math.min(rowsPerChunk, N - n0);
+    const problem = gemmOpProblem(params, { packed: false, nOffset: n0, columns: rows });
+    inputs[`b${chunks}`] = w.subarray(n0 * K, (n0 + rows) * K);
+    programs.push(...renameBindings([dotGemvProgram(problem)], { b: `b${chunks}` }, 'dense'));
+  }
+  const variant = `dot-gemv${DEFAULT_DOT_GEMV.rowsPerLane}@${DEFAULT_DOT_GEMV.workgroupSize}`;
+  return {
+    label: `dense ${M}×${K}→${N}`,
+    variant: chunks > 1 ? `${variant}, ${chunks} row chunks` : variant,
+    programs,
+    inputs,
+    activation: 'a',
+    output: { name: 'c', floats: M * N },
+    scratch: {},
   };
 }
 

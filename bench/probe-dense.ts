@@ -1,5 +1,5 @@
 // A quick A/B probe of batch-1 fully connected layers: the GEMM core against the split-K GEMV
-// (default and given variants), GPU timestamps, as a fraction of the copy bandwidth measured in
+// (default and given variants) and the dot GEMV (weights as stored), GPU timestamps, as a fraction of the copy bandwidth measured in
 // the same run; the kernels interleaved round by round so that load from other processes hits
 // all alike. Usage: npx tsx bench/probe-dense.ts [--only 4096x4096,...] [--rows 1]
 //   [--variants 8@64x1,4@8x16,...: columns per lane @ workgroup size × split K] [--rounds 5]
@@ -49,7 +49,7 @@ try {
     const x = random(M * K, 1);
     const w = random(N * K, 2);
     const bias = random(N, 3);
-    const listed = ['gemm', 'default', ...VARIANTS] as const;
+    const listed = ['gemm', 'default', 'dot', ...VARIANTS] as const;
     const kernels = argv.includes('--reverse') ? [...listed].reverse() : listed;
     const runners: { variant: string; runner: KernelRunner }[] = [];
     for (const kernel of kernels) {

@@ -21,6 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildArchitecture } from '../src/graph/architectures/index.ts';
 import { decodeModel, encodeModel } from '../src/graph/codec.ts';
 import { allocateHostBytes, HostMemoryError, ModelError } from '../src/graph/errors.ts';
+import { GraphBuilder } from '../src/graph/builder.ts';
 import { Graph } from '../src/graph/ir.ts';
 import { readFloats } from '../src/graph/tensor.ts';
 import { DEFER_RAW_DATA_FROM } from '../src/graph/model-source.ts';
@@ -228,6 +229,55 @@ describe('a session and the host weights', () => {
       expect(maxRelativeError((await session.run({ x })).y.data, reference)).toBeLessThan(1e-5);
     } finally {
       session.dispose();
+    }
+  });
+
+  it('shares the uploads of weights left in one file between sessions without reading them again; another file gets its own', async () => {
+    // A Conv (packed on the host), a transB Gemm (bound as stored) and a MatMul (packed in bands),
+    // every weight over the size left in the file.
+    const model = (seed: number) => {
+      const g = new Graph();
+      g.irVersion = 8;
+      g.opsetImports = [{ domain: '', version: 13 }];
+      g.inputs = [{ name: 'x', dtype: 'float32', shape: [1, 8, 8, 8] }];
+      g.values.set('x', { ...g.inputs[0] });
+      const b = new GraphBuilder(g, seed);
+      const h = b.op('Relu', [b.op('Conv', ['x', b.weight('w', [32, 8, 3, 3], 'glorot')], { pads: [1, 1, 1, 1] })]);
+      const f = b.op('Gemm', [b.op('Flatten', [h]), b.weight('fc', [10, 2048], 'glorot')], { transB: 1 });
+      const y = b.op('MatMul', [f, b.weight('d', [10, 200], 'glorot')]);
+      g.outputs = [{ name: y, dtype: 'float32' }];
+      return g;
+    };
+    const x = { dims: [1, 8, 8, 8], data: randomFloat32Array(512, 41) };
+    const [fileA, fileB] = [join(dir, 'shared-a.onnx'), join(dir, 'shared-b.onnx')];
+    const [a, b] = [model(42), model(43)];
+    saveModelFile(a, fileA);
+    saveModelFile(b, fileB);
+    const first = await Session.create(loadModelFile(fileA, { leaveTensorsInFile: true }), { gpu });
+    const second = loadModelFile(fileA, { leaveTensorsInFile: true });
+    // Gone from the disk: the second session cannot read a weight, only share the first's uploads.
+    const bytesA = readFileSync(fileA);
+    rmSync(fileA);
+    const uploadedBefore = gpu.bytesUploaded;
+    const sharing = await Session.create(second, { gpu });
+    const uploadedBySecond = gpu.bytesUploaded - uploadedBefore;
+    writeFileSync(fileA, bytesA); // a new file (inode, time): not the one the first two read
+    const other = await Session.create(loadModelFile(fileB, { leaveTensorsInFile: true }), { gpu });
+    const uploadedByOther = gpu.bytesUploaded - uploadedBefore - uploadedBySecond;
+    try {
+      expect(uploadedBySecond, 'bytes uploaded by the second create').toBeLessThan(1024);
+      expect(uploadedByOther).toBeGreaterThan(4 * (32 * 8 * 9 + 10 * 2048 + 10 * 200));
+      const [wantA, wantB] = await Promise.all(
+        [a, b].map(async (g) => (await runOrt(onnxBytesForOrt(g), { x }))[g.outputs[0].name].data),
+      );
+      for (const [session, want] of [
+        [first, wantA],
+        [sharing, wantA],
+        [other, wantB],
+      ] as const)
+        expect(maxRelativeError((await session.run({ x }))[session.outputNames[0]].data, want)).toBeLessThan(1e-5);
+    } finally {
+      for (const session of [first, sharing, other]) session.dispose();
     }
   });
 

@@ -14,6 +14,9 @@ export interface ByteSource {
   /** Bytes [offset + i·stride, offset + i·stride + length) for i < count, one after another,
    * into `out` (a file reads them with one open); without it, read() is called per piece. */
   readStrided?(offset: number, length: number, stride: number, count: number, out: Uint8Array): void;
+  /** Names the source's bytes while they are unchanged (a file: its path, inode, size and
+   * modification time); a tensor left in it is named by this and its byte range. */
+  readonly identity?: string;
 }
 
 /** raw_data shorter than this stays in the decoded structure (one read is not worth it). */
@@ -58,7 +61,8 @@ export function decodeModelSource(source: ByteSource, options: SourceDecodeOptio
       if (source.readStrided) return source.readStrided(r.offset + offset, length, stride, count, out);
       for (let i = 0; i < count; i++) out.set(source.read(r.offset + offset + i * stride, length), i * length);
     };
-    return { length: r.length, read, readStrided, leaveStored };
+    const identity = source.identity === undefined ? undefined : `${source.identity} bytes ${r.offset}+${r.length}`;
+    return { length: r.length, read, readStrided, leaveStored, identity };
   });
   return decodeModelWithDeferredData(hollow.skeleton, options, deferred);
 }

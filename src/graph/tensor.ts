@@ -190,6 +190,12 @@ export interface StoredBytes {
   read(offset: number, length: number): Uint8Array;
   /** Bytes [offset + i·stride, offset + i·stride + length) for i < count, one after another, into `out`. */
   readStrided(offset: number, length: number, stride: number, count: number, out: Uint8Array): void;
+  /**
+   * Names these bytes while they can be read (a file's identity and the byte range): equal
+   * identities mean equal bytes, so a runtime can share what it computed from them without
+   * reading them. Absent where the store cannot tell.
+   */
+  readonly identity?: string;
 }
 
 const storedBytes = new WeakMap<TensorValue, StoredBytes>();
@@ -197,6 +203,11 @@ const storedBytes = new WeakMap<TensorValue, StoredBytes>();
 /** Whether `value` is a storedTensor: its `data` reads the store (the whole tensor) at each access. */
 export function isStoredTensor(value: TensorValue): boolean {
   return storedBytes.has(value);
+}
+
+/** The identity of a storedTensor's bytes (StoredBytes.identity), or undefined. */
+export function storedIdentity(value: TensorValue): string | undefined {
+  return storedBytes.get(value)?.identity;
 }
 
 /**

@@ -213,3 +213,107 @@ export function gemvPrograms(p: GemmProblem, v: GemvVariant): GemvPlan {
   });
   return { programs: [main, reduce], partialFloats: slices * p.M * partialLd4 * 4 };
 }
+
+// ---- the dot GEMV: B as stored [N][K] ----
+
+/**
+ * The dot GEMV: y[m][n] = act(alpha · A[m]·B[n] + beta · bias) for a few rows of A, with B in
+ * its stored [N][K] layout (a Gemm with transB, the layout of every PyTorch export's dense
+ * layers): each output is the dot product of an A row and a B row, both contiguous along K, so
+ * the weights need no packing (nothing to transpose on the host when the model loads) and each
+ * lane streams its own B rows as vec4 along K. An invocation takes rowsPerLane B rows, so that
+ * each A load serves several of them; lanes past N read the last row again and store nothing.
+ */
+export interface DotGemvVariant {
+  rowsPerLane: 1 | 2 | 4;
+  workgroupSize: number;
+}
+
+export const DEFAULT_DOT_GEMV: DotGemvVariant = { rowsPerLane: 2, workgroupSize: 32 };
+
+/** Why the dot GEMV cannot compute a problem, or undefined when it can: one matrix, at most
+ * GEMV_MAX_ROWS rows, A row-major (or a single row), B [N][ld] ('nk'), C a matrix written (not
+ * accumulated) in full. */
+export function dotGemvUnsupported(p: GemmProblem): string | undefined {
+  if (p.batch !== 1) return `batch ${p.batch} (one matrix only)`;
+  if (p.M > GEMV_MAX_ROWS) return `M = ${p.M} > ${GEMV_MAX_ROWS}`;
+  if (p.a.kind !== 'matrix') return 'A is an implicit im2col';
+  if (p.a.layout !== 'mk' && !(p.M === 1 && (p.a.ld ?? p.M) === 1)) return 'A is column-major';
+  if (p.b.layout !== 'nk') return 'B is not stored as [N][K]';
+  if (p.c.kind !== 'matrix') return 'C is not a matrix';
+  if (p.accumulate) return 'C is accumulated';
+  if (p.rows) return 'a row range';
+  return undefined;
+}
+
+/** The dot GEMV's one program. Bindings: a, b, c, then bias when the problem has one. */
+export function dotGemvProgram(p: GemmProblem, v: DotGemvVariant = DEFAULT_DOT_GEMV): KernelProgram {
+  const why = dotGemvUnsupported(p);
+  if (why) throw new Error(`dot gemv ${p.label ?? ''}: not a dot GEMV problem: ${why}`);
+  const a = p.a as Extract<GemmProblem['a'], { kind: 'matrix' }>;
+  const aLd = a.layout === 'mk' ? (a.ld ?? p.K) : p.K;
+  const aOffset = a.offset ?? 0;
+  // vec4 along K when every row of A and B starts on a vec4.
+  const vec = p.K % 4 === 0 && aLd % 4 === 0 && aOffset % 4 === 0 && p.b.ld % 4 === 0;
+  const width = vec ? 4 : 1;
+  const groups = ceilDiv(p.N, v.rowsPerLane * v.workgroupSize);
+  if (groups > 65535)
+    throw new Error(`dot gemv: N = ${p.N} needs ${groups} workgroups in one dimension (at most 65535)`);
+  const epi = epilogueStructure(p);
+  const structure = { rows: p.M, vec, ...epi };
+  const key = `dot-gemv${v.rowsPerLane}@${v.workgroupSize}|${Object.entries(structure)
+    .map(([k, x]) => `${k}=${x}`)
+    .join(',')}`;
+  const P = new ParamBlock()
+    .u32('K', p.K / width)
+    .u32('N', p.N)
+    .u32('M', p.M)
+    .u32('nOffset', p.nOffset ?? 0)
+    .u32('aOffset', aOffset / width)
+    .u32('aLd', aLd / width)
+    .u32('bLd', p.b.ld / width);
+  epilogueParams(P, p);
+  const T = vec ? 'vec4f' : 'f32';
+  const rows = Array.from({ length: p.M }, (_, i) => i);
+  const lanes = Array.from({ length: v.rowsPerLane }, (_, j) => j);
+  const body = (): string => {
+    const L: string[] = [];
+    L.push(`  let n0 = gid.x * ${u32(v.rowsPerLane)};`);
+    for (const j of lanes) L.push(`  let bRow${j} = min(n0 + ${u32(j)}, P.N - 1u) * P.bLd;`);
+    for (const i of rows) L.push(`  let aRow${i} = P.aOffset + ${u32(i)} * P.aLd;`);
+    for (const i of rows) for (const j of lanes) L.push(`  var acc${i}_${j} = ${T}(0.0);`);
+    L.push(`  for (var k = 0u; k < P.K; k++) {`);
+    for (const i of rows) L.push(`    let x${i} = a[aRow${i} + k];`);
+    for (const j of lanes) L.push(`    let b${j} = b[bRow${j} + k];`);
+    for (const i of rows) for (const j of lanes) L.push(`    acc${i}_${j} = fma(x${i}, b${j}, acc${i}_${j});`);
+    L.push(`  }`);
+    // As the GEMM core stores: the sums in an array, a loop of storeC calls.
+    L.push(`  var tile: array<f32, ${p.M * v.rowsPerLane}>;`);
+    for (const i of rows)
+      for (const j of lanes)
+        L.push(`  tile[${i * v.rowsPerLane + j}] = ${vec ? `dot(acc${i}_${j}, vec4f(1.0))` : `acc${i}_${j}`};`);
+    L.push(`  let count = min(${u32(v.rowsPerLane)}, max(P.N, n0) - n0);`);
+    L.push(`  for (var i = 0u; i < ${u32(p.M)}; i++) {`);
+    L.push(`    for (var j = 0u; j < count; j++) {`);
+    L.push(`      storeC(0u, i, n0 + j, tile[i * ${u32(v.rowsPerLane)} + j]);`);
+    L.push(`    }`);
+    L.push(`  }`);
+    return L.join('\n');
+  };
+  return defineProgram({
+    label: p.label ?? `dot gemv ${p.M}×${p.N}×${p.K}`,
+    key,
+    dispatch: [groups, 1, 1],
+    bindings: [
+      input('a', { vec4: vec }),
+      input('b', { vec4: vec }),
+      output('c'),
+      ...(p.bias ? [readOnly('bias')] : []),
+    ],
+    params: P,
+    workgroupSize: v.workgroupSize,
+    builtins: { gid: 'global_invocation_id' },
+    prelude: () => epilogueFunction(epi).join('\n'),
+    body,
+  });
+}

@@ -177,6 +177,26 @@ export function packBBands(
   };
 }
 
+/**
+ * Rows [n0, n0 + rows) of a matrix stored with rows of K floats, as they are, made a band
+ * (about PACK_BAND_FLOATS floats, one contiguous read) at a time: a weight uploaded as stored
+ * (the dot GEMV's B) without it whole on the host.
+ */
+export function storedRowBands(
+  read: StridedFloatReader,
+  K: number,
+  n0: number,
+  rows: number,
+): { length: number; bandLength: number; fill(band: number, out: Float32Array): void } {
+  const length = rows * K;
+  const bandLength = Math.min(length, PACK_BAND_FLOATS);
+  return {
+    length,
+    bandLength,
+    fill: (band, out) => read(n0 * K + band * bandLength, out.length, out.length, 1, out),
+  };
+}
+
 /** B's floats read from an array. */
 export function floatArrayReader(data: Float32Array): StridedFloatReader {
   return (start, length, stride, count, out) => {

@@ -6,9 +6,20 @@
 // 2-core machine the spinning thread takes a third of them from lavapipe's two workers. A pacer
 // sleeps on a timer (nothing of Dawn pending, so nothing spins) for most of the time this work
 // took on its last runs, and only then maps: the spin covers the tail alone.
+//
+// Before there is such a time (the first runs of a plan), it probes instead: it starts the map
+// and, when the work is not done within a millisecond, aborts it (unmap() rejects a pending map
+// with an AbortError, and dawn.node stops spinning) and sleeps before the next try, for a
+// twentieth of the time waited so far (2–50 ms). The first run of a VGG-16 on lavapipe then
+// computes on both cores instead of sharing one with the spinning thread, for a result at most
+// one sleep late.
 
 /** Runs remembered: the estimate is the fastest of them, so one slow run does not oversleep. */
 const HISTORY = 4;
+/** How long a probing map may spin before it is aborted, ms. */
+const PROBE_SPIN_MS = 1;
+/** The sleep between probes: this part of the time since submit, within [min, max] ms. */
+const PROBE_SLEEP = { fraction: 1 / 20, minMs: 2, maxMs: 50 };
 
 export interface SubmitPacerOptions {
   /** Sleep at all (default: on a software adapter under Node, where dawn.node spins). */
@@ -35,13 +46,21 @@ export class SubmitPacer {
     return new SubmitPacer({ enabled: software && node });
   }
 
-  /** Call right after submit (submittedAt: performance.now() just before it); resolves when it
-   * is time to map the results. */
-  async beforeMap(submittedAt: number): Promise<void> {
-    if (!this.#options.enabled || this.#recent.length === 0) return;
+  /**
+   * Call right after submit (submittedAt: performance.now() just before it); resolves when it
+   * is time to map the results. `probe`, a MAP_READ buffer the submit copies into (left
+   * unmapped), lets it wait for a run it has no time for by probing (see the top of the file);
+   * without it such a run is mapped at once.
+   */
+  async beforeMap(submittedAt: number, probe?: GPUBuffer): Promise<void> {
+    if (!this.#options.enabled) return;
+    if (this.#recent.length === 0) {
+      if (probe) await probeUntilDone(probe, submittedAt);
+      return;
+    }
     const expected = Math.min(...this.#recent);
     const ms = expected * this.#options.fraction - this.#options.slackMs - (performance.now() - submittedAt);
-    if (ms >= 1) await new Promise((resolve) => setTimeout(resolve, ms));
+    if (ms >= 1) await sleep(ms);
   }
 
   /** Call once the results are mapped: records how long this run took (not the first: lavapipe
@@ -54,4 +73,36 @@ export class SubmitPacer {
     this.#recent.push(performance.now() - submittedAt);
     if (this.#recent.length > HISTORY) this.#recent.shift();
   }
+}
+
+/** Resolves once the work submitted before it is done, `buffer` (MAP_READ, unmapped) mapped by
+ * tries that are aborted while the work runs; it is left unmapped. */
+async function probeUntilDone(buffer: GPUBuffer, submittedAt: number): Promise<void> {
+  for (;;) {
+    let aborted = false;
+    const mapped = buffer.mapAsync(GPUMapMode.READ).then(
+      () => true,
+      (error: unknown) => {
+        // Only our own abort means "not yet"; any other failure (a lost device) is the caller's.
+        if (aborted && (error as { name?: string } | null)?.name === 'AbortError') return false;
+        throw error;
+      },
+    );
+    const settled = await Promise.race([mapped, sleep(PROBE_SPIN_MS).then(() => undefined)]);
+    // Not yet: abort the map (it rejects with an AbortError, or resolved just now).
+    if (settled === undefined) {
+      aborted = true;
+      buffer.unmap();
+    }
+    if (await mapped) {
+      buffer.unmap();
+      return;
+    }
+    const waited = performance.now() - submittedAt;
+    await sleep(Math.min(PROBE_SLEEP.maxMs, Math.max(PROBE_SLEEP.minMs, waited * PROBE_SLEEP.fraction)));
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -81,6 +81,8 @@ function withFileSource<T>(path: string, use: (source: ByteSource) => T): T {
   try {
     return use({
       byteLength: size,
+      // What withFd checks before reading the file again: reads under one identity see one content.
+      identity: `file ${path} device ${opened.dev} inode ${opened.ino} size ${size} modified ${opened.mtimeMs}`,
       read: (offset, length) => withFd((f) => readRange(f, path, offset, length, size, what)),
       readStrided: (offset, length, stride, count, out) => {
         if (count > 0) checkRange(path, offset, (count - 1) * stride + length, size, what);

@@ -132,7 +132,8 @@ function checkConv(ctx: LowerContext): void {
 async function lowerConv(ctx: LowerContext): Promise<StepSpec[]> {
   const n = ctx.node;
   const base = convParams(ctx.attrs, ctx.shape(0), ctx.shape(1), Boolean(n.inputs[2]));
-  const weights = ctx.floatConstant(n.inputs[1]);
+  // Read (from its file, for a weight left there) only when packed: not when another session shares the upload.
+  const weights = (): Float32Array => ctx.floatConstant(n.inputs[1]);
   const givenBias = n.inputs[2] ? ctx.floatConstant(n.inputs[2]) : undefined;
   // The group is part of the key: one W can be a group-1 conv's and a grouped conv's, packed apart.
   let keyParts = [n.inputs[1], n.inputs[2] ?? '-', `group ${base.group}`];
@@ -165,7 +166,7 @@ async function lowerConv(ctx: LowerContext): Promise<StepSpec[]> {
   ctx.checkBinding(p.images * p.outChannels * p.outH * p.outW * 4, `output '${output}'`);
   const refs: BindingRef[] = [
     { value: n.inputs[0] },
-    { constant: packedConvWeights(`conv:${keyParts.join('|')}`, weights, p, bn) },
+    { constant: packedConvWeights(`conv:${keyParts.join('|')}`, ctx.sharingSource(n.inputs[1]), weights, p, bn) },
     { value: output },
   ];
   const biasKey = `convbias:${keyParts.join('|')}`;
@@ -186,19 +187,20 @@ interface ConvBatchNorm extends BatchNormStatistics {
  * when no session of the context has uploaded the same. */
 function packedConvWeights(
   key: string,
-  weights: Float32Array,
+  source: Float32Array | string,
+  weights: () => Float32Array,
   p: Conv2dParams,
   bn: ConvBatchNorm | undefined,
 ): ConstantTensor {
   const layout = `${p.outChannels}x${p.inChannels / p.group}x${p.kernelH}x${p.kernelW} group ${p.group}`;
   if (!bn)
-    return derivedConstant(key, { recipe: `conv weights ${layout}`, sources: [weights] }, () =>
-      packConvWeights(weights, p),
+    return derivedConstant(key, { recipe: `conv weights ${layout}`, sources: [source] }, () =>
+      packConvWeights(weights(), p),
     );
   return derivedConstant(
     key,
-    { recipe: `conv weights ${layout} bn epsilon ${bn.epsilon}`, sources: [weights, bn.scale, bn.variance] },
-    () => packConvWeights(weights, p, batchNormChannelScale(bn, p.outChannels)),
+    { recipe: `conv weights ${layout} bn epsilon ${bn.epsilon}`, sources: [source, bn.scale, bn.variance] },
+    () => packConvWeights(weights(), p, batchNormChannelScale(bn, p.outChannels)),
   );
 }
 

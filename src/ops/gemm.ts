@@ -3,7 +3,7 @@
 // exceeds one storage binding.
 import type { AttributeReader } from '../graph/attributes.ts';
 import { broadcastShapes, dimsDisagree, showDim, showShape, type ShapeRule } from '../graph/shape-context.ts';
-import { isStoredTensor, sizeOf } from '../graph/tensor.ts';
+import { isStoredTensor, sizeOf, storedIdentity } from '../graph/tensor.ts';
 import type { GemmProblem } from '../kernels/gemm.ts';
 import {
   backwardAReadsDyFromBlock,
@@ -21,7 +21,13 @@ import {
   type WeightBlock,
 } from '../kernels/linear-backward.ts';
 import { reduceToShapeProgram } from '../kernels/backward/elementwise.ts';
-import { defaultGemvVariant, gemvPrograms, gemvUnsupported } from '../kernels/gemv.ts';
+import {
+  defaultGemvVariant,
+  dotGemvProgram,
+  dotGemvUnsupported,
+  gemvPrograms,
+  gemvUnsupported,
+} from '../kernels/gemv.ts';
 import {
   columnChunk,
   floatArrayReader,
@@ -30,6 +36,7 @@ import {
   packB,
   packBBands,
   packedBSize,
+  storedRowBands,
   type GemmOpParams,
   type StridedFloatReader,
 } from '../kernels/linear.ts';
@@ -148,6 +155,10 @@ async function lowerGemm(ctx: LowerContext): Promise<StepSpec[]> {
     if (cRef) refs.push(cRef);
     return ctx.gemmSteps(problem, variant, refs);
   }
+  if (options.denseKernel === 'dot' && transB) {
+    const steps = dotGemvSteps(ctx, params, cRef, output);
+    if (steps) return steps;
+  }
   // Constant B: packed [K][N'] in column chunks that each fit one binding; a few rows (batch-1
   // dense layers) take the split-K GEMV where options.denseKernel asks for it.
   // Each chunk is packed a band at a time as it uploads, reading only that band's floats of B (from
@@ -180,19 +191,58 @@ async function lowerGemm(ctx: LowerContext): Promise<StepSpec[]> {
   return steps;
 }
 
-/** Reads a constant B's floats where they are (its file, for a weight left there); a B of
- * another type is converted, or refused naming the node, here. */
 /**
- * A constant's host floats as the sources of a shared upload's origin, or undefined when they
- * stay in the model file: fingerprinting would read the whole weight, which lean loading avoids
- * (such a weight is uploaded per session).
+ * A dense layer of a few rows whose constant B is stored [N][K] (transB), on the dot GEMV: B
+ * bound as stored, in chunks of whole rows that each fit one binding, so nothing is transposed
+ * on the host; a weight left in its file is read a band at a time. Undefined where the dot GEMV
+ * does not apply (too many rows, or one row of B over the binding limit).
  */
-function sharedSources(ctx: LowerContext, name: string): Float32Array[] | undefined {
+function dotGemvSteps(
+  ctx: LowerContext,
+  params: GemmOpParams,
+  cRef: BindingRef | undefined,
+  output: string,
+): StepSpec[] | undefined {
+  const { N, K } = params;
+  const name = ctx.node.inputs[1];
+  const rowsPerChunk = Math.min(N, Math.floor(ctx.options!.maxBindingBytes / (4 * K)));
+  if (rowsPerChunk < 1) return undefined;
+  const problems: GemmProblem[] = [];
+  for (let n0 = 0; n0 < N; n0 += rowsPerChunk) {
+    const problem = gemmOpProblem(params, { packed: false, nOffset: n0, columns: Math.min(rowsPerChunk, N - n0) });
+    if (dotGemvUnsupported(problem) !== undefined) return undefined;
+    problems.push(problem);
+  }
   const value = ctx.constantOf(name);
-  if (!value || isStoredTensor(value)) return undefined;
-  return [ctx.floatConstant(name)];
+  const inMemory = value?.dtype === 'float32' && !isStoredTensor(value);
+  const readB = constantReader(ctx, name);
+  const bOrigin = sharedSources(ctx, name);
+  return problems.map((problem) => {
+    const n0 = problem.nOffset ?? 0;
+    const rows = problem.N;
+    const bRows = derivedConstant(
+      `gemmBRows:${name}:${n0}:${rows}`,
+      bOrigin && { recipe: `gemm B ${N}x${K} rows ${n0}+${rows}`, sources: bOrigin },
+      // A weight in memory is bound from a view of its rows; one in its file is read in bands.
+      () => (inMemory ? ctx.floatConstant(name).subarray(n0 * K, (n0 + rows) * K) : storedRowBands(readB, K, n0, rows)),
+    );
+    const refs: BindingRef[] = [ctx.ref(ctx.node.inputs[0]), { constant: bRows }, { value: output }];
+    if (cRef) refs.push(cRef);
+    return ctx.step(dotGemvProgram(problem), refs);
+  });
 }
 
+/** A constant B as the sources of a shared upload's origin: its floats, or the identity of its
+ * bytes when it stays in its file (nothing read); undefined for one left in a store that has
+ * none (fingerprinting would read the whole weight, which lean loading avoids). */
+function sharedSources(ctx: LowerContext, name: string): (Float32Array | string)[] | undefined {
+  const value = ctx.constantOf(name);
+  if (!value || (isStoredTensor(value) && storedIdentity(value) === undefined)) return undefined;
+  return [ctx.sharingSource(name)];
+}
+
+/** Reads a constant B's floats where they are (its file, for a weight left there); a B of
+ * another type is converted, or refused naming the node, here. */
 function constantReader(ctx: LowerContext, name: string): StridedFloatReader {
   if (ctx.constantOf(name)?.dtype !== 'float32') return floatArrayReader(ctx.floatConstant(name));
   return (...pieces) => ctx.readConstantFloats(name, ...pieces);

@@ -80,8 +80,7 @@ export interface ConstantTensor {
   /**
    * What `data` is computed from, when the inference sessions of one GPU context may share its
    * upload: equal recipes over sources of equal bytes give equal data, so a session finds the
-   * buffer another one uploaded without computing `data` at all. Absent: never shared (a weight
-   * left in its file, which a fingerprint would have to read whole).
+   * buffer another one uploaded without computing `data` at all. Absent: never shared.
    */
   origin?: ConstantOrigin;
 }
@@ -90,8 +89,9 @@ export interface ConstantOrigin {
   /** Everything besides the sources' bytes that `data` depends on: the transform, its layout and
    * parameters (dims, group, column range, folded epsilon). */
   recipe: string;
-  /** The host tensors `data` is computed from, in a fixed order. */
-  sources: readonly Float32Array[];
+  /** The tensors `data` is computed from, in a fixed order: host floats (fingerprinted), or the
+   * identity of a weight left in its file (LowerContext.sharingSource: nothing read). */
+  sources: readonly (Float32Array | string)[];
 }
 
 /** A constant uploaded as it is (a raw weight or bias): shared wherever its bytes are equal. */
@@ -163,11 +163,14 @@ export interface LowerOptions {
   /** The device's maxComputeWorkgroupsPerDimension: GEMMs with more row tiles are split. */
   maxWorkgroupsPerDimension?: number;
   /**
-   * What runs a dense layer of at most GEMV_MAX_ROWS rows with packed weights: 'gemv' (the
-   * split-K GEMV, for GPUs) or 'gemm' (the GEMM core; default). On lavapipe the GEMM core was
-   * measured faster (bench/probe-dense.ts), so sessions choose 'gemm' on software adapters.
+   * What runs a dense layer of at most GEMV_MAX_ROWS rows with constant weights: 'gemv' (the
+   * split-K GEMV over packed weights, for GPUs), 'gemm' (the GEMM core over packed weights;
+   * default) or 'dot' (the dot GEMV over the weights as stored, where a Gemm's transB stores
+   * them [N][K]; else as 'gemm'). On lavapipe the GEMM core was measured faster than the split-K
+   * GEMV (bench/probe-dense.ts), and the dot GEMV about as fast as the GEMM core while sparing
+   * the host the transpose of the packing, so sessions choose 'dot' on software adapters.
    */
-  denseKernel?: 'gemv' | 'gemm';
+  denseKernel?: 'gemv' | 'gemm' | 'dot';
   /** Called with each step as soon as a lowering makes it (a session uploads its constants
    * then, so that packed weights never pile up on the host). */
   onStep?: (step: StepSpec) => void;
@@ -188,6 +191,9 @@ export interface LowerContext extends EpilogueContext {
   outputShape(): number[];
   isConstant(name: string): boolean;
   floatConstant(name: string): Float32Array;
+  /** A float constant as a source of a shared upload's origin: the identity of its bytes when
+   * it stays in its file (nothing read), else its floats. */
+  sharingSource(name: string): Float32Array | string;
   /** Pieces of a float constant, as a StridedFloatReader reads B: only those read when it stays in its file. */
   readConstantFloats(name: string, ...pieces: Parameters<StridedFloatReader>): void;
   intsConstant(name: string, what: string): number[];

@@ -10,7 +10,7 @@
 import { AttributeReader } from '../graph/attributes.ts';
 import { ModelError } from '../graph/errors.ts';
 import type { Graph, Node } from '../graph/ir.ts';
-import { readFloats, toNumbers, type TensorValue } from '../graph/tensor.ts';
+import { readFloats, storedIdentity, toNumbers, type TensorValue } from '../graph/tensor.ts';
 import { GpuError } from '../kernels/errors.ts';
 import { unaryProgram } from '../kernels/elementwise.ts';
 import { gemmPrograms, type GemmProblem, type GemmVariant } from '../kernels/gemm.ts';
@@ -380,6 +380,12 @@ class NodeLowering implements LowerContext {
     if (t.data instanceof Float32Array) return t.data;
     if (t.dtype === 'float64') return Float32Array.from(t.data as Float64Array);
     throw this.error(`constant '${name}' has dtype ${t.dtype}; accepted: float32`);
+  }
+
+  sharingSource(name: string): Float32Array | string {
+    const t = this.constantOf(name);
+    const stored = t?.dtype === 'float32' ? storedIdentity(t) : undefined;
+    return stored === undefined ? this.floatConstant(name) : `float32 stored in ${stored}`;
   }
 
   readConstantFloats(name: string, ...pieces: Parameters<StridedFloatReader>): void {

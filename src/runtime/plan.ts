@@ -539,7 +539,9 @@ export class Plan {
       device.queue.submit([encoder.finish()]);
       const results = new Map<string, Float32Array>();
       const mapped = this.outputs.some((o) => 'buffer' in o.source);
-      if (mapped) await this.#pacer.beforeMap(submitted);
+      // One output's readback tells when the submit is done: every copy is at its end.
+      const probe = this.outputs.find((o) => 'buffer' in o.source)?.staging;
+      if (mapped) await this.#pacer.beforeMap(submitted, probe);
       await Promise.all(
         this.outputs.map(async (o) => {
           if ('host' in o.source) {

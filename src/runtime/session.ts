@@ -64,10 +64,13 @@ export interface SessionOptions {
   keepHostWeights?: boolean;
   /**
    * What runs batch-1 dense layers (at most 4 rows, constant weights): 'gemv' (split-K, reads
-   * each weight once; the default on GPUs) or 'gemm' (the GEMM core; the default on software
-   * adapters, where it was measured faster).
+   * each weight once; the default on GPUs), 'gemm' (the GEMM core over packed weights) or 'dot'
+   * (a dot product per output over the weights as stored, for a Gemm with transB, which then
+   * need no packing; elsewhere as 'gemm'; the default on software adapters, where it runs about
+   * as fast as the GEMM core and the model loads faster). With 'dot', a session run at batches
+   * of at most 4 and at larger ones holds such weights twice: as stored, and packed.
    */
-  denseKernel?: 'gemv' | 'gemm';
+  denseKernel?: 'gemv' | 'gemm' | 'dot';
   /**
    * The most bytes of weights this session may upload (default: no total; WebGPU does not tell
    * a device's memory). Each weight is also checked against the device's maxBufferSize. A model
@@ -389,7 +392,7 @@ export class Session {
       limits.maxStorageBufferBindingSize,
       this.#options.maxBindingBytes ?? limits.maxStorageBufferBindingSize,
     );
-    const denseKernel = this.#options.denseKernel ?? (target.software ? 'gemm' : 'gemv');
+    const denseKernel = this.#options.denseKernel ?? (target.software ? 'dot' : 'gemv');
     const lowered = await lowerGraph(graph, {
       chooseVariant,
       denseKernel,

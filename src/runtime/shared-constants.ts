@@ -3,7 +3,8 @@
 // context uploaded, and neither packs, folds nor uploads it again; the GPU holds one copy.
 //
 // A shared upload is identified by what its data is computed from (ConstantOrigin): the recipe
-// (transform, layout, parameters) and a content fingerprint of each source tensor, never by
+// (transform, layout, parameters) and a content fingerprint of each source tensor (or, for a
+// weight left in its file, the identity of its bytes there, so that nothing is read), never by
 // names, so two models with the same initializer names and other values, or a Graph whose weight
 // bytes were changed in place, get uploads of their own. Each upload counts the stores that hold
 // it and is destroyed when the last lets go (GpuContext.dispose destroys everything as before).
@@ -64,6 +65,7 @@ export class SharedConstants {
  */
 export function originId(origin: ConstantOrigin, fingerprints: WeakMap<Float32Array, string>): string {
   const parts = origin.sources.map((source) => {
+    if (typeof source === 'string') return source; // a weight left in its file, named by its identity
     let f = fingerprints.get(source);
     if (f === undefined) fingerprints.set(source, (f = fingerprintFloats(source)));
     return f;
