@@ -80,16 +80,17 @@ export function matmulJob(
  * A fully connected layer Y[M, N] = X[M, K] · Wᵀ + bias (W [N, K], constant, as an ONNX Gemm with
  * transB = 1 stores it), lowered as src/ops/gemm.ts lowers it: W packed as [K][N'] in column
  * chunks that each fit one binding, each chunk a GEMV when M is small (or the GEMM core: `kernel`
- * forces one or the other, or a GEMV variant). Chunk c binds its weights as 'b<c>'.
+ * forces one or the other, or a GEMV variant); on a software adapter by default the dot GEMV over W as stored. Chunk c binds its weights as 'b<c>'.
  */
 export function denseJob(
   gpu: GpuContext,
   { M, K, N }: { M: number; K: number; N: number },
   data: { x: Float32Array; w: Float32Array; bias: Float32Array },
-  kernel: 'default' | 'gemm' | 'dot' | GemvVariant = 'default',
+  kernel: 'default' | 'gemm' | 'gemv' | 'dot' | GemvVariant = 'default',
 ): KernelJob {
   const { x, w, bias } = data;
-  if (kernel === 'dot') return dotDenseJob(gpu, { M, K, N }, data);
+  // 'default' is what a Session picks: the dot GEMV on a software adapter, else the split-K GEMV.
+  if (kernel === 'dot' || (kernel === 'default' && gpu.info.isSoftware)) return dotDenseJob(gpu, { M, K, N }, data);
   const chunk = columnChunk(K, N, gpu.device.limits.maxStorageBufferBindingSize);
   const params = { M, N, K, transA: false, transB: true, alpha: 1, beta: 1, cDims: [N] };
   const programs: KernelProgram[] = [];
@@ -102,7 +103,7 @@ export function denseJob(
     inputs[`b${c}`] = packB(w, K, N, true, n0, columns);
     const names = { b: `b${c}`, partial: `partial${c}` };
     if (kernel !== 'gemm' && gemvUnsupported(problem) === undefined) {
-      const v = kernel === 'default' ? defaultGemvVariant(problem) : kernel;
+      const v = kernel === 'default' || kernel === 'gemv' ? defaultGemvVariant(problem) : kernel;
       const plan = gemvPrograms(problem, v);
       if (plan.partialFloats) scratch[`partial${c}`] = plan.partialFloats;
       programs.push(...renameBindings(plan.programs, names, 'dense'));

@@ -49,7 +49,7 @@ try {
     const x = random(M * K, 1);
     const w = random(N * K, 2);
     const bias = random(N, 3);
-    const listed = ['gemm', 'default', 'dot', ...VARIANTS] as const;
+    const listed = ['gemm', 'gemv', 'dot', ...VARIANTS] as const;
     const kernels = argv.includes('--reverse') ? [...listed].reverse() : listed;
     const runners: { variant: string; runner: KernelRunner }[] = [];
     for (const kernel of kernels) {
