@@ -152,6 +152,17 @@ describe('decoding a file in pieces', () => {
     expect((error as Error).message).toMatch(/changed .* since it was loaded with its tensors left in it/);
   });
 
+  it('refuses to read a tensor left in a file deleted since, naming the file', () => {
+    const file = join(dir, 'deleted.onnx');
+    saveModelFile(modelWithTensors(), file);
+    const stored = decodeModelFile(file, { leaveTensorsInFile: true });
+    rmSync(file);
+    const error = captureError(() => stored.initializers.get('W')!.value.data);
+    expect(error).toBeInstanceOf(ModelError);
+    expect((error as Error).message).toContain(file);
+    expect((error as Error).message).toMatch(/cannot open the file again \(ENOENT: .*\) since it was loaded/);
+  });
+
   it('refuses a truncated file with the error decodeModel gives its bytes', () => {
     const file = join(dir, 'truncated.onnx');
     const bytes = encodeModel(modelWithTensors());

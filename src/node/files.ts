@@ -64,7 +64,16 @@ function withFileSource<T>(path: string, use: (source: ByteSource) => T): T {
   const size = opened.size;
   const withFd = <R>(read: (fd: number) => R): R => {
     if (fd !== undefined) return read(fd);
-    const later = openSync(path, 'r');
+    let later: number;
+    try {
+      later = openSync(path, 'r');
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? String(error);
+      throw new ModelError(
+        `cannot open the file again (${code}: moved, deleted or unreadable) since it was loaded with its tensors left in it; load it again`,
+        { file: path },
+      );
+    }
     try {
       const now = fstatSync(later);
       if (now.ino !== opened.ino || now.size !== size || now.mtimeMs !== opened.mtimeMs)
