@@ -40,10 +40,12 @@ export class SubmitPacer {
   }
 
   /** On for software adapters under Node (dawn.node); off elsewhere: a browser's mapAsync does
-   * not spin the page's thread, and a real GPU does not share the CPU. */
+   * not spin the page's thread, nor does Deno's, and a real GPU does not share the CPU. */
   static forAdapter(software: boolean): SubmitPacer {
-    const node = typeof process !== 'undefined' && process.versions?.node !== undefined;
-    return new SubmitPacer({ enabled: software && node });
+    // Deno sets process.versions.node too, but its WebGPU is wgpu, which neither spins nor lets
+    // unmap() abort a pending map ("Buffer is not mapped").
+    const dawnNode = typeof process !== 'undefined' && process.versions?.node !== undefined && !('Deno' in globalThis);
+    return new SubmitPacer({ enabled: software && dawnNode });
   }
 
   /**
