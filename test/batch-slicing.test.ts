@@ -11,7 +11,7 @@ import { setBatchSize } from '../src/graph/surgery/batch.ts';
 import { adaptToInputSize } from '../src/graph/surgery/resize.ts';
 import type { GpuContext } from '../src/kernels/gpu-context.ts';
 import { createNodeGpuContext } from '../src/node/index.ts';
-import { BatchSliceError, sliceBatch } from '../src/runtime/batch-slices.ts';
+import { BatchMemoryError, BatchSliceError, sliceBatch } from '../src/runtime/batch-slices.ts';
 import { BindingLimitError } from '../src/runtime/lower.ts';
 import { Session } from '../src/runtime/session.ts';
 import { ConstantStore } from '../src/runtime/plan.ts';
@@ -138,17 +138,30 @@ describe('batch slicing', () => {
   };
 
   /** One SGD-momentum step: loss, gradients and updated weights; `slices` how the batch was split. */
-  const trainStep = async (graph: Graph, x: Float32Array, labels: Uint32Array, maxBindingBytes?: number) => {
+  /** `evaluate`: then evaluate() on the updated weights (the training forward, without a step). */
+  const trainStep = async (
+    graph: Graph,
+    x: Float32Array,
+    labels: Uint32Array,
+    maxBindingBytes?: number,
+    evaluate = false,
+  ) => {
     const constants = new ConstantStore(gpu);
     const plan = await TrainingPlan.create(gpu, graph, { constants, maxBindingBytes });
     const optimizer = await createOptimizer(gpu, { type: 'sgd', lr: 0.05, momentum: 0.9 });
     try {
-      const stats = await plan.step(new Map([[graph.feedInputs[0].name, x]]), labels, optimizer);
+      const feeds = new Map([[graph.feedInputs[0].name, x]]);
+      const stats = await plan.step(feeds, labels, optimizer);
+      // Read before evaluate(): its forward may reuse the gradients' buffers.
+      const grads = await plan.readGradients();
+      const weights = await plan.readParameters();
+      const state = await plan.readValues(plan.state);
       return {
         stats,
-        grads: await plan.readGradients(),
-        weights: await plan.readParameters(),
-        state: await plan.readValues(plan.state),
+        grads,
+        weights,
+        state,
+        evaluation: evaluate ? await plan.evaluate(feeds, labels, true) : undefined,
         slices: plan.slicing ? [plan.slicing.count, plan.slicing.images, plan.slicing.lastImages] : undefined,
       };
     } finally {
@@ -175,6 +188,14 @@ describe('batch slicing', () => {
       expect(relL2(sliced.grads.get(name)!, want), `gradient of ${name}`).toBeLessThan(tolerance);
       expect(relL2(sliced.weights.get(name)!, whole.weights.get(name)!), `updated ${name}`).toBeLessThan(tolerance);
     }
+    if (whole.evaluation) {
+      expect(relL2(sliced.evaluation!.logits!, whole.evaluation.logits!), 'logits of evaluate()').toBeLessThan(
+        tolerance,
+      );
+      expect(Math.abs(sliced.evaluation!.stats!.loss - whole.evaluation.stats!.loss)).toBeLessThanOrEqual(
+        1e-5 * Math.max(1, whole.evaluation.stats!.loss),
+      );
+    }
     expect([...sliced.state.keys()]).toEqual([...whole.state.keys()]);
     for (const [name, want] of whole.state)
       expect(relL2(sliced.state.get(name)!, want), `running statistic ${name}`).toBeLessThan(tolerance);
@@ -200,17 +221,54 @@ describe('batch slicing', () => {
     [5, [3, 2, 1]],
     [7, [4, 2, 1]],
   ] as const)
-    it(`training: BatchNormalization in training mode (3 of them, one in a residual branch), batch ${batch} as slices [${slices.join(', ')}] held side by side: one step as unsliced (loss, gradients, weights, running statistics)`, async () => {
+    it(`training: BatchNormalization in training mode (3 of them, one in a residual branch), batch ${batch} as slices [${slices.join(', ')}] held side by side: one step, then evaluate(), as unsliced (loss, gradients, weights, running statistics, logits)`, async () => {
       const graph = prepareGraph(batchNormResidualCnn(batch));
       const x = randomFloat32Array(batch * 3 * 10 * 9, 82 + batch);
       const labels = Uint32Array.from({ length: batch }, (_, i) => (i * 3 + batch) % 5);
-      const whole = await trainStep(graph, x, labels);
-      const sliced = await trainStep(graph, x, labels, TRAINING_LIMIT);
+      const whole = await trainStep(graph, x, labels, undefined, true);
+      const sliced = await trainStep(graph, x, labels, TRAINING_LIMIT, true);
       expect(whole.slices).toBeUndefined();
       expect(sliced.slices).toEqual(slices);
       expect(whole.state.size).toBe(6);
       expectSameStep(sliced, whole, 1e-5);
     });
+
+  it('training: a held batch over memoryBudgetBytes is refused with the sizes, leaving nothing allocated; within it, it trains', async () => {
+    const graph = prepareGraph(batchNormResidualCnn(5));
+    const live = gpu.liveBuffers.count;
+    const refused = new ConstantStore(gpu);
+    const error = await TrainingPlan.create(gpu, graph, {
+      constants: refused,
+      maxBindingBytes: TRAINING_LIMIT,
+      memoryBudgetBytes: 16384,
+    }).catch((e: unknown) => e);
+    refused.dispose();
+    expect(gpu.liveBuffers.count).toBe(live);
+    expect(error).toBeInstanceOf(BatchMemoryError);
+    const { bytes, limit, message } = error as BatchMemoryError;
+    expect(limit).toBe(16384);
+    expect(bytes).toBeGreaterThan(16384);
+    expect(message).toContain(
+      `a batch of 5 held as 3 slices of 2 images (node 'bna1' (BatchNormalization) reduces over the batch) takes at most ${bytes} bytes of activations, ${bytes / 3} per slice: over memoryBudgetBytes = 16384`,
+    );
+    const constants = new ConstantStore(gpu);
+    const plan = await TrainingPlan.create(gpu, graph, {
+      constants,
+      maxBindingBytes: TRAINING_LIMIT,
+      memoryBudgetBytes: bytes,
+    });
+    try {
+      expect(plan.slicing).toEqual({ batch: 5, images: 2, count: 3, lastImages: 1 });
+      // Every slice's activations at once: more than one slice's, at most the bound.
+      expect(plan.stats.activationBytes).toBeGreaterThan(bytes / 3);
+      expect(plan.stats.activationBytes).toBeLessThanOrEqual(bytes);
+    } finally {
+      plan.dispose();
+      constants.dispose();
+    }
+    // Every slice's plan, partials and steps released with the plan.
+    expect(gpu.liveBuffers.count).toBe(live);
+  });
 
   it('training: BatchNormalization frozen (running statistics, per image) slices one slice at a time', async () => {
     const batch = 6;

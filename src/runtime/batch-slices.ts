@@ -29,6 +29,24 @@ export class BatchSliceError extends ModelError {
   }
 }
 
+/**
+ * A batch held as slices side by side (training through a step that reduces over the batch)
+ * whose activations, every slice's at once, do not fit: `bytes` needed (at most), `limit`
+ * allowed (a memory budget), or undefined when the device failed to allocate them.
+ */
+export class BatchMemoryError extends ModelError {
+  readonly bytes: number;
+  readonly limit: number | undefined;
+
+  constructor(message: string, where: { file?: string; bytes: number; limit?: number }, options?: { cause?: unknown }) {
+    super(message, { file: where.file });
+    this.name = 'BatchMemoryError';
+    this.bytes = where.bytes;
+    this.limit = where.limit;
+    if (options?.cause !== undefined) (this as { cause?: unknown }).cause = options.cause;
+  }
+}
+
 /** How a batch of `batch` images splits: `count` slices of `images`, the last of `lastImages`. */
 export interface BatchSlicing {
   batch: number;

@@ -14,6 +14,7 @@
 import { ModelError } from '../graph/errors.ts';
 import type { Graph } from '../graph/ir.ts';
 import { defaultVariant, gemmTarget, type GemmVariant } from '../kernels/gemm.ts';
+import { GpuOutOfMemoryError } from '../kernels/errors.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
 import {
   checkLossStats,
@@ -34,6 +35,7 @@ import {
 } from '../kernels/program.ts';
 import { setBatchSize } from '../graph/surgery/batch.ts';
 import {
+  BatchMemoryError,
   BatchSliceError,
   checkImagesIndependent,
   compileLargestSlice,
@@ -73,6 +75,13 @@ export interface TrainingPlanOptions {
    * too. It must outlive this plan, and the two must not run at once.
    */
   shareMemoryWith?: TrainingPlan;
+  /**
+   * The most bytes of activation buffers a batch held as slices side by side may take, every
+   * slice's at once (see create): a batch over it is refused with a BatchMemoryError before its
+   * slices' buffers are made. WebGPU does not tell a device's memory; without a budget, a held
+   * batch the device cannot allocate gets a BatchMemoryError when the allocation fails.
+   */
+  memoryBudgetBytes?: number;
 }
 
 /** A buffer the host maps to read what the GPU copied into it. */
@@ -234,21 +243,52 @@ export class TrainingPlan {
     const plans: TrainingPlan[] = [plan];
     try {
       // Slice-major (one slice's memory) where it is exact; held side by side where the batch meets.
-      const held = plan.#lowered.batchReductions.length > 0;
-      for (let k = 1; k < slicing.count; k++) {
-        const images = sliceRows(slicing, k).images;
-        if (!held && images === slicing.images) {
-          plans.push(plan);
-          continue;
+      const meets = plan.#lowered.batchReductions[0]?.node;
+      if (!meets) {
+        if (slicing.lastImages === slicing.images) plans.push(...Array<TrainingPlan>(slicing.count - 1).fill(plan));
+        else {
+          plans.push(...Array<TrainingPlan>(slicing.count - 2).fill(plan));
+          const last = setBatchSize(graph, slicing.lastImages);
+          plans.push(await TrainingPlan.#createWhole(gpu, last, { ...options, shareMemoryWith: plan }));
         }
-        const sliceGraph = setBatchSize(graph, images);
-        plans.push(
-          held
-            ? await TrainingPlan.#createWhole(gpu, sliceGraph, { ...options, shareMemoryWith: undefined }, plan)
-            : await TrainingPlan.#createWhole(gpu, sliceGraph, { ...options, shareMemoryWith: plan }),
+        await plan.#sliceOver(slicing, plans, undefined);
+        return plan;
+      }
+      // The first slice's plan is the largest: every slice's together take at most count times its bytes.
+      const perSlice = plan.#plan.peakActivationBytes;
+      const bytes = perSlice * slicing.count;
+      const what =
+        `a batch of ${batch} held as ${slicing.count} slices of ${slicing.images} images (node '${meets.name}' (${meets.opType}) ` +
+        `reduces over the batch) takes at most ${bytes} bytes of activations, ${perSlice} per slice`;
+      const budget = options.memoryBudgetBytes;
+      if (budget !== undefined && bytes > budget)
+        throw new BatchMemoryError(`${what}: over memoryBudgetBytes = ${budget}; train with a smaller batch`, {
+          file: graph.source,
+          bytes,
+          limit: budget,
+        });
+      try {
+        await gpu.scope(`hold a batch of ${batch} as ${slicing.count} slices`, async () => {
+          for (let k = 1; k < slicing.count; k++) {
+            const images = sliceRows(slicing, k).images;
+            const sliceGraph = setBatchSize(graph, images);
+            plans.push(
+              await TrainingPlan.#createWhole(gpu, sliceGraph, { ...options, shareMemoryWith: undefined }, plan),
+            );
+          }
+        });
+      } catch (error) {
+        if (!(error instanceof GpuOutOfMemoryError)) throw error;
+        throw new BatchMemoryError(
+          `${what}: the device could not allocate them; train with a smaller batch`,
+          {
+            file: graph.source,
+            bytes,
+          },
+          { cause: error },
         );
       }
-      await plan.#sliceOver(slicing, plans, held ? await plan.#holdSlices(plans, slicing) : undefined);
+      await plan.#sliceOver(slicing, plans, await plan.#holdSlices(plans, slicing));
       return plan;
     } catch (error) {
       for (const p of new Set(plans)) p.dispose();
