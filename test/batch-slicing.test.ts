@@ -101,6 +101,33 @@ function batchNormResidualCnn(batch: number): Graph {
   return g;
 }
 
+/** The graph for onnxruntime with every BatchNormalization in training mode (opset 15: batch statistics). */
+function withBatchStatistics(graph: Graph): Graph {
+  const g = graph.clone();
+  g.opsetImports = g.opsetImports.map((o) =>
+    o.domain === '' || o.domain === 'ai.onnx' ? { ...o, version: Math.max(o.version, 15) } : o,
+  );
+  for (const n of g.nodes) {
+    if (n.opType !== 'BatchNormalization') continue;
+    for (const legacy of ['spatial', 'consumed_inputs', 'is_test']) delete n.attributes[legacy];
+    n.attributes.training_mode = { type: 'int', value: 1 };
+    n.outputs = [n.outputs[0], `${n.outputs[0]} running mean`, `${n.outputs[0]} running var`];
+  }
+  return g;
+}
+
+/** The mean softmax cross-entropy of logits [N, classes] against labels, in float64. */
+function meanCrossEntropy(logits: Float32Array, labels: Uint32Array, classes: number): number {
+  let sum = 0;
+  for (let i = 0; i < labels.length; i++) {
+    const row = logits.subarray(i * classes, (i + 1) * classes);
+    const max = row.reduce((m, v) => Math.max(m, v), -Infinity);
+    const logSum = Math.log(row.reduce((acc, v) => acc + Math.exp(v - max), 0)) + max;
+    sum += logSum - row[labels[i]];
+  }
+  return sum / labels.length;
+}
+
 /** conv1's output in the small CNN: 6×10×9 floats per image. */
 const CONV1_BYTES_PER_IMAGE = 6 * 10 * 9 * 4;
 /**
@@ -163,6 +190,7 @@ describe('batch slicing', () => {
         state,
         evaluation: evaluate ? await plan.evaluate(feeds, labels, true) : undefined,
         slices: plan.slicing ? [plan.slicing.count, plan.slicing.images, plan.slicing.lastImages] : undefined,
+        held: plan.holdsSlices,
       };
     } finally {
       optimizer.dispose();
@@ -210,6 +238,7 @@ describe('batch slicing', () => {
     const sliced = await trainStep(graph, x, labels, TRAINING_LIMIT);
     expect(whole.slices).toBeUndefined();
     expect(sliced.slices).toEqual([4, 2, 1]);
+    expect(sliced.held).toBe(false);
     expectSameStep(sliced, whole, 1e-5);
   });
 
@@ -229,6 +258,7 @@ describe('batch slicing', () => {
       const sliced = await trainStep(graph, x, labels, TRAINING_LIMIT, true);
       expect(whole.slices).toBeUndefined();
       expect(sliced.slices).toEqual(slices);
+      expect(sliced.held).toBe(true);
       expect(whole.state.size).toBe(6);
       expectSameStep(sliced, whole, 1e-5);
     });
@@ -281,6 +311,7 @@ describe('batch slicing', () => {
     const whole = await trainStep(frozen, x, labels);
     const sliced = await trainStep(frozen, x, labels, limit);
     expect(sliced.slices).toEqual([3, 2, 2]);
+    expect(sliced.held).toBe(false);
     expectSameStep(sliced, whole, 1e-5);
   });
 
@@ -363,6 +394,7 @@ describe('batch slicing', () => {
     const sliced = await trainStep(graph, x, labels, 10 * 2 ** 20);
     expect(whole.slices).toBeUndefined();
     expect(sliced.slices).toEqual([2, 6, 6]);
+    expect(sliced.held).toBe(false);
     expectSameStep(sliced, whole, 1e-4);
   }, 600_000);
 
@@ -401,5 +433,47 @@ describe('batch slicing', () => {
       }
     },
     900_000,
+  );
+  // Opt-in (GRAFT_SLOW_TESTS=1): minutes on lavapipe and about 5 GB of memory. Every weight
+  // trains, BatchNormalization in training mode: the 64 images are held as slices side by side.
+  // The reference: onnxruntime (CPU) running the graph with training_mode = 1 (batch statistics).
+  it.runIf(process.env.GRAFT_SLOW_TESTS === '1')(
+    'training: light ResNet-50 at 224×224, batch 64, BatchNormalization in training mode, on the device limit: logits as onnxruntime with training_mode = 1, then one step',
+    async () => {
+      const batch = 64;
+      const graph = setBatchSize(randomizedLightModel('resnet50', 98), batch);
+      const input = graph.feedInputs[0].name;
+      const x = randomFloat32Array(batch * 3 * 224 * 224, 99);
+      const labels = Uint32Array.from({ length: batch }, (_, i) => (i * 389) % 1000);
+      const want = (
+        await runOrt(onnxBytesForOrt(withBatchStatistics(graph)), { [input]: { dims: [batch, 3, 224, 224], data: x } })
+      )[graph.outputs[0].name].data;
+      const constants = new ConstantStore(gpu);
+      const plan = await TrainingPlan.create(gpu, graph, { constants });
+      const optimizer = await createOptimizer(gpu, { type: 'sgd', lr: 0.01, momentum: 0.9 });
+      try {
+        expect(plan.slicing?.count).toBeGreaterThanOrEqual(2);
+        expect(plan.holdsSlices).toBe(true);
+        const feeds = new Map([[input, x]]);
+        const { logits } = await plan.evaluate(feeds, undefined, true);
+        for (let i = 0; i < batch; i++) {
+          const row = (data: Float32Array) => data.subarray(i * 1000, (i + 1) * 1000);
+          expect(relL2(row(logits!), row(want)), `image ${i}`).toBeLessThan(1e-4);
+        }
+        const before = await plan.readParameters();
+        const stats = await plan.step(feeds, labels, optimizer);
+        const reference = meanCrossEntropy(want, labels, 1000);
+        expect(Math.abs(stats.loss - reference)).toBeLessThanOrEqual(1e-4 * Math.max(1, reference));
+        for (const [name, after] of await plan.readParameters()) {
+          expect(after.every(Number.isFinite), `${name} finite`).toBe(true);
+          expect(relL2(after, before.get(name)!), `${name} moved`).toBeGreaterThan(0);
+        }
+      } finally {
+        optimizer.dispose();
+        plan.dispose();
+        constants.dispose();
+      }
+    },
+    1_800_000,
   );
 });

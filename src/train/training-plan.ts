@@ -564,6 +564,11 @@ export class TrainingPlan {
     return this.#sliced?.slicing;
   }
 
+  /** Whether the slices are held side by side (a step reduces over the batch) rather than run one after another. */
+  get holdsSlices(): boolean {
+    return this.#sliced?.held !== undefined;
+  }
+
   get classes(): number {
     return (this.#graph.values.get(this.#lowered.partition.logits)!.shape as number[])[1];
   }
