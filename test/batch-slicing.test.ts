@@ -116,6 +116,15 @@ function withBatchStatistics(graph: Graph): Graph {
   return g;
 }
 
+/** Each of `rows` rows of `got` within relative L2 `tolerance` of `want`'s. */
+function expectRowsClose(got: Float32Array, want: Float32Array, rows: number, tolerance: number): void {
+  const per = want.length / rows;
+  for (let i = 0; i < rows; i++) {
+    const row = (data: Float32Array) => data.subarray(i * per, (i + 1) * per);
+    expect(relL2(row(got), row(want)), `image ${i}`).toBeLessThan(tolerance);
+  }
+}
+
 /** The mean softmax cross-entropy of logits [N, classes] against labels, in float64. */
 function meanCrossEntropy(logits: Float32Array, labels: Uint32Array, classes: number): number {
   let sum = 0;
@@ -424,17 +433,15 @@ describe('batch slicing', () => {
         const got = await session.run(feeds);
         expect(session.batchSlicing?.count).toBe(2);
         expect(got[output].dims).toEqual([batch, 1000]);
-        for (let i = 0; i < batch; i++) {
-          const row = (data: Float32Array) => data.subarray(i * 1000, (i + 1) * 1000);
-          expect(relL2(row(got[output].data), row(want[output].data)), `image ${i}`).toBeLessThan(1e-4);
-        }
+        expectRowsClose(got[output].data, want[output].data, batch, 1e-4);
       } finally {
         session.dispose();
       }
     },
     900_000,
   );
-  // Opt-in (GRAFT_SLOW_TESTS=1): minutes on lavapipe and about 5 GB of memory. Every weight
+
+  // Opt-in (GRAFT_SLOW_TESTS=1): 8.6 minutes on lavapipe, 9.1 GB peak RSS (2026-12-07). Every weight
   // trains, BatchNormalization in training mode: the 64 images are held as slices side by side.
   // The reference: onnxruntime (CPU) running the graph with training_mode = 1 (batch statistics).
   it.runIf(process.env.GRAFT_SLOW_TESTS === '1')(
@@ -456,10 +463,7 @@ describe('batch slicing', () => {
         expect(plan.holdsSlices).toBe(true);
         const feeds = new Map([[input, x]]);
         const { logits } = await plan.evaluate(feeds, undefined, true);
-        for (let i = 0; i < batch; i++) {
-          const row = (data: Float32Array) => data.subarray(i * 1000, (i + 1) * 1000);
-          expect(relL2(row(logits!), row(want)), `image ${i}`).toBeLessThan(1e-4);
-        }
+        expectRowsClose(logits!, want, batch, 1e-4);
         const before = await plan.readParameters();
         const stats = await plan.step(feeds, labels, optimizer);
         const reference = meanCrossEntropy(want, labels, 1000);
