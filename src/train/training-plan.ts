@@ -12,7 +12,7 @@
 // batch's result (see #holdSlices). Memory is then that of the whole batch, spread over
 // bindings that each fit, so only the device's memory limits the batch.
 import { ModelError } from '../graph/errors.ts';
-import type { Graph } from '../graph/ir.ts';
+import type { Graph, Node } from '../graph/ir.ts';
 import { defaultVariant, gemmTarget, type GemmVariant } from '../kernels/gemm.ts';
 import { GpuOutOfMemoryError } from '../kernels/errors.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
@@ -244,55 +244,62 @@ export class TrainingPlan {
     try {
       // Slice-major (one slice's memory) where it is exact; held side by side where the batch meets.
       const meets = plan.#lowered.batchReductions[0]?.node;
-      if (!meets) {
-        if (slicing.lastImages === slicing.images) plans.push(...Array<TrainingPlan>(slicing.count - 1).fill(plan));
-        else {
-          plans.push(...Array<TrainingPlan>(slicing.count - 2).fill(plan));
-          const last = setBatchSize(graph, slicing.lastImages);
-          plans.push(await TrainingPlan.#createWhole(gpu, last, { ...options, shareMemoryWith: plan }));
-        }
-        await plan.#sliceOver(slicing, plans, undefined);
+      if (meets) {
+        await plan.#makeHeldSlices(graph, options, slicing, meets, plans);
+        await plan.#sliceOver(slicing, plans, await plan.#holdSlices(plans, slicing));
         return plan;
       }
-      // The first slice's plan is the largest: every slice's together take at most count times its bytes.
-      const perSlice = plan.#plan.peakActivationBytes;
-      const bytes = perSlice * slicing.count;
-      const what =
-        `a batch of ${batch} held as ${slicing.count} slices of ${slicing.images} images (node '${meets.name}' (${meets.opType}) ` +
-        `reduces over the batch) takes at most ${bytes} bytes of activations, ${perSlice} per slice`;
-      const budget = options.memoryBudgetBytes;
-      if (budget !== undefined && bytes > budget)
-        throw new BatchMemoryError(`${what}: over memoryBudgetBytes = ${budget}; train with a smaller batch`, {
-          file: graph.source,
-          bytes,
-          limit: budget,
-        });
-      try {
-        await gpu.scope(`hold a batch of ${batch} as ${slicing.count} slices`, async () => {
-          for (let k = 1; k < slicing.count; k++) {
-            const images = sliceRows(slicing, k).images;
-            const sliceGraph = setBatchSize(graph, images);
-            plans.push(
-              await TrainingPlan.#createWhole(gpu, sliceGraph, { ...options, shareMemoryWith: undefined }, plan),
-            );
-          }
-        });
-      } catch (error) {
-        if (!(error instanceof GpuOutOfMemoryError)) throw error;
-        throw new BatchMemoryError(
-          `${what}: the device could not allocate them; train with a smaller batch`,
-          {
-            file: graph.source,
-            bytes,
-          },
-          { cause: error },
-        );
+      if (slicing.lastImages === slicing.images) plans.push(...Array<TrainingPlan>(slicing.count - 1).fill(plan));
+      else {
+        plans.push(...Array<TrainingPlan>(slicing.count - 2).fill(plan));
+        const last = setBatchSize(graph, slicing.lastImages);
+        plans.push(await TrainingPlan.#createWhole(gpu, last, { ...options, shareMemoryWith: plan }));
       }
-      await plan.#sliceOver(slicing, plans, await plan.#holdSlices(plans, slicing));
+      await plan.#sliceOver(slicing, plans, undefined);
       return plan;
     } catch (error) {
       for (const p of new Set(plans)) p.dispose();
       throw error;
+    }
+  }
+
+  /**
+   * Adds to `plans` (this one, the first slice's) a plan of its own for every other slice, with
+   * activations of its own and this plan's parameters. Refuses, with the sizes, a batch whose
+   * slices would take more than options.memoryBudgetBytes, or that the device cannot allocate.
+   */
+  async #makeHeldSlices(
+    graph: Graph,
+    options: TrainingPlanOptions,
+    slicing: BatchSlicing,
+    meets: Node,
+    plans: TrainingPlan[],
+  ): Promise<void> {
+    // The first slice's plan is the largest: every slice's together take at most count times its bytes.
+    const perSlice = this.#plan.peakActivationBytes;
+    const bytes = perSlice * slicing.count;
+    const what =
+      `a batch of ${slicing.batch} held as ${slicing.count} slices of ${slicing.images} images (node '${meets.name}' ` +
+      `(${meets.opType}) reduces over the batch) takes at most ${bytes} bytes of activations, ${perSlice} per slice`;
+    const where = { file: graph.source, bytes };
+    const budget = options.memoryBudgetBytes;
+    if (budget !== undefined && bytes > budget)
+      throw new BatchMemoryError(`${what}: over memoryBudgetBytes = ${budget}; train with a smaller batch`, {
+        ...where,
+        limit: budget,
+      });
+    try {
+      await this.#gpu.scope(`hold a batch of ${slicing.batch} as ${slicing.count} slices`, async () => {
+        for (let k = 1; k < slicing.count; k++) {
+          const sliceGraph = setBatchSize(graph, sliceRows(slicing, k).images);
+          const own = { ...options, shareMemoryWith: undefined };
+          plans.push(await TrainingPlan.#createWhole(this.#gpu, sliceGraph, own, this));
+        }
+      });
+    } catch (error) {
+      if (!(error instanceof GpuOutOfMemoryError)) throw error;
+      const message = `${what}: the device could not allocate them; train with a smaller batch`;
+      throw new BatchMemoryError(message, where, { cause: error });
     }
   }
 
