@@ -307,7 +307,8 @@ export class TrainingPlan {
    * Where the held slices meet: for each step that reduces over the batch, every slice's partial
    * step (its parts at its region of one buffer of every slice's partials) and combine step
    * (writing its copy of the step's outputs from all the partials). `plans` come from one graph
-   * at the slices' sizes, so their steps match one for one.
+   * at the slices' sizes: the steps between meetings may differ (a conv gradient chunked by
+   * images), the meetings come in the same order.
    */
   async #holdSlices(plans: readonly TrainingPlan[], slicing: BatchSlicing): Promise<HeldSlices> {
     const gpu = this.#gpu;
