@@ -7,8 +7,12 @@
 //
 // Usage: npm run bench -- slices [--models resnet50,vgg16] [--modes inference,training]
 //   [--batches resnet50:64+128,vgg16:32] [--runs N] [--size 224] [--no-md]
-// Training ResNet-50 trains with BatchNormalization frozen (its running statistics): a step
-// with batch statistics mixes the images of the batch, so it is refused under slicing.
+//   (--modes also takes training-bn)
+// Mode 'training' trains ResNet-50 with BatchNormalization frozen (its running statistics), so
+// that its slices run one after another in one slice's memory; mode 'training-bn' trains every
+// weight, BatchNormalization in training mode (batch statistics), which holds the slices side by
+// side (layer-major, src/train/training-plan.ts). VGG-16 has no BatchNormalization: 'training-bn'
+// skips it.
 import os from 'node:os';
 import { buildArchitecture } from '../src/graph/architectures/index.ts';
 import type { Graph } from '../src/graph/ir.ts';
@@ -26,7 +30,7 @@ import { median } from './harness.ts';
 import { machineRecord, writeResults } from './results-file.ts';
 
 type Model = 'resnet50' | 'vgg16';
-type Mode = 'inference' | 'training';
+type Mode = 'inference' | 'training' | 'training-bn';
 
 const argv = process.argv.slice(3);
 const option = (name: string) => {
@@ -71,10 +75,10 @@ function seededInput(length: number, seed: number): Float32Array {
   return Float32Array.from({ length }, () => random() * 2 - 1);
 }
 
-/** How a batch ran: "count × images" (the last slice's size when it differs), or "whole". */
-function describeSlicing(s: BatchSlicing | undefined): string {
+/** How a batch ran: "count × images" (the last slice's size when it differs; "held" when side by side), or "whole". */
+function describeSlicing(s: BatchSlicing | undefined, held = false): string {
   if (!s) return 'whole';
-  return `${s.count} × ${s.images}${s.lastImages !== s.images ? ` (last ${s.lastImages})` : ''}`;
+  return `${s.count} × ${s.images}${s.lastImages !== s.images ? ` (last ${s.lastImages})` : ''}${held ? ', held' : ''}`;
 }
 
 async function inferenceRunner(gpu: GpuContext, graph: Graph, batch: number): Promise<Runner> {
@@ -97,7 +101,7 @@ async function trainingRunner(gpu: GpuContext, graph: Graph, batch: number): Pro
   const feeds = new Map([[batched.feedInputs[0].name, seededInput(batch * 3 * SIZE * SIZE, batch)]]);
   const labels = Uint32Array.from({ length: batch }, (_, i) => (i * 7) % plan.classes);
   return {
-    slicing: describeSlicing(plan.slicing),
+    slicing: describeSlicing(plan.slicing, plan.holdsSlices),
     run: async () => void (await plan.step(feeds, labels, optimizer)),
     dispose: () => {
       optimizer.dispose();
@@ -118,6 +122,7 @@ try {
   for (const model of MODELS) {
     const base = buildArchitecture(model, { inputSize: SIZE, seed: 3 });
     for (const mode of MODES) {
+      if (mode === 'training-bn' && model !== 'resnet50') continue;
       const graph = mode === 'training' && model === 'resnet50' ? freezeBatchNorm(base.clone()) : base;
       const make = mode === 'inference' ? inferenceRunner : trainingRunner;
       for (const batch of BATCHES[model]) {
@@ -196,7 +201,7 @@ const md = [
   '',
   table,
   '',
-  "How to read it: **ran as** is how the batch was split (`count × images per slice`, or whole); **÷ batch 8** is the row's images/s over batch 8's, same network and mode. Training: one TrainingPlan step (forward, softmax cross-entropy, backward, SGD with momentum) with every weight trainable, except ResNet-50's BatchNormalization, frozen: batch statistics mix the images, so a sliced step refuses them.",
+  "How to read it: **ran as** is how the batch was split (`count × images per slice`, or whole); **÷ batch 8** is the row's images/s over batch 8's, same network and mode. Training: one TrainingPlan step (forward, softmax cross-entropy, backward, SGD with momentum) with every weight trainable, except, in mode `training`, ResNet-50's BatchNormalization, frozen (its slices run one after another in one slice's memory); mode `training-bn` trains it too, in training mode (batch statistics), the slices held side by side and combined where BatchNormalization reduces over the batch.",
   '',
   'Targets (issue 12):',
   ...targets,

@@ -22,7 +22,10 @@ import {
   type PoolBackwardParams,
 } from '../src/kernels/backward/pool.ts';
 import {
+  batchNormCombineGradientSumsProgram,
+  batchNormCombineStatisticsProgram,
   batchNormFrozenBackwardProgram,
+  batchNormPartialStatisticsProgram,
   batchNormTrainingBackwardPrograms,
   batchNormTrainingForwardPrograms,
   lrnBackwardProgram,
@@ -153,6 +156,32 @@ describe('backward kernels', () => {
       ...batchNormTrainingForwardPrograms({ images: 8, channels: 64, spatial: 49, epsilon: 1e-3 }, 0.99),
       ...batchNormTrainingBackwardPrograms({ images: 2, channels: 3, spatial: 4, epsilon: 1e-5 }),
       batchNormFrozenBackwardProgram({ images: 2, channels: 3, spatial: 4, epsilon: 1e-5 }),
+      batchNormPartialStatisticsProgram({ images: 2, channels: 3, spatial: 4, epsilon: 1e-5 }),
+      batchNormPartialStatisticsProgram({ images: 5, channels: 8, spatial: 9, epsilon: 1e-3 }),
+      batchNormCombineStatisticsProgram(
+        3,
+        4,
+        { slices: 2, images: 2, lastImages: 1, sliceStride: 128, partStride: 64 },
+        1e-5,
+        0.9,
+        true,
+      ),
+      batchNormCombineStatisticsProgram(
+        8,
+        9,
+        { slices: 4, images: 8, lastImages: 8, sliceStride: 128, partStride: 64 },
+        1e-3,
+        0.99,
+        false,
+      ),
+      batchNormCombineGradientSumsProgram(3, { slices: 2, images: 2, lastImages: 1, sliceStride: 128, partStride: 64 }),
+      batchNormCombineGradientSumsProgram(8, {
+        slices: 3,
+        images: 4,
+        lastImages: 2,
+        sliceStride: 256,
+        partStride: 128,
+      }),
       lrnBackwardProgram({ images: 1, channels: 9, spatial: 4, size: 5, alpha: 1e-4, beta: 0.75, bias: 1 }),
       lrnBackwardProgram({ images: 2, channels: 16, spatial: 9, size: 3, alpha: 2e-4, beta: 0.5, bias: 2 }),
       unaryBackwardProgram({ kind: 'leakyRelu', alpha: 0.1 }, 10),
@@ -477,6 +506,61 @@ describe('backward kernels', () => {
         ).toBeLessThan(TOLERANCE);
       });
     }
+    // The batch held as slices (layer-major): each slice's partials, then the combine, against
+    // float64 over the whole batch. Channel means far from 0 against their spread test that the
+    // combination does not cancel in f32; the strides leave gaps, as the device alignment does.
+    const slices = [3, 3, 1];
+    const held = { slices: 3, images: 3, lastImages: 1, sliceStride: 11, partStride: 5 };
+    const [C, S] = [4, 6];
+    const N = slices.reduce((a, b) => a + b, 0);
+    it(`BatchNormalization statistics of a batch of ${N} from slices of [${slices}] (partials, then combined), running statistics once`, async () => {
+      const x = rand(N * C * S).map((v, i) => 50 + 10 * Math.floor(i / S) + v);
+      const runningMean = rand(C);
+      const runningVar = rand(C).map((v) => v * v + 0.1);
+      const partials = new Float32Array(held.slices * held.sliceStride).fill(Number.NaN);
+      let first = 0;
+      for (const [j, images] of slices.entries()) {
+        const part = await runAll(
+          batchNormPartialStatisticsProgram({ images, channels: C, spatial: S, epsilon: eps }),
+          { x: x.subarray(first * C * S, (first + images) * C * S) },
+          { partMean: C, partM2: C },
+        );
+        partials.set(part.partMean, j * held.sliceStride);
+        partials.set(part.partM2, j * held.sliceStride + held.partStride);
+        first += images;
+      }
+      const want = batchNormTrainingRef(x, [N, C, S], rand(C), rand(C), eps, {
+        mean: runningMean,
+        variance: runningVar,
+        momentum: 0.8,
+      });
+      for (const updateRunning of [true, false]) {
+        const got = await runAll(
+          batchNormCombineStatisticsProgram(C, S, held, eps, 0.8, updateRunning),
+          { partials, runningMean, runningVar },
+          { saveMean: C, saveInvStd: C, runningMean: C, runningVar: C },
+        );
+        expect(relL2(got.saveMean, want.mean)).toBeLessThan(1e-6);
+        expect(
+          relL2(
+            got.saveInvStd,
+            want.variance.map((v) => 1 / Math.sqrt(v + eps)),
+          ),
+        ).toBeLessThan(1e-5);
+        expect(relL2(got.runningMean, updateRunning ? want.runningMean : runningMean)).toBeLessThan(1e-6);
+        expect(relL2(got.runningVar, updateRunning ? want.runningVar : runningVar)).toBeLessThan(1e-5);
+      }
+    });
+    it("BatchNormalization gradient sums of a batch from its slices' (each of its own mean loss): Σ (b_j/N)·part_j", async () => {
+      const partials = rand(held.slices * held.sliceStride);
+      const got = await runAll(batchNormCombineGradientSumsProgram(C, held), { partials }, { dScale: C, dBias: C });
+      const sum = (offset: number) =>
+        Float64Array.from({ length: C }, (_, c) =>
+          slices.reduce((acc, images, j) => acc + (images / N) * partials[j * held.sliceStride + offset + c], 0),
+        );
+      expect(relL2(got.dScale, sum(0))).toBeLessThan(1e-6);
+      expect(relL2(got.dBias, sum(held.partStride))).toBeLessThan(1e-6);
+    });
     it('BatchNormalization frozen backward (running statistics)', async () => {
       const dims = [2, 6, 5, 3];
       const C = 6;

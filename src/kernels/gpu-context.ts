@@ -245,7 +245,8 @@ export class GpuContext {
     // A GpuError thrown by fn is already specific (e.g. formatted WGSL compile messages).
     if (didThrow && thrown instanceof GpuError) throw thrown;
     const [internal, outOfMemory, validation] = scoped;
-    const gpuError = validation ?? outOfMemory ?? internal;
+    // A failed allocation makes every later use of its buffer invalid: out of memory is the cause.
+    const gpuError = outOfMemory ?? validation ?? internal;
     if (gpuError) {
       const typed = gpuErrorFromWebGpu(operation, gpuError);
       if (didThrow) (typed as { cause?: unknown }).cause = thrown;

@@ -5,7 +5,10 @@ import type { Node } from '../graph/ir.ts';
 import { sameShape, showDim, showShape, type InferredValue, type ShapeRule } from '../graph/shape-context.ts';
 import { sizeOf } from '../graph/tensor.ts';
 import {
+  batchNormCombineGradientSumsProgram,
+  batchNormCombineStatisticsProgram,
   batchNormFrozenBackwardProgram,
+  batchNormPartialStatisticsProgram,
   batchNormTrainingBackwardPrograms,
   batchNormTrainingForwardPrograms,
   lrnBackwardProgram,
@@ -117,10 +120,20 @@ export const batchNormalization: OpDefinition = {
       ctx.state(variance);
       const { momentum } = batchNormAttributes(ctx.attrs, ctx.graph.opset);
       const [stats, apply] = batchNormTrainingForwardPrograms(p, momentum);
+      const statistics = { saveMean: saved.mean, saveInvStd: saved.invStd, runningMean: mean, runningVar: variance };
       return [
         {
           program: stats,
-          bind: { x, saveMean: saved.mean, saveInvStd: saved.invStd, runningMean: mean, runningVar: variance },
+          bind: { x, ...statistics },
+          batchReduction: {
+            partLength: p.channels,
+            partial: { program: batchNormPartialStatisticsProgram(p), bind: { x }, parts: ['partMean', 'partM2'] },
+            combine: (layout, first) => ({
+              program: batchNormCombineStatisticsProgram(p.channels, p.spatial, layout, p.epsilon, momentum, first),
+              bind: statistics,
+              partials: 'partials',
+            }),
+          },
         },
         { program: apply, bind: { x, scale, bias, saveMean: saved.mean, saveInvStd: saved.invStd, y: n.outputs[0] } },
       ];
@@ -136,10 +149,21 @@ export const batchNormalization: OpDefinition = {
         const dScale = ctx.temp(`grad ${n.inputs[1]}`, [p.channels]);
         const dBias = ctx.temp(`grad ${n.inputs[2]}`, [p.channels]);
         const [sums, data] = batchNormTrainingBackwardPrograms(p);
+        const reads = { x: n.inputs[0], dy, saveMean: saved.mean, saveInvStd: saved.invStd };
         const steps: RuleStep[] = [
           {
             program: sums,
-            bind: { x: n.inputs[0], dy, saveMean: saved.mean, saveInvStd: saved.invStd, dScale, dBias },
+            bind: { ...reads, dScale, dBias },
+            // Each slice's own sums go to its parts (the same program, its outputs bound there).
+            batchReduction: {
+              partLength: p.channels,
+              partial: { program: sums, bind: reads, parts: ['dScale', 'dBias'] },
+              combine: (layout) => ({
+                program: batchNormCombineGradientSumsProgram(p.channels, layout),
+                bind: { dScale, dBias },
+                partials: 'partials',
+              }),
+            },
           },
         ];
         if (ctx.wants(0)) {

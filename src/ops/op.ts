@@ -14,6 +14,7 @@ import type { ShapeRule } from '../graph/shape-context.ts';
 import type { TensorValue } from '../graph/tensor.ts';
 import type { GemmProblem, GemmVariant } from '../kernels/gemm.ts';
 import type { StridedFloatReader } from '../kernels/linear.ts';
+import type { SlicePartials } from '../kernels/backward/normalization.ts';
 import type { Activation, KernelProgram } from '../kernels/program.ts';
 
 /** An attribute an op accepts: its name, or its name and the opsets whose schema has it
@@ -237,6 +238,33 @@ export interface RuleStep {
    * the size of the value the step draws over, in this plan), so it draws the unsliced mask.
    */
   reseed?: { offset: number; firstOffset: number; elements: number };
+  /** The step reduces over the images of the batch: how it runs on a batch held as slices. */
+  batchReduction?: BatchReduction;
+}
+
+/**
+ * A step that reduces over the images of the batch (BatchNormalization's statistics and its
+ * gradient sums), as it runs when the batch is held as slices side by side (layer-major
+ * slicing, src/train/training-plan.ts) instead of the step itself: each slice's `partial` step
+ * writes its parts into its region of one buffer of every slice's partials (SlicePartials), then
+ * `combine`, dispatched once per slice, reads them all and writes that slice's copy of the
+ * step's outputs, as the unsliced step writes them (state, such as running statistics, by the
+ * first slice's only).
+ */
+export interface BatchReduction {
+  /** Floats in each part of one slice's partials. */
+  partLength: number;
+  /** The step over this plan's slice: values bound by binding name, then the bindings of its parts in order. */
+  partial: { program: KernelProgram; bind: Record<string, string>; parts: string[] };
+  /** The combine for one slice, `first` the one that updates state: values by binding name, and the partials' binding. */
+  combine(
+    layout: SlicePartials,
+    first: boolean,
+  ): {
+    program: KernelProgram;
+    bind: Record<string, string>;
+    partials: string;
+  };
 }
 
 export interface RuleContext {

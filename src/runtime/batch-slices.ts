@@ -5,14 +5,17 @@
 // the slices run one after another through that one plan, so its activations are reused: the
 // memory is that of one slice, not of N/b. A last, smaller slice (N not a multiple of b) gets a
 // plan of its own. Training (src/train/training-plan.ts) slices the same way and sums the
-// slices' gradients.
+// slices' gradients; where its steps reduce over the batch (BatchNormalization in training
+// mode) it holds the slices side by side and combines their partials instead.
 //
-// Slicing is only correct when every image is computed apart from the others: each value that
-// depends on an input keeps the batch as its first axis. checkImagesIndependent compares the
-// graph's shapes at N and at b to verify that (a Reshape or Flatten that folds the batch into
-// another axis, a Transpose that moves it, a Concat along it all change a shape there) and
-// refuses, naming the node, the ops that mix images without changing a shape (Softmax over
-// axis 0; BatchNormalization in training mode, whose statistics are the batch's).
+// Slicing is only correct when every image is computed apart from the others (but for such
+// reductions, which training combines): each value that depends on an input keeps the batch as
+// its first axis. checkImagesIndependent compares the graph's shapes at N and at b to verify
+// that (a Reshape or Flatten that folds the batch into another axis, a Transpose that moves it,
+// a Concat along it all change a shape there) and refuses, naming the node, the ops that mix
+// images without changing a shape (Softmax over axis 0). BatchNormalization with
+// training_mode = 1 passes: inference refuses it anyway, and training runs any BatchNormalization
+// whose scale or bias trains in training mode, whatever the attribute says.
 import { ModelError } from '../graph/errors.ts';
 import type { Graph, Node } from '../graph/ir.ts';
 import { BindingLimitError } from './lower.ts';
@@ -23,6 +26,24 @@ export class BatchSliceError extends ModelError {
   constructor(message: string, where: ConstructorParameters<typeof ModelError>[1]) {
     super(message, where);
     this.name = 'BatchSliceError';
+  }
+}
+
+/**
+ * A batch held as slices side by side (training through a step that reduces over the batch)
+ * whose activations, every slice's at once, do not fit: `bytes` needed (at most), `limit`
+ * allowed (a memory budget), or undefined when the device failed to allocate them.
+ */
+export class BatchMemoryError extends ModelError {
+  readonly bytes: number;
+  readonly limit: number | undefined;
+
+  constructor(message: string, where: { file?: string; bytes: number; limit?: number }, options?: { cause?: unknown }) {
+    super(message, { file: where.file });
+    this.name = 'BatchMemoryError';
+    this.bytes = where.bytes;
+    this.limit = where.limit;
+    if (options?.cause !== undefined) (this as { cause?: unknown }).cause = options.cause;
   }
 }
 
@@ -149,8 +170,6 @@ function mixesImages(graph: Graph, node: Node): string | undefined {
     const a = node.attributes[name];
     return a?.type === 'int' ? a.value : undefined;
   };
-  if (node.opType === 'BatchNormalization' && (int('training_mode') ?? 0) !== 0)
-    return 'BatchNormalization in training mode normalizes with the statistics of the whole batch, which slices of it would change';
   if (node.opType === 'Softmax' || node.opType === 'LogSoftmax' || node.opType === 'Hardmax') {
     const rank = graph.values.get(node.inputs[0])?.shape?.length ?? 1;
     const axis = int('axis') ?? (graph.opset < 13 ? 1 : -1);

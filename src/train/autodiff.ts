@@ -11,7 +11,7 @@ import { extractSubgraph } from '../graph/subgraph.ts';
 import { isFloatType } from '../graph/tensor.ts';
 import { gradientSumProgram } from '../kernels/backward/elementwise.ts';
 import type { GemmProblem, GemmVariant } from '../kernels/gemm.ts';
-import type { RuleContext, RuleStep } from '../ops/op.ts';
+import type { BatchReduction, RuleContext, RuleStep } from '../ops/op.ts';
 import { gradientRule, whyNotDifferentiable } from '../ops/registry.ts';
 import {
   lowerGraph,
@@ -87,6 +87,16 @@ export interface TrainingLowered extends Lowered {
   state: string[];
   /** Steps drawing random numbers (Dropout), reseeded per training step. */
   reseed: ReseedSite[];
+  /** Steps that reduce over the images of the batch (BatchNormalization in training mode), in step order. */
+  batchReductions: BatchReductionSite[];
+}
+
+/** A step whose result depends on every image of the batch (see RuleStep.batchReduction). */
+export interface BatchReductionSite {
+  /** Index into steps. */
+  step: number;
+  reduction: BatchReduction;
+  node: Node;
 }
 
 /** The value a softmax cross-entropy trains on: a final Softmax's input, else the output. */
@@ -230,6 +240,7 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
   });
   const state: string[] = [];
   const reseed: ReseedSite[] = [];
+  const batchReductions: BatchReductionSite[] = [];
   const push = (node: Node, ruleSteps: RuleStep[]) => {
     for (const s of ruleSteps) {
       // Inputs are declared read_write (arena-shareable): a step binding one value twice
@@ -243,6 +254,8 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
           elements: s.reseed.elements,
           salt: graph.nodes.indexOf(node),
         });
+      if (s.batchReduction)
+        batchReductions.push({ step: steps.length + specs.length - 1, reduction: s.batchReduction, node });
       steps.push(...specs);
     }
   };
@@ -284,7 +297,18 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
   }
   const forwardSteps = steps.length;
   if (!training) {
-    return { steps, aliases, temporaries, forwardSteps, dlogits: '', parameters: [], partition, state, reseed };
+    return {
+      steps,
+      aliases,
+      temporaries,
+      forwardSteps,
+      dlogits: '',
+      parameters: [],
+      partition,
+      state,
+      reseed,
+      batchReductions,
+    };
   }
 
   // Backward, in reverse order: every reader of a value runs before its producer.
@@ -323,7 +347,7 @@ export async function differentiate(graph: Graph, options: AutodiffOptions): Pro
     if (!grad) throw new ModelError(`internal: parameter '${name}' got no gradient`, { file });
     return { name, dims, size: dims.reduce((a, b) => a * b, 1), grad };
   });
-  return { steps, aliases, temporaries, forwardSteps, dlogits, parameters, partition, state, reseed };
+  return { steps, aliases, temporaries, forwardSteps, dlogits, parameters, partition, state, reseed, batchReductions };
 }
 
 /** The key under which a parameter's buffer lives in the ConstantStore (the runtime's own key for raw initializers). */

@@ -5,9 +5,16 @@
 // fused updates after: one command encoder and one submit per training step. A batch with a
 // value over the binding limit trains as slices of the batch through the plan of one slice (one
 // submit per slice), each slice's gradients added to sums weighted by its share of the batch.
+// A graph that reduces over the batch (BatchNormalization in training mode) holds its slices
+// side by side instead (layer-major): each slice has a plan of its own (its own activations, the
+// parameters shared) and the steps run in order, each for every slice; where a step reduces
+// over the batch, each slice computes its partials and a combine gives every slice the whole
+// batch's result (see #holdSlices). Memory is then that of the whole batch, spread over
+// bindings that each fit, so only the device's memory limits the batch.
 import { ModelError } from '../graph/errors.ts';
-import type { Graph } from '../graph/ir.ts';
+import type { Graph, Node } from '../graph/ir.ts';
 import { defaultVariant, gemmTarget, type GemmVariant } from '../kernels/gemm.ts';
+import { GpuOutOfMemoryError } from '../kernels/errors.ts';
 import type { GpuContext } from '../kernels/gpu-context.ts';
 import {
   checkLossStats,
@@ -18,9 +25,17 @@ import {
   type LossStats,
 } from '../kernels/loss.ts';
 import { gradientSumProgram } from '../kernels/gradient-sum.ts';
-import { encodeSteps, prepareStep, storageUsage, type KernelStep } from '../kernels/program.ts';
+import {
+  encodeSteps,
+  prepareStep,
+  storageUsage,
+  type BufferRange,
+  type KernelProgram,
+  type KernelStep,
+} from '../kernels/program.ts';
 import { setBatchSize } from '../graph/surgery/batch.ts';
 import {
+  BatchMemoryError,
   BatchSliceError,
   checkImagesIndependent,
   compileLargestSlice,
@@ -60,6 +75,13 @@ export interface TrainingPlanOptions {
    * too. It must outlive this plan, and the two must not run at once.
    */
   shareMemoryWith?: TrainingPlan;
+  /**
+   * The most bytes of activation buffers a batch held as slices side by side may take, every
+   * slice's at once (see create): a batch over it is refused with a BatchMemoryError before its
+   * slices' buffers are made. WebGPU does not tell a device's memory; without a budget, a held
+   * batch the device cannot allocate gets a BatchMemoryError when the allocation fails.
+   */
+  memoryBudgetBytes?: number;
 }
 
 /** A buffer the host maps to read what the GPU copied into it. */
@@ -73,19 +95,37 @@ export function mixSeed(seed: number, salt: number): number {
   return (h ^ (h >>> 16)) >>> 0;
 }
 
-/** A batch trained as slices through one plan (see TrainingPlan.create). */
+/** A batch trained as slices (see TrainingPlan.create). */
 interface SlicedBatch {
   slicing: BatchSlicing;
-  /** The plan of a smaller last slice (undefined: every slice has slicing.images). */
-  last: TrainingPlan | undefined;
+  /** The plan of each slice: this one (and one for a smaller last slice), or each its own (held). */
+  plans: TrainingPlan[];
+  /** Set when the slices are held side by side (layer-major), not run one after another. */
+  held: HeldSlices | undefined;
   /** Each parameter's gradient summed over the slices: what the optimizer reads. */
   sums: GPUBuffer[];
-  /** sums = share·gradient (first slice), sums += share·gradient (the others, and the last plan's). */
-  startSteps: KernelStep[];
-  addSteps: KernelStep[];
-  lastAddSteps: KernelStep[];
+  /** Per slice: sums = share·gradient (the first), sums += share·gradient (the others). */
+  sumSteps: KernelStep[][];
   /** Every slice's loss stats, one after another. */
   stats: GPUBuffer;
+}
+
+/** Slices held side by side, each with its own plan (SlicedBatch.plans): where they meet. */
+interface HeldSlices {
+  /** The steps that reduce over the batch, in step order (see BatchReductionSite). */
+  meetings: SliceMeeting[];
+  /** Per meeting: every slice's partials (SlicePartials). */
+  partials: GPUBuffer[];
+}
+
+/** A step that reduces over the batch, run for held slices: per slice, its index there and its partial and combine steps. */
+interface SliceMeeting {
+  /** The steps between meetings may differ from slice to slice (a conv gradient chunked by images). */
+  steps: number[];
+  /** Whether it is a backward step. */
+  backward: boolean;
+  partial: KernelStep[];
+  combine: KernelStep[];
 }
 
 export class TrainingPlan {
@@ -118,6 +158,7 @@ export class TrainingPlan {
     constants: ConstantStore,
     maxBindingBytes: number,
     host: TrainingPlan | undefined,
+    replicaOf: TrainingPlan | undefined,
   ) {
     this.#gpu = gpu;
     this.#maxBindingBytes = maxBindingBytes;
@@ -153,14 +194,18 @@ export class TrainingPlan {
       owner.#undoable.length === this.#undoable.length &&
       owner.#undoable.every((b, i) => b.name === this.#undoable[i].name && b.size === this.#undoable[i].size);
     this.#memoryHost = owner;
-    this.#before = sameParameters
-      ? owner.#before
+    // A held slice's plan (replicaOf) never backs up: the first slice's plan does, for all.
+    const snapshotOwner = replicaOf ?? (sameParameters ? owner : undefined);
+    this.#ownsBefore = snapshotOwner === undefined;
+    this.#before = snapshotOwner
+      ? snapshotOwner.#before
       : this.#undoable.map((b) =>
           gpu.createBuffer(`'${b.name}' before the step`, Math.max(16, Math.ceil(b.size / 4) * 16), storageUsage()),
         );
   }
 
   readonly #undoable: { name: string; buffer: GPUBuffer; size: number }[];
+  readonly #ownsBefore: boolean;
 
   #sizeOf(name: string): number {
     return this.#graph.initializers.get(name)!.value.dims.reduce((a, b) => a * b, 1);
@@ -170,8 +215,9 @@ export class TrainingPlan {
    * Compiles a prepared graph (static shapes) for training at its input shapes. A batch with a
    * value over the binding limit trains as slices of the batch through the plan of the largest
    * slice that fits: the slices' gradients summed, each weighted by its share of the batch, so
-   * that one step equals the unsliced step (BatchNormalization in training mode is refused:
-   * its statistics would be the slice's).
+   * that one step equals the unsliced step. A graph with a step that reduces over the batch
+   * (BatchNormalization in training mode) holds its slices side by side, each with a plan of
+   * its own, and combines their partials where they meet (layer-major; see #holdSlices).
    */
   static async create(gpu: GpuContext, graph: Graph, options: TrainingPlanOptions): Promise<TrainingPlan> {
     try {
@@ -194,33 +240,186 @@ export class TrainingPlan {
     const { slicing, compiled: plan } = await compileLargestSlice(batch, overLimit, (images) =>
       TrainingPlan.#createWhole(gpu, setBatchSize(graph, images), options),
     );
-    let last: TrainingPlan | undefined;
+    const plans: TrainingPlan[] = [plan];
     try {
-      const trainsStatistics = plan.#lowered.state[0];
-      if (trainsStatistics !== undefined && options.mode !== 'evaluate') {
-        const node = graph.nodes.find((n) => n.opType === 'BatchNormalization' && n.inputs.includes(trainsStatistics));
-        throw new BatchSliceError(
-          `BatchNormalization in training mode (its scale or bias trains) normalizes with the statistics of the whole batch of ${batch}, ` +
-            `which does not fit one binding; slices of ${slicing.images} would change them. Freeze its scale and bias (running statistics), or train with a batch of at most ${slicing.images}`,
-          { file: graph.source, node },
-        );
+      // Slice-major (one slice's memory) where it is exact; held side by side where the batch meets.
+      const meets = plan.#lowered.batchReductions[0]?.node;
+      if (meets) {
+        await plan.#makeHeldSlices(graph, options, slicing, meets, plans);
+        await plan.#sliceOver(slicing, plans, await plan.#holdSlices(plans, slicing));
+        return plan;
       }
-      if (slicing.lastImages !== slicing.images)
-        last = await TrainingPlan.#createWhole(gpu, setBatchSize(graph, slicing.lastImages), {
-          ...options,
-          shareMemoryWith: plan,
-        });
-      await plan.#sliceOver(slicing, last);
+      if (slicing.lastImages === slicing.images) plans.push(...Array<TrainingPlan>(slicing.count - 1).fill(plan));
+      else {
+        plans.push(...Array<TrainingPlan>(slicing.count - 2).fill(plan));
+        const last = setBatchSize(graph, slicing.lastImages);
+        plans.push(await TrainingPlan.#createWhole(gpu, last, { ...options, shareMemoryWith: plan }));
+      }
+      await plan.#sliceOver(slicing, plans, undefined);
       return plan;
     } catch (error) {
-      plan.dispose();
-      last?.dispose();
+      for (const p of new Set(plans)) p.dispose();
       throw error;
     }
   }
 
-  /** Makes this plan (for one slice) run the whole batch of `slicing`, with `last` for a smaller last slice. */
-  async #sliceOver(slicing: BatchSlicing, last: TrainingPlan | undefined): Promise<void> {
+  /**
+   * Adds to `plans` (this one, the first slice's) a plan of its own for every other slice, with
+   * activations of its own and this plan's parameters. Refuses, with the sizes, a batch whose
+   * slices would take more than options.memoryBudgetBytes, or that the device cannot allocate.
+   */
+  async #makeHeldSlices(
+    graph: Graph,
+    options: TrainingPlanOptions,
+    slicing: BatchSlicing,
+    meets: Node,
+    plans: TrainingPlan[],
+  ): Promise<void> {
+    // The first slice's plan is the largest: every slice's together take at most count times its bytes.
+    const perSlice = this.#plan.peakActivationBytes;
+    const bytes = perSlice * slicing.count;
+    const what =
+      `a batch of ${slicing.batch} held as ${slicing.count} slices of ${slicing.images} images (node '${meets.name}' ` +
+      `(${meets.opType}) reduces over the batch) takes at most ${bytes} bytes of activations, ${perSlice} per slice`;
+    const where = { file: graph.source, bytes };
+    const budget = options.memoryBudgetBytes;
+    if (budget !== undefined && bytes > budget)
+      throw new BatchMemoryError(`${what}: over memoryBudgetBytes = ${budget}; train with a smaller batch`, {
+        ...where,
+        limit: budget,
+      });
+    try {
+      await this.#gpu.scope(`hold a batch of ${slicing.batch} as ${slicing.count} slices`, async () => {
+        for (let k = 1; k < slicing.count; k++) {
+          const sliceGraph = setBatchSize(graph, sliceRows(slicing, k).images);
+          const own = { ...options, shareMemoryWith: undefined };
+          plans.push(await TrainingPlan.#createWhole(this.#gpu, sliceGraph, own, this));
+        }
+      });
+    } catch (error) {
+      if (!(error instanceof GpuOutOfMemoryError)) throw error;
+      const message = `${what}: the device could not allocate them; train with a smaller batch`;
+      throw new BatchMemoryError(message, where, { cause: error });
+    }
+  }
+
+  /**
+   * Where the held slices meet: for each step that reduces over the batch, every slice's partial
+   * step (its parts at its region of one buffer of every slice's partials) and combine step
+   * (writing its copy of the step's outputs from all the partials). `plans` come from one graph
+   * at the slices' sizes: the steps between meetings may differ (a conv gradient chunked by
+   * images), the meetings come in the same order.
+   */
+  async #holdSlices(plans: readonly TrainingPlan[], slicing: BatchSlicing): Promise<HeldSlices> {
+    const gpu = this.#gpu;
+    const sites = this.#lowered.batchReductions;
+    const backwardAt = (p: TrainingPlan, i: number) => p.#lowered.batchReductions[i].step >= p.#lowered.forwardSteps;
+    for (const p of plans) {
+      const same =
+        p.#lowered.batchReductions.length === sites.length &&
+        p.#lowered.batchReductions.every(
+          (r, i) =>
+            p.#graph.nodes.indexOf(r.node) === this.#graph.nodes.indexOf(sites[i].node) &&
+            backwardAt(p, i) === backwardAt(this, i),
+        );
+      if (!same)
+        throw new ModelError(
+          `internal: the plans of slices of ${slicing.images} and ${p.#sliceImages} images reduce over the batch at different steps`,
+          { file: this.#graph.source },
+        );
+    }
+    const align = Math.max(16, gpu.device.limits.minStorageBufferOffsetAlignment);
+    const held: HeldSlices = { meetings: [], partials: [] };
+    for (const [i, site] of sites.entries()) {
+      const { partLength, partial } = site.reduction;
+      const partStride = Math.ceil((partLength * 4) / align) * (align / 4);
+      const layout = {
+        slices: slicing.count,
+        images: slicing.images,
+        lastImages: slicing.lastImages,
+        sliceStride: partStride * partial.parts.length,
+        partStride,
+      };
+      const bytes = slicing.count * layout.sliceStride * 4;
+      if (bytes > this.#maxBindingBytes)
+        throw new BatchSliceError(
+          `the partial results of ${slicing.count} slices take ${bytes} bytes, over the binding limit of ${this.#maxBindingBytes} bytes`,
+          { file: this.#graph.source, node: site.node },
+        );
+      const partials = gpu.createBuffer(
+        `'${site.node.name}' partials of ${slicing.count} slices`,
+        bytes,
+        storageUsage(),
+      );
+      held.partials.push(partials);
+      const meeting: SliceMeeting = {
+        steps: plans.map((p) => p.#lowered.batchReductions[i].step),
+        backward: backwardAt(this, i),
+        partial: [],
+        combine: [],
+      };
+      held.meetings.push(meeting);
+      for (const [k, p] of plans.entries()) {
+        const reduction = p.#lowered.batchReductions[i].reduction;
+        const part = (q: number): BufferRange => ({
+          buffer: partials,
+          offset: (k * layout.sliceStride + q * partStride) * 4,
+          size: partLength * 4,
+        });
+        const own = reduction.partial;
+        meeting.partial.push(
+          await prepareStep(
+            gpu,
+            own.program,
+            p.#bindingsOf(own.program, own.bind, (name) => {
+              const q = own.parts.indexOf(name);
+              return q < 0 ? undefined : part(q);
+            }),
+          ),
+        );
+        const combine = reduction.combine(layout, k === 0);
+        meeting.combine.push(
+          await prepareStep(
+            gpu,
+            combine.program,
+            p.#bindingsOf(combine.program, combine.bind, (name) =>
+              name === combine.partials ? { buffer: partials } : undefined,
+            ),
+          ),
+        );
+      }
+    }
+    return held;
+  }
+
+  /** The buffer ranges of a program's bindings: `special`'s where it has one, else the value (or initializer) `bind` names. */
+  #bindingsOf(
+    program: KernelProgram,
+    bind: Record<string, string>,
+    special: (binding: string) => BufferRange | undefined,
+  ): BufferRange[] {
+    return program.bindings
+      .filter((b) => b.name !== 'params')
+      .map((b) => {
+        const own = special(b.name);
+        if (own) return own;
+        const name = bind[b.name];
+        const range =
+          name === undefined
+            ? undefined
+            : this.#graph.initializers.has(name)
+              ? { buffer: this.parameterBuffer(name) }
+              : this.#plan.rangeOf(name);
+        if (!range)
+          throw new ModelError(`internal: nothing to bind to '${b.name}' of ${program.label} ('${name}')`, {
+            file: this.#graph.source,
+          });
+        return range;
+      });
+  }
+
+  /** Makes this plan (for the first slice) run the whole batch of `slicing`, slice k through plans[k]. */
+  async #sliceOver(slicing: BatchSlicing, plans: TrainingPlan[], held: HeldSlices | undefined): Promise<void> {
     const gpu = this.#gpu;
     const training = this.#train !== undefined;
     const sums = training
@@ -228,7 +427,12 @@ export class TrainingPlan {
           gpu.createBuffer(`'${p.name}' gradient summed over slices`, Math.max(16, p.size * 4), storageUsage()),
         )
       : [];
-    const sumSteps = async (plan: TrainingPlan, images: number, first: boolean): Promise<KernelStep[]> => {
+    // One set of steps per plan and role: slices through one plan share them.
+    const made = new Map<string, KernelStep[]>();
+    const sumSteps = async (plan: TrainingPlan, k: number, first: boolean): Promise<KernelStep[]> => {
+      const key = `${plans.indexOf(plan)}|${first}`;
+      const known = made.get(key);
+      if (known) return known;
       const steps: KernelStep[] = [];
       for (const [i, p] of plan.#lowered.parameters.entries()) {
         const grad = plan.#plan.bufferOf(p.grad)!;
@@ -236,32 +440,39 @@ export class TrainingPlan {
         for (let start = 0; start < p.size; start += chunk) {
           const size = Math.min(chunk, p.size - start);
           const range = (buffer: GPUBuffer) => ({ buffer, offset: start * 4, size: size * 4 });
-          const program = gradientSumProgram(size, images / slicing.batch, first);
+          const program = gradientSumProgram(size, sliceRows(slicing, k).images / slicing.batch, first);
           steps.push(await prepareStep(gpu, program, [range(grad), range(sums[i])]));
         }
       }
+      made.set(key, steps);
       return steps;
     };
-    const sliced: SlicedBatch = {
+    const steps: KernelStep[][] = [];
+    if (training) for (const [k, plan] of plans.entries()) steps.push(await sumSteps(plan, k, k === 0));
+    this.#sliced = {
       slicing,
-      last,
+      plans,
+      held,
       sums,
-      startSteps: training ? await sumSteps(this, slicing.images, true) : [],
-      addSteps: training ? await sumSteps(this, slicing.images, false) : [],
-      lastAddSteps: training && last ? await sumSteps(last, slicing.lastImages, false) : [],
+      sumSteps: steps,
       stats: gpu.createBuffer(
         'training stats of every slice (readback)',
         LOSS_STATS_BYTES * slicing.count,
         readbackUsage(),
       ),
     };
-    this.#sliced = sliced;
     this.#bindings.forEach((b, i) => {
       if (training) b.grad = sums[i];
     });
   }
 
-  static async #createWhole(gpu: GpuContext, graph: Graph, options: TrainingPlanOptions): Promise<TrainingPlan> {
+  /** `replicaOf`: the plan of the first of the held slices, when this one is another's. */
+  static async #createWhole(
+    gpu: GpuContext,
+    graph: Graph,
+    options: TrainingPlanOptions,
+    replicaOf?: TrainingPlan,
+  ): Promise<TrainingPlan> {
     // The device's GEMM target (software adapter, subgroup size): the same kernel choice as inference.
     const target = gemmTarget(gpu);
     const limits = gpu.device.limits;
@@ -332,6 +543,7 @@ export class TrainingPlan {
       options.constants,
       maxBindingBytes,
       options.shareMemoryWith,
+      replicaOf,
     );
   }
 
@@ -360,6 +572,11 @@ export class TrainingPlan {
     return this.#sliced?.slicing;
   }
 
+  /** Whether the slices are held side by side (a step reduces over the batch) rather than run one after another. */
+  get holdsSlices(): boolean {
+    return this.#sliced?.held !== undefined;
+  }
+
   get classes(): number {
     return (this.#graph.values.get(this.#lowered.partition.logits)!.shape as number[])[1];
   }
@@ -376,12 +593,14 @@ export class TrainingPlan {
     return this.#plan.inputs.map((i) => i.name);
   }
 
+  /** Steps, and activation bytes: of one slice's plan, or of every slice's when they are held side by side. */
   get stats(): { forwardSteps: number; backwardSteps: number; activationBytes: number; peakLiveBytes: number } {
+    const plans = this.#sliced?.held ? this.#sliced.plans.map((p) => p.#plan) : [this.#plan];
     return {
       forwardSteps: this.#lowered.forwardSteps,
       backwardSteps: this.#plan.steps.length - this.#lowered.forwardSteps,
-      activationBytes: this.#plan.peakActivationBytes,
-      peakLiveBytes: this.#plan.peakLiveBytes,
+      activationBytes: plans.reduce((sum, p) => sum + p.peakActivationBytes, 0),
+      peakLiveBytes: plans.reduce((sum, p) => sum + p.peakLiveBytes, 0),
     };
   }
 
@@ -448,7 +667,8 @@ export class TrainingPlan {
    * One step over the slices: each slice's feeds written, its forward, loss and backward run and
    * its gradients added to the sums (weighted by its share of the batch), in one submit per slice
    * (the queue orders a slice's uploads after the previous slice's work); the optimizer reads
-   * the sums after the last. The stats are combined as the whole batch's.
+   * the sums after the last. Held slices run step by step instead, all in one submit. The stats
+   * are combined as the whole batch's.
    */
   async #stepSliced(
     sliced: SlicedBatch,
@@ -459,44 +679,76 @@ export class TrainingPlan {
     where: string,
     seed: number,
   ): Promise<LossStats> {
-    const { slicing } = sliced;
+    const { slicing, plans, held } = sliced;
     if (labels.length !== slicing.batch)
       throw new ModelError(`${labels.length} labels for a batch of ${slicing.batch}`);
+    let encoder: GPUCommandEncoder | undefined;
     for (let k = 0; k < slicing.count; k++) {
-      const lastSlice = k === slicing.count - 1;
-      const plan = lastSlice && sliced.last ? sliced.last : this;
+      const plan = plans[k];
       const rows = sliceRows(slicing, k);
       plan.#feed(sliceFeeds(feeds, slicing, k), labels.subarray(rows.first, rows.first + rows.images));
       // Each slice draws its rows of the unsliced step's Dropout mask.
       plan.#reseed(seed, rows.first, rows.images);
-      const encoder = this.#gpu.device.createCommandEncoder({
+      if (held) continue;
+      encoder = this.#gpu.device.createCommandEncoder({
         label: `training step, slice ${k + 1} of ${slicing.count}`,
       });
       if (k === 0 && optimizer) this.#encodeBackup(encoder);
       plan.#encodeForwardBackward(encoder);
-      encodeSteps(
-        encoder,
-        k === 0 ? sliced.startSteps : plan === this ? sliced.addSteps : sliced.lastAddSteps,
-        'gradient sum',
-      );
+      encodeSteps(encoder, sliced.sumSteps[k], 'gradient sum');
       encoder.copyBufferToBuffer(plan.#train!.stats, 0, sliced.stats, k * LOSS_STATS_BYTES, LOSS_STATS_BYTES);
-      if (lastSlice && optimizer) optimizer.step(this.#bindings, encoder, lr);
-      this.#gpu.device.queue.submit([encoder.finish()]);
+      if (k < slicing.count - 1) this.#gpu.device.queue.submit([encoder.finish()]);
     }
+    if (held) {
+      encoder = this.#gpu.device.createCommandEncoder({ label: `training step, ${slicing.count} slices held` });
+      if (optimizer) this.#encodeBackup(encoder);
+      TrainingPlan.#encodeHeld(encoder, sliced, held, false);
+      for (const plan of plans) plan.#train!.encode(encoder);
+      TrainingPlan.#encodeHeld(encoder, sliced, held, true);
+      for (const [k, plan] of plans.entries()) {
+        encodeSteps(encoder, sliced.sumSteps[k], 'gradient sum');
+        encoder.copyBufferToBuffer(plan.#train!.stats, 0, sliced.stats, k * LOSS_STATS_BYTES, LOSS_STATS_BYTES);
+      }
+    }
+    if (optimizer) optimizer.step(this.#bindings, encoder!, lr);
+    this.#gpu.device.queue.submit([encoder!.finish()]);
     return checkLossStats(await this.#readSliceStats(sliced), this.classes, where);
+  }
+
+  /**
+   * The forward or the backward steps of held slices: each run of steps between two meetings for
+   * every slice in turn, then at a meeting every slice's partial step and every slice's combine.
+   */
+  static #encodeHeld(encoder: GPUCommandEncoder, sliced: SlicedBatch, held: HeldSlices, backward: boolean): void {
+    const { plans } = sliced;
+    const at = plans.map((p) => (backward ? p.#lowered.forwardSteps : 0));
+    const run = (until: (k: number) => number) =>
+      plans.forEach((p, k) => encodeSteps(encoder, p.#plan.steps.slice(at[k], until(k)), 'held slice'));
+    for (const m of held.meetings) {
+      if (m.backward !== backward) continue;
+      run((k) => m.steps[k]);
+      encodeSteps(encoder, m.partial, 'slice partials');
+      encodeSteps(encoder, m.combine, 'slices combined');
+      m.steps.forEach((step, k) => (at[k] = step + 1));
+    }
+    run((k) => (backward ? plans[k].#plan.steps.length : plans[k].#lowered.forwardSteps));
   }
 
   /** The slices' stats as one batch's: the loss weighted by slice size, counts summed, rows offset. */
   async #readSliceStats(sliced: SlicedBatch): Promise<LossStats> {
+    return combineLossStats(await this.#readSliceParts(sliced), sliced.slicing);
+  }
+
+  /** Every slice's stats, as copied to sliced.stats. */
+  async #readSliceParts(sliced: SlicedBatch): Promise<LossStats[]> {
     const { slicing, stats } = sliced;
     const bytes = LOSS_STATS_BYTES * slicing.count;
     await stats.mapAsync(GPUMapMode.READ, 0, bytes);
     const copy = stats.getMappedRange(0, bytes).slice(0);
     stats.unmap();
-    const parts = Array.from({ length: slicing.count }, (_, k) =>
+    return Array.from({ length: slicing.count }, (_, k) =>
       decodeLossStats(new Uint8Array(copy, k * LOSS_STATS_BYTES, LOSS_STATS_BYTES)),
     );
-    return combineLossStats(parts, slicing);
   }
 
   /** Forward and loss only (no gradient): evaluation. Returns unchecked stats and, when asked, the logits. */
@@ -521,48 +773,64 @@ export class TrainingPlan {
       this.#eval.encode(encoder);
       encoder.copyBufferToBuffer(this.#eval.stats, 0, this.#staging, 0, LOSS_STATS_BYTES);
     }
-    const bytes = this.#sliceImages * this.classes * 4;
-    if (readLogits)
-      encoder.copyBufferToBuffer(
-        this.#plan.bufferOf(this.#lowered.partition.logits)!,
-        0,
-        this.#logitsStaging,
-        0,
-        bytes,
-      );
+    if (readLogits) this.#encodeLogitsCopy(encoder);
     this.#gpu.device.queue.submit([encoder.finish()]);
     const stats = labels ? await this.#readStats() : undefined;
-    let logits: Float32Array | undefined;
-    if (readLogits) {
-      await this.#logitsStaging.mapAsync(GPUMapMode.READ, 0, bytes);
-      logits = new Float32Array(this.#logitsStaging.getMappedRange(0, bytes).slice(0));
-      this.#logitsStaging.unmap();
-    }
-    return { stats, logits };
+    return { stats, logits: readLogits ? await this.#readLogits() : undefined };
   }
 
-  /** evaluate() slice by slice: the stats combined as the batch's, the logits' rows put together. */
+  #encodeLogitsCopy(encoder: GPUCommandEncoder): void {
+    const logits = this.#plan.bufferOf(this.#lowered.partition.logits)!;
+    encoder.copyBufferToBuffer(logits, 0, this.#logitsStaging, 0, this.#sliceImages * this.classes * 4);
+  }
+
+  /** The logits #encodeLogitsCopy copied, once the GPU is done. */
+  async #readLogits(): Promise<Float32Array> {
+    const bytes = this.#sliceImages * this.classes * 4;
+    await this.#logitsStaging.mapAsync(GPUMapMode.READ, 0, bytes);
+    const logits = new Float32Array(this.#logitsStaging.getMappedRange(0, bytes).slice(0));
+    this.#logitsStaging.unmap();
+    return logits;
+  }
+
+  /** evaluate() slice by slice (held slices: step by step): the stats combined as the batch's, the logits' rows put together. */
   async #evaluateSliced(
     sliced: SlicedBatch,
     feeds: Map<string, Float32Array>,
     labels: Uint32Array | undefined,
     readLogits: boolean,
   ): Promise<{ stats?: LossStats; logits?: Float32Array }> {
-    const { slicing } = sliced;
+    const { slicing, plans, held } = sliced;
     if (labels && labels.length !== slicing.batch)
       throw new ModelError(`${labels.length} labels for a batch of ${slicing.batch}`);
     const parts: LossStats[] = [];
     const logits = readLogits ? new Float32Array(slicing.batch * this.classes) : undefined;
     for (let k = 0; k < slicing.count; k++) {
-      const plan = k === slicing.count - 1 && sliced.last ? sliced.last : this;
       const rows = sliceRows(slicing, k);
-      const part = await plan.#evaluateWhole(
-        sliceFeeds(feeds, slicing, k),
-        labels?.subarray(rows.first, rows.first + rows.images),
-        readLogits,
-      );
+      const sliceLabels = labels?.subarray(rows.first, rows.first + rows.images);
+      if (held) {
+        plans[k].#feed(sliceFeeds(feeds, slicing, k), sliceLabels ?? new Uint32Array(rows.images));
+        continue;
+      }
+      const part = await plans[k].#evaluateWhole(sliceFeeds(feeds, slicing, k), sliceLabels, readLogits);
       if (part.stats) parts.push(part.stats);
       if (logits && part.logits) logits.set(part.logits, rows.first * this.classes);
+    }
+    if (held) {
+      const encoder = this.#gpu.device.createCommandEncoder({ label: `evaluation, ${slicing.count} slices held` });
+      TrainingPlan.#encodeHeld(encoder, sliced, held, false);
+      for (const [k, plan] of plans.entries()) {
+        if (labels) {
+          plan.#eval.encode(encoder);
+          encoder.copyBufferToBuffer(plan.#eval.stats, 0, sliced.stats, k * LOSS_STATS_BYTES, LOSS_STATS_BYTES);
+        }
+        if (readLogits) plan.#encodeLogitsCopy(encoder);
+      }
+      this.#gpu.device.queue.submit([encoder.finish()]);
+      if (labels) parts.push(...(await this.#readSliceParts(sliced)));
+      if (logits)
+        for (const [k, plan] of plans.entries())
+          logits.set(await plan.#readLogits(), sliceRows(slicing, k).first * this.classes);
     }
     return { stats: labels ? combineLossStats(parts, slicing) : undefined, logits };
   }
@@ -618,14 +886,16 @@ export class TrainingPlan {
     this.#labels.destroy();
     this.#staging.destroy();
     this.#logitsStaging.destroy();
-    const sharedBefore = this.#memoryHost !== undefined && this.#memoryHost.#before === this.#before;
-    if (!sharedBefore) for (const b of this.#before) b.destroy();
-    if (this.#sliced) {
-      this.#sliced.last?.dispose();
-      for (const b of this.#sliced.sums) b.destroy();
-      for (const step of [...this.#sliced.startSteps, ...this.#sliced.addSteps, ...this.#sliced.lastAddSteps])
-        for (const b of step.owned) b.destroy();
-      this.#sliced.stats.destroy();
+    if (this.#ownsBefore) for (const b of this.#before) b.destroy();
+    const sliced = this.#sliced;
+    if (sliced) {
+      for (const plan of new Set(sliced.plans)) if (plan !== this) plan.dispose();
+      for (const b of sliced.sums) b.destroy();
+      for (const step of new Set(sliced.sumSteps.flat())) for (const b of step.owned) b.destroy();
+      for (const m of sliced.held?.meetings ?? [])
+        for (const step of [...m.partial, ...m.combine]) for (const b of step.owned) b.destroy();
+      for (const b of sliced.held?.partials ?? []) b.destroy();
+      sliced.stats.destroy();
     }
   }
 

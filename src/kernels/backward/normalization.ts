@@ -1,7 +1,7 @@
 // BatchNormalization in training mode (forward with batch statistics, and its backward), the
 // backward of a frozen BatchNormalization (running statistics), and LRN backward. Forward
 // inference kernels: ../normalization.ts. Data is [N, C, spatial…] viewed as N × C × S.
-import { elementProgram, input, output, type KernelProgram } from '../shader.ts';
+import { elementProgram, input, output, type KernelProgram, type ParamBlock } from '../shader.ts';
 import { channelReduceProgram, planeProgram } from './channel.ts';
 import { LRN_DENOMINATOR, lrnUniforms, type LrnParams } from '../normalization.ts';
 
@@ -34,8 +34,7 @@ export function batchNormTrainingForwardPrograms(p: BatchNormShape, momentum: nu
     reads: [input('x')],
     writes: [output('saveMean'), output('saveInvStd'), output('runningMean'), output('runningVar')],
     params: (P) => P.f32('epsilon', p.epsilon).f32('momentum', momentum),
-    before: 'let k = firstOf(x[c * P.units]);',
-    element: 'let d = x[i] - k; acc0 += d; acc1 += d * d;',
+    ...SHIFTED_SUMS,
     after: `  let m = acc.x * P.invCount;
   let mean = k + m;
   let variance = max(acc.y * P.invCount - m * m, 0.0);
@@ -56,6 +55,140 @@ export function batchNormTrainingForwardPrograms(p: BatchNormShape, momentum: nu
   });
   return [stats, apply];
 }
+
+/** Σd and Σd² per channel with d = x − k, k the channel's first element (see the statistics above). */
+const SHIFTED_SUMS = {
+  before: 'let k = firstOf(x[c * P.units]);',
+  element: 'let d = x[i] - k; acc0 += d; acc1 += d * d;',
+};
+
+/**
+ * Where the partial results of a reduction over the batch lie when the batch is held as slices
+ * side by side (layer-major slicing): one buffer for every slice, slice j's parts from
+ * j·sliceStride floats, part q of it q·partStride floats further. The strides keep every part at
+ * a multiple of the device's storage offset alignment, so a slice's partial step binds its parts
+ * as views.
+ */
+export interface SlicePartials {
+  slices: number;
+  /** Images in each slice but the last, and in the last. */
+  images: number;
+  lastImages: number;
+  sliceStride: number;
+  partStride: number;
+}
+
+/**
+ * One slice's part of batchNormTrainingForwardPrograms' statistics (layer-major slicing): per
+ * channel, the slice's mean and M2 = Σ(x − mean)² (from the same shifted sums as the whole
+ * batch's), for batchNormCombineStatisticsProgram. Bindings: x, partMean, partM2, params.
+ */
+export function batchNormPartialStatisticsProgram(p: BatchNormShape): KernelProgram {
+  return channelReduceProgram(p, {
+    label: `batchnorm-train partial stats ${p.images}×${p.channels}×${p.spatial}`,
+    key: 'batchnorm-train-partial-stats',
+    reads: [input('x')],
+    writes: [output('partMean'), output('partM2')],
+    ...SHIFTED_SUMS,
+    after: `  let m = acc.x * P.invCount;
+  partMean[c] = k + m;
+  partM2[c] = max(acc.y - acc.x * m, 0.0);`,
+  });
+}
+
+/**
+ * The whole batch's statistics from every slice's (mean, M2), for one slice: with n_j = the
+ * images of slice j times `spatial`, mean = Σ n_j·mean_j / n and M2 = Σ M2_j + Σ n_j·(mean_j −
+ * mean)² (Chan et al.'s pairwise combination, all slices at once: no sum of squares about zero
+ * to cancel in f32); the biased variance M2/n. Writes the slice's saveMean and saveInvStd as the
+ * unsliced statistics step does, and, for the first slice only (`updateRunning`), the running
+ * statistics. Bindings: partials, saveMean, saveInvStd, runningMean, runningVar, params.
+ */
+export function batchNormCombineStatisticsProgram(
+  channels: number,
+  spatial: number,
+  layout: SlicePartials,
+  epsilon: number,
+  momentum: number,
+  updateRunning: boolean,
+): KernelProgram {
+  return elementProgram({
+    label: `batchnorm-train combine stats ${layout.slices}×${channels}`,
+    key: 'batchnorm-train-combine-stats',
+    total: channels,
+    inputs: [input('partials')],
+    outputs: ['saveMean', 'saveInvStd', 'runningMean', 'runningVar'].map((name) => output(name)),
+    params: (P) =>
+      slicePartialsUniforms(P, layout, spatial)
+        .f32('epsilon', epsilon)
+        .f32('momentum', momentum)
+        .u32('updateRunning', updateRunning ? 1 : 0),
+    prelude: SLICE_WEIGHT,
+    body: `
+  var sum = 0.0;
+  var n = 0.0;
+  for (var j = 0u; j < P.slices; j++) {
+    sum += sliceWeight(j) * partials[j * P.sliceStride + idx];
+    n += sliceWeight(j);
+  }
+  let mean = sum / n;
+  var m2 = 0.0;
+  for (var j = 0u; j < P.slices; j++) {
+    let d = partials[j * P.sliceStride + idx] - mean;
+    m2 += partials[j * P.sliceStride + P.partStride + idx] + sliceWeight(j) * d * d;
+  }
+  let variance = m2 / n;
+  saveMean[idx] = mean;
+  saveInvStd[idx] = inverseSqrt(variance + P.epsilon);
+  if (P.updateRunning != 0u) {
+    runningMean[idx] = P.momentum * runningMean[idx] + (1.0 - P.momentum) * mean;
+    runningVar[idx] = P.momentum * runningVar[idx] + (1.0 - P.momentum) * variance;
+  }`,
+  });
+}
+
+/**
+ * The whole batch's dScale and dBias from every slice's (batchNormParamGradProgram run on each
+ * slice, its outputs bound to the slice's two parts), for one slice. A slice's gradients are of
+ * its own mean loss (1/b_j, as slice-major slicing computes them), so the batch's sums are
+ * Σ (b_j/N)·part_j; every slice gets them whole, which its dx step then scales back by its own
+ * 1/(b_j·S) as it should, and which the slices' parameter-gradient sum (weights b_j/N, adding to
+ * 1) leaves as they are. Bindings: partials, dScale, dBias, params.
+ */
+export function batchNormCombineGradientSumsProgram(channels: number, layout: SlicePartials): KernelProgram {
+  return elementProgram({
+    label: `batchnorm-train combine sums ${layout.slices}×${channels}`,
+    key: 'batchnorm-train-combine-sums',
+    total: channels,
+    inputs: [input('partials')],
+    outputs: [output('dScale'), output('dBias')],
+    params: (P) => slicePartialsUniforms(P, layout, 1),
+    prelude: SLICE_WEIGHT,
+    body: `
+  var scale = 0.0;
+  var bias = 0.0;
+  var n = 0.0;
+  for (var j = 0u; j < P.slices; j++) { n += sliceWeight(j); }
+  for (var j = 0u; j < P.slices; j++) {
+    let w = sliceWeight(j) / n;
+    scale += w * partials[j * P.sliceStride + idx];
+    bias += w * partials[j * P.sliceStride + P.partStride + idx];
+  }
+  dScale[idx] = scale;
+  dBias[idx] = bias;`,
+  });
+}
+
+/** The layout's uniforms; `sliceWeight(j)` is then slice j's images times `per`. */
+function slicePartialsUniforms(P: ParamBlock, layout: SlicePartials, per: number): ParamBlock {
+  return P.u32('slices', layout.slices)
+    .u32('sliceStride', layout.sliceStride)
+    .u32('partStride', layout.partStride)
+    .f32('sliceCount', layout.images * per)
+    .f32('lastCount', layout.lastImages * per);
+}
+
+const SLICE_WEIGHT = `fn sliceWeight(j: u32) -> f32 { return select(P.sliceCount, P.lastCount, j + 1u == P.slices); }`;
 
 /**
  * BatchNormalization backward, training mode (batch statistics), as two programs in order,
