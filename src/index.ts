@@ -48,4 +48,6 @@ export {
 } from './graph/architectures/index.ts';
 export { Session, type SessionOptions, type Tensor } from './runtime/session.ts';
 export { SessionDisposedError, SessionUsageError, WeightsTooLargeError } from './runtime/errors.ts';
+export { BindingLimitError } from './runtime/lower.ts';
+export { BatchMemoryError, BatchSliceError } from './runtime/batch-slices.ts';
 export * as train from './train/index.ts';
