@@ -18,6 +18,7 @@ import { ConstantStore } from '../src/runtime/plan.ts';
 import { prepareGraph } from '../src/graph/load.ts';
 import { createOptimizer } from '../src/train/optimizers.ts';
 import { TrainingPlan } from '../src/train/training-plan.ts';
+import { Trainer } from '../src/train/trainer.ts';
 import { freezeBatchNorm, onnxBytesForOrt, randomizedLightModel, runOrt } from './helpers/reference-models.ts';
 import { randomFloat32Array } from './helpers/random.ts';
 import { relL2 } from './helpers/reference-ops.ts';
@@ -271,6 +272,30 @@ describe('batch slicing', () => {
       expect(whole.state.size).toBe(6);
       expectSameStep(sliced, whole, 1e-5);
     });
+
+  it('Trainer: passes maxBindingBytes and memoryBudgetBytes on (a held batch over the budget is refused, one within it trains)', async () => {
+    const images = randomFloat32Array(5 * 3 * 10 * 9, 97);
+    const labels = Uint32Array.from({ length: 5 }, (_, i) => (i * 2) % 5);
+    const fit = async (memoryBudgetBytes: number) => {
+      const trainer = await Trainer.create(gpu, batchNormResidualCnn(5), {
+        maxBindingBytes: TRAINING_LIMIT,
+        memoryBudgetBytes,
+      });
+      try {
+        const { history } = await trainer.fit(() => [{ images, labels, size: 5 }], {
+          epochs: 1,
+          optimizer: { type: 'sgd', lr: 0.01 },
+        });
+        return history[0].loss;
+      } finally {
+        trainer.dispose();
+      }
+    };
+    const error = await fit(16384).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BatchMemoryError);
+    expect((error as BatchMemoryError).limit).toBe(16384);
+    expect(Number.isFinite(await fit((error as BatchMemoryError).bytes))).toBe(true);
+  });
 
   it('training: a held batch over memoryBudgetBytes is refused with the sizes, leaving nothing allocated; within it, it trains', async () => {
     const graph = prepareGraph(batchNormResidualCnn(5));

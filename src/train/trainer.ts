@@ -203,6 +203,10 @@ export interface TrainerOptions {
    * predict never drop.
    */
   dropout?: boolean;
+  /** The most bytes one storage binding may cover (TrainingPlanOptions.maxBindingBytes). */
+  maxBindingBytes?: number;
+  /** The most bytes of activations a batch held as slices may take (TrainingPlanOptions.memoryBudgetBytes). */
+  memoryBudgetBytes?: number;
 }
 
 export class Trainer {
@@ -736,6 +740,8 @@ export class Trainer {
           gemm: this.#options.gemm,
           mode: kind === 'evaluate' || kind === 'head-evaluate' ? 'evaluate' : 'train',
           dropout: this.#options.dropout,
+          maxBindingBytes: this.#options.maxBindingBytes,
+          memoryBudgetBytes: this.#options.memoryBudgetBytes,
           shareMemoryWith: this.#memoryHosts.get(kind),
         });
         this.#adoptPlan(key, kind, created);
