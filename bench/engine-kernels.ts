@@ -23,7 +23,7 @@ import {
   gemvUnsupported,
   type GemvVariant,
 } from '../src/kernels/gemv.ts';
-import { columnChunk, gemmOpProblem, matmulProblem, packB } from '../src/kernels/linear.ts';
+import { columnChunk, gemmOpProblem, matmulProblem, packB, storedRowChunk } from '../src/kernels/linear.ts';
 import {
   prepareStep,
   renameBindings,
@@ -134,7 +134,7 @@ function dotDenseJob(
   { M, K, N }: { M: number; K: number; N: number },
   { x, w, bias }: { x: Float32Array; w: Float32Array; bias: Float32Array },
 ): KernelJob {
-  const rowsPerChunk = Math.min(N, Math.floor(gpu.device.limits.maxStorageBufferBindingSize / (4 * K)));
+  const rowsPerChunk = storedRowChunk(K, N, gpu.device.limits.maxStorageBufferBindingSize);
   const params = { M, N, K, transA: false, transB: true, alpha: 1, beta: 1, cDims: [N] };
   const programs: KernelProgram[] = [];
   const inputs: Record<string, Float32Array> = { a: x, bias };

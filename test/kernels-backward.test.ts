@@ -460,12 +460,7 @@ describe('backward kernels', () => {
         );
         expect(relL2(got.y, want.y)).toBeLessThan(1e-5);
         expect(relL2(got.saveMean, want.mean)).toBeLessThan(1e-5);
-        expect(
-          relL2(
-            got.saveInvStd,
-            want.variance.map((v) => 1 / Math.sqrt(v + eps)),
-          ),
-        ).toBeLessThan(1e-5);
+        expect(relL2(got.saveInvStd, inverseStd(want.variance, eps))).toBeLessThan(1e-5);
         expect(relL2(got.runningMean, want.runningMean)).toBeLessThan(1e-5);
         expect(relL2(got.runningVar, want.runningVar)).toBeLessThan(1e-5);
       });
@@ -541,12 +536,7 @@ describe('backward kernels', () => {
           { saveMean: C, saveInvStd: C, runningMean: C, runningVar: C },
         );
         expect(relL2(got.saveMean, want.mean)).toBeLessThan(1e-6);
-        expect(
-          relL2(
-            got.saveInvStd,
-            want.variance.map((v) => 1 / Math.sqrt(v + eps)),
-          ),
-        ).toBeLessThan(1e-5);
+        expect(relL2(got.saveInvStd, inverseStd(want.variance, eps))).toBeLessThan(1e-5);
         expect(relL2(got.runningMean, updateRunning ? want.runningMean : runningMean)).toBeLessThan(1e-6);
         expect(relL2(got.runningVar, updateRunning ? want.runningVar : runningVar)).toBeLessThan(1e-5);
       }
@@ -1072,3 +1062,8 @@ describe('backward kernels at odd and large sizes', () => {
     });
   }
 });
+
+/** 1/√(var + ε) per channel: what BatchNormalization's training forward saves for its backward. */
+function inverseStd<T extends { map(f: (v: number) => number): T }>(variance: T, eps: number): T {
+  return variance.map((v) => 1 / Math.sqrt(v + eps));
+}

@@ -218,6 +218,11 @@ export function columnChunk(K: number, N: number, maxBytes: number): number {
   return Math.min(roundUp(N, PACK_MULTIPLE), fit);
 }
 
+/** Whole rows of a B stored [N][K] that one binding of `maxBytes` holds (the dot GEMV's chunks), at most N; 0 when not one row fits. */
+export function storedRowChunk(K: number, N: number, maxBytes: number): number {
+  return Math.min(N, Math.floor(maxBytes / (4 * K)));
+}
+
 /** Strides of a C operand of dims (rank ≤ 2) broadcast to [M, N]. */
 export function biasStrides(dims: number[], M: number, N: number): { strideM: number; strideN: number } {
   if (dims.length > 2) throw new Error(`gemm: C has rank ${dims.length}; at most 2 accepted`);

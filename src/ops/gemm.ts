@@ -37,6 +37,7 @@ import {
   packBBands,
   packedBSize,
   storedRowBands,
+  storedRowChunk,
   type GemmOpParams,
   type StridedFloatReader,
 } from '../kernels/linear.ts';
@@ -205,7 +206,7 @@ function dotGemvSteps(
 ): StepSpec[] | undefined {
   const { N, K } = params;
   const name = ctx.node.inputs[1];
-  const rowsPerChunk = Math.min(N, Math.floor(ctx.options!.maxBindingBytes / (4 * K)));
+  const rowsPerChunk = storedRowChunk(K, N, ctx.options!.maxBindingBytes);
   if (rowsPerChunk < 1) return undefined;
   const problems: GemmProblem[] = [];
   for (let n0 = 0; n0 < N; n0 += rowsPerChunk) {
